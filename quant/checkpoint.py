@@ -1,0 +1,99 @@
+"""Checkpoints: one file per training run, rewritten atomically after every epoch.
+
+Format (a ``torch.save``'d dict, loadable with ``torch.load(..., weights_only=True)``):
+
+==================  =============================================================================
+key                 meaning
+==================  =============================================================================
+``format``          ``"asqhw-quant-checkpoint"``
+``format_version``  ``1``
+``model``           model name (``quant.models.MODELS``), e.g. ``"digits"``
+``scheme``          ``"fp"`` or a scheme of ``quant.SCHEMES`` (``"asq+post"``, ...)
+``bits``            BITS of the middle layers (int); ``None`` for ``"fp"``
+``num_classes``     classifier outputs
+``epoch``           epochs completed
+``epochs``          epochs planned; ``complete`` is ``epoch == epochs``
+``metrics``         last evaluation on the test split: ``top1``, ``top5`` (percent), ``loss``
+``config``          the training settings (JSON-able dict: lr, batch_size, seed, init, ...)
+``state_dict``      the model's state (quantizer state included), without a DDP ``module.`` prefix
+``optimizer``       the SGD state (momentum buffers) for ``--resume``; may be ``None``
+``rng``             ``{"torch": ByteTensor}``: torch's CPU generator state, for ``--resume``
+==================  =============================================================================
+
+``load_checkpoint(path)`` rebuilds the model (``build_model`` + ``quantize_model``), loads the state
+and returns it in eval mode together with the metadata (every key above except ``state_dict``,
+``optimizer`` and ``rng``).
+"""
+
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from asqhw.atomic import atomic_write_bytes
+from asqhw.errors import UserError
+from quant.models import build_model, check_model_name
+from quant.quantize import check_scheme, quantize_model
+
+FORMAT = "asqhw-quant-checkpoint"
+FORMAT_VERSION = 1
+_BULKY = ("state_dict", "optimizer", "rng")
+
+
+def save_checkpoint(path, model: nn.Module, meta: dict, optimizer=None) -> Path:
+    """Write ``model``'s state and ``meta`` (model, scheme, bits, epoch, ...) to ``path`` atomically."""
+    missing = {"model", "scheme", "bits", "epoch"} - set(meta)
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {sorted(missing)}")
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "metrics": {},
+        "config": {},
+        **meta,
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "rng": {"torch": torch.get_rng_state()},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path) -> dict:
+    """The raw checkpoint dict of ``path`` (checked to be this project's format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: train one with `asqhw train` or fix the path")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file
+        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not an asqhw checkpoint (no format {FORMAT!r}); pass one `asqhw train` wrote")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"checkpoint {path} has format version {payload.get('format_version')!r}; this asqhw reads "
+            f"version {FORMAT_VERSION}: retrain it"
+        )
+    return payload
+
+
+def build_for(meta: dict) -> nn.Module:
+    """A model with the architecture and quantizers ``meta`` describes (untrained state)."""
+    model = build_model(check_model_name(meta["model"]), meta.get("num_classes"))
+    return quantize_model(model, check_scheme(meta["scheme"]), meta["bits"])
+
+
+def load_checkpoint(path) -> tuple[nn.Module, dict]:
+    """``(model, meta)``: the model rebuilt and quantized per ``meta``, state loaded, eval mode."""
+    payload = read_checkpoint(path)
+    model = build_for(payload)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"checkpoint {path} does not match model {payload['model']!r}: {err}") from err
+    model.eval()
+    return model, {k: v for k, v in payload.items() if k not in _BULKY}

@@ -1,0 +1,147 @@
+"""``asqhw train``, ``asqhw eval`` and ``asqhw overhead``."""
+
+import argparse
+import json
+from pathlib import Path
+
+from asqhw.errors import UserError
+from quant.schemes import FLOAT_SCHEME, SCHEMES, paper_scheme
+
+DEFAULT_OUT_ROOT = Path("build/train")
+
+
+# --preset NAME -> (model, scheme, bits): the digits models the hardware ships with.
+PRESETS = {f"digits-b{bits}": ("digits", paper_scheme(bits), bits) for bits in (2, 3, 4, 8)}
+
+
+def register(subparsers) -> None:
+    """Add the ``train``, ``eval`` and ``overhead`` subcommands."""
+    train = subparsers.add_parser(
+        "train", help="quantization-aware training (ASQ/POST and baselines)",
+        description="Train a model with quantization-aware training (SGD, momentum 0.9, cosine lr, weight "
+        "decay 1e-4), starting from a full-precision model (--init, or one trained and cached in "
+        "OUT/../MODEL-fp). Writes OUT/checkpoint.pt after every epoch and OUT/metrics.json. Under "
+        "torchrun it trains data-parallel.",
+    )
+    add_train_arguments(train)
+    train.set_defaults(handler=run_train)
+
+    evaluate = subparsers.add_parser("eval", help="top-1/top-5 accuracy of a checkpoint on its test split")
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(handler=run_eval)
+
+    overhead = subparsers.add_parser(
+        "overhead", help="the ASQ adapter's parameter and compute overhead (paper Table 1)"
+    )
+    overhead.add_argument("--model", default="resnet18", help="model name (default resnet18)")
+    overhead.add_argument("--bits", type=int, nargs="+", default=[8, 4, 3, 2], help="widths (default 8 4 3 2)")
+    overhead.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    overhead.set_defaults(handler=run_overhead)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="digits-bB: the shipped digits model at B bits (sets --model, --scheme, --bits)")
+    parser.add_argument("--model", help="digits, resnet20, resnet18, resnet34 or mobilenet_v2 (default digits)")
+    parser.add_argument("--scheme", help=f"{FLOAT_SCHEME}, {', '.join(SCHEMES)} (default: the paper's for --bits)")
+    parser.add_argument("--bits", type=int, help="bit width of the middle layers, 2-8 (first/last are 8)")
+    parser.add_argument("--out", type=Path,
+                        help="output folder (default build/train/PRESET or build/train/MODEL-SCHEME-bBITS)")
+    parser.add_argument("--epochs", type=int, help="epochs (default: the data set's recipe)")
+    parser.add_argument("--lr", type=float, help="initial learning rate (default: the data set's recipe)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (default: the data set's recipe)")
+    parser.add_argument("--init", help="full-precision checkpoint to start from (asqhw fp or torchvision state_dict)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
+    parser.add_argument("--data", help="data folder (CIFAR-10: cifar-10-batches-py; ImageNet: train/ val/)")
+    parser.add_argument("--workers", type=int, default=4, help="data-loading processes (ImageNet)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+
+
+def _train_config(args):
+    from quant.train import TrainConfig
+
+    model, scheme, bits = args.model, args.scheme, args.bits
+    if args.preset:
+        p_model, p_scheme, p_bits = PRESETS[args.preset]
+        fixed = (("--model", model, p_model), ("--scheme", scheme, p_scheme), ("--bits", bits, p_bits))
+        for flag, given, wanted in fixed:
+            if given is not None and given != wanted:
+                raise UserError(f"--preset {args.preset} means {flag} {wanted}, but {flag} {given} was given")
+        model, scheme, bits = p_model, p_scheme, p_bits
+    model = model or "digits"
+    if scheme is None:
+        if bits is None:
+            raise UserError("give --bits B (2-8) and optionally --scheme, or --scheme fp for a float model")
+        scheme = paper_scheme(bits)
+    if scheme != FLOAT_SCHEME and bits is None:
+        raise UserError(f"--scheme {scheme} needs --bits B (2-8)")
+    if args.out is not None:
+        out = args.out
+    elif args.preset:
+        out = DEFAULT_OUT_ROOT / args.preset  # build/train/digits-bB: where `make export` reads it
+    else:
+        out = DEFAULT_OUT_ROOT / (f"{model}-fp" if scheme == FLOAT_SCHEME else f"{model}-{scheme}-b{bits}")
+    return TrainConfig(
+        model=model, scheme=scheme, bits=bits, out=out, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, seed=args.seed, data=args.data, init=args.init, resume=args.resume,
+        workers=args.workers, device=args.device,
+    )
+
+
+def run_train(args) -> int:
+    from quant.train import CHECKPOINT_NAME, train
+
+    config = _train_config(args)
+    metrics = train(config)
+    print(f"{config.model} {config.scheme} bits={config.bits}: test top-1 {metrics['top1']:.2f} %, "
+          f"top-5 {metrics['top5']:.2f} % -> {Path(config.out) / CHECKPOINT_NAME}")
+    return 0
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``asqhw eval`` (other packages may add theirs to the same parser)."""
+    parser.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
+    parser.add_argument("--data", help="data folder (CIFAR-10 / ImageNet; digits ships with scikit-learn)")
+    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
+    parser.add_argument("--workers", type=int, default=4, help="data-loading processes (ImageNet)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def float_eval(args) -> dict:
+    """Evaluate ``args.checkpoint`` on its test split: ``{model, scheme, bits, top1, top5, loss}``."""
+    import torch
+
+    from quant.checkpoint import load_checkpoint
+    from quant.data import make_loaders
+    from quant.models import dataset_of
+    from quant.train import evaluate
+
+    model, meta = load_checkpoint(args.checkpoint)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _, test_loader = make_loaders(dataset_of(meta["model"]), args.data, args.batch_size, workers=args.workers)
+    metrics = evaluate(model.to(device), test_loader, device)
+    return {"checkpoint": str(args.checkpoint), "model": meta["model"], "scheme": meta["scheme"],
+            "bits": meta["bits"], **metrics}
+
+
+def print_eval(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['model']} {result['scheme']} bits={result['bits']}: top-1 {result['top1']:.2f} %, "
+              f"top-5 {result['top5']:.2f} %")
+
+
+def run_eval(args) -> int:
+    print_eval(float_eval(args), args.json)
+    return 0
+
+
+def run_overhead(args) -> int:
+    from quant.overhead import format_table, overhead_table
+
+    table = overhead_table(args.model, args.bits)
+    print(json.dumps(table, indent=2) if args.json else format_table(table))
+    return 0

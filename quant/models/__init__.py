@@ -1,0 +1,38 @@
+"""Model registry: ``build_model(name)`` and the data set each model is trained on."""
+
+from torch import nn
+
+from asqhw.errors import UserError
+from quant.models.digits import DigitsNet
+from quant.models.mobilenet import mobilenet_v2
+from quant.models.resnet import resnet18, resnet20, resnet34
+
+# name -> (constructor taking num_classes, data set name)
+MODELS = {
+    "digits": (DigitsNet, "digits"),
+    "resnet20": (resnet20, "cifar10"),
+    "resnet18": (resnet18, "imagenet"),
+    "resnet34": (resnet34, "imagenet"),
+    "mobilenet_v2": (mobilenet_v2, "imagenet"),
+}
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it is a known model, else raise ``UserError`` listing the known ones."""
+    if name not in MODELS:
+        raise UserError(f"model {name!r} is unknown: use one of {', '.join(MODELS)}")
+    return name
+
+
+def dataset_of(name: str) -> str:
+    """The data set a model is trained on: 'digits', 'cifar10' or 'imagenet'."""
+    return MODELS[check_model_name(name)][1]
+
+
+def build_model(name: str, num_classes: int | None = None) -> nn.Module:
+    """A freshly initialised float model; ``num_classes`` defaults to the data set's."""
+    constructor, _ = MODELS[check_model_name(name)]
+    return constructor() if num_classes is None else constructor(num_classes)
+
+
+__all__ = ["MODELS", "DigitsNet", "build_model", "check_model_name", "dataset_of"]

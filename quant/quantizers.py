@@ -1,0 +1,332 @@
+"""Quantizers as ``nn.Module``s with explicit state (DESIGN.md section 1).
+
+Activation quantizers (one per quantized layer's input):
+
+- ``LSQActivation``: one learnable step ``s`` per layer (LSQ, Esser et al. 2019).
+- ``ASQActivation``: ``s`` times a per-sample ``beta`` from a small adapter (the paper's ASQ).
+- ``MinMaxActivation``: plain uniform min-max, no learned state (a reference, not a scheme).
+
+Weight quantizers (one per quantized layer's weight, per output channel):
+
+- ``LSQWeight``: uniform signed b-bit codes with a learnable step per output channel.
+- ``PowerWeight``: POT or POST levels times a learnable ``alpha`` per output channel.
+
+State the exporter reads (fixed by the team contract): ``.step``, ``.bits``, ``.signed`` and, for ASQ,
+``.adapter``; ``.alpha``, ``.bits``, ``.kind`` for POT/POST; ``.codes(weight)`` on both weight
+quantizers. State is initialised in place from the first tensor seen (``initialized`` buffer), so a
+parameter keeps its identity and the optimizer can be built after the first batch.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from asqhw.errors import UserError
+from quant.ste import fake_quantize, grad_scale, nearest_level, quantize_codes
+
+MIN_BITS, MAX_BITS = 2, 8
+# Widest POT/POST weights the hardware encoding offers: the exponent range grows as 2^(b-1).
+MAX_CODE_BITS = {"pot": 4, "post": 5}
+# Smallest step / alpha / beta: keeps every division finite (the adapter's 1e-8 is the paper's).
+STEP_EPS = torch.finfo(torch.float32).eps
+BETA_FLOOR = 1e-8
+# After the first batch every sample's beta is within this of 1 (DESIGN.md 1.2: ASQ starts as LSQ).
+BETA_INIT_TOLERANCE = 2e-3
+
+
+def check_bits(bits) -> int:
+    """Return ``bits`` as an int if it is a supported width (2..8), else raise ``UserError``."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise UserError(f"bit width {bits!r} is not supported: use an integer from {MIN_BITS} to {MAX_BITS}")
+    return bits
+
+
+def int_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Return ``(Q_N, Q_P)``: ``(-2^(b-1), 2^(b-1) - 1)`` signed, ``(0, 2^b - 1)`` unsigned."""
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def level_magnitude(kind: str, k: int) -> float:
+    """``2^(-k)`` (POT) or ``2^(-k/2)`` (POST) as the correctly rounded float64."""
+    if kind == "pot":
+        return math.ldexp(1.0, -k)
+    return math.ldexp(math.sqrt(0.5) if k % 2 else 1.0, -(k // 2))
+
+
+def levels(kind: str, bits: int) -> torch.Tensor:
+    """Return the exact normalised level set of a b-bit POT or POST weight, sorted, float64.
+
+    A b-bit code is a sign bit and a (b-1)-bit magnitude ``m`` (``m = 0`` is zero), so there are
+    ``K + 1 = 2^(b-1) - 1`` non-zero magnitudes ``2^(-k)`` (POT) or ``2^(-k/2)`` (POST),
+    ``k = 0 .. K`` (DESIGN.md 1.3). 2-bit POST is ternary ``{-1, 0, 1}``.
+    """
+    bits = check_bits(bits)
+    if kind not in ("pot", "post"):
+        raise UserError(f"level-set kind {kind!r} is unknown: use 'pot' or 'post'")
+    top = (1 << (bits - 1)) - 2
+    mags = torch.tensor([level_magnitude(kind, k) for k in range(top, -1, -1)], dtype=torch.float64)
+    return torch.cat([-mags.flip(0), torch.zeros(1, dtype=torch.float64), mags])
+
+
+class _LazyInit(nn.Module):
+    """State initialised from the first tensor seen, tracked by the ``initialized`` buffer.
+
+    The buffer travels with ``state_dict``; a Python flag mirrors it so that the forward pass does
+    not read a (possibly GPU) tensor on every call.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("initialized", torch.tensor(False))
+        self._ready = False
+
+    def initialize(self, t: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _ensure_initialized(self, t: torch.Tensor) -> None:
+        if not self._ready:
+            if not bool(self.initialized):
+                self.initialize(t)
+            self._ready = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._ready = False  # re-read the loaded buffer on the next forward
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+class _ActivationQuantizer(_LazyInit):
+    """Shared state of the learned-step activation quantizers: ``step``, ``bits``, ``signed``."""
+
+    def __init__(self, bits: int, signed: bool):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.signed = bool(signed)
+        self.q_n, self.q_p = int_range(self.bits, self.signed)
+        self.step = nn.Parameter(torch.tensor(1.0))
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}"
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """LSQ step init from the first batch: ``s = 2 mean|x| / sqrt(Q_P)``, in place."""
+        self.step.copy_((2 * x.abs().mean() / math.sqrt(self.q_p)).clamp_min(STEP_EPS))
+        self.initialized.fill_(True)
+
+    def _scaled_step(self, x: torch.Tensor) -> torch.Tensor:
+        """The step with LSQ's gradient scale ``1 / sqrt(Q_P N)``, N counting the whole batch."""
+        self._ensure_initialized(x)
+        return grad_scale(self.step.clamp_min(STEP_EPS), 1.0 / math.sqrt(self.q_p * x.numel()))
+
+
+class LSQActivation(_ActivationQuantizer):
+    """LSQ activation quantizer: one learnable step per layer.
+
+    ``x_hat = clamp(floor(x / s + 0.5), Q_N, Q_P) * s``; unsigned (``0 .. 2^b - 1``) after a ReLU,
+    signed for the first layer's image input.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(x, self._scaled_step(x), self.q_n, self.q_p)
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer codes of ``x`` (int64), the hardware's activation encoding."""
+        return quantize_codes(x, self.step, self.q_n, self.q_p).long()
+
+
+def make_adapter(channels: int) -> nn.Sequential:
+    """ASQ's adapter: Linear(C, C//4) -> ReLU -> Linear(C//4, 1) -> ReLU; one Linear if C < 8.
+
+    The last Linear starts with weight ``N(0, 0.01)`` and bias 1 so that ``beta ~ 1``.
+    """
+    if channels < 1:
+        raise UserError(f"an ASQ adapter needs at least one input channel, got {channels}")
+    if channels >= 8:
+        adapter = nn.Sequential(nn.Linear(channels, channels // 4), nn.ReLU(), nn.Linear(channels // 4, 1), nn.ReLU())
+    else:
+        adapter = nn.Sequential(nn.Linear(channels, 1), nn.ReLU())
+    last = adapter[-2]
+    nn.init.normal_(last.weight, mean=0.0, std=0.01)
+    nn.init.constant_(last.bias, 1.0)
+    return adapter
+
+
+class ASQActivation(_ActivationQuantizer):
+    """ASQ: adaptive step ``s_a = s * beta`` with a per-sample ``beta`` from ``adapter``.
+
+    ``z = GAP(x)`` per sample and channel (``z = x`` for a Linear layer's 2-D input), ``beta =
+    max(adapter(z), 1e-8)``, and ``x_hat = clamp(floor(x / s_a + 0.5), Q_N, Q_P) * s_a``. Gradients
+    (paper eqs. 7-9): ``dL/ds = g sum_b beta_b G_b``, ``dL/dbeta_b = s G_b`` with ``G_b`` the sample's
+    LSQ step gradient; ``beta`` then back-propagates through the adapter (to its weights and ``x``).
+    """
+
+    def __init__(self, bits: int, channels: int, signed: bool = False):
+        super().__init__(bits, signed)
+        self.channels = int(channels)
+        self.adapter = make_adapter(self.channels)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}, channels={self.channels}"
+
+    def beta(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``beta`` of shape ``(B,)`` (differentiable)."""
+        z = x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
+        return self.adapter(z).clamp_min(BETA_FLOOR).reshape(x.shape[0])
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """LSQ step init, then shrink the adapter's random part so ``|beta - 1|`` stays tiny.
+
+        The paper only asks for ``beta`` "close to 1"; with ``N(0, 0.01)`` weights a wide layer's
+        hidden units can still move it by a few percent, so the last Linear's weight is scaled down
+        until every sample of this first batch is within ``BETA_INIT_TOLERANCE`` of 1.
+        """
+        super().initialize(x)
+        deviation = (self.beta(x) - 1).abs().max().item()
+        if deviation > BETA_INIT_TOLERANCE:
+            self.adapter[-2].weight.mul_(BETA_INIT_TOLERANCE / deviation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = self._scaled_step(x)
+        beta = self.beta(x).reshape((-1,) + (1,) * (x.dim() - 1))
+        return fake_quantize(x, step * beta, self.q_n, self.q_p)
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer codes of ``x`` with each sample's adaptive step (int64)."""
+        s_a = self.step * self.beta(x).reshape((-1,) + (1,) * (x.dim() - 1))
+        return quantize_codes(x, s_a, self.q_n, self.q_p).long()
+
+
+class MinMaxActivation(nn.Module):
+    """Plain uniform min-max quantizer (reference): ``step = max|x| / Q_P`` per call, no learning.
+
+    Straight-through for ``x``; the step carries no gradient.
+    """
+
+    def __init__(self, bits: int, signed: bool):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.signed = bool(signed)
+        self.q_n, self.q_p = int_range(self.bits, self.signed)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = x.detach().abs().max() if self.signed else x.detach().clamp_min(0).max()
+        return fake_quantize(x, (top / self.q_p).clamp_min(STEP_EPS), self.q_n, self.q_p)
+
+
+def _per_channel(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(C_out,)`` tensor to broadcast over a weight shaped ``(C_out, ...)``."""
+    return t.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+class LSQWeight(_LazyInit):
+    """LSQ weight quantizer: signed b-bit codes, one learnable step per output channel.
+
+    ``codes = clamp(floor(w / step + 0.5), -2^(b-1), 2^(b-1) - 1)``; gradient scale on ``step`` is
+    ``1 / sqrt(Q_P * fan_in)``, fan_in = ``C_in/groups * k * k`` (the elements sharing one step).
+    """
+
+    kind = "uniform"
+
+    def __init__(self, bits: int, out_channels: int):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.q_n, self.q_p = int_range(self.bits, signed=True)
+        self.step = nn.Parameter(torch.ones(int(out_channels)))
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, out_channels={self.step.numel()}"
+
+    @torch.no_grad()
+    def initialize(self, weight: torch.Tensor) -> None:
+        """Per-channel ``step = 2 mean|w_c| / sqrt(Q_P)``, in place."""
+        mean_abs = weight.abs().reshape(weight.shape[0], -1).mean(dim=1)
+        self.step.copy_((2 * mean_abs / math.sqrt(self.q_p)).clamp_min(STEP_EPS))
+        self.initialized.fill_(True)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        self._ensure_initialized(weight)
+        fan_in = weight[0].numel()
+        step = grad_scale(self.step.clamp_min(STEP_EPS), 1.0 / math.sqrt(self.q_p * fan_in))
+        return fake_quantize(weight, _per_channel(step, weight), self.q_n, self.q_p)
+
+    @torch.no_grad()
+    def codes(self, weight: torch.Tensor) -> torch.Tensor:
+        """Signed integer codes (int64); the memory word is their b-bit two's complement."""
+        return quantize_codes(weight, _per_channel(self.step, weight), self.q_n, self.q_p).long()
+
+    @torch.no_grad()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """The float weights ``codes * step`` that the forward pass uses."""
+        return codes.to(self.step.dtype) * _per_channel(self.step, codes)
+
+
+class PowerWeight(_LazyInit):
+    """POT / POST weight quantizer: nearest level of ``clamp(w / alpha, -1, 1)``, times ``alpha``.
+
+    ``alpha`` is learned per output channel, initialised at the 99th percentile of ``|w_c|``. The
+    gradient is straight through for ``w`` inside the clip range and LSQ-style for ``alpha``
+    (``level - w/alpha`` inside, ``+-1`` outside) with gradient scale ``1 / sqrt(fan_in)``.
+    Hardware codes are b-bit sign-magnitude: sign bit ``b-1``, magnitude ``m`` (0 = zero, else
+    exponent ``e = m - 1``, value ``alpha * 2^(e - K)`` POT or ``alpha * 2^((e - K)/2)`` POST).
+    """
+
+    def __init__(self, bits: int, out_channels: int, kind: str):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.kind = kind
+        level_set = levels(kind, self.bits).float()
+        self.top_exponent = (1 << (self.bits - 1)) - 2  # K
+        self.register_buffer("levels", level_set, persistent=False)
+        self.register_buffer("midpoints", (level_set[1:] + level_set[:-1]) / 2, persistent=False)
+        self.alpha = nn.Parameter(torch.ones(int(out_channels)))
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, bits={self.bits}, out_channels={self.alpha.numel()}"
+
+    @torch.no_grad()
+    def initialize(self, weight: torch.Tensor) -> None:
+        """Per-channel ``alpha`` = 99th percentile of ``|w_c|``, in place."""
+        flat = weight.abs().reshape(weight.shape[0], -1)
+        self.alpha.copy_(torch.quantile(flat, 0.99, dim=1).clamp_min(STEP_EPS))
+        self.initialized.fill_(True)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        self._ensure_initialized(weight)
+        alpha = grad_scale(self.alpha.clamp_min(STEP_EPS), 1.0 / math.sqrt(weight[0].numel()))
+        alpha = _per_channel(alpha, weight)
+        return nearest_level((weight / alpha).clamp(-1, 1), self.levels, self.midpoints) * alpha
+
+    def _level_index(self, weight: torch.Tensor) -> torch.Tensor:
+        v = (weight / _per_channel(self.alpha, weight)).clamp(-1, 1)
+        return torch.bucketize(v, self.midpoints, right=True)
+
+    @torch.no_grad()
+    def codes(self, weight: torch.Tensor) -> torch.Tensor:
+        """Sign-magnitude codes ``sign << (b-1) | m`` as int64 in ``0 .. 2^b - 1``; zero is 0."""
+        limit = MAX_CODE_BITS[self.kind]
+        if self.bits > limit:
+            raise UserError(
+                f"{self.kind.upper()} weights at {self.bits} bits have no hardware encoding (shifts up to "
+                f"{self.top_exponent}); use at most {limit} bits, or uniform (LSQ) weights for wider layers"
+            )
+        offset = self._level_index(weight) - (self.top_exponent + 1)  # -(K+1) .. K+1, 0 is zero
+        sign = (offset < 0).long()
+        return (sign << (self.bits - 1)) | offset.abs()
+
+    @torch.no_grad()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """The float weights the forward pass uses, from ``codes``."""
+        magnitude = codes & ((1 << (self.bits - 1)) - 1)
+        sign = 1 - 2 * ((codes >> (self.bits - 1)) & 1)
+        table = [0.0] + [level_magnitude(self.kind, k) for k in range(self.top_exponent, -1, -1)]
+        value = torch.tensor(table, dtype=torch.float64)[magnitude] * sign
+        return value.to(self.alpha.dtype) * _per_channel(self.alpha, codes)

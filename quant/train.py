@@ -1,0 +1,311 @@
+"""Quantization-aware training and evaluation (the paper's recipe, DESIGN.md 1.4).
+
+SGD with momentum 0.9, weight decay 1e-4 and a cosine learning rate without restarts (per step),
+starting from a full-precision model. One code path serves one CPU, one GPU, several GPUs and several
+machines: launched by ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
+``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank trains on its share of every
+batch; rank 0 writes the checkpoint and the metrics log.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from asqhw.atomic import atomic_write_text
+from asqhw.errors import UserError
+from quant.checkpoint import read_checkpoint, save_checkpoint
+from quant.data import make_loaders
+from quant.models import build_model, check_model_name, dataset_of
+from quant.quantize import FLOAT_SCHEME, calibrate, check_scheme, quantize_model
+from quant.quantizers import check_bits
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+MOMENTUM = 0.9
+WEIGHT_DECAY = 1e-4
+
+# (epochs, lr, batch size) of the quantized run and of the full-precision run it starts from.
+# Quantized: the paper's recipe (DESIGN.md 1.4); digits is this project's own (a few seconds per run
+# on 2 cores). Full precision (only when no --init is given): the usual from-scratch recipes (He et
+# al. for CIFAR, torchvision's for ImageNet); the paper starts from pretrained models instead.
+RECIPES = {
+    "digits": {"qat": (30, 0.02, 64), "fp": (40, 0.05, 64)},
+    "cifar10": {"qat": (300, 0.04, 128), "fp": (300, 0.1, 128)},
+    "imagenet": {"qat": (90, 0.01, 512), "fp": (90, 0.1, 256)},
+}
+# MobileNet-V2 on ImageNet: batch 256 (paper).
+BATCH_OVERRIDES = {"mobilenet_v2": 256}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on; ``None`` fields take the data set's recipe."""
+
+    model: str
+    scheme: str
+    bits: int | None
+    out: Path
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    data: str | None = None
+    init: str | None = None
+    resume: bool = False
+    workers: int = 4
+    device: str | None = None
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the recipe's defaults filled in and every value checked."""
+        check_model_name(self.model)
+        check_scheme(self.scheme)
+        bits = None if self.scheme == FLOAT_SCHEME else check_bits(self.bits)
+        epochs, lr, batch = RECIPES[dataset_of(self.model)]["fp" if self.scheme == FLOAT_SCHEME else "qat"]
+        batch = BATCH_OVERRIDES.get(self.model, batch)
+        config = TrainConfig(**{**asdict(self), "bits": bits, "out": Path(self.out)})
+        config.epochs = epochs if self.epochs is None else self.epochs
+        config.lr = lr if self.lr is None else self.lr
+        config.batch_size = batch if self.batch_size is None else self.batch_size
+        if config.epochs < 1:
+            raise UserError(f"--epochs {config.epochs} must be at least 1")
+        if not config.lr > 0:
+            raise UserError(f"--lr {config.lr} must be positive")
+        return config
+
+    def to_json(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def fp_cache_dir(out: Path, model: str) -> Path:
+    """Where a quantized run's full-precision starting point is trained and reused."""
+    return Path(out).parent / f"{model}-fp"
+
+
+# ---------------------------------------------------------------- distributed setup
+
+
+@dataclass
+class Dist:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str | None) -> Dist:
+    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``); pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return Dist(rank, dist.get_world_size() if dist.is_initialized() else 1, device)
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device=None) -> dict:
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy of ``model`` over ``loader``.
+
+    ``loader`` yields ``(x, y)`` batches. The model is put in eval mode (and left there). Under
+    ``torch.distributed`` the counts of all ranks are summed.
+    """
+    model.eval()
+    device = device or next(model.parameters()).device
+    correct1 = correct5 = loss_sum = count = 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == y).sum().item()
+        correct5 += (top == y[:, None]).any(dim=1).sum().item()
+        count += len(y)
+    correct1, correct5, loss_sum, count = _all_reduce_sum([correct1, correct5, loss_sum, count], device)
+    if count == 0:
+        raise UserError("the evaluation data set is empty")
+    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count}
+
+
+# ---------------------------------------------------------------- training
+
+
+def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
+    """Cosine decay without restarts: ``base_lr * (1 + cos(pi * step / total)) / 2``."""
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / max(1, total_steps)))
+
+
+def _load_float_weights(model: nn.Module, path) -> None:
+    """Load a full-precision start: an asqhw ``fp`` checkpoint or a plain (torchvision) state_dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--init checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"--init checkpoint {path} cannot be read ({type(err).__name__}: {err})") from err
+    if isinstance(payload, dict) and "format" in payload:
+        payload = read_checkpoint(path)
+        if payload["scheme"] != FLOAT_SCHEME:
+            raise UserError(f"--init {path} is a {payload['scheme']} checkpoint: pass a full-precision (fp) one")
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict):
+        raise UserError(f"--init {path} holds no state_dict")
+    try:
+        model.load_state_dict(payload)
+    except RuntimeError as err:
+        raise UserError(f"--init {path} does not fit the model: {err}") from err
+
+
+def _prepare_float_start(config: TrainConfig, ctx: Dist) -> str:
+    """Path of the full-precision checkpoint a quantized run starts from; trains it if needed."""
+    if config.init is not None:
+        return config.init
+    fp_out = fp_cache_dir(config.out, config.model)
+    cached = fp_out / CHECKPOINT_NAME
+    if cached.is_file() and read_checkpoint(cached).get("complete"):
+        return str(cached)
+    fp_config = TrainConfig(
+        model=config.model, scheme=FLOAT_SCHEME, bits=None, out=fp_out, seed=config.seed, data=config.data,
+        workers=config.workers, device=config.device,
+    )
+    if ctx.is_main:
+        tqdm.write(f"asqhw train: no --init given; training the full-precision {config.model} in {fp_out}")
+    train(fp_config)
+    return str(cached)
+
+
+def _write_metrics(path: Path, config: TrainConfig, history: list) -> None:
+    log = {"model": config.model, "scheme": config.scheme, "bits": config.bits, "config": config.to_json(),
+           "epochs": history}
+    atomic_write_text(path, json.dumps(log, indent=2) + "\n")
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) one training run; return the final test metrics. See the module docstring."""
+    return run_training(config)[1]
+
+
+def run_training(config: TrainConfig) -> tuple[nn.Module, dict]:
+    """``train``, returning ``(model, final test metrics)``; the model is this rank's, unwrapped."""
+    config = config.resolved()
+    ctx = setup_distributed(config.device)
+    if config.batch_size % ctx.world:
+        raise UserError(f"--batch-size {config.batch_size} must be a multiple of the {ctx.world} processes")
+    checkpoint_path = config.out / CHECKPOINT_NAME
+    needs_float_start = config.scheme != FLOAT_SCHEME and not config.resume
+    float_start = _prepare_float_start(config, ctx) if needs_float_start else None
+    torch.manual_seed(config.seed)  # after any full-precision pre-training: same run either way
+    model = build_model(config.model)
+    num_classes = model_num_classes(model)  # before the swap adds the adapters' Linears
+    if float_start is not None:
+        _load_float_weights(model, float_start)
+    quantize_model(model, config.scheme, config.bits)
+    model.to(ctx.device)
+
+    train_loader, test_loader = make_loaders(
+        dataset_of(config.model), config.data, config.batch_size // ctx.world, seed=config.seed, rank=ctx.rank,
+        world=ctx.world, workers=config.workers,
+    )
+    if len(train_loader) == 0:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the training set")
+    train_loader.set_epoch(0)
+    calibrate(model, next(iter(train_loader))[0].to(ctx.device))
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+    start_epoch, history = 0, []
+    if config.resume:
+        start_epoch, history = _resume(checkpoint_path, model, optimizer, config)
+    net = nn.parallel.DistributedDataParallel(model) if ctx.world > 1 else model
+
+    meta = {"model": config.model, "scheme": config.scheme, "bits": config.bits,
+            "num_classes": num_classes, "epochs": config.epochs, "config": config.to_json()}
+    total_steps = config.epochs * len(train_loader)
+    metrics = history[-1]["test"] if history else {}
+    epochs = tqdm(range(start_epoch, config.epochs), desc=f"{config.model} {config.scheme}", unit="epoch",
+                  disable=None if ctx.is_main else True, initial=start_epoch, total=config.epochs)
+    for epoch in epochs:
+        started = time.perf_counter()
+        train_stats = _train_epoch(net, train_loader, optimizer, config, ctx, epoch, total_steps)
+        metrics = evaluate(model, test_loader, ctx.device)
+        history.append({"epoch": epoch + 1, "train": train_stats, "test": metrics,
+                        "seconds": time.perf_counter() - started})
+        epochs.set_postfix(loss=f"{train_stats['loss']:.3f}", top1=f"{metrics['top1']:.2f}")
+        if ctx.is_main:
+            save_checkpoint(checkpoint_path, model, {**meta, "epoch": epoch + 1, "complete": epoch + 1 == config.epochs,
+                                                     "metrics": metrics}, optimizer)
+            _write_metrics(config.out / METRICS_NAME, config, history)
+        if ctx.world > 1:
+            dist.barrier()
+    return model, metrics
+
+
+def model_num_classes(model: nn.Module) -> int:
+    """Outputs of a float model's last Linear layer (its classifier)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
+def _resume(path: Path, model: nn.Module, optimizer, config: TrainConfig) -> tuple[int, list]:
+    payload = read_checkpoint(path)
+    for key in ("model", "scheme", "bits"):
+        if payload[key] != getattr(config, key):
+            raise UserError(f"--resume: {path} was trained with {key}={payload[key]!r}, not {getattr(config, key)!r}")
+    model.load_state_dict(payload["state_dict"])
+    if payload.get("optimizer") is None:
+        raise UserError(f"--resume: {path} has no optimizer state; start a new run instead")
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["rng"]["torch"])
+    metrics_path = path.parent / METRICS_NAME
+    history = json.loads(metrics_path.read_text())["epochs"] if metrics_path.is_file() else []
+    return payload["epoch"], history[: payload["epoch"]]
+
+
+def _train_epoch(net, loader, optimizer, config: TrainConfig, ctx: Dist, epoch: int, total_steps: int) -> dict:
+    net.train()
+    loader.set_epoch(epoch)
+    loss_sum = correct = count = 0.0
+    step = epoch * len(loader)
+    batches = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, unit="batch",
+                   disable=None if ctx.is_main and len(loader) > 50 else True)
+    for x, y in batches:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(config.lr, step, total_steps)
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+    loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], ctx.device)
+    return {"loss": loss_sum / count, "top1": 100.0 * correct / count, "lr": cosine_lr(config.lr, step, total_steps)}
