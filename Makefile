@@ -52,10 +52,11 @@ verilog: setup ## generate build/verilog/b$(BITS)/asq_accel.v from the shipped b
 	$(ASQHW) verilog --bits $(BITS) $(GEN_OPTS)
 
 train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8)
-	$(ASQHW) train --preset digits-b$(BITS)
+	$(ASQHW) train --preset digits-b$(BITS) --out build/train/digits-b$(BITS)
 
-export: setup ## export the trained digits checkpoint for BITS to models/digits-b$(BITS)
+export: setup ## export the trained digits checkpoint for BITS to models/digits-b$(BITS) (+ models/checkpoints/)
 	$(ASQHW) export build/train/digits-b$(BITS)/checkpoint.pt models/digits-b$(BITS)
+	install -D -m 644 build/train/digits-b$(BITS)/checkpoint.pt models/checkpoints/digits-b$(BITS).pt
 
 sim: setup ## run the full test split through the RTL on SIM=icarus|verilator
 	$(ASQHW) sim --simulator $(SIM) --bits $(BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)

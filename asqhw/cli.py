@@ -14,6 +14,8 @@ from asqhw.errors import UserError
 # Modules whose register(subparsers) adds subcommands, in the order `asqhw --help` lists them.
 COMMAND_MODULES = (
     "asqhw.doctor",
+    "quant.cli",
+    "golden.cli",
 )
 
 

@@ -101,7 +101,8 @@ def run_train(args) -> int:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``asqhw eval`` (other packages may add theirs to the same parser)."""
-    parser.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
+    parser.add_argument("checkpoint", type=Path, nargs="?",
+                        help="checkpoint written by asqhw train (optional with --golden BUNDLE)")
     parser.add_argument("--data", help="data folder (CIFAR-10 / ImageNet; digits ships with scikit-learn)")
     parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
     parser.add_argument("--workers", type=int, default=4, help="data-loading processes (ImageNet)")
@@ -135,6 +136,8 @@ def print_eval(result: dict, as_json: bool) -> None:
 
 
 def run_eval(args) -> int:
+    if args.checkpoint is None:
+        raise UserError("asqhw eval needs a CHECKPOINT (or --golden BUNDLE to evaluate a model bundle)")
     print_eval(float_eval(args), args.json)
     return 0
 

@@ -1,0 +1,75 @@
+"""``asqhw export`` and the ``--golden BUNDLE`` option of ``asqhw eval``."""
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Add ``export``; add ``--golden`` to ``eval`` when ``quant.cli`` registered it first."""
+    export = subparsers.add_parser(
+        "export", help="write the model bundle (manifest, .mem weights, golden vectors) of a checkpoint",
+        description="Fold a trained quantized digits checkpoint into the integer model the hardware "
+        "implements (docs/arithmetic.md) and write the bundle folder OUTDIR: manifest.json, one "
+        "$readmemh .mem file per weight memory and vectors.npz (golden vectors of the 360 test "
+        "images). OUTDIR is replaced atomically.",
+    )
+    export.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
+    export.add_argument("outdir", type=Path, help="bundle folder to write (e.g. models/digits-b3)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    export.set_defaults(handler=run_export)
+    evaluate = subparsers.choices.get("eval")
+    if evaluate is not None:
+        add_golden_eval_arguments(evaluate)
+        evaluate.set_defaults(handler=_wrap_eval(evaluate.get_default("handler")))
+
+
+def run_export(args) -> int:
+    from golden.export import export_checkpoint
+
+    bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet)
+    acc = bundle.manifest["accuracy"]
+    print(f"{args.outdir}: {bundle.manifest['scheme']} bits={bundle.manifest['bits']}, test top-1 "
+          f"float {100 * acc['float']:.2f} %, golden {100 * acc['golden']:.2f} % "
+          f"({acc['flips']} of {acc['n_test']} predictions differ)")
+    return 0
+
+
+def add_golden_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--golden BUNDLE``: also run the bundle's golden integer model and compare."""
+    parser.add_argument("--golden", type=Path, metavar="BUNDLE",
+                        help="also evaluate the golden integer model of BUNDLE on the digits test split, "
+                        "beside the float model, with a per-layer error table")
+
+
+def run_golden_eval(args) -> int:
+    """Print :func:`golden.evaluate.golden_report` of ``args.golden`` (JSON with ``--json``)."""
+    from golden.evaluate import golden_report
+
+    report = golden_report(args.golden, getattr(args, "checkpoint", None))
+    print(json.dumps(report, indent=2) if getattr(args, "json", False) else format_report(report))
+    return 0
+
+
+def _wrap_eval(handler):
+    def run(args):
+        if getattr(args, "golden", None) is not None:
+            return run_golden_eval(args)
+        return handler(args)
+    return run
+
+
+def format_report(report: dict) -> str:
+    """Human-readable form of a golden report."""
+    lines = [f"{report['bundle']}: {report['scheme']} bits={report['bits']}, golden top-1 "
+             f"{report['golden_top1']:.2f} % on {report['n_test']} test images"]
+    if "float_top1" in report:
+        lines.append(f"float top-1 {report['float_top1']:.2f} %, {report['flips']} predictions differ")
+        lines.append(f"{'layer input':<12}{'codes differ':>14}{'max |dcode|':>13}{'max err/step':>14}")
+        for row in report["layers"]:
+            if "codes_differ" in row:
+                lines.append(f"{row['layer']:<12}{row['codes_differ']:>14.5f}{row['max_code_diff']:>13d}"
+                             f"{row['max_err_steps']:>14.3f}")
+            else:
+                lines.append(f"{row['layer']:<12} max |dlogit| {row['max_abs_err']:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,314 @@
+"""asqhw export: bundles of briefly trained digits models (all schemes' paths), round trips, errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asqhw.cli import main as asqhw_main
+from asqhw.errors import UserError
+from golden import arith
+from golden.bundle import FORMAT_VERSION, read_bundle, write_bundle
+from golden.evaluate import golden_report
+from golden.model import load_bundle, pixels_to_codes, run
+
+# (scheme, BITS): every path of the exporter: ASQ + POST, LSQ + POT, ASQ + int, LSQ + int at 8.
+CASES = [("asq+post", 3), ("lsq+pot", 4), ("asq", 2), ("lsq", 8)]
+
+
+def _train_briefly(scheme: str, bits: int, epochs: int = 2):
+    """A digits model quantized with ``scheme`` and trained for a couple of epochs (seconds)."""
+    from quant.data import digits_split
+    from quant.models import build_model
+    from quant.quantize import calibrate, quantize_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    x_train, y_train, _, _ = digits_split()
+    model = quantize_model(build_model("digits"), scheme, bits)
+    calibrate(model, x_train[:256])
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x_train), generator=gen)
+        for i in range(0, len(x_train), 64):
+            idx = perm[i:i + 64]
+            loss = torch.nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{s}-b{b}" for s, b in CASES])
+def exported(request, tmp_path_factory):
+    """(checkpoint path, bundle path) of a briefly trained model, exported with the CLI."""
+    from quant.checkpoint import save_checkpoint
+
+    scheme, bits = request.param
+    root = tmp_path_factory.mktemp(f"{scheme.replace('+', '_')}-b{bits}")
+    model = _train_briefly(scheme, bits)
+    ckpt = root / "checkpoint.pt"
+    save_checkpoint(ckpt, model, {"model": "digits", "scheme": scheme, "bits": bits, "epoch": 2})
+    out = root / "bundle"
+    assert asqhw_main(["export", str(ckpt), str(out), "--quiet"]) == 0
+    return ckpt, out
+
+
+def _files(path: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def test_bundle_contents(exported):
+    _, out = exported
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["format_version"] == FORMAT_VERSION
+    assert [ly["name"] for ly in man["layers"]] == ["conv1", "conv2", "conv3", "fc"]
+    assert set(_files(out)) == {"manifest.json", "vectors.npz", "conv1.weights.mem",
+                                "conv2.weights.mem", "conv3.weights.mem", "fc.weights.mem"}
+    # one $readmemh word per weight: 144, 2304, 4608, 1280
+    counts = [len((out / f"{n}.weights.mem").read_text().split()) for n in ("conv1", "conv2", "conv3", "fc")]
+    assert counts == [144, 2304, 4608, 1280]
+    assert sum(len(b) for b in _files(out).values()) < 1_000_000
+    for layer in man["layers"]:
+        assert all(-(2**15) <= m < 2**15 for m in layer["requant"]["M"])
+        assert layer["requant"]["t_width"] < 63
+
+
+def test_export_load_export_is_byte_for_byte(exported, tmp_path):
+    _, out = exported
+    write_bundle(read_bundle(out), tmp_path / "again")
+    assert _files(tmp_path / "again") == _files(out)
+
+
+def test_weights_in_mem_files_are_the_quantizers_codes(exported):
+    from quant.checkpoint import load_checkpoint
+
+    ckpt, out = exported
+    model, _ = load_checkpoint(ckpt)
+    bundle = load_bundle(out)
+    for name in ("conv1", "conv2", "conv3", "fc"):
+        layer = getattr(model, name)
+        expect = layer.weight_quant.codes(layer.weight.detach()).numpy()
+        assert np.array_equal(bundle.weights[name], expect)
+    # two's complement words on disk for int weights: -1 at 8 bits is "ff"
+    words = (out / "conv1.weights.mem").read_text().split()
+    codes = bundle.weights["conv1"].reshape(-1)
+    assert all(int(w, 16) == (c & 0xFF) for w, c in zip(words, codes, strict=True))
+
+
+def test_golden_agrees_with_float_model(exported):
+    ckpt, out = exported
+    report = golden_report(out, ckpt)
+    assert report["vectors_match"]
+    assert report["flips"] <= 2
+    assert abs(report["golden_top1"] - report["float_top1"]) <= 100 * 2 / 360
+    for row in report["teacher_forced"]:
+        assert row["requant_within_bound"], row
+        if "beta_within_bound" in row:
+            assert row["beta_within_bound"] and row["asq_within_bound"], row
+    # the first layer sees identical codes: its input is exact
+    assert report["layers"][0]["codes_differ"] == 0.0
+
+
+def test_golden_vectors_are_reproduced_from_pixels(exported):
+    _, out = exported
+    bundle = load_bundle(out)
+    vec = bundle.vectors
+    result = run(bundle, pixels_to_codes(bundle, vec["pixels"]))
+    assert np.array_equal(result["conv1.in"], vec["conv1.in"])
+    assert np.array_equal(result["logits"], vec["logits"])
+    assert np.array_equal(result["pred"], vec["pred"])
+    assert vec["labels"].shape == (360,)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.fixture
+def bundle_copy(exported, tmp_path):
+    _, out = exported
+    dst = tmp_path / "b"
+    shutil.copytree(out, dst)
+    return dst
+
+
+def _edit_manifest(path: Path, edit) -> None:
+    man = json.loads((path / "manifest.json").read_text())
+    edit(man)
+    (path / "manifest.json").write_text(json.dumps(man))
+
+
+def test_other_format_version_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(UserError, match=r"manifest\.json: format_version 2 is not supported"):
+        read_bundle(bundle_copy)
+
+
+def test_missing_mem_is_refused(bundle_copy):
+    (bundle_copy / "conv2.weights.mem").unlink()
+    with pytest.raises(UserError, match=r"conv2\.weights\.mem: missing"):
+        read_bundle(bundle_copy)
+
+
+def test_truncated_mem_is_refused(bundle_copy):
+    mem = bundle_copy / "conv3.weights.mem"
+    mem.write_text("".join(mem.read_text().splitlines(keepends=True)[:-7]))
+    with pytest.raises(UserError, match=r"conv3\.weights\.mem: 4601 words, expected 4608"):
+        read_bundle(bundle_copy)
+
+
+def test_bad_word_in_mem_is_refused(bundle_copy):
+    mem = bundle_copy / "fc.weights.mem"
+    lines = mem.read_text().splitlines()
+    lines[5] = "zz"
+    mem.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"fc\.weights\.mem: line 6 'zz' is not hex"):
+        read_bundle(bundle_copy)
+
+
+def test_disagreeing_shapes_are_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m["layers"][2].update(in_shape=[16, 8, 8]))
+    with pytest.raises(UserError, match=r"layers\[2\] \(conv3\): in_shape \[16, 8, 8\] disagrees"):
+        read_bundle(bundle_copy)
+
+
+def test_wrong_constant_count_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m["layers"][1]["requant"]["M"].pop())
+    with pytest.raises(UserError, match=r"layers\[1\] \(conv2\)\.requant: M has 15 entries, expected 16"):
+        read_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("bits", [1, 9])
+def test_bits_outside_2_to_8_are_refused(bundle_copy, bits):
+    _edit_manifest(bundle_copy, lambda m: m.update(bits=bits))
+    with pytest.raises(UserError, match=f"bits {bits} outside 2-8"):
+        read_bundle(bundle_copy)
+
+
+def test_corrupt_vectors_are_refused(bundle_copy):
+    (bundle_copy / "vectors.npz").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(UserError, match=r"vectors\.npz: not a readable \.npz"):
+        read_bundle(bundle_copy)
+
+
+def test_checkpoint_of_unknown_model_is_refused(exported, tmp_path):
+    ckpt, _ = exported
+    payload = torch.load(ckpt, weights_only=True)
+    payload["model"] = "resnet20"
+    bad = tmp_path / "resnet.pt"
+    torch.save(payload, bad)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"resnet\.pt: field 'model' is 'resnet20'"):
+        from golden.export import export_checkpoint
+
+        export_checkpoint(bad, out, progress=False)
+    assert not out.exists()
+
+
+def test_cli_reports_errors_and_leaves_nothing_behind(exported, tmp_path, capsys):
+    ckpt, _ = exported
+    payload = torch.load(ckpt, weights_only=True)
+    payload["scheme"] = "fp"
+    bad = tmp_path / "fp.pt"
+    torch.save(payload, bad)
+    out = tmp_path / "out"
+    assert asqhw_main(["export", str(bad), str(out)]) == 2
+    assert "field 'scheme' is 'fp'" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def test_failed_export_keeps_the_old_bundle(exported, tmp_path, monkeypatch):
+    """A failure half-way (here: inside the golden run) leaves an existing OUTDIR as it was."""
+    import golden.export
+
+    ckpt, out = exported
+    dst = tmp_path / "bundle"
+    shutil.copytree(out, dst)
+    before = _files(dst)
+
+    def boom(*args, **kwargs):
+        raise UserError("simulated failure")
+
+    monkeypatch.setattr(golden.export, "run", boom)
+    with pytest.raises(UserError, match="simulated failure"):
+        golden.export.export_checkpoint(ckpt, dst, progress=False)
+    assert _files(dst) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_power_weights_wider_than_the_encoding_are_refused():
+    """POST is offered up to 5 bits; a 6-bit POST checkpoint cannot be exported."""
+    from golden.export import _weight_entry
+    from quant.models import build_model
+    from quant.quantize import quantize_model
+
+    model = quantize_model(build_model("digits"), "asq+post", 6)
+    with pytest.raises(UserError, match="conv2"):
+        _weight_entry("conv2", model.conv2)
+
+
+def test_hw_params_of_a_layer(exported):
+    from golden.bundle import layer_hw_params
+
+    _, out = exported
+    bundle = load_bundle(out)
+    p = layer_hw_params(bundle, "conv2")
+    layer = bundle.layer("conv2")
+    assert p["acc_width"] == arith.acc_width(144, *p["product_range"])
+    assert p["weights"].shape == (16, 16, 3, 3)
+    if p["weight_kind"] == "post":
+        assert p["post_table"] == arith.post_table(layer["act_in"]["bits"], 6).tolist()
+    assert (p["asq"] is not None) == (layer["act_in"]["quant"] == "asq")
+
+
+def test_eval_golden_cli_json(exported, capsys):
+    ckpt, out = exported
+    assert asqhw_main(["eval", str(ckpt), "--golden", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["float_source"] == "checkpoint"
+    assert report["n_test"] == 360 and report["flips"] <= 2
+    assert [row["layer"] for row in report["layers"]] == ["conv1", "conv2", "conv3", "fc", "logits"]
+    # golden top-1 recomputed from the labels equals what the exporter recorded
+    man = json.loads((out / "manifest.json").read_text())
+    assert report["golden_top1"] == pytest.approx(100 * man["accuracy"]["golden"])
+
+
+def test_golden_report_without_checkpoint_uses_the_export_record(exported):
+    _, out = exported
+    report = golden_report(out)
+    man = json.loads((out / "manifest.json").read_text())
+    assert report["float_source"] == "export"
+    assert report["flips"] == man["accuracy"]["flips"]
+    assert report["layers"] == man["accuracy"]["layers"]
+
+
+def test_export_refuses_to_replace_a_folder_that_is_not_a_bundle(exported, tmp_path):
+    ckpt, _ = exported
+    other = tmp_path / "models"
+    other.mkdir()
+    (other / "README.md").write_text("keep me")
+    with pytest.raises(UserError, match="exists and is not a model bundle"):
+        from golden.export import export_checkpoint
+
+        export_checkpoint(ckpt, other, progress=False)
+    assert (other / "README.md").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("bits", [1, 9])
+def test_checkpoint_bits_outside_2_to_8_are_refused(exported, tmp_path, bits):
+    from golden.export import export_checkpoint
+
+    ckpt, _ = exported
+    payload = torch.load(ckpt, weights_only=True)
+    payload["bits"] = bits
+    bad = tmp_path / f"b{bits}.pt"
+    torch.save(payload, bad)
+    with pytest.raises(UserError, match=rf"b{bits}\.pt: field 'bits' is {bits}; BITS must be 2-8"):
+        export_checkpoint(bad, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,172 @@
+"""The default bundles shipped under models/: golden vs float, worst cases, reproducibility."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden import arith
+from golden.bundle import asq_constants, read_bundle, write_bundle
+from golden.evaluate import golden_report
+from golden.model import accumulate, load_bundle, pixels_to_codes, run
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = {2: "asq", 3: "asq+post", 4: "asq+post", 8: "asq"}
+
+
+def bundle_dir(bits: int) -> Path:
+    return ROOT / "models" / f"digits-b{bits}"
+
+
+def checkpoint_of(bits: int) -> Path:
+    return ROOT / "models" / "checkpoints" / f"digits-b{bits}.pt"
+
+
+@pytest.fixture(scope="module", params=sorted(SHIPPED), ids=[f"b{b}" for b in sorted(SHIPPED)])
+def shipped(request):
+    bits = request.param
+    return bits, load_bundle(bundle_dir(bits))
+
+
+@pytest.fixture(scope="module")
+def report(shipped):
+    bits, _ = shipped
+    return golden_report(bundle_dir(bits), checkpoint_of(bits))
+
+
+def test_shipped_bundle_is_the_documented_model(shipped):
+    bits, bundle = shipped
+    man = bundle.manifest
+    assert (man["model"], man["scheme"], man["bits"]) == ("digits", SHIPPED[bits], bits)
+    assert sum(p.stat().st_size for p in bundle_dir(bits).iterdir()) < 1_000_000
+    for layer in man["layers"][1:3]:
+        assert layer["act_in"]["bits"] == bits and layer["weight"]["bits"] == bits
+        asq = layer["act_in"]["asq"]
+        # the beta saturation (docs section 4) never bites on the training split
+        lo, hi = asq["beta_seen"]
+        assert asq["beta_min"] * 2.0 ** -asq["G"] < lo <= hi < asq["beta_max"] * 2.0 ** -asq["G"]
+
+
+def test_golden_agrees_with_float_on_the_test_split(report):
+    assert report["vectors_match"]
+    assert report["flips"] <= 2, report["flips"]
+    assert report["golden_top1"] >= 90.0
+
+
+def test_every_stage_within_the_documented_bound(report):
+    for row in report["teacher_forced"]:
+        assert row["requant_within_bound"], row
+        if row["requant_output"] == "codes":
+            assert row["requant_max_bound"] < 1.0  # so a code moves by at most one
+            assert row["requant_max_diff"] <= 1
+        if "beta_within_bound" in row:
+            assert row["beta_within_bound"] and row["asq_within_bound"], row
+            assert row["asq_bound_max"] < 1.0 and row["asq_max_code_diff"] <= 1
+
+
+def test_vectors_are_golden_of_the_pixels(shipped):
+    _, bundle = shipped
+    vec = bundle.vectors
+    result = run(bundle, pixels_to_codes(bundle, vec["pixels"]))
+    for key, stored in vec.items():
+        if key in result:
+            assert np.array_equal(result[key], stored), key
+    assert float((result["pred"] == vec["labels"]).mean()) == bundle.manifest["accuracy"]["golden"]
+
+
+def test_shipped_bundle_round_trips_byte_for_byte(shipped, tmp_path):
+    bits, _ = shipped
+    write_bundle(read_bundle(bundle_dir(bits)), tmp_path / "copy")
+    for path in bundle_dir(bits).iterdir():
+        assert (tmp_path / "copy" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def _fits(values, width: int, signed: bool = True) -> bool:
+    values = np.asarray(values)
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+    return bool(values.min() >= lo and values.max() <= hi)
+
+
+def _extreme_weight(layer: dict, want_max: bool) -> int:
+    """The weight code whose product with the extreme activation is pmax (or pmin)."""
+    w = layer["weight"]
+    act = layer["act_in"]
+    lo, hi = (-(1 << (act["bits"] - 1)), (1 << (act["bits"] - 1)) - 1) if act["signed"] else (0, (1 << act["bits"]) - 1)
+    codes = range(-(1 << (w["bits"] - 1)), 1 << (w["bits"] - 1)) if w["kind"] == "int" else range(1 << w["bits"])
+    target = layer["product_range"][1 if want_max else 0]
+    for a in (lo, hi):
+        for c in codes:
+            if arith.product(a, c, w["kind"], w["bits"]) == target:
+                return a, c
+    raise AssertionError("no code pair reaches the product range")
+
+
+@pytest.mark.parametrize("want_max", [True, False])
+def test_worst_case_accumulators_fit_exactly(shipped, want_max):
+    """Every code at its extreme: the interior accumulators reach n * pmax (n * pmin) and fit."""
+    _, bundle = shipped
+    for layer in bundle.layers:
+        a, c = _extreme_weight(layer, want_max)
+        acts = np.full((1,) + tuple(layer["in_shape"]), a, dtype=np.int64)
+        weights = np.full(layer["weight"]["shape"], c, dtype=np.int64)
+        acc = accumulate(acts, layer, weights, bundle.manifest["post_frac_bits"])
+        extreme = layer["fan_in"] * layer["product_range"][1 if want_max else 0]
+        assert (acc.max() if want_max else acc.min()) == extreme, layer["name"]
+        assert _fits(acc, layer["acc_width"]), layer["name"]
+        # the width is also needed: one bit fewer cannot hold both ends of the range
+        ends = [layer["fan_in"] * p for p in layer["product_range"]]
+        assert not _fits(ends, layer["acc_width"] - 1), layer["name"]
+
+
+def test_extreme_images_stay_within_every_width(shipped):
+    """Real weights, extreme and random pixels: accumulators, t, outputs, ASQ internals fit."""
+    _, bundle = shipped
+    rng = np.random.default_rng(0)
+    pixels = np.concatenate([
+        np.zeros((1, 1, 8, 8), int), np.full((1, 1, 8, 8), 16),
+        (np.indices((8, 8)).sum(axis=0) % 2 * 16).reshape(1, 1, 8, 8),
+        rng.integers(0, 17, size=(64, 1, 8, 8)),
+    ])
+    result = run(bundle, pixels_to_codes(bundle, pixels))
+    for i, layer in enumerate(bundle.layers):
+        name, req = layer["name"], layer["requant"]
+        acc = result[f"{name}.acc"]
+        assert _fits(acc, layer["acc_width"]), name
+        beta = result.get(f"{name}.beta")
+        g = 1 if beta is None else beta.reshape((-1,) + (1,) * (acc.ndim - 1))
+        chan = (-1,) + (1,) * (acc.ndim - 2)
+        t = acc * np.asarray(req["M"]).reshape(chan) * g + (np.asarray(req["B"]).reshape(chan) << req["G"])
+        assert _fits(t, req["t_width"]), name
+        out = result["logits"] if req["output"] == "logits" else (
+            result[f"{name}.y"] if req["output"] == "y" else result[f"{bundle.layers[i + 1]['name']}.in"])
+        assert _fits(out, req["out_width"], signed=req["output"] == "logits"), name
+
+
+def test_asq_unit_widths_hold_at_full_scale(shipped):
+    """y = Y_MAX everywhere (and 0 everywhere): every ASQ intermediate fits its recorded width."""
+    _, bundle = shipped
+    for layer in bundle.layers:
+        p = asq_constants(layer)
+        if p is None:
+            continue
+        a = layer["act_in"]["asq"]
+        widths = a["widths"]
+        for fill in (0, (1 << widths["y"]) - 1):
+            y = np.full((1,) + tuple(layer["in_shape"]), fill, dtype=np.int64)
+            z = y.reshape(1, y.shape[1], -1).sum(axis=2)
+            assert _fits(z, widths["z"], signed=False)
+            if p.W1 is not None:
+                s1 = z @ p.W1.T + p.b1
+                assert _fits(s1, widths["sum1"])
+                h = np.maximum(0, arith.rshift_round(s1, p.S1))
+                assert _fits(h, widths["h"], signed=False)
+            else:
+                h = z
+            assert _fits(h @ p.W2 + p.b2, widths["sum2"])
+            codes, beta = arith.asq_unit(y, p)
+            assert _fits(beta, widths["beta"], signed=False)
+            assert _fits(p.s_code * beta, widths["q"], signed=False)
+            r = arith.reciprocal(p.s_code * beta, p.R)
+            assert _fits(r, widths["r"], signed=False) and _fits(y * r, widths["yr"], signed=False)
+        # the largest reciprocal (beta at its floor) fits too
+        assert _fits(arith.reciprocal(p.s_code * p.beta_min, p.R), widths["r"], signed=False)
