@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "asqhw.doctor",
     "quant.cli",
     "golden.cli",
+    "hw.cli",
+    "hw.synth_cli",
 )
 
 

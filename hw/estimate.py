@@ -1,0 +1,271 @@
+"""Resource and cycle estimates before synthesis, in the style of FINN's analytical estimates.
+
+No tool runs: the design is elaborated by Amaranth into its netlist (operators, flip-flops,
+memories) and each element is priced by a closed-form cost in LUT4s, flip-flops, block RAMs and
+DSPs, from its operand widths:
+
+- ``a * b`` (both variable): ``a * b + a + b`` LUT4 (an array multiplier: one LUT4 and one carry
+  per partial-product bit, and the final adder), or DSP tiles ``ceil(a/16) * ceil(b/16)`` (iCE40 ``SB_MAC16``) /
+  ``ceil(a/18) * ceil(b/18)`` (ECP5 ``MULT18X18D``) when the board's DSPs are used and the product is
+  wide enough for Yosys to map it (11 bits on iCE40). Times a constant that is not a power of two:
+  one adder per extra set bit in logic, or a DSP on the same terms (Yosys maps those too).
+- ``+``, ``-``, magnitude comparisons: one LUT4 per bit (carry chains).
+- ``==``, ``!=``: one LUT4 per 2 bits (4 inputs per LUT, an AND tree on top).
+- multiplexers and assignment lists: one LUT4 per bit; variable shifts: a barrel shifter,
+  ``width * stages / 2`` (two mux stages per LUT4 where the inputs allow).
+- bitwise logic: one LUT4 per 3 bits (it merges into neighbouring LUTs).
+- memories: synchronous-read memories of at least :data:`MIN_BRAM_BITS` go to block RAM, counted
+  as the best of the device's aspect ratios (iCE40 4 kbit: 256x16 .. 2048x2; ECP5 18 kbit: 512x36
+  .. 16384x1); smaller or asynchronous-read ones become LUT ROM or ECP5 distributed RAM (16 bits
+  per LUT4), or on iCE40 (RAMs) flip-flops.
+- flip-flops: one per register bit.
+
+Operand widths are the *effective* widths: sign-extension copies and constant-zero top bits (which
+Amaranth adds when it widens operands) are not counted. Then one calibration factor per family
+(:data:`LUT_SCALE`) accounts for what Yosys/ABC merges; it was set once from the MAC arrays of
+``asqhw compare`` (docs/results.md gives estimate against synthesis for every design there and for
+the default accelerator).
+
+Cycles: the generator's own cycle model (:meth:`hw.top.AsqAccel.cycles_per_inference`, checked
+against simulation by the hw tests) and the MAC-bound lower limit ``sum(items)``.
+"""
+
+import math
+from collections import Counter
+
+from amaranth.hdl import _ir, _nir
+
+from hw.boards import get_board
+
+#: Estimated LUT4 = sum over kinds of (priced LUT4 of that kind x its weight), per family. The
+#: weights say how much of each priced element survives Yosys/ABC; :func:`calibrate` fitted them
+#: (non-negative least squares) to Yosys' counts of the compare arrays and the default accelerator.
+LUT_WEIGHTS = {
+    # Fitted by calibrate() on Yosys' counts of the 12 compare arrays (4 x 4, BITS 3 and 4, DSPs off)
+    # and of the default accelerator on the board (models/digits-b3, PE x SIMD 4 x 4, counted twice):
+    # the accelerator 20 % high, the arrays within 26 %. Known miss: small multipliers in tall, narrow
+    # arrays are over-priced (a 4-bit integer 8 x 2 array: +40 %).
+    "ice40": {"arith": 0.959, "compare": 0.959, "multiply": 1.753, "logic": 0.354, "mux": 0.354, "rom": 0.354,
+              "shift": 0.354},
+    # The same on ECP5 (the accelerator: models/digits-b4, counted 6 times): the accelerator within
+    # 10 %, the arrays within 15 % except the DSP arrays (27 % low).
+    "ecp5": {"arith": 1.621, "compare": 1.621, "multiply": 1.749, "logic": 0.224, "mux": 0.224, "rom": 0.224,
+             "shift": 0.224},
+}
+KINDS = ("arith", "compare", "logic", "multiply", "mux", "rom", "shift")
+#: Memories smaller than this many bits are not put in block RAM by Yosys: on iCE40 they become
+#: flip-flops (RAM) or LUT ROM; on ECP5 distributed RAM (16 bits per LUT4), which Yosys prefers
+#: up to a few kbit.
+MIN_BRAM_BITS = {"ice40": 256, "ecp5": 8192}
+#: Block RAM aspect ratios (width, depth) per family.
+BRAM_SHAPES = {
+    "ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
+    "ecp5": [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)],
+}
+#: DSP tile (a, b) and the narrowest product Yosys maps to one.
+DSP_TILE = {"ice40": (16, 16, 11), "ecp5": (18, 18, 2)}
+
+
+def _effective(value) -> int:
+    """Bits of ``value`` (a NIR value) that carry information: distinct, non-constant nets.
+
+    Sign-extension copies and the constant bits of shifts and zero-extension cost nothing."""
+    return max(len({net for net in value if not net.is_const}), 1)
+
+
+def _is_const(value) -> bool:
+    return all(net.is_const for net in value)
+
+
+def _const_value(value) -> int:
+    return sum((1 << i) for i, net in enumerate(value) if net == _nir.Net.from_const(1))
+
+
+def _bram_count(width: int, depth: int, family: str) -> int:
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in BRAM_SHAPES[family])
+
+
+class _Pricer:
+    """Walks a netlist and adds up the costs (see the module docstring)."""
+
+    def __init__(self, family: str, use_dsp: bool):
+        self.family, self.use_dsp = family, use_dsp
+        self.lut = Counter()
+        self.ff = 0
+        self.bram = 0
+        self.multipliers = []  # (a, b, LUT4 in logic) of every product Yosys could put on a DSP
+
+    def price(self, netlist):
+        sync_read = {c.memory for c in netlist.cells if isinstance(c, _nir.SyncReadPort)}
+        for index, cell in enumerate(netlist.cells):
+            if isinstance(cell, _nir.Operator):
+                self._operator(cell)
+            elif isinstance(cell, _nir.FlipFlop):
+                self.ff += len(cell.data)
+            elif isinstance(cell, _nir.AssignmentList):
+                # one conditional assignment is a flip-flop enable; each further one a mux level
+                self.lut["mux"] += _effective(cell.default) * max(len(cell.assignments) - 1, 0)
+            elif isinstance(cell, _nir.Memory):
+                self._memory(cell, index in sync_read)
+
+    def _operator(self, cell):
+        op, ins = cell.operator, cell.inputs
+        if all(_is_const(v) for v in ins):
+            return
+        widths = [_effective(v) for v in ins]
+        if op == "*":
+            self._multiply(ins, widths)
+        elif op in ("+", "-", "s<", "s<=", "s>", "s>=", "u<", "u<=", "u>", "u>="):
+            self.lut["arith"] += max(widths) if len(ins) == 2 else widths[0]
+        elif op in ("==", "!="):
+            self.lut["compare"] += math.ceil(max(widths) / 2)
+        elif op == "m":
+            if _is_const(ins[1]) or _is_const(ins[2]):  # a gate per bit, merged with its neighbours
+                self.lut["logic"] += math.ceil(max(widths[1:]) / 3)
+            else:
+                self.lut["mux"] += max(widths[1:])
+        elif op in ("<<", "u>>", "s>>"):
+            if not _is_const(ins[1]):
+                stages = max(widths[1], 1)
+                self.lut["shift"] += math.ceil(widths[0] * stages / 2)
+        elif op in ("&", "|", "^", "~"):
+            self.lut["logic"] += math.ceil(max(widths) / 3)
+        elif op.startswith("r"):  # reductions
+            self.lut["logic"] += math.ceil(widths[0] / 3)
+
+    def _multiply(self, ins, widths):
+        a, b = widths
+        if _is_const(ins[0]) or _is_const(ins[1]):
+            const = _const_value(ins[0] if _is_const(ins[0]) else ins[1])
+            other = b if _is_const(ins[0]) else a
+            ones = bin(abs(const)).count("1")
+            if ones > 1:  # not a power of two: shift-and-add in logic, or a DSP like any product
+                self.multipliers.append((other, const.bit_length(), (ones - 1) * other))
+            return
+        self.multipliers.append((a, b, a * b + a + b))  # partial products and the final adder
+
+    def _memory(self, mem, sync):
+        bits = mem.width * mem.depth
+        if sync and self.family in BRAM_SHAPES and bits >= MIN_BRAM_BITS[self.family]:
+            self.bram += _bram_count(mem.width, mem.depth, self.family)
+        elif self.family == "ecp5" or any(mem.init):  # LUT ROM, or ECP5 distributed RAM
+            self.lut["rom"] += math.ceil(bits / 16)
+        else:  # a small iCE40 RAM: one flip-flop per bit
+            self.ff += bits
+
+    def place_multipliers(self, dsp_capacity: int) -> int:
+        """Put multipliers on DSPs (all or none, as the flow does); return DSPs used."""
+        tiles = 0
+        on_dsp = [False] * len(self.multipliers)
+        if self.use_dsp and self.family in DSP_TILE:
+            ta, tb, min_y = DSP_TILE[self.family]
+            for i, (a, b, _) in enumerate(self.multipliers):
+                if a >= 2 and b >= 2 and a + b >= min_y:
+                    tiles += math.ceil(a / ta) * math.ceil(b / tb)
+                    on_dsp[i] = True
+        if tiles > dsp_capacity:  # the synthesis flow then runs again without DSPs
+            tiles, on_dsp = 0, [False] * len(self.multipliers)
+        for (_, _, luts), dsp in zip(self.multipliers, on_dsp, strict=True):
+            if not dsp:
+                self.lut["multiply"] += luts
+        return tiles
+
+
+def _ports(component) -> dict:
+    """The component's signature as netlist ports (as ``amaranth.back.rtlil.convert`` makes them)."""
+    from amaranth.hdl import ValueCastable
+    from amaranth.lib import wiring
+
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        direction = _ir.PortDirection.Input if member.flow == wiring.In else _ir.PortDirection.Output
+        ports["__".join(map(str, path))] = (value, direction)
+    return ports
+
+
+def estimate_design(component, board: str, *, use_dsp: bool | None = None) -> dict:
+    """LUT4, flip-flops, block RAMs and DSPs of ``component`` on ``board`` (no tool is run).
+
+    ``use_dsp`` defaults to what the board's synthesis options do (``-dsp`` on iCE40; ECP5 maps
+    multipliers to DSPs unless ``-nodsp``).
+    """
+    spec = get_board(board)
+    if use_dsp is None:
+        use_dsp = spec.family == "ecp5" or "-dsp" in spec.synth_opts
+    netlist = _ir.build_netlist(_ir.Fragment.get(component, None), ports=_ports(component), name="top")
+    pricer = _Pricer(spec.family, use_dsp)
+    pricer.price(netlist)
+    dsp = pricer.place_multipliers(spec.capacity.get("dsp", 0))
+    weights = LUT_WEIGHTS.get(spec.family, dict.fromkeys(KINDS, 1.0))
+    lut4 = sum(n * weights[kind] for kind, n in pricer.lut.items())
+    return {
+        "lut4": round(lut4),
+        "ff": pricer.ff,
+        "bram": pricer.bram,
+        "dsp": dsp,
+        "lut4_by_kind": dict(sorted(pricer.lut.items())),
+    }
+
+
+def estimate_accelerator(plan, board: str) -> dict:
+    """The estimate of ``asq_accel`` for ``plan`` (a :class:`hw.plan.NetPlan`) on ``board``."""
+    from hw.top import AsqAccel
+
+    top = AsqAccel(plan)
+    out = estimate_design(top, board)
+    out["cycles_per_inference"] = top.cycles_per_inference()
+    out["cycles_mac_bound"] = sum(la.items for la in plan.layers)
+    out["macs_per_cycle"] = plan.pe * plan.simd
+    return out
+
+
+def format_estimate(est: dict) -> str:
+    """One line for ``asqhw verilog`` / ``asqhw synth``."""
+    return (f"estimate: {est['lut4']} LUT4, {est['ff']} FF, {est['bram']} BRAM, {est['dsp']} DSP; "
+            f"{est.get('cycles_per_inference', '?')} cycles/inference "
+            f"(MAC-bound {est.get('cycles_mac_bound', '?')})")
+
+
+#: Kinds that share one calibration weight: carry-chain arithmetic, multipliers, steering logic.
+WEIGHT_GROUPS = {"arith": "carry", "compare": "carry", "multiply": "multiply", "shift": "steer", "mux": "steer",
+                 "logic": "steer", "rom": "steer"}
+
+
+def calibrate(samples) -> dict:
+    """Fit :data:`LUT_WEIGHTS` for one family.
+
+    ``samples``: (lut4_by_kind, measured LUT4) or (lut4_by_kind, measured LUT4, importance). One
+    weight per group of :data:`WEIGHT_GROUPS` (three numbers, so a handful of designs determine
+    them), by non-negative least squares on the relative error, each design counted ``importance``
+    times (default 1).
+    """
+    import numpy as np
+    from scipy.optimize import nnls
+
+    groups = sorted(set(WEIGHT_GROUPS.values()))
+    imp = np.sqrt([s[2] if len(s) > 2 else 1.0 for s in samples])
+    a = np.array([[sum(n for k, n in s[0].items() if WEIGHT_GROUPS[k] == g) / s[1] for g in groups]
+                  for s in samples], dtype=float) * imp[:, None]
+    w, _ = nnls(a, imp)
+    by_group = dict(zip(groups, (round(float(x), 3) for x in w), strict=True))
+    return {k: by_group[WEIGHT_GROUPS[k]] for k in KINDS}
+
+
+def estimate_lines(bundle, *, pe, simd, mul=None, bits=None, boards=("icebreaker", "ulx3s")) -> str:
+    """What ``asqhw verilog`` prints: the estimate on each board, beside the board's capacity."""
+    from golden.model import load_bundle
+    from hw.plan import make_plan
+
+    if not hasattr(bundle, "manifest"):
+        bundle = load_bundle(bundle, vectors=False)
+    plan = make_plan(bundle, bits=bits, pe=pe, simd=simd, mul=mul)
+    lines = []
+    for name in boards:
+        spec = get_board(name)
+        est = estimate_accelerator(plan, name)
+        cap = spec.capacity
+        lines.append(f"{name} ({spec.device}) {format_estimate(est)}; device: {cap['lut4']} LUT4, "
+                     f"{cap['bram']} BRAM, {cap['dsp']} DSP")
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""Python entry points: build the accelerator, write its Verilog, write unit Verilog.
+
+- :func:`build_top` -> the :class:`hw.top.AsqAccel` Elaboratable of a bundle.
+- :func:`generate_verilog` -> ``asq_accel.v`` + a copy of the manifest with the generator
+  parameters and the cycles per inference, written atomically into ``out_dir``.
+- :func:`unit_verilog` -> one unit (``mul_lane``, ``mac_array``, ``requant``, ``asq_unit``) as
+  standalone Verilog, for unit testbenches.
+"""
+
+import json
+from pathlib import Path
+
+from asqhw.atomic import atomic_dir
+from asqhw.errors import UserError
+from golden.bundle import Bundle
+from hw.plan import DEFAULT_PE, DEFAULT_SIMD, check_acc_width, make_plan
+from hw.top import AsqAccel
+
+TOP_NAME = "asq_accel"
+
+
+def _load(bundle_or_path) -> Bundle:
+    if isinstance(bundle_or_path, Bundle):
+        return bundle_or_path
+    from golden.model import load_bundle
+
+    return load_bundle(bundle_or_path, vectors=False)
+
+
+def build_top(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None) -> AsqAccel:
+    """The accelerator of ``bundle`` (a :class:`golden.bundle.Bundle` or a bundle folder)."""
+    bundle = _load(bundle)
+    plan = make_plan(bundle, bits=bits, pe=pe, simd=simd, mul=mul)
+    for layer in plan.layers:
+        check_acc_width(layer, plan.frac_bits)
+    return AsqAccel(plan)
+
+
+def verilog_text(top: AsqAccel, name: str = TOP_NAME) -> str:
+    from amaranth.back import verilog
+
+    return verilog.convert(top, name=name, emit_src=False)
+
+
+def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None, out_dir) -> dict:
+    """Write ``asq_accel.v`` and ``manifest.json`` (bundle manifest + ``generator`` section).
+
+    Everything is checked before anything is written; ``out_dir`` appears complete or not at all.
+
+    Returns
+    -------
+    dict
+        ``paths`` (``verilog``, ``manifest``), ``params`` (bits, mul, pe, simd, top),
+        ``cycles_per_inference``.
+    """
+    bundle = _load(bundle)
+    top = build_top(bundle, pe=pe, simd=simd, mul=mul, bits=bits)
+    plan = top.plan
+    cycles = top.cycles_per_inference()
+    text = verilog_text(top)
+    params = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
+              "post_frac_bits": plan.frac_bits}
+    manifest = dict(bundle.manifest)
+    manifest["generator"] = {
+        **params, "cycles_per_inference": cycles,
+        "source_bundle": str(bundle.path) if bundle.path else None,
+        "engines": {la.name: la.engine for la in plan.layers},
+        "ports": port_summary(top),
+    }
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / f"{TOP_NAME}.v").write_text(text, encoding="utf-8")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return {"paths": {"verilog": out_dir / f"{TOP_NAME}.v", "manifest": out_dir / "manifest.json"},
+            "params": params, "cycles_per_inference": cycles}
+
+
+def port_summary(top: AsqAccel) -> dict:
+    """Verilog port widths of the top (documented in docs/hardware.md)."""
+    return {"i__payload": top.i.payload.shape().width, "o__payload": top.o.payload.shape().size,
+            "cycles": 32, "o__payload.value": [0, 32], "o__payload.last": 32}
+
+
+UNITS = ("mul_lane", "mac_array", "wide_array", "requant", "asq_unit")
+
+
+def unit_verilog(name: str, out_dir, *, bundle=None, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None,
+                 **params) -> Path:
+    """Write one unit as standalone Verilog ``<out_dir>/<name>.v`` (top module ``name``).
+
+    With ``bundle``: the very unit instance inside ``build_top(bundle, pe=, simd=, mul=)``
+    (``mac_array`` = the main engine, ``wide_array`` = the 8-bit engine, ``requant``,
+    ``asq_unit``), constants included. Without: a fresh unit from ``params``:
+    ``mul_lane``: MulLane(kind, w_bits, act_bits, act_signed, pe, frac_bits);
+    ``mac_array``: MacArray(kind, w_bits, act_bits, act_signed, pe=, simd=, acc_width=, frac_bits=);
+    ``requant``: Requantizer(specs, acc_width, channels, tag_width);
+    ``asq_unit``: AsqUnit(configs, tag_width).
+    """
+    from amaranth.back import verilog
+
+    from asqhw.atomic import atomic_write_text
+    from hw.asq import AsqUnit
+    from hw.mac import MacArray
+    from hw.mul import MulLane
+    from hw.requant import Requantizer
+
+    if name not in UNITS:
+        raise UserError(f"unit {name!r} unknown; use one of {', '.join(UNITS)}")
+    if bundle is not None:
+        top = build_top(bundle, pe=pe, simd=simd, mul=mul)
+        unit = {"mac_array": top.main, "wide_array": top.wide, "requant": top.requant,
+                "asq_unit": top.asq}.get(name)
+        if unit is None:
+            raise UserError(f"unit {name!r} does not exist in the accelerator of this bundle")
+    else:
+        makers = {"mul_lane": MulLane, "mac_array": MacArray, "wide_array": MacArray,
+                  "requant": Requantizer, "asq_unit": AsqUnit}
+        try:
+            unit = makers[name](**params)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"unit {name}: {err}") from None
+    text = verilog.convert(unit, name=name, emit_src=False)
+    path = Path(out_dir) / f"{name}.v"
+    atomic_write_text(path, text)
+    return path

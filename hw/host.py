@@ -1,0 +1,218 @@
+"""The host side of the serial link: send images, read logits and classes.
+
+Protocol (the board side is :class:`hw.uart.StreamLink` around ``asq_accel``):
+
+- host -> board: one image = its input codes (conv1's signed int8 codes, C*H*W of them in
+  (channel, row, column) order), one byte each, two's complement;
+- board -> host: one beat per ``o`` beat of the accelerator, ``out_bytes`` bytes little-endian each
+  (5 for ``asq_accel``: bits 0..31 the signed value, bit 32 ``last``): the logits with
+  ``last = 0`` in class order, then the predicted class with ``last = 1``.
+
+A *port* is anything with ``write(bytes)`` and ``read(n) -> bytes``: :class:`SerialPort` (a real
+board: a tty opened with the standard library's termios, no extra package), or
+:class:`SimulatedBoard` (the same link simulated in-process with Amaranth's simulator, for tests and
+``asqhw host --simulate``).
+"""
+
+import os
+import select
+import termios
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from asqhw.errors import UserError
+
+#: Bytes per output beat of asq_accel's ``{value: signed(32), last: 1}`` payload.
+ACCEL_OUT_BYTES = 5
+#: Where the ``last`` flag sits in a beat, and the value's width.
+VALUE_BITS = 32
+
+
+@dataclass
+class Result:
+    """What the board answered for one image."""
+
+    logits: list
+    cls: int
+
+
+def encode_codes(codes) -> bytes:
+    """Input codes (ints in -128..127) as bytes; UserError for a code outside int8."""
+    values = np.asarray(codes, dtype=np.int64).ravel()
+    bad = values[(values < -128) | (values > 127)]
+    if bad.size:
+        raise UserError(f"input code {int(bad[0])} is outside int8 (-128..127); the host sends conv1's "
+                        "signed 8-bit codes")
+    return bytes(int(v) & 0xFF for v in values)
+
+
+def decode_beat(raw: bytes) -> tuple[int, bool]:
+    """One output beat -> (signed value, last)."""
+    word = int.from_bytes(raw, "little")
+    value = word & ((1 << VALUE_BITS) - 1)
+    if value >> (VALUE_BITS - 1):
+        value -= 1 << VALUE_BITS
+    return value, bool((word >> VALUE_BITS) & 1)
+
+
+def classify(port, codes, *, max_beats: int = 1024) -> Result:
+    """Send one image's codes through ``port`` and read beats up to the class (``last``)."""
+    port.write(encode_codes(codes))
+    logits = []
+    for _ in range(max_beats):
+        raw = port.read(ACCEL_OUT_BYTES)
+        if len(raw) != ACCEL_OUT_BYTES:
+            raise UserError(f"the board answered {len(raw)} of {ACCEL_OUT_BYTES} bytes of a beat before "
+                            "the timeout; check the port, the baud rate and that the bitstream is loaded")
+        value, last = decode_beat(raw)
+        if last:
+            return Result(logits=logits, cls=value)
+        logits.append(value)
+    raise UserError(f"no class beat after {max_beats} beats: the board does not speak this protocol")
+
+
+def run_images(port, images, *, progress=None) -> list[Result]:
+    """:func:`classify` every image in ``images`` (N x codes); ``progress`` is a tqdm bar or None."""
+    results = []
+    for codes in images:
+        results.append(classify(port, codes))
+        if progress is not None:
+            progress.update(1)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# A real board: a tty
+
+
+_BAUDS = {rate: getattr(termios, f"B{rate}") for rate in (9600, 19200, 38400, 57600, 115200, 230400,
+                                                          460800, 921600, 1000000, 2000000, 3000000)
+          if hasattr(termios, f"B{rate}")}
+
+
+class SerialPort:
+    """A serial tty in raw mode at ``baud`` (8N1, no flow control), read with a timeout.
+
+    Uses only the standard library (``termios``), so a board needs no extra Python package.
+    """
+
+    def __init__(self, path, baud: int = 115_200, timeout: float = 2.0):
+        if baud not in _BAUDS:
+            raise UserError(f"baud rate {baud} is not one of {sorted(_BAUDS)}")
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        except OSError as err:
+            raise UserError(f"cannot open serial port {path}: {err.strerror}; is the board plugged in "
+                            "(iCEBreaker: the second FTDI port, usually /dev/ttyUSB1)?") from None
+        self.timeout = timeout
+        self._configure(baud)
+
+    def _configure(self, baud):
+        attrs = termios.tcgetattr(self.fd)
+        iflag, oflag, cflag, lflag, _, _, cc = attrs
+        iflag = 0
+        oflag = 0
+        lflag = 0
+        cflag = termios.CS8 | termios.CREAD | termios.CLOCAL
+        cc[termios.VMIN], cc[termios.VTIME] = 0, 0
+        speed = _BAUDS[baud]
+        termios.tcsetattr(self.fd, termios.TCSANOW, [iflag, oflag, cflag, lflag, speed, speed, cc])
+        termios.tcflush(self.fd, termios.TCIOFLUSH)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only when ``timeout`` seconds pass without a byte."""
+        out = bytearray()
+        while len(out) < n:
+            ready, _, _ = select.select([self.fd], [], [], self.timeout)
+            if not ready:
+                break
+            out += os.read(self.fd, n - len(out))
+        return bytes(out)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# The same link, simulated
+
+
+class SimulatedBoard:
+    """A :class:`hw.uart.StreamLink` simulated in-process, spoken to as a port.
+
+    Bytes written are bit-banged onto the link's ``rx`` line at its divisor; its ``tx`` line is
+    decoded into bytes that ``read`` returns. ``read`` advances simulated time until the bytes are
+    there or ``max_cycles`` clock cycles pass (then it returns what it has, like a tty timeout).
+    """
+
+    CHUNK = 2000  # cycles simulated per step while waiting for bytes
+
+    def __init__(self, link, *, max_cycles: int = 2_000_000):
+        from amaranth.sim import Simulator
+
+        self.link, self.max_cycles = link, max_cycles
+        self.to_board, self.from_board = bytearray(), bytearray()
+        self.sim = Simulator(link)
+        self.period = 1e-6
+        self.sim.add_clock(self.period)
+        self.sim.add_testbench(self._drive_rx, background=True)
+        self.sim.add_testbench(self._watch_tx, background=True)
+        self.cycles = 0
+
+    async def _drive_rx(self, ctx):
+        div = self.link.divisor
+        ctx.set(self.link.rx, 1)
+        while True:
+            if not self.to_board:
+                await ctx.tick()
+                continue
+            byte = self.to_board.pop(0)
+            for bit in [0, *((byte >> i) & 1 for i in range(8)), 1]:
+                ctx.set(self.link.rx, bit)
+                await ctx.tick().repeat(div)
+
+    async def _watch_tx(self, ctx):
+        div = self.link.divisor
+        while True:
+            await ctx.negedge(self.link.tx)  # a start bit
+            await ctx.tick().repeat(div + div // 2)  # middle of data bit 0
+            byte = 0
+            for i in range(8):
+                byte |= ctx.get(self.link.tx) << i
+                await ctx.tick().repeat(div)
+            if ctx.get(self.link.tx) != 1:
+                raise AssertionError("the board sent a byte without a stop bit")
+            self.from_board.append(byte)
+
+    def write(self, data: bytes) -> None:
+        self.to_board += data
+
+    def read(self, n: int) -> bytes:
+        start = self.cycles
+        while len(self.from_board) < n and self.cycles - start < self.max_cycles:
+            self.cycles += self.CHUNK
+            self.sim.run_until(self.cycles * self.period)
+        out, self.from_board = bytes(self.from_board[:n]), self.from_board[n:]
+        return out
+
+
+def wait_for_port(path, timeout: float) -> None:
+    """Wait until ``path`` exists (a board's tty appears a moment after it is plugged in)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise UserError(f"serial port {path} does not exist; plug the board in or pass --port")
+        time.sleep(0.1)

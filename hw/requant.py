@@ -1,0 +1,223 @@
+"""The requantizer: accumulator -> activation code, ``y`` for an ASQ unit, or logit.
+
+One requantizer serves every layer of the network (the sequencer runs one layer at a time): its
+per-channel constants ``M_c``, ``B_c`` sit in two ROMs, the layers one after the other, and the
+``layer`` input picks the base address, the shift ``S + G`` and the saturation bounds (a small
+multiplexer per layer, since they are generator constants). Arithmetic (``golden.arith.requantize``):
+
+    t   = acc * M_c * g + (B_c << G)       # g = the layer input's beta code (ASQ) or 1, G = 0
+    out = clamp(rshift_round(t, S + G), lo, hi)
+
+Pipeline, no back-pressure (its consumers are memories, always ready): one value per cycle,
+latency 4: (0) ROM addresses, (1) ``acc * M_c``, (2) ``* g + (B'_c << G)``, (3) shift, clamp.
+The rounding constant is folded into the bias ROM, ``B'_c = B_c + 2^(S-1)``, since
+``(B_c << G) + 2^(S+G-1) = B'_c << G``; so the shift is a slice, and the two multipliers, the adder
+and the clamp are shared by all layers (only constants are selected per layer).
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+
+def _signed_width(lo: int, hi: int) -> int:
+    n = 1
+    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class RequantSpec:
+    """Requantization constants of one layer.
+
+    Attributes
+    ----------
+    M, B : tuple of int
+        Per output channel multiplier and bias (signed). Channels beyond ``len(M)`` (padding
+        PE groups) read 0.
+    S : int
+        Shift.
+    G : int
+        Fractional bits of the input's beta code; 0 when the layer input is LSQ (``g`` ignored).
+    lo, hi : int or None
+        Saturation (``None``: none, the logits).
+    g_max : int
+        Largest beta code the ``g`` input carries (1 when ``G = 0``).
+    """
+
+    M: tuple
+    B: tuple
+    S: int
+    G: int = 0
+    lo: int | None = 0
+    hi: int | None = None
+    g_max: int = 1
+
+    def __post_init__(self):
+        if len(self.M) != len(self.B) or not self.M:
+            raise ValueError(f"RequantSpec needs as many M as B constants, got {len(self.M)}, "
+                             f"{len(self.B)}")
+        if self.S < 0 or self.G < 0:
+            raise ValueError(f"RequantSpec shifts must be >= 0, got S={self.S}, G={self.G}")
+
+    @property
+    def shift(self) -> int:
+        return self.S + self.G
+
+    @property
+    def rounded_bias(self) -> tuple:
+        """``B_c`` with the rounding constant folded in: ``(B << G) + 2^(S+G-1) = (B + 2^(S-1)) << G``.
+
+        Exact for ``S >= 1``; for ``S = 0 < G`` the half, ``2^(G-1)``, is added separately.
+        """
+        half = (1 << (self.S - 1)) if self.S else 0
+        return tuple(int(b) + half for b in self.B)
+
+    def t_bounds(self, acc_width: int) -> tuple[int, int]:
+        """Exact-enough bounds of ``t`` for an accumulator of ``acc_width`` bits."""
+        amax = 1 << (acc_width - 1)
+        mmax = max(abs(v) for v in self.M)
+        bmax = (max(abs(v) for v in self.rounded_bias) << self.G) + _extra_half(self)
+        top = amax * mmax * max(self.g_max, 1) + bmax
+        return -top, top
+
+    def out_bounds(self, acc_width: int) -> tuple[int, int]:
+        lo, hi = self.t_bounds(acc_width)
+        n = self.shift
+        lo, hi = (lo >> n, (hi + (1 << n)) >> n) if n else (lo, hi)
+        if self.lo is not None:
+            lo, hi = max(lo, self.lo), max(hi, self.lo)
+        if self.hi is not None:
+            lo, hi = min(lo, self.hi), min(hi, self.hi)
+        return lo, hi
+
+
+def _extra_half(spec) -> int:
+    """The rounding half that cannot be folded into ``B'`` (only when ``S = 0 < G``)."""
+    return (1 << (spec.G - 1)) if spec.S == 0 and spec.G else 0
+
+
+class Requantizer(wiring.Component):
+    """Shared per-channel requantizer for a list of layers.
+
+    Parameters
+    ----------
+    specs : list of RequantSpec
+        One per layer, selected by the ``layer`` input.
+    acc_width : int
+        Width of the signed accumulators it receives.
+    channels : int
+        Largest channel count of a layer (including PE padding); sizes ``chan``.
+    tag_width : int
+        Width of an opaque tag carried alongside (the output pixel index).
+
+    Ports
+    -----
+    layer : In(range(len(specs)))
+        Layer of the value on ``i`` (it travels down the pipeline with the value).
+    g : In(unsigned)
+        Beta code of the layer's input (used by layers with ``G > 0``); travels with the value.
+    i : In(stream.Signature({acc, chan, tag}))
+    o : Out(stream.Signature({value, chan, tag}))
+        Latency 4, one value per cycle.
+    """
+
+    LATENCY = 4
+
+    def __init__(self, specs, acc_width, channels, tag_width=1):
+        specs = list(specs)
+        if not specs:
+            raise ValueError("Requantizer needs at least one RequantSpec")
+        if max(len(s.M) for s in specs) > channels:
+            raise ValueError(f"Requantizer channels={channels} smaller than a layer's "
+                             f"{max(len(s.M) for s in specs)} channels")
+        self.specs, self.acc_width, self.channels = specs, acc_width, channels
+        self.g_width = max(max(s.g_max for s in specs).bit_length(), 1)
+        self.m_width = max(_signed_width(min(s.M), max(s.M)) for s in specs)
+        self.b_width = max(_signed_width(min(s.rounded_bias + (0,)), max(s.rounded_bias + (0,)))
+                           for s in specs)
+        self.t_width = max(_signed_width(*s.t_bounds(acc_width)) for s in specs) + 1
+        self.out_width = max(_signed_width(*s.out_bounds(acc_width)) for s in specs)
+        chan_shape = unsigned(max(channels - 1, 1).bit_length())
+        tag_shape = unsigned(tag_width)
+        super().__init__({
+            "layer": In(range(max(len(specs), 2))),
+            "g": In(unsigned(self.g_width)),
+            "i": In(stream.Signature(data.StructLayout({
+                "acc": signed(acc_width), "chan": chan_shape, "tag": tag_shape,
+            }))),
+            "o": Out(stream.Signature(data.StructLayout({
+                "value": signed(self.out_width), "chan": chan_shape, "tag": tag_shape,
+            }))),
+        })
+
+    def _rom(self, m, name, field, width):
+        bases, words = [], []
+        for spec in self.specs:
+            bases.append(len(words))
+            values = list(spec.M) if field == "M" else list(spec.rounded_bias)
+            words += values + [0] * (self.channels - len(values))
+        rom = memory.Memory(shape=signed(width), depth=len(words), init=words)
+        m.submodules[name] = rom
+        return rom.read_port(), bases
+
+    def elaborate(self, platform):
+        m = Module()
+        m_port, bases = self._rom(m, "m_rom", "M", self.m_width)
+        b_port, _ = self._rom(m, "b_rom", "B", self.b_width)
+        base = Signal(range(len(bases) * self.channels + 1))
+        with m.Switch(self.layer):
+            for k, b in enumerate(bases):
+                with m.Case(k):
+                    m.d.comb += base.eq(b)
+        m.d.comb += [m_port.addr.eq(base + self.i.payload.chan), b_port.addr.eq(m_port.addr)]
+        m.d.comb += self.i.ready.eq(1)  # never stalls; ``o.ready`` is ignored (consumers always take)
+
+        # The layer travels with each value, so layers may follow each other back to back.
+        layer1, layer2, layer3 = (Signal.like(self.layer, name=f"layer{k}") for k in (1, 2, 3))
+        m.d.sync += [layer1.eq(self.layer), layer2.eq(layer1), layer3.eq(layer2)]
+        g1, g2 = Signal.like(self.g, name="g1"), Signal.like(self.g, name="g2")
+        m.d.sync += [g1.eq(self.g), g2.eq(g1)]
+        # Stage 1: ROM data arrives with the delayed accumulator.
+        v1, acc1 = Signal(), Signal(signed(self.acc_width))
+        chan1, tag1 = Signal.like(self.i.payload.chan), Signal.like(self.i.payload.tag)
+        m.d.sync += [v1.eq(self.i.valid), acc1.eq(self.i.payload.acc),
+                     chan1.eq(self.i.payload.chan), tag1.eq(self.i.payload.tag)]
+        # Stage 2: acc * M_c.
+        v2, b2 = Signal(), Signal(signed(self.b_width))
+        p2 = Signal(signed(self.acc_width + self.m_width))
+        chan2, tag2 = Signal.like(chan1), Signal.like(tag1)
+        m.d.sync += [v2.eq(v1), p2.eq(acc1 * m_port.data), b2.eq(b_port.data),
+                     chan2.eq(chan1), tag2.eq(tag1)]
+        # Stage 3: * g + (B'_c << G): one multiplier for every layer (g = 1 where G = 0).
+        v3, t3 = Signal(), Signal(signed(self.t_width))
+        chan3, tag3 = Signal.like(chan1), Signal.like(tag1)
+        g_eff = Signal.like(self.g, name="g_eff")
+        bias = Signal(signed(self.b_width + max(s.G for s in self.specs) + 1))
+        m.d.sync += [v3.eq(v2), chan3.eq(chan2), tag3.eq(tag2), t3.eq(p2 * g_eff + bias)]
+        with m.Switch(layer2):
+            for k, spec in enumerate(self.specs):
+                with m.Case(k):
+                    m.d.comb += [g_eff.eq(g2 if spec.G else 1),
+                                 bias.eq((b2 << spec.G) + _extra_half(spec))]
+        # Stage 4: shift (a slice per layer, the rounding is in B'), clamp.
+        m.d.sync += [self.o.valid.eq(v3), self.o.payload.chan.eq(chan3), self.o.payload.tag.eq(tag3)]
+        shifted = Signal(signed(self.t_width))
+        bounds = [b for s in self.specs for b in (s.lo, s.hi) if b is not None] + [0]
+        bound_shape = signed(_signed_width(min(bounds), max(bounds)))
+        lo, hi = Signal(bound_shape), Signal(bound_shape)
+        has_lo, has_hi = Signal(), Signal()
+        with m.Switch(layer3):
+            for k, spec in enumerate(self.specs):
+                with m.Case(k):
+                    m.d.comb += shifted.eq(t3 >> spec.shift)
+                    if spec.lo is not None:
+                        m.d.comb += [lo.eq(spec.lo), has_lo.eq(1)]
+                    if spec.hi is not None:
+                        m.d.comb += [hi.eq(spec.hi), has_hi.eq(1)]
+        value = Mux(has_lo & (shifted < lo), lo, Mux(has_hi & (shifted > hi), hi, shifted))
+        m.d.sync += self.o.payload.value.eq(value)
+        return m

@@ -1,0 +1,258 @@
+"""A UART link that feeds a stream component from a host and sends its results back.
+
+- :class:`UartRx` / :class:`UartTx`: 8N1 serial receiver and transmitter (LSB first, one start
+  bit, one stop bit, line idle high), ``divisor`` clock cycles per bit.
+- :class:`StreamLink`: a component with an ``i`` and an ``o`` stream (the accelerator) behind a
+  UART: received bytes are packed little-endian into ``i`` beats, each ``o`` beat is sent back as
+  little-endian bytes. Its ports are the two serial lines, so it simulates without a board.
+- :class:`LinkOnBoard`: :class:`StreamLink` wired to a board's ``uart`` resource and clocked by the
+  board's oscillator (the top that ``asqhw synth`` places and routes).
+
+The host side of the protocol is :mod:`hw.host`.
+"""
+
+from amaranth import Module, Signal
+from amaranth.lib import io, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+#: The baud rate the boards use (both boards' FTDI bridges carry it; the host defaults to it).
+DEFAULT_BAUD = 115_200
+
+
+def divisor_for(clock_hz: float, baud: int) -> int:
+    """Clock cycles per bit; ValueError when the rounding would miss the baud rate by over 2 %."""
+    divisor = round(clock_hz / baud)
+    if divisor < 4 or abs(clock_hz / divisor - baud) / baud > 0.02:
+        raise ValueError(f"a {clock_hz / 1e6:g} MHz clock cannot make {baud} baud (divisor {divisor})")
+    return divisor
+
+
+def _check_divisor(divisor):
+    if not isinstance(divisor, int) or divisor < 4:
+        raise ValueError(f"UART divisor must be an int >= 4 cycles per bit, not {divisor!r}")
+
+
+class UartRx(wiring.Component):
+    """8N1 receiver.
+
+    Parameters
+    ----------
+    divisor : int
+        Clock cycles per bit (>= 4).
+
+    Ports
+    -----
+    rx : In(1)
+        The serial line (idle high); synchronised by two flip-flops inside.
+    o : Out(stream.Signature(8))
+        One beat per received byte, valid from the middle of the stop bit until taken.
+    error : Out(1)
+        Pulses for a byte whose stop bit was low (framing error) or that arrived while the previous
+        byte was still waiting on ``o`` (overrun); such a byte is dropped. After a low stop bit the
+        receiver waits for the line to go high before it looks for the next start bit.
+
+    Latency: a byte is offered 2 + 9.5 bit times after its start edge. Throughput: one byte per
+    10 bit times.
+    """
+
+    def __init__(self, divisor: int):
+        _check_divisor(divisor)
+        self.divisor = divisor
+        super().__init__({"rx": In(1, init=1), "o": Out(stream.Signature(8)), "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        sync1, line = Signal(init=1), Signal(init=1)
+        m.d.sync += [sync1.eq(self.rx), line.eq(sync1)]
+        timer = Signal(range(self.divisor * 3 // 2 + 1))
+        bit = Signal(range(9))
+        shift = Signal(8)
+        m.d.sync += self.error.eq(0)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.FSM():
+            with m.State("idle"):
+                with m.If(~line):  # start edge: sample the data bits 1.5 bit times later
+                    m.d.sync += [timer.eq(self.divisor * 3 // 2 - 1), bit.eq(0)]
+                    m.next = "data"
+            with m.State("data"):
+                m.d.sync += timer.eq(timer - 1)
+                with m.If(timer == 0):
+                    m.d.sync += [timer.eq(self.divisor - 1), bit.eq(bit + 1)]
+                    with m.If(bit == 8):  # the stop bit
+                        with m.If(line & ~(self.o.valid & ~self.o.ready)):
+                            m.d.sync += [self.o.payload.eq(shift), self.o.valid.eq(1)]
+                        with m.Else():
+                            m.d.sync += self.error.eq(1)
+                        # a low stop bit (framing error, break): wait for the idle line to resync
+                        m.next = "idle"
+                        with m.If(~line):
+                            m.next = "break"
+                    with m.Else():
+                        m.d.sync += shift.eq((shift >> 1) | (line << 7))
+            with m.State("break"):
+                with m.If(line):
+                    m.next = "idle"
+        return m
+
+
+class UartTx(wiring.Component):
+    """8N1 transmitter.
+
+    Parameters
+    ----------
+    divisor : int
+        Clock cycles per bit (>= 4).
+
+    Ports
+    -----
+    i : In(stream.Signature(8))
+        Bytes to send; taken when the line is idle.
+    tx : Out(1)
+        The serial line, idle high.
+
+    Throughput: one byte per 10 bit times; a byte taken at cycle n starts its start bit at n + 1.
+    """
+
+    def __init__(self, divisor: int):
+        _check_divisor(divisor)
+        self.divisor = divisor
+        super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        frame = Signal(10, init=0x3FF)  # stop bit, 8 data bits, start bit; shifted out LSB first
+        bits_left = Signal(range(11))
+        timer = Signal(range(self.divisor))
+        m.d.comb += [self.tx.eq(frame[0]), self.i.ready.eq(bits_left == 0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [frame.eq((1 << 9) | (self.i.payload << 1)), bits_left.eq(10),
+                         timer.eq(self.divisor - 1)]
+        with m.Elif(bits_left != 0):
+            m.d.sync += timer.eq(timer - 1)
+            with m.If(timer == 0):
+                m.d.sync += [frame.eq((frame >> 1) | (1 << 9)), bits_left.eq(bits_left - 1),
+                             timer.eq(self.divisor - 1)]
+        return m
+
+
+def _shape_width(shape) -> int:
+    from amaranth.hdl import Shape
+
+    return Shape.cast(shape).width
+
+
+class StreamLink(wiring.Component):
+    """A stream component behind a UART.
+
+    Parameters
+    ----------
+    inner : wiring.Component
+        Has ``i: In(stream.Signature(...))`` and ``o: Out(stream.Signature(...))`` (the accelerator).
+    divisor : int
+        Clock cycles per UART bit.
+    select : callable, optional
+        ``select(o_payload) -> Value``: the part of each ``o`` beat sent back (default: all of it).
+    select_width : int, optional
+        Width of what ``select`` returns (required with ``select``).
+
+    Protocol: each ``i`` beat is ``ceil(width(i.payload) / 8)`` bytes, little-endian; each ``o``
+    beat comes back as ``ceil(width / 8)`` bytes, little-endian, of what ``select`` picks.
+
+    Ports
+    -----
+    rx : In(1)
+        Serial line from the host.
+    tx : Out(1)
+        Serial line to the host.
+    """
+
+    def __init__(self, inner, divisor: int, *, select=None, select_width: int | None = None):
+        _check_divisor(divisor)
+        members = inner.signature.members
+        for port in ("i", "o"):
+            if port not in members or not isinstance(members[port].signature, stream.Signature):
+                raise ValueError(f"StreamLink needs a component with stream ports i and o, not {inner!r}")
+        if (select is None) != (select_width is None):
+            raise ValueError("StreamLink: give select and select_width together")
+        self.inner, self.divisor, self.select = inner, divisor, select
+        self.in_width = _shape_width(members["i"].signature.members["payload"].shape)
+        out_width = _shape_width(members["o"].signature.members["payload"].shape)
+        self.out_width = out_width if select is None else select_width
+        self.in_bytes = -(-self.in_width // 8)
+        self.out_bytes = -(-self.out_width // 8)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = self.inner
+        m.submodules.uart_rx = rx = UartRx(self.divisor)
+        m.submodules.uart_tx = tx = UartTx(self.divisor)
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
+        self._pack_input(m, rx, inner)
+        self._unpack_output(m, inner, tx)
+        return m
+
+    def _pack_input(self, m, rx, inner):
+        """Collect in_bytes received bytes into one ``i`` beat (little-endian)."""
+        word = Signal(8 * self.in_bytes)
+        count = Signal(range(self.in_bytes + 1))
+        full = count == self.in_bytes
+        m.d.comb += [
+            rx.o.ready.eq(~full),
+            inner.i.valid.eq(full),
+            inner.i.payload.eq(word[: self.in_width]),
+        ]
+        with m.If(inner.i.valid & inner.i.ready):
+            m.d.sync += count.eq(0)
+        with m.Elif(rx.o.valid & rx.o.ready):
+            m.d.sync += [word.eq((word >> 8) | (rx.o.payload << (8 * self.in_bytes - 8))),
+                         count.eq(count + 1)]
+
+    def _unpack_output(self, m, inner, tx):
+        """Send each ``o`` beat (or what select picks of it) as out_bytes bytes, LSB first."""
+        value = inner.o.payload if self.select is None else self.select(inner.o.payload)
+        word = Signal(8 * self.out_bytes)
+        left = Signal(range(self.out_bytes + 1))
+        m.d.comb += [
+            inner.o.ready.eq(left == 0),
+            tx.i.valid.eq(left != 0),
+            tx.i.payload.eq(word[:8]),
+        ]
+        with m.If(inner.o.valid & inner.o.ready):
+            m.d.sync += [word.eq(value), left.eq(self.out_bytes)]
+        with m.Elif(tx.i.valid & tx.i.ready):
+            m.d.sync += [word.eq(word >> 8), left.eq(left - 1)]
+
+
+class LinkOnBoard(wiring.Component):
+    """:class:`StreamLink` on a board: its UART pins, its oscillator as the clock.
+
+    Parameters
+    ----------
+    inner : wiring.Component
+        The stream component (the accelerator).
+    clock_hz : float
+        The board's default clock (sets the UART divisor for ``baud``).
+    baud : int
+        Serial rate; the host must use the same.
+    select, select_width
+        As in :class:`StreamLink`.
+    """
+
+    def __init__(self, inner, clock_hz: float, *, baud: int = DEFAULT_BAUD, select=None,
+                 select_width=None):
+        self.link = StreamLink(inner, divisor_for(clock_hz, baud), select=select, select_width=select_width)
+        self.baud = baud
+        super().__init__({})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link = link = self.link
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        m.submodules.rx_buf = rx_buf = io.FFBuffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.FFBuffer("o", uart.tx)
+        m.d.comb += [link.rx.eq(rx_buf.i), tx_buf.o.eq(link.tx)]
+        return m
+
+
