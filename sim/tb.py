@@ -1,0 +1,170 @@
+"""Shared pieces of the cocotb testbenches: parameters, clock and reset, payload packing.
+
+Parameters travel from the pytest side to the cocotb side as one JSON document in an environment
+variable (:func:`params_env` / :func:`tb_params`); large data (golden vectors, constants) travels as
+files whose paths the parameters name.
+
+Payload packing follows Amaranth's flattening of ``lib.data`` layouts into one Verilog port: the
+first field (or array element 0) sits at bit 0, each next one directly above, signed values in
+two's complement. These helpers are pure Python, so the packing itself is tested without a
+simulator (``tests``-free: see ``sim/test_streams_packing.py``).
+"""
+
+import json
+import os
+import random
+
+#: The environment variable that carries a testbench's parameters.
+PARAMS_ENV = "ASQHW_TB_PARAMS"
+
+CLOCK_NS = 10
+
+
+def params_env(**params) -> dict:
+    """Environment entries handing ``params`` (JSON-able) to the cocotb side."""
+    return {PARAMS_ENV: json.dumps(params, sort_keys=True)}
+
+
+def tb_params() -> dict:
+    """The parameters the pytest side passed with :func:`params_env` (cocotb side)."""
+    return json.loads(os.environ.get(PARAMS_ENV, "{}"))
+
+
+def tb_rng(name: str) -> random.Random:
+    """A random generator seeded from the parameters' ``seed`` and ``name`` (reproducible stalls)."""
+    return random.Random(f"{tb_params().get('seed', 1)}:{name}")
+
+
+#: Yosys's Verilog back end declares one ``reg <this> = 0;`` per module and reads it in every
+#: ``always @*`` block, so that the block runs once at time 0. Icarus (>= 11) applies declaration
+#: initializers before any process starts, without an event, so those blocks never run until one of
+#: their inputs changes: a combinational signal whose inputs are constant from time 0 (a mux on a
+#: state register that resets to its initial value) stays X, and the X spreads through the design.
+YOSYS_TIME0_TRIGGER = "verilog_backend.cc"
+
+
+def _time0_triggers(handle, depth=0):
+    """Yosys's time-0 trigger registers of ``handle`` and of every module instance below it."""
+    from cocotb.handle import HierarchyObject
+
+    found = []
+    for child in handle:
+        name = child._name
+        if YOSYS_TIME0_TRIGGER in name and "dump_module" in name:
+            found.append(child)
+        elif isinstance(child, HierarchyObject) and depth < 16:
+            found += _time0_triggers(child, depth + 1)
+    return found
+
+
+async def run_combinational_blocks_at_time_zero(dut):
+    """Toggle Yosys's time-0 triggers so every ``always @*`` block evaluates once (Icarus only).
+
+    This is what the trigger is meant to do on simulators that run declaration initializers as
+    events; it changes no logic of the design (the register is read only as a sensitivity).
+    """
+    import cocotb
+    from cocotb.triggers import Timer
+
+    if "icarus" not in cocotb.SIM_NAME.lower():
+        return
+    triggers = _time0_triggers(dut)
+    for trigger in triggers:
+        trigger.value = 1
+    await Timer(1, "ps")
+    for trigger in triggers:
+        trigger.value = 0
+    await Timer(1, "ps")
+
+
+async def start_clock_and_reset(dut, cycles: int = 2, idle=()):
+    """Start a 100 MHz clock on ``dut.clk``, hold ``dut.rst`` for ``cycles`` rising edges.
+
+    ``idle`` lists input handles set to 0 during reset (stream valids, strobes). On Icarus the
+    combinational blocks are first made to evaluate (:func:`run_combinational_blocks_at_time_zero`).
+    """
+    from cocotb.clock import Clock
+    from cocotb.triggers import RisingEdge
+
+    await run_combinational_blocks_at_time_zero(dut)
+    dut.rst.value = 1
+    for handle in idle:
+        handle.value = 0
+    # Start low: the first rising edge comes half a period later, with reset and the idle inputs
+    # already applied. (An edge at time 0 would sample rst and inputs still at X on a four-state
+    # simulator, and Icarus then latches X into registers the design never resets again.)
+    Clock(dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
+    for _ in range(cycles):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+def start_watchdog(cycles: int, what: str):
+    """Fail the running cocotb test if it is still running after ``cycles`` clock periods.
+
+    A design that stops answering (a lost handshake, a stuck state machine) must fail the test
+    with a message, not hang the test suite. Returns the task (cancel it when done).
+    """
+    import cocotb
+    from cocotb.triggers import Timer
+
+    async def bark():
+        await Timer(cycles * CLOCK_NS, "ns")
+        raise AssertionError(f"watchdog: {what} not finished after {cycles} cycles")
+
+    return cocotb.start_soon(bark())
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def mask(width: int) -> int:
+    return (1 << width) - 1
+
+
+def to_signed(raw: int, width: int) -> int:
+    """Two's complement ``width``-bit word -> Python int."""
+    raw &= mask(width)
+    return raw - (1 << width) if raw >> (width - 1) else raw
+
+
+def check_fits(value: int, width: int, signed: bool, what: str = "value") -> int:
+    """Return ``value`` if it fits a ``width``-bit field, else raise ``ValueError`` naming it."""
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, mask(width))
+    if not lo <= value <= hi:
+        raise ValueError(f"{what}={value} does not fit {'signed' if signed else 'unsigned'} {width} bits")
+    return value
+
+
+def pack_fields(fields) -> int:
+    """Pack ``[(value, width, signed), ...]`` (first at bit 0) into one integer.
+
+    Raises ``ValueError`` when a value does not fit its field (a testbench bug, never silent
+    truncation).
+    """
+    word, shift = 0, 0
+    for i, (value, width, signed) in enumerate(fields):
+        check_fits(int(value), width, signed, f"field {i}")
+        word |= (int(value) & mask(width)) << shift
+        shift += width
+    return word
+
+
+def unpack_fields(word: int, layout) -> list[int]:
+    """Inverse of :func:`pack_fields` for ``layout = [(width, signed), ...]``."""
+    out, shift = [], 0
+    for width, signed in layout:
+        raw = (word >> shift) & mask(width)
+        out.append(to_signed(raw, width) if signed else raw)
+        shift += width
+    return out
+
+
+def pack_array(values, width: int, signed: bool = False) -> int:
+    """Pack ``values`` as an Amaranth ``ArrayLayout(width, len(values))`` (element 0 at bit 0)."""
+    return pack_fields([(v, width, signed) for v in values])
+
+
+def unpack_array(word: int, width: int, count: int, signed: bool = False) -> list[int]:
+    """Inverse of :func:`pack_array`."""
+    return unpack_fields(word, [(width, signed)] * count)
