@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     )
     export.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
     export.add_argument("outdir", type=Path, help="bundle folder to write (e.g. models/digits-b3)")
+    export.add_argument("--post-frac-bits", type=int, default=None, metavar="F",
+                        help="fractional bits F of the POST sqrt2 table T[a] = round(a*sqrt2*2^F) "
+                        "(default: golden.arith.default_post_frac_bits(BITS), see docs/arithmetic.md 2.2)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=run_export)
     evaluate = subparsers.choices.get("eval")
@@ -27,9 +30,11 @@ def register(subparsers) -> None:
 def run_export(args) -> int:
     from golden.export import export_checkpoint
 
-    bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet)
+    bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet,
+                               post_frac_bits=args.post_frac_bits)
     acc = bundle.manifest["accuracy"]
-    print(f"{args.outdir}: {bundle.manifest['scheme']} bits={bundle.manifest['bits']}, test top-1 "
+    print(f"{args.outdir}: {bundle.manifest['scheme']} bits={bundle.manifest['bits']} "
+          f"post_frac_bits={bundle.manifest['post_frac_bits']}, test top-1 "
           f"float {100 * acc['float']:.2f} %, golden {100 * acc['golden']:.2f} % "
           f"({acc['flips']} of {acc['n_test']} predictions differ)")
     return 0

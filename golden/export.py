@@ -123,7 +123,7 @@ def _bn_fold(model, layer_name: str, layer) -> tuple[np.ndarray, np.ndarray]:
     return a, b + a * bias
 
 
-def _weight_entry(name: str, layer) -> tuple[dict, np.ndarray]:
+def _weight_entry(name: str, layer, frac_bits: int) -> tuple[dict, np.ndarray]:
     wq = layer.weight_quant
     kind = "int" if getattr(wq, "kind", "uniform") == "uniform" else wq.kind
     try:
@@ -135,7 +135,7 @@ def _weight_entry(name: str, layer) -> tuple[dict, np.ndarray]:
         float(torch.finfo(torch.float32).eps)).numpy()
     entry = {"kind": kind, "bits": int(wq.bits), "shape": list(codes.shape),
              "mem": f"{name}.weights.mem", "scale": scale.tolist(),
-             "unit_exp": arith.weight_unit_exponent(kind, wq.bits)}
+             "unit_exp": arith.weight_unit_exponent(kind, wq.bits, frac_bits)}
     return entry, codes
 
 
@@ -228,15 +228,19 @@ def _requant_entry(name, a, b, scale_in, wentry, nxt, out_frac, acc_bound, g_max
             "t_width": arith.signed_width(-t_bound, t_bound), "out_width": out_width}
 
 
-def build_manifest(model, meta: dict, trace_train: FloatTrace) -> tuple[dict, dict]:
-    """The manifest and weight codes of a quantized digits model (no accuracy, no vectors yet)."""
+def build_manifest(model, meta: dict, trace_train: FloatTrace,
+                   post_frac_bits: int | None = None) -> tuple[dict, dict]:
+    """The manifest and weight codes of a quantized digits model (no accuracy, no vectors yet).
+
+    ``post_frac_bits`` is F of the POST table (None: ``arith.default_post_frac_bits(bits)``).
+    """
     from quant.quantize import quantized_layers
 
     layers = quantized_layers(model)
     names = [n for n, _ in layers]
     if names != list(DIGITS_BN):
         raise UserError(f"checkpoint layers {names} are not the digits model's {list(DIGITS_BN)}")
-    frac_bits = arith.DEFAULT_POST_FRAC_BITS
+    frac_bits = resolve_post_frac_bits(post_frac_bits, int(meta["bits"]))
     shapes = {"conv1": [1, 8, 8], "conv2": [16, 8, 8], "conv3": [16, 4, 4], "fc": [128]}
     outs = {"conv1": [16, 8, 8], "conv2": [16, 4, 4], "conv3": [32, 2, 2], "fc": [10]}
     entries, weights = [], {}
@@ -244,7 +248,7 @@ def build_manifest(model, meta: dict, trace_train: FloatTrace) -> tuple[dict, di
     for name, layer in layers:
         aq = layer.act_quant
         is_asq = hasattr(aq, "adapter")
-        wentry, codes = _weight_entry(name, layer)
+        wentry, codes = _weight_entry(name, layer, frac_bits)
         weights[name] = codes
         act = {"quant": "asq" if is_asq else "lsq", "bits": int(aq.bits), "signed": bool(aq.signed),
                "step": float(aq.step.detach().double()), "asq": None}
@@ -314,8 +318,23 @@ def digits_pixels(x: torch.Tensor) -> np.ndarray:
     return p
 
 
-def build_bundle(model, meta: dict, progress: bool = True) -> Bundle:
-    """Constants from the training split, golden vectors and accuracy on the test split."""
+def resolve_post_frac_bits(post_frac_bits: int | None, bits: int) -> int:
+    """F of the POST table: the given one (checked) or ``arith.default_post_frac_bits(bits)``."""
+    if post_frac_bits is None:
+        return arith.default_post_frac_bits(bits)
+    if isinstance(post_frac_bits, bool) or not isinstance(post_frac_bits, int) \
+            or not 0 <= post_frac_bits <= arith.MAX_POST_FRAC_BITS:
+        raise UserError(f"--post-frac-bits {post_frac_bits!r}: F of the POST table must be an integer "
+                        f"0..{arith.MAX_POST_FRAC_BITS} (default for BITS={bits}: "
+                        f"{arith.default_post_frac_bits(bits)})")
+    return post_frac_bits
+
+
+def build_bundle(model, meta: dict, progress: bool = True, post_frac_bits: int | None = None) -> Bundle:
+    """Constants from the training split, golden vectors and accuracy on the test split.
+
+    ``post_frac_bits``: F of the POST table (None: the default for the model's BITS).
+    """
     from quant.data import digits_split
 
     torch.set_num_threads(1)
@@ -323,7 +342,7 @@ def build_bundle(model, meta: dict, progress: bool = True) -> Bundle:
     steps = tqdm(total=4, desc="export", disable=not progress, leave=False)
     trace_train = float_trace(model, x_train)
     steps.update()
-    manifest, weights = build_manifest(model, meta, trace_train)
+    manifest, weights = build_manifest(model, meta, trace_train, post_frac_bits)
     bundle = Bundle(manifest=manifest, weights=weights)
     steps.update()
     trace_test = float_trace(model, x_test)
@@ -370,19 +389,24 @@ def check_outdir(outdir) -> None:
                         "give a new folder or an existing bundle folder as OUTDIR")
 
 
-def export_model(model, meta: dict, outdir, progress: bool = True) -> Bundle:
+def export_model(model, meta: dict, outdir, progress: bool = True,
+                 post_frac_bits: int | None = None) -> Bundle:
     """Build the bundle of a quantized digits model and write it to ``outdir`` atomically."""
     check_outdir(outdir)
     if meta.get("model") != "digits":
         raise UserError(f"checkpoint model {meta.get('model')!r} (field 'model'): export supports the "
                         "digits model only; train one with `asqhw train --model digits`")
-    bundle = build_bundle(model, meta, progress=progress)
+    bundle = build_bundle(model, meta, progress=progress, post_frac_bits=post_frac_bits)
     write_bundle(bundle, outdir)
     return bundle
 
 
-def export_checkpoint(checkpoint, outdir, progress: bool = True) -> Bundle:
-    """``asqhw export CHECKPOINT OUTDIR``: load a quant checkpoint and export its bundle."""
+def export_checkpoint(checkpoint, outdir, progress: bool = True,
+                      post_frac_bits: int | None = None) -> Bundle:
+    """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F]``: load a checkpoint, export its bundle.
+
+    ``post_frac_bits`` is F of the POST table; None takes ``arith.default_post_frac_bits(bits)``.
+    """
     from quant.checkpoint import load_checkpoint, read_checkpoint
 
     check_outdir(outdir)
@@ -393,8 +417,9 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True) -> Bundle:
     bits = meta.get("bits")
     if not isinstance(bits, int) or not 2 <= bits <= 8:
         raise UserError(f"{checkpoint}: field 'bits' is {bits!r}; BITS must be 2-8")
+    resolve_post_frac_bits(post_frac_bits, bits)  # a bad F is refused before any work
     if meta.get("scheme") in (None, "fp"):
         raise UserError(f"{checkpoint}: field 'scheme' is {meta.get('scheme')!r}; export needs a "
                         "quantized checkpoint (train with --scheme asq, asq+post, ...)")
     model, meta = load_checkpoint(checkpoint)
-    return export_model(model, dict(meta), outdir, progress=progress)
+    return export_model(model, dict(meta), outdir, progress=progress, post_frac_bits=post_frac_bits)

@@ -250,7 +250,46 @@ def test_power_weights_wider_than_the_encoding_are_refused():
 
     model = quantize_model(build_model("digits"), "asq+post", 6)
     with pytest.raises(UserError, match="conv2"):
-        _weight_entry("conv2", model.conv2)
+        _weight_entry("conv2", model.conv2, arith.default_post_frac_bits(6))
+
+
+def test_default_post_frac_bits_is_recorded(exported):
+    _, out = exported
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["post_frac_bits"] == arith.default_post_frac_bits(man["bits"])
+
+
+def test_post_frac_bits_option_sets_the_table_precision(exported, tmp_path, capsys):
+    """--post-frac-bits F: recorded, in the unit exponent, the product range and the golden run."""
+    ckpt, out = exported
+    man0 = json.loads((out / "manifest.json").read_text())
+    dst = tmp_path / "f2"
+    assert asqhw_main(["export", str(ckpt), str(dst), "--post-frac-bits", "2", "--quiet"]) == 0
+    assert "post_frac_bits=2" in capsys.readouterr().out
+    bundle = load_bundle(dst)
+    man = bundle.manifest
+    assert man["post_frac_bits"] == 2
+    for layer in man["layers"][1:3]:
+        w = layer["weight"]
+        if w["kind"] == "post":
+            k = arith.post_k(w["bits"])
+            assert w["unit_exp"] == k // 2 + 2
+            amax = (1 << layer["act_in"]["bits"]) - 1
+            # hand rule: the largest product is amax << (K/2) << F (it beats T[amax] << (K/2 - 1))
+            assert layer["product_range"] == [-((amax << (k // 2)) << 2), (amax << (k // 2)) << 2]
+        else:  # F does not touch int/POT layers
+            same = next(ly for ly in man0["layers"] if ly["name"] == layer["name"])
+            assert layer["product_range"] == same["product_range"] and w["unit_exp"] == same["weight"]["unit_exp"]
+    result = run(bundle, pixels_to_codes(bundle, bundle.vectors["pixels"]))
+    assert np.array_equal(result["logits"], bundle.vectors["logits"])
+
+
+@pytest.mark.parametrize("bad", ["-1", "17"])
+def test_bad_post_frac_bits_is_refused(exported, tmp_path, capsys, bad):
+    ckpt, _ = exported
+    assert asqhw_main(["export", str(ckpt), str(tmp_path / "x"), "--post-frac-bits", bad, "--quiet"]) != 0
+    assert f"--post-frac-bits {bad}" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_hw_params_of_a_layer(exported):
@@ -263,7 +302,8 @@ def test_hw_params_of_a_layer(exported):
     assert p["acc_width"] == arith.acc_width(144, *p["product_range"])
     assert p["weights"].shape == (16, 16, 3, 3)
     if p["weight_kind"] == "post":
-        assert p["post_table"] == arith.post_table(layer["act_in"]["bits"], 6).tolist()
+        assert p["post_table"] == arith.post_table(layer["act_in"]["bits"],
+                                                   bundle.manifest["post_frac_bits"]).tolist()
     assert (p["asq"] is not None) == (layer["act_in"]["quant"] == "asq")
 
 

@@ -35,6 +35,8 @@ def test_rshift_round_refuses_floats():
 def test_post_table_hand_values():
     # a * sqrt(2) * 64 = 0, 90.51, 181.02, 271.53, 362.04, 452.55, 543.06, 633.57
     assert arith.post_table(3, 6).tolist() == [0, 91, 181, 272, 362, 453, 543, 634]
+    # F = 4: a * 22.627..., rounded half up by hand
+    assert arith.post_table(3, 4).tolist() == [0, 23, 45, 68, 91, 113, 136, 158]
 
 
 @pytest.mark.parametrize("act_bits", [2, 3, 4, 5, 8])
@@ -120,13 +122,24 @@ def test_codes_mean_what_the_quantizer_means(kind, bits):
         assert float_levels[c] == pytest.approx(value, rel=1e-7, abs=0)
 
 
+def test_default_post_frac_bits():
+    """F = 4 for the POST widths with odd exponents; 0 at BITS = 2, where K = 0 (no table read)."""
+    assert [arith.default_post_frac_bits(b) for b in (2, 3, 4, 5, 8)] == [0, 4, 4, 4, 4]
+    assert arith.post_k(2) == 0  # so every 2-bit POST product is an even-exponent shift
+
+
 def test_product_range_and_acc_width_hand_values():
     # int8 x int8: (-128)(-128) = 16384 max, (-128)(127) = -16256 min; 9 terms -> 147456 needs 19 bits.
     assert arith.product_range(-128, 127, "int", 8) == (-16256, 16384)
     assert arith.acc_width(9, -16256, 16384) == 19
     # 4-bit POST, F=6: 15 * 2^3 * 2^6 = 7680; 144 terms: 1105920 < 2^21 -> 22 bits signed.
-    assert arith.product_range(0, 15, "post", 4) == (-7680, 7680)
+    assert arith.product_range(0, 15, "post", 4, 6) == (-7680, 7680)
     assert arith.acc_width(144, -7680, 7680) == 22
+    # F=4 (the default): 15 * 2^3 * 2^4 = 1920 > T[15] << 2 = 339 * 4; 144 * 1920 = 276480 < 2^19: 20 bits.
+    assert arith.product_range(0, 15, "post", 4) == (-1920, 1920)
+    assert arith.acc_width(144, -1920, 1920) == 20
+    # 3-bit POST, F=4: (7 << 1) << 4 = 224 > T[7] = round(7 sqrt2 16) = 158.
+    assert arith.product_range(0, 7, "post", 3, 4) == (-224, 224)
     assert arith.signed_width(-128, 127) == 8 and arith.signed_width(-129, 0) == 9
     assert arith.unsigned_width(255) == 8 and arith.unsigned_width(256) == 9
 

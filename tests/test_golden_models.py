@@ -38,6 +38,8 @@ def test_shipped_bundle_is_the_documented_model(shipped):
     bits, bundle = shipped
     man = bundle.manifest
     assert (man["model"], man["scheme"], man["bits"]) == ("digits", SHIPPED[bits], bits)
+    # `make export BITS=B` (no --post-frac-bits) reproduces it: the default F is the shipped one
+    assert man["post_frac_bits"] == arith.default_post_frac_bits(bits)
     assert sum(p.stat().st_size for p in bundle_dir(bits).iterdir()) < 1_000_000
     for layer in man["layers"][1:3]:
         assert layer["act_in"]["bits"] == bits and layer["weight"]["bits"] == bits
@@ -87,7 +89,7 @@ def _fits(values, width: int, signed: bool = True) -> bool:
     return bool(values.min() >= lo and values.max() <= hi)
 
 
-def _extreme_weight(layer: dict, want_max: bool) -> int:
+def _extreme_weight(layer: dict, want_max: bool, frac_bits: int) -> int:
     """The weight code whose product with the extreme activation is pmax (or pmin)."""
     w = layer["weight"]
     act = layer["act_in"]
@@ -96,7 +98,7 @@ def _extreme_weight(layer: dict, want_max: bool) -> int:
     target = layer["product_range"][1 if want_max else 0]
     for a in (lo, hi):
         for c in codes:
-            if arith.product(a, c, w["kind"], w["bits"]) == target:
+            if arith.product(a, c, w["kind"], w["bits"], frac_bits) == target:
                 return a, c
     raise AssertionError("no code pair reaches the product range")
 
@@ -106,7 +108,7 @@ def test_worst_case_accumulators_fit_exactly(shipped, want_max):
     """Every code at its extreme: the interior accumulators reach n * pmax (n * pmin) and fit."""
     _, bundle = shipped
     for layer in bundle.layers:
-        a, c = _extreme_weight(layer, want_max)
+        a, c = _extreme_weight(layer, want_max, bundle.manifest["post_frac_bits"])
         acts = np.full((1,) + tuple(layer["in_shape"]), a, dtype=np.int64)
         weights = np.full(layer["weight"]["shape"], c, dtype=np.int64)
         acc = accumulate(acts, layer, weights, bundle.manifest["post_frac_bits"])
