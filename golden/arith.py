@@ -23,7 +23,7 @@ POST_BITS = range(2, 6)
 POT_BITS = range(2, 5)
 #: F, fractional bits of the POST odd-exponent table T[a] = round(a * sqrt(2) * 2**F), that the
 #: primitives below use when none is given; a bundle records its own (``post_frac_bits``).
-DEFAULT_POST_FRAC_BITS = 4
+DEFAULT_POST_FRAC_BITS = 2
 #: Largest F the exporter accepts (products stay far below 63 bits).
 MAX_POST_FRAC_BITS = 16
 
@@ -32,14 +32,15 @@ def default_post_frac_bits(bits: int) -> int:
     """F that ``asqhw export`` gives a BITS-bit model unless ``--post-frac-bits`` says otherwise.
 
     The trade-off (docs/arithmetic.md 2.2, measured at BITS 3 and 4): F sets the width of every POST
-    product, so of the adder trees and accumulators (2 to 7 more LUT4 per MAC per bit of F on the
-    iCE40 and ECP5, docs/results.md), while the table's rounding moves an accumulator by up to
+    product, so of the adder trees and accumulators (a few LUT4 per MAC per bit of F on the iCE40
+    and ECP5, docs/results.md), while the table's rounding moves an accumulator by up to
     ``2^((e-1)/2) / 2`` LSB per odd product, an error whose weight in the next layer's code halves
-    with every bit of F. F = 4 is the smallest F for which the teacher-forced bound of section 6
-    stays below one code (so, given the same input, no golden code moves by more than one from the
-    float model's) at both shipped POST widths.
+    with every bit of F. The rule: the smallest F for which the teacher-forced bound E of section 6
+    (with the actual table error ``|acc - acc*|`` of each input) stays below one code on the shipped
+    models, i.e. given the same input no golden code moves by more than one from the float model's.
+    That is F = 2 at both shipped POST widths (E = 0.94 at BITS 3, 0.65 at BITS 4).
     BITS = 2 has no odd exponent (K = 0): the table is never read and F would only append zero
-    bits, so it is 0. BITS = 5 (no shipped model) takes the same 4.
+    bits, so it is 0. BITS = 5 (no shipped model) takes the same 2.
     """
     if int(bits) == 2:
         return 0

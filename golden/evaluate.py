@@ -112,8 +112,11 @@ def teacher_forced(bundle: Bundle, model, trace) -> list:
         g = 1.0 if beta_code is None else _per_sample(beta_code, acc.ndim)
         G = req["G"]
         ratio_s = 1.0 if beta_code is None else _per_sample(ratio, acc.ndim)
-        acc_exact, table_err = exact_accumulator(codes_in, layer, bundle.weights[name],
-                                                 bundle.manifest["post_frac_bits"])
+        acc_exact, _ = exact_accumulator(codes_in, layer, bundle.weights[name],
+                                         bundle.manifest["post_frac_bits"])
+        # |acc - acc*| itself (golden's integer sum minus the float64 sum of exact products), not its
+        # a-priori bound: the table errors of different a have different signs and partly cancel.
+        table_err = np.abs(acc - acc_exact)
         exact = m.reshape(chan) * ratio_s * acc_exact + bias.reshape(chan)
         bound = ((np.abs(acc) * g + 2.0 ** G) * 2.0 ** -(req["S"] + G + 1)
                  + np.abs(acc) * np.abs(m.reshape(chan)) * np.abs(g * 2.0 ** -G - ratio_s)

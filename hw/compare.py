@@ -44,6 +44,7 @@ from amaranth.lib.wiring import Out
 
 from asqhw.atomic import atomic_write_text
 from asqhw.errors import UserError
+from golden.arith import DEFAULT_POST_FRAC_BITS
 from hw.boards import FPGA_BOARDS, get_board
 from hw.mac import MacArray
 from hw.mul import MulLane
@@ -104,7 +105,7 @@ class PrivateTableArray(MacArray):
     is PE 0's. The delay registers add flip-flops, not LUTs.
     """
 
-    def __init__(self, w_bits, act_bits, *, pe=1, simd=1, acc_width=32, frac_bits=6):
+    def __init__(self, w_bits, act_bits, *, pe=1, simd=1, acc_width=32, frac_bits=DEFAULT_POST_FRAC_BITS):
         super().__init__("post", w_bits, act_bits, False, pe=pe, simd=simd, acc_width=acc_width,
                          frac_bits=frac_bits)
         for lane in self.lanes:  # the shared lanes MacArray made are replaced by the private ones
@@ -159,7 +160,7 @@ class TwoAccPostArray(MacArray):
     even sums) plus ``acc_odd``: the odd sums, with the same timing.
     """
 
-    def __init__(self, w_bits, act_bits, *, pe=1, simd=1, acc_width=32, frac_bits=6):
+    def __init__(self, w_bits, act_bits, *, pe=1, simd=1, acc_width=32, frac_bits=DEFAULT_POST_FRAC_BITS):
         super().__init__("post", w_bits, act_bits, False, pe=pe, simd=simd, acc_width=acc_width,
                          frac_bits=frac_bits)
         for lane in self.lanes:  # this array has no table lanes

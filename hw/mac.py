@@ -20,6 +20,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.arith import DEFAULT_POST_FRAC_BITS
 from hw.mul import MulLane
 
 
@@ -58,7 +59,7 @@ class MacArray(wiring.Component):
     """
 
     def __init__(self, kind, w_bits, act_bits, act_signed=False, *, pe=1, simd=1, acc_width=32,
-                 frac_bits=6, in_logic=False):
+                 frac_bits=DEFAULT_POST_FRAC_BITS, in_logic=False):
         for name, value in (("pe", pe), ("simd", simd)):
             if value < 1:
                 raise ValueError(f"MacArray {name}={value} must be >= 1")

@@ -23,6 +23,7 @@ from amaranth.hdl import Module, Mux, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.arith import DEFAULT_POST_FRAC_BITS
 from hw.limits import MAX_BITS, check_mul_bits
 
 MUL_KINDS = ("post", "pot", "int")
@@ -109,7 +110,7 @@ class MulLane(wiring.Component):
     """
 
     def __init__(self, kind: str, w_bits: int, act_bits: int, act_signed: bool = False, pe: int = 1,
-                 frac_bits: int = 6, in_logic: bool = False):
+                 frac_bits: int = DEFAULT_POST_FRAC_BITS, in_logic: bool = False):
         if kind not in MUL_KINDS:
             raise ValueError(f"MulLane kind {kind!r} unknown; use one of {MUL_KINDS}")
         check_mul_bits(kind, w_bits)

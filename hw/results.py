@@ -143,14 +143,20 @@ def frac_text(rows: list[Row]) -> str:
         "with it, so F widens every product, every adder of the PE's tree and the accumulator. Each bit of "
         "F costs a few LUT4 per MAC (table below). Fewer bits make golden less faithful to the float model "
         "(whose POST weights are exact powers of sqrt2): the table's rounding moves an odd product by up to "
-        "half an LSB of `2^-F`, so the teacher-forced requantizer bound E of docs/arithmetic.md section 6 "
-        "doubles with each bit removed. Golden counts as faithful when at most 2 of the 360 test predictions "
+        "half an LSB of `2^-F`, so the worst case of the error it adds to a requantizer's input doubles with "
+        "each bit removed. The teacher-forced requantizer bound E of docs/arithmetic.md section 6 uses each "
+        "input's actual table error `|acc - acc*|` (golden's accumulator minus the exact one of the same "
+        "input): still a rigorous bound, only tighter, since the roundings of different table entries "
+        "have both signs and cancel in part. Golden counts as faithful when at most 2 of the 360 test predictions "
         "differ from the float model's and E < 1 (given the same input, no code moves by more than one: "
         "what `tests/test_golden_models.py` asserts); the flips, golden top-1 and E below are those of the "
         "shipped checkpoint `models/checkpoints/digits-b<BITS>.pt` exported at that F "
         "(`asqhw export ... --post-frac-bits F`). POST / POT divides by the POT row of the table above. "
         f"The exporter's default ({defaults}; `golden.arith.default_post_frac_bits`) is the smallest F "
-        "with E < 1 at both shipped POST widths; the main table above is measured at it."
+        "with E < 1 at both shipped POST widths; the main table above is measured at it. The trade-off: "
+        "each further bit of F buys a smaller E (a wider margin to one code, and fewer free-running code "
+        "moves, docs/arithmetic.md 2.2) and costs LUT4 on every MAC; below the default, E >= 1 and a "
+        "code may move by more than one given the same input."
     )
 
 

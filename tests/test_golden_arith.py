@@ -123,8 +123,8 @@ def test_codes_mean_what_the_quantizer_means(kind, bits):
 
 
 def test_default_post_frac_bits():
-    """F = 4 for the POST widths with odd exponents; 0 at BITS = 2, where K = 0 (no table read)."""
-    assert [arith.default_post_frac_bits(b) for b in (2, 3, 4, 5, 8)] == [0, 4, 4, 4, 4]
+    """F = 2 for the POST widths with odd exponents; 0 at BITS = 2, where K = 0 (no table read)."""
+    assert [arith.default_post_frac_bits(b) for b in (2, 3, 4, 5, 8)] == [0, 2, 2, 2, 2]
     assert arith.post_k(2) == 0  # so every 2-bit POST product is an even-exponent shift
 
 
@@ -135,9 +135,12 @@ def test_product_range_and_acc_width_hand_values():
     # 4-bit POST, F=6: 15 * 2^3 * 2^6 = 7680; 144 terms: 1105920 < 2^21 -> 22 bits signed.
     assert arith.product_range(0, 15, "post", 4, 6) == (-7680, 7680)
     assert arith.acc_width(144, -7680, 7680) == 22
-    # F=4 (the default): 15 * 2^3 * 2^4 = 1920 > T[15] << 2 = 339 * 4; 144 * 1920 = 276480 < 2^19: 20 bits.
-    assert arith.product_range(0, 15, "post", 4) == (-1920, 1920)
+    # F=4: 15 * 2^3 * 2^4 = 1920 > T[15] << 2 = 339 * 4; 144 * 1920 = 276480 < 2^19: 20 bits.
+    assert arith.product_range(0, 15, "post", 4, 4) == (-1920, 1920)
     assert arith.acc_width(144, -1920, 1920) == 20
+    # F=2 (the default): 15 * 2^3 * 2^2 = 480 > T[15] << 2 = 85 * 4; 144 * 480 = 69120 < 2^17: 18 bits.
+    assert arith.product_range(0, 15, "post", 4) == (-480, 480)
+    assert arith.acc_width(144, -480, 480) == 18
     # 3-bit POST, F=4: (7 << 1) << 4 = 224 > T[7] = round(7 sqrt2 16) = 158.
     assert arith.product_range(0, 7, "post", 3, 4) == (-224, 224)
     assert arith.signed_width(-128, 127) == 8 and arith.signed_width(-129, 0) == 9

@@ -172,3 +172,20 @@ def test_asq_unit_widths_hold_at_full_scale(shipped):
             assert _fits(r, widths["r"], signed=False) and _fits(y * r, widths["yr"], signed=False)
         # the largest reciprocal (beta at its floor) fits too
         assert _fits(arith.reciprocal(p.s_code * p.beta_min, p.R), widths["r"], signed=False)
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("name", ["conv2", "conv3"])
+def test_actual_table_error_is_within_its_a_priori_bound(bits, name):
+    """The teacher-forced bound E takes |acc - acc*| as measured (docs/arithmetic.md section 6): it
+    must never exceed the worst case of section 2.2, and on real data it is smaller (cancellation)."""
+    from golden.evaluate import exact_accumulator
+
+    bundle = load_bundle(bundle_dir(bits))
+    layer, weights, frac = bundle.layer(name), bundle.weights[name], bundle.manifest["post_frac_bits"]
+    codes = bundle.vectors[f"{name}.in"][:60].astype(np.int64)
+    acc = accumulate(codes, layer, weights, frac)
+    acc_exact, a_priori = exact_accumulator(codes, layer, weights, frac)
+    actual = np.abs(acc - acc_exact)
+    assert np.all(actual <= a_priori + 1e-9)
+    assert actual.max() > 0 and actual.max() < a_priori.max()

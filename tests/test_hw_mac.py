@@ -80,7 +80,7 @@ def test_mac_array_random_groups(kind, bits, act_signed, pe, simd):
     fan_in = 6 * simd
     pmin, pmax = arith.product_range(lo, hi, kind, bits, 6)
     array = MacArray(kind, bits, bits, act_signed, pe=pe, simd=simd,
-                     acc_width=arith.acc_width(fan_in, pmin, pmax))
+                     acc_width=arith.acc_width(fan_in, pmin, pmax), frac_bits=6)
     assert _run_groups(array, groups, gap_every=3) == _expected(kind, bits, groups, 6)
 
 
@@ -99,7 +99,7 @@ def test_mac_array_extremes_fill_the_proved_width(kind, bits, act_signed):
     pe, simd, n = 2, 3, 48  # fan-in 144 like conv2/conv3
     fan_in = n * simd
     width = arith.acc_width(fan_in, pmin, pmax)
-    array = MacArray(kind, bits, bits, act_signed, pe=pe, simd=simd, acc_width=width)
+    array = MacArray(kind, bits, bits, act_signed, pe=pe, simd=simd, acc_width=width, frac_bits=6)
     w = np.array([[codes[c_max]] * simd, [codes[c_min]] * simd])
     group_hi = [(np.full(simd, acts[a_max]), w)] * n
     w2 = np.array([[codes[c_min]] * simd, [codes[c_max]] * simd])

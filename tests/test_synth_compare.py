@@ -117,8 +117,8 @@ def test_two_sum_post_array_equals_its_spec():
 def test_accumulator_width_is_product_plus_guard_bits():
     # 3-bit POST, F = 6: largest product T[7] << 0 = 634 or (7 << 1) << 6 = 896 -> 10 bits + sign
     assert acc_width_for("post", 3, 6) == (896).bit_length() + 1 + math.ceil(math.log2(144))
-    # the default F = 4: T[7] = 158 or (7 << 1) << 4 = 224 -> 8 bits + sign
-    assert acc_width_for("post", 3) == (224).bit_length() + 1 + math.ceil(math.log2(144)) == 17
+    # the default F = 2: T[7] = 40 or (7 << 1) << 2 = 56 -> 6 bits + sign
+    assert acc_width_for("post", 3) == (56).bit_length() + 1 + math.ceil(math.log2(144)) == 15
     assert acc_width_for("int", 4) == (15 * 8).bit_length() + 1 + 8
 
 
@@ -161,17 +161,18 @@ def _sweep(f, lut, flips, bound):
 def test_frac_sweep_rows_stay_out_of_the_main_table_and_fill_their_own():
     from hw.results import frac_table
 
-    # POT costs 360 LUT4; budget 1.25x = 450. F = 2: 440 (1.222x) but E = 1.2; F = 4: 480 (1.333x), E = 0.6.
-    rows = _rows() + [_sweep(2, 440, 1, 1.2), _sweep(4, 480, 0, 0.6)]
+    # POT costs 360 LUT4; budget 1.25x = 450. F = 1: 440 (1.222x) but E = 1.2; F = 2 (the default): 480
+    # (1.333x), E = 0.6.
+    rows = _rows() + [_sweep(1, 440, 1, 1.2), _sweep(2, 480, 0, 0.6)]
     assert table(rows) == table(_rows())
     assert ratios(rows) == ratios(_rows())
     lines = frac_table(rows).splitlines()
     assert len(lines) == 2 + 2
-    assert lines[2].startswith("| 3 | 2 | ") and "| 110.0 | 1.222 | 1 | 99.00 | 1.20 | no |" in lines[2]
-    assert lines[3].startswith("| 3 | 4 (default) | ") and "| 120.0 | 1.333 | 0 | 99.00 | 0.60 | no |" in lines[3]
+    assert lines[2].startswith("| 3 | 1 | ") and "| 110.0 | 1.222 | 1 | 99.00 | 1.20 | no |" in lines[2]
+    assert lines[3].startswith("| 3 | 2 (default) | ") and "| 120.0 | 1.333 | 0 | 99.00 | 0.60 | no |" in lines[3]
     text = render(rows, seeds=3)
-    assert "At 3 bits the default F = 4 costs up to 1.33x POT, ABOVE the 1.25x budget; F <= 2 would be" in text
-    assert "faithful (at most 2 flips and E < 1) only from F = 4 up" in text
+    assert "At 3 bits the default F = 2 costs up to 1.33x POT, ABOVE the 1.25x budget; F <= 1 would be" in text
+    assert "faithful (at most 2 flips and E < 1) only from F = 2 up" in text
 
 
 def test_sweep_rows_are_kept_per_frac_bits_and_main_rows_replaced(tmp_path):
