@@ -32,6 +32,21 @@ def _post_product(a, code, bits, frac):
     return -mag if neg else mag
 
 
+
+async def _feed_groups(ctx, dut, acts, codes):
+    """Drive one accumulation group: ``acts[t, s]`` and ``codes[t, p, s]`` for t = 0 .. n-1, then idle."""
+    n, pe, simd = codes.shape
+    for t in range(n):
+        ctx.set(dut.valid, 1)
+        ctx.set(dut.first, int(t == 0))
+        ctx.set(dut.last, int(t == n - 1))
+        for s in range(simd):
+            ctx.set(dut.a[s], int(acts[t, s]))
+            for p in range(pe):
+                ctx.set(dut.w[p][s], int(codes[t, p, s]))
+        await ctx.tick()
+    ctx.set(dut.valid, 0)
+
 def test_private_table_array_equals_the_spec_with_a_pe_skew():
     bits, pe, simd, frac = 3, 3, 2, 6
     dut = PrivateTableArray(bits, bits, pe=pe, simd=simd, acc_width=acc_width_for("post", bits, frac),
@@ -45,16 +60,7 @@ def test_private_table_array_equals_the_spec_with_a_pe_skew():
     seen = {}
 
     async def bench(ctx):
-        for t in range(n):
-            ctx.set(dut.valid, 1)
-            ctx.set(dut.first, int(t == 0))
-            ctx.set(dut.last, int(t == n - 1))
-            for s in range(simd):
-                ctx.set(dut.a[s], int(acts[t, s]))
-                for p in range(pe):
-                    ctx.set(dut.w[p][s], int(codes[t, p, s]))
-            await ctx.tick()
-        ctx.set(dut.valid, 0)
+        await _feed_groups(ctx, dut, acts, codes)
         for cycle in range(n, n + pe + 4):
             await ctx.tick()
             for p in range(pe):
@@ -94,16 +100,7 @@ def test_two_sum_post_array_equals_its_spec():
     got = []
 
     async def bench(ctx):
-        for t in range(n):
-            ctx.set(dut.valid, 1)
-            ctx.set(dut.first, int(t == 0))
-            ctx.set(dut.last, int(t == n - 1))
-            for s in range(simd):
-                ctx.set(dut.a[s], int(acts[t, s]))
-                for p in range(pe):
-                    ctx.set(dut.w[p][s], int(codes[t, p, s]))
-            await ctx.tick()
-        ctx.set(dut.valid, 0)
+        await _feed_groups(ctx, dut, acts, codes)
         await ctx.tick().repeat(2)  # products, sums
         got.extend((ctx.get(dut.acc[p]), ctx.get(dut.acc_odd[p])) for p in range(pe))
 
