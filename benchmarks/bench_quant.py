@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: ratios stay stable on a shared machine)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quant.json")
-    args = parser.parse_args([] if argv is None and __name__ != "__main__" else argv)
+    args = parser.parse_args(argv if argv is not None else [])
 
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
@@ -100,4 +100,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

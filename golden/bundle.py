@@ -360,6 +360,11 @@ def asq_constants(layer: dict) -> arith.AsqConstants | None:
     )
 
 
+def asq_step(asq: dict) -> float:
+    """The step ``s_code / 2^FS`` of an ASQ unit (its ``act_in.asq`` entry) as a float."""
+    return asq["s_code"] * 2.0 ** -asq["FS"]
+
+
 def layer_hw_params(bundle: Bundle, name: str) -> dict:
     """Everything the RTL of layer ``name`` needs: widths, constants, the POST table.
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from golden import arith
-from golden.bundle import Bundle, asq_constants
-from golden.export import DIGITS_BN, _bn_fold, digits_pixels, float_trace, round_half_up
-from golden.model import _weight_terms, accumulate, im2col, load_bundle, pixels_to_codes, requant_layer, run
+from golden.bundle import Bundle, asq_constants, asq_step
+from golden.export import DIGITS_BN, _bn_fold, digits_pixels, float_requant, float_trace, round_half_up
+from golden.model import _weight_terms, accumulate, layer_columns, load_bundle, pixels_to_codes, requant_layer, run
 
 #: Relative float32 error allowance of the float model's own computation.
 FLOAT_EPS = 1e-4
@@ -31,8 +31,7 @@ def _input_scale(layer: dict, beta=None) -> np.ndarray | float:
     act = layer["act_in"]
     if act["quant"] != "asq":
         return act["step"]
-    a = act["asq"]
-    return a["s_code"] * 2.0 ** -a["FS"] * np.asarray(beta, dtype=np.float64) * 2.0 ** -a["G"]
+    return asq_step(act["asq"]) * np.asarray(beta, dtype=np.float64) * 2.0 ** -act["asq"]["G"]
 
 
 def _per_sample(v, ndim):
@@ -67,22 +66,16 @@ def free_running_table(bundle: Bundle, golden: dict, trace) -> list:
     return rows
 
 
-def _float_multipliers(model, bundle: Bundle, name: str) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """``(m_c, b'_c)`` of layer ``name`` in float64 (as the exporter derived them), ``s_next``, ``P``."""
-    layer = bundle.layer(name)
-    idx = [ly["name"] for ly in bundle.layers].index(name)
+def _float_multipliers(model, bundle: Bundle, idx: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(m_c, b'_c)`` of layer ``idx`` in float64, as the exporter derived them."""
+    layer = bundle.layers[idx]
+    name = layer["name"]
     a, b = _bn_fold(model, name, getattr(model, name))
-    w = layer["weight"]
     act = layer["act_in"]
-    scale_in = act["step"] if act["quant"] != "asq" else act["asq"]["s_code"] * 2.0 ** -act["asq"]["FS"]
+    scale_in = act["step"] if act["quant"] != "asq" else asq_step(act["asq"])
     req = layer["requant"]
-    if req["output"] == "codes":
-        s_next = bundle.layers[idx + 1]["act_in"]["step"]
-    else:
-        s_next = 1.0
-    p = req["frac_bits"]
-    m = a * scale_in * np.asarray(w["scale"]) * 2.0 ** (p - w["unit_exp"]) / s_next
-    return m, b * 2.0 ** p / s_next, s_next, p
+    s_next = bundle.layers[idx + 1]["act_in"]["step"] if req["output"] == "codes" else 1.0
+    return float_requant(a, b, scale_in, layer["weight"], req["frac_bits"], s_next)
 
 
 def teacher_forced(bundle: Bundle, model, trace) -> list:
@@ -101,13 +94,12 @@ def teacher_forced(bundle: Bundle, model, trace) -> list:
         if act["quant"] == "asq":
             row.update(_asq_stage(bundle, model, layer, layers[i - 1], trace))
             a = act["asq"]
-            s_q = a["s_code"] * 2.0 ** -a["FS"]
-            ratio = trace.beta[name] * act["step"] / s_q
+            ratio = trace.beta[name] * act["step"] / asq_step(a)
             beta_code = arith.clamp(round_half_up(ratio * 2.0 ** a["G"]), a["beta_min"], a["beta_max"])
         acc = accumulate(codes_in.astype(np.int64), layer, bundle.weights[name], bundle.manifest["post_frac_bits"])
         out = requant_layer(acc, layer, beta_code)
         req = layer["requant"]
-        m, bias, _, _ = _float_multipliers(model, bundle, name)
+        m, bias = _float_multipliers(model, bundle, i)
         chan = (1, -1) + (1,) * (acc.ndim - 2)
         g = 1.0 if beta_code is None else _per_sample(beta_code, acc.ndim)
         G = req["G"]
@@ -150,10 +142,7 @@ def exact_accumulator(codes_in: np.ndarray, layer: dict, weights: np.ndarray, fr
     """
     w = layer["weight"]
     flat = weights.reshape(weights.shape[0], -1)
-    if layer["kind"] == "conv":
-        cols = im2col(codes_in.astype(np.int64), layer["kernel"], layer["stride"], layer["pad"])
-    else:
-        cols = codes_in.reshape(codes_in.shape[0], -1, 1).astype(np.int64)
+    cols = layer_columns(codes_in, layer)
     shape = (cols.shape[0],) + tuple(layer["out_shape"])
     if w["kind"] != "post":
         acc = np.matmul(_weight_terms(flat, w["kind"], w["bits"], frac_bits)[0][0], cols)
@@ -178,7 +167,7 @@ def _asq_stage(bundle: Bundle, model, layer: dict, prev: dict, trace) -> dict:
     beta_f = trace.beta[name]
     beta_g = beta * 2.0 ** -a["G"]
     bound_beta = beta_error_bound(model, layer, y, x)
-    s_q = a["s_code"] * 2.0 ** -a["FS"]
+    s_q = asq_step(a)
     r = arith.reciprocal(a["s_code"] * beta, a["R"]).astype(np.float64)
     nd = x.ndim
     u = x / (layer["act_in"]["step"] * _per_sample(beta_f, nd))

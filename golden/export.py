@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,8 +18,10 @@ from tqdm import tqdm
 
 from asqhw.errors import UserError
 from golden import arith
-from golden.bundle import FORMAT_VERSION, VECTORS, Bundle, write_bundle
-from golden.model import run, vector_arrays
+from golden.bundle import FORMAT_VERSION, MANIFEST, VECTORS, Bundle, asq_step, write_bundle
+from golden.model import pixels_to_codes, run, vector_arrays
+from quant.quantizers import STEP_EPS
+from quant.schemes import FLOAT_SCHEME
 
 #: Fixed widths (docs/arithmetic.md, section 2).
 M_BITS = 16          # requant multiplier, signed
@@ -131,8 +134,7 @@ def _weight_entry(name: str, layer, frac_bits: int) -> tuple[dict, np.ndarray]:
     except ValueError as err:
         raise UserError(f"layer {name}: {err}; retrain with a supported scheme/BITS") from None
     codes = wq.codes(layer.weight.detach()).numpy().astype(np.int64)
-    scale = (wq.step if kind == "int" else wq.alpha).detach().double().clamp_min(
-        float(torch.finfo(torch.float32).eps)).numpy()
+    scale = (wq.step if kind == "int" else wq.alpha).detach().double().clamp_min(STEP_EPS).numpy()
     entry = {"kind": kind, "bits": int(wq.bits), "shape": list(codes.shape),
              "mem": f"{name}.weights.mem", "scale": scale.tolist(),
              "unit_exp": arith.weight_unit_exponent(kind, wq.bits, frac_bits)}
@@ -176,7 +178,7 @@ def _asq_entry(aq, in_shape, fy: int, trace: FloatTrace, name: str) -> dict:
         sum_in_max = z_max
     if s2 < 0:
         raise UserError(f"layer {name}: adapter constants out of range (S2 = {s2} < 0)")
-    step = float(aq.step.detach().double().clamp_min(float(torch.finfo(torch.float32).eps)))
+    step = float(aq.step.detach().double().clamp_min(STEP_EPS))
     fs = fit_frac_bits([step], STEP_BITS, signed=False)
     s_code = int(round_half_up(step * 2.0 ** fs))
     beta_min, beta_max = 1 << (g - BETA_MIN_SHIFT), (1 << BETA_BITS) - 1
@@ -203,6 +205,18 @@ def _asq_entry(aq, in_shape, fy: int, trace: FloatTrace, name: str) -> dict:
     return entry
 
 
+def float_requant(a, b, scale_in: float, wentry: dict, out_frac: int, s_next: float):
+    """``(m_c, b'_c)``: a layer's requant multiplier and bias in float64, before rounding.
+
+    ``a, b`` are the BN fold (:func:`_bn_fold`), ``scale_in`` the input step, ``wentry`` the weight
+    entry (``scale``, ``unit_exp``), ``out_frac`` the output's fractional bits and ``s_next`` the
+    next layer's step (1 for ``y`` and logits).
+    """
+    scale = np.asarray(wentry["scale"], dtype=np.float64)
+    m = a * scale_in * scale * 2.0 ** (out_frac - wentry["unit_exp"]) / s_next
+    return m, b * 2.0 ** out_frac / s_next
+
+
 def _requant_entry(name, a, b, scale_in, wentry, nxt, out_frac, acc_bound, g_max, G) -> dict:
     """M, B, S and widths of a layer's requantizer (see docs/arithmetic.md section 3)."""
     if nxt == "logits":
@@ -211,9 +225,7 @@ def _requant_entry(name, a, b, scale_in, wentry, nxt, out_frac, acc_bound, g_max
         s_next, lo, hi, output = 1.0, 0, (1 << Y_BITS) - 1, "y"
     else:
         s_next, lo, hi, output = nxt[0], 0, nxt[1], "codes"
-    scale = np.asarray(wentry["scale"], dtype=np.float64)
-    m = a * scale_in * scale * 2.0 ** (out_frac - wentry["unit_exp"]) / s_next
-    bias = b * 2.0 ** out_frac / s_next
+    m, bias = float_requant(a, b, scale_in, wentry, out_frac, s_next)
     s = fit_frac_bits(m, M_BITS)
     if s < 0:
         raise UserError(f"layer {name}: requant multiplier too large for {M_BITS} bits")
@@ -254,8 +266,7 @@ def build_manifest(model, meta: dict, trace_train: FloatTrace,
                "step": float(aq.step.detach().double()), "asq": None}
         if not is_asq:  # an ASQ input's constants need the previous requantizer's FY: pass 2
             scale_in_of[name] = act["step"]
-        lo, hi = (-(1 << (aq.bits - 1)), (1 << (aq.bits - 1)) - 1) if aq.signed else (0, (1 << aq.bits) - 1)
-        pmin, pmax = arith.product_range(lo, hi, wentry["kind"], wentry["bits"], frac_bits)
+        pmin, pmax = arith.product_range(aq.q_n, aq.q_p, wentry["kind"], wentry["bits"], frac_bits)
         fan_in = int(np.prod(codes.shape[1:]))
         entry = {"name": name, "kind": "conv" if codes.ndim == 4 else "fc",
                  "in_shape": shapes[name], "out_shape": outs[name]}
@@ -275,8 +286,7 @@ def build_manifest(model, meta: dict, trace_train: FloatTrace,
             nxt = "y"
             out_frac = frac_bits_for_range(trace_train.x[names[i + 1]].max(), Y_BITS)
         else:
-            nxt_aq = layers[i + 1][1].act_quant
-            nxt, out_frac = (float(nxt_aq.step.detach().double()), int(nxt_aq.q_p)), 0
+            nxt, out_frac = (entries[i + 1]["act_in"]["step"], int(layers[i + 1][1].act_quant.q_p)), 0
         G = BETA_FRAC if entry["act_in"]["quant"] == "asq" else 0
         g_max = (1 << BETA_BITS) - 1 if G else 1
         pmin, pmax = entry["product_range"]
@@ -288,14 +298,13 @@ def build_manifest(model, meta: dict, trace_train: FloatTrace,
             entries[i + 1]["act_in"]["asq"] = _asq_entry(
                 layers[i + 1][1].act_quant, entries[i + 1]["in_shape"], out_frac, trace_train,
                 names[i + 1])
-            scale_in_of[names[i + 1]] = (entries[i + 1]["act_in"]["asq"]["s_code"]
-                                         * 2.0 ** -entries[i + 1]["act_in"]["asq"]["FS"])
-    conv1 = layers[0][1].act_quant
+            scale_in_of[names[i + 1]] = asq_step(entries[i + 1]["act_in"]["asq"])
+    first = entries[0]["act_in"]
     manifest = {
         "format_version": FORMAT_VERSION, "model": meta["model"], "scheme": meta["scheme"],
         "bits": int(meta["bits"]), "post_frac_bits": frac_bits,
-        "input": {"shape": [1, 8, 8], "pixel_max": PIXEL_MAX, "bits": int(conv1.bits), "signed": True,
-                  "step": float(conv1.step.detach().double()), "lut": input_lut(model)},
+        "input": {"shape": [1, 8, 8], "pixel_max": PIXEL_MAX, "bits": first["bits"], "signed": True,
+                  "step": first["step"], "lut": input_lut(model)},
         "layers": entries, "accuracy": {}, "vectors": VECTORS,
     }
     return manifest, weights
@@ -314,8 +323,7 @@ def input_lut(model) -> list:
 
 def digits_pixels(x: torch.Tensor) -> np.ndarray:
     """The integer pixels (0..16) of digits images given as ``pixels / 16``."""
-    p = np.floor(x.double().numpy() * PIXEL_MAX + 0.5).astype(np.int64)
-    return p
+    return np.floor(x.double().numpy() * PIXEL_MAX + 0.5).astype(np.int64)
 
 
 def resolve_post_frac_bits(post_frac_bits: int | None, bits: int) -> int:
@@ -347,8 +355,6 @@ def build_bundle(model, meta: dict, progress: bool = True, post_frac_bits: int |
     steps.update()
     trace_test = float_trace(model, x_test)
     pixels = digits_pixels(x_test)
-    from golden.model import pixels_to_codes
-
     codes = pixels_to_codes(bundle, pixels)
     if not np.array_equal(codes, trace_test.codes["conv1"]):
         raise UserError("input LUT disagrees with the float model's conv1 input codes (report a bug)")
@@ -378,10 +384,6 @@ def build_bundle(model, meta: dict, progress: bool = True, post_frac_bits: int |
 def check_outdir(outdir) -> None:
     """Refuse to replace an existing folder that is not a bundle (``export CKPT models`` would
     otherwise swap the whole ``models`` folder for one bundle)."""
-    from pathlib import Path
-
-    from golden.bundle import MANIFEST
-
     outdir = Path(outdir)
     if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir())
                                                      and not (outdir / MANIFEST).is_file())):
@@ -407,7 +409,7 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
 
     ``post_frac_bits`` is F of the POST table; None takes ``arith.default_post_frac_bits(bits)``.
     """
-    from quant.checkpoint import load_checkpoint, read_checkpoint
+    from quant.checkpoint import model_of, read_checkpoint
 
     check_outdir(outdir)
     meta = read_checkpoint(checkpoint)  # checks the fields before building anything
@@ -418,8 +420,8 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
     if not isinstance(bits, int) or not 2 <= bits <= 8:
         raise UserError(f"{checkpoint}: field 'bits' is {bits!r}; BITS must be 2-8")
     resolve_post_frac_bits(post_frac_bits, bits)  # a bad F is refused before any work
-    if meta.get("scheme") in (None, "fp"):
+    if meta.get("scheme") in (None, FLOAT_SCHEME):
         raise UserError(f"{checkpoint}: field 'scheme' is {meta.get('scheme')!r}; export needs a "
                         "quantized checkpoint (train with --scheme asq, asq+post, ...)")
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = model_of(meta, checkpoint)
     return export_model(model, dict(meta), outdir, progress=progress, post_frac_bits=post_frac_bits)

@@ -43,6 +43,14 @@ def im2col(x: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
     return cols.reshape(n, c * kernel * kernel, ho * wo)
 
 
+def layer_columns(codes_in: np.ndarray, layer: dict) -> np.ndarray:
+    """A layer's input codes as int64 ``(N, fan_in, positions)``: conv patches, or ``(N, fan_in, 1)`` for fc."""
+    codes_in = codes_in.astype(np.int64, copy=False)
+    if layer["kind"] == "conv":
+        return im2col(codes_in, layer["kernel"], layer["stride"], layer["pad"])
+    return codes_in.reshape(codes_in.shape[0], -1, 1)
+
+
 def _weight_terms(codes: np.ndarray, kind: str, bits: int, frac_bits: int):
     """Split weights into ``[(coefficient matrix, uses_table)]`` so ``acc`` is a sum of matmuls.
 
@@ -65,10 +73,7 @@ def _weight_terms(codes: np.ndarray, kind: str, bits: int, frac_bits: int):
 def accumulate(codes_in: np.ndarray, layer: dict, weights: np.ndarray, frac_bits: int) -> np.ndarray:
     """The layer's integer accumulators: ``(N, C_out, Ho, Wo)`` for conv, ``(N, C_out)`` for fc."""
     w = layer["weight"]
-    if layer["kind"] == "conv":
-        cols = im2col(codes_in, layer["kernel"], layer["stride"], layer["pad"])
-    else:
-        cols = codes_in.reshape(codes_in.shape[0], -1, 1)
+    cols = layer_columns(codes_in, layer)
     table = arith.post_table(layer["act_in"]["bits"], frac_bits) if w["kind"] == "post" else None
     acc = np.zeros((cols.shape[0], weights.shape[0], cols.shape[2]), dtype=np.int64)
     for coeff, uses_table in _weight_terms(weights.reshape(weights.shape[0], -1), w["kind"], w["bits"],

@@ -71,6 +71,11 @@ def read_checkpoint(path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file
         raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from err
+    return check_payload(payload, path)
+
+
+def check_payload(payload, path) -> dict:
+    """``payload``, a ``torch.load``'ed file, if it is this project's checkpoint format (``path`` names it)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not an asqhw checkpoint (no format {FORMAT!r}); pass one `asqhw train` wrote")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -89,7 +94,11 @@ def build_for(meta: dict) -> nn.Module:
 
 def load_checkpoint(path) -> tuple[nn.Module, dict]:
     """``(model, meta)``: the model rebuilt and quantized per ``meta``, state loaded, eval mode."""
-    payload = read_checkpoint(path)
+    return model_of(read_checkpoint(path), path)
+
+
+def model_of(payload: dict, path) -> tuple[nn.Module, dict]:
+    """:func:`load_checkpoint` of an already read checkpoint ``payload`` (``path`` names it in errors)."""
     model = build_for(payload)
     try:
         model.load_state_dict(payload["state_dict"])

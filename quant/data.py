@@ -158,7 +158,8 @@ class TensorLoader:
         return (self.seed * 1_000_003 + self.epoch) * 4 + stream
 
     def __len__(self) -> int:
-        n = len(self._indices())
+        # The size of this rank's share of _indices(), without drawing the permutation.
+        n = len(self.x) // self.world if self.shuffle else len(range(self.rank, len(self.x), self.world))
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):

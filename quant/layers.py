@@ -10,6 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _adopt(layer, float_layer: nn.Module, act_quant: nn.Module, weight_quant: nn.Module):
+    """``layer`` (built on the meta device) with ``float_layer``'s own weight and bias Parameters
+    and the two quantizers."""
+    layer.weight = float_layer.weight
+    layer.bias = float_layer.bias
+    layer.act_quant = act_quant
+    layer.weight_quant = weight_quant
+    return layer
+
+
 class QConv2d(nn.Conv2d):
     """``Conv2d`` computing ``conv(act_quant(x), weight_quant(weight)) + bias``."""
 
@@ -24,11 +34,7 @@ class QConv2d(nn.Conv2d):
             dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
             padding_mode=conv.padding_mode, device="meta",
         )
-        layer.weight = conv.weight
-        layer.bias = conv.bias
-        layer.act_quant = act_quant
-        layer.weight_quant = weight_quant
-        return layer
+        return _adopt(layer, conv, act_quant, weight_quant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.act_quant(x), self.weight_quant(self.weight), self.bias)
@@ -44,11 +50,7 @@ class QLinear(nn.Linear):
     def from_float(cls, linear: nn.Linear, act_quant: nn.Module, weight_quant: nn.Module) -> "QLinear":
         """A QLinear that shares ``linear``'s parameters, with the given quantizers."""
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-        layer.weight = linear.weight
-        layer.bias = linear.bias
-        layer.act_quant = act_quant
-        layer.weight_quant = weight_quant
-        return layer
+        return _adopt(layer, linear, act_quant, weight_quant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.act_quant(x), self.weight_quant(self.weight), self.bias)

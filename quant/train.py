@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from asqhw.atomic import atomic_write_text
 from asqhw.errors import UserError
-from quant.checkpoint import read_checkpoint, save_checkpoint
+from quant.checkpoint import check_payload, read_checkpoint, save_checkpoint
 from quant.data import make_loaders
 from quant.models import build_model, check_model_name, dataset_of
 from quant.quantize import FLOAT_SCHEME, calibrate, check_scheme, quantize_model
@@ -172,7 +172,7 @@ def _load_float_weights(model: nn.Module, path) -> None:
     except Exception as err:
         raise UserError(f"--init checkpoint {path} cannot be read ({type(err).__name__}: {err})") from err
     if isinstance(payload, dict) and "format" in payload:
-        payload = read_checkpoint(path)
+        payload = check_payload(payload, path)
         if payload["scheme"] != FLOAT_SCHEME:
             raise UserError(f"--init {path} is a {payload['scheme']} checkpoint: pass a full-precision (fp) one")
         payload = payload["state_dict"]
