@@ -27,18 +27,8 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.arith import reciprocal, rshift_round, signed_width
 from hw.mul import logic_product
-
-
-def _signed_width(lo, hi):
-    n = 1
-    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
-        n += 1
-    return n
-
-
-def _rsr(x, n):
-    return (x + (1 << (n - 1))) >> n if n else x
 
 
 class AsqConfig:
@@ -61,7 +51,7 @@ class AsqConfig:
             sums = [sum(abs(int(w)) for w in row) * self.z_max + abs(int(b))
                     for row, b in zip(consts.W1, consts.b1, strict=True)]
             self.sum1_max = max(sums)
-            self.h_max = _rsr(self.sum1_max, consts.S1)
+            self.h_max = rshift_round(self.sum1_max, consts.S1)
             self.sum2_max = sum(abs(int(w)) for w in consts.W2) * self.h_max + abs(int(consts.b2))
         else:
             self.sum1_max = 0
@@ -69,8 +59,7 @@ class AsqConfig:
             self.sum2_max = sum(abs(int(w)) for w in consts.W2) * self.z_max + abs(int(consts.b2))
         self.q_max = consts.s_code * consts.beta_max
         self.num_width = consts.R + 1  # 2^R + (q >> 1) < 2^(R+1) since q <= 2^R
-        self.r_max = ((1 << consts.R) + (consts.s_code * consts.beta_min >> 1)) // (
-            consts.s_code * consts.beta_min)
+        self.r_max = reciprocal(consts.s_code * consts.beta_min, consts.R)
 
     def mlp_steps(self):
         """(input index, weight) list the sequential MLP walks, in order, with neuron ends marked."""
@@ -125,13 +114,13 @@ class AsqUnit(wiring.Component):
         self.channels = max(c.channels for c in configs)
         self.y_width = max(c.y_max for c in configs).bit_length()
         self.z_width = max(c.z_max for c in configs).bit_length()
-        self.w_width = max(_signed_width(min(int(v) for _, _, v, _, _ in c.mlp_steps()),
-                                         max(int(v) for _, _, v, _, _ in c.mlp_steps()))
+        self.w_width = max(signed_width(min(int(v) for _, _, v, _, _ in c.mlp_steps()),
+                                        max(int(v) for _, _, v, _, _ in c.mlp_steps()))
                            for c in configs)
         bias = [b for c in configs for *_, b in c.mlp_steps() if b is not None]
-        self.b_width = _signed_width(min(bias), max(bias))
+        self.b_width = signed_width(min(bias), max(bias))
         s_max = max(max(c.sum1_max, c.sum2_max) for c in configs)
-        self.sum_width = _signed_width(-s_max, s_max) + 1
+        self.sum_width = signed_width(-s_max, s_max) + 1
         self.h_width = max(max(c.h_max for c in configs).bit_length(), 1)
         self.beta_width = max(c.k.beta_max for c in configs).bit_length()
         self.q_width = max(c.q_max for c in configs).bit_length()

@@ -44,7 +44,7 @@ from amaranth.lib.wiring import Out
 
 from asqhw.atomic import atomic_write_text
 from asqhw.errors import UserError
-from golden.arith import DEFAULT_POST_FRAC_BITS
+from golden.arith import DEFAULT_POST_FRAC_BITS, sqrt2_fixed
 from hw.boards import FPGA_BOARDS, get_board
 from hw.mac import MacArray
 from hw.mul import MulLane
@@ -175,7 +175,7 @@ class TwoAccPostArray(MacArray):
         amax = (1 << act_bits) - 1
         self.prod_width = (amax << (k // 2)).bit_length() + 1  # signed a << (e // 2): no fractional bits
         self.part_width = self.prod_width + max(simd - 1, 1).bit_length() + math.ceil(math.log2(FAN_IN))
-        self.sqrt2 = arith_sqrt2(frac_bits)
+        self.sqrt2 = sqrt2_fixed(1, frac_bits)  # round(sqrt2 * 2^F), golden's T[1]
 
     def elaborate(self, platform):
         m = Module()
@@ -200,13 +200,6 @@ class TwoAccPostArray(MacArray):
                 m.d.sync += [self.acc[p].eq(Mux(first1, 0, self.acc[p]) + even_sum),
                              self.acc_odd[p].eq(Mux(first1, 0, self.acc_odd[p]) + odd_sum)]
         return m
-
-
-def arith_sqrt2(frac_bits: int) -> int:
-    """``round(sqrt2 * 2^F)`` exactly, with integers (golden's table entry for a = 1)."""
-    from golden import arith
-
-    return int(arith.post_table(1, frac_bits)[1])
 
 
 def make_array(design: str, bits: int, pe: int, simd: int, frac_bits: int | None = None) -> MacArray:

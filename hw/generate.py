@@ -96,13 +96,11 @@ def unit_verilog(name: str, out_dir, *, bundle=None, pe=DEFAULT_PE, simd=DEFAULT
     ``requant``: Requantizer(specs, acc_width, channels, tag_width);
     ``asq_unit``: AsqUnit(configs, tag_width).
     """
-    from amaranth.back import verilog
-
-    from asqhw.atomic import atomic_write_text
     from hw.asq import AsqUnit
     from hw.mac import MacArray
     from hw.mul import MulLane
     from hw.requant import Requantizer
+    from hw.verilog import write_verilog
 
     if name not in UNITS:
         raise UserError(f"unit {name!r} unknown; use one of {', '.join(UNITS)}")
@@ -119,7 +117,4 @@ def unit_verilog(name: str, out_dir, *, bundle=None, pe=DEFAULT_PE, simd=DEFAULT
             unit = makers[name](**params)
         except (TypeError, ValueError) as err:
             raise UserError(f"unit {name}: {err}") from None
-    text = verilog.convert(unit, name=name, emit_src=False)
-    path = Path(out_dir) / f"{name}.v"
-    atomic_write_text(path, text)
-    return path
+    return write_verilog(unit, Path(out_dir) / f"{name}.v", name=name)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asqhw.errors import UserError
+from golden.arith import raw_to_int
 
 #: Bytes per output beat of asq_accel's ``{value: signed(32), last: 1}`` payload.
 ACCEL_OUT_BYTES = 5
@@ -51,10 +52,7 @@ def encode_codes(codes) -> bytes:
 def decode_beat(raw: bytes) -> tuple[int, bool]:
     """One output beat -> (signed value, last)."""
     word = int.from_bytes(raw, "little")
-    value = word & ((1 << VALUE_BITS) - 1)
-    if value >> (VALUE_BITS - 1):
-        value -= 1 << VALUE_BITS
-    return value, bool((word >> VALUE_BITS) & 1)
+    return raw_to_int(word & ((1 << VALUE_BITS) - 1), VALUE_BITS), bool((word >> VALUE_BITS) & 1)
 
 
 def classify(port, codes, *, max_beats: int = 1024) -> Result:

@@ -21,12 +21,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-
-def _signed_width(lo: int, hi: int) -> int:
-    n = 1
-    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
-        n += 1
-    return n
+from golden.arith import signed_width
 
 
 @dataclass(frozen=True)
@@ -136,11 +131,11 @@ class Requantizer(wiring.Component):
                              f"{max(len(s.M) for s in specs)} channels")
         self.specs, self.acc_width, self.channels = specs, acc_width, channels
         self.g_width = max(max(s.g_max for s in specs).bit_length(), 1)
-        self.m_width = max(_signed_width(min(s.M), max(s.M)) for s in specs)
-        self.b_width = max(_signed_width(min(s.rounded_bias + (0,)), max(s.rounded_bias + (0,)))
+        self.m_width = max(signed_width(min(s.M), max(s.M)) for s in specs)
+        self.b_width = max(signed_width(min(s.rounded_bias + (0,)), max(s.rounded_bias + (0,)))
                            for s in specs)
-        self.t_width = max(_signed_width(*s.t_bounds(acc_width)) for s in specs) + 1
-        self.out_width = max(_signed_width(*s.out_bounds(acc_width)) for s in specs)
+        self.t_width = max(signed_width(*s.t_bounds(acc_width)) for s in specs) + 1
+        self.out_width = max(signed_width(*s.out_bounds(acc_width)) for s in specs)
         chan_shape = unsigned(max(channels - 1, 1).bit_length())
         tag_shape = unsigned(tag_width)
         super().__init__({
@@ -207,7 +202,7 @@ class Requantizer(wiring.Component):
         m.d.sync += [self.o.valid.eq(v3), self.o.payload.chan.eq(chan3), self.o.payload.tag.eq(tag3)]
         shifted = Signal(signed(self.t_width))
         bounds = [b for s in self.specs for b in (s.lo, s.hi) if b is not None] + [0]
-        bound_shape = signed(_signed_width(min(bounds), max(bounds)))
+        bound_shape = signed(signed_width(min(bounds), max(bounds)))
         lo, hi = Signal(bound_shape), Signal(bound_shape)
         has_lo, has_hi = Signal(), Signal()
         with m.Switch(layer3):

@@ -447,10 +447,9 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         if not spec.is_fpga:
-            from amaranth.back import verilog as amaranth_verilog
+            from hw.verilog import write_verilog
 
-            path = tmp / f"{name}.v"
-            path.write_text(amaranth_verilog.convert(top, name=name, emit_src=False), encoding="utf-8")
+            path = write_verilog(top, tmp / f"{name}.v", name=name)
             report["generic"] = generic_summary(synth_cells(path, name, spec.name, tmp / "yosys"))
             report["ok"] = True
         else:

@@ -11,10 +11,10 @@ simulation benchmark (``benchmarks/bench_sim.py``).
 """
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
+from asqhw.atomic import atomic_write_bytes
 from asqhw.errors import UserError
 from sim.runner import BUILD_ROOT
 
@@ -54,11 +54,10 @@ def prepare_design(bundle, *, bits=None, pe=None, simd=None, mul=None, out_root=
         params = result["params"]
         design = out_root / design_name(params["bits"], params["pe"], params["simd"], params["mul"])
         design.mkdir(parents=True, exist_ok=True)
-        for key, path in result["paths"].items():
-            target = design / Path(path).name
-            if not (target.exists() and target.read_bytes() == Path(path).read_bytes()):
-                shutil.copyfile(path, target)  # unchanged text keeps its timestamp: no rebuild
-            result["paths"][key] = target
+        for path in result["paths"].values():
+            target, text = design / Path(path).name, Path(path).read_bytes()
+            if not (target.exists() and target.read_bytes() == text):
+                atomic_write_bytes(target, text)  # unchanged text keeps its timestamp: no rebuild
     return {"verilog": design / "asq_accel.v", "params": params, "dir": design,
             "cycles_per_inference": result["cycles_per_inference"]}
 
