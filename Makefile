@@ -48,13 +48,13 @@ test: setup ## run the whole test suite (unit, golden, RTL on Icarus and Verilat
 lint: setup ## ruff over the sources
 	$(BIN)/ruff check .
 
-verilog: setup ## generate build/verilog/b$(BITS)/asq_accel.v from the shipped bundle (or MODEL=)
+verilog: setup ## generate build/verilog/b<BITS>/asq_accel.v from the shipped bundle (or MODEL=)
 	$(ASQHW) verilog --bits $(BITS) $(GEN_OPTS)
 
 train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8)
 	$(ASQHW) train --preset digits-b$(BITS) --out build/train/digits-b$(BITS)
 
-export: setup ## export the trained digits checkpoint for BITS to models/digits-b$(BITS) (+ models/checkpoints/)
+export: setup ## export the trained digits checkpoint for BITS to models/digits-b<BITS> (+ models/checkpoints/)
 	$(ASQHW) export build/train/digits-b$(BITS)/checkpoint.pt models/digits-b$(BITS)
 	install -D -m 644 build/train/digits-b$(BITS)/checkpoint.pt models/checkpoints/digits-b$(BITS).pt
 
