@@ -277,6 +277,23 @@ def _validate_asq(asq: dict, at: str, in_shape: list) -> None:
 # ----------------------------------------------------------------------------- read / write
 
 
+#: The trained default bundles the repository ships: models/digits-b<BITS>.
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def bundle_folder(model, bits: int) -> Path:
+    """The bundle folder ``model``, or the shipped ``models/digits-b<bits>`` when ``model`` is None.
+
+    Raises :class:`UserError` naming the folder and the fix when it holds no ``manifest.json``.
+    """
+    path = Path(model) if model else SHIPPED_MODELS / f"digits-b{bits}"
+    if not (path / MANIFEST).is_file():
+        raise UserError(f"no bundle for BITS={bits} at {path} ({MANIFEST} missing). Fix: pass "
+                        f"MODEL=<bundle folder> (asqhw: --model), or make train BITS={bits} && "
+                        f"make export BITS={bits}")
+    return path
+
+
 def read_manifest(path) -> dict:
     """Parse and validate ``manifest.json`` of the bundle folder ``path``."""
     path = Path(path)

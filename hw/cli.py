@@ -7,9 +7,6 @@ from asqhw.errors import UserError
 from hw.limits import MAX_BITS, MIN_BITS
 from hw.plan import DEFAULT_PE, DEFAULT_SIMD, check_params
 
-#: The shipped default bundles, models/digits-b<BITS> in the repository.
-DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models"
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -33,10 +30,9 @@ def register(subparsers) -> None:
 
 def run_verilog(args) -> int:
     check_params(args.bits, args.pe, args.simd, args.mul)  # before reading or writing anything
-    model = args.model or DEFAULT_MODELS / f"digits-b{args.bits}"
-    if not (Path(model) / "manifest.json").is_file():
-        raise UserError(f"{model}: no bundle there (manifest.json missing); pass MODEL=<bundle folder> "
-                        f"or create it with `make train export BITS={args.bits}`")
+    from golden.bundle import bundle_folder
+
+    model = bundle_folder(args.model, args.bits)
     out = args.out or Path("build") / "verilog" / f"b{args.bits}"
     from hw.generate import generate_verilog
 

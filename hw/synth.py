@@ -340,20 +340,12 @@ def generic_summary(cells: dict) -> dict:
 # The accelerator on a board: report.json
 
 
-def default_bundle_path(bits: int) -> Path:
-    """The shipped bundle for ``bits``: ``models/digits-b<bits>`` at the repository root."""
-    return Path(__file__).resolve().parent.parent / "models" / f"digits-b{bits}"
-
-
 def load_bundle_for(model, bits: int):
     """The bundle at ``model`` (a folder) or the shipped one for ``bits``; UserError if missing."""
+    from golden.bundle import bundle_folder
     from golden.model import load_bundle
 
-    path = Path(model) if model else default_bundle_path(bits)
-    if not (path / "manifest.json").exists():
-        raise UserError(f"no model bundle at {path} (manifest.json missing). Fix: pass --model BUNDLE, or "
-                        f"make train BITS={bits} && make export BITS={bits}")
-    return load_bundle(path, vectors=False)
+    return load_bundle(bundle_folder(model, bits), vectors=False)
 
 
 def _resources_block(reports: list[PnrReport] | None, cells: dict, board: Board) -> dict:

@@ -212,10 +212,10 @@ def run_host(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from golden.bundle import bundle_folder
     from hw.host import SerialPort, run_images
-    from hw.synth import default_bundle_path
 
-    path = Path(args.model) if args.model else default_bundle_path(args.bits)
+    path = bundle_folder(args.model, args.bits)
     vectors = path / "vectors.npz"
     if not vectors.exists():
         raise UserError(f"no golden vectors at {vectors}; pass --model BUNDLE or run make export BITS={args.bits}")

@@ -16,10 +16,8 @@ from pathlib import Path
 
 from asqhw.atomic import atomic_write_bytes
 from asqhw.errors import UserError
+from golden.bundle import bundle_folder
 from sim.runner import BUILD_ROOT
-
-#: The shipped bundles (models/digits-b<BITS>).
-MODELS = Path(__file__).resolve().parents[1] / "models"
 
 #: Default back-pressure: probability of an idle input cycle / a stalled output cycle.
 DEFAULT_STALL = 0.2
@@ -27,11 +25,7 @@ DEFAULT_STALL = 0.2
 
 def default_bundle(bits: int) -> Path:
     """``models/digits-b<bits>``, or :class:`UserError` naming the fix when it is missing."""
-    path = MODELS / f"digits-b{bits}"
-    if not (path / "manifest.json").exists():
-        raise UserError(f"no bundle for BITS={bits} at {path}; train and export it first "
-                        f"(make train export BITS={bits}) or pass --model BUNDLE")
-    return path
+    return bundle_folder(None, bits)
 
 
 def design_name(bits, pe, simd, mul) -> str:

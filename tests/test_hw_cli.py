@@ -68,10 +68,10 @@ def test_refusals_write_nothing(bundle_b3, tmp_path, capsys, argv, message):
 
 
 def test_missing_default_bundle_is_a_user_error(tmp_path, capsys, monkeypatch):
-    import hw.cli
+    import golden.bundle
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(hw.cli, "DEFAULT_MODELS", tmp_path / "models")
+    monkeypatch.setattr(golden.bundle, "SHIPPED_MODELS", tmp_path / "models")
     assert main(["verilog", "--bits", "3"]) == 2
     err = capsys.readouterr().err
     assert "models/digits-b3" in err and "MODEL=" in err
