@@ -19,6 +19,7 @@ import numpy as np
 #: Weight encodings the hardware understands.
 WEIGHT_KINDS = ("int", "pot", "post")
 #: Widths at which each non-uniform encoding is offered (DESIGN 1.3: shifts grow as 2**(b-1)).
+INT_BITS = range(2, 9)  # BITS the arithmetic is defined for (uniform weights, activations)
 POST_BITS = range(2, 6)
 POT_BITS = range(2, 5)
 #: F, fractional bits of the POST odd-exponent table T[a] = round(a * sqrt(2) * 2**F), that the
@@ -120,7 +121,7 @@ def post_k(bits: int) -> int:
 def check_weight_format(kind: str, bits: int) -> None:
     """Raise ``ValueError`` unless ``kind`` is offered at ``bits`` (int 2..8, POST 2..5, POT 2..4)."""
     if kind == "int":
-        ok = 2 <= bits <= 8
+        ok = bits in INT_BITS
     elif kind == "post":
         ok = bits in POST_BITS
     elif kind == "pot":

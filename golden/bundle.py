@@ -173,7 +173,7 @@ def validate_manifest(man: dict, where: str = MANIFEST) -> None:
     for key in ("model", "scheme"):
         _need(man, key, where, str)
     bits = _need(man, "bits", where, int)
-    if not 2 <= bits <= 8:
+    if bits not in arith.INT_BITS:
         raise UserError(f"{where}: bits {bits} outside 2-8")
     _need(man, "post_frac_bits", where, int)
     inp = _need(man, "input", where, dict)

@@ -417,7 +417,7 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
         raise UserError(f"{checkpoint}: field 'model' is {meta.get('model')!r}; export supports the "
                         "digits model only")
     bits = meta.get("bits")
-    if not isinstance(bits, int) or not 2 <= bits <= 8:
+    if not isinstance(bits, int) or bits not in arith.INT_BITS:
         raise UserError(f"{checkpoint}: field 'bits' is {bits!r}; BITS must be 2-8")
     resolve_post_frac_bits(post_frac_bits, bits)  # a bad F is refused before any work
     if meta.get("scheme") in (None, FLOAT_SCHEME):

@@ -6,9 +6,11 @@ POST up to 5 bits (shifts up to 7) and POT up to 4 bits (shifts up to 6), as the
 uniform integer weights go to 8 bits, which is also what the first and last layers use.
 """
 
-MIN_BITS = 2
-MAX_BITS = 8
-MAX_MUL_BITS = {"post": 5, "pot": 4, "int": 8}
+from golden.arith import INT_BITS, POST_BITS, POT_BITS
+
+MIN_BITS = INT_BITS[0]
+MAX_BITS = INT_BITS[-1]
+MAX_MUL_BITS = {"post": POST_BITS[-1], "pot": POT_BITS[-1], "int": INT_BITS[-1]}
 
 
 def check_mul_bits(kind: str, bits: int) -> None:
