@@ -12,9 +12,15 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+def atomic_write_bytes(path, data: bytes, *, keep_if_unchanged: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+
+    With ``keep_if_unchanged`` a file that already holds exactly ``data`` is left alone, so its
+    timestamp, and any simulator build made from it, stays valid.
+    """
     path = Path(path)
+    if keep_if_unchanged and path.is_file() and path.read_bytes() == data:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -31,9 +37,9 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return path
 
 
-def atomic_write_text(path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path, text: str, *, keep_if_unchanged: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), keep_if_unchanged=keep_if_unchanged)
 
 
 def _umask() -> int:

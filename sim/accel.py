@@ -49,9 +49,7 @@ def prepare_design(bundle, *, bits=None, pe=None, simd=None, mul=None, out_root=
         design = out_root / design_name(params["bits"], params["pe"], params["simd"], params["mul"])
         design.mkdir(parents=True, exist_ok=True)
         for path in result["paths"].values():
-            target, text = design / Path(path).name, Path(path).read_bytes()
-            if not (target.exists() and target.read_bytes() == text):
-                atomic_write_bytes(target, text)  # unchanged text keeps its timestamp: no rebuild
+            atomic_write_bytes(design / Path(path).name, Path(path).read_bytes(), keep_if_unchanged=True)
     return {"verilog": design / "asq_accel.v", "params": params, "dir": design,
             "cycles_per_inference": result["cycles_per_inference"]}
 

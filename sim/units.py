@@ -161,17 +161,9 @@ def write_unit_verilog(bits: int, path, seed: int = 1) -> Path:
     Leaving an identical file untouched keeps its timestamp, so the simulator builds of an earlier
     run are reused instead of recompiled.
     """
-    from amaranth.back import verilog
+    from hw.verilog import write_verilog
 
-    from asqhw.atomic import atomic_write_text
-    from asqhw.toolchain import apply_env
-
-    apply_env()
-    path = Path(path)
-    text = verilog.convert(UnitBench(bits, seed), name="units", emit_src=False)
-    if not (path.exists() and path.read_text() == text):
-        atomic_write_text(path, text)
-    return path
+    return write_verilog(UnitBench(bits, seed), path, name="units", keep_if_unchanged=True)
 
 
 def run_unit_testbench(simulator: str, bits: int, test_module: str, *, seed: int = 1,

@@ -47,3 +47,13 @@ def test_folder_replaced_whole_with_ordinary_permissions(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["fresh.txt"]
     assert _mode(target) == 0o755
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_keep_if_unchanged_leaves_an_identical_file_alone(tmp_path):
+    path = atomic_write_text(tmp_path / "design.v", "module m; endmodule\n")
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    atomic_write_text(path, "module m; endmodule\n", keep_if_unchanged=True)
+    assert os.stat(path).st_mtime_ns == 1_000_000_000
+    atomic_write_text(path, "module n; endmodule\n", keep_if_unchanged=True)
+    assert path.read_text() == "module n; endmodule\n"
+    assert os.stat(path).st_mtime_ns != 1_000_000_000
