@@ -29,7 +29,7 @@ import numpy as np
 
 from asqhw.atomic import atomic_dir
 from asqhw.errors import UserError
-from golden import arith
+from golden import arith, formats
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -173,7 +173,7 @@ def validate_manifest(man: dict, where: str = MANIFEST) -> None:
     for key in ("model", "scheme"):
         _need(man, key, where, str)
     bits = _need(man, "bits", where, int)
-    if bits not in arith.INT_BITS:
+    if bits not in formats.INT_BITS:
         raise UserError(f"{where}: bits {bits} outside 2-8")
     _need(man, "post_frac_bits", where, int)
     inp = _need(man, "input", where, dict)
@@ -216,7 +216,7 @@ def _validate_layer(layer: dict, at: str, prev_shape: list, last: bool) -> list:
     if wshape != expect:
         raise UserError(f"{at}.weight: shape {wshape} disagrees with in/out shapes (expected {expect})")
     try:
-        arith.check_weight_format(_need(weight, "kind", f"{at}.weight", str),
+        formats.check_weight_format(_need(weight, "kind", f"{at}.weight", str),
                                   _need(weight, "bits", f"{at}.weight", int))
     except ValueError as err:
         raise UserError(f"{at}.weight: {err}") from None

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from asqhw.errors import UserError
-from golden import arith
+from golden import arith, formats
 from golden.bundle import FORMAT_VERSION, MANIFEST, VECTORS, Bundle, asq_step, write_bundle
 from golden.model import pixels_to_codes, run, vector_arrays
 from quant.quantizers import STEP_EPS
@@ -130,7 +130,7 @@ def _weight_entry(name: str, layer, frac_bits: int) -> tuple[dict, np.ndarray]:
     wq = layer.weight_quant
     kind = "int" if getattr(wq, "kind", "uniform") == "uniform" else wq.kind
     try:
-        arith.check_weight_format(kind, wq.bits)
+        formats.check_weight_format(kind, wq.bits)
     except ValueError as err:
         raise UserError(f"layer {name}: {err}; retrain with a supported scheme/BITS") from None
     codes = wq.codes(layer.weight.detach()).numpy().astype(np.int64)
@@ -244,7 +244,7 @@ def build_manifest(model, meta: dict, trace_train: FloatTrace,
                    post_frac_bits: int | None = None) -> tuple[dict, dict]:
     """The manifest and weight codes of a quantized digits model (no accuracy, no vectors yet).
 
-    ``post_frac_bits`` is F of the POST table (None: ``arith.default_post_frac_bits(bits)``).
+    ``post_frac_bits`` is F of the POST table (None: ``formats.default_post_frac_bits(bits)``).
     """
     from quant.quantize import quantized_layers
 
@@ -327,14 +327,14 @@ def digits_pixels(x: torch.Tensor) -> np.ndarray:
 
 
 def resolve_post_frac_bits(post_frac_bits: int | None, bits: int) -> int:
-    """F of the POST table: the given one (checked) or ``arith.default_post_frac_bits(bits)``."""
+    """F of the POST table: the given one (checked) or ``formats.default_post_frac_bits(bits)``."""
     if post_frac_bits is None:
-        return arith.default_post_frac_bits(bits)
+        return formats.default_post_frac_bits(bits)
     if isinstance(post_frac_bits, bool) or not isinstance(post_frac_bits, int) \
-            or not 0 <= post_frac_bits <= arith.MAX_POST_FRAC_BITS:
+            or not 0 <= post_frac_bits <= formats.MAX_POST_FRAC_BITS:
         raise UserError(f"--post-frac-bits {post_frac_bits!r}: F of the POST table must be an integer "
-                        f"0..{arith.MAX_POST_FRAC_BITS} (default for BITS={bits}: "
-                        f"{arith.default_post_frac_bits(bits)})")
+                        f"0..{formats.MAX_POST_FRAC_BITS} (default for BITS={bits}: "
+                        f"{formats.default_post_frac_bits(bits)})")
     return post_frac_bits
 
 
@@ -407,7 +407,7 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
                       post_frac_bits: int | None = None) -> Bundle:
     """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F]``: load a checkpoint, export its bundle.
 
-    ``post_frac_bits`` is F of the POST table; None takes ``arith.default_post_frac_bits(bits)``.
+    ``post_frac_bits`` is F of the POST table; None takes ``formats.default_post_frac_bits(bits)``.
     """
     from quant.checkpoint import model_of, read_checkpoint
 
@@ -417,7 +417,7 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
         raise UserError(f"{checkpoint}: field 'model' is {meta.get('model')!r}; export supports the "
                         "digits model only")
     bits = meta.get("bits")
-    if not isinstance(bits, int) or bits not in arith.INT_BITS:
+    if not isinstance(bits, int) or bits not in formats.INT_BITS:
         raise UserError(f"{checkpoint}: field 'bits' is {bits!r}; BITS must be 2-8")
     resolve_post_frac_bits(post_frac_bits, bits)  # a bad F is refused before any work
     if meta.get("scheme") in (None, FLOAT_SCHEME):

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from asqhw.errors import UserError
 from golden import arith
 from golden.bundle import asq_constants
-from hw.limits import MAX_BITS, MAX_MUL_BITS, MIN_BITS
+from golden.formats import MAX_WEIGHT_BITS as MAX_MUL_BITS
+from golden.formats import WidthError, check_bits
 from hw.mul import MUL_KINDS
 
 #: Default generator parameters (docs/hardware.md, "Defaults": fits an iCE40 UP5K).
@@ -116,13 +117,11 @@ def _is_pow2(n: int) -> bool:
 
 def check_params(bits, pe, simd, mul) -> None:
     """Refuse generator parameters that no bundle could satisfy."""
-    if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise UserError(f"BITS={bits} is outside {MIN_BITS}-{MAX_BITS}; pick BITS between "
-                        f"{MIN_BITS} and {MAX_BITS}")
+    check_bits(bits, "BITS")
     if mul is not None and mul not in MUL_KINDS:
         raise UserError(f"MUL={mul!r} is unknown; use one of {', '.join(MUL_KINDS)}")
     if mul is not None and bits > MAX_MUL_BITS[mul]:
-        raise UserError(f"MUL={mul} is offered up to {MAX_MUL_BITS[mul]} bits, not BITS={bits} "
+        raise WidthError(f"MUL={mul} is offered up to {MAX_MUL_BITS[mul]} bits, not BITS={bits} "
                         f"(its shifts grow as 2^(BITS-1)); use MUL=int")
     for name, value in (("PE", pe), ("SIMD", simd)):
         if not isinstance(value, int) or not _is_pow2(value):

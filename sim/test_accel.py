@@ -27,9 +27,8 @@ import numpy as np
 import pytest
 from cocotb.triggers import ReadOnly, RisingEdge
 
+from golden.formats import OUT_WIDTH
 from sim.tb import CLOCK_NS
-
-OUT_VALUE_BITS = 32
 
 
 class LayerTaps:
@@ -118,7 +117,7 @@ async def accelerator_matches_golden(dut):
     def unpack(value):
         if not value.is_resolvable:
             raise AssertionError(f"o__payload has X/Z bits while valid: {value}")
-        return unpack_fields(value.to_unsigned(), [(OUT_VALUE_BITS, True), (1, False)])
+        return unpack_fields(value.to_unsigned(), [(OUT_WIDTH, True), (1, False)])
 
     async def read_cycles():
         # After the class beat's transfer edge has settled, the counter holds this inference's

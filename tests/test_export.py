@@ -10,7 +10,7 @@ import torch
 
 from asqhw.cli import main as asqhw_main
 from asqhw.errors import UserError
-from golden import arith
+from golden import arith, formats
 from golden.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from golden.evaluate import golden_report
 from golden.model import load_bundle, pixels_to_codes, run
@@ -250,13 +250,13 @@ def test_power_weights_wider_than_the_encoding_are_refused():
 
     model = quantize_model(build_model("digits"), "asq+post", 6)
     with pytest.raises(UserError, match="conv2"):
-        _weight_entry("conv2", model.conv2, arith.default_post_frac_bits(6))
+        _weight_entry("conv2", model.conv2, formats.default_post_frac_bits(6))
 
 
 def test_default_post_frac_bits_is_recorded(exported):
     _, out = exported
     man = json.loads((out / "manifest.json").read_text())
-    assert man["post_frac_bits"] == arith.default_post_frac_bits(man["bits"])
+    assert man["post_frac_bits"] == formats.default_post_frac_bits(man["bits"])
 
 
 def test_post_frac_bits_option_sets_the_table_precision(exported, tmp_path, capsys):

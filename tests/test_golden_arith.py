@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden import arith
+from golden import arith, formats
 
 
 def test_rshift_round_hand_values():
@@ -100,7 +100,7 @@ def test_power_formats_refused_above_their_width():
     with pytest.raises(ValueError, match="pot weights are not offered at 5 bits"):
         arith.pot_product(1, 1, 5)
     with pytest.raises(ValueError):
-        arith.check_weight_format("int", 9)
+        formats.check_weight_format("int", 9)
 
 
 @pytest.mark.parametrize("kind,bits", [("post", 2), ("post", 3), ("post", 4), ("pot", 3), ("pot", 4)])
@@ -124,7 +124,7 @@ def test_codes_mean_what_the_quantizer_means(kind, bits):
 
 def test_default_post_frac_bits():
     """F = 2 for the POST widths with odd exponents; 0 at BITS = 2, where K = 0 (no table read)."""
-    assert [arith.default_post_frac_bits(b) for b in (2, 3, 4, 5, 8)] == [0, 2, 2, 2, 2]
+    assert [formats.default_post_frac_bits(b) for b in (2, 3, 4, 5, 8)] == [0, 2, 2, 2, 2]
     assert arith.post_k(2) == 0  # so every 2-bit POST product is an even-exponent shift
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from golden import arith
+from golden import arith, formats
 from golden.bundle import asq_constants, read_bundle, write_bundle
 from golden.evaluate import golden_report
 from golden.model import accumulate, load_bundle, pixels_to_codes, run
@@ -39,7 +39,7 @@ def test_shipped_bundle_is_the_documented_model(shipped):
     man = bundle.manifest
     assert (man["model"], man["scheme"], man["bits"]) == ("digits", SHIPPED[bits], bits)
     # `make export BITS=B` (no --post-frac-bits) reproduces it: the default F is the shipped one
-    assert man["post_frac_bits"] == arith.default_post_frac_bits(bits)
+    assert man["post_frac_bits"] == formats.default_post_frac_bits(bits)
     assert sum(p.stat().st_size for p in bundle_dir(bits).iterdir()) < 1_000_000
     for layer in man["layers"][1:3]:
         assert layer["act_in"]["bits"] == bits and layer["weight"]["bits"] == bits
