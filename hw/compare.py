@@ -389,13 +389,13 @@ def golden_fidelity(bits: int, frac_bits: int, checkpoints=CHECKPOINTS) -> dict 
     path = Path(checkpoints) / f"digits-b{bits}.pt"
     if not path.exists():
         return None
-    from golden.export import build_bundle
+    from quant.export.build import build_bundle
     from quant.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(path)
     if "post" not in str(meta.get("scheme")):
         return None
-    acc = build_bundle(model, dict(meta), progress=False, post_frac_bits=frac_bits).manifest["accuracy"]
+    acc = build_bundle(model, dict(meta), progress=False, post_frac_bits=frac_bits).manifest.accuracy
     bounds = [r["requant_max_bound"] for r in acc["teacher_forced"] if r["requant_output"] == "codes"]
     return {"flips": int(acc["flips"]), "golden_top1": 100.0 * float(acc["golden"]),
             "code_bound": max(bounds, default=0.0)}

@@ -61,7 +61,7 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
     text = verilog_text(top)
     params = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
               "post_frac_bits": plan.frac_bits}
-    manifest = dict(bundle.manifest)
+    manifest = bundle.manifest.to_dict()
     manifest["generator"] = {
         **params, "cycles_per_inference": cycles,
         "source_bundle": str(bundle.path) if bundle.path else None,

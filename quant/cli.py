@@ -1,4 +1,4 @@
-"""``asqhw train``, ``asqhw eval`` and ``asqhw overhead``."""
+"""``asqhw train``, ``asqhw eval`` (with ``--golden BUNDLE``) and ``asqhw overhead``."""
 
 import argparse
 import json
@@ -26,7 +26,9 @@ def register(subparsers) -> None:
     add_train_arguments(train)
     train.set_defaults(handler=run_train)
 
-    evaluate = subparsers.add_parser("eval", help="top-1/top-5 accuracy of a checkpoint on its test split")
+    evaluate = subparsers.add_parser(
+        "eval", help="top-1/top-5 accuracy of a checkpoint on its test split (--golden: of a bundle's "
+        "integer model too)")
     add_eval_arguments(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
@@ -100,7 +102,7 @@ def run_train(args) -> int:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``asqhw eval`` (other packages may add theirs to the same parser)."""
+    """Arguments of ``asqhw eval``."""
     parser.add_argument("checkpoint", type=Path, nargs="?",
                         help="checkpoint written by asqhw train (optional with --golden BUNDLE)")
     parser.add_argument("--data", help="data folder (CIFAR-10 / ImageNet; digits ships with scikit-learn)")
@@ -108,6 +110,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=4, help="data-loading processes (ImageNet)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--golden", type=Path, metavar="BUNDLE",
+                        help="also evaluate the golden integer model of BUNDLE on the digits test split, "
+                        "beside the float model, with a per-layer error table")
 
 
 def float_eval(args) -> dict:
@@ -136,6 +141,10 @@ def print_eval(result: dict, as_json: bool) -> None:
 
 
 def run_eval(args) -> int:
+    if args.golden is not None:
+        from quant.export.cli import run_golden_eval
+
+        return run_golden_eval(args)
     if args.checkpoint is None:
         raise UserError("asqhw eval needs a CHECKPOINT (or --golden BUNDLE to evaluate a model bundle)")
     print_eval(float_eval(args), args.json)

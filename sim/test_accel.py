@@ -43,7 +43,7 @@ class LayerTaps:
     def __init__(self, dut, ref):
         self.layers = []
         for layer in ref.bundle.layers[1:]:
-            name, bits = layer["name"], layer["act_in"]["bits"]
+            name, bits = layer.name, layer.act_in.bits
             mem = getattr(dut, f"act_{name}", None)
             if mem is None:
                 raise AssertionError(f"asq_accel has no activation buffer act_{name} for layer {name}")
@@ -96,7 +96,7 @@ async def accelerator_matches_golden(dut):
                             "index c*H*W + y*W + x)")
     taps = LayerTaps(dut, ref) if params.get("check_layers", True) else None
     bar = tqdm(total=len(images), unit="img", disable=not params.get("progress"),
-               desc=f"{params.get('simulator', '')} b{ref.bundle.manifest['bits']}")
+               desc=f"{params.get('simulator', '')} b{ref.bundle.manifest.bits}")
     state = {"beats": [], "done": 0, "cycles": [], "preds": {}, "taken": [], "sent": 0,
              "expected_inputs": []}
     n_codes = ref.inputs[0].size
@@ -168,7 +168,7 @@ async def accelerator_matches_golden(dut):
         "bundle": params["bundle"], "images": len(images), "stall": stall, "seed": params.get("seed"),
         "rtl_accuracy": float(np.mean([state["preds"][i] == labels[i] for i in done])) if done else None,
         "golden_accuracy": ref.golden_accuracy(images),
-        "float_accuracy": ref.bundle.manifest.get("accuracy", {}).get("float"),
+        "float_accuracy": ref.bundle.manifest.accuracy.get("float"),
         "cycles_per_image": float(np.mean(state["cycles"])) if state["cycles"] else None,
         "cycles_min": min(state["cycles"], default=None), "cycles_max": max(state["cycles"], default=None),
         "cycles_model": params.get("cycles_model"),

@@ -222,6 +222,23 @@ def conv_layers(draw):
     return layer, acts, weights, g
 
 
+def _layer_record(layer: dict):
+    """The typed layer the golden model takes, from the drawn fields (the others are placeholders)."""
+    from golden.bundle import ActIn, Layer, Requant, WeightSpec
+
+    req = layer["requant"]
+    return Layer(
+        name="conv", kind="conv", in_shape=(), out_shape=tuple(layer["out_shape"]), kernel=layer["kernel"],
+        stride=layer["stride"], pad=layer["pad"], fan_in=0,
+        act_in=ActIn(quant="lsq", bits=layer["act_in"]["bits"], signed=False, step=1.0, asq=None),
+        weight=WeightSpec(kind=layer["weight"]["kind"], bits=layer["weight"]["bits"], shape=(), mem="",
+                          scale=(), unit_exp=0),
+        product_range=(0, 0), acc_width=0,
+        requant=Requant(M=tuple(req["M"]), B=tuple(req["B"]), S=req["S"], G=req["G"], output="codes",
+                        lo=req["lo"], hi=req["hi"], frac_bits=0, M_width=0, B_width=0, t_width=0,
+                        out_width=0))
+
+
 @settings(max_examples=150, deadline=None)
 @given(conv_layers(), st.sampled_from([4, 6]))
 def test_random_layer_equals_float64_reference(case, frac_bits):
@@ -229,8 +246,9 @@ def test_random_layer_equals_float64_reference(case, frac_bits):
 
     layer, acts, weights, g = case
     kind, bits = layer["weight"]["kind"], layer["weight"]["bits"]
-    acc = accumulate(acts, layer, weights, frac_bits)
-    out = requant_layer(acc, layer, g if layer["requant"]["G"] else None)
+    record = _layer_record(layer)
+    acc = accumulate(acts, record, weights, frac_bits)
+    out = requant_layer(acc, record, g if layer["requant"]["G"] else None)
     # Independent reference: direct loops in float64 (every value stays below 2^53, so exact).
     k, stride, pad = layer["kernel"], layer["stride"], layer["pad"]
     n, c_in, h, w = acts.shape
