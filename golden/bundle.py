@@ -28,7 +28,6 @@ import math
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 

@@ -389,8 +389,8 @@ def golden_fidelity(bits: int, frac_bits: int, checkpoints=CHECKPOINTS) -> dict 
     path = Path(checkpoints) / f"digits-b{bits}.pt"
     if not path.exists():
         return None
-    from quant.export.build import build_bundle
     from quant.checkpoint import load_checkpoint
+    from quant.export.build import build_bundle
 
     model, meta = load_checkpoint(path)
     if "post" not in str(meta.get("scheme")):

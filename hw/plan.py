@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from asqhw.errors import UserError
 from golden import arith
-from golden.formats import MAX_WEIGHT_BITS as MAX_MUL_BITS
 from golden.formats import INT, WidthError, check_bits
+from golden.formats import MAX_WEIGHT_BITS as MAX_MUL_BITS
 from hw.mul import MUL_KINDS
 
 #: Default generator parameters (docs/hardware.md, "Defaults": fits an iCE40 UP5K).

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from asqhw.errors import UserError
+from golden.formats import INT_BITS, range_text
 from quant.schemes import FLOAT_SCHEME, SCHEMES, paper_scheme
 
 DEFAULT_OUT_ROOT = Path("build/train")
@@ -46,7 +47,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="digits-bB: the shipped digits model at B bits (sets --model, --scheme, --bits)")
     parser.add_argument("--model", help="digits, resnet20, resnet18, resnet34 or mobilenet_v2 (default digits)")
     parser.add_argument("--scheme", help=f"{FLOAT_SCHEME}, {', '.join(SCHEMES)} (default: the paper's for --bits)")
-    parser.add_argument("--bits", type=int, help="bit width of the middle layers, 2-8 (first/last are 8)")
+    parser.add_argument("--bits", type=int,
+                        help=f"bit width of the middle layers, {range_text(INT_BITS)} (first/last are 8)")
     parser.add_argument("--out", type=Path,
                         help="output folder (default build/train/PRESET or build/train/MODEL-SCHEME-bBITS)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the data set's recipe)")
@@ -74,10 +76,11 @@ def _train_config(args):
     model = model or "digits"
     if scheme is None:
         if bits is None:
-            raise UserError("give --bits B (2-8) and optionally --scheme, or --scheme fp for a float model")
+            raise UserError(f"give --bits B ({range_text(INT_BITS)}) and optionally --scheme, or --scheme fp "
+                            "for a float model")
         scheme = paper_scheme(bits)
     if scheme != FLOAT_SCHEME and bits is None:
-        raise UserError(f"--scheme {scheme} needs --bits B (2-8)")
+        raise UserError(f"--scheme {scheme} needs --bits B ({range_text(INT_BITS)})")
     if args.out is not None:
         out = args.out
     elif args.preset:
@@ -111,7 +114,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--golden", type=Path, metavar="BUNDLE",
-                        help="also evaluate the golden integer model of BUNDLE on the digits test split, "
+                        help="also evaluate the golden integer model of BUNDLE on its network's test split, "
                         "beside the float model, with a per-layer error table")
 
 

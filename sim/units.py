@@ -91,8 +91,9 @@ def unit_constants(bits: int, seed: int) -> UnitConstants:
             W1=rng.integers(-2047, 2048, (hidden, channels)) if hidden else None,
             b1=rng.integers(-(1 << 18), 1 << 18, hidden) if hidden else None,
             S1=18, W2=rng.integers(-2047, 2048, hidden if hidden else channels),
-            b2=int(rng.integers(1 << 18, 1 << 20)), S2=12, G=BETA_FRAC, beta_min=1 << (BETA_FRAC - formats.BETA_MIN_SHIFT),
-            beta_max=BETA_MAX, s_code=s_code, FS=FS, R=R, FY=8, qmax=qmax)
+            b2=int(rng.integers(1 << 18, 1 << 20)), S2=12, G=BETA_FRAC,
+            beta_min=1 << (BETA_FRAC - formats.BETA_MIN_SHIFT), beta_max=BETA_MAX, s_code=s_code, FS=FS,
+            R=R, FY=8, qmax=qmax)
         return consts, channels, pixels
 
     return UnitConstants(requant=requant, asq=(asq(16, 4, 16, 1500, 12), asq(4, 0, 4, 700, 10)))
