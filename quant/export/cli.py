@@ -9,10 +9,10 @@ def register(subparsers) -> None:
     """Add the ``export`` subcommand."""
     export = subparsers.add_parser(
         "export", help="write the model bundle (manifest, .mem weights, golden vectors) of a checkpoint",
-        description="Fold a trained quantized digits checkpoint into the integer model the hardware "
-        "implements (docs/arithmetic.md) and write the bundle folder OUTDIR: manifest.json, one "
-        "$readmemh .mem file per weight memory and vectors.npz (golden vectors of the 360 test "
-        "images). OUTDIR is replaced atomically.",
+        description="Fold a trained quantized checkpoint (of an exportable network: digits) into the "
+        "integer model the hardware implements (docs/arithmetic.md) and write the bundle folder OUTDIR: "
+        "manifest.json, one $readmemh .mem file per weight memory and vectors.npz (golden vectors of "
+        "the network's test split: the 360 digits test images). OUTDIR is replaced atomically.",
     )
     export.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
     export.add_argument("outdir", type=Path, help="bundle folder to write (e.g. models/digits-b3)")

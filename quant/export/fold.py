@@ -64,7 +64,7 @@ def bn_fold(model, net: Network, layer_name: str, layer) -> tuple[np.ndarray, np
     bias = (layer.bias.detach().double().numpy() if layer.bias is not None else np.zeros(out_ch))
     if bn_name is None:
         return np.ones(out_ch), bias
-    bn = getattr(model, bn_name)
+    bn = model.get_submodule(bn_name)
     a = bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.double().numpy() + bn.eps)
     b = bn.bias.detach().double().numpy() - bn.running_mean.double().numpy() * a
     return a, b + a * bias
