@@ -71,13 +71,14 @@ def offered_text() -> str:
     return ", ".join(f"{kind}: {range_text(OFFERED_BITS[kind])}" for kind in (INT, POST, POT))
 
 
-def check_bits(bits, what: str = "BITS") -> int:
+def check_bits(bits, label: str = "BITS=") -> int:
     """Return ``bits`` if it is an integer in :data:`INT_BITS`, else raise :class:`WidthError`.
 
-    ``what`` names the setting in the message (``BITS``, ``--bits``, ...).
+    ``label`` precedes the value in the message (``"BITS="`` gives ``BITS=9 is outside 2-8``,
+    ``"bit width "`` gives ``bit width 9 is outside 2-8``).
     """
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in INT_BITS:
-        raise WidthError(f"{what}={bits!r} is outside {range_text(INT_BITS)}; pick a bit width between "
+        raise WidthError(f"{label}{bits!r} is outside {range_text(INT_BITS)}; pick a bit width between "
                          f"{MIN_BITS} and {MAX_BITS}")
     return bits
 

@@ -116,7 +116,7 @@ def _is_pow2(n: int) -> bool:
 
 def check_params(bits, pe, simd, mul) -> None:
     """Refuse generator parameters that no bundle could satisfy."""
-    check_bits(bits, "BITS")
+    check_bits(bits, "BITS=")
     if mul is not None and mul not in MUL_KINDS:
         raise UserError(f"MUL={mul!r} is unknown; use one of {', '.join(MUL_KINDS)}")
     if mul is not None and bits > MAX_MUL_BITS[mul]:

@@ -38,7 +38,7 @@ BETA_INIT_TOLERANCE = 2e-3
 def check_bits(bits) -> int:
     """Return ``bits`` if it is an offered width (:data:`golden.formats.INT_BITS`), else raise
     :class:`golden.formats.WidthError`."""
-    return formats.check_bits(bits, "bits")
+    return formats.check_bits(bits, "bit width ")
 
 
 def int_range(bits: int, signed: bool) -> tuple[int, int]:
