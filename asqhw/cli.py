@@ -15,7 +15,7 @@ from asqhw.errors import UserError
 COMMAND_MODULES = (
     "asqhw.doctor",
     "quant.cli",
-    "golden.cli",
+    "quant.export.cli",
     "hw.cli",
     "hw.synth_cli",
     "sim.cli",

@@ -1,5 +1,7 @@
 """The golden integer model: the specification of the hardware's arithmetic (docs/arithmetic.md).
 
-``golden.arith``: the primitives; ``golden.model``: inference of a bundle; ``golden.bundle``: the
-bundle format; ``golden.export``: checkpoint -> bundle; ``golden.evaluate``: golden vs float.
+NumPy only (importing it never imports torch): ``golden.formats``: the widths, weight kinds and
+output beat every stage agrees on; ``golden.arith``: the integer primitives; ``golden.bundle``: the
+bundle format as typed records; ``golden.model``: inference of a bundle. The exporter that writes
+bundles from checkpoints is ``quant.export``.
 """

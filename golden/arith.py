@@ -16,36 +16,7 @@ from functools import cache
 
 import numpy as np
 
-#: Weight encodings the hardware understands.
-WEIGHT_KINDS = ("int", "pot", "post")
-#: Widths at which each non-uniform encoding is offered (DESIGN 1.3: shifts grow as 2**(b-1)).
-INT_BITS = range(2, 9)  # BITS the arithmetic is defined for (uniform weights, activations)
-POST_BITS = range(2, 6)
-POT_BITS = range(2, 5)
-#: F, fractional bits of the POST odd-exponent table T[a] = round(a * sqrt(2) * 2**F), that the
-#: primitives below use when none is given; a bundle records its own (``post_frac_bits``).
-DEFAULT_POST_FRAC_BITS = 2
-#: Largest F the exporter accepts (products stay far below 63 bits).
-MAX_POST_FRAC_BITS = 16
-
-
-def default_post_frac_bits(bits: int) -> int:
-    """F that ``asqhw export`` gives a BITS-bit model unless ``--post-frac-bits`` says otherwise.
-
-    The trade-off (docs/arithmetic.md 2.2, measured at BITS 3 and 4): F sets the width of every POST
-    product, so of the adder trees and accumulators (a few LUT4 per MAC per bit of F on the iCE40
-    and ECP5, docs/results.md), while the table's rounding moves an accumulator by up to
-    ``2^((e-1)/2) / 2`` LSB per odd product, an error whose weight in the next layer's code halves
-    with every bit of F. The rule: the smallest F for which the teacher-forced bound E of section 6
-    (with the actual table error ``|acc - acc*|`` of each input) stays below one code on the shipped
-    models, i.e. given the same input no golden code moves by more than one from the float model's.
-    That is F = 2 at both shipped POST widths (E = 0.94 at BITS 3, 0.65 at BITS 4).
-    BITS = 2 has no odd exponent (K = 0): the table is never read and F would only append zero
-    bits, so it is 0. BITS = 5 (no shipped model) takes the same 2.
-    """
-    if int(bits) == 2:
-        return 0
-    return DEFAULT_POST_FRAC_BITS
+from golden.formats import DEFAULT_POST_FRAC_BITS, INT, POST, POT, WEIGHT_KINDS, check_weight_format
 
 
 def _as_int(x):
@@ -118,22 +89,6 @@ def post_k(bits: int) -> int:
     return (1 << (bits - 1)) - 2
 
 
-def check_weight_format(kind: str, bits: int) -> None:
-    """Raise ``ValueError`` unless ``kind`` is offered at ``bits`` (int 2..8, POST 2..5, POT 2..4)."""
-    if kind == "int":
-        ok = bits in INT_BITS
-    elif kind == "post":
-        ok = bits in POST_BITS
-    elif kind == "pot":
-        ok = bits in POT_BITS
-    else:
-        raise ValueError(f"weight kind {kind!r} unknown; use one of {WEIGHT_KINDS}")
-    if not ok:
-        raise ValueError(
-            f"{kind} weights are not offered at {bits} bits (int: 2-8, post: 2-5, pot: 2-4)"
-        )
-
-
 def decode_signmag(wcode, bits: int):
     """Split a b-bit sign-magnitude POT/POST code into ``(negative, m)``.
 
@@ -146,15 +101,6 @@ def decode_signmag(wcode, bits: int):
     neg = (wcode >> (bits - 1)) & 1
     m = wcode & ((1 << (bits - 1)) - 1)
     return neg, m
-
-
-def encode_signmag(negative, m, bits: int):
-    """Inverse of :func:`decode_signmag` (``m = 0`` always encodes as +0)."""
-    negative = _as_int(negative)
-    m = _as_int(m)
-    return np.where(m == 0, 0, (negative << (bits - 1)) | m) if not isinstance(m, int) else (
-        0 if m == 0 else (int(negative) << (bits - 1)) | m
-    )
 
 
 def int_to_raw(w, bits: int):
@@ -212,7 +158,7 @@ def post_product(a, wcode, bits: int, frac_bits: int = DEFAULT_POST_FRAC_BITS):
     frac_bits : int
         F, fractional bits of the table.
     """
-    check_weight_format("post", bits)
+    check_weight_format(POST, bits)
     a = _as_int(a)
     if np.any(np.asarray(a) < 0):
         raise ValueError("post_product: activation codes must be unsigned")
@@ -234,7 +180,7 @@ def _table_for(a: np.ndarray, frac_bits: int) -> np.ndarray:
 
 def pot_product(a, wcode, bits: int):
     """Signed POT product ``a * w`` in units of ``alpha_c * 2**(-K)``: ``+-(a << e)``, 0 for m=0."""
-    check_weight_format("pot", bits)
+    check_weight_format(POT, bits)
     a = np.asarray(_as_int(a), dtype=np.int64)
     neg, m = decode_signmag(wcode, bits)
     a, neg, m = np.broadcast_arrays(a, np.asarray(neg), np.asarray(m))
@@ -254,11 +200,11 @@ def product(a, wcode, kind: str, bits: int, frac_bits: int = DEFAULT_POST_FRAC_B
 
     ``wcode`` is the signed value for ``int`` and the raw sign-magnitude code for ``pot``/``post``.
     """
-    if kind == "int":
+    if kind == INT:
         return int_product(a, wcode)
-    if kind == "pot":
+    if kind == POT:
         return pot_product(a, wcode, bits)
-    if kind == "post":
+    if kind == POST:
         return post_product(a, wcode, bits, frac_bits)
     raise ValueError(f"weight kind {kind!r} unknown; use one of {WEIGHT_KINDS}")
 
@@ -268,11 +214,11 @@ def weight_unit_exponent(kind: str, bits: int, frac_bits: int = DEFAULT_POST_FRA
 
     int: 0; POT: K; POST: K/2 + F.
     """
-    if kind == "int":
+    if kind == INT:
         return 0
-    if kind == "pot":
+    if kind == POT:
         return post_k(bits)
-    if kind == "post":
+    if kind == POST:
         return post_k(bits) // 2 + frac_bits
     raise ValueError(f"weight kind {kind!r} unknown; use one of {WEIGHT_KINDS}")
 
@@ -284,11 +230,11 @@ def product_range(act_lo: int, act_hi: int, kind: str, bits: int,
     Computed exhaustively (at most 256 x 256 pairs), so it is the true range, not a bound.
     """
     acts = np.arange(act_lo, act_hi + 1, dtype=np.int64)
-    if kind == "int":
+    if kind == INT:
         ws = np.arange(-(1 << (bits - 1)), 1 << (bits - 1), dtype=np.int64)
     else:
         ws = np.arange(0, 1 << bits, dtype=np.int64)
-    if kind != "int" and act_lo < 0:
+    if kind != INT and act_lo < 0:
         raise ValueError(f"{kind} products need unsigned activations, got act_lo={act_lo}")
     p = product(acts[:, None], ws[None, :], kind, bits, frac_bits)
     return int(p.min()), int(p.max())

@@ -1,4 +1,4 @@
-"""The model bundle: the folder hardware is built from (read, validate, write).
+"""The model bundle: the folder hardware is built from, as typed records (read, validate, write).
 
 A bundle is a folder holding
 
@@ -12,8 +12,12 @@ A bundle is a folder holding
 - ``vectors.npz``: golden vectors (written deterministically so export -> load -> export is byte
   for byte identical).
 
-Every field is explained in ``docs/arithmetic.md``. Every problem found while reading raises
-:class:`asqhw.errors.UserError` naming the file and the field.
+The manifest is parsed and validated once, into frozen records with one attribute per field
+(:class:`Manifest`, :class:`InputSpec`, :class:`Layer`, :class:`ActIn`, :class:`AsqParams`,
+:class:`WeightSpec`, :class:`Requant`); ``to_dict()`` gives the JSON object back, field for field
+and in the file's order, so a bundle written after reading is the same bytes. Lists are tuples in
+the records. Every field is explained in ``docs/arithmetic.md``. Every problem found while reading
+raises :class:`asqhw.errors.UserError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -22,55 +26,394 @@ import io
 import json
 import math
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from asqhw.atomic import atomic_dir
 from asqhw.errors import UserError
-from golden import arith
+from golden import arith, formats
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 VECTORS = "vectors.npz"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+#: Activation quantizers a layer input can have, and what a requantizer can produce.
+ACT_QUANTS = ("lsq", "asq")
+REQUANT_OUTPUTS = ("codes", "y", "logits")
 
 
-@dataclass
+# ----------------------------------------------------------------------------- reading fields
+
+
+def _need(obj: dict, key: str, where: str, types=None):
+    if not isinstance(obj, dict) or key not in obj:
+        raise UserError(f"{where}: field {key!r} is missing; re-export the bundle with `asqhw export`")
+    value = obj[key]
+    if types is not None and (not isinstance(value, types) or (isinstance(value, bool) and types is int)):
+        raise UserError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _optional(obj: dict, key: str, where: str, types):
+    """``obj[key]`` when present and not null (checked against ``types``), else None."""
+    if obj.get(key) is None:
+        return None
+    return _need(obj, key, where, types)
+
+
+def _number(obj: dict, key: str, where: str) -> float:
+    value = _need(obj, key, where, (int, float))
+    if isinstance(value, bool):
+        raise UserError(f"{where}: field {key!r} has the wrong type (bool)")
+    return value
+
+
+def _ints(obj: dict, key: str, where: str) -> tuple:
+    """A list of integers as a tuple."""
+    values = _need(obj, key, where, list)
+    if not all(type(v) is int for v in values):
+        raise UserError(f"{where}: field {key!r} must hold integers only")
+    return tuple(values)
+
+
+def _check_len(values, expected: int, where: str, what: str) -> None:
+    if len(values) != expected:
+        raise UserError(f"{where}: {what} has {len(values)} entries, expected {expected}")
+
+
+def _json(value):
+    """Records' tuples back to JSON lists (recursively); records to their dicts."""
+    if isinstance(value, tuple):
+        return [_json(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+def _record_dict(record, omit_none: tuple = ()) -> dict:
+    """The JSON object of a record: its fields in order (``omit_none``: left out when None)."""
+    out = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if value is None and f.name in omit_none:
+            continue
+        out[f.name] = _json(value)
+    return out
+
+
+def flat_size(shape) -> int:
+    return int(np.prod(shape))
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The network input: image shape, pixel range and the pixel -> conv1 code table.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(C, H, W)`` of one image.
+    pixel_max : int
+        Pixels are integers ``0 .. pixel_max``.
+    bits, signed, step
+        conv1's input codes: width, signedness, step (float).
+    lut : tuple of int
+        conv1's input code of every pixel value (``pixel_max + 1`` entries).
+    """
+
+    shape: tuple
+    pixel_max: int
+    bits: int
+    signed: bool
+    step: float
+    lut: tuple
+
+    @classmethod
+    def from_dict(cls, inp: dict, where: str) -> InputSpec:
+        lut = _need(inp, "lut", where, list)
+        pixel_max = _need(inp, "pixel_max", where, int)
+        _check_len(lut, pixel_max + 1, where, "lut")
+        shape = _ints(inp, "shape", where)
+        return cls(shape=shape, pixel_max=pixel_max, bits=_need(inp, "bits", where, int),
+                   signed=_need(inp, "signed", where, bool), step=_number(inp, "step", where),
+                   lut=tuple(lut))
+
+    def to_dict(self) -> dict:
+        return _record_dict(self)
+
+
+@dataclass(frozen=True)
+class AsqWidths:
+    """Worst-case widths of the ASQ unit's intermediates, as the exporter proved them."""
+
+    y: int
+    z: int
+    sum1: int | None
+    h: int | None
+    sum2: int
+    beta: int
+    q: int
+    r: int
+    yr: int
+
+    @classmethod
+    def from_dict(cls, widths: dict, where: str) -> AsqWidths:
+        values = {}
+        for f in fields(cls):
+            values[f.name] = (_optional(widths, f.name, where, int) if f.name in ("sum1", "h")
+                              else _need(widths, f.name, where, int))
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return _record_dict(self)
+
+
+@dataclass(frozen=True)
+class AsqParams:
+    """Fixed-point constants of the ASQ unit in front of a layer (``act_in.asq``).
+
+    ``W1``/``b1``/``FW1``/``FH`` are None when the layer has fewer than 8 input channels (the
+    adapter is then a single Linear). ``channels``, ``hw``, ``FW1``, ``FH``, ``FW2``,
+    ``code_shift``, ``widths`` and ``beta_seen`` are the exporter's record (None when absent);
+    the arithmetic needs only :meth:`constants`.
+    """
+
+    channels: int | None
+    hw: int | None
+    W1: tuple | None
+    b1: tuple | None
+    S1: int
+    FW1: int | None
+    FH: int | None
+    W2: tuple
+    b2: int
+    S2: int
+    FW2: int | None
+    G: int
+    beta_min: int
+    beta_max: int
+    s_code: int
+    FS: int
+    R: int
+    FY: int
+    qmax: int
+    code_shift: int | None
+    widths: AsqWidths | None
+    beta_seen: tuple | None
+
+    @classmethod
+    def from_dict(cls, asq: dict, where: str, in_shape) -> AsqParams:
+        channels = in_shape[0]
+        ints = {}
+        for key in ("S1", "S2", "G", "beta_min", "beta_max", "s_code", "FS", "R", "FY", "qmax", "b2"):
+            ints[key] = _need(asq, key, where, int)
+        w2 = _need(asq, "W2", where, list)
+        w1 = b1 = None
+        if channels >= 8:
+            w1 = _need(asq, "W1", where, list)
+            _check_len(w1, channels // 4, where, "W1")
+            for row in w1:
+                if not isinstance(row, list):
+                    raise UserError(f"{where}: W1 rows must be lists")
+                _check_len(row, channels, where, "W1 row")
+            b1 = _need(asq, "b1", where, list)
+            _check_len(b1, channels // 4, where, "b1")
+            _check_len(w2, channels // 4, where, "W2")
+            w1, b1 = tuple(tuple(row) for row in w1), tuple(b1)
+        else:
+            _check_len(w2, channels, where, "W2")
+        widths = _optional(asq, "widths", where, dict)
+        beta_seen = _optional(asq, "beta_seen", where, list)
+        return cls(
+            channels=_optional(asq, "channels", where, int), hw=_optional(asq, "hw", where, int),
+            W1=w1, b1=b1, FW1=_optional(asq, "FW1", where, int), FH=_optional(asq, "FH", where, int),
+            W2=tuple(w2), FW2=_optional(asq, "FW2", where, int),
+            code_shift=_optional(asq, "code_shift", where, int),
+            widths=None if widths is None else AsqWidths.from_dict(widths, f"{where}.widths"),
+            beta_seen=None if beta_seen is None else tuple(beta_seen), **ints)
+
+    def to_dict(self) -> dict:
+        return _record_dict(self)
+
+    @property
+    def step(self) -> float:
+        """The step ``s_code / 2^FS`` as a float."""
+        return self.s_code * 2.0 ** -self.FS
+
+    def constants(self) -> arith.AsqConstants:
+        """The :class:`golden.arith.AsqConstants` the ASQ unit computes with (int64 arrays)."""
+        return arith.AsqConstants(
+            W1=None if self.W1 is None else np.asarray(self.W1, dtype=np.int64),
+            b1=None if self.b1 is None else np.asarray(self.b1, dtype=np.int64),
+            S1=self.S1, W2=np.asarray(self.W2, dtype=np.int64), b2=self.b2, S2=self.S2, G=self.G,
+            beta_min=self.beta_min, beta_max=self.beta_max, s_code=self.s_code, FS=self.FS, R=self.R,
+            FY=self.FY, qmax=self.qmax,
+        )
+
+
+@dataclass(frozen=True)
+class ActIn:
+    """A layer's input quantizer: ``quant`` is ``"lsq"`` or ``"asq"`` (then ``asq`` holds its unit)."""
+
+    quant: str
+    bits: int
+    signed: bool
+    step: float
+    asq: AsqParams | None
+
+    @property
+    def is_asq(self) -> bool:
+        return self.asq is not None
+
+    def asq_constants(self) -> arith.AsqConstants | None:
+        """The ASQ unit's :class:`golden.arith.AsqConstants`, or None for an LSQ input."""
+        return None if self.asq is None else self.asq.constants()
+
+    def to_dict(self) -> dict:
+        return _record_dict(self)
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A layer's weight memory: kind (:data:`golden.formats.WEIGHT_KINDS`), width, shape, file,
+    per-channel float ``scale`` (step or alpha) and the product unit exponent ``unit_exp``."""
+
+    kind: str
+    bits: int
+    shape: tuple
+    mem: str
+    scale: tuple
+    unit_exp: int
+
+    def to_dict(self) -> dict:
+        return _record_dict(self)
+
+
+@dataclass(frozen=True)
+class Requant:
+    """A layer's requantizer: ``t = acc*M*g + (B << G)``, ``out = clamp(rshift_round(t, S+G), lo, hi)``.
+
+    ``output`` is ``"codes"``, ``"y"`` (for the next layer's ASQ unit, ``frac_bits`` = its FY) or
+    ``"logits"`` (``frac_bits`` = FL); ``lo``/``hi`` are None where there is no clamp.
+    """
+
+    M: tuple
+    B: tuple
+    S: int
+    G: int
+    output: str
+    lo: int | None
+    hi: int | None
+    frac_bits: int
+    M_width: int
+    B_width: int
+    t_width: int
+    out_width: int
+
+    def to_dict(self) -> dict:
+        return _record_dict(self)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One conv or fc layer of the bundle (``kernel``/``stride``/``pad`` are None for fc)."""
+
+    name: str
+    kind: str
+    in_shape: tuple
+    out_shape: tuple
+    kernel: int | None
+    stride: int | None
+    pad: int | None
+    fan_in: int
+    act_in: ActIn
+    weight: WeightSpec
+    product_range: tuple
+    acc_width: int
+    requant: Requant
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kind == "conv"
+
+    def to_dict(self) -> dict:
+        return _record_dict(self, omit_none=("kernel", "stride", "pad"))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed ``manifest.json``: every field, validated (see :meth:`from_dict`).
+
+    ``accuracy`` is the exporter's free-form record (a dict); ``vectors`` the vectors file name or
+    None.
+    """
+
+    format_version: int
+    model: str
+    scheme: str
+    bits: int
+    post_frac_bits: int
+    input: InputSpec
+    layers: tuple
+    accuracy: dict
+    vectors: str | None = None
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """The JSON object, field for field in the file's order."""
+        return _record_dict(self, omit_none=("vectors",))
+
+    def text(self) -> str:
+        """The canonical JSON text (what :func:`write_bundle` writes)."""
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    @classmethod
+    def from_dict(cls, man: dict, where: str = MANIFEST) -> Manifest:
+        """Check format version, field presence and types, and that every shape agrees with its
+        neighbours; ``where`` names the file in errors."""
+        return parse_manifest(man, where)
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A model bundle in memory.
 
     Attributes
     ----------
-    manifest : dict
-        The parsed ``manifest.json`` (field order preserved).
+    manifest : Manifest
+        The parsed, validated ``manifest.json``.
     weights : dict of str -> int64 array
-        Per layer, the weight codes shaped as ``layer["weight"]["shape"]``: signed values for
-        ``int`` weights, raw sign-magnitude codes (``0 .. 2^b - 1``) for ``pot``/``post``.
+        Per layer, the weight codes shaped as ``layer.weight.shape``: signed values for ``int``
+        weights, raw sign-magnitude codes (``0 .. 2^b - 1``) for ``pot``/``post``.
     vectors : dict of str -> array
         Golden vectors (see :func:`golden.model.run` for the keys); may be empty.
     path : Path or None
         Where it was read from.
     """
 
-    manifest: dict
+    manifest: Manifest
     weights: dict
     vectors: dict = field(default_factory=dict)
     path: Path | None = None
 
     @property
-    def layers(self) -> list:
-        return self.manifest["layers"]
+    def layers(self) -> tuple:
+        return self.manifest.layers
 
-    def layer(self, name: str) -> dict:
-        for layer in self.layers:
-            if layer["name"] == name:
-                return layer
-        raise KeyError(name)
+    def layer(self, name: str) -> Layer:
+        return self.manifest.layer(name)
 
 
-# ----------------------------------------------------------------------------- .mem files
 
 
 def mem_text(raw, bits: int) -> str:
@@ -106,12 +449,12 @@ def parse_mem(text: str, bits: int, count: int, where: str) -> np.ndarray:
 
 def weight_raw(codes: np.ndarray, kind: str, bits: int) -> np.ndarray:
     """Memory words of weight codes: two's complement for ``int``, unchanged for POT/POST."""
-    return arith.int_to_raw(codes, bits) if kind == "int" else np.asarray(codes, dtype=np.int64)
+    return arith.int_to_raw(codes, bits) if kind == formats.INT else np.asarray(codes, dtype=np.int64)
 
 
 def weight_codes(raw: np.ndarray, kind: str, bits: int) -> np.ndarray:
     """Inverse of :func:`weight_raw`."""
-    return arith.raw_to_int(raw, bits) if kind == "int" else np.asarray(raw, dtype=np.int64)
+    return arith.raw_to_int(raw, bits) if kind == formats.INT else np.asarray(raw, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- vectors
@@ -140,138 +483,141 @@ def read_npz(path: Path) -> dict:
     except Exception as err:  # zipfile.BadZipFile, ValueError from a truncated array, ...
         raise UserError(f"{path}: not a readable .npz ({err}); re-export the bundle") from None
 
-
 # ----------------------------------------------------------------------------- manifest checks
 
 
-def _need(obj: dict, key: str, where: str, types=None):
-    if not isinstance(obj, dict) or key not in obj:
-        raise UserError(f"{where}: field {key!r} is missing; re-export the bundle with `asqhw export`")
-    value = obj[key]
-    if types is not None and (not isinstance(value, types) or (isinstance(value, bool) and types is int)):
-        raise UserError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
-    return value
+def parse_manifest(man: dict, where: str = MANIFEST) -> Manifest:
+    """Validate the JSON object of a manifest and return its :class:`Manifest`.
 
-
-def _check_len(values, expected: int, where: str, what: str) -> None:
-    if len(values) != expected:
-        raise UserError(f"{where}: {what} has {len(values)} entries, expected {expected}")
-
-
-def flat_size(shape) -> int:
-    return int(np.prod(shape))
-
-
-def validate_manifest(man: dict, where: str = MANIFEST) -> None:
-    """Check format version, field presence and that every shape agrees with its neighbours."""
+    Checks the format version, the presence and type of every field, that every shape agrees with
+    its neighbours and that each requantizer feeds the next layer's input format. Raises
+    :class:`asqhw.errors.UserError` naming ``where`` and the field.
+    """
+    if not isinstance(man, dict):
+        raise UserError(f"{where}: top level must be a JSON object")
     version = _need(man, "format_version", where, int)
     if version != FORMAT_VERSION:
         raise UserError(
             f"{where}: format_version {version} is not supported (this asqhw reads {FORMAT_VERSION}); "
             "re-export the bundle with this version's `asqhw export`"
         )
-    for key in ("model", "scheme"):
-        _need(man, key, where, str)
+    model, scheme = (_need(man, key, where, str) for key in ("model", "scheme"))
     bits = _need(man, "bits", where, int)
-    if bits not in arith.INT_BITS:
-        raise UserError(f"{where}: bits {bits} outside 2-8")
-    _need(man, "post_frac_bits", where, int)
-    inp = _need(man, "input", where, dict)
-    lut = _need(inp, "lut", f"{where}: input", list)
-    _check_len(lut, _need(inp, "pixel_max", f"{where}: input", int) + 1, f"{where}: input", "lut")
-    layers = _need(man, "layers", where, list)
-    if not layers:
+    if bits not in formats.INT_BITS:
+        raise UserError(f"{where}: bits {bits} outside {formats.range_text(formats.INT_BITS)}")
+    post_frac_bits = _need(man, "post_frac_bits", where, int)
+    inp = InputSpec.from_dict(_need(man, "input", where, dict), f"{where}: input")
+    raw_layers = _need(man, "layers", where, list)
+    if not raw_layers:
         raise UserError(f"{where}: layers is empty")
-    prev_shape = list(_need(inp, "shape", f"{where}: input", list))
-    for i, layer in enumerate(layers):
+    layers = []
+    prev_shape = list(inp.shape)
+    for i, raw in enumerate(raw_layers):
         at = f"{where}: layers[{i}]"
-        prev_shape = _validate_layer(layer, at, prev_shape, last=i == len(layers) - 1)
-        if i > 0:
-            _validate_link(layers[i - 1], layer, at)
-    _need(man, "accuracy", where, dict)
+        layer = _parse_layer(raw, at, prev_shape, last=i == len(raw_layers) - 1)
+        if layers:
+            _check_link(layers[-1], layer, at)
+        layers.append(layer)
+        prev_shape = list(layer.out_shape)
+    accuracy = _need(man, "accuracy", where, dict)
+    vectors = _optional(man, "vectors", where, str)
+    return Manifest(format_version=version, model=model, scheme=scheme, bits=bits,
+                    post_frac_bits=post_frac_bits, input=inp, layers=tuple(layers), accuracy=accuracy,
+                    vectors=vectors)
 
 
-def _validate_layer(layer: dict, at: str, prev_shape: list, last: bool) -> list:
+def _parse_layer(layer: dict, at: str, prev_shape: list, last: bool) -> Layer:
+    if not isinstance(layer, dict):
+        raise UserError(f"{at}: a layer must be a JSON object")
     name = _need(layer, "name", at, str)
     at = f"{at} ({name})"
     kind = _need(layer, "kind", at, str)
-    in_shape = list(_need(layer, "in_shape", at, list))
-    out_shape = list(_need(layer, "out_shape", at, list))
+    in_shape = list(_ints(layer, "in_shape", at))
+    out_shape = list(_ints(layer, "out_shape", at))
+    kernel = stride = pad = None
     if kind == "fc":
         if in_shape != [flat_size(prev_shape)]:
             raise UserError(f"{at}: in_shape {in_shape} disagrees with the previous output {prev_shape}")
     elif kind == "conv":
         if in_shape != prev_shape:
             raise UserError(f"{at}: in_shape {in_shape} disagrees with the previous output {prev_shape}")
-        k, stride, pad = (_need(layer, f, at, int) for f in ("kernel", "stride", "pad"))
-        h_out = (in_shape[1] + 2 * pad - k) // stride + 1
-        w_out = (in_shape[2] + 2 * pad - k) // stride + 1
+        kernel, stride, pad = (_need(layer, f, at, int) for f in ("kernel", "stride", "pad"))
+        h_out = (in_shape[1] + 2 * pad - kernel) // stride + 1
+        w_out = (in_shape[2] + 2 * pad - kernel) // stride + 1
         if out_shape[1:] != [h_out, w_out]:
             raise UserError(f"{at}: out_shape {out_shape} disagrees with kernel/stride/pad ({h_out}x{w_out})")
     else:
         raise UserError(f"{at}: kind {kind!r} unknown (conv or fc)")
-    weight = _need(layer, "weight", at, dict)
-    wshape = list(_need(weight, "shape", f"{at}.weight", list))
-    expect = [out_shape[0], in_shape[0]] + ([layer["kernel"]] * 2 if kind == "conv" else [])
+    weight = _parse_weight(_need(layer, "weight", at, dict), f"{at}.weight", in_shape, out_shape, kernel)
+    act = _parse_act_in(_need(layer, "act_in", at, dict), f"{at}.act_in", in_shape)
+    requant = _parse_requant(_need(layer, "requant", at, dict), f"{at}.requant", out_shape, last)
+    acc_width = _need(layer, "acc_width", at, int)
+    product_range = _ints(layer, "product_range", at)
+    _check_len(product_range, 2, at, "product_range")
+    return Layer(name=name, kind=kind, in_shape=tuple(in_shape), out_shape=tuple(out_shape),
+                 kernel=kernel, stride=stride, pad=pad, fan_in=_need(layer, "fan_in", at, int),
+                 act_in=act, weight=weight, product_range=product_range, acc_width=acc_width,
+                 requant=requant)
+
+
+def _parse_weight(weight: dict, at: str, in_shape: list, out_shape: list, kernel) -> WeightSpec:
+    wshape = list(_ints(weight, "shape", at))
+    expect = [out_shape[0], in_shape[0]] + ([kernel] * 2 if kernel is not None else [])
     if wshape != expect:
-        raise UserError(f"{at}.weight: shape {wshape} disagrees with in/out shapes (expected {expect})")
+        raise UserError(f"{at}: shape {wshape} disagrees with in/out shapes (expected {expect})")
+    kind, bits = _need(weight, "kind", at, str), _need(weight, "bits", at, int)
     try:
-        arith.check_weight_format(_need(weight, "kind", f"{at}.weight", str),
-                                  _need(weight, "bits", f"{at}.weight", int))
-    except ValueError as err:
-        raise UserError(f"{at}.weight: {err}") from None
-    _need(weight, "mem", f"{at}.weight", str)
-    _check_len(_need(weight, "scale", f"{at}.weight", list), out_shape[0], f"{at}.weight", "scale")
-    act = _need(layer, "act_in", at, dict)
-    if _need(act, "quant", f"{at}.act_in", str) not in ("lsq", "asq"):
-        raise UserError(f"{at}.act_in: quant {act['quant']!r} unknown (lsq or asq)")
-    if act["quant"] == "asq":
-        _validate_asq(_need(act, "asq", f"{at}.act_in", dict), f"{at}.act_in.asq", in_shape)
-    req = _need(layer, "requant", at, dict)
+        formats.check_weight_format(kind, bits)
+    except formats.WidthError as err:
+        raise formats.WidthError(f"{at}: {err}") from None
+    mem = _need(weight, "mem", at, str)
+    scale = _need(weight, "scale", at, list)
+    _check_len(scale, out_shape[0], at, "scale")
+    return WeightSpec(kind=kind, bits=bits, shape=tuple(wshape), mem=mem, scale=tuple(scale),
+                      unit_exp=_need(weight, "unit_exp", at, int))
+
+
+def _parse_act_in(act: dict, at: str, in_shape: list) -> ActIn:
+    quant = _need(act, "quant", at, str)
+    if quant not in ACT_QUANTS:
+        raise UserError(f"{at}: quant {quant!r} unknown (lsq or asq)")
+    asq = None
+    if quant == "asq":
+        asq = AsqParams.from_dict(_need(act, "asq", at, dict), f"{at}.asq", in_shape)
+    return ActIn(quant=quant, bits=_need(act, "bits", at, int), signed=_need(act, "signed", at, bool),
+                 step=_number(act, "step", at), asq=asq)
+
+
+def _parse_requant(req: dict, at: str, out_shape: list, last: bool) -> Requant:
+    lists = {}
     for key in ("M", "B"):
-        _check_len(_need(req, key, f"{at}.requant", list), out_shape[0], f"{at}.requant", key)
-    for key in ("S", "G", "frac_bits"):
-        _need(req, key, f"{at}.requant", int)
-    output = _need(req, "output", f"{at}.requant", str)
-    if output not in ("codes", "y", "logits"):
-        raise UserError(f"{at}.requant: output {output!r} unknown (codes, y or logits)")
+        lists[key] = _ints(req, key, at)
+        _check_len(lists[key], out_shape[0], at, key)
+    ints = {key: _need(req, key, at, int) for key in ("S", "G", "frac_bits")}
+    output = _need(req, "output", at, str)
+    if output not in REQUANT_OUTPUTS:
+        raise UserError(f"{at}: output {output!r} unknown (codes, y or logits)")
     if (output == "logits") != last:
-        raise UserError(f"{at}.requant: output {output!r}; only the last layer yields logits")
+        raise UserError(f"{at}: output {output!r}; only the last layer yields logits")
     for key in ("lo", "hi"):
         if key not in req or not (req[key] is None or type(req[key]) is int):
-            raise UserError(f"{at}.requant: field {key!r} is missing or not an integer/null")
-    _need(layer, "acc_width", at, int)
-    return out_shape
+            raise UserError(f"{at}: field {key!r} is missing or not an integer/null")
+    widths = {key: _need(req, key, at, int) for key in ("M_width", "B_width", "t_width", "out_width")}
+    return Requant(output=output, lo=req["lo"], hi=req["hi"], **lists, **ints, **widths)
 
 
-def _validate_link(prev: dict, layer: dict, at: str) -> None:
+def _check_link(prev: Layer, layer: Layer, at: str) -> None:
     """The previous requantizer feeds this layer's input format (y + FY for ASQ, codes for LSQ)."""
-    asq = layer["act_in"]["asq"] if layer["act_in"]["quant"] == "asq" else None
-    output = prev["requant"]["output"]
+    asq = layer.act_in.asq
+    output = prev.requant.output
     if (output == "y") != (asq is not None):
-        raise UserError(f"{at}: act_in.quant {layer['act_in']['quant']!r} but the previous layer's "
+        raise UserError(f"{at}: act_in.quant {layer.act_in.quant!r} but the previous layer's "
                         f"requant.output is {output!r} (ASQ inputs take y, LSQ inputs take codes)")
-    if asq is not None and asq["FY"] != prev["requant"]["frac_bits"]:
-        raise UserError(f"{at}.act_in.asq: FY {asq['FY']} disagrees with the previous layer's "
-                        f"requant.frac_bits {prev['requant']['frac_bits']}")
-    if layer["requant"]["G"] != (asq["G"] if asq is not None else 0):
-        raise UserError(f"{at}.requant: G {layer['requant']['G']} disagrees with the input's beta format")
-
-
-def _validate_asq(asq: dict, at: str, in_shape: list) -> None:
-    channels = in_shape[0]
-    for key in ("S1", "S2", "G", "beta_min", "beta_max", "s_code", "FS", "R", "FY", "qmax", "b2"):
-        _need(asq, key, at, int)
-    w2 = _need(asq, "W2", at, list)
-    if channels >= 8:
-        w1 = _need(asq, "W1", at, list)
-        _check_len(w1, channels // 4, at, "W1")
-        for row in w1:
-            _check_len(row, channels, at, "W1 row")
-        _check_len(_need(asq, "b1", at, list), channels // 4, at, "b1")
-        _check_len(w2, channels // 4, at, "W2")
-    else:
-        _check_len(w2, channels, at, "W2")
+    if asq is not None and asq.FY != prev.requant.frac_bits:
+        raise UserError(f"{at}.act_in.asq: FY {asq.FY} disagrees with the previous layer's "
+                        f"requant.frac_bits {prev.requant.frac_bits}")
+    if layer.requant.G != (asq.G if asq is not None else 0):
+        raise UserError(f"{at}.requant: G {layer.requant.G} disagrees with the input's beta format")
 
 
 # ----------------------------------------------------------------------------- read / write
@@ -294,7 +640,7 @@ def bundle_folder(model, bits: int) -> Path:
     return path
 
 
-def read_manifest(path) -> dict:
+def read_manifest(path) -> Manifest:
     """Parse and validate ``manifest.json`` of the bundle folder ``path``."""
     path = Path(path)
     file = path / MANIFEST
@@ -306,10 +652,7 @@ def read_manifest(path) -> dict:
         raise UserError(f"{file}: missing; re-export the bundle with `asqhw export`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{file}: not valid JSON ({err}); re-export the bundle") from None
-    if not isinstance(man, dict):
-        raise UserError(f"{file}: top level must be a JSON object")
-    validate_manifest(man, str(file))
-    return man
+    return parse_manifest(man, str(file))
 
 
 def read_bundle(path, vectors: bool = True) -> Bundle:
@@ -317,101 +660,39 @@ def read_bundle(path, vectors: bool = True) -> Bundle:
     path = Path(path)
     man = read_manifest(path)
     weights = {}
-    for layer in man["layers"]:
-        w = layer["weight"]
-        file = path / w["mem"]
+    for layer in man.layers:
+        w = layer.weight
+        file = path / w.mem
         try:
             text = file.read_text(encoding="ascii")
         except FileNotFoundError:
             raise UserError(
-                f"{file}: missing (layers[{layer['name']}].weight.mem); re-export the bundle"
+                f"{file}: missing (layers[{layer.name}].weight.mem); re-export the bundle"
             ) from None
         except UnicodeDecodeError:
             raise UserError(f"{file}: not a text $readmemh file; re-export the bundle") from None
-        raw = parse_mem(text, w["bits"], flat_size(w["shape"]), str(file))
-        weights[layer["name"]] = weight_codes(raw, w["kind"], w["bits"]).reshape(w["shape"])
-    vecs = read_npz(path / man.get("vectors", VECTORS)) if vectors and man.get("vectors") else {}
+        raw = parse_mem(text, w.bits, flat_size(w.shape), str(file))
+        weights[layer.name] = weight_codes(raw, w.kind, w.bits).reshape(w.shape)
+    vecs = read_npz(path / man.vectors) if vectors and man.vectors else {}
     return Bundle(manifest=man, weights=weights, vectors=vecs, path=path)
 
 
-def manifest_text(man: dict) -> str:
-    """The canonical JSON text of a manifest (what :func:`write_bundle` writes)."""
-    return json.dumps(man, indent=1) + "\n"
-
-
 def write_bundle(bundle: Bundle, outdir) -> Path:
-    """Write ``bundle`` to ``outdir`` atomically (the folder appears complete or not at all)."""
-    validate_manifest(bundle.manifest, f"{outdir}/{MANIFEST}")
+    """Write ``bundle`` to ``outdir`` atomically (the folder appears complete or not at all).
+
+    The manifest is validated again from its JSON object first, so what is written reads back.
+    """
     outdir = Path(outdir)
+    text = parse_manifest(bundle.manifest.to_dict(), f"{outdir}/{MANIFEST}").text()
     with atomic_dir(outdir) as tmp:
         for layer in bundle.layers:
-            w = layer["weight"]
-            codes = np.asarray(bundle.weights[layer["name"]])
-            if list(codes.shape) != list(w["shape"]):
-                raise UserError(f"{outdir}: weights of {layer['name']} have shape {list(codes.shape)}, "
-                                f"manifest says {w['shape']}")
-            (tmp / w["mem"]).write_text(mem_text(weight_raw(codes, w["kind"], w["bits"]), w["bits"]),
-                                        encoding="ascii")
-        if bundle.manifest.get("vectors"):
-            (tmp / bundle.manifest["vectors"]).write_bytes(npz_bytes(bundle.vectors))
-        (tmp / MANIFEST).write_text(manifest_text(bundle.manifest), encoding="utf-8")
+            w = layer.weight
+            codes = np.asarray(bundle.weights[layer.name])
+            if list(codes.shape) != list(w.shape):
+                raise UserError(f"{outdir}: weights of {layer.name} have shape {list(codes.shape)}, "
+                                f"manifest says {list(w.shape)}")
+            (tmp / w.mem).write_text(mem_text(weight_raw(codes, w.kind, w.bits), w.bits), encoding="ascii")
+        if bundle.manifest.vectors:
+            (tmp / bundle.manifest.vectors).write_bytes(npz_bytes(bundle.vectors))
+        (tmp / MANIFEST).write_text(text, encoding="utf-8")
     return outdir
-
-
-# ----------------------------------------------------------------------------- hardware view
-
-
-def asq_constants(layer: dict) -> arith.AsqConstants | None:
-    """The :class:`golden.arith.AsqConstants` of a layer's ASQ input, or ``None`` for LSQ."""
-    act = layer["act_in"]
-    if act["quant"] != "asq":
-        return None
-    a = act["asq"]
-    w1 = a.get("W1")
-    return arith.AsqConstants(
-        W1=None if w1 is None else np.asarray(w1, dtype=np.int64),
-        b1=None if w1 is None else np.asarray(a["b1"], dtype=np.int64),
-        S1=a["S1"], W2=np.asarray(a["W2"], dtype=np.int64), b2=a["b2"], S2=a["S2"], G=a["G"],
-        beta_min=a["beta_min"], beta_max=a["beta_max"], s_code=a["s_code"], FS=a["FS"], R=a["R"],
-        FY=a["FY"], qmax=a["qmax"],
-    )
-
-
-def asq_step(asq: dict) -> float:
-    """The step ``s_code / 2^FS`` of an ASQ unit (its ``act_in.asq`` entry) as a float."""
-    return asq["s_code"] * 2.0 ** -asq["FS"]
-
-
-def layer_hw_params(bundle: Bundle, name: str) -> dict:
-    """Everything the RTL of layer ``name`` needs: widths, constants, the POST table.
-
-    Returns
-    -------
-    dict
-        ``act_bits``, ``act_signed``, ``weight_kind``, ``weight_bits``, ``post_frac_bits``,
-        ``post_table`` (list, POST only), ``fan_in``, ``product_range``, ``product_width``,
-        ``acc_width``, ``M``, ``B``, ``S``, ``G``, ``M_width``, ``B_width``, ``t_width``,
-        ``output`` (codes | y | logits), ``out_lo``, ``out_hi``, ``out_width``, ``out_frac_bits``,
-        ``weights`` (codes, int64 array), ``mem`` (file name), ``asq`` (dict of the ASQ unit's
-        constants and widths, or None), plus the layer's shape fields.
-    """
-    layer = bundle.layer(name)
-    act, w, req = layer["act_in"], layer["weight"], layer["requant"]
-    pmin, pmax = layer["product_range"]
-    params = {
-        "name": name, "kind": layer["kind"], "in_shape": layer["in_shape"],
-        "out_shape": layer["out_shape"], "kernel": layer.get("kernel"), "stride": layer.get("stride"),
-        "pad": layer.get("pad"), "act_bits": act["bits"], "act_signed": act["signed"],
-        "weight_kind": w["kind"], "weight_bits": w["bits"],
-        "post_frac_bits": bundle.manifest["post_frac_bits"],
-        "post_table": arith.post_table(act["bits"], bundle.manifest["post_frac_bits"]).tolist()
-        if w["kind"] == "post" else None,
-        "fan_in": layer["fan_in"], "product_range": [pmin, pmax],
-        "product_width": arith.signed_width(pmin, pmax), "acc_width": layer["acc_width"],
-        "weights": bundle.weights[name], "mem": w["mem"],
-    }
-    params.update({k: req[k] for k in ("M", "B", "S", "G", "M_width", "B_width", "t_width", "output",
-                                       "out_width")})
-    params.update(out_lo=req["lo"], out_hi=req["hi"], out_frac_bits=req["frac_bits"])
-    params["asq"] = dict(act["asq"]) if act["quant"] == "asq" else None
-    return params

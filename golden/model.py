@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from asqhw.errors import UserError
-from golden import arith
-from golden.bundle import Bundle, asq_constants, read_bundle
+from golden import arith, formats
+from golden.bundle import Bundle, Layer, read_bundle
 
 
 def load_bundle(path, vectors: bool = True) -> Bundle:
@@ -22,12 +22,12 @@ def load_bundle(path, vectors: bool = True) -> Bundle:
 def pixels_to_codes(bundle: Bundle, pixels) -> np.ndarray:
     """Map input pixels (integers ``0 .. pixel_max``) to conv1's signed codes via ``input.lut``."""
     pixels = np.asarray(pixels)
+    top = bundle.manifest.input.pixel_max
     if pixels.dtype.kind not in "iu":
-        raise UserError(f"input pixels must be integers 0..{bundle.manifest['input']['pixel_max']}")
-    top = bundle.manifest["input"]["pixel_max"]
+        raise UserError(f"input pixels must be integers 0..{top}")
     if pixels.size and (pixels.min() < 0 or pixels.max() > top):
         raise UserError(f"input pixel outside 0..{top}")
-    return np.asarray(bundle.manifest["input"]["lut"], dtype=np.int64)[pixels]
+    return np.asarray(bundle.manifest.input.lut, dtype=np.int64)[pixels]
 
 
 def im2col(x: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
@@ -43,53 +43,68 @@ def im2col(x: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
     return cols.reshape(n, c * kernel * kernel, ho * wo)
 
 
-def layer_columns(codes_in: np.ndarray, layer: dict) -> np.ndarray:
+def layer_columns(codes_in: np.ndarray, layer: Layer) -> np.ndarray:
     """A layer's input codes as int64 ``(N, fan_in, positions)``: conv patches, or ``(N, fan_in, 1)`` for fc."""
+    return _columns(codes_in, layer.kernel, layer.stride, layer.pad)
+
+
+def _columns(codes_in: np.ndarray, kernel, stride, pad) -> np.ndarray:
     codes_in = codes_in.astype(np.int64, copy=False)
-    if layer["kind"] == "conv":
-        return im2col(codes_in, layer["kernel"], layer["stride"], layer["pad"])
+    if kernel is not None:
+        return im2col(codes_in, kernel, stride, pad)
     return codes_in.reshape(codes_in.shape[0], -1, 1)
 
 
-def _weight_terms(codes: np.ndarray, kind: str, bits: int, frac_bits: int):
+def weight_terms(codes: np.ndarray, kind: str, bits: int, frac_bits: int):
     """Split weights into ``[(coefficient matrix, uses_table)]`` so ``acc`` is a sum of matmuls.
 
     Exact rewriting of the sum of :func:`golden.arith.product` over the fan-in: an int product is
     ``a * w``; a POT product is ``a * (+-2^e)``; a POST product is ``a * (+-2^(e/2 + F))`` for even
-    ``e`` plus ``T[a] * (+-2^((e-1)/2))`` for odd ``e`` (the two-accumulator form of DESIGN 2.2).
+    ``e`` plus ``T[a] * (+-2^((e-1)/2))`` for odd ``e`` (the two-accumulator form of
+    docs/arithmetic.md 2.2).
     """
-    if kind == "int":
+    if kind == formats.INT:
         return [(codes, False)]
     neg, m = arith.decode_signmag(codes, bits)
     sign = 1 - 2 * neg
     e = np.maximum(m - 1, 0)
-    if kind == "pot":
+    if kind == formats.POT:
         return [(np.where(m == 0, 0, sign << e), False)]
     even = np.where((m > 0) & (e % 2 == 0), sign << (e // 2 + frac_bits), 0)
     odd = np.where((m > 0) & (e % 2 == 1), sign << ((e - 1) // 2), 0)
     return [(even, False), (odd, True)]
 
 
-def accumulate(codes_in: np.ndarray, layer: dict, weights: np.ndarray, frac_bits: int) -> np.ndarray:
+def accumulate(codes_in: np.ndarray, layer: Layer, weights: np.ndarray, frac_bits: int) -> np.ndarray:
     """The layer's integer accumulators: ``(N, C_out, Ho, Wo)`` for conv, ``(N, C_out)`` for fc."""
-    w = layer["weight"]
-    cols = layer_columns(codes_in, layer)
-    table = arith.post_table(layer["act_in"]["bits"], frac_bits) if w["kind"] == "post" else None
+    acc = accumulate_codes(codes_in, weights, layer.weight.kind, layer.weight.bits, layer.act_in.bits,
+                           frac_bits, kernel=layer.kernel, stride=layer.stride, pad=layer.pad)
+    return acc.reshape((acc.shape[0],) + tuple(layer.out_shape))
+
+
+def accumulate_codes(codes_in: np.ndarray, weights: np.ndarray, kind: str, bits: int, act_bits: int,
+                     frac_bits: int, *, kernel=None, stride=1, pad=0) -> np.ndarray:
+    """Accumulators of ``weights`` over ``codes_in``, a layer given by its parameters.
+
+    ``kernel`` None: an fc layer (result ``(N, C_out, 1)``); else a conv layer (result
+    ``(N, C_out, Ho*Wo)``). ``act_bits`` sizes the POST table.
+    """
+    cols = _columns(codes_in, kernel, stride, pad)
+    table = arith.post_table(act_bits, frac_bits) if kind == formats.POST else None
     acc = np.zeros((cols.shape[0], weights.shape[0], cols.shape[2]), dtype=np.int64)
-    for coeff, uses_table in _weight_terms(weights.reshape(weights.shape[0], -1), w["kind"], w["bits"],
-                                           frac_bits):
+    for coeff, uses_table in weight_terms(weights.reshape(weights.shape[0], -1), kind, bits, frac_bits):
         acc += np.matmul(coeff.astype(np.int64), table[cols] if uses_table else cols)
-    return acc.reshape((cols.shape[0],) + tuple(layer["out_shape"]))
+    return acc
 
 
-def requant_layer(acc: np.ndarray, layer: dict, beta) -> np.ndarray:
+def requant_layer(acc: np.ndarray, layer: Layer, beta) -> np.ndarray:
     """Requantize a layer's accumulators (``beta`` = its input's ASQ beta codes, or None)."""
-    req = layer["requant"]
+    req = layer.requant
     chan = (-1,) + (1,) * (acc.ndim - 2)
     g = 1 if beta is None else np.asarray(beta, dtype=np.int64).reshape((-1,) + (1,) * (acc.ndim - 1))
-    return arith.requantize(acc, np.asarray(req["M"], dtype=np.int64).reshape(chan),
-                            np.asarray(req["B"], dtype=np.int64).reshape(chan), req["S"],
-                            g=g, G=req["G"], lo=req["lo"], hi=req["hi"])
+    return arith.requantize(acc, np.asarray(req.M, dtype=np.int64).reshape(chan),
+                            np.asarray(req.B, dtype=np.int64).reshape(chan), req.S,
+                            g=g, G=req.G, lo=req.lo, hi=req.hi)
 
 
 def run(bundle: Bundle, input_codes) -> dict:
@@ -113,33 +128,33 @@ def run(bundle: Bundle, input_codes) -> dict:
     x = np.asarray(input_codes)
     if x.dtype.kind not in "iu":
         raise UserError(f"input codes must be integers, got dtype {x.dtype}")
-    if list(x.shape[1:]) != list(man["input"]["shape"]):
+    if list(x.shape[1:]) != list(man.input.shape):
         raise UserError(f"input codes have shape {list(x.shape[1:])}, the bundle expects "
-                        f"{man['input']['shape']}")
+                        f"{list(man.input.shape)}")
     x = x.astype(np.int64)
     out: dict = {}
     beta = None
-    layers = man["layers"]
+    layers = man.layers
     for i, layer in enumerate(layers):
-        name = layer["name"]
-        if layer["kind"] == "fc":
+        name = layer.name
+        if not layer.is_conv:
             x = x.reshape(x.shape[0], -1)
         out[f"{name}.in"] = x
-        acc = accumulate(x, layer, bundle.weights[name], man["post_frac_bits"])
+        acc = accumulate(x, layer, bundle.weights[name], man.post_frac_bits)
         out[f"{name}.acc"] = acc
         result = requant_layer(acc, layer, beta)
-        if layer["requant"]["output"] == "logits":
+        if layer.requant.output == "logits":
             out["logits"] = result
             out["pred"] = np.argmax(result, axis=1)
             break
         nxt = layers[i + 1]
-        consts = asq_constants(nxt)
+        consts = nxt.act_in.asq_constants()
         if consts is None:
             x, beta = result, None
         else:
             out[f"{name}.y"] = result
             x, beta = arith.asq_unit(result, consts)
-            out[f"{nxt['name']}.beta"] = beta
+            out[f"{nxt.name}.beta"] = beta
     return out
 
 

@@ -27,7 +27,7 @@ its test top-1 from :mod:`quant.train`.
 
 The POST table precision F (``post_frac_bits``) sets the width of every POST product, so of the adder
 trees and accumulators. The POST designs are built at the exporter's default F for their BITS
-(:func:`golden.arith.default_post_frac_bits`); the shared-table design is also measured at every F of
+(:func:`golden.formats.default_post_frac_bits`); the shared-table design is also measured at every F of
 :data:`FRAC_SWEEP` (LUT4 only), beside what each F does to golden's faithfulness to the float model
 (:func:`golden_fidelity`: the shipped checkpoint exported at that F), which is the trade-off the
 default is chosen on.
@@ -44,7 +44,8 @@ from amaranth.lib.wiring import Out
 
 from asqhw.atomic import atomic_write_text
 from asqhw.errors import UserError
-from golden.arith import DEFAULT_POST_FRAC_BITS, sqrt2_fixed
+from golden.arith import sqrt2_fixed
+from golden.formats import DEFAULT_POST_FRAC_BITS
 from hw.boards import FPGA_BOARDS, get_board
 from hw.mac import MacArray
 from hw.mul import MulLane
@@ -77,10 +78,10 @@ CHECKPOINTS = Path("models/checkpoints")
 
 
 def default_frac_bits(bits: int) -> int:
-    """The exporter's F at ``bits`` (:func:`golden.arith.default_post_frac_bits`): the arrays' default."""
-    from golden import arith
+    """The exporter's F at ``bits`` (:func:`golden.formats.default_post_frac_bits`): the arrays' default."""
+    from golden import formats
 
-    return arith.default_post_frac_bits(bits)
+    return formats.default_post_frac_bits(bits)
 
 
 def acc_width_for(array_kind: str, bits: int, frac_bits: int | None = None) -> int:
@@ -388,13 +389,13 @@ def golden_fidelity(bits: int, frac_bits: int, checkpoints=CHECKPOINTS) -> dict 
     path = Path(checkpoints) / f"digits-b{bits}.pt"
     if not path.exists():
         return None
-    from golden.export import build_bundle
     from quant.checkpoint import load_checkpoint
+    from quant.export.build import build_bundle
 
     model, meta = load_checkpoint(path)
     if "post" not in str(meta.get("scheme")):
         return None
-    acc = build_bundle(model, dict(meta), progress=False, post_frac_bits=frac_bits).manifest["accuracy"]
+    acc = build_bundle(model, dict(meta), progress=False, post_frac_bits=frac_bits).manifest.accuracy
     bounds = [r["requant_max_bound"] for r in acc["teacher_forced"] if r["requant_output"] == "codes"]
     return {"flips": int(acc["flips"]), "golden_top1": 100.0 * float(acc["golden"]),
             "code_bound": max(bounds, default=0.0)}

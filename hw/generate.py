@@ -13,6 +13,7 @@ from pathlib import Path
 from asqhw.atomic import atomic_dir
 from asqhw.errors import UserError
 from golden.bundle import Bundle
+from golden.formats import OUT_LAST_BIT, OUT_WIDTH
 from hw.plan import DEFAULT_PE, DEFAULT_SIMD, check_acc_width, make_plan
 from hw.top import AsqAccel
 
@@ -60,7 +61,7 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
     text = verilog_text(top)
     params = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
               "post_frac_bits": plan.frac_bits}
-    manifest = dict(bundle.manifest)
+    manifest = bundle.manifest.to_dict()
     manifest["generator"] = {
         **params, "cycles_per_inference": cycles,
         "source_bundle": str(bundle.path) if bundle.path else None,
@@ -78,7 +79,7 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
 def port_summary(top: AsqAccel) -> dict:
     """Verilog port widths of the top (documented in docs/hardware.md)."""
     return {"i__payload": top.i.payload.shape().width, "o__payload": top.o.payload.shape().size,
-            "cycles": 32, "o__payload.value": [0, 32], "o__payload.last": 32}
+            "cycles": 32, "o__payload.value": [0, OUT_WIDTH], "o__payload.last": OUT_LAST_BIT}
 
 
 UNITS = ("mul_lane", "mac_array", "wide_array", "requant", "asq_unit")

@@ -23,12 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from asqhw.errors import UserError
-from golden.arith import raw_to_int
+from golden.formats import OUT_BEAT_BYTES, decode_out_beat
 
-#: Bytes per output beat of asq_accel's ``{value: signed(32), last: 1}`` payload.
-ACCEL_OUT_BYTES = 5
-#: Where the ``last`` flag sits in a beat, and the value's width.
-VALUE_BITS = 32
+#: Bytes per output beat of asq_accel's ``{value: signed(OUT_WIDTH), last: 1}`` payload.
+ACCEL_OUT_BYTES = OUT_BEAT_BYTES
 
 
 @dataclass
@@ -51,8 +49,7 @@ def encode_codes(codes) -> bytes:
 
 def decode_beat(raw: bytes) -> tuple[int, bool]:
     """One output beat -> (signed value, last)."""
-    word = int.from_bytes(raw, "little")
-    return raw_to_int(word & ((1 << VALUE_BITS) - 1), VALUE_BITS), bool((word >> VALUE_BITS) & 1)
+    return decode_out_beat(int.from_bytes(raw, "little"))
 
 
 def classify(port, codes, *, max_beats: int = 1024) -> Result:

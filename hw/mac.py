@@ -20,7 +20,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.arith import DEFAULT_POST_FRAC_BITS
+from golden.formats import DEFAULT_POST_FRAC_BITS
 from hw.mul import MulLane
 
 

@@ -23,10 +23,11 @@ from amaranth.hdl import Module, Mux, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.arith import DEFAULT_POST_FRAC_BITS
+from golden.formats import DEFAULT_POST_FRAC_BITS, WEIGHT_KINDS
 from hw.limits import MAX_BITS, check_mul_bits
 
-MUL_KINDS = ("post", "pot", "int")
+#: Multiplier kinds: one per weight kind.
+MUL_KINDS = WEIGHT_KINDS
 
 
 def post_table(bits: int, frac_bits: int) -> list[int]:

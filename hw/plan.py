@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from asqhw.errors import UserError
 from golden import arith
-from golden.bundle import asq_constants
-from hw.limits import MAX_BITS, MAX_MUL_BITS, MIN_BITS
+from golden.formats import INT, WidthError, check_bits
+from golden.formats import MAX_WEIGHT_BITS as MAX_MUL_BITS
 from hw.mul import MUL_KINDS
 
 #: Default generator parameters (docs/hardware.md, "Defaults": fits an iCE40 UP5K).
@@ -56,7 +56,7 @@ class LayerPlan:
     w_bits: int
     weights: object  # int64 array (c_out, c_in, k, k): signed for int, raw codes for pot/post
     acc_width: int
-    requant: dict
+    requant: dict  # the layer's golden.bundle.Requant as a dict (Requant.to_dict())
     output: str  # "codes" | "y" | "logits"
     asq_in: object = None  # golden.arith.AsqConstants of this layer's input, or None
     pe: int = 1
@@ -95,7 +95,7 @@ class NetPlan:
     simd: int
     frac_bits: int
     layers: list = field(default_factory=list)
-    manifest: dict = field(default_factory=dict)
+    manifest: object = None  # the bundle's golden.bundle.Manifest
 
     def engine_layers(self, engine):
         return [layer for layer in self.layers if layer.engine == engine]
@@ -116,13 +116,11 @@ def _is_pow2(n: int) -> bool:
 
 def check_params(bits, pe, simd, mul) -> None:
     """Refuse generator parameters that no bundle could satisfy."""
-    if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise UserError(f"BITS={bits} is outside {MIN_BITS}-{MAX_BITS}; pick BITS between "
-                        f"{MIN_BITS} and {MAX_BITS}")
+    check_bits(bits, "BITS=")
     if mul is not None and mul not in MUL_KINDS:
         raise UserError(f"MUL={mul!r} is unknown; use one of {', '.join(MUL_KINDS)}")
     if mul is not None and bits > MAX_MUL_BITS[mul]:
-        raise UserError(f"MUL={mul} is offered up to {MAX_MUL_BITS[mul]} bits, not BITS={bits} "
+        raise WidthError(f"MUL={mul} is offered up to {MAX_MUL_BITS[mul]} bits, not BITS={bits} "
                         f"(its shifts grow as 2^(BITS-1)); use MUL=int")
     for name, value in (("PE", pe), ("SIMD", simd)):
         if not isinstance(value, int) or not _is_pow2(value):
@@ -148,7 +146,7 @@ def make_plan(bundle, *, bits=None, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None) 
         Main engine multiplier (None: the one the bundle's middle layers were trained for).
     """
     man = bundle.manifest
-    bundle_bits = man["bits"]
+    bundle_bits = man.bits
     where = f"bundle {bundle.path}" if bundle.path else "bundle"
     check_params(bundle_bits if bits is None else bits, pe, simd, mul)
     if bits is not None and bits != bundle_bits:
@@ -156,9 +154,9 @@ def make_plan(bundle, *, bits=None, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None) 
                         f"BITS={bundle_bits} or MODEL=models/digits-b{bits}")
     bits = bundle_bits
     # The first and last layers are the 8-bit ones (DESIGN 1.1): always on the wide engine.
-    middle = [la for la in man["layers"][1:-1] if la["weight"]["bits"] == bits
-              and not la["act_in"]["signed"] and la["act_in"]["bits"] == bits]
-    kinds = sorted({la["weight"]["kind"] for la in middle})
+    middle = [la for la in man.layers[1:-1] if la.weight.bits == bits
+              and not la.act_in.signed and la.act_in.bits == bits]
+    kinds = sorted({la.weight.kind for la in middle})
     if len(kinds) > 1:
         raise UserError(f"{where} mixes weight formats {kinds} at {bits} bits; one MUL per design")
     trained = kinds[0] if kinds else "int"
@@ -168,8 +166,8 @@ def make_plan(bundle, *, bits=None, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None) 
     if kinds and mul != trained:
         raise UserError(f"MUL={mul} but the {bits}-bit layers of {where} have {trained} weights; "
                         f"use MUL={trained} or a bundle trained with the {mul} scheme")
-    plan = NetPlan(bits=bits, mul=mul, pe=pe, simd=simd, frac_bits=man["post_frac_bits"], manifest=man)
-    layers = man["layers"]
+    plan = NetPlan(bits=bits, mul=mul, pe=pe, simd=simd, frac_bits=man.post_frac_bits, manifest=man)
+    layers = man.layers
     for i, la in enumerate(layers):
         plan.layers.append(_layer_plan(bundle, i, la, layers, middle, pe, simd))
     if plan.layers[0].asq_in is not None:
@@ -179,15 +177,15 @@ def make_plan(bundle, *, bits=None, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None) 
 
 
 def _layer_plan(bundle, i, la, layers, middle, pe, simd):
-    name = la["name"]
-    c_in, h_in, w_in = _shape3(la["in_shape"])
-    c_out, h_out, w_out = _shape3(la["out_shape"])
-    conv = la["kind"] == "conv"
+    name = la.name
+    c_in, h_in, w_in = _shape3(la.in_shape)
+    c_out, h_out, w_out = _shape3(la.out_shape)
+    conv = la.is_conv
     engine = "main" if la in middle else "wide"
-    act, w, req = la["act_in"], la["weight"], la["requant"]
+    act, w, req = la.act_in, la.weight, la.requant
     if engine == "wide":
-        if w["kind"] != "int" or w["bits"] > WIDE_W_BITS or act["bits"] > 8:
-            raise UserError(f"layer {name}: {w['kind']} {w['bits']}-bit weights with {act['bits']}-bit "
+        if w.kind != INT or w.bits > WIDE_W_BITS or act.bits > 8:
+            raise UserError(f"layer {name}: {w.kind} {w.bits}-bit weights with {act.bits}-bit "
                             "inputs fit neither the main nor the 8-bit engine")
         lane_simd = 1
     else:
@@ -200,16 +198,16 @@ def _layer_plan(bundle, i, la, layers, middle, pe, simd):
                             "pick a SIMD that divides every middle layer's input channels")
     weights = bundle.weights[name]
     weights = weights.reshape(weights.shape + (1, 1)) if not conv else weights
-    output = req["output"]
+    output = req.output
     if output == "logits" and i != len(layers) - 1:
         raise UserError(f"layer {name} yields logits but is not the last layer")
     return LayerPlan(
-        index=i, name=name, kind=la["kind"], engine=engine, c_in=c_in, h_in=h_in if conv else 1,
+        index=i, name=name, kind=la.kind, engine=engine, c_in=c_in, h_in=h_in if conv else 1,
         w_in=w_in if conv else 1, c_out=c_out, h_out=h_out if conv else 1, w_out=w_out if conv else 1,
-        kernel=la["kernel"] if conv else 1, stride=la["stride"] if conv else 1,
-        pad=la["pad"] if conv else 0, act_bits=act["bits"], act_signed=bool(act["signed"]),
-        w_kind=w["kind"], w_bits=w["bits"], weights=weights, acc_width=la["acc_width"],
-        requant=req, output=output, asq_in=asq_constants(la), pe=pe, simd=lane_simd,
+        kernel=la.kernel if conv else 1, stride=la.stride if conv else 1,
+        pad=la.pad if conv else 0, act_bits=act.bits, act_signed=act.signed,
+        w_kind=w.kind, w_bits=w.bits, weights=weights, acc_width=la.acc_width,
+        requant=req.to_dict(), output=output, asq_in=act.asq_constants(), pe=pe, simd=lane_simd,
     )
 
 

@@ -152,7 +152,7 @@ def frac_text(rows: list[Row]) -> str:
         "what `tests/test_golden_models.py` asserts); the flips, golden top-1 and E below are those of the "
         "shipped checkpoint `models/checkpoints/digits-b<BITS>.pt` exported at that F "
         "(`asqhw export ... --post-frac-bits F`). POST / POT divides by the POT row of the table above. "
-        f"The exporter's default ({defaults}; `golden.arith.default_post_frac_bits`) is the smallest F "
+        f"The exporter's default ({defaults}; `golden.formats.default_post_frac_bits`) is the smallest F "
         "with E < 1 at both shipped POST widths; the main table above is measured at it. The trade-off: "
         "each further bit of F buys a smaller E (a wider margin to one code, and fewer free-running code "
         "moves, docs/arithmetic.md 2.2) and costs LUT4 on every MAC; below the default, E >= 1 and a "

@@ -407,7 +407,7 @@ def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, m
     top = build_top(bundle, pe=pe or DEFAULT_PE, simd=simd or DEFAULT_SIMD, mul=mul)
     plan = top.plan
     design = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
-              "scheme": bundle.manifest.get("scheme"), "bundle": str(getattr(bundle, "path", "") or "")}
+              "scheme": bundle.manifest.scheme, "bundle": str(getattr(bundle, "path", "") or "")}
     estimate = estimate_accelerator(plan, spec.name)
     if on_estimate is not None:
         on_estimate(estimate)

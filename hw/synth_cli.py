@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from asqhw.errors import UserError
+from golden.formats import WEIGHT_KINDS
 
 BUILD = Path("build")
 
@@ -21,7 +22,7 @@ def _design_args(parser, bits_required=True):
     parser.add_argument("--model", type=Path, help="bundle folder (default: models/digits-b<BITS>)")
     parser.add_argument("--pe", type=int, help="output channels per cycle (default: the generator's)")
     parser.add_argument("--simd", type=int, help="input channels per cycle (default: the generator's)")
-    parser.add_argument("--mul", choices=("post", "pot", "int"), help="multiplier (default: the bundle's)")
+    parser.add_argument("--mul", choices=WEIGHT_KINDS, help="multiplier (default: the bundle's)")
 
 
 # ------------------------------------------------------------------------------------------------ synth

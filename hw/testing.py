@@ -10,11 +10,14 @@ reference the hardware is compared with.
 
 import numpy as np
 
-from golden import arith
-from golden.bundle import Bundle, validate_manifest
-from golden.model import accumulate
+from golden import arith, formats
+from golden.bundle import Bundle, parse_manifest
+from golden.formats import BETA_BITS, BETA_MIN_SHIFT, RECIP_BITS, Y_BITS
+from golden.formats import BETA_FRAC as G
+from golden.model import accumulate_codes
 
-Y_BITS, G, BETA_BITS, FY = 16, 10, 14, 8
+#: Fractional bits of ``y`` in the random bundles (the exporter picks one per layer).
+FY = 8
 
 
 def _requant(acc, *, output, qmax=None, g_on=False, rng):
@@ -50,7 +53,8 @@ def _asq(y, qmax, rng):
     """Calibrated adapter constants for the map ``y`` (N, C, H, W) with FY fractional bits."""
     n, c = y.shape[:2]
     z = y.reshape(n, c, -1).sum(axis=2).astype(np.float64)
-    entry = {"G": G, "beta_min": 1 << (G - 4), "beta_max": (1 << BETA_BITS) - 1, "FY": FY, "qmax": qmax}
+    entry = {"G": G, "beta_min": 1 << (G - BETA_MIN_SHIFT), "beta_max": (1 << BETA_BITS) - 1, "FY": FY,
+             "qmax": qmax}
     if c >= 8:
         hidden = c // 4
         W1 = rng.integers(-2047, 2048, (hidden, c))
@@ -71,7 +75,7 @@ def _asq(y, qmax, rng):
     step = np.percentile(y, 95) / 2.0 ** FY / qmax
     FS = int(np.floor(np.log2(4095 / step)))
     s_code = int(np.floor(step * 2.0 ** FS + 0.5))
-    R = (s_code << G).bit_length() + 16
+    R = (s_code << G).bit_length() + RECIP_BITS
     entry.update(W2=W2.tolist(), b2=b2, S2=S2, s_code=s_code, FS=FS, R=R, code_shift=FY + R - FS - G)
     return entry
 
@@ -84,7 +88,7 @@ def random_bundle(bits: int = 3, kind: str = "post", scheme_asq: bool = True, se
     ----------
     bits : int
         BITS of conv2 and conv3 (weights and input codes).
-    kind : {"post", "pot", "int"}
+    kind : one of :data:`golden.formats.WEIGHT_KINDS`
         Weight format of conv2 and conv3.
     scheme_asq : bool
         conv2 and conv3 inputs ASQ (True) or LSQ (False).
@@ -92,14 +96,14 @@ def random_bundle(bits: int = 3, kind: str = "post", scheme_asq: bool = True, se
     n_calib : int
         Random images the constants are calibrated on.
     """
-    arith.check_weight_format(kind, bits)
+    formats.check_weight_format(kind, bits)
     rng = np.random.default_rng(seed)
-    frac = arith.DEFAULT_POST_FRAC_BITS
+    frac = formats.DEFAULT_POST_FRAC_BITS
     shapes = [("conv1", [1, 8, 8], [16, 8, 8], 1), ("conv2", [16, 8, 8], [16, 4, 4], 2),
               ("conv3", [16, 4, 4], [32, 2, 2], 2), ("fc", [128], [10], None)]
     lut = [int(v) for v in np.round(np.linspace(-127, 127, 17))]
     man = {"format_version": 1, "model": "digits", "scheme": ("asq" if scheme_asq else "lsq")
-           + ("+" + kind if kind != "int" else ""), "bits": bits, "post_frac_bits": frac,
+           + ("+" + kind if kind != formats.INT else ""), "bits": bits, "post_frac_bits": frac,
            "input": {"shape": [1, 8, 8], "pixel_max": 16, "bits": 8, "signed": True, "step": 1 / 127,
                      "lut": lut},
            "layers": [], "accuracy": {}}
@@ -108,10 +112,10 @@ def random_bundle(bits: int = 3, kind: str = "post", scheme_asq: bool = True, se
     asq_entry, beta_in = None, None  # the ASQ unit in front of the layer being built, its betas
     for i, (name, ishape, oshape, stride) in enumerate(shapes):
         middle = name in ("conv2", "conv3")
-        wkind, wbits = (kind, bits) if middle else ("int", 8)
+        wkind, wbits = (kind, bits) if middle else (formats.INT, 8)
         act_bits, signed = (bits if middle else 8), name == "conv1"
         wshape = [oshape[0], ishape[0]] + ([3, 3] if stride else [])
-        if wkind == "int":
+        if wkind == formats.INT:
             w = np.clip(np.round(rng.normal(0, 0.35, wshape) * (1 << (wbits - 1))),
                         -(1 << (wbits - 1)), (1 << (wbits - 1)) - 1).astype(np.int64)
         else:
@@ -133,7 +137,9 @@ def random_bundle(bits: int = 3, kind: str = "post", scheme_asq: bool = True, se
         man["layers"].append(entry)
         if entry["kind"] == "fc":
             x = x.reshape(x.shape[0], -1)
-        acc = accumulate(x, entry, w, frac)
+        acc = accumulate_codes(x, w, wkind, wbits, act_bits, frac, kernel=entry.get("kernel"),
+                               stride=entry.get("stride"), pad=entry.get("pad"))
+        acc = acc.reshape((acc.shape[0],) + tuple(oshape))
         last = i == len(shapes) - 1
         next_asq = not last and scheme_asq and shapes[i + 1][0] in ("conv2", "conv3")
         next_qmax = None if last else (255 if shapes[i + 1][0] == "fc" else (1 << bits) - 1)
@@ -153,8 +159,7 @@ def random_bundle(bits: int = 3, kind: str = "post", scheme_asq: bool = True, se
             x, beta_in = arith.asq_unit(out, _constants(asq_entry))
         else:
             x, asq_entry, beta_in = out, None, None
-    validate_manifest(man, "random bundle")
-    return Bundle(manifest=man, weights=weights)
+    return Bundle(manifest=parse_manifest(man, "random bundle"), weights=weights)
 
 
 def _constants(asq):
@@ -178,3 +183,36 @@ def random_images(rng, n, lut):
                 yy, xx = int(round(y0 + (y1 - y0) * t)), int(round(x0 + (x1 - x0) * t))
                 pixels[k, 0, yy, xx] = min(16, pixels[k, 0, yy, xx] + rng.integers(6, 17))
     return np.asarray(lut, dtype=np.int64)[pixels]
+
+
+def layer_hw_params(bundle: Bundle, name: str) -> dict:
+    """Everything the RTL of layer ``name`` needs: widths, constants, the POST table.
+
+    Returns
+    -------
+    dict
+        ``act_bits``, ``act_signed``, ``weight_kind``, ``weight_bits``, ``post_frac_bits``,
+        ``post_table`` (list, POST only), ``fan_in``, ``product_range``, ``product_width``,
+        ``acc_width``, ``M``, ``B``, ``S``, ``G``, ``M_width``, ``B_width``, ``t_width``,
+        ``output`` (codes | y | logits), ``out_lo``, ``out_hi``, ``out_width``, ``out_frac_bits``,
+        ``weights`` (codes, int64 array), ``mem`` (file name), ``asq`` (the ASQ unit's
+        :class:`golden.bundle.AsqParams`, or None), plus the layer's shape fields.
+    """
+    layer = bundle.layer(name)
+    act, w, req = layer.act_in, layer.weight, layer.requant
+    frac_bits = bundle.manifest.post_frac_bits
+    pmin, pmax = layer.product_range
+    params = {
+        "name": name, "kind": layer.kind, "in_shape": list(layer.in_shape),
+        "out_shape": list(layer.out_shape), "kernel": layer.kernel, "stride": layer.stride,
+        "pad": layer.pad, "act_bits": act.bits, "act_signed": act.signed,
+        "weight_kind": w.kind, "weight_bits": w.bits, "post_frac_bits": frac_bits,
+        "post_table": arith.post_table(act.bits, frac_bits).tolist() if w.kind == formats.POST else None,
+        "fan_in": layer.fan_in, "product_range": [pmin, pmax],
+        "product_width": arith.signed_width(pmin, pmax), "acc_width": layer.acc_width,
+        "weights": bundle.weights[name], "mem": w.mem,
+    }
+    params.update({k: v for k, v in req.to_dict().items() if k not in ("lo", "hi", "frac_bits")})
+    params.update(out_lo=req.lo, out_hi=req.hi, out_frac_bits=req.frac_bits)
+    params["asq"] = act.asq
+    return params

@@ -1,10 +1,11 @@
-"""``asqhw train``, ``asqhw eval`` and ``asqhw overhead``."""
+"""``asqhw train``, ``asqhw eval`` (with ``--golden BUNDLE``) and ``asqhw overhead``."""
 
 import argparse
 import json
 from pathlib import Path
 
 from asqhw.errors import UserError
+from golden.formats import INT_BITS, range_text
 from quant.schemes import FLOAT_SCHEME, SCHEMES, paper_scheme
 
 DEFAULT_OUT_ROOT = Path("build/train")
@@ -26,7 +27,9 @@ def register(subparsers) -> None:
     add_train_arguments(train)
     train.set_defaults(handler=run_train)
 
-    evaluate = subparsers.add_parser("eval", help="top-1/top-5 accuracy of a checkpoint on its test split")
+    evaluate = subparsers.add_parser(
+        "eval", help="top-1/top-5 accuracy of a checkpoint on its test split (--golden: of a bundle's "
+        "integer model too)")
     add_eval_arguments(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
@@ -44,7 +47,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="digits-bB: the shipped digits model at B bits (sets --model, --scheme, --bits)")
     parser.add_argument("--model", help="digits, resnet20, resnet18, resnet34 or mobilenet_v2 (default digits)")
     parser.add_argument("--scheme", help=f"{FLOAT_SCHEME}, {', '.join(SCHEMES)} (default: the paper's for --bits)")
-    parser.add_argument("--bits", type=int, help="bit width of the middle layers, 2-8 (first/last are 8)")
+    parser.add_argument("--bits", type=int,
+                        help=f"bit width of the middle layers, {range_text(INT_BITS)} (first/last are 8)")
     parser.add_argument("--out", type=Path,
                         help="output folder (default build/train/PRESET or build/train/MODEL-SCHEME-bBITS)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the data set's recipe)")
@@ -72,10 +76,11 @@ def _train_config(args):
     model = model or "digits"
     if scheme is None:
         if bits is None:
-            raise UserError("give --bits B (2-8) and optionally --scheme, or --scheme fp for a float model")
+            raise UserError(f"give --bits B ({range_text(INT_BITS)}) and optionally --scheme, or --scheme fp "
+                            "for a float model")
         scheme = paper_scheme(bits)
     if scheme != FLOAT_SCHEME and bits is None:
-        raise UserError(f"--scheme {scheme} needs --bits B (2-8)")
+        raise UserError(f"--scheme {scheme} needs --bits B ({range_text(INT_BITS)})")
     if args.out is not None:
         out = args.out
     elif args.preset:
@@ -100,7 +105,7 @@ def run_train(args) -> int:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``asqhw eval`` (other packages may add theirs to the same parser)."""
+    """Arguments of ``asqhw eval``."""
     parser.add_argument("checkpoint", type=Path, nargs="?",
                         help="checkpoint written by asqhw train (optional with --golden BUNDLE)")
     parser.add_argument("--data", help="data folder (CIFAR-10 / ImageNet; digits ships with scikit-learn)")
@@ -108,6 +113,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=4, help="data-loading processes (ImageNet)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--golden", type=Path, metavar="BUNDLE",
+                        help="also evaluate the golden integer model of BUNDLE on its network's test split, "
+                        "beside the float model, with a per-layer error table")
 
 
 def float_eval(args) -> dict:
@@ -136,6 +144,10 @@ def print_eval(result: dict, as_json: bool) -> None:
 
 
 def run_eval(args) -> int:
+    if args.golden is not None:
+        from quant.export.cli import run_golden_eval
+
+        return run_golden_eval(args)
     if args.checkpoint is None:
         raise UserError("asqhw eval needs a CHECKPOINT (or --golden BUNDLE to evaluate a model bundle)")
     print_eval(float_eval(args), args.json)

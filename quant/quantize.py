@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from asqhw.errors import UserError
+from golden.formats import INT
 from quant.layers import QConv2d, QLinear
 from quant.quantizers import ASQActivation, LSQActivation, LSQWeight, PowerWeight, check_bits
 from quant.schemes import FLOAT_SCHEME, SCHEMES
@@ -34,7 +35,7 @@ def _make_activation_quantizer(kind: str, bits: int, signed: bool, channels: int
 
 
 def _make_weight_quantizer(kind: str, bits: int, weight: torch.Tensor) -> nn.Module:
-    quantizer = LSQWeight(bits, weight.shape[0]) if kind == "lsq" else PowerWeight(bits, weight.shape[0], kind)
+    quantizer = LSQWeight(bits, weight.shape[0]) if kind == INT else PowerWeight(bits, weight.shape[0], kind)
     quantizer.to(weight.device)
     quantizer.initialize(weight)
     return quantizer
@@ -76,7 +77,7 @@ def quantize_model(model: nn.Module, scheme: str, bits: int) -> nn.Module:
         first, last = index == 0, index == len(layers) - 1
         if first or last:
             act = LSQActivation(EDGE_BITS, signed=first or name in signed_inputs)
-            weight = _make_weight_quantizer("lsq", EDGE_BITS, layer.weight)
+            weight = _make_weight_quantizer(INT, EDGE_BITS, layer.weight)
         else:
             channels = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
             act = _make_activation_quantizer(act_kind, bits, name in signed_inputs, channels)

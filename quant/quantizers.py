@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from asqhw.errors import UserError
+from golden import formats
+from golden.arith import post_k
 from quant.ste import fake_quantize, grad_scale, nearest_level, quantize_codes
 
-MIN_BITS, MAX_BITS = 2, 8
-# Widest POT/POST weights the hardware encoding offers: the exponent range grows as 2^(b-1).
-MAX_CODE_BITS = {"pot": 4, "post": 5}
+MIN_BITS, MAX_BITS = formats.MIN_BITS, formats.MAX_BITS
 # Smallest step / alpha / beta: keeps every division finite (the adapter's 1e-8 is the paper's).
 STEP_EPS = torch.finfo(torch.float32).eps
 BETA_FLOOR = 1e-8
@@ -36,10 +36,9 @@ BETA_INIT_TOLERANCE = 2e-3
 
 
 def check_bits(bits) -> int:
-    """Return ``bits`` as an int if it is a supported width (2..8), else raise ``UserError``."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise UserError(f"bit width {bits!r} is not supported: use an integer from {MIN_BITS} to {MAX_BITS}")
-    return bits
+    """Return ``bits`` if it is an offered width (:data:`golden.formats.INT_BITS`), else raise
+    :class:`golden.formats.WidthError`."""
+    return formats.check_bits(bits, "bit width ")
 
 
 def int_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -64,9 +63,9 @@ def levels(kind: str, bits: int) -> torch.Tensor:
     ``k = 0 .. K`` (DESIGN.md 1.3). 2-bit POST is ternary ``{-1, 0, 1}``.
     """
     bits = check_bits(bits)
-    if kind not in ("pot", "post"):
+    if kind not in formats.POWER_KINDS:
         raise UserError(f"level-set kind {kind!r} is unknown: use 'pot' or 'post'")
-    top = (1 << (bits - 1)) - 2
+    top = post_k(bits)
     mags = torch.tensor([level_magnitude(kind, k) for k in range(top, -1, -1)], dtype=torch.float64)
     return torch.cat([-mags.flip(0), torch.zeros(1, dtype=torch.float64), mags])
 
@@ -234,7 +233,7 @@ class LSQWeight(_LazyInit):
     ``1 / sqrt(Q_P * fan_in)``, fan_in = ``C_in/groups * k * k`` (the elements sharing one step).
     """
 
-    kind = "uniform"
+    kind = formats.INT
 
     def __init__(self, bits: int, out_channels: int):
         super().__init__()
@@ -284,7 +283,7 @@ class PowerWeight(_LazyInit):
         self.bits = check_bits(bits)
         self.kind = kind
         level_set = levels(kind, self.bits).float()
-        self.top_exponent = (1 << (self.bits - 1)) - 2  # K
+        self.top_exponent = post_k(self.bits)  # K
         self.register_buffer("levels", level_set, persistent=False)
         self.register_buffer("midpoints", (level_set[1:] + level_set[:-1]) / 2, persistent=False)
         self.alpha = nn.Parameter(torch.ones(int(out_channels)))
@@ -312,9 +311,9 @@ class PowerWeight(_LazyInit):
     @torch.no_grad()
     def codes(self, weight: torch.Tensor) -> torch.Tensor:
         """Sign-magnitude codes ``sign << (b-1) | m`` as int64 in ``0 .. 2^b - 1``; zero is 0."""
-        limit = MAX_CODE_BITS[self.kind]
-        if self.bits > limit:
-            raise UserError(
+        limit = formats.MAX_WEIGHT_BITS[self.kind]
+        if self.bits not in formats.OFFERED_BITS[self.kind]:
+            raise formats.WidthError(
                 f"{self.kind.upper()} weights at {self.bits} bits have no hardware encoding (shifts up to "
                 f"{self.top_exponent}); use at most {limit} bits, or uniform (LSQ) weights for wider layers"
             )

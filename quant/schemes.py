@@ -1,12 +1,15 @@
 """Scheme names (no torch import, so the command line starts fast)."""
 
-# scheme -> (activation quantizer kind, weight quantizer kind) for the BITS-bit layers.
+from golden.formats import INT, POST, POT
+
+# scheme -> (activation quantizer kind, weight kind) for the BITS-bit layers; the weight kinds are
+# golden.formats' names ("int" is the uniform LSQ weight).
 SCHEMES = {
-    "lsq": ("lsq", "lsq"),
-    "asq": ("asq", "lsq"),
-    "lsq+pot": ("lsq", "pot"),
-    "lsq+post": ("lsq", "post"),
-    "asq+post": ("asq", "post"),
+    "lsq": ("lsq", INT),
+    "asq": ("asq", INT),
+    "lsq+pot": ("lsq", POT),
+    "lsq+post": ("lsq", POST),
+    "asq+post": ("asq", POST),
 }
 # Full precision: the model is left as it is. Accepted wherever a scheme is.
 FLOAT_SCHEME = "fp"

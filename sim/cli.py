@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from asqhw.errors import UserError
+from golden.formats import WEIGHT_KINDS
 
 #: Images simulated with --waves when --images is not given: a VCD of the whole split would take
 #: about 11 GB (30 MB per image on Verilator), an FST about 270 MB.
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
                    help="bundle folder (default: models/digits-b<BITS>)")
     p.add_argument("--pe", type=int, default=None, help="output channels per cycle (generator default)")
     p.add_argument("--simd", type=int, default=None, help="input channels per cycle (generator default)")
-    p.add_argument("--mul", choices=("post", "pot", "int"), default=None,
+    p.add_argument("--mul", choices=WEIGHT_KINDS, default=None,
                    help="main engine multiplier (default: the bundle's)")
     p.add_argument("--images", type=int, default=None,
                    help="simulate the first N images of the split (default: all)")

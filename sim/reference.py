@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from asqhw.errors import UserError
-from golden import arith
+from golden import arith, formats
 
 # ----------------------------------------------------------------------------- units
 
@@ -23,7 +23,7 @@ def lane_products(kind: str, bits: int, a: int, codes, frac_bits: int) -> list[i
     for POT/POST), as the hardware sees them.
     """
     codes = np.asarray(codes, dtype=np.int64)
-    if kind == "int":
+    if kind == formats.INT:
         return [int(v) for v in np.atleast_1d(arith.int_product(a, arith.raw_to_int(codes, bits)))]
     return [int(v) for v in np.atleast_1d(arith.product(a, codes, kind, bits, frac_bits))]
 
@@ -72,7 +72,7 @@ class NetworkReference:
 
         self.bundle = load_bundle(Path(bundle_dir))
         vec = self.bundle.vectors
-        first = f"{self.bundle.layers[0]['name']}.in"  # the first layer's input: the image codes
+        first = f"{self.bundle.layers[0].name}.in"  # the first layer's input: the image codes
         if first not in vec or "logits" not in vec or "labels" not in vec:
             raise UserError(f"{bundle_dir}: vectors.npz lacks {first!r}, 'logits' or 'labels'; "
                             "re-export the bundle with `asqhw export`")
@@ -93,7 +93,7 @@ class NetworkReference:
 
     @property
     def logit_layer(self) -> str:
-        return self.bundle.layers[-1]["name"]
+        return self.bundle.layers[-1].name
 
     def image_codes(self, image: int) -> np.ndarray:
         """Signed input codes of ``image``, shape (C, H, W)."""
@@ -110,13 +110,13 @@ class NetworkReference:
         """
         from golden.model import run
 
-        shape = tuple(self.bundle.manifest["input"]["shape"])
+        shape = tuple(self.bundle.manifest.input.shape)
         codes = np.asarray(codes, dtype=np.int64)
         if codes.size != int(np.prod(shape)):
             raise AssertionError(f"{codes.size} input codes for one image, expected {int(np.prod(shape))}")
         out = run(self.bundle, codes.reshape((1,) + shape))
         return {"logits": [int(v) for v in out["logits"][0]], "pred": int(out["pred"][0]),
-                "inputs": {layer["name"]: out[f"{layer['name']}.in"][0]
+                "inputs": {layer.name: out[f"{layer.name}.in"][0]
                            for layer in self.bundle.layers[1:]}}
 
     def golden_accuracy(self, images=None) -> float:

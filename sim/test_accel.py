@@ -27,9 +27,8 @@ import numpy as np
 import pytest
 from cocotb.triggers import ReadOnly, RisingEdge
 
+from golden.formats import OUT_WIDTH
 from sim.tb import CLOCK_NS
-
-OUT_VALUE_BITS = 32
 
 
 class LayerTaps:
@@ -44,7 +43,7 @@ class LayerTaps:
     def __init__(self, dut, ref):
         self.layers = []
         for layer in ref.bundle.layers[1:]:
-            name, bits = layer["name"], layer["act_in"]["bits"]
+            name, bits = layer.name, layer.act_in.bits
             mem = getattr(dut, f"act_{name}", None)
             if mem is None:
                 raise AssertionError(f"asq_accel has no activation buffer act_{name} for layer {name}")
@@ -97,7 +96,7 @@ async def accelerator_matches_golden(dut):
                             "index c*H*W + y*W + x)")
     taps = LayerTaps(dut, ref) if params.get("check_layers", True) else None
     bar = tqdm(total=len(images), unit="img", disable=not params.get("progress"),
-               desc=f"{params.get('simulator', '')} b{ref.bundle.manifest['bits']}")
+               desc=f"{params.get('simulator', '')} b{ref.bundle.manifest.bits}")
     state = {"beats": [], "done": 0, "cycles": [], "preds": {}, "taken": [], "sent": 0,
              "expected_inputs": []}
     n_codes = ref.inputs[0].size
@@ -118,7 +117,7 @@ async def accelerator_matches_golden(dut):
     def unpack(value):
         if not value.is_resolvable:
             raise AssertionError(f"o__payload has X/Z bits while valid: {value}")
-        return unpack_fields(value.to_unsigned(), [(OUT_VALUE_BITS, True), (1, False)])
+        return unpack_fields(value.to_unsigned(), [(OUT_WIDTH, True), (1, False)])
 
     async def read_cycles():
         # After the class beat's transfer edge has settled, the counter holds this inference's
@@ -169,7 +168,7 @@ async def accelerator_matches_golden(dut):
         "bundle": params["bundle"], "images": len(images), "stall": stall, "seed": params.get("seed"),
         "rtl_accuracy": float(np.mean([state["preds"][i] == labels[i] for i in done])) if done else None,
         "golden_accuracy": ref.golden_accuracy(images),
-        "float_accuracy": ref.bundle.manifest.get("accuracy", {}).get("float"),
+        "float_accuracy": ref.bundle.manifest.accuracy.get("float"),
         "cycles_per_image": float(np.mean(state["cycles"])) if state["cycles"] else None,
         "cycles_min": min(state["cycles"], default=None), "cycles_max": max(state["cycles"], default=None),
         "cycles_model": params.get("cycles_model"),

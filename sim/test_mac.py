@@ -12,7 +12,7 @@ import cocotb
 import pytest
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from golden.arith import DEFAULT_POST_FRAC_BITS
+from golden.formats import DEFAULT_POST_FRAC_BITS
 from sim.runner import SIMULATORS
 from sim.units import MAC_MAX_ITEMS, MAC_PE, MAC_SIMD, UNIT_BITS, mac_acc_width, mac_kind, run_unit_testbench
 

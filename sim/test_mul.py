@@ -9,7 +9,7 @@ low BITS) and each product is compared with :func:`sim.reference.lane_products`,
 import cocotb
 import pytest
 
-from golden.arith import DEFAULT_POST_FRAC_BITS
+from golden.formats import DEFAULT_POST_FRAC_BITS
 from sim.runner import SIMULATORS
 from sim.units import UNIT_BITS, lane_kinds, lane_pe, mac_kind, run_unit_testbench
 

@@ -22,7 +22,8 @@ from amaranth.hdl import Const, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden import arith
+from golden import arith, formats
+from golden.formats import BETA_FRAC, BETA_MAX, Y_MAX
 
 #: BITS the unit testbenches run at (the issue's list).
 UNIT_BITS = (2, 3, 4, 8)
@@ -31,17 +32,12 @@ UNIT_BITS = (2, 3, 4, 8)
 MAC_PE, MAC_SIMD, MAC_MAX_ITEMS = 4, 4, 36
 #: Multiplier lanes are as wide as every weight code at low BITS; 16 lanes at 8 bits (16 steps).
 LANE_PE_MAX = 16
-#: Widths of the requantizer / ASQ unit test configuration (as hw.testing's calibrated bundles).
-Y_MAX = (1 << 16) - 1
-G_BITS, BETA_MAX = 10, (1 << 14) - 1
 TAG_WIDTH = 6
 
 
 def lane_kinds(bits: int) -> list[tuple[str, str, bool]]:
     """``(port prefix, multiplier kind, signed activations)`` of every lane offered at ``bits``."""
-    from hw.limits import MAX_MUL_BITS
-
-    kinds = [(k, k, False) for k in ("post", "pot") if bits <= MAX_MUL_BITS[k]]
+    kinds = [(k, k, False) for k in (formats.POST, formats.POT) if bits in formats.OFFERED_BITS[k]]
     kinds.append(("int", "int", False))
     if bits == 8:
         kinds.append(("ints", "int", True))  # conv1: signed int8 image codes
@@ -54,12 +50,10 @@ def lane_pe(bits: int) -> int:
 
 def mac_kind(bits: int) -> str:
     """The main engine's multiplier at ``bits``: POST where offered (the paper's), else uniform."""
-    from hw.limits import MAX_MUL_BITS
-
-    return "post" if bits <= MAX_MUL_BITS["post"] else "int"
+    return formats.POST if bits in formats.POST_BITS else formats.INT
 
 
-def mac_acc_width(bits: int, frac_bits: int = arith.DEFAULT_POST_FRAC_BITS) -> int:
+def mac_acc_width(bits: int, frac_bits: int = formats.DEFAULT_POST_FRAC_BITS) -> int:
     """Proven accumulator width for MAC_MAX_ITEMS x MAC_SIMD products (golden's rule)."""
     pmin, pmax = arith.product_range(0, (1 << bits) - 1, mac_kind(bits), bits, frac_bits)
     return arith.acc_width(MAC_MAX_ITEMS * MAC_SIMD, pmin, pmax)
@@ -87,18 +81,19 @@ def unit_constants(bits: int, seed: int) -> UnitConstants:
 
     requant = (
         spec(16, G=0, lo=0, hi=qmax, S=24 - (8 - bits)),  # LSQ codes
-        spec(16, G=G_BITS, lo=0, hi=Y_MAX, S=14),  # y for an ASQ unit, from an ASQ input
+        spec(16, G=BETA_FRAC, lo=0, hi=Y_MAX, S=14),  # y for an ASQ unit, from an ASQ input
         spec(10, G=0, lo=None, hi=None, S=12),  # logits
     )
 
     def asq(channels, hidden, pixels, s_code, FS):
-        R = (s_code << G_BITS).bit_length() + 16
+        R = (s_code << BETA_FRAC).bit_length() + formats.RECIP_BITS
         consts = arith.AsqConstants(
             W1=rng.integers(-2047, 2048, (hidden, channels)) if hidden else None,
             b1=rng.integers(-(1 << 18), 1 << 18, hidden) if hidden else None,
             S1=18, W2=rng.integers(-2047, 2048, hidden if hidden else channels),
-            b2=int(rng.integers(1 << 18, 1 << 20)), S2=12, G=G_BITS, beta_min=1 << (G_BITS - 4),
-            beta_max=BETA_MAX, s_code=s_code, FS=FS, R=R, FY=8, qmax=qmax)
+            b2=int(rng.integers(1 << 18, 1 << 20)), S2=12, G=BETA_FRAC,
+            beta_min=1 << (BETA_FRAC - formats.BETA_MIN_SHIFT), beta_max=BETA_MAX, s_code=s_code, FS=FS,
+            R=R, FY=8, qmax=qmax)
         return consts, channels, pixels
 
     return UnitConstants(requant=requant, asq=(asq(16, 4, 16, 1500, 12), asq(4, 0, 4, 700, 10)))
@@ -123,7 +118,7 @@ class UnitBench(wiring.Component):
         if bits not in UNIT_BITS:
             raise ValueError(f"UnitBench bits={bits} not one of {UNIT_BITS}")
         self.bits, self.consts = bits, unit_constants(bits, seed)
-        frac = arith.DEFAULT_POST_FRAC_BITS
+        frac = formats.DEFAULT_POST_FRAC_BITS
         self.units = {
             prefix: MulLane(kind, bits, bits, act_signed, pe=lane_pe(bits), frac_bits=frac)
             for prefix, kind, act_signed in lane_kinds(bits)

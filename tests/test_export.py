@@ -10,10 +10,10 @@ import torch
 
 from asqhw.cli import main as asqhw_main
 from asqhw.errors import UserError
-from golden import arith
+from golden import arith, formats
 from golden.bundle import FORMAT_VERSION, read_bundle, write_bundle
-from golden.evaluate import golden_report
 from golden.model import load_bundle, pixels_to_codes, run
+from quant.export.fidelity import golden_report
 
 # (scheme, BITS): every path of the exporter: ASQ + POST, LSQ + POT, ASQ + int, LSQ + int at 8.
 CASES = [("asq+post", 3), ("lsq+pot", 4), ("asq", 2), ("lsq", 8)]
@@ -205,7 +205,7 @@ def test_checkpoint_of_unknown_model_is_refused(exported, tmp_path):
     torch.save(payload, bad)
     out = tmp_path / "out"
     with pytest.raises(UserError, match=r"resnet\.pt: field 'model' is 'resnet20'"):
-        from golden.export import export_checkpoint
+        from quant.export.build import export_checkpoint
 
         export_checkpoint(bad, out, progress=False)
     assert not out.exists()
@@ -225,7 +225,7 @@ def test_cli_reports_errors_and_leaves_nothing_behind(exported, tmp_path, capsys
 
 def test_failed_export_keeps_the_old_bundle(exported, tmp_path, monkeypatch):
     """A failure half-way (here: inside the golden run) leaves an existing OUTDIR as it was."""
-    import golden.export
+    import quant.export.build
 
     ckpt, out = exported
     dst = tmp_path / "bundle"
@@ -235,28 +235,28 @@ def test_failed_export_keeps_the_old_bundle(exported, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise UserError("simulated failure")
 
-    monkeypatch.setattr(golden.export, "run", boom)
+    monkeypatch.setattr(quant.export.build, "run", boom)
     with pytest.raises(UserError, match="simulated failure"):
-        golden.export.export_checkpoint(ckpt, dst, progress=False)
+        quant.export.build.export_checkpoint(ckpt, dst, progress=False)
     assert _files(dst) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
 def test_power_weights_wider_than_the_encoding_are_refused():
     """POST is offered up to 5 bits; a 6-bit POST checkpoint cannot be exported."""
-    from golden.export import _weight_entry
+    from quant.export.fold import weight_entry
     from quant.models import build_model
     from quant.quantize import quantize_model
 
     model = quantize_model(build_model("digits"), "asq+post", 6)
     with pytest.raises(UserError, match="conv2"):
-        _weight_entry("conv2", model.conv2, arith.default_post_frac_bits(6))
+        weight_entry("conv2", model.conv2, formats.default_post_frac_bits(6))
 
 
 def test_default_post_frac_bits_is_recorded(exported):
     _, out = exported
     man = json.loads((out / "manifest.json").read_text())
-    assert man["post_frac_bits"] == arith.default_post_frac_bits(man["bits"])
+    assert man["post_frac_bits"] == formats.default_post_frac_bits(man["bits"])
 
 
 def test_post_frac_bits_option_sets_the_table_precision(exported, tmp_path, capsys):
@@ -268,18 +268,19 @@ def test_post_frac_bits_option_sets_the_table_precision(exported, tmp_path, caps
     assert "post_frac_bits=2" in capsys.readouterr().out
     bundle = load_bundle(dst)
     man = bundle.manifest
-    assert man["post_frac_bits"] == 2
-    for layer in man["layers"][1:3]:
-        w = layer["weight"]
-        if w["kind"] == "post":
-            k = arith.post_k(w["bits"])
-            assert w["unit_exp"] == k // 2 + 2
-            amax = (1 << layer["act_in"]["bits"]) - 1
+    assert man.post_frac_bits == 2
+    for layer in man.layers[1:3]:
+        w = layer.weight
+        if w.kind == "post":
+            k = arith.post_k(w.bits)
+            assert w.unit_exp == k // 2 + 2
+            amax = (1 << layer.act_in.bits) - 1
             # hand rule: the largest product is amax << (K/2) << F (it beats T[amax] << (K/2 - 1))
-            assert layer["product_range"] == [-((amax << (k // 2)) << 2), (amax << (k // 2)) << 2]
+            assert list(layer.product_range) == [-((amax << (k // 2)) << 2), (amax << (k // 2)) << 2]
         else:  # F does not touch int/POT layers
-            same = next(ly for ly in man0["layers"] if ly["name"] == layer["name"])
-            assert layer["product_range"] == same["product_range"] and w["unit_exp"] == same["weight"]["unit_exp"]
+            same = next(ly for ly in man0["layers"] if ly["name"] == layer.name)
+            assert list(layer.product_range) == same["product_range"]
+            assert w.unit_exp == same["weight"]["unit_exp"]
     result = run(bundle, pixels_to_codes(bundle, bundle.vectors["pixels"]))
     assert np.array_equal(result["logits"], bundle.vectors["logits"])
 
@@ -293,7 +294,7 @@ def test_bad_post_frac_bits_is_refused(exported, tmp_path, capsys, bad):
 
 
 def test_hw_params_of_a_layer(exported):
-    from golden.bundle import layer_hw_params
+    from hw.testing import layer_hw_params
 
     _, out = exported
     bundle = load_bundle(out)
@@ -302,9 +303,9 @@ def test_hw_params_of_a_layer(exported):
     assert p["acc_width"] == arith.acc_width(144, *p["product_range"])
     assert p["weights"].shape == (16, 16, 3, 3)
     if p["weight_kind"] == "post":
-        assert p["post_table"] == arith.post_table(layer["act_in"]["bits"],
-                                                   bundle.manifest["post_frac_bits"]).tolist()
-    assert (p["asq"] is not None) == (layer["act_in"]["quant"] == "asq")
+        assert p["post_table"] == arith.post_table(layer.act_in.bits,
+                                                   bundle.manifest.post_frac_bits).tolist()
+    assert (p["asq"] is not None) == (layer.act_in.quant == "asq")
 
 
 def test_eval_golden_cli_json(exported, capsys):
@@ -334,7 +335,7 @@ def test_export_refuses_to_replace_a_folder_that_is_not_a_bundle(exported, tmp_p
     other.mkdir()
     (other / "README.md").write_text("keep me")
     with pytest.raises(UserError, match="exists and is not a model bundle"):
-        from golden.export import export_checkpoint
+        from quant.export.build import export_checkpoint
 
         export_checkpoint(ckpt, other, progress=False)
     assert (other / "README.md").read_text() == "keep me"
@@ -342,7 +343,7 @@ def test_export_refuses_to_replace_a_folder_that_is_not_a_bundle(exported, tmp_p
 
 @pytest.mark.parametrize("bits", [1, 9])
 def test_checkpoint_bits_outside_2_to_8_are_refused(exported, tmp_path, bits):
-    from golden.export import export_checkpoint
+    from quant.export.build import export_checkpoint
 
     ckpt, _ = exported
     payload = torch.load(ckpt, weights_only=True)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden import arith
+from golden import arith, formats
 
 
 def test_rshift_round_hand_values():
@@ -100,7 +100,7 @@ def test_power_formats_refused_above_their_width():
     with pytest.raises(ValueError, match="pot weights are not offered at 5 bits"):
         arith.pot_product(1, 1, 5)
     with pytest.raises(ValueError):
-        arith.check_weight_format("int", 9)
+        formats.check_weight_format("int", 9)
 
 
 @pytest.mark.parametrize("kind,bits", [("post", 2), ("post", 3), ("post", 4), ("pot", 3), ("pot", 4)])
@@ -124,7 +124,7 @@ def test_codes_mean_what_the_quantizer_means(kind, bits):
 
 def test_default_post_frac_bits():
     """F = 2 for the POST widths with odd exponents; 0 at BITS = 2, where K = 0 (no table read)."""
-    assert [arith.default_post_frac_bits(b) for b in (2, 3, 4, 5, 8)] == [0, 2, 2, 2, 2]
+    assert [formats.default_post_frac_bits(b) for b in (2, 3, 4, 5, 8)] == [0, 2, 2, 2, 2]
     assert arith.post_k(2) == 0  # so every 2-bit POST product is an even-exponent shift
 
 
@@ -222,6 +222,23 @@ def conv_layers(draw):
     return layer, acts, weights, g
 
 
+def _layer_record(layer: dict):
+    """The typed layer the golden model takes, from the drawn fields (the others are placeholders)."""
+    from golden.bundle import ActIn, Layer, Requant, WeightSpec
+
+    req = layer["requant"]
+    return Layer(
+        name="conv", kind="conv", in_shape=(), out_shape=tuple(layer["out_shape"]), kernel=layer["kernel"],
+        stride=layer["stride"], pad=layer["pad"], fan_in=0,
+        act_in=ActIn(quant="lsq", bits=layer["act_in"]["bits"], signed=False, step=1.0, asq=None),
+        weight=WeightSpec(kind=layer["weight"]["kind"], bits=layer["weight"]["bits"], shape=(), mem="",
+                          scale=(), unit_exp=0),
+        product_range=(0, 0), acc_width=0,
+        requant=Requant(M=tuple(req["M"]), B=tuple(req["B"]), S=req["S"], G=req["G"], output="codes",
+                        lo=req["lo"], hi=req["hi"], frac_bits=0, M_width=0, B_width=0, t_width=0,
+                        out_width=0))
+
+
 @settings(max_examples=150, deadline=None)
 @given(conv_layers(), st.sampled_from([4, 6]))
 def test_random_layer_equals_float64_reference(case, frac_bits):
@@ -229,8 +246,9 @@ def test_random_layer_equals_float64_reference(case, frac_bits):
 
     layer, acts, weights, g = case
     kind, bits = layer["weight"]["kind"], layer["weight"]["bits"]
-    acc = accumulate(acts, layer, weights, frac_bits)
-    out = requant_layer(acc, layer, g if layer["requant"]["G"] else None)
+    record = _layer_record(layer)
+    acc = accumulate(acts, record, weights, frac_bits)
+    out = requant_layer(acc, record, g if layer["requant"]["G"] else None)
     # Independent reference: direct loops in float64 (every value stays below 2^53, so exact).
     k, stride, pad = layer["kernel"], layer["stride"], layer["pad"]
     n, c_in, h, w = acts.shape

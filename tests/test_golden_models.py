@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from golden import arith
-from golden.bundle import asq_constants, read_bundle, write_bundle
-from golden.evaluate import golden_report
+from golden import arith, formats
+from golden.bundle import read_bundle, write_bundle
 from golden.model import accumulate, load_bundle, pixels_to_codes, run
+from quant.export.fidelity import golden_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {2: "asq", 3: "asq+post", 4: "asq+post", 8: "asq"}
@@ -37,16 +37,16 @@ def report(shipped):
 def test_shipped_bundle_is_the_documented_model(shipped):
     bits, bundle = shipped
     man = bundle.manifest
-    assert (man["model"], man["scheme"], man["bits"]) == ("digits", SHIPPED[bits], bits)
+    assert (man.model, man.scheme, man.bits) == ("digits", SHIPPED[bits], bits)
     # `make export BITS=B` (no --post-frac-bits) reproduces it: the default F is the shipped one
-    assert man["post_frac_bits"] == arith.default_post_frac_bits(bits)
+    assert man.post_frac_bits == formats.default_post_frac_bits(bits)
     assert sum(p.stat().st_size for p in bundle_dir(bits).iterdir()) < 1_000_000
-    for layer in man["layers"][1:3]:
-        assert layer["act_in"]["bits"] == bits and layer["weight"]["bits"] == bits
-        asq = layer["act_in"]["asq"]
+    for layer in man.layers[1:3]:
+        assert layer.act_in.bits == bits and layer.weight.bits == bits
+        asq = layer.act_in.asq
         # the beta saturation (docs section 4) never bites on the training split
-        lo, hi = asq["beta_seen"]
-        assert asq["beta_min"] * 2.0 ** -asq["G"] < lo <= hi < asq["beta_max"] * 2.0 ** -asq["G"]
+        lo, hi = asq.beta_seen
+        assert asq.beta_min * 2.0 ** -asq.G < lo <= hi < asq.beta_max * 2.0 ** -asq.G
 
 
 def test_golden_agrees_with_float_on_the_test_split(report):
@@ -73,7 +73,7 @@ def test_vectors_are_golden_of_the_pixels(shipped):
     for key, stored in vec.items():
         if key in result:
             assert np.array_equal(result[key], stored), key
-    assert float((result["pred"] == vec["labels"]).mean()) == bundle.manifest["accuracy"]["golden"]
+    assert float((result["pred"] == vec["labels"]).mean()) == bundle.manifest.accuracy["golden"]
 
 
 def test_shipped_bundle_round_trips_byte_for_byte(shipped, tmp_path):
@@ -89,16 +89,16 @@ def _fits(values, width: int, signed: bool = True) -> bool:
     return bool(values.min() >= lo and values.max() <= hi)
 
 
-def _extreme_weight(layer: dict, want_max: bool, frac_bits: int) -> int:
+def _extreme_weight(layer, want_max: bool, frac_bits: int) -> int:
     """The weight code whose product with the extreme activation is pmax (or pmin)."""
-    w = layer["weight"]
-    act = layer["act_in"]
-    lo, hi = (-(1 << (act["bits"] - 1)), (1 << (act["bits"] - 1)) - 1) if act["signed"] else (0, (1 << act["bits"]) - 1)
-    codes = range(-(1 << (w["bits"] - 1)), 1 << (w["bits"] - 1)) if w["kind"] == "int" else range(1 << w["bits"])
-    target = layer["product_range"][1 if want_max else 0]
+    w = layer.weight
+    act = layer.act_in
+    lo, hi = (-(1 << (act.bits - 1)), (1 << (act.bits - 1)) - 1) if act.signed else (0, (1 << act.bits) - 1)
+    codes = range(-(1 << (w.bits - 1)), 1 << (w.bits - 1)) if w.kind == "int" else range(1 << w.bits)
+    target = layer.product_range[1 if want_max else 0]
     for a in (lo, hi):
         for c in codes:
-            if arith.product(a, c, w["kind"], w["bits"], frac_bits) == target:
+            if arith.product(a, c, w.kind, w.bits, frac_bits) == target:
                 return a, c
     raise AssertionError("no code pair reaches the product range")
 
@@ -108,16 +108,16 @@ def test_worst_case_accumulators_fit_exactly(shipped, want_max):
     """Every code at its extreme: the interior accumulators reach n * pmax (n * pmin) and fit."""
     _, bundle = shipped
     for layer in bundle.layers:
-        a, c = _extreme_weight(layer, want_max, bundle.manifest["post_frac_bits"])
-        acts = np.full((1,) + tuple(layer["in_shape"]), a, dtype=np.int64)
-        weights = np.full(layer["weight"]["shape"], c, dtype=np.int64)
-        acc = accumulate(acts, layer, weights, bundle.manifest["post_frac_bits"])
-        extreme = layer["fan_in"] * layer["product_range"][1 if want_max else 0]
-        assert (acc.max() if want_max else acc.min()) == extreme, layer["name"]
-        assert _fits(acc, layer["acc_width"]), layer["name"]
+        a, c = _extreme_weight(layer, want_max, bundle.manifest.post_frac_bits)
+        acts = np.full((1,) + tuple(layer.in_shape), a, dtype=np.int64)
+        weights = np.full(layer.weight.shape, c, dtype=np.int64)
+        acc = accumulate(acts, layer, weights, bundle.manifest.post_frac_bits)
+        extreme = layer.fan_in * layer.product_range[1 if want_max else 0]
+        assert (acc.max() if want_max else acc.min()) == extreme, layer.name
+        assert _fits(acc, layer.acc_width), layer.name
         # the width is also needed: one bit fewer cannot hold both ends of the range
-        ends = [layer["fan_in"] * p for p in layer["product_range"]]
-        assert not _fits(ends, layer["acc_width"] - 1), layer["name"]
+        ends = [layer.fan_in * p for p in layer.product_range]
+        assert not _fits(ends, layer.acc_width - 1), layer.name
 
 
 def test_extreme_images_stay_within_every_width(shipped):
@@ -131,47 +131,46 @@ def test_extreme_images_stay_within_every_width(shipped):
     ])
     result = run(bundle, pixels_to_codes(bundle, pixels))
     for i, layer in enumerate(bundle.layers):
-        name, req = layer["name"], layer["requant"]
+        name, req = layer.name, layer.requant
         acc = result[f"{name}.acc"]
-        assert _fits(acc, layer["acc_width"]), name
+        assert _fits(acc, layer.acc_width), name
         beta = result.get(f"{name}.beta")
         g = 1 if beta is None else beta.reshape((-1,) + (1,) * (acc.ndim - 1))
         chan = (-1,) + (1,) * (acc.ndim - 2)
-        t = acc * np.asarray(req["M"]).reshape(chan) * g + (np.asarray(req["B"]).reshape(chan) << req["G"])
-        assert _fits(t, req["t_width"]), name
-        out = result["logits"] if req["output"] == "logits" else (
-            result[f"{name}.y"] if req["output"] == "y" else result[f"{bundle.layers[i + 1]['name']}.in"])
-        assert _fits(out, req["out_width"], signed=req["output"] == "logits"), name
+        t = acc * np.asarray(req.M).reshape(chan) * g + (np.asarray(req.B).reshape(chan) << req.G)
+        assert _fits(t, req.t_width), name
+        out = result["logits"] if req.output == "logits" else (
+            result[f"{name}.y"] if req.output == "y" else result[f"{bundle.layers[i + 1].name}.in"])
+        assert _fits(out, req.out_width, signed=req.output == "logits"), name
 
 
 def test_asq_unit_widths_hold_at_full_scale(shipped):
     """y = Y_MAX everywhere (and 0 everywhere): every ASQ intermediate fits its recorded width."""
     _, bundle = shipped
     for layer in bundle.layers:
-        p = asq_constants(layer)
+        p = layer.act_in.asq_constants()
         if p is None:
             continue
-        a = layer["act_in"]["asq"]
-        widths = a["widths"]
-        for fill in (0, (1 << widths["y"]) - 1):
-            y = np.full((1,) + tuple(layer["in_shape"]), fill, dtype=np.int64)
+        widths = layer.act_in.asq.widths
+        for fill in (0, (1 << widths.y) - 1):
+            y = np.full((1,) + tuple(layer.in_shape), fill, dtype=np.int64)
             z = y.reshape(1, y.shape[1], -1).sum(axis=2)
-            assert _fits(z, widths["z"], signed=False)
+            assert _fits(z, widths.z, signed=False)
             if p.W1 is not None:
                 s1 = z @ p.W1.T + p.b1
-                assert _fits(s1, widths["sum1"])
+                assert _fits(s1, widths.sum1)
                 h = np.maximum(0, arith.rshift_round(s1, p.S1))
-                assert _fits(h, widths["h"], signed=False)
+                assert _fits(h, widths.h, signed=False)
             else:
                 h = z
-            assert _fits(h @ p.W2 + p.b2, widths["sum2"])
+            assert _fits(h @ p.W2 + p.b2, widths.sum2)
             codes, beta = arith.asq_unit(y, p)
-            assert _fits(beta, widths["beta"], signed=False)
-            assert _fits(p.s_code * beta, widths["q"], signed=False)
+            assert _fits(beta, widths.beta, signed=False)
+            assert _fits(p.s_code * beta, widths.q, signed=False)
             r = arith.reciprocal(p.s_code * beta, p.R)
-            assert _fits(r, widths["r"], signed=False) and _fits(y * r, widths["yr"], signed=False)
+            assert _fits(r, widths.r, signed=False) and _fits(y * r, widths.yr, signed=False)
         # the largest reciprocal (beta at its floor) fits too
-        assert _fits(arith.reciprocal(p.s_code * p.beta_min, p.R), widths["r"], signed=False)
+        assert _fits(arith.reciprocal(p.s_code * p.beta_min, p.R), widths.r, signed=False)
 
 
 @pytest.mark.parametrize("bits", [3, 4])
@@ -179,13 +178,35 @@ def test_asq_unit_widths_hold_at_full_scale(shipped):
 def test_actual_table_error_is_within_its_a_priori_bound(bits, name):
     """The teacher-forced bound E takes |acc - acc*| as measured (docs/arithmetic.md section 6): it
     must never exceed the worst case of section 2.2, and on real data it is smaller (cancellation)."""
-    from golden.evaluate import exact_accumulator
+    from quant.export.fidelity import exact_accumulator
 
     bundle = load_bundle(bundle_dir(bits))
-    layer, weights, frac = bundle.layer(name), bundle.weights[name], bundle.manifest["post_frac_bits"]
+    layer, weights, frac = bundle.layer(name), bundle.weights[name], bundle.manifest.post_frac_bits
     codes = bundle.vectors[f"{name}.in"][:60].astype(np.int64)
     acc = accumulate(codes, layer, weights, frac)
     acc_exact, a_priori = exact_accumulator(codes, layer, weights, frac)
     actual = np.abs(acc - acc_exact)
     assert np.all(actual <= a_priori + 1e-9)
     assert actual.max() > 0 and actual.max() < a_priori.max()
+
+
+def test_importing_golden_does_not_import_torch():
+    """golden is the numpy-only specification: none of its modules pulls in the training side."""
+    import subprocess
+    import sys
+
+    code = ("import golden, golden.model, golden.bundle, golden.formats, golden.arith, sys; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("bits", sorted(SHIPPED))
+def test_reexport_of_the_shipped_checkpoint_is_the_shipped_bundle(bits, tmp_path):
+    """`make export BITS=B` from the shipped checkpoint gives the shipped bundle, byte for byte."""
+    from quant.export.build import export_checkpoint
+
+    export_checkpoint(checkpoint_of(bits), tmp_path / "again", progress=False)
+    for path in bundle_dir(bits).iterdir():
+        assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(
+        p.name for p in bundle_dir(bits).iterdir())

@@ -100,7 +100,7 @@ def test_other_schemes_and_shapes_match_golden(bits, kind, asq, pe, simd):
     """Random calibrated bundles: LSQ inputs, POT and uniform middle layers, BITS 2/5/8, extreme
     PE/SIMD (PE 1 and 16, SIMD 1 and 16), 2 images each."""
     bundle = random_bundle(bits, kind, scheme_asq=asq, seed=bits * 7 + pe)
-    images = random_images(np.random.default_rng(bits), 2, bundle.manifest["input"]["lut"])
+    images = random_images(np.random.default_rng(bits), 2, bundle.manifest.input.lut)
     golden = run(bundle, images)
     top = build_top(bundle, pe=pe, simd=simd)
     got = simulate(top, images, seed=bits, p_in_idle=0.1, p_out_stall=0.3)

@@ -69,7 +69,7 @@ def test_quantize_digits_edges_8_bit_middle_by_scheme(scheme, bits):
         assert type(layer.act_quant) is (ASQActivation if act_kind == "asq" else LSQActivation)
         assert (layer.act_quant.bits, layer.act_quant.signed) == (bits, False)
         assert layer.weight_quant.bits == bits
-        if weight_kind == "lsq":
+        if weight_kind == "int":
             assert type(layer.weight_quant) is LSQWeight
         else:
             assert type(layer.weight_quant) is PowerWeight and layer.weight_quant.kind == weight_kind

@@ -37,9 +37,13 @@ class DigitsNet(nn.Module):
         self.fc = nn.Linear(32 * 2 * 2, num_classes)
         self.relu = nn.ReLU()
 
+    @staticmethod
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] -> [-1, 1]: the first layer's (signed 8-bit) input is this."""
+        return (x - 0.5) / 0.5
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise to [-1, 1] first: the first layer's (signed 8-bit) input is this.
-        x = (x - 0.5) / 0.5
+        x = self.normalise(x)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         x = self.relu(self.bn3(self.conv3(x)))

@@ -17,21 +17,31 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from golden import arith
-from golden.bundle import Bundle, asq_constants, asq_step
-from golden.export import DIGITS_BN, _bn_fold, digits_pixels, float_requant, float_trace, round_half_up
-from golden.model import _weight_terms, accumulate, layer_columns, load_bundle, pixels_to_codes, requant_layer, run
+from golden import arith, formats
+from golden.bundle import Bundle, Layer
+from golden.model import (
+    accumulate,
+    layer_columns,
+    load_bundle,
+    pixels_to_codes,
+    requant_layer,
+    run,
+    weight_terms,
+)
+from quant.export.fold import bn_fold, float_requant, round_half_up
+from quant.export.networks import Network, network_of
+from quant.export.trace import float_trace, single_thread
 
 #: Relative float32 error allowance of the float model's own computation.
 FLOAT_EPS = 1e-4
 
 
-def _input_scale(layer: dict, beta=None) -> np.ndarray | float:
+def _input_scale(layer: Layer, beta=None) -> np.ndarray | float:
     """Golden's dequantization scale of a layer's input codes (per sample for ASQ)."""
-    act = layer["act_in"]
-    if act["quant"] != "asq":
-        return act["step"]
-    return asq_step(act["asq"]) * np.asarray(beta, dtype=np.float64) * 2.0 ** -act["asq"]["G"]
+    asq = layer.act_in.asq
+    if asq is None:
+        return layer.act_in.step
+    return asq.step * np.asarray(beta, dtype=np.float64) * 2.0 ** -asq.G
 
 
 def _per_sample(v, ndim):
@@ -42,112 +52,113 @@ def free_running_table(bundle: Bundle, golden: dict, trace) -> list:
     """Per layer input: code disagreement and dequantized error (in steps) golden vs float."""
     rows = []
     for layer in bundle.layers:
-        name = layer["name"]
+        name = layer.name
         g_codes = golden[f"{name}.in"].reshape(trace.codes[name].shape)
         f_codes = trace.codes[name]
         nd = g_codes.ndim
         g_scale = _input_scale(layer, golden.get(f"{name}.beta"))
-        f_scale = layer["act_in"]["step"]
+        f_scale = layer.act_in.step
         if name in trace.beta:
             f_scale = f_scale * trace.beta[name]
         g_val = g_codes * (_per_sample(g_scale, nd) if np.ndim(g_scale) else g_scale)
         f_val = f_codes * (_per_sample(f_scale, nd) if np.ndim(f_scale) else f_scale)
-        err = np.abs(g_val - f_val) / layer["act_in"]["step"]
+        err = np.abs(g_val - f_val) / layer.act_in.step
         row = {"layer": name, "codes_differ": float((g_codes != f_codes).mean()),
                "max_code_diff": int(np.abs(g_codes - f_codes).max()),
                "max_err_steps": float(err.max()), "mean_err_steps": float(err.mean())}
         if name in trace.beta:
-            row["max_beta_err"] = float(np.abs(golden[f"{name}.beta"] * 2.0 ** -layer["act_in"]["asq"]["G"]
+            row["max_beta_err"] = float(np.abs(golden[f"{name}.beta"] * 2.0 ** -layer.act_in.asq.G
                                                - trace.beta[name]).max())
         rows.append(row)
-    logit_err = np.abs(golden["logits"] * 2.0 ** -bundle.layers[-1]["requant"]["frac_bits"] - trace.logits)
+    logit_err = np.abs(golden["logits"] * 2.0 ** -bundle.layers[-1].requant.frac_bits - trace.logits)
     rows.append({"layer": "logits", "max_abs_err": float(logit_err.max()),
                  "mean_abs_err": float(logit_err.mean())})
     return rows
 
 
-def _float_multipliers(model, bundle: Bundle, idx: int) -> tuple[np.ndarray, np.ndarray]:
+def _float_multipliers(model, net: Network, bundle: Bundle, idx: int) -> tuple[np.ndarray, np.ndarray]:
     """``(m_c, b'_c)`` of layer ``idx`` in float64, as the exporter derived them."""
     layer = bundle.layers[idx]
-    name = layer["name"]
-    a, b = _bn_fold(model, name, getattr(model, name))
-    act = layer["act_in"]
-    scale_in = act["step"] if act["quant"] != "asq" else asq_step(act["asq"])
-    req = layer["requant"]
-    s_next = bundle.layers[idx + 1]["act_in"]["step"] if req["output"] == "codes" else 1.0
-    return float_requant(a, b, scale_in, layer["weight"], req["frac_bits"], s_next)
+    name = layer.name
+    a, b = bn_fold(model, net, name, model.get_submodule(name))
+    act = layer.act_in
+    scale_in = act.step if act.asq is None else act.asq.step
+    req = layer.requant
+    s_next = bundle.layers[idx + 1].act_in.step if req.output == "codes" else 1.0
+    return float_requant(a, b, scale_in, layer.weight.scale, layer.weight.unit_exp, req.frac_bits, s_next)
 
 
 def teacher_forced(bundle: Bundle, model, trace) -> list:
     """Each golden stage fed the float model's input; error against the document's bound."""
+    net = network_of(bundle.manifest.model)
+    frac_bits = bundle.manifest.post_frac_bits
     rows = []
     layers = bundle.layers
     for i, layer in enumerate(layers):
-        name = layer["name"]
-        act = layer["act_in"]
+        name = layer.name
+        act = layer.act_in
         codes_in = trace.codes[name]
-        if layer["kind"] == "fc":
+        if not layer.is_conv:
             codes_in = codes_in.reshape(codes_in.shape[0], -1)
         row = {"layer": name}
         beta_code = None
         ratio = 1.0
-        if act["quant"] == "asq":
-            row.update(_asq_stage(bundle, model, layer, layers[i - 1], trace))
-            a = act["asq"]
-            ratio = trace.beta[name] * act["step"] / asq_step(a)
-            beta_code = arith.clamp(round_half_up(ratio * 2.0 ** a["G"]), a["beta_min"], a["beta_max"])
-        acc = accumulate(codes_in.astype(np.int64), layer, bundle.weights[name], bundle.manifest["post_frac_bits"])
+        if act.asq is not None:
+            row.update(_asq_stage(model, layer, layers[i - 1], trace))
+            a = act.asq
+            ratio = trace.beta[name] * act.step / a.step
+            beta_code = arith.clamp(round_half_up(ratio * 2.0 ** a.G), a.beta_min, a.beta_max)
+        acc = accumulate(codes_in.astype(np.int64), layer, bundle.weights[name], frac_bits)
         out = requant_layer(acc, layer, beta_code)
-        req = layer["requant"]
-        m, bias = _float_multipliers(model, bundle, i)
+        req = layer.requant
+        m, bias = _float_multipliers(model, net, bundle, i)
         chan = (1, -1) + (1,) * (acc.ndim - 2)
         g = 1.0 if beta_code is None else _per_sample(beta_code, acc.ndim)
-        G = req["G"]
+        G = req.G
         ratio_s = 1.0 if beta_code is None else _per_sample(ratio, acc.ndim)
-        acc_exact, _ = exact_accumulator(codes_in, layer, bundle.weights[name],
-                                         bundle.manifest["post_frac_bits"])
+        acc_exact, _ = exact_accumulator(codes_in, layer, bundle.weights[name], frac_bits)
         # |acc - acc*| itself (golden's integer sum minus the float64 sum of exact products), not its
         # a-priori bound: the table errors of different a have different signs and partly cancel.
         table_err = np.abs(acc - acc_exact)
         exact = m.reshape(chan) * ratio_s * acc_exact + bias.reshape(chan)
-        bound = ((np.abs(acc) * g + 2.0 ** G) * 2.0 ** -(req["S"] + G + 1)
+        bound = ((np.abs(acc) * g + 2.0 ** G) * 2.0 ** -(req.S + G + 1)
                  + np.abs(acc) * np.abs(m.reshape(chan)) * np.abs(g * 2.0 ** -G - ratio_s)
                  + np.abs(m.reshape(chan)) * ratio_s * table_err)
         eps = FLOAT_EPS * (1 + np.abs(exact))
-        if req["output"] == "codes":
-            ref = trace.codes[layers[i + 1]["name"]].reshape(out.shape)
+        if req.output == "codes":
+            ref = trace.codes[layers[i + 1].name].reshape(out.shape)
             diff = np.abs(out - ref)
             allowed = np.floor(bound + eps) + 1
         else:
-            if req["output"] == "y":
-                ref = trace.x[layers[i + 1]["name"]].reshape(out.shape) * 2.0 ** req["frac_bits"]
+            if req.output == "y":
+                ref = trace.x[layers[i + 1].name].reshape(out.shape) * 2.0 ** req.frac_bits
             else:
-                ref = trace.logits * 2.0 ** req["frac_bits"]
-            inside = ref <= (req["hi"] if req["hi"] is not None else np.inf)
+                ref = trace.logits * 2.0 ** req.frac_bits
+            inside = ref <= (req.hi if req.hi is not None else np.inf)
             diff = np.where(inside, np.abs(out - ref), 0.0)
             allowed = bound + 0.5 + eps
-        row.update(requant_output=req["output"], requant_max_bound=float(bound.max()),
+        row.update(requant_output=req.output, requant_max_bound=float(bound.max()),
                    requant_max_diff=float(diff.max()),
                    requant_within_bound=bool(np.all(diff <= allowed)),
-                   requant_frac_differ=float((diff > 0.5).mean()) if req["output"] == "codes" else None)
+                   requant_frac_differ=float((diff > 0.5).mean()) if req.output == "codes" else None)
         rows.append(row)
     return rows
 
 
-def exact_accumulator(codes_in: np.ndarray, layer: dict, weights: np.ndarray, frac_bits: int):
+def exact_accumulator(codes_in: np.ndarray, layer: Layer, weights: np.ndarray, frac_bits: int):
     """The accumulator with exact real products (float64) and the a-priori bound on its error.
 
     Only POST odd-exponent products are inexact in golden: each is off by at most
     ``2^((e-1)/2) / 2`` (the table's rounding, section 2.2), and only when ``a != 0``.
     """
-    w = layer["weight"]
+    w = layer.weight
     flat = weights.reshape(weights.shape[0], -1)
     cols = layer_columns(codes_in, layer)
-    shape = (cols.shape[0],) + tuple(layer["out_shape"])
-    if w["kind"] != "post":
-        acc = np.matmul(_weight_terms(flat, w["kind"], w["bits"], frac_bits)[0][0], cols)
+    shape = (cols.shape[0],) + tuple(layer.out_shape)
+    if w.kind != formats.POST:
+        acc = np.matmul(weight_terms(flat, w.kind, w.bits, frac_bits)[0][0], cols)
         return acc.reshape(shape).astype(np.float64), np.zeros(shape)
-    neg, m = arith.decode_signmag(flat, w["bits"])
+    neg, m = arith.decode_signmag(flat, w.bits)
     e = np.maximum(m - 1, 0)
     exact_w = np.where(m == 0, 0.0, (1 - 2.0 * neg) * 2.0 ** (e / 2 + frac_bits))
     odd_err = np.where((m > 0) & (e % 2 == 1), 2.0 ** ((e - 1) // 2) / 2, 0.0)
@@ -156,26 +167,26 @@ def exact_accumulator(codes_in: np.ndarray, layer: dict, weights: np.ndarray, fr
     return acc.reshape(shape), err.reshape(shape)
 
 
-def _asq_stage(bundle: Bundle, model, layer: dict, prev: dict, trace) -> dict:
+def _asq_stage(model, layer: Layer, prev: Layer, trace) -> dict:
     """The ASQ unit fed the float model's activation (rounded to FY bits): beta and codes."""
-    name = layer["name"]
-    a = layer["act_in"]["asq"]
-    consts = asq_constants(layer)
+    name = layer.name
+    a = layer.act_in.asq
+    consts = a.constants()
     x = trace.x[name]
-    y = arith.clamp(round_half_up(x * 2.0 ** a["FY"]), 0, prev["requant"]["hi"])
+    y = arith.clamp(round_half_up(x * 2.0 ** a.FY), 0, prev.requant.hi)
     codes, beta = arith.asq_unit(y, consts)
     beta_f = trace.beta[name]
-    beta_g = beta * 2.0 ** -a["G"]
+    beta_g = beta * 2.0 ** -a.G
     bound_beta = beta_error_bound(model, layer, y, x)
-    s_q = asq_step(a)
-    r = arith.reciprocal(a["s_code"] * beta, a["R"]).astype(np.float64)
+    s_q = a.step
+    r = arith.reciprocal(a.s_code * beta, a.R).astype(np.float64)
     nd = x.ndim
-    u = x / (layer["act_in"]["step"] * _per_sample(beta_f, nd))
+    u = x / (layer.act_in.step * _per_sample(beta_f, nd))
     # u' - u: reciprocal rounding, step rounding, beta error, y rounding (docs section 6).
-    rel = 1.01 * (1.0 / (2 * r) + abs(s_q / layer["act_in"]["step"] - 1)
+    rel = 1.01 * (1.0 / (2 * r) + abs(s_q / layer.act_in.step - 1)
            + bound_beta / np.minimum(beta_f, beta_g))
-    bound = (np.minimum(u, a["qmax"] + 1) * _per_sample(rel, nd)
-             + 2.0 ** -(a["FY"] + 1) * _per_sample(r * 2.0 ** -a["code_shift"], nd) * 2.0 ** a["FY"])
+    bound = (np.minimum(u, a.qmax + 1) * _per_sample(rel, nd)
+             + 2.0 ** -(a.FY + 1) * _per_sample(r * 2.0 ** -consts.code_shift, nd) * 2.0 ** a.FY)
     allowed = np.floor(bound + FLOAT_EPS * (1 + u)) + 1
     diff = np.abs(codes - trace.codes[name])
     return {"beta_max_err": float(np.abs(beta_g - beta_f).max()),
@@ -186,41 +197,41 @@ def _asq_stage(bundle: Bundle, model, layer: dict, prev: dict, trace) -> dict:
             "asq_frac_differ": float((diff > 0).mean())}
 
 
-def beta_error_bound(model, layer: dict, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+def beta_error_bound(model, layer: Layer, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Per-sample bound on ``|beta_golden - beta_float|`` from the rounding of every constant.
 
     ReLU and clamps are 1-Lipschitz, so errors add: for the hidden unit ``j``
     ``|dh_j| <= 2^-(FH+1) + sum_c |dW1_jc| z_c + sum_c |W1_jc| |dz_c| + |db1_j|`` (``z`` golden's
     sum, in real units), and ``|dbeta| <= 2^-(G+1) + sum_j |dW2_j| h_j + |W2_j| |dh_j| + |db2|``.
     """
-    a = layer["act_in"]["asq"]
-    aq = getattr(model, layer["name"]).act_quant
+    a = layer.act_in.asq
+    aq = model.get_submodule(layer.name).act_quant
     lin = [m for m in aq.adapter if isinstance(m, torch.nn.Linear)]
-    hw = a["hw"]
-    z_g = y.reshape(y.shape[0], y.shape[1], -1).sum(axis=2) * 2.0 ** -a["FY"]  # = HW * mean
+    hw = a.hw
+    z_g = y.reshape(y.shape[0], y.shape[1], -1).sum(axis=2) * 2.0 ** -a.FY  # = HW * mean
     z_f = x.reshape(x.shape[0], x.shape[1], -1).mean(axis=2) * hw
     dz = np.abs(z_g - z_f)
-    if a["W1"] is not None:
+    if a.W1 is not None:
         w1 = lin[0].weight.detach().double().numpy() / hw
         b1 = lin[0].bias.detach().double().numpy()
-        w1q = np.asarray(a["W1"]) * 2.0 ** -a["FW1"]
-        b1q = np.asarray(a["b1"]) * 2.0 ** -(a["FY"] + a["FW1"])
-        dh = (2.0 ** -(a["FH"] + 1) + z_g @ np.abs(w1q - w1).T + dz @ np.abs(w1).T + np.abs(b1q - b1))
+        w1q = np.asarray(a.W1) * 2.0 ** -a.FW1
+        b1q = np.asarray(a.b1) * 2.0 ** -(a.FY + a.FW1)
+        dh = (2.0 ** -(a.FH + 1) + z_g @ np.abs(w1q - w1).T + dz @ np.abs(w1).T + np.abs(b1q - b1))
         h = np.maximum(0.0, z_g @ w1q.T + b1q) + dh
         w2 = lin[1].weight.detach().double().numpy().reshape(-1)
         b2 = float(lin[1].bias.detach().double())
-        w2q = np.asarray(a["W2"]) * 2.0 ** -a["FW2"]
-        b2q = a["b2"] * 2.0 ** -(a["FH"] + a["FW2"])
-        return 2.0 ** -(a["G"] + 1) + h @ np.abs(w2q - w2) + dh @ np.abs(w2) + abs(b2q - b2)
+        w2q = np.asarray(a.W2) * 2.0 ** -a.FW2
+        b2q = a.b2 * 2.0 ** -(a.FH + a.FW2)
+        return 2.0 ** -(a.G + 1) + h @ np.abs(w2q - w2) + dh @ np.abs(w2) + abs(b2q - b2)
     w = lin[0].weight.detach().double().numpy().reshape(-1) / hw
     b = float(lin[0].bias.detach().double())
-    wq = np.asarray(a["W2"]) * 2.0 ** -a["FW2"]
-    bq = a["b2"] * 2.0 ** -(a["FY"] + a["FW2"])
-    return 2.0 ** -(a["G"] + 1) + z_g @ np.abs(wq - w) + dz @ np.abs(w) + abs(bq - b)
+    wq = np.asarray(a.W2) * 2.0 ** -a.FW2
+    bq = a.b2 * 2.0 ** -(a.FY + a.FW2)
+    return 2.0 ** -(a.G + 1) + z_g @ np.abs(wq - w) + dz @ np.abs(w) + abs(bq - b)
 
 
 def golden_report(bundle_path, checkpoint=None) -> dict:
-    """Golden accuracy on the digits test split, and with a checkpoint the float comparison.
+    """Golden accuracy on the network's test split, and with a checkpoint the float comparison.
 
     Returns
     -------
@@ -231,22 +242,21 @@ def golden_report(bundle_path, checkpoint=None) -> dict:
         (``float_source: "checkpoint"``), or without one as recorded at export time
         (``float_source: "export"``; flips against the float predictions stored in the vectors).
     """
-    from quant.data import digits_split
-
     bundle = load_bundle(bundle_path)
-    _, _, x_test, y_test = digits_split()
-    pixels = digits_pixels(x_test)
+    man = bundle.manifest
+    net = network_of(man.model, f"{bundle_path}")
+    _, _, x_test, y_test = net.split()
+    pixels = net.pixels(x_test)
     result = run(bundle, pixels_to_codes(bundle, pixels))
     labels = y_test.numpy()
-    man = bundle.manifest
-    report = {"bundle": str(bundle_path), "model": man["model"], "scheme": man["scheme"],
-              "bits": man["bits"], "n_test": int(len(labels)),
+    report = {"bundle": str(bundle_path), "model": man.model, "scheme": man.scheme,
+              "bits": man.bits, "n_test": int(len(labels)),
               "golden_top1": 100.0 * float((result["pred"] == labels).mean()),
               "vectors_match": all(np.array_equal(np.asarray(v), result[k].reshape(np.shape(v)))
                                    for k, v in bundle.vectors.items() if k in result)}
     if checkpoint is None:
         # The float side as measured at export time (its predictions are in the vectors).
-        acc = man["accuracy"]
+        acc = man.accuracy
         float_pred = np.asarray(bundle.vectors["float_pred"]) if "float_pred" in bundle.vectors else None
         report.update(float_top1=100.0 * acc["float"], float_source="export",
                       flips=int((float_pred != result["pred"]).sum()) if float_pred is not None
@@ -255,15 +265,12 @@ def golden_report(bundle_path, checkpoint=None) -> dict:
         return report
     from quant.checkpoint import load_checkpoint
 
-    torch.set_num_threads(1)
-    model, _ = load_checkpoint(checkpoint)
-    trace = float_trace(model, x_test)
-    float_pred = trace.logits.argmax(axis=1)
-    report.update(float_top1=100.0 * float((float_pred == labels).mean()), float_source="checkpoint",
-                  flips=int((float_pred != result["pred"]).sum()),
-                  layers=free_running_table(bundle, result, trace),
-                  teacher_forced=teacher_forced(bundle, model, trace))
+    with single_thread():
+        model, _ = load_checkpoint(checkpoint)
+        trace = float_trace(model, x_test)
+        float_pred = trace.logits.argmax(axis=1)
+        report.update(float_top1=100.0 * float((float_pred == labels).mean()),
+                      float_source="checkpoint", flips=int((float_pred != result["pred"]).sum()),
+                      layers=free_running_table(bundle, result, trace),
+                      teacher_forced=teacher_forced(bundle, model, trace))
     return report
-
-
-__all__ = ["golden_report", "free_running_table", "teacher_forced", "beta_error_bound", "DIGITS_BN"]

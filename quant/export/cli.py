@@ -1,67 +1,49 @@
-"""``asqhw export`` and the ``--golden BUNDLE`` option of ``asqhw eval``."""
+"""``asqhw export``, and the report of ``asqhw eval --golden BUNDLE`` (its option is registered with
+``eval`` in :mod:`quant.cli`)."""
 
-import argparse
 import json
 from pathlib import Path
 
 
 def register(subparsers) -> None:
-    """Add ``export``; add ``--golden`` to ``eval`` when ``quant.cli`` registered it first."""
+    """Add the ``export`` subcommand."""
     export = subparsers.add_parser(
         "export", help="write the model bundle (manifest, .mem weights, golden vectors) of a checkpoint",
-        description="Fold a trained quantized digits checkpoint into the integer model the hardware "
-        "implements (docs/arithmetic.md) and write the bundle folder OUTDIR: manifest.json, one "
-        "$readmemh .mem file per weight memory and vectors.npz (golden vectors of the 360 test "
-        "images). OUTDIR is replaced atomically.",
+        description="Fold a trained quantized checkpoint (of an exportable network: digits) into the "
+        "integer model the hardware implements (docs/arithmetic.md) and write the bundle folder OUTDIR: "
+        "manifest.json, one $readmemh .mem file per weight memory and vectors.npz (golden vectors of "
+        "the network's test split: the 360 digits test images). OUTDIR is replaced atomically.",
     )
     export.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
     export.add_argument("outdir", type=Path, help="bundle folder to write (e.g. models/digits-b3)")
     export.add_argument("--post-frac-bits", type=int, default=None, metavar="F",
                         help="fractional bits F of the POST sqrt2 table T[a] = round(a*sqrt2*2^F) "
-                        "(default: golden.arith.default_post_frac_bits(BITS), see docs/arithmetic.md 2.2)")
+                        "(default: golden.formats.default_post_frac_bits(BITS), see docs/arithmetic.md 2.2)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=run_export)
-    evaluate = subparsers.choices.get("eval")
-    if evaluate is not None:
-        add_golden_eval_arguments(evaluate)
-        evaluate.set_defaults(handler=_wrap_eval(evaluate.get_default("handler")))
 
 
 def run_export(args) -> int:
-    from golden.export import export_checkpoint
+    from quant.export.build import export_checkpoint
 
     bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet,
                                post_frac_bits=args.post_frac_bits)
-    acc = bundle.manifest["accuracy"]
-    print(f"{args.outdir}: {bundle.manifest['scheme']} bits={bundle.manifest['bits']} "
-          f"post_frac_bits={bundle.manifest['post_frac_bits']}, test top-1 "
+    man = bundle.manifest
+    acc = man.accuracy
+    print(f"{args.outdir}: {man.scheme} bits={man.bits} "
+          f"post_frac_bits={man.post_frac_bits}, test top-1 "
           f"float {100 * acc['float']:.2f} %, golden {100 * acc['golden']:.2f} % "
           f"({acc['flips']} of {acc['n_test']} predictions differ)")
     return 0
 
 
-def add_golden_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--golden BUNDLE``: also run the bundle's golden integer model and compare."""
-    parser.add_argument("--golden", type=Path, metavar="BUNDLE",
-                        help="also evaluate the golden integer model of BUNDLE on the digits test split, "
-                        "beside the float model, with a per-layer error table")
-
-
 def run_golden_eval(args) -> int:
-    """Print :func:`golden.evaluate.golden_report` of ``args.golden`` (JSON with ``--json``)."""
-    from golden.evaluate import golden_report
+    """Print :func:`quant.export.fidelity.golden_report` of ``args.golden`` (JSON with ``--json``)."""
+    from quant.export.fidelity import golden_report
 
     report = golden_report(args.golden, getattr(args, "checkpoint", None))
     print(json.dumps(report, indent=2) if getattr(args, "json", False) else format_report(report))
     return 0
-
-
-def _wrap_eval(handler):
-    def run(args):
-        if getattr(args, "golden", None) is not None:
-            return run_golden_eval(args)
-        return handler(args)
-    return run
 
 
 def format_report(report: dict) -> str:

@@ -1,0 +1,128 @@
+"""The bundle of a trained quantized model: constants, golden vectors, accuracy; written atomically.
+
+:func:`export_checkpoint` is ``asqhw export CHECKPOINT OUTDIR``: it checks the checkpoint, derives
+the constants from the training split (:mod:`quant.export.fold`), runs the golden model on the
+whole test split, records golden-vs-float fidelity (:mod:`quant.export.fidelity`) and writes the
+bundle (:func:`golden.bundle.write_bundle`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from asqhw.errors import UserError
+from golden import formats
+from golden.bundle import MANIFEST, Bundle, parse_manifest, write_bundle
+from golden.model import pixels_to_codes, run, vector_arrays
+from quant.export.fidelity import free_running_table, teacher_forced
+from quant.export.fold import manifest_dict
+from quant.export.networks import network_of
+from quant.export.trace import float_trace, single_thread
+from quant.schemes import FLOAT_SCHEME
+
+
+def resolve_post_frac_bits(post_frac_bits: int | None, bits: int) -> int:
+    """F of the POST table: the given one (checked) or ``formats.default_post_frac_bits(bits)``."""
+    if post_frac_bits is None:
+        return formats.default_post_frac_bits(bits)
+    if isinstance(post_frac_bits, bool) or not isinstance(post_frac_bits, int) \
+            or not 0 <= post_frac_bits <= formats.MAX_POST_FRAC_BITS:
+        raise UserError(f"--post-frac-bits {post_frac_bits!r}: F of the POST table must be an integer "
+                        f"0..{formats.MAX_POST_FRAC_BITS} (default for BITS={bits}: "
+                        f"{formats.default_post_frac_bits(bits)})")
+    return post_frac_bits
+
+
+def build_bundle(model, meta: dict, progress: bool = True, post_frac_bits: int | None = None) -> Bundle:
+    """Constants from the training split, golden vectors and accuracy on the test split.
+
+    ``post_frac_bits``: F of the POST table (None: the default for the model's BITS).
+    """
+    net = network_of(meta.get("model"))
+    with single_thread():
+        x_train, _, x_test, y_test = net.split()
+        steps = tqdm(total=4, desc="export", disable=not progress, leave=False)
+        trace_train = float_trace(model, x_train)
+        steps.update()
+        frac_bits = resolve_post_frac_bits(post_frac_bits, int(meta["bits"]))
+        man, weights = manifest_dict(model, net, meta, trace_train, frac_bits)
+        manifest = parse_manifest(man, f"{meta['model']} export")
+        bundle = Bundle(manifest=manifest, weights=weights)
+        steps.update()
+        trace_test = float_trace(model, x_test)
+        pixels = net.pixels(x_test)
+        codes = pixels_to_codes(bundle, pixels)
+        first = net.layer_names[0]
+        if not np.array_equal(codes, trace_test.codes[first]):
+            raise UserError(f"input LUT disagrees with the float model's {first} input codes "
+                            "(report a bug)")
+        result = run(bundle, codes)
+        steps.update()
+        labels = y_test.numpy()
+        float_pred = trace_test.logits.argmax(axis=1)
+        accuracy = {
+            "split": net.split_name, "n_test": int(len(labels)),
+            "float": float((float_pred == labels).mean()),
+            "golden": float((result["pred"] == labels).mean()),
+            "flips": int((float_pred != result["pred"]).sum()),
+            "layers": free_running_table(bundle, result, trace_test),
+            "teacher_forced": teacher_forced(bundle, model, trace_test),
+        }
+        vectors = vector_arrays(result, labels)
+        vectors["pixels"] = pixels.astype(np.uint8)
+        vectors["float_pred"] = float_pred.astype(np.uint8)
+        bundle = dataclasses.replace(bundle, manifest=dataclasses.replace(manifest, accuracy=accuracy),
+                                     vectors=vectors)
+        steps.update()
+        steps.close()
+    return bundle
+
+
+def check_outdir(outdir) -> None:
+    """Refuse to replace an existing folder that is not a bundle (``export CKPT models`` would
+    otherwise swap the whole ``models`` folder for one bundle)."""
+    outdir = Path(outdir)
+    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir())
+                                                     and not (outdir / MANIFEST).is_file())):
+        raise UserError(f"{outdir} exists and is not a model bundle: refusing to replace it; "
+                        "give a new folder or an existing bundle folder as OUTDIR")
+
+
+def export_model(model, meta: dict, outdir, progress: bool = True,
+                 post_frac_bits: int | None = None) -> Bundle:
+    """Build the bundle of a quantized model and write it to ``outdir`` atomically."""
+    check_outdir(outdir)
+    model_name = meta.get("model")
+    network_of(model_name, "checkpoint")  # only registered networks can be exported
+    bundle = build_bundle(model, meta, progress=progress, post_frac_bits=post_frac_bits)
+    write_bundle(bundle, outdir)
+    return bundle
+
+
+def export_checkpoint(checkpoint, outdir, progress: bool = True,
+                      post_frac_bits: int | None = None) -> Bundle:
+    """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F]``: load a checkpoint, export its bundle.
+
+    ``post_frac_bits`` is F of the POST table; None takes ``formats.default_post_frac_bits(bits)``.
+    """
+    from quant.checkpoint import model_of, read_checkpoint
+
+    check_outdir(outdir)
+    meta = read_checkpoint(checkpoint)  # checks the fields before building anything
+    network_of(meta.get("model"), str(checkpoint))
+    bits = meta.get("bits")
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in formats.INT_BITS:
+        raise formats.WidthError(f"{checkpoint}: field 'bits' is {bits!r}; BITS must be "
+                                 f"{formats.range_text(formats.INT_BITS)}")
+    resolve_post_frac_bits(post_frac_bits, bits)  # a bad F is refused before any work
+    if meta.get("scheme") in (None, FLOAT_SCHEME):
+        raise UserError(f"{checkpoint}: field 'scheme' is {meta.get('scheme')!r}; export needs a "
+                        "quantized checkpoint (train with --scheme asq, asq+post, ...)")
+    model, meta = model_of(meta, checkpoint)
+    return export_model(model, dict(meta), outdir, progress=progress, post_frac_bits=post_frac_bits)
+
+
