@@ -35,7 +35,7 @@ OUT_VALUE_BITS = 32
 class LayerTaps:
     """Reads each layer's input codes back from ``asq_accel``'s activation buffers.
 
-    Layout (hw/top.py, "Buffers"): the input of layer ``L`` is one memory ``act_<L>`` whose word
+    Layout (hw/rtl/top.py, "Buffers"): the input of layer ``L`` is one memory ``act_<L>`` whose word
     holds ``lanes`` codes of ``act_bits`` bits: channel ``c`` in lane ``c % lanes`` (bits
     ``lane * act_bits`` up) of the word at ``(c // lanes) * H * W + y * W + x``; fc's input is one
     code per word in (C, H, W) order. The first layer's buffer holds the image itself and is skipped.

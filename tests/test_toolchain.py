@@ -5,9 +5,9 @@ import re
 import pytest
 
 from asqhw.cli import main
-from hw.smoke import ProbeOnBoard, ToolchainProbe
-from hw.synth import place_and_route
-from hw.verilog import write_verilog
+from hw.eda.smoke import ProbeOnBoard, ToolchainProbe
+from hw.eda.synth import place_and_route
+from hw.eda.verilog import write_verilog
 
 
 def test_probe_converts_to_verilog_with_stream_ports(tmp_path):

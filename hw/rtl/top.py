@@ -23,7 +23,7 @@ Architecture (sequencer unrolled per layer at generation time; one FSM state per
    shorter than PE sets). Requantized values are written to the next layer's input buffer (codes),
    to the ``y`` buffer and the ASQ unit's GAP (when the next input is ASQ), or to the logits.
 3. DRAIN<L>: PE + 7 cycles until the last value is written.
-4. For an ASQ next input: ASQ<L+1>: beta and the reciprocal (:class:`hw.asq.AsqUnit`), then
+4. For an ASQ next input: ASQ<L+1>: beta and the reciprocal (:class:`hw.rtl.asq.AsqUnit`), then
    QPASS<L+1>: the buffered ``y`` map, one value per cycle, through the unit's quantizer into the
    next layer's input buffer.
 5. OUT: the logits and the class on ``o``; then back to LOAD.
@@ -38,10 +38,10 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.asq import AsqConfig, AsqUnit
-from hw.mac import MacArray
-from hw.plan import WIDE_ACT_BITS, WIDE_W_BITS, NetPlan
-from hw.requant import Requantizer, RequantSpec
+from hw.rtl.asq import AsqConfig, AsqUnit
+from hw.rtl.mac import MacArray
+from hw.rtl.plan import WIDE_ACT_BITS, WIDE_W_BITS, NetPlan
+from hw.rtl.requant import Requantizer, RequantSpec
 
 OUT_WIDTH = 32
 MAC_LATENCY = 3  # issue -> memory data (1) -> products (1) -> accumulators (1) -> done
@@ -63,7 +63,7 @@ def _raw_weight(code: int, layer) -> int:
 
 
 class AsqAccel(wiring.Component):
-    """The accelerator for one :class:`hw.plan.NetPlan` (see the module docstring)."""
+    """The accelerator for one :class:`hw.rtl.plan.NetPlan` (see the module docstring)."""
 
     def __init__(self, plan: NetPlan):
         self.plan = plan

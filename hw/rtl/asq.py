@@ -28,7 +28,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import reciprocal, rshift_round, signed_width
-from hw.mul import logic_product
+from hw.rtl.mul import logic_product
 
 
 class AsqConfig:

@@ -1,6 +1,6 @@
 """Python entry points: build the accelerator, write its Verilog, write unit Verilog.
 
-- :func:`build_top` -> the :class:`hw.top.AsqAccel` Elaboratable of a bundle.
+- :func:`build_top` -> the :class:`hw.rtl.top.AsqAccel` Elaboratable of a bundle.
 - :func:`generate_verilog` -> ``asq_accel.v`` + a copy of the manifest with the generator
   parameters and the cycles per inference, written atomically into ``out_dir``.
 - :func:`unit_verilog` -> one unit (``mul_lane``, ``mac_array``, ``requant``, ``asq_unit``) as
@@ -13,8 +13,8 @@ from pathlib import Path
 from asqhw.atomic import atomic_dir
 from asqhw.errors import UserError
 from golden.bundle import Bundle
-from hw.plan import DEFAULT_PE, DEFAULT_SIMD, check_acc_width, make_plan
-from hw.top import AsqAccel
+from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD, check_acc_width, make_plan
+from hw.rtl.top import AsqAccel
 
 TOP_NAME = "asq_accel"
 
@@ -96,11 +96,11 @@ def unit_verilog(name: str, out_dir, *, bundle=None, pe=DEFAULT_PE, simd=DEFAULT
     ``requant``: Requantizer(specs, acc_width, channels, tag_width);
     ``asq_unit``: AsqUnit(configs, tag_width).
     """
-    from hw.asq import AsqUnit
-    from hw.mac import MacArray
-    from hw.mul import MulLane
-    from hw.requant import Requantizer
-    from hw.verilog import write_verilog
+    from hw.eda.verilog import write_verilog
+    from hw.rtl.asq import AsqUnit
+    from hw.rtl.mac import MacArray
+    from hw.rtl.mul import MulLane
+    from hw.rtl.requant import Requantizer
 
     if name not in UNITS:
         raise UserError(f"unit {name!r} unknown; use one of {', '.join(UNITS)}")

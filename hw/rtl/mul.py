@@ -24,7 +24,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import DEFAULT_POST_FRAC_BITS
-from hw.limits import MAX_BITS, check_mul_bits
+from hw.rtl.limits import MAX_BITS, check_mul_bits
 
 MUL_KINDS = ("post", "pot", "int")
 

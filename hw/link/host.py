@@ -1,6 +1,6 @@
 """The host side of the serial link: send images, read logits and classes.
 
-Protocol (the board side is :class:`hw.uart.StreamLink` around ``asq_accel``):
+Protocol (the board side is :class:`hw.rtl.uart.StreamLink` around ``asq_accel``):
 
 - host -> board: one image = its input codes (conv1's signed int8 codes, C*H*W of them in
   (channel, row, column) order), one byte each, two's complement;
@@ -149,7 +149,7 @@ class SerialPort:
 
 
 class SimulatedBoard:
-    """A :class:`hw.uart.StreamLink` simulated in-process, spoken to as a port.
+    """A :class:`hw.rtl.uart.StreamLink` simulated in-process, spoken to as a port.
 
     Bytes written are bit-banged onto the link's ``rx`` line at its divisor; its ``tx`` line is
     decoded into bytes that ``read`` returns. ``read`` advances simulated time until the bytes are

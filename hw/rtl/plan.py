@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from asqhw.errors import UserError
 from golden import arith
 from golden.bundle import asq_constants
-from hw.limits import MAX_BITS, MAX_MUL_BITS, MIN_BITS
-from hw.mul import MUL_KINDS
+from hw.rtl.limits import MAX_BITS, MAX_MUL_BITS, MIN_BITS
+from hw.rtl.mul import MUL_KINDS
 
 #: Default generator parameters (docs/hardware.md, "Defaults": fits an iCE40 UP5K).
 DEFAULT_PE = 4

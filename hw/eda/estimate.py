@@ -26,7 +26,7 @@ Amaranth adds when it widens operands) are not counted. Then one calibration fac
 ``asqhw compare`` (docs/results.md gives estimate against synthesis for every design there and for
 the default accelerator).
 
-Cycles: the generator's own cycle model (:meth:`hw.top.AsqAccel.cycles_per_inference`, checked
+Cycles: the generator's own cycle model (:meth:`hw.rtl.top.AsqAccel.cycles_per_inference`, checked
 against simulation by the hw tests) and the MAC-bound lower limit ``sum(items)``.
 """
 
@@ -35,7 +35,7 @@ from collections import Counter
 
 from amaranth.hdl import _ir, _nir
 
-from hw.boards import get_board
+from hw.eda.boards import get_board
 
 #: Estimated LUT4 = sum over kinds of (priced LUT4 of that kind x its weight), per family. The
 #: weights say how much of each priced element survives Yosys/ABC; :func:`calibrate` fitted them
@@ -210,8 +210,8 @@ def estimate_design(component, board: str, *, use_dsp: bool | None = None) -> di
 
 
 def estimate_accelerator(plan, board: str) -> dict:
-    """The estimate of ``asq_accel`` for ``plan`` (a :class:`hw.plan.NetPlan`) on ``board``."""
-    from hw.top import AsqAccel
+    """The estimate of ``asq_accel`` for ``plan`` (a :class:`hw.rtl.plan.NetPlan`) on ``board``."""
+    from hw.rtl.top import AsqAccel
 
     top = AsqAccel(plan)
     out = estimate_design(top, board)
@@ -256,7 +256,7 @@ def calibrate(samples) -> dict:
 def estimate_lines(bundle, *, pe, simd, mul=None, bits=None, boards=("icebreaker", "ulx3s")) -> str:
     """What ``asqhw verilog`` prints: the estimate on each board, beside the board's capacity."""
     from golden.model import load_bundle
-    from hw.plan import make_plan
+    from hw.rtl.plan import make_plan
 
     if not hasattr(bundle, "manifest"):
         bundle = load_bundle(bundle, vectors=False)

@@ -1,6 +1,6 @@
 """The MAC array: PE output channels x SIMD input channels, one multiplier lane per input.
 
-Structure: SIMD :class:`hw.mul.MulLane` s, one per activation input, each broadcasting its
+Structure: SIMD :class:`hw.rtl.mul.MulLane` s, one per activation input, each broadcasting its
 activation (and, for POST, its one odd-exponent table read) to PE weight codes. Products are
 registered; each PE then adds its SIMD products and its accumulator.
 
@@ -21,7 +21,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import DEFAULT_POST_FRAC_BITS
-from hw.mul import MulLane
+from hw.rtl.mul import MulLane
 
 
 class MacArray(wiring.Component):
