@@ -13,6 +13,7 @@ from pathlib import Path
 from asqhw.atomic import atomic_dir
 from asqhw.errors import UserError
 from golden.bundle import Bundle
+from hw.eda.verilog import write_verilog
 from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD, check_acc_width, make_plan
 from hw.rtl.top import AsqAccel
 
@@ -36,12 +37,6 @@ def build_top(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None) 
     return AsqAccel(plan)
 
 
-def verilog_text(top: AsqAccel, name: str = TOP_NAME) -> str:
-    from amaranth.back import verilog
-
-    return verilog.convert(top, name=name, emit_src=False)
-
-
 def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None, out_dir) -> dict:
     """Write ``asq_accel.v`` and ``manifest.json`` (bundle manifest + ``generator`` section).
 
@@ -57,7 +52,6 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
     top = build_top(bundle, pe=pe, simd=simd, mul=mul, bits=bits)
     plan = top.plan
     cycles = top.cycles_per_inference()
-    text = verilog_text(top)
     params = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
               "post_frac_bits": plan.frac_bits}
     manifest = dict(bundle.manifest)
@@ -69,7 +63,7 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
     }
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        (tmp / f"{TOP_NAME}.v").write_text(text, encoding="utf-8")
+        write_verilog(top, tmp / f"{TOP_NAME}.v", name=TOP_NAME)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return {"paths": {"verilog": out_dir / f"{TOP_NAME}.v", "manifest": out_dir / "manifest.json"},
             "params": params, "cycles_per_inference": cycles}
@@ -96,7 +90,6 @@ def unit_verilog(name: str, out_dir, *, bundle=None, pe=DEFAULT_PE, simd=DEFAULT
     ``requant``: Requantizer(specs, acc_width, channels, tag_width);
     ``asq_unit``: AsqUnit(configs, tag_width).
     """
-    from hw.eda.verilog import write_verilog
     from hw.rtl.asq import AsqUnit
     from hw.rtl.mac import MacArray
     from hw.rtl.mul import MulLane

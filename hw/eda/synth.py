@@ -29,15 +29,7 @@ from pathlib import Path
 from asqhw.atomic import atomic_dir, atomic_write_text
 from asqhw.errors import UserError
 from asqhw.toolchain import apply_env, tool_env
-from hw.eda.boards import BOARDS as BOARD_TABLE
 from hw.eda.boards import Board, get_board
-
-#: Board name -> (platform factory, nextpnr logic cell type, Yosys synth options); kept for callers
-#: of the first version of this module. :mod:`hw.eda.boards` is the one table.
-BOARDS = {
-    name: (board.platform_factory, board.logic_cell, board.synth_opts)
-    for name, board in BOARD_TABLE.items() if board.is_fpga
-}
 
 #: Yosys commands run after reading the design, before ``synth_*`` (the #4349 workaround).
 PREPARE = "hierarchy -top {top}; proc; flatten; splitnets"
@@ -163,6 +155,16 @@ def synth_cells(verilog_path, top: str, board: str, build_dir, *, synth_opts: st
     return read_yosys_stat(build_dir / "stat.json")
 
 
+#: One row of nextpnr's device utilisation table in its log: ``Info:   ICESTORM_LC:  4100/ 5280  77%``.
+NEXTPNR_UTILISATION = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def nextpnr_overflows(log_text: str) -> list[tuple[str, int, int]]:
+    """``(cell type, used, available)`` of each row of nextpnr's utilisation table over capacity."""
+    rows = ((cell, int(used), int(cap)) for cell, used, cap in NEXTPNR_UTILISATION.findall(log_text))
+    return [row for row in rows if row[1] > row[2]]
+
+
 # ----------------------------------------------------------------------------------------------
 # Board flow: platform.build, then more nextpnr seeds
 
@@ -188,9 +190,8 @@ def _fit_error(board: Board, build_dir: Path, name: str, err: Exception) -> User
         text = log.read_text()
         # nextpnr's own utilisation table: the cell types it could not fit (e.g. logic cells, where
         # LUTs and flip-flops that cannot share a cell add up)
-        for cell, used, cap in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text):
-            if int(used) > int(cap):
-                lines.append(f"{cell}: {used} used, {cap} available  <- too many (nextpnr)")
+        for cell, used, cap in nextpnr_overflows(text):
+            lines.append(f"{cell}: {used} used, {cap} available  <- too many (nextpnr)")
         lines += [ln for ln in text.splitlines() if "ERROR" in ln][-3:]
     lines.append("Fix: choose a smaller PE/SIMD (`asqhw fit BOARD` finds the largest that fits) "
                  "or a larger board.")
@@ -368,9 +369,8 @@ def _problems(resources: dict, build_dir=None) -> list[str]:
            for key, v in resources.items() if v["used"] > v["available"]]
     log = Path(build_dir, f"{BOARD_TOP}.tim") if build_dir is not None else None
     if log is not None and log.exists():
-        for cell, used, cap in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log.read_text()):
-            if int(used) > int(cap):
-                out.append(f"{cell}: {used} used > {cap} available (nextpnr)")
+        for cell, used, cap in nextpnr_overflows(log.read_text()):
+            out.append(f"{cell}: {used} used > {cap} available (nextpnr)")
     return out
 
 

@@ -17,7 +17,6 @@ board: a tty opened with the standard library's termios, no extra package), or
 import os
 import select
 import termios
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,12 +204,3 @@ class SimulatedBoard:
             self.sim.run_until(self.cycles * self.period)
         out, self.from_board = bytes(self.from_board[:n]), self.from_board[n:]
         return out
-
-
-def wait_for_port(path, timeout: float) -> None:
-    """Wait until ``path`` exists (a board's tty appears a moment after it is plugged in)."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise UserError(f"serial port {path} does not exist; plug the board in or pass --port")
-        time.sleep(0.1)
