@@ -26,7 +26,7 @@ Amaranth adds when it widens operands) are not counted. Then one calibration fac
 ``asqhw compare`` (docs/results.md gives estimate against synthesis for every design there and for
 the default accelerator).
 
-Cycles: the generator's own cycle model (:meth:`hw.rtl.top.AsqAccel.cycles_per_inference`, checked
+Cycles: the generator's own cycle model (:meth:`hw.rtl.accel.AsqAccel.cycles_per_inference`, checked
 against simulation by the hw tests) and the MAC-bound lower limit ``sum(items)``.
 """
 
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from amaranth.back import rtlil
 
 from hw.eda.boards import get_board
+from hw.eda.verilog import top_ports
 
 #: Estimated LUT4 = sum over kinds of (priced LUT4 of that kind x its weight), per family. The
 #: weights say how much of each priced element survives Yosys/ABC; :func:`calibrate` fitted them
@@ -84,8 +85,9 @@ class _Module:
     processes: list = field(default_factory=list)  # each: the right-hand sides, the default first
 
 
-def _sigspec_bits(text: str, widths: dict) -> list:
-    """The bits of an RTLIL signal spec, LSB first: ``(wire, index)`` or a constant ``"0"``/``"1"``/``"x"``.
+def _sigspecs(text: str, widths: dict) -> list:
+    """The RTLIL signal specs in ``text``, each a list of bits, LSB first: ``(wire, index)`` or a
+    constant ``"0"``/``"1"``/``"x"``.
 
     Amaranth writes a wire with an explicit slice (``\\a [3:0]``, ``$7 [2]``) or whole (``$7``),
     constants as ``<width>'<bits MSB first>`` and concatenations MSB first in braces.
@@ -112,10 +114,10 @@ def _sigspec_bits(text: str, widths: dict) -> list:
             pos += 1
         return [(tok, i) for i in range(lo, hi + 1)]
 
-    bits = []
+    specs = []
     while pos < len(tokens):
-        bits = part() + bits
-    return bits
+        specs.append(part())
+    return specs
 
 
 def _parse_rtlil(text: str) -> list:
@@ -136,26 +138,19 @@ def _parse_rtlil(text: str) -> list:
         elif key == "parameter" and cell is not None:
             cell.params[words[1][1:]] = words[2]
         elif key == "connect" and cell is not None:
-            cell.ports[words[1][1:]] = _sigspec_bits(line.split(None, 2)[2], widths)
+            cell.ports[words[1][1:]], = _sigspecs(line.split(None, 2)[2], widths)
         elif key == "process":
             proc = []
         elif key == "assign" and proc is not None:
-            lhs_and_rhs = line.split(None, 1)[1]
-            proc.append(lhs_and_rhs)
+            _, rhs = _sigspecs(line.split(None, 1)[1], widths)
+            proc.append(rhs)
         elif key == "end" and line.startswith("  end"):  # a cell's or process' end (two spaces in)
             if cell is not None:
                 mod.cells.append(cell)
             elif proc is not None:
-                mod.processes.append([_assign_rhs(a, widths) for a in proc])
+                mod.processes.append(proc)
             cell = proc = None
     return modules
-
-
-def _assign_rhs(text: str, widths: dict) -> list:
-    """The right-hand side bits of a process' ``assign LHS RHS`` (LHS: a sliced wire)."""
-    tokens = text.split()
-    lhs_len = 2 if len(tokens) > 1 and tokens[1].startswith("[") else 1
-    return _sigspec_bits(" ".join(tokens[lhs_len:]), widths)
 
 
 def _effective(bits) -> int:
@@ -299,7 +294,8 @@ def estimate_design(component, board: str, *, use_dsp: bool | None = None) -> di
     if use_dsp is None:
         use_dsp = spec.family == "ecp5" or "-dsp" in spec.synth_opts
     pricer = _Pricer(spec.family, use_dsp)
-    pricer.price(_parse_rtlil(rtlil.convert(component, name="top", emit_src=False)))
+    text = rtlil.convert(component, name="top", emit_src=False, ports=top_ports(component))
+    pricer.price(_parse_rtlil(text))
     dsp = pricer.place_multipliers(spec.capacity.get("dsp", 0))
     weights = LUT_WEIGHTS.get(spec.family, dict.fromkeys(KINDS, 1.0))
     lut4 = sum(n * weights[kind] for kind, n in pricer.lut.items())
@@ -314,7 +310,7 @@ def estimate_design(component, board: str, *, use_dsp: bool | None = None) -> di
 
 def estimate_accelerator(plan, board: str) -> dict:
     """The estimate of ``asq_accel`` for ``plan`` (a :class:`hw.rtl.plan.NetPlan`) on ``board``."""
-    from hw.rtl.top import AsqAccel
+    from hw.rtl.accel import AsqAccel
 
     top = AsqAccel(plan)
     out = estimate_design(top, board)

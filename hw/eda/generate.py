@@ -1,6 +1,6 @@
 """Python entry points: build the accelerator, write its Verilog, write unit Verilog.
 
-- :func:`build_top` -> the :class:`hw.rtl.top.AsqAccel` Elaboratable of a bundle.
+- :func:`build_top` -> the :class:`hw.rtl.accel.AsqAccel` Elaboratable of a bundle.
 - :func:`generate_verilog` -> ``asq_accel.v`` + a copy of the manifest with the generator
   parameters and the cycles per inference, written atomically into ``out_dir``.
 - :func:`unit_verilog` -> one unit (``mul_lane``, ``mac_array``, ``requant``, ``asq_unit``) as
@@ -14,8 +14,8 @@ from asqhw.atomic import atomic_dir
 from asqhw.errors import UserError
 from golden.bundle import Bundle
 from hw.eda.verilog import write_verilog
+from hw.rtl.accel import AsqAccel
 from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD, check_acc_width, make_plan
-from hw.rtl.top import AsqAccel
 
 TOP_NAME = "asq_accel"
 

@@ -131,6 +131,9 @@ class AsqUnit(wiring.Component):
         Their codes, latency 2 (always ready: the consumer must take every beat).
     """
 
+    #: Cycles from a ``q`` beat to its code on ``c`` (``y * r`` registered, then round and clamp).
+    CODE_LATENCY = 2
+
     def __init__(self, configs, tag_width=1):
         configs = list(configs)
         if not configs:

@@ -58,6 +58,9 @@ class MacArray(wiring.Component):
         One cycle pulse: ``acc`` holds finished sums (2 cycles after the ``last`` input).
     """
 
+    #: Cycles from an input set to its products in the accumulators (``done`` after a ``last`` set).
+    LATENCY = 2
+
     def __init__(self, kind, w_bits, act_bits, act_signed=False, *, pe=1, simd=1, acc_width=32,
                  frac_bits=DEFAULT_POST_FRAC_BITS, in_logic=False):
         for name, value in (("pe", pe), ("simd", simd)):

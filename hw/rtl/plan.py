@@ -25,6 +25,7 @@ from golden import arith
 from golden.bundle import asq_constants
 from hw.rtl.limits import MAX_BITS, MAX_MUL_BITS, MIN_BITS
 from hw.rtl.mul import MUL_KINDS
+from hw.rtl.requant import RequantSpec
 
 #: Default generator parameters (docs/hardware.md, "Defaults": fits an iCE40 UP5K).
 DEFAULT_PE = 4
@@ -56,7 +57,7 @@ class LayerPlan:
     w_bits: int
     weights: object  # int64 array (c_out, c_in, k, k): signed for int, raw codes for pot/post
     acc_width: int
-    requant: dict
+    requant: RequantSpec  # g_max: the input's largest beta code (1 without ASQ)
     output: str  # "codes" | "y" | "logits"
     asq_in: object = None  # golden.arith.AsqConstants of this layer's input, or None
     pe: int = 1
@@ -203,13 +204,16 @@ def _layer_plan(bundle, i, la, layers, middle, pe, simd):
     output = req["output"]
     if output == "logits" and i != len(layers) - 1:
         raise UserError(f"layer {name} yields logits but is not the last layer")
+    asq_in = asq_constants(la)
+    requant = RequantSpec(M=tuple(req["M"]), B=tuple(req["B"]), S=req["S"], G=req["G"], lo=req["lo"],
+                          hi=req["hi"], g_max=asq_in.beta_max if asq_in is not None else 1)
     return LayerPlan(
         index=i, name=name, kind=la["kind"], engine=engine, c_in=c_in, h_in=h_in if conv else 1,
         w_in=w_in if conv else 1, c_out=c_out, h_out=h_out if conv else 1, w_out=w_out if conv else 1,
         kernel=la["kernel"] if conv else 1, stride=la["stride"] if conv else 1,
         pad=la["pad"] if conv else 0, act_bits=act["bits"], act_signed=bool(act["signed"]),
         w_kind=w["kind"], w_bits=w["bits"], weights=weights, acc_width=la["acc_width"],
-        requant=req, output=output, asq_in=asq_constants(la), pe=pe, simd=lane_simd,
+        requant=requant, output=output, asq_in=asq_in, pe=pe, simd=lane_simd,
     )
 
 
