@@ -3,10 +3,11 @@
 Ports (docs/hardware.md gives the Verilog names and bit layouts):
 
 - ``i``: ``lib.stream`` of conv1's input codes (signed 8-bit), one per beat, ``C*H*W`` beats per
-  image in (channel, row, column) order. Accepted only while the accelerator waits for an image.
+  image in (channel, row, column) order. Accepted only while the accelerator waits for an image
+  and not in reset.
 - ``o``: ``lib.stream`` of ``{value: signed(32), last: 1}``: the logits (``FL`` fractional bits) in
   class order with ``last = 0``, then the predicted class (first index of the largest logit) with
-  ``last = 1``.
+  ``last = 1``; ``valid`` is low in reset.
 - ``cycles``: clock cycles of the last inference, from the cycle of the first input beat to the
   cycle of the class beat, inclusive (it counts up while an inference runs).
 
@@ -29,7 +30,7 @@ Phases (the sequencer, unrolled per layer at generation time; one FSM state per 
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -158,7 +159,10 @@ class AsqAccel(wiring.Component):
         plan = self.plan
         m.submodules.requant = rq = self.requant
         m.submodules.output = output = self.output
-        wiring.connect(m, wiring.flipped(self.o), output.o)
+        # No beat transfers while the reset is high: ``o.valid`` (and ``i.ready``, in LOAD) low.
+        in_reset = ResetSignal()
+        m.d.comb += [self.o.payload.eq(output.o.payload), self.o.valid.eq(output.o.valid & ~in_reset),
+                     output.o.ready.eq(self.o.ready & ~in_reset)]
         if self.asq is not None:
             m.submodules.asq = self.asq
 
@@ -283,8 +287,8 @@ class AsqAccel(wiring.Component):
 
         with m.FSM(name="seq"):
             with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
+                m.d.comb += self.i.ready.eq(~ResetSignal())
+                with m.If(self.i.valid & self.i.ready):
                     write_value(m, path.buffers[first.index], load_c, load_p, self.i.payload, 1)
                     with m.If(load_n == 0):
                         m.d.sync += [self.cycles.eq(1), counting.eq(1)]
