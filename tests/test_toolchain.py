@@ -17,7 +17,7 @@ def test_probe_converts_to_verilog_with_stream_ports(tmp_path):
     for port in ("clk", "rst", "i__valid", "i__ready", "i__payload", "o__valid", "o__ready", "o__payload"):
         assert re.search(rf"\b(input|output) .*\b{port}\b", text), port
     # the accumulator is as wide as asked
-    assert re.search(r"output \[19:0\] o__payload", text)
+    assert re.search(r"output (signed )?\[19:0\] o__payload", text)
 
 
 @pytest.mark.parametrize("width, acc_width", [(1, 20), (17, 40), (8, 15)])
