@@ -11,7 +11,8 @@ model plus the stall cycles the test caused:
 - the next image's first code held valid through the whole computation of the previous one: it
   is taken only after the class beat, and both images are exact.
 
-Pytest side: :func:`test_handshake_scenarios_on_icarus` runs them on the shipped BITS-3 design.
+Pytest side: :func:`test_handshake_scenarios` runs them on the shipped BITS-3 design (Icarus, and
+Verilator among the slow tests).
 """
 
 import cocotb
@@ -183,8 +184,8 @@ async def eager_producer(dut):
 # ----------------------------------------------------------------------------- pytest side
 
 
-@pytest.mark.parametrize("simulator", ["icarus"])
-def test_handshake_scenarios_on_icarus(simulator, tmp_path):
+@pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])
+def test_handshake_scenarios(simulator, tmp_path):
     from sim.accel import default_bundle, prepare_design
     from sim.runner import run_cocotb
     from sim.tb import params_env
