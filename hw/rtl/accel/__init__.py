@@ -8,8 +8,10 @@ Components (each a :class:`amaranth.lib.wiring.Component`):
 - :class:`~hw.rtl.accel.serializer.Serializer`: a finished group's PE sums, one per cycle, into the
   requantizer;
 - :class:`~hw.rtl.accel.argmax.ArgmaxOutput`: the logits, streamed out, then the predicted class;
-- :class:`~hw.rtl.accel.top.AsqAccel`: the sequencer that runs the phases and wires the above to
-  the MAC engines, the requantizer and the ASQ unit.
+- :class:`~hw.rtl.accel.sequencer.Sequencer`: the phases of an inference (load, run, drain, ASQ
+  passes, output) and the cycle counter;
+- :class:`~hw.rtl.accel.top.AsqAccel`: builds the above for a plan and wires them to the MAC
+  engines, the requantizer and the ASQ unit.
 """
 
 from hw.rtl.accel.argmax import OUT_WIDTH, output_layout

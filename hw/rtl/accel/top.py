@@ -1,4 +1,4 @@
-"""``asq_accel``: the sequencer, and the wiring of the accelerator's components.
+"""``asq_accel``: the accelerator's components, built for one plan and wired together.
 
 Ports (docs/hardware.md gives the Verilog names and bit layouts):
 
@@ -11,7 +11,7 @@ Ports (docs/hardware.md gives the Verilog names and bit layouts):
 - ``cycles``: clock cycles of the last inference, from the cycle of the first input beat to the
   cycle of the class beat, inclusive (it counts up while an inference runs).
 
-Phases (the sequencer, unrolled per layer at generation time; one FSM state per phase per layer):
+Phases (:class:`~hw.rtl.accel.sequencer.Sequencer`, unrolled per layer at generation time):
 
 1. LOAD: input codes into layer 0's activation buffer.
 2. RUN<L>: the address generator walks the layer's loops, one input set per cycle: SIMD
@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 from hw.rtl.accel.address import AddressGenerator
 from hw.rtl.accel.argmax import ArgmaxOutput, output_layout
 from hw.rtl.accel.buffers import READ_LATENCY, ActivationBuffer, weight_rom
+from hw.rtl.accel.sequencer import ASQ_START_CYCLES, QPASS_DRAIN_CYCLES, Sequencer
 from hw.rtl.accel.serializer import Serializer
 from hw.rtl.asq import AsqConfig, AsqUnit
 from hw.rtl.mac import MacArray
@@ -45,10 +46,6 @@ from hw.rtl.requant import Requantizer
 
 #: Cycles from a set's issue to its engine's ``done``: the buffer and ROM reads, then the array.
 MAC_LATENCY = READ_LATENCY + MacArray.LATENCY
-#: The ASQ phase's own cycle, the one that starts the unit; ``AsqUnit.beta_cycles`` follow.
-ASQ_START_CYCLES = 1
-#: After a quantizing pass's last ``y`` address: the ``y`` buffer read, then the unit's quantizer.
-QPASS_DRAIN_CYCLES = READ_LATENCY + AsqUnit.CODE_LATENCY
 
 
 @dataclass(frozen=True)
@@ -60,18 +57,6 @@ class Engine:
     layers: list
 
 
-@dataclass(frozen=True)
-class Datapath:
-    """The parts the sequencer's phases drive (built by :meth:`AsqAccel.elaborate`)."""
-
-    loops: AddressGenerator
-    buffers: list  # ActivationBuffer of each layer's input
-    y_buffer: object  # memory.Memory of the ASQ inputs' y maps, or None
-    output: ArgmaxOutput
-    layer: Signal  # the layer being run (the requantizer's, the engines')
-    betas: dict  # layer index -> its input's beta code (ASQ inputs)
-
-
 def write_value(m, buffer, chan, pix, value, en) -> None:
     """Drive ``buffer``'s write beat: ``value`` at channel ``chan``, pixel ``pix`` when ``en``."""
     beat = buffer.write.payload
@@ -80,6 +65,10 @@ def write_value(m, buffer, chan, pix, value, en) -> None:
 
 class AsqAccel(wiring.Component):
     """The accelerator for one :class:`hw.rtl.plan.NetPlan` (see the module docstring).
+
+    One image at a time: latency :meth:`cycles_per_inference` cycles from the first input beat to
+    the class beat with no stalls, each stall cycle of either stream inside an inference adding
+    one; throughput one image per that many cycles plus the load of the next.
 
     Parameters
     ----------
@@ -190,20 +179,23 @@ class AsqAccel(wiring.Component):
         pix_shape = unsigned(max(self.max_pixels - 1, 1).bit_length())
         m.submodules.loops = loops = AddressGenerator(plan.layers, pe=plan.pe, rom_bases=rom_bases,
                                                       pix_shape=pix_shape)
-        layer = Signal(range(len(plan.layers) + 1))  # the layer being run
-        m.d.comb += [rq.layer.eq(layer), loops.layer.eq(layer)]
-        betas = {la.index: Signal(unsigned(self.asq.beta_width), name=f"beta_{la.name}")
-                 for la in self.asq_layers}
-        with m.Switch(layer):
-            for la in plan.layers:
-                with m.Case(la.index):
-                    m.d.comb += rq.g.eq(betas[la.index] if la.index in betas else 1)
+        asq_ports = {}
+        if self.asq is not None:
+            asq_ports = dict(asq_tag_shape=self.asq.q.payload.tag.shape(), asq_sel_shape=self.asq.sel.shape(),
+                             asq_beta_width=self.asq.beta_width, asq_pix_bits=self.pix_bits)
+        m.submodules.sequencer = seq = Sequencer(plan.layers, drain_cycles=self.drain_cycles(),
+                                                 g_shape=rq.g.shape(), **asq_ports)
+        m.d.comb += [rq.layer.eq(seq.layer), rq.g.eq(seq.g), loops.layer.eq(seq.layer), loops.run.eq(seq.run),
+                     seq.run_done.eq(loops.done), output.active.eq(seq.out_active), seq.out_done.eq(output.done),
+                     self.cycles.eq(seq.cycles)]
+        # LOAD: the image's codes into the first layer's input.
+        m.d.comb += [self.i.ready.eq(seq.in_ready), seq.in_valid.eq(self.i.valid)]
+        write_value(m, buffers[0], seq.load_chan, seq.load_pix, self.i.payload, seq.load)
 
-        self._engines(m, loops, buffers, engines, layer)
-        self._requant_sink(m, buffers, y_buffer, layer)
-        path = Datapath(loops=loops, buffers=buffers, y_buffer=y_buffer, output=output, layer=layer,
-                        betas=betas)
-        self._sequencer(m, path)
+        self._engines(m, loops, buffers, engines, seq.layer)
+        self._requant_sink(m, buffers, y_buffer, seq.layer)
+        if self.asq is not None:
+            self._asq_pass(m, seq, buffers, y_buffer)
         return m
 
     # datapath -------------------------------------------------------------
@@ -269,133 +261,21 @@ class AsqAccel(wiring.Component):
                     else:
                         m.d.comb += self.output.write.valid.eq(en)
 
-    # sequencer ------------------------------------------------------------
-
-    def _sequencer(self, m, path):
-        plan = self.plan
-        layers = plan.layers
-        first = layers[0]
-        n_in = plan.input_codes
-        load_c = Signal(range(first.c_in + 1))
-        load_p = Signal(range(first.in_pixels + 1))
-        load_n = Signal(range(n_in + 1))
-        counting = Signal()
-        drain = Signal(range(self.drain_cycles()))
-        with m.If(counting):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-        asq_pass = self._asq_datapath(m, path) if self.asq is not None else None
-
-        with m.FSM(name="seq"):
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(~ResetSignal())
-                with m.If(self.i.valid & self.i.ready):
-                    write_value(m, path.buffers[first.index], load_c, load_p, self.i.payload, 1)
-                    with m.If(load_n == 0):
-                        m.d.sync += [self.cycles.eq(1), counting.eq(1)]
-                    m.d.sync += load_n.eq(load_n + 1)
-                    with m.If(load_p == first.in_pixels - 1):
-                        m.d.sync += [load_p.eq(0), load_c.eq(load_c + 1)]
-                    with m.Else():
-                        m.d.sync += load_p.eq(load_p + 1)
-                    with m.If(load_n == n_in - 1):
-                        m.d.sync += [load_n.eq(0), load_c.eq(0), load_p.eq(0), path.layer.eq(first.index)]
-                        m.next = f"RUN{first.index}"
-            for la in layers:
-                with m.State(f"RUN{la.index}"):
-                    m.d.comb += path.loops.run.eq(1)
-                    with m.If(path.loops.done):
-                        m.next = f"DRAIN{la.index}"
-                self._drain_state(m, la, drain, path.layer, asq_pass)
-                nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
-                if nxt is not None and nxt.asq_in is not None:
-                    self._asq_states(m, nxt, path, asq_pass)
-            with m.State("OUT"):
-                m.d.comb += path.output.active.eq(1)
-                with m.If(path.output.done):
-                    m.d.sync += counting.eq(0)
-                    m.next = "LOAD"
-
-    def _drain_state(self, m, la, drain, layer, asq_pass):
-        layers = self.plan.layers
-        with m.State(f"DRAIN{la.index}"):
-            with m.If(drain == self.drain_cycles() - 1):
-                m.d.sync += drain.eq(0)
-                nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
-                if nxt is None:
-                    m.next = "OUT"
-                elif nxt.asq_in is not None:
-                    # A register, not the FSM state: ``sel`` steers the ASQ unit's constants.
-                    m.d.sync += asq_pass.sel.eq(self.asq_layers.index(nxt))
-                    m.next = f"ASQ{nxt.index}"
-                else:
-                    m.d.sync += layer.eq(nxt.index)
-                    m.next = f"RUN{nxt.index}"
-            with m.Else():
-                m.d.sync += drain.eq(drain + 1)
-
-    def _asq_datapath(self, m, path):
-        """The ASQ unit's ``sel`` register, its ``y`` reads and its codes into the input buffers."""
+    def _asq_pass(self, m, seq, buffers, y_buffer):
+        """The ASQ unit: its configuration and start, its ``y`` reads and its codes into the input buffers."""
         asq = self.asq
-        y_read = path.y_buffer.read_port()
-        qpass = AsqPass(sel=Signal.like(asq.sel, name="asq_sel"), y_read=y_read,
-                        chan=Signal(range(max(la.c_in for la in self.asq_layers) + 1)),
-                        pix=Signal(range(max(la.in_pixels for la in self.asq_layers) + 1)),
-                        valid=Signal(), tag=Signal(asq.q.payload.tag.shape()))
-        m.d.comb += asq.sel.eq(qpass.sel)
-        # A y read (issued in QPASS) arrives one cycle later into the ASQ quantizer.
-        m.d.sync += qpass.valid.eq(0)
-        m.d.comb += [asq.q.valid.eq(qpass.valid), asq.q.payload.y.eq(y_read.data),
-                     asq.q.payload.tag.eq(qpass.tag)]
+        y_read = y_buffer.read_port()
+        m.d.comb += [asq.sel.eq(seq.asq_sel), asq.start.eq(seq.asq_start), seq.asq_busy.eq(asq.busy),
+                     seq.asq_beta.eq(asq.beta), y_read.addr.eq(seq.y_addr)]
+        m.d.comb += [asq.q.valid.eq(seq.q_valid), asq.q.payload.y.eq(y_read.data), asq.q.payload.tag.eq(seq.q_tag)]
         codes = asq.c
         chan = codes.payload.tag[self.pix_bits:]
         pix = codes.payload.tag[:self.pix_bits]
-        with m.Switch(path.layer):
+        with m.Switch(seq.layer):
             for la in self.asq_layers:
                 with m.Case(la.index):
-                    buffer = path.buffers[la.index]
+                    buffer = buffers[la.index]
                     if la.kind == "fc":
                         write_value(m, buffer, chan * la.in_pixels + pix, 0, codes.payload.code, codes.valid)
                     else:
                         write_value(m, buffer, chan, pix, codes.payload.code, codes.valid)
-        return qpass
-
-    def _asq_states(self, m, nxt, path, qpass):
-        """ASQ<L>: beta and reciprocal; QPASS<L>: quantize the buffered y into L's input buffer."""
-        asq = self.asq
-        with m.State(f"ASQ{nxt.index}"):
-            m.d.comb += asq.start.eq(1)
-            m.d.sync += path.layer.eq(nxt.index)
-            m.next = f"ASQWAIT{nxt.index}"
-        with m.State(f"ASQWAIT{nxt.index}"):
-            with m.If(~asq.busy):
-                m.d.sync += path.betas[nxt.index].eq(asq.beta)
-                m.next = f"QPASS{nxt.index}"
-        with m.State(f"QPASS{nxt.index}"):
-            m.d.comb += qpass.y_read.addr.eq(qpass.chan * nxt.in_pixels + qpass.pix)
-            m.d.sync += [qpass.valid.eq(1), qpass.tag.eq(qpass.chan << self.pix_bits | qpass.pix)]
-            with m.If(qpass.pix == nxt.in_pixels - 1):
-                m.d.sync += [qpass.pix.eq(0), qpass.chan.eq(qpass.chan + 1)]
-                with m.If(qpass.chan == nxt.c_in - 1):
-                    m.d.sync += qpass.chan.eq(0)
-                    m.next = f"QDRAIN{nxt.index}"
-            with m.Else():
-                m.d.sync += qpass.pix.eq(qpass.pix + 1)
-        with m.State(f"QDRAIN{nxt.index}"):
-            drain = Signal(range(QPASS_DRAIN_CYCLES), name=f"qdrain_{nxt.name}")
-            m.d.sync += drain.eq(drain + 1)
-            with m.If(drain == QPASS_DRAIN_CYCLES - 1):
-                m.d.sync += drain.eq(0)
-                m.next = f"RUN{nxt.index}"
-
-
-@dataclass(frozen=True)
-class AsqPass:
-    """The registers of a quantizing pass: the unit's configuration, the ``y`` read counters and
-    the read's valid and tag one cycle later (when its data reaches the unit)."""
-
-    sel: Signal
-    y_read: object  # memory.ReadPort of the y buffer
-    chan: Signal
-    pix: Signal
-    valid: Signal
-    tag: Signal
