@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "quant.export.cli",
     "hw.cli",
     "hw.synth_cli",
+    "studies.cli",
     "sim.cli",
 )
 

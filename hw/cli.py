@@ -4,8 +4,8 @@ import subprocess
 from pathlib import Path
 
 from asqhw.errors import UserError
-from hw.limits import MAX_BITS, MIN_BITS
-from hw.plan import DEFAULT_PE, DEFAULT_SIMD, check_params
+from hw.rtl.limits import MAX_BITS, MIN_BITS
+from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD, check_params
 
 
 def register(subparsers) -> None:
@@ -34,7 +34,7 @@ def run_verilog(args) -> int:
 
     model = bundle_folder(args.model, args.bits)
     out = args.out or Path("build") / "verilog" / f"b{args.bits}"
-    from hw.generate import generate_verilog
+    from hw.eda.generate import generate_verilog
 
     result = generate_verilog(model, pe=args.pe, simd=args.simd, mul=args.mul, bits=args.bits, out_dir=out)
     if not args.no_lint:
@@ -43,9 +43,9 @@ def run_verilog(args) -> int:
     print(f"wrote {result['paths']['verilog']} and {result['paths']['manifest']}: BITS={p['bits']} "
           f"MUL={p['mul']} PE={p['pe']} SIMD={p['simd']}, "
           f"{result['cycles_per_inference']} cycles per inference")
-    from hw.estimate import estimate_lines
+    from hw.eda.estimate import estimate_lines
 
-    print("resource estimate before synthesis (hw.estimate):")
+    print("resource estimate before synthesis (hw.eda.estimate):")
     print(estimate_lines(model, pe=p["pe"], simd=p["simd"], mul=p["mul"], bits=p["bits"]))
     return 0
 

@@ -1,4 +1,4 @@
-"""``asqhw synth``, ``asqhw compare``, ``asqhw fit`` and ``asqhw host``."""
+"""``asqhw synth``, ``asqhw fit`` and ``asqhw host``."""
 
 import json
 from pathlib import Path
@@ -10,9 +10,8 @@ BUILD = Path("build")
 
 
 def register(subparsers) -> None:
-    """Add the synthesis, comparison, fit and host subcommands."""
+    """Add the synthesis, fit and host subcommands."""
     _register_synth(subparsers)
-    _register_compare(subparsers)
     _register_fit(subparsers)
     _register_host(subparsers)
 
@@ -46,9 +45,9 @@ def _register_synth(subparsers):
 
 
 def run_synth(args) -> int:
-    from hw.boards import get_board
-    from hw.estimate import format_estimate
-    from hw.synth import load_bundle_for, synthesize_accelerator
+    from hw.eda.boards import get_board
+    from hw.eda.estimate import format_estimate
+    from hw.eda.synth import load_bundle_for, synthesize_accelerator
 
     board = get_board(args.board)
     if args.seeds < 1:
@@ -64,7 +63,7 @@ def run_synth(args) -> int:
 
 
 def _default(name):
-    from hw import plan
+    from hw.rtl import plan
 
     return {"pe": plan.DEFAULT_PE, "simd": plan.DEFAULT_SIMD}[name]
 
@@ -96,67 +95,6 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------- compare
-
-
-def _register_compare(subparsers):
-    p = subparsers.add_parser(
-        "compare", help="POST vs POT vs integer MACs on UP5K and ECP5: docs/results.md",
-        description="Synthesize one PE x SIMD MAC array per multiplier (POST with a table per lane, POST "
-        "with a private table per MAC, POT, uniform int in logic, uniform int on DSPs) at BITS 3 and 4 for "
-        "the iCE40 UP5K and the ECP5-85F; measure LUT4 per MAC (Yosys, out of context), Fmax (nextpnr, "
-        "median and minimum over seeds) and digits accuracy; write the table and a plot to docs/.",
-    )
-    p.add_argument("--pe", type=int, default=4)
-    p.add_argument("--simd", type=int, default=4)
-    p.add_argument("--bits", type=int, nargs="+", default=[3, 4])
-    p.add_argument("--boards", nargs="+", default=["icebreaker", "ulx3s", "generic"],
-                   help="icebreaker, ulx3s and/or generic (technology-independent Yosys: gates per MAC)")
-    p.add_argument("--designs", nargs="+", help="a subset of the designs (default: all); rows of earlier runs "
-                   "for other designs and boards are kept in OUT/rows.json")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--no-fmax", action="store_true", help="skip place and route (LUTs only)")
-    p.add_argument("--no-accuracy", action="store_true", help="skip training the accuracy models")
-    p.add_argument("--epochs", type=int, help="training epochs of the accuracy models (default: the recipe's)")
-    p.add_argument("--out", type=Path, default=BUILD / "compare")
-    p.add_argument("--docs", type=Path, default=Path("docs"))
-    p.add_argument("--render-only", action="store_true",
-                   help="rewrite the page from the rows of the last run (OUT/rows.json), synthesizing nothing")
-    p.set_defaults(handler=run_compare_cmd)
-
-
-def run_compare_cmd(args) -> int:
-    from hw.boards import FPGA_BOARDS
-    from hw.compare import run_compare
-    from hw.results import write_results
-
-    for board in args.boards:
-        if board not in (*FPGA_BOARDS, "generic"):
-            raise UserError(f"--boards {board!r}: choose from {', '.join(FPGA_BOARDS)}, generic")
-    if args.render_only:
-        from hw.compare import fill_accuracy, load_rows
-
-        rows = load_rows(args.out / "rows.json")
-        if not args.no_accuracy:
-            fill_accuracy(rows, args.out / "train", args.epochs)
-    else:
-        from hw.compare import DESIGNS
-
-        designs = tuple(args.designs or DESIGNS)
-        for design in designs:
-            if design not in DESIGNS:
-                raise UserError(f"--designs {design!r}: choose from {', '.join(DESIGNS)}")
-        rows = run_compare(args.out, bits_list=tuple(args.bits), boards=tuple(args.boards), pe=args.pe,
-                           simd=args.simd, designs=designs, seeds=args.seeds, with_fmax=not args.no_fmax,
-                           with_accuracy=not args.no_accuracy, epochs=args.epochs)
-    from hw.results import collect_synth_reports, synth_section
-
-    extra = synth_section(collect_synth_reports(BUILD))
-    paths = write_results(rows, args.docs, seeds=args.seeds, extra=extra, epochs=args.epochs)
-    print(f"wrote {', '.join(str(p) for p in paths)}")
-    return 0
-
-
 # -------------------------------------------------------------------------------------------------- fit
 
 
@@ -176,8 +114,8 @@ def _register_fit(subparsers):
 
 
 def run_fit(args) -> int:
-    from hw.fit import find_fit
-    from hw.synth import load_bundle_for
+    from hw.eda.fit import find_fit
+    from hw.eda.synth import load_bundle_for
 
     bundle = load_bundle_for(args.model, args.bits)
     result = find_fit(bundle, args.board, mul=args.mul, max_par=args.max_par, seeds=args.seeds,
@@ -214,7 +152,7 @@ def run_host(args) -> int:
     from tqdm import tqdm
 
     from golden.bundle import bundle_folder
-    from hw.host import SerialPort, run_images
+    from hw.link.host import SerialPort, run_images
 
     path = bundle_folder(args.model, args.bits)
     vectors = path / "vectors.npz"
@@ -244,9 +182,9 @@ def run_host(args) -> int:
 
 def _simulated_port(args, bundle_path):
     from golden.model import load_bundle
-    from hw.generate import build_top
-    from hw.host import SimulatedBoard
-    from hw.uart import StreamLink
+    from hw.eda.generate import build_top
+    from hw.link.host import SimulatedBoard
+    from hw.rtl.uart import StreamLink
 
     top = build_top(load_bundle(bundle_path, vectors=False), pe=args.pe or _default("pe"),
                     simd=args.simd or _default("simd"), mul=args.mul)

@@ -1,6 +1,6 @@
 """Run the whole accelerator (``asq_accel``) on a simulator against the golden model of its bundle.
 
-The Verilog is the one ``asqhw verilog`` writes (:func:`hw.generate.generate_verilog`, same bundle,
+The Verilog is the one ``asqhw verilog`` writes (:func:`hw.eda.generate.generate_verilog`, same bundle,
 same generator parameters); it is copied into the simulator's source folder only when its text
 changed, so a repeated run reuses the simulator build. The cocotb side is
 :func:`sim.test_accel.accelerator_matches_golden`; it writes a JSON summary (accuracy, cycles,
@@ -38,7 +38,7 @@ def prepare_design(bundle, *, bits=None, pe=None, simd=None, mul=None, out_root=
     Returns ``{"verilog": Path, "params": {...}, "cycles_per_inference": int, "dir": Path}``.
     Parameters left as None take the generator's defaults.
     """
-    from hw.generate import generate_verilog
+    from hw.eda.generate import generate_verilog
 
     kwargs = {k: v for k, v in (("bits", bits), ("pe", pe), ("simd", simd), ("mul", mul)) if v is not None}
     out_root = Path(out_root)

@@ -35,58 +35,15 @@ def tb_rng(name: str) -> random.Random:
     return random.Random(f"{tb_params().get('seed', 1)}:{name}")
 
 
-#: Yosys's Verilog back end declares one ``reg <this> = 0;`` per module and reads it in every
-#: ``always @*`` block, so that the block runs once at time 0. Icarus (>= 11) applies declaration
-#: initializers before any process starts, without an event, so those blocks never run until one of
-#: their inputs changes: a combinational signal whose inputs are constant from time 0 (a mux on a
-#: state register that resets to its initial value) stays X, and the X spreads through the design.
-YOSYS_TIME0_TRIGGER = "verilog_backend.cc"
-
-
-def _time0_triggers(handle, depth=0):
-    """Yosys's time-0 trigger registers of ``handle`` and of every module instance below it."""
-    from cocotb.handle import HierarchyObject
-
-    found = []
-    for child in handle:
-        name = child._name
-        if YOSYS_TIME0_TRIGGER in name and "dump_module" in name:
-            found.append(child)
-        elif isinstance(child, HierarchyObject) and depth < 16:
-            found += _time0_triggers(child, depth + 1)
-    return found
-
-
-async def run_combinational_blocks_at_time_zero(dut):
-    """Toggle Yosys's time-0 triggers so every ``always @*`` block evaluates once (Icarus only).
-
-    This is what the trigger is meant to do on simulators that run declaration initializers as
-    events; it changes no logic of the design (the register is read only as a sensitivity).
-    """
-    import cocotb
-    from cocotb.triggers import Timer
-
-    if "icarus" not in cocotb.SIM_NAME.lower():
-        return
-    triggers = _time0_triggers(dut)
-    for trigger in triggers:
-        trigger.value = 1
-    await Timer(1, "ps")
-    for trigger in triggers:
-        trigger.value = 0
-    await Timer(1, "ps")
-
-
 async def start_clock_and_reset(dut, cycles: int = 2, idle=()):
     """Start a 100 MHz clock on ``dut.clk``, hold ``dut.rst`` for ``cycles`` rising edges.
 
-    ``idle`` lists input handles set to 0 during reset (stream valids, strobes). On Icarus the
-    combinational blocks are first made to evaluate (:func:`run_combinational_blocks_at_time_zero`).
+    ``idle`` lists input handles set to 0 during reset (stream valids, strobes). Nothing inside
+    the design is touched: the generated Verilog needs no help at time 0 (:mod:`hw.eda.verilog`).
     """
     from cocotb.clock import Clock
     from cocotb.triggers import RisingEdge
 
-    await run_combinational_blocks_at_time_zero(dut)
     dut.rst.value = 1
     for handle in idle:
         handle.value = 0

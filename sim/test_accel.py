@@ -34,7 +34,7 @@ from sim.tb import CLOCK_NS
 class LayerTaps:
     """Reads each layer's input codes back from ``asq_accel``'s activation buffers.
 
-    Layout (hw/top.py, "Buffers"): the input of layer ``L`` is one memory ``act_<L>`` whose word
+    Layout (hw/rtl/accel/buffers.py): the input of layer ``L`` is the memory of the buffer ``act_<L>``, whose word
     holds ``lanes`` codes of ``act_bits`` bits: channel ``c`` in lane ``c % lanes`` (bits
     ``lane * act_bits`` up) of the word at ``(c // lanes) * H * W + y * W + x``; fc's input is one
     code per word in (C, H, W) order. The first layer's buffer holds the image itself and is skipped.
@@ -44,9 +44,10 @@ class LayerTaps:
         self.layers = []
         for layer in ref.bundle.layers[1:]:
             name, bits = layer.name, layer.act_in.bits
-            mem = getattr(dut, f"act_{name}", None)
+            buffer = getattr(dut, f"act_{name}", None)
+            mem = getattr(buffer, "memory", None) if buffer is not None else None
             if mem is None:
-                raise AssertionError(f"asq_accel has no activation buffer act_{name} for layer {name}")
+                raise AssertionError(f"asq_accel has no activation buffer act_{name}.memory for layer {name}")
             width = len(mem[0])
             if width % bits:
                 raise AssertionError(f"act_{name} words are {width} bits, not a multiple of {bits}")

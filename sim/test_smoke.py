@@ -74,8 +74,8 @@ async def probe_sums_match_python(dut):
 
 @pytest.fixture(scope="module")
 def probe_verilog(tmp_path_factory):
-    from hw.smoke import ToolchainProbe
-    from hw.verilog import write_verilog
+    from hw.eda.smoke import ToolchainProbe
+    from hw.eda.verilog import write_verilog
 
     path = tmp_path_factory.mktemp("probe") / "probe.v"
     return write_verilog(ToolchainProbe(WIDTH, ACC_WIDTH), path, name="probe")

@@ -63,13 +63,13 @@ def mac_acc_width(bits: int, frac_bits: int = formats.DEFAULT_POST_FRAC_BITS) ->
 class UnitConstants:
     """Constants of the requantizer layers and ASQ configurations in a :class:`UnitBench`."""
 
-    requant: tuple  # of hw.requant.RequantSpec: (LSQ codes, ASQ-input y, logits)
+    requant: tuple  # of hw.rtl.requant.RequantSpec: (LSQ codes, ASQ-input y, logits)
     asq: tuple  # of (golden.arith.AsqConstants, channels, pixels)
 
 
 def unit_constants(bits: int, seed: int) -> UnitConstants:
     """Random constants for ``bits``, reproducible from ``(bits, seed)``."""
-    from hw.requant import RequantSpec
+    from hw.rtl.requant import RequantSpec
 
     rng = np.random.default_rng([bits, seed])
     qmax = (1 << bits) - 1
@@ -102,18 +102,18 @@ def unit_constants(bits: int, seed: int) -> UnitConstants:
 class UnitBench(wiring.Component):
     """Every unit the accelerator is built from, for one BITS, ports forwarded under prefixes.
 
-    Members: one :class:`hw.mul.MulLane` per multiplier kind offered at ``bits`` (``post``,
+    Members: one :class:`hw.rtl.mul.MulLane` per multiplier kind offered at ``bits`` (``post``,
     ``pot``, ``int``, and ``ints`` with signed 8-bit activations at 8 bits), ``mac`` (a
-    :class:`hw.mac.MacArray` PE x SIMD of the main engine's kind), ``rq`` (a
-    :class:`hw.requant.Requantizer` with three layers) and ``asq`` (a :class:`hw.asq.AsqUnit` with a
+    :class:`hw.rtl.mac.MacArray` PE x SIMD of the main engine's kind), ``rq`` (a
+    :class:`hw.rtl.requant.Requantizer` with three layers) and ``asq`` (a :class:`hw.rtl.asq.AsqUnit` with a
     16-channel and a 4-channel configuration).
     """
 
     def __init__(self, bits: int, seed: int = 1):
-        from hw.asq import AsqConfig, AsqUnit
-        from hw.mac import MacArray
-        from hw.mul import MulLane
-        from hw.requant import Requantizer
+        from hw.rtl.asq import AsqConfig, AsqUnit
+        from hw.rtl.mac import MacArray
+        from hw.rtl.mul import MulLane
+        from hw.rtl.requant import Requantizer
 
         if bits not in UNIT_BITS:
             raise ValueError(f"UnitBench bits={bits} not one of {UNIT_BITS}")
@@ -156,7 +156,7 @@ def write_unit_verilog(bits: int, path, seed: int = 1) -> Path:
     Leaving an identical file untouched keeps its timestamp, so the simulator builds of an earlier
     run are reused instead of recompiled.
     """
-    from hw.verilog import write_verilog
+    from hw.eda.verilog import write_verilog
 
     return write_verilog(UnitBench(bits, seed), path, name="units", keep_if_unchanged=True)
 

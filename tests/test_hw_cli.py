@@ -7,7 +7,7 @@ import pytest
 from asqhw.cli import main
 from golden.bundle import write_bundle
 from hw.cli import LINT_WAIVERS, lint
-from hw.generate import build_top, unit_verilog
+from hw.eda.generate import build_top, unit_verilog
 from hw.testing import random_bundle
 
 

@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden import arith
-from hw.mac import MacArray
+from hw.rtl.mac import MacArray
 
 
 def _golden_terms(kind, bits, a, codes, frac):

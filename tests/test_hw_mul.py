@@ -4,7 +4,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden import arith
-from hw.mul import MulLane
+from hw.rtl.mul import MulLane
 
 
 def _act_range(act_bits, act_signed):

@@ -12,7 +12,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.model import load_bundle, run
-from hw.generate import build_top
+from hw.eda.generate import build_top
 from hw.testing import random_bundle, random_images
 
 N_IMAGES = 20

@@ -5,8 +5,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden import arith
-from hw.asq import AsqConfig, AsqUnit
-from hw.requant import Requantizer, RequantSpec
+from hw.rtl.asq import AsqConfig, AsqUnit
+from hw.rtl.requant import Requantizer, RequantSpec
 
 # --------------------------------------------------------------------------- requantizer
 

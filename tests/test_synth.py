@@ -10,12 +10,12 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from test_synth_link import SumNet
 
-import hw.boards
+import hw.eda.boards
 from asqhw.cli import main
 from asqhw.errors import UserError
-from hw.boards import get_board
-from hw.estimate import estimate_design
-from hw.synth import (
+from hw.eda.boards import get_board
+from hw.eda.estimate import estimate_design
+from hw.eda.synth import (
     Resources,
     fmax_summary,
     generic_summary,
@@ -48,7 +48,7 @@ def test_generic_summary_counts_gates_and_flip_flops():
 
 
 def test_fmax_summary_median_and_min():
-    from hw.synth import PnrReport
+    from hw.eda.synth import PnrReport
 
     reps = [PnrReport("icebreaker", "iCE40UP5K", "ICESTORM_LC", 1, 5280, fmax_mhz={"clk": f},
                       constraint_mhz={"clk": 12.0}, seed=s) for s, f in ((1, 30.0), (2, 20.0), (3, 50.0))]
@@ -69,7 +69,7 @@ class AndReg(wiring.Component):
 
 
 def test_generic_synthesis_gives_gates_and_no_fpga_cells(tmp_path):
-    from hw.verilog import write_verilog
+    from hw.eda.verilog import write_verilog
 
     path = write_verilog(AndReg(), tmp_path / "and_reg.v", name="and_reg")
     cells = synth_cells(path, "and_reg", "generic", tmp_path / "y")
@@ -103,8 +103,8 @@ def test_quick_board_synthesis_writes_a_complete_report(tmp_path):
 
 @pytest.mark.slow
 def test_missed_clock_fails_loudly_with_the_figures(tmp_path, monkeypatch):
-    fast = dataclasses.replace(hw.boards.BOARDS["icebreaker"], clock_mhz=2000.0)  # no design meets 2 GHz
-    monkeypatch.setitem(hw.boards.BOARDS, "icebreaker", fast)
+    fast = dataclasses.replace(hw.eda.boards.BOARDS["icebreaker"], clock_mhz=2000.0)  # no design meets 2 GHz
+    monkeypatch.setitem(hw.eda.boards.BOARDS, "icebreaker", fast)
     out = tmp_path / "too-fast"
     with pytest.raises(UserError) as err:
         synthesize_top(SumNet(4), "icebreaker", out, design={"top": "sumnet"}, macs_per_cycle=1, cycles=10,
@@ -244,8 +244,8 @@ def test_cli_compare_rejects_an_unknown_board(capsys):
 
 @pytest.mark.slow
 def test_fit_orders_by_throughput_and_skips_what_cannot_fit(tmp_path, monkeypatch):
-    from hw.fit import candidates, find_fit
-    from hw.generate import build_top
+    from hw.eda.fit import candidates, find_fit
+    from hw.eda.generate import build_top
     from hw.testing import random_bundle
 
     bundle = random_bundle(3)
@@ -257,8 +257,9 @@ def test_fit_orders_by_throughput_and_skips_what_cannot_fit(tmp_path, monkeypatc
     for c in cands:  # the generator's own cycle count, at the 12 MHz board clock
         cycles = build_top(bundle, pe=c["pe"], simd=c["simd"]).cycles_per_inference()
         assert c["inferences_per_s"] == pytest.approx(12e6 / cycles)
-    tiny = dataclasses.replace(hw.boards.BOARDS["icebreaker"], capacity={"logic": 50, "lut4": 50, "bram": 1, "dsp": 0})
-    monkeypatch.setitem(hw.boards.BOARDS, "icebreaker", tiny)
+    tiny = dataclasses.replace(hw.eda.boards.BOARDS["icebreaker"],
+                               capacity={"logic": 50, "lut4": 50, "bram": 1, "dsp": 0})
+    monkeypatch.setitem(hw.eda.boards.BOARDS, "icebreaker", tiny)
     with pytest.raises(UserError, match="no PE x SIMD up to 2 fits icebreaker"):
         find_fit(bundle, "icebreaker", max_par=2, out_dir=tmp_path)
     fit = json.loads((tmp_path / "fit.json").read_text())
@@ -269,8 +270,8 @@ def test_fit_orders_by_throughput_and_skips_what_cannot_fit(tmp_path, monkeypatc
 @pytest.mark.parametrize("design, bits, pe, simd", [("post", 3, 2, 8)])
 def test_estimate_is_within_25_percent_of_yosys_on_held_out_arrays(tmp_path, design, bits, pe, simd):
     """An array shape the estimator was not calibrated on (it was fitted on 4 x 4 arrays)."""
-    from hw.compare import make_array, synth_opts_for
-    from hw.verilog import write_verilog
+    from hw.eda.verilog import write_verilog
+    from studies.compare import make_array, synth_opts_for
 
     path = write_verilog(make_array(design, bits, pe, simd), tmp_path / "a.v", name="mac_array")
     opts = synth_opts_for(design, "icebreaker")

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from asqhw.errors import UserError
 from golden import arith
-from hw.compare import (
+from studies.compare import (
     DESIGNS,
     PrivateTableArray,
     Row,
@@ -17,7 +17,7 @@ from hw.compare import (
     make_array,
     synth_opts_for,
 )
-from hw.results import ratios, render, table
+from studies.results import ratios, render, table
 
 
 def _post_product(a, code, bits, frac):
@@ -156,7 +156,7 @@ def _sweep(f, lut, flips, bound):
 
 
 def test_frac_sweep_rows_stay_out_of_the_main_table_and_fill_their_own():
-    from hw.results import frac_table
+    from studies.results import frac_table
 
     # POT costs 360 LUT4; budget 1.25x = 450. F = 1: 440 (1.222x) but E = 1.2; F = 2 (the default): 480
     # (1.333x), E = 0.6.
@@ -173,7 +173,7 @@ def test_frac_sweep_rows_stay_out_of_the_main_table_and_fill_their_own():
 
 
 def test_sweep_rows_are_kept_per_frac_bits_and_main_rows_replaced(tmp_path):
-    from hw.compare import _save_rows, load_rows
+    from studies.compare import _save_rows, load_rows
 
     _save_rows(tmp_path, [_rows()[0], _sweep(2, 440, 1, 1.2)])
     newer = Row("post", "icebreaker", 3, 2, 2, 390, 10, 0, 0, frac_bits=4)

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asqhw.errors import UserError
-from hw.host import SerialPort, SimulatedBoard, classify, decode_beat, encode_codes, run_images
-from hw.uart import StreamLink, UartRx, UartTx, divisor_for
+from hw.link.host import SerialPort, SimulatedBoard, classify, decode_beat, encode_codes, run_images
+from hw.rtl.uart import StreamLink, UartRx, UartTx, divisor_for
 
 DIV = 5
 

@@ -5,9 +5,9 @@ import re
 import pytest
 
 from asqhw.cli import main
-from hw.smoke import ProbeOnBoard, ToolchainProbe
-from hw.synth import place_and_route
-from hw.verilog import write_verilog
+from hw.eda.smoke import ProbeOnBoard, ToolchainProbe
+from hw.eda.synth import place_and_route
+from hw.eda.verilog import write_verilog
 
 
 def test_probe_converts_to_verilog_with_stream_ports(tmp_path):
@@ -17,7 +17,7 @@ def test_probe_converts_to_verilog_with_stream_ports(tmp_path):
     for port in ("clk", "rst", "i__valid", "i__ready", "i__payload", "o__valid", "o__ready", "o__payload"):
         assert re.search(rf"\b(input|output) .*\b{port}\b", text), port
     # the accumulator is as wide as asked
-    assert re.search(r"output \[19:0\] o__payload", text)
+    assert re.search(r"output (signed )?\[19:0\] o__payload", text)
 
 
 @pytest.mark.parametrize("width, acc_width", [(1, 20), (17, 40), (8, 15)])

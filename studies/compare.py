@@ -1,6 +1,6 @@
 """POST against its baselines, MAC for MAC: the designs, how each is measured, the table and plot.
 
-Every design is a PE x SIMD MAC array from the same generator (:class:`hw.mac.MacArray`, the main
+Every design is a PE x SIMD MAC array from the same generator (:class:`hw.rtl.mac.MacArray`, the main
 engine of ``asq_accel``) at the same BITS for weights and activations, differing only in the
 multiplier:
 
@@ -46,9 +46,9 @@ from asqhw.atomic import atomic_write_text
 from asqhw.errors import UserError
 from golden.arith import sqrt2_fixed
 from golden.formats import DEFAULT_POST_FRAC_BITS
-from hw.boards import FPGA_BOARDS, get_board
-from hw.mac import MacArray
-from hw.mul import MulLane
+from hw.eda.boards import FPGA_BOARDS, get_board
+from hw.rtl.mac import MacArray
+from hw.rtl.mul import MulLane
 
 #: The designs in table order: name -> (multiplier kind, private tables, DSPs allowed).
 DESIGNS = {
@@ -89,20 +89,20 @@ def acc_width_for(array_kind: str, bits: int, frac_bits: int | None = None) -> i
 
     ``frac_bits`` None: the exporter's default F at ``bits``.
     """
-    from hw.mul import product_shape
+    from hw.rtl.mul import product_shape
 
     f = default_frac_bits(bits) if frac_bits is None else frac_bits
     return product_shape(array_kind, bits, bits, False, f).width + math.ceil(math.log2(FAN_IN))
 
 
 class PrivateTableArray(MacArray):
-    """:class:`hw.mac.MacArray` with one POST lane, so one table, per MAC instead of per input.
+    """:class:`hw.rtl.mac.MacArray` with one POST lane, so one table, per MAC instead of per input.
 
     Tables that read the same activation in the same cycle are merged by Yosys (the same logic
     cone), so private tables only exist where each PE sees its activation at its own time: here
     the PEs form a systolic row, PE ``p`` receiving the whole input set (activations, its weights,
     ``valid``/``first``/``last``) ``p`` cycles late through registers. PE ``p``'s accumulator
-    therefore holds the same sums as in :class:`hw.mac.MacArray`, ``p`` cycles later; ``done``
+    therefore holds the same sums as in :class:`hw.rtl.mac.MacArray`, ``p`` cycles later; ``done``
     is PE 0's. The delay registers add flip-flops, not LUTs.
     """
 
@@ -157,7 +157,7 @@ class TwoAccPostArray(MacArray):
     (a second constant, ``M_c * sqrt2``, for the odd sum): that combine is shared by all PEs, as the
     requantizer is, so it is not part of the array. It rounds ``sqrt2`` once per output instead of
     once per product, so its sums are not the golden model's (which tabulates ``round(a * sqrt2 *
-    2^F)`` per product): it is here for its cost. Ports as :class:`hw.mac.MacArray` (``acc``: the
+    2^F)`` per product): it is here for its cost. Ports as :class:`hw.rtl.mac.MacArray` (``acc``: the
     even sums) plus ``acc_odd``: the odd sums, with the same timing.
     """
 
@@ -292,7 +292,7 @@ class Row:
     fmax_min: float | None = None
     fits: bool = True
     accuracy: float | None = None
-    lut4_estimate: int | None = None  # hw.estimate, before synthesis
+    lut4_estimate: int | None = None  # hw.eda.estimate, before synthesis
     seeds: int | None = None  # nextpnr seeds behind the Fmax figures
     gates: int | None = None  # generic target: Yosys gates and NAND2 gate equivalents
     nand2_eq: float | None = None
@@ -320,16 +320,16 @@ def measure_luts(design, board, bits, pe, simd, build_dir, frac_bits: int | None
 
     ``frac_bits``: F of a POST design (None: the exporter's default at ``bits``).
     """
-    from hw.estimate import estimate_design
-    from hw.synth import Resources, synth_cells
-    from hw.verilog import write_verilog
+    from hw.eda.estimate import estimate_design
+    from hw.eda.synth import Resources, synth_cells
+    from hw.eda.verilog import write_verilog
 
     build_dir = Path(build_dir)
     f = (default_frac_bits(bits) if frac_bits is None else frac_bits) if DESIGNS[design][0] == "post" else None
     verilog = write_verilog(make_array(design, bits, pe, simd, f), build_dir / "mac_array.v", name="mac_array")
     cells = synth_cells(verilog, "mac_array", board, build_dir, synth_opts=synth_opts_for(design, board))
     if board == "generic":
-        from hw.synth import generic_summary
+        from hw.eda.synth import generic_summary
 
         g = generic_summary(cells)
         return Row(design, board, bits, pe, simd, 0, g["flip_flops"], 0, 0, fits=True, gates=g["gates"],
@@ -342,7 +342,7 @@ def measure_luts(design, board, bits, pe, simd, build_dir, frac_bits: int | None
 
 def measure_fmax(row: Row, build_dir, seeds: int, progress=None) -> Row:
     """Fill ``row``'s Fmax from nextpnr over ``seeds`` seeds (``fits = False`` if it does not fit)."""
-    from hw.synth import fmax_summary, route_seeds
+    from hw.eda.synth import fmax_summary, route_seeds
 
     top = MacHarness(make_array(row.design, row.bits, row.pe, row.simd, row.frac_bits))
     try:
@@ -500,7 +500,7 @@ def row_dict(row: Row) -> dict:
 
 def load_rows(path) -> list[Row]:
     """Rows saved by :func:`run_compare`, their LUT4 estimates redone with today's estimator."""
-    from hw.estimate import estimate_design
+    from hw.eda.estimate import estimate_design
 
     path = Path(path)
     if not path.exists():

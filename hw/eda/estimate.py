@@ -1,8 +1,8 @@
 """Resource and cycle estimates before synthesis, in the style of FINN's analytical estimates.
 
-No tool runs: the design is elaborated by Amaranth into its netlist (operators, flip-flops,
-memories) and each element is priced by a closed-form cost in LUT4s, flip-flops, block RAMs and
-DSPs, from its operand widths:
+No tool runs: the design is elaborated by Amaranth into RTLIL (:func:`amaranth.back.rtlil.convert`;
+its operators, flip-flops, memories and processes are read back here) and each element is priced by
+a closed-form cost in LUT4s, flip-flops, block RAMs and DSPs, from its operand widths:
 
 - ``a * b`` (both variable): ``a * b + a + b`` LUT4 (an array multiplier: one LUT4 and one carry
   per partial-product bit, and the final adder), or DSP tiles ``ceil(a/16) * ceil(b/16)`` (iCE40 ``SB_MAC16``) /
@@ -26,16 +26,18 @@ Amaranth adds when it widens operands) are not counted. Then one calibration fac
 ``asqhw compare`` (docs/results.md gives estimate against synthesis for every design there and for
 the default accelerator).
 
-Cycles: the generator's own cycle model (:meth:`hw.top.AsqAccel.cycles_per_inference`, checked
+Cycles: the generator's own cycle model (:meth:`hw.rtl.accel.AsqAccel.cycles_per_inference`, checked
 against simulation by the hw tests) and the MAC-bound lower limit ``sum(items)``.
 """
 
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 
-from amaranth.hdl import _ir, _nir
+from amaranth.back import rtlil
 
-from hw.boards import get_board
+from hw.eda.boards import get_board
+from hw.eda.verilog import top_ports
 
 #: Estimated LUT4 = sum over kinds of (priced LUT4 of that kind x its weight), per family. The
 #: weights say how much of each priced element survives Yosys/ABC; :func:`calibrate` fitted them
@@ -66,27 +68,121 @@ BRAM_SHAPES = {
 DSP_TILE = {"ice40": (16, 16, 11), "ecp5": (18, 18, 2)}
 
 
-def _effective(value) -> int:
-    """Bits of ``value`` (a NIR value) that carry information: distinct, non-constant nets.
+@dataclass(frozen=True)
+class _Cell:
+    """One RTLIL cell: its type, parameters and port connections (each a list of bits, LSB first)."""
+
+    type: str
+    params: dict
+    ports: dict
+
+
+@dataclass
+class _Module:
+    """What the pricing needs of one RTLIL module: its cells and its processes' assignments."""
+
+    cells: list = field(default_factory=list)
+    processes: list = field(default_factory=list)  # each: the right-hand sides, the default first
+
+
+def _sigspecs(text: str, widths: dict) -> list:
+    """The RTLIL signal specs in ``text``, each a list of bits, LSB first: ``(wire, index)`` or a
+    constant ``"0"``/``"1"``/``"x"``.
+
+    Amaranth writes a wire with an explicit slice (``\\a [3:0]``, ``$7 [2]``) or whole (``$7``),
+    constants as ``<width>'<bits MSB first>`` and concatenations MSB first in braces.
+    """
+    tokens = text.split()
+    pos = 0
+
+    def part():
+        nonlocal pos
+        tok = tokens[pos]
+        pos += 1
+        if tok == "{":
+            parts = []
+            while tokens[pos] != "}":
+                parts.append(part())
+            pos += 1
+            return [bit for p in reversed(parts) for bit in p]
+        if "'" in tok and tok[0].isdigit():
+            return list(reversed(tok.split("'", 1)[1]))
+        lo, hi = 0, widths[tok] - 1
+        if pos < len(tokens) and tokens[pos].startswith("["):
+            bounds = tokens[pos][1:-1].split(":")
+            hi, lo = int(bounds[0]), int(bounds[-1])
+            pos += 1
+        return [(tok, i) for i in range(lo, hi + 1)]
+
+    specs = []
+    while pos < len(tokens):
+        specs.append(part())
+    return specs
+
+
+def _parse_rtlil(text: str) -> list:
+    """The modules of Amaranth's RTLIL output (:func:`amaranth.back.rtlil.convert`), as :class:`_Module`."""
+    modules, widths, mod, cell, proc = [], {}, None, None, None
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        key = words[0]
+        if key == "module":
+            mod, widths = _Module(), {}
+            modules.append(mod)
+        elif key == "wire":
+            widths[words[-1]] = int(words[2])
+        elif key == "cell":
+            cell = _Cell(words[1], {}, {})
+        elif key == "parameter" and cell is not None:
+            cell.params[words[1][1:]] = words[2]
+        elif key == "connect" and cell is not None:
+            cell.ports[words[1][1:]], = _sigspecs(line.split(None, 2)[2], widths)
+        elif key == "process":
+            proc = []
+        elif key == "assign" and proc is not None:
+            _, rhs = _sigspecs(line.split(None, 1)[1], widths)
+            proc.append(rhs)
+        elif key == "end" and line.startswith("  end"):  # a cell's or process' end (two spaces in)
+            if cell is not None:
+                mod.cells.append(cell)
+            elif proc is not None:
+                mod.processes.append(proc)
+            cell = proc = None
+    return modules
+
+
+def _effective(bits) -> int:
+    """Bits of a signal that carry information: distinct, non-constant wire bits.
 
     Sign-extension copies and the constant bits of shifts and zero-extension cost nothing."""
-    return max(len({net for net in value if not net.is_const}), 1)
+    return max(len({bit for bit in bits if isinstance(bit, tuple)}), 1)
 
 
-def _is_const(value) -> bool:
-    return all(net.is_const for net in value)
+def _is_const(bits) -> bool:
+    return all(isinstance(bit, str) for bit in bits)
 
 
-def _const_value(value) -> int:
-    return sum((1 << i) for i, net in enumerate(value) if net == _nir.Net.from_const(1))
+def _const_value(bits, signed: bool, width: int) -> int:
+    """The unsigned value of a constant operand extended to ``width`` bits (Amaranth shortens them)."""
+    bits = list(bits) or ["0"]
+    bits += [bits[-1] if signed else "0"] * (width - len(bits))
+    return sum(1 << i for i, bit in enumerate(bits) if bit == "1")
 
 
 def _bram_count(width: int, depth: int, family: str) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in BRAM_SHAPES[family])
 
 
+#: RTLIL cell type -> the priced kind of Amaranth's operators (docs above).
+_CARRY_CELLS = {"$add", "$sub", "$neg", "$lt", "$le", "$gt", "$ge"}
+_LOGIC_CELLS = {"$and", "$or", "$xor", "$not", "$reduce_or", "$reduce_and", "$reduce_xor"}
+_SHIFT_CELLS = {"$shl", "$shr", "$sshr"}
+
+
 class _Pricer:
-    """Walks a netlist and adds up the costs (see the module docstring)."""
+    """Walks the RTLIL modules and adds up the costs (see the module docstring)."""
 
     def __init__(self, family: str, use_dsp: bool):
         self.family, self.use_dsp = family, use_dsp
@@ -95,48 +191,64 @@ class _Pricer:
         self.bram = 0
         self.multipliers = []  # (a, b, LUT4 in logic) of every product Yosys could put on a DSP
 
-    def price(self, netlist):
-        sync_read = {c.memory for c in netlist.cells if isinstance(c, _nir.SyncReadPort)}
-        for index, cell in enumerate(netlist.cells):
-            if isinstance(cell, _nir.Operator):
+    def price(self, modules):
+        for mod in modules:
+            self._module(mod)
+
+    def _module(self, mod):
+        sync_read = {c.params["MEMID"] for c in mod.cells
+                     if c.type == "$memrd_v2" and c.params["CLK_ENABLE"] == "1"}
+        # Cells Amaranth adds around a variable part-select or a division (not operators of the
+        # design, so priced as nothing).
+        shift_amounts = [tuple(c.ports["B"]) for c in mod.cells if c.type == "$shift"]
+        quotients = [tuple(c.ports["Y"]) for c in mod.cells if c.type in ("$divfloor", "$modfloor")]
+        for cell in mod.cells:
+            kind = cell.type
+            if kind in ("$dff", "$adff"):
+                self.ff += int(cell.params["WIDTH"])
+            elif kind == "$meminit_v2":
+                self._memory(cell, cell.params["MEMID"] in sync_read)
+            elif kind == "$mul" and tuple(cell.ports["Y"]) in shift_amounts:
+                continue
+            elif kind == "$mux" and tuple(cell.ports["B"]) in quotients:
+                continue
+            elif kind.startswith("$"):
                 self._operator(cell)
-            elif isinstance(cell, _nir.FlipFlop):
-                self.ff += len(cell.data)
-            elif isinstance(cell, _nir.AssignmentList):
-                # one conditional assignment is a flip-flop enable; each further one a mux level
-                self.lut["mux"] += _effective(cell.default) * max(len(cell.assignments) - 1, 0)
-            elif isinstance(cell, _nir.Memory):
-                self._memory(cell, index in sync_read)
+        for rhs in mod.processes:
+            # one conditional assignment is a flip-flop enable; each further one a mux level
+            self.lut["mux"] += _effective(rhs[0]) * max(len(rhs) - 2, 0)
 
     def _operator(self, cell):
-        op, ins = cell.operator, cell.inputs
-        if all(_is_const(v) for v in ins):
+        kind = cell.type
+        ins = [cell.ports[p] for p in ("S", "B", "A") if p in cell.ports] if kind == "$mux" else \
+              [cell.ports[p] for p in ("A", "B") if p in cell.ports]
+        if not ins or all(_is_const(v) for v in ins):
             return
         widths = [_effective(v) for v in ins]
-        if op == "*":
-            self._multiply(ins, widths)
-        elif op in ("+", "-", "s<", "s<=", "s>", "s>=", "u<", "u<=", "u>", "u>="):
+        if kind == "$mul":
+            self._multiply(cell, ins, widths)
+        elif kind in _CARRY_CELLS:
             self.lut["arith"] += max(widths) if len(ins) == 2 else widths[0]
-        elif op in ("==", "!="):
+        elif kind in ("$eq", "$ne"):
             self.lut["compare"] += math.ceil(max(widths) / 2)
-        elif op == "m":
+        elif kind == "$mux":
             if _is_const(ins[1]) or _is_const(ins[2]):  # a gate per bit, merged with its neighbours
                 self.lut["logic"] += math.ceil(max(widths[1:]) / 3)
             else:
                 self.lut["mux"] += max(widths[1:])
-        elif op in ("<<", "u>>", "s>>"):
+        elif kind in _SHIFT_CELLS:
             if not _is_const(ins[1]):
                 stages = max(widths[1], 1)
                 self.lut["shift"] += math.ceil(widths[0] * stages / 2)
-        elif op in ("&", "|", "^", "~"):
+        elif kind in _LOGIC_CELLS:
             self.lut["logic"] += math.ceil(max(widths) / 3)
-        elif op.startswith("r"):  # reductions
-            self.lut["logic"] += math.ceil(widths[0] / 3)
 
-    def _multiply(self, ins, widths):
+    def _multiply(self, cell, ins, widths):
         a, b = widths
         if _is_const(ins[0]) or _is_const(ins[1]):
-            const = _const_value(ins[0] if _is_const(ins[0]) else ins[1])
+            port = "A" if _is_const(ins[0]) else "B"
+            const = _const_value(cell.ports[port], cell.params[f"{port}_SIGNED"] == "1",
+                                 int(cell.params["Y_WIDTH"]))
             other = b if _is_const(ins[0]) else a
             ones = bin(abs(const)).count("1")
             if ones > 1:  # not a power of two: shift-and-add in logic, or a DSP like any product
@@ -144,11 +256,12 @@ class _Pricer:
             return
         self.multipliers.append((a, b, a * b + a + b))  # partial products and the final adder
 
-    def _memory(self, mem, sync):
-        bits = mem.width * mem.depth
+    def _memory(self, init, sync):
+        width, depth = int(init.params["WIDTH"]), int(init.params["WORDS"])
+        bits = width * depth
         if sync and self.family in BRAM_SHAPES and bits >= MIN_BRAM_BITS[self.family]:
-            self.bram += _bram_count(mem.width, mem.depth, self.family)
-        elif self.family == "ecp5" or any(mem.init):  # LUT ROM, or ECP5 distributed RAM
+            self.bram += _bram_count(width, depth, self.family)
+        elif self.family == "ecp5" or "1" in init.ports["DATA"]:  # LUT ROM, or ECP5 distributed RAM
             self.lut["rom"] += math.ceil(bits / 16)
         else:  # a small iCE40 RAM: one flip-flop per bit
             self.ff += bits
@@ -171,20 +284,6 @@ class _Pricer:
         return tiles
 
 
-def _ports(component) -> dict:
-    """The component's signature as netlist ports (as ``amaranth.back.rtlil.convert`` makes them)."""
-    from amaranth.hdl import ValueCastable
-    from amaranth.lib import wiring
-
-    ports = {}
-    for path, member, value in component.signature.flatten(component):
-        if isinstance(value, ValueCastable):
-            value = value.as_value()
-        direction = _ir.PortDirection.Input if member.flow == wiring.In else _ir.PortDirection.Output
-        ports["__".join(map(str, path))] = (value, direction)
-    return ports
-
-
 def estimate_design(component, board: str, *, use_dsp: bool | None = None) -> dict:
     """LUT4, flip-flops, block RAMs and DSPs of ``component`` on ``board`` (no tool is run).
 
@@ -194,9 +293,9 @@ def estimate_design(component, board: str, *, use_dsp: bool | None = None) -> di
     spec = get_board(board)
     if use_dsp is None:
         use_dsp = spec.family == "ecp5" or "-dsp" in spec.synth_opts
-    netlist = _ir.build_netlist(_ir.Fragment.get(component, None), ports=_ports(component), name="top")
     pricer = _Pricer(spec.family, use_dsp)
-    pricer.price(netlist)
+    text = rtlil.convert(component, name="top", emit_src=False, ports=top_ports(component))
+    pricer.price(_parse_rtlil(text))
     dsp = pricer.place_multipliers(spec.capacity.get("dsp", 0))
     weights = LUT_WEIGHTS.get(spec.family, dict.fromkeys(KINDS, 1.0))
     lut4 = sum(n * weights[kind] for kind, n in pricer.lut.items())
@@ -210,8 +309,8 @@ def estimate_design(component, board: str, *, use_dsp: bool | None = None) -> di
 
 
 def estimate_accelerator(plan, board: str) -> dict:
-    """The estimate of ``asq_accel`` for ``plan`` (a :class:`hw.plan.NetPlan`) on ``board``."""
-    from hw.top import AsqAccel
+    """The estimate of ``asq_accel`` for ``plan`` (a :class:`hw.rtl.plan.NetPlan`) on ``board``."""
+    from hw.rtl.accel import AsqAccel
 
     top = AsqAccel(plan)
     out = estimate_design(top, board)
@@ -256,7 +355,7 @@ def calibrate(samples) -> dict:
 def estimate_lines(bundle, *, pe, simd, mul=None, bits=None, boards=("icebreaker", "ulx3s")) -> str:
     """What ``asqhw verilog`` prints: the estimate on each board, beside the board's capacity."""
     from golden.model import load_bundle
-    from hw.plan import make_plan
+    from hw.rtl.plan import make_plan
 
     if not hasattr(bundle, "manifest"):
         bundle = load_bundle(bundle, vectors=False)

@@ -1,6 +1,6 @@
 """Python entry points: build the accelerator, write its Verilog, write unit Verilog.
 
-- :func:`build_top` -> the :class:`hw.top.AsqAccel` Elaboratable of a bundle.
+- :func:`build_top` -> the :class:`hw.rtl.accel.AsqAccel` Elaboratable of a bundle.
 - :func:`generate_verilog` -> ``asq_accel.v`` + a copy of the manifest with the generator
   parameters and the cycles per inference, written atomically into ``out_dir``.
 - :func:`unit_verilog` -> one unit (``mul_lane``, ``mac_array``, ``requant``, ``asq_unit``) as
@@ -14,8 +14,9 @@ from asqhw.atomic import atomic_dir
 from asqhw.errors import UserError
 from golden.bundle import Bundle
 from golden.formats import OUT_LAST_BIT, OUT_WIDTH
-from hw.plan import DEFAULT_PE, DEFAULT_SIMD, check_acc_width, make_plan
-from hw.top import AsqAccel
+from hw.eda.verilog import write_verilog
+from hw.rtl.accel import AsqAccel
+from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD, check_acc_width, make_plan
 
 TOP_NAME = "asq_accel"
 
@@ -37,12 +38,6 @@ def build_top(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None) 
     return AsqAccel(plan)
 
 
-def verilog_text(top: AsqAccel, name: str = TOP_NAME) -> str:
-    from amaranth.back import verilog
-
-    return verilog.convert(top, name=name, emit_src=False)
-
-
 def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None, out_dir) -> dict:
     """Write ``asq_accel.v`` and ``manifest.json`` (bundle manifest + ``generator`` section).
 
@@ -58,7 +53,6 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
     top = build_top(bundle, pe=pe, simd=simd, mul=mul, bits=bits)
     plan = top.plan
     cycles = top.cycles_per_inference()
-    text = verilog_text(top)
     params = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
               "post_frac_bits": plan.frac_bits}
     manifest = bundle.manifest.to_dict()
@@ -70,7 +64,7 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
     }
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        (tmp / f"{TOP_NAME}.v").write_text(text, encoding="utf-8")
+        write_verilog(top, tmp / f"{TOP_NAME}.v", name=TOP_NAME)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return {"paths": {"verilog": out_dir / f"{TOP_NAME}.v", "manifest": out_dir / "manifest.json"},
             "params": params, "cycles_per_inference": cycles}
@@ -97,11 +91,10 @@ def unit_verilog(name: str, out_dir, *, bundle=None, pe=DEFAULT_PE, simd=DEFAULT
     ``requant``: Requantizer(specs, acc_width, channels, tag_width);
     ``asq_unit``: AsqUnit(configs, tag_width).
     """
-    from hw.asq import AsqUnit
-    from hw.mac import MacArray
-    from hw.mul import MulLane
-    from hw.requant import Requantizer
-    from hw.verilog import write_verilog
+    from hw.rtl.asq import AsqUnit
+    from hw.rtl.mac import MacArray
+    from hw.rtl.mul import MulLane
+    from hw.rtl.requant import Requantizer
 
     if name not in UNITS:
         raise UserError(f"unit {name!r} unknown; use one of {', '.join(UNITS)}")

@@ -23,12 +23,37 @@ Hardware, one unit shared by every ASQ layer input of the network (``sel`` picks
   2 cycles (``y * r`` registered, then round and clamp); no back-pressure.
 """
 
+from typing import NamedTuple
+
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import reciprocal, rshift_round, signed_width
-from hw.mul import logic_product
+from hw.rtl.mul import logic_product
+
+
+class MlpStep(NamedTuple):
+    """One weight x input step of the sequential adapter MLP.
+
+    Attributes
+    ----------
+    source : str
+        ``"z"`` (a GAP sum) or ``"h"`` (a hidden neuron's output).
+    index : int
+        Channel of ``z`` or neuron of ``h``.
+    weight : int
+    end : tuple or None
+        ``("h", j)`` or ``("beta", 0)`` on a neuron's last step (its sum is complete), else None.
+    bias : int or None
+        The neuron's bias on its first step, else None.
+    """
+
+    source: str
+    index: int
+    weight: int
+    end: tuple | None
+    bias: int | None
 
 
 class AsqConfig:
@@ -61,22 +86,22 @@ class AsqConfig:
         self.num_width = consts.R + 1  # 2^R + (q >> 1) < 2^(R+1) since q <= 2^R
         self.r_max = reciprocal(consts.s_code * consts.beta_min, consts.R)
 
-    def mlp_steps(self):
-        """(input index, weight) list the sequential MLP walks, in order, with neuron ends marked."""
+    def mlp_steps(self) -> list[MlpStep]:
+        """The steps the sequential MLP walks, in order, with neuron ends and biases marked."""
         k = self.k
         steps = []
         if self.hidden:
             for j in range(self.hidden):
                 for c in range(self.channels):
-                    steps.append(("z", c, int(k.W1[j][c]), ("h", j) if c == self.channels - 1 else None,
-                                  int(k.b1[j]) if c == 0 else None))
+                    steps.append(MlpStep("z", c, int(k.W1[j][c]), ("h", j) if c == self.channels - 1 else None,
+                                         int(k.b1[j]) if c == 0 else None))
             for j in range(self.hidden):
-                steps.append(("h", j, int(k.W2[j]), ("beta", 0) if j == self.hidden - 1 else None,
-                              int(k.b2) if j == 0 else None))
+                steps.append(MlpStep("h", j, int(k.W2[j]), ("beta", 0) if j == self.hidden - 1 else None,
+                                     int(k.b2) if j == 0 else None))
         else:
             for c in range(self.channels):
-                steps.append(("z", c, int(k.W2[c]), ("beta", 0) if c == self.channels - 1 else None,
-                              int(k.b2) if c == 0 else None))
+                steps.append(MlpStep("z", c, int(k.W2[c]), ("beta", 0) if c == self.channels - 1 else None,
+                                     int(k.b2) if c == 0 else None))
         return steps
 
 
@@ -92,7 +117,7 @@ class AsqUnit(wiring.Component):
     sel : In(range)
         Which configuration (hold it during a sample's use of the unit).
     gap : In(stream {chan, y, first})
-        One ``y`` value of the map per beat (``ready`` is always 1); ``first`` marks a channel's
+        One ``y`` value of the map per beat (always ready); ``first`` marks a channel's
         first value of the sample (it restarts that channel's sum).
     start : In(1)
         Compute beta and the reciprocal from the accumulated ``z``.
@@ -101,10 +126,13 @@ class AsqUnit(wiring.Component):
     beta : Out(unsigned)
         The sample's beta code (``G`` fractional bits), valid when not busy.
     q : In(stream {y, tag})
-        ``y`` values to quantize with the current reciprocal (``ready`` is always 1).
+        ``y`` values to quantize with the current reciprocal (always ready).
     c : Out(stream {code, tag})
-        Their codes, latency 2 (``c.ready`` is ignored: the consumer must always take).
+        Their codes, latency 2 (always ready: the consumer must take every beat).
     """
+
+    #: Cycles from a ``q`` beat to its code on ``c`` (``y * r`` registered, then round and clamp).
+    CODE_LATENCY = 2
 
     def __init__(self, configs, tag_width=1):
         configs = list(configs)
@@ -114,10 +142,10 @@ class AsqUnit(wiring.Component):
         self.channels = max(c.channels for c in configs)
         self.y_width = max(c.y_max for c in configs).bit_length()
         self.z_width = max(c.z_max for c in configs).bit_length()
-        self.w_width = max(signed_width(min(int(v) for _, _, v, _, _ in c.mlp_steps()),
-                                        max(int(v) for _, _, v, _, _ in c.mlp_steps()))
+        self.w_width = max(signed_width(min(s.weight for s in c.mlp_steps()),
+                                        max(s.weight for s in c.mlp_steps()))
                            for c in configs)
-        bias = [b for c in configs for *_, b in c.mlp_steps() if b is not None]
+        bias = [b for c in configs for b in self._biases(c)]
         self.b_width = signed_width(min(bias), max(bias))
         s_max = max(max(c.sum1_max, c.sum2_max) for c in configs)
         self.sum_width = signed_width(-s_max, s_max) + 1
@@ -127,18 +155,20 @@ class AsqUnit(wiring.Component):
         self.num_width = max(c.num_width for c in configs)
         self.r_width = max(c.r_max for c in configs).bit_length()
         self.code_width = max(c.k.qmax for c in configs).bit_length()
+        self.hidden_max = max([c.hidden for c in configs] + [0])
         chan_shape = unsigned(max(self.channels - 1, 1).bit_length())
         super().__init__({
             "sel": In(range(max(len(configs), 2))),
+            # Never stalls, and its code consumer (a memory) always takes: all streams always ready.
             "gap": In(stream.Signature(data.StructLayout({
-                "chan": chan_shape, "y": unsigned(self.y_width), "first": 1}))),
+                "chan": chan_shape, "y": unsigned(self.y_width), "first": 1}), always_ready=True)),
             "start": In(1),
             "busy": Out(1),
             "beta": Out(unsigned(self.beta_width)),
             "q": In(stream.Signature(data.StructLayout({
-                "y": unsigned(self.y_width), "tag": unsigned(tag_width)}))),
+                "y": unsigned(self.y_width), "tag": unsigned(tag_width)}), always_ready=True)),
             "c": Out(stream.Signature(data.StructLayout({
-                "code": unsigned(self.code_width), "tag": unsigned(tag_width)}))),
+                "code": unsigned(self.code_width), "tag": unsigned(tag_width)}), always_ready=True)),
         })
 
     def beta_cycles(self, k: int) -> int:
@@ -151,12 +181,10 @@ class AsqUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += [self.gap.ready.eq(1), self.q.ready.eq(1)]  # never stall; ``c.ready`` ignored
         # GAP accumulators in a memory (one block RAM instead of C registers and their muxes):
         # read-modify-write, the read port transparent so back-to-back updates of one channel see
         # each other; a channel's first value (``first``) overwrites instead of adding.
         # The adapter's hidden values h live in the same memory, after the C channels.
-        self.hidden_max = max([c.hidden for c in self.configs] + [0])
         zmem = memory.Memory(shape=unsigned(max(self.z_width, self.h_width)),
                              depth=self.channels + self.hidden_max, init=[])
         m.submodules.gap_z = zmem
@@ -176,26 +204,25 @@ class AsqUnit(wiring.Component):
     @staticmethod
     def _biases(cfg):
         """Bias of each neuron in MLP order (b1[0..H-1], then b2)."""
-        return [b for *_, b in cfg.mlp_steps() if b is not None]
+        return [s.bias for s in cfg.mlp_steps() if s.bias is not None]
 
     def _step_rom(self, m):
         """ROM of MLP steps: (memory address of the input, weight, has bias, neuron end kind).
 
         The biases (one per neuron, wide) are not in it: a small per-neuron table holds them.
         """
-        hidden_max = max([c.hidden for c in self.configs] + [0])
         layout = data.StructLayout({
-            "index": unsigned(max(self.channels + hidden_max - 1, 1).bit_length()),
+            "index": unsigned(max(self.channels + self.hidden_max - 1, 1).bit_length()),
             "weight": signed(self.w_width), "has_bias": 1, "end": 1, "end_beta": 1,
         })
         words, bases = [], []
         for cfg in self.configs:
             bases.append(len(words))
-            for src, idx, w, end, b in cfg.mlp_steps():
+            for s in cfg.mlp_steps():
                 # h[j] is read from the GAP memory at address C + j.
-                words.append({"index": idx + (self.channels if src == "h" else 0), "weight": w,
-                              "has_bias": b is not None, "end": end is not None,
-                              "end_beta": end is not None and end[0] == "beta"})
+                words.append({"index": s.index + (self.channels if s.source == "h" else 0),
+                              "weight": s.weight, "has_bias": s.bias is not None, "end": s.end is not None,
+                              "end_beta": s.end is not None and s.end[0] == "beta"})
         rom = memory.Memory(shape=layout, depth=len(words), init=words)
         m.submodules.mlp_rom = rom
         return rom.read_port(), bases, len(words)  # synchronous: a block RAM, not LUTs

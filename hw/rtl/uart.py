@@ -8,7 +8,7 @@
 - :class:`LinkOnBoard`: :class:`StreamLink` wired to a board's ``uart`` resource and clocked by the
   board's oscillator (the top that ``asqhw synth`` places and routes).
 
-The host side of the protocol is :mod:`hw.host`.
+The host side of the protocol is :mod:`hw.link.host`.
 """
 
 from amaranth import Module, Signal

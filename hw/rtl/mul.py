@@ -24,7 +24,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.formats import DEFAULT_POST_FRAC_BITS, WEIGHT_KINDS
-from hw.limits import MAX_BITS, check_mul_bits
+from hw.rtl.limits import MAX_BITS, check_mul_bits
 
 #: Multiplier kinds: one per weight kind.
 MUL_KINDS = WEIGHT_KINDS

@@ -1,6 +1,6 @@
 """The host side of the serial link: send images, read logits and classes.
 
-Protocol (the board side is :class:`hw.uart.StreamLink` around ``asq_accel``):
+Protocol (the board side is :class:`hw.rtl.uart.StreamLink` around ``asq_accel``):
 
 - host -> board: one image = its input codes (conv1's signed int8 codes, C*H*W of them in
   (channel, row, column) order), one byte each, two's complement;
@@ -17,7 +17,6 @@ board: a tty opened with the standard library's termios, no extra package), or
 import os
 import select
 import termios
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,7 +145,7 @@ class SerialPort:
 
 
 class SimulatedBoard:
-    """A :class:`hw.uart.StreamLink` simulated in-process, spoken to as a port.
+    """A :class:`hw.rtl.uart.StreamLink` simulated in-process, spoken to as a port.
 
     Bytes written are bit-banged onto the link's ``rx`` line at its divisor; its ``tx`` line is
     decoded into bytes that ``read`` returns. ``read`` advances simulated time until the bytes are
@@ -202,12 +201,3 @@ class SimulatedBoard:
             self.sim.run_until(self.cycles * self.period)
         out, self.from_board = bytes(self.from_board[:n]), self.from_board[n:]
         return out
-
-
-def wait_for_port(path, timeout: float) -> None:
-    """Wait until ``path`` exists (a board's tty appears a moment after it is plugged in)."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise UserError(f"serial port {path} does not exist; plug the board in or pass --port")
-        time.sleep(0.1)

@@ -1,6 +1,6 @@
 """The MAC array: PE output channels x SIMD input channels, one multiplier lane per input.
 
-Structure: SIMD :class:`hw.mul.MulLane` s, one per activation input, each broadcasting its
+Structure: SIMD :class:`hw.rtl.mul.MulLane` s, one per activation input, each broadcasting its
 activation (and, for POST, its one odd-exponent table read) to PE weight codes. Products are
 registered; each PE then adds its SIMD products and its accumulator.
 
@@ -21,7 +21,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.formats import DEFAULT_POST_FRAC_BITS
-from hw.mul import MulLane
+from hw.rtl.mul import MulLane
 
 
 class MacArray(wiring.Component):
@@ -57,6 +57,9 @@ class MacArray(wiring.Component):
     done : Out(1)
         One cycle pulse: ``acc`` holds finished sums (2 cycles after the ``last`` input).
     """
+
+    #: Cycles from an input set to its products in the accumulators (``done`` after a ``last`` set).
+    LATENCY = 2
 
     def __init__(self, kind, w_bits, act_bits, act_signed=False, *, pe=1, simd=1, acc_width=32,
                  frac_bits=DEFAULT_POST_FRAC_BITS, in_logic=False):

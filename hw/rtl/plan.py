@@ -24,7 +24,8 @@ from asqhw.errors import UserError
 from golden import arith
 from golden.formats import INT, WidthError, check_bits
 from golden.formats import MAX_WEIGHT_BITS as MAX_MUL_BITS
-from hw.mul import MUL_KINDS
+from hw.rtl.mul import MUL_KINDS
+from hw.rtl.requant import RequantSpec
 
 #: Default generator parameters (docs/hardware.md, "Defaults": fits an iCE40 UP5K).
 DEFAULT_PE = 4
@@ -56,7 +57,7 @@ class LayerPlan:
     w_bits: int
     weights: object  # int64 array (c_out, c_in, k, k): signed for int, raw codes for pot/post
     acc_width: int
-    requant: dict  # the layer's golden.bundle.Requant as a dict (Requant.to_dict())
+    requant: RequantSpec  # g_max: the input's largest beta code (1 without ASQ)
     output: str  # "codes" | "y" | "logits"
     asq_in: object = None  # golden.arith.AsqConstants of this layer's input, or None
     pe: int = 1
@@ -153,7 +154,7 @@ def make_plan(bundle, *, bits=None, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None) 
         raise UserError(f"BITS={bits} but {where} was trained with bits={bundle_bits}; pass "
                         f"BITS={bundle_bits} or MODEL=models/digits-b{bits}")
     bits = bundle_bits
-    # The first and last layers are the 8-bit ones (DESIGN 1.1): always on the wide engine.
+    # The first and last layers are the 8-bit ones (docs/design.md 1.1): always on the wide engine.
     middle = [la for la in man.layers[1:-1] if la.weight.bits == bits
               and not la.act_in.signed and la.act_in.bits == bits]
     kinds = sorted({la.weight.kind for la in middle})
@@ -201,13 +202,16 @@ def _layer_plan(bundle, i, la, layers, middle, pe, simd):
     output = req.output
     if output == "logits" and i != len(layers) - 1:
         raise UserError(f"layer {name} yields logits but is not the last layer")
+    asq_in = act.asq_constants()
+    requant = RequantSpec(M=req.M, B=req.B, S=req.S, G=req.G, lo=req.lo, hi=req.hi,
+                          g_max=asq_in.beta_max if asq_in is not None else 1)
     return LayerPlan(
         index=i, name=name, kind=la.kind, engine=engine, c_in=c_in, h_in=h_in if conv else 1,
         w_in=w_in if conv else 1, c_out=c_out, h_out=h_out if conv else 1, w_out=w_out if conv else 1,
         kernel=la.kernel if conv else 1, stride=la.stride if conv else 1,
         pad=la.pad if conv else 0, act_bits=act.bits, act_signed=act.signed,
         w_kind=w.kind, w_bits=w.bits, weights=weights, acc_width=la.acc_width,
-        requant=req.to_dict(), output=output, asq_in=act.asq_constants(), pe=pe, simd=lane_simd,
+        requant=requant, output=output, asq_in=asq_in, pe=pe, simd=lane_simd,
     )
 
 

@@ -7,7 +7,7 @@ numbers in it are all computed from the rows, so the page never disagrees with i
 from pathlib import Path
 
 from asqhw.atomic import atomic_write_bytes, atomic_write_text
-from hw.compare import DESIGN_TITLES, DESIGNS, Row, default_frac_bits
+from studies.compare import DESIGN_TITLES, DESIGNS, Row, default_frac_bits
 
 PLOT_NAME = "results-accuracy-vs-luts.png"
 BOARD_TITLES = {"icebreaker": "iCE40 UP5K", "ulx3s": "ECP5-85F", "generic": "generic gates (NAND2 eq.)"}
@@ -74,7 +74,7 @@ def generic_table(rows: list[Row]) -> str:
 
 
 def _pw(kind: str, bits: int, frac_bits: int | None = None) -> int:
-    from hw.mul import product_shape
+    from hw.rtl.mul import product_shape
 
     f = default_frac_bits(bits) if frac_bits is None else frac_bits
     return product_shape(kind, bits, bits, False, f).width
@@ -253,14 +253,14 @@ def render(rows: list[Row], *, seeds: int, extra: str = "", epochs=None) -> str:
         "",
         "## Method",
         "",
-        f"- Same generator, same array: a {pe} x {simd} (PE x SIMD) MAC array, `hw.mac.MacArray` (the "
+        f"- Same generator, same array: a {pe} x {simd} (PE x SIMD) MAC array, `hw.rtl.mac.MacArray` (the "
         "main engine of `asq_accel`), with weights and unsigned activations both BITS wide and the "
         "accumulator sized for the digits net's fan-in (3 x 3 x 16 = 144: one product plus 8 guard bits). "
         "Only the multiplier differs: POST with one `a * sqrt2` table per activation lane broadcast to the "
         "PE shifters; POST with a private table per MAC (a systolic row, so Yosys cannot merge the "
-        "tables: `hw.compare.PrivateTableArray`); POST with no table at all, even- and odd-exponent "
+        "tables: `studies.compare.PrivateTableArray`); POST with no table at all, even- and odd-exponent "
         "products summed apart and the odd sum multiplied by `round(sqrt2 * 2^F)` once per output "
-        "(`hw.compare.TwoAccPostArray`, DESIGN.md 2.2's second design; it rounds once per output, so it "
+        "(`studies.compare.TwoAccPostArray`, DESIGN.md 2.2's second design; it rounds once per output, so it "
         "is not the golden arithmetic); POT (a barrel shift); uniform two's complement "
         "integers with multipliers in logic (DSPs off); the same with the board's DSPs allowed. "
         f"The POST designs use the exporter's table precision ({fracs}; `post_frac_bits`, "
@@ -274,7 +274,7 @@ def render(rows: list[Row], *, seeds: int, extra: str = "", epochs=None) -> str:
         "nothing but the array.",
         f"- Fmax: nextpnr 0.11 on the board (iCEBreaker, ULX3S), median and minimum over {seeds} "
         f"seed{'s' if seeds != 1 else ''} (median = minimum with one seed), "
-        "with the array inside `hw.compare.MacHarness` (inputs from a shift register fed by one pin, "
+        "with the array inside `studies.compare.MacHarness` (inputs from a shift register fed by one pin, "
         "accumulators XOR-reduced into registers that drive one LED): the harness adds only "
         "flip-flop-to-flip-flop paths, so the array's own paths set Fmax.",
         "- Accuracy: the digits model (`quant`, same recipe and seed"
@@ -285,7 +285,7 @@ def render(rows: list[Row], *, seeds: int, extra: str = "", epochs=None) -> str:
         "private-table and two-sum POST designs and the DSP integer design take the accuracy of their "
         "multiplier kind (the two-sum design rounds differently from golden, so its accuracy would need its "
         "own golden model; its column is the POST model's).",
-        "- LUT4 estimate: `hw.estimate` before any tool runs (its error against Yosys in brackets).",
+        "- LUT4 estimate: `hw.eda.estimate` before any tool runs (its error against Yosys in brackets).",
         "",
         "## Table",
         "",
@@ -294,7 +294,7 @@ def render(rows: list[Row], *, seeds: int, extra: str = "", epochs=None) -> str:
         f"![accuracy against LUT4 per MAC]({PLOT_NAME})",
         "",
         "ASIC-style column: the same arrays through Yosys' technology-independent `synth` (no FPGA "
-        "primitive anywhere), counted as gates and as NAND2 gate equivalents (`hw.synth.GATE_EQUIVALENTS`: "
+        "primitive anywhere), counted as gates and as NAND2 gate equivalents (`hw.eda.synth.GATE_EQUIVALENTS`: "
         "typical standard-cell areas, a flip-flop = 5.33).",
         "",
         generic_table(rows),
@@ -419,7 +419,7 @@ def synth_section(reports: list[dict]) -> str:
         "",
         "From the `report.json` files under `build/synth/` when this page was generated: `asq_accel` behind "
         "the UART link, clocked by the board oscillator. Fmax over the seeds of each run; the estimate is "
-        "`hw.estimate` (no tool run) against Yosys' count.",
+        "`hw.eda.estimate` (no tool run) against Yosys' count.",
         "",
         "| board | BITS | MUL | PE x SIMD | LUT4 used / available | BRAM | DSP | Fmax median / min (MHz) | "
         "clock met | cycles / inference | inferences/s at clock | LUT4 estimate (error) |",

@@ -115,9 +115,9 @@ class Requantizer(wiring.Component):
         Layer of the value on ``i`` (it travels down the pipeline with the value).
     g : In(unsigned)
         Beta code of the layer's input (used by layers with ``G > 0``); travels with the value.
-    i : In(stream.Signature({acc, chan, tag}))
-    o : Out(stream.Signature({value, chan, tag}))
-        Latency 4, one value per cycle.
+    i : In(stream.Signature({acc, chan, tag}, always_ready=True))
+    o : Out(stream.Signature({value, chan, tag}, always_ready=True))
+        Latency 4, one value per cycle; the consumer takes every beat.
     """
 
     LATENCY = 4
@@ -141,12 +141,13 @@ class Requantizer(wiring.Component):
         super().__init__({
             "layer": In(range(max(len(specs), 2))),
             "g": In(unsigned(self.g_width)),
+            # Never stalls, and its consumers (memories) always take: both streams always ready.
             "i": In(stream.Signature(data.StructLayout({
                 "acc": signed(acc_width), "chan": chan_shape, "tag": tag_shape,
-            }))),
+            }), always_ready=True)),
             "o": Out(stream.Signature(data.StructLayout({
                 "value": signed(self.out_width), "chan": chan_shape, "tag": tag_shape,
-            }))),
+            }), always_ready=True)),
         })
 
     def _rom(self, m, name, field, width):
@@ -169,7 +170,6 @@ class Requantizer(wiring.Component):
                 with m.Case(k):
                     m.d.comb += base.eq(b)
         m.d.comb += [m_port.addr.eq(base + self.i.payload.chan), b_port.addr.eq(m_port.addr)]
-        m.d.comb += self.i.ready.eq(1)  # never stalls; ``o.ready`` is ignored (consumers always take)
 
         # The layer travels with each value, so layers may follow each other back to back.
         layer1, layer2, layer3 = (Signal.like(self.layer, name=f"layer{k}") for k in (1, 2, 3))

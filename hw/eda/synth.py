@@ -29,15 +29,7 @@ from pathlib import Path
 from asqhw.atomic import atomic_dir, atomic_write_text
 from asqhw.errors import UserError
 from asqhw.toolchain import apply_env, tool_env
-from hw.boards import BOARDS as BOARD_TABLE
-from hw.boards import Board, get_board
-
-#: Board name -> (platform factory, nextpnr logic cell type, Yosys synth options); kept for callers
-#: of the first version of this module. :mod:`hw.boards` is the one table.
-BOARDS = {
-    name: (board.platform_factory, board.logic_cell, board.synth_opts)
-    for name, board in BOARD_TABLE.items() if board.is_fpga
-}
+from hw.eda.boards import Board, get_board
 
 #: Yosys commands run after reading the design, before ``synth_*`` (the #4349 workaround).
 PREPARE = "hierarchy -top {top}; proc; flatten; splitnets"
@@ -163,6 +155,16 @@ def synth_cells(verilog_path, top: str, board: str, build_dir, *, synth_opts: st
     return read_yosys_stat(build_dir / "stat.json")
 
 
+#: One row of nextpnr's device utilisation table in its log: ``Info:   ICESTORM_LC:  4100/ 5280  77%``.
+NEXTPNR_UTILISATION = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def nextpnr_overflows(log_text: str) -> list[tuple[str, int, int]]:
+    """``(cell type, used, available)`` of each row of nextpnr's utilisation table over capacity."""
+    rows = ((cell, int(used), int(cap)) for cell, used, cap in NEXTPNR_UTILISATION.findall(log_text))
+    return [row for row in rows if row[1] > row[2]]
+
+
 # ----------------------------------------------------------------------------------------------
 # Board flow: platform.build, then more nextpnr seeds
 
@@ -188,9 +190,8 @@ def _fit_error(board: Board, build_dir: Path, name: str, err: Exception) -> User
         text = log.read_text()
         # nextpnr's own utilisation table: the cell types it could not fit (e.g. logic cells, where
         # LUTs and flip-flops that cannot share a cell add up)
-        for cell, used, cap in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text):
-            if int(used) > int(cap):
-                lines.append(f"{cell}: {used} used, {cap} available  <- too many (nextpnr)")
+        for cell, used, cap in nextpnr_overflows(text):
+            lines.append(f"{cell}: {used} used, {cap} available  <- too many (nextpnr)")
         lines += [ln for ln in text.splitlines() if "ERROR" in ln][-3:]
     lines.append("Fix: choose a smaller PE/SIMD (`asqhw fit BOARD` finds the largest that fits) "
                  "or a larger board.")
@@ -368,9 +369,8 @@ def _problems(resources: dict, build_dir=None) -> list[str]:
            for key, v in resources.items() if v["used"] > v["available"]]
     log = Path(build_dir, f"{BOARD_TOP}.tim") if build_dir is not None else None
     if log is not None and log.exists():
-        for cell, used, cap in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log.read_text()):
-            if int(used) > int(cap):
-                out.append(f"{cell}: {used} used > {cap} available (nextpnr)")
+        for cell, used, cap in nextpnr_overflows(log.read_text()):
+            out.append(f"{cell}: {used} used > {cap} available (nextpnr)")
     return out
 
 
@@ -399,9 +399,9 @@ def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, m
     See :func:`synthesize_top`; this adds the accelerator's design figures and its estimate
     (handed to ``on_estimate`` before synthesis starts, when given).
     """
-    from hw.estimate import estimate_accelerator
-    from hw.generate import TOP_NAME, build_top
-    from hw.plan import DEFAULT_PE, DEFAULT_SIMD
+    from hw.eda.estimate import estimate_accelerator
+    from hw.eda.generate import TOP_NAME, build_top
+    from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD
 
     spec = get_board(board)
     top = build_top(bundle, pe=pe or DEFAULT_PE, simd=simd or DEFAULT_SIMD, mul=mul)
@@ -421,7 +421,7 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
                    progress: bool = True) -> dict:
     """Synthesize a stream component (``i``/``o`` streams) for ``board``; write ``out_dir/report.json``.
 
-    FPGA boards: ``top`` behind the UART link (:class:`hw.uart.LinkOnBoard`), clocked by the board
+    FPGA boards: ``top`` behind the UART link (:class:`hw.rtl.uart.LinkOnBoard`), clocked by the board
     oscillator, through :func:`route_seeds` (bitstream from seed 1, Fmax over ``seeds`` seeds).
     ``generic``: ``top``'s Verilog through Yosys ``synth`` (gate and flip-flop counts by type).
     The folder is written atomically and keeps its report even when the design fails to fit or to
@@ -429,7 +429,7 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
     """
     from tqdm import tqdm
 
-    from hw.uart import DEFAULT_BAUD, LinkOnBoard
+    from hw.rtl.uart import DEFAULT_BAUD, LinkOnBoard
 
     spec = get_board(board)
     name = design.get("top", "top")
@@ -439,7 +439,7 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         if not spec.is_fpga:
-            from hw.verilog import write_verilog
+            from hw.eda.verilog import write_verilog
 
             path = write_verilog(top, tmp / f"{name}.v", name=name)
             report["generic"] = generic_summary(synth_cells(path, name, spec.name, tmp / "yosys"))

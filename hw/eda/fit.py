@@ -2,7 +2,7 @@
 
 Search: every power-of-two PE and SIMD up to a limit that the generator accepts for the bundle is a
 candidate; candidates are tried in order of inferences per second at the board clock (the
-generator's cycle model), best first. The resource estimate (:mod:`hw.estimate`) skips those that
+generator's cycle model), best first. The resource estimate (:mod:`hw.eda.estimate`) skips those that
 clearly cannot fit (LUT4 over 1.25x the device or more block RAMs than it has), and the rest are
 placed and routed, one after the other, until one fits and meets the board clock. Every try is
 kept in ``fit.json``.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from asqhw.atomic import atomic_write_text
 from asqhw.errors import UserError
-from hw.boards import get_board
+from hw.eda.boards import get_board
 
 #: An estimate this far over the device is not worth placing and routing.
 ESTIMATE_SLACK = 1.25
@@ -21,8 +21,8 @@ ESTIMATE_SLACK = 1.25
 
 def candidates(bundle, board: str, *, mul=None, max_par: int = 16) -> list[dict]:
     """Valid (pe, simd) with cycles, inferences/s at the board clock and the estimate, best first."""
-    from hw.estimate import estimate_accelerator
-    from hw.plan import make_plan
+    from hw.eda.estimate import estimate_accelerator
+    from hw.rtl.plan import make_plan
 
     spec = get_board(board)
     sizes = [1 << k for k in range(max_par.bit_length()) if 1 << k <= max_par]
@@ -54,7 +54,7 @@ def clearly_too_big(cand: dict, board: str) -> str | None:
 
 def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1, out_dir) -> dict:
     """Search as the module docstring says; write ``out_dir/fit.json``; return it."""
-    from hw.synth import synthesize_top
+    from hw.eda.synth import synthesize_top
 
     spec = get_board(board)
     if not spec.is_fpga:
@@ -69,7 +69,7 @@ def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1,
             entry["skipped"] = reason
             tried.append(entry)
             continue
-        from hw.generate import build_top
+        from hw.eda.generate import build_top
 
         top = build_top(bundle, pe=cand["pe"], simd=cand["simd"], mul=mul)
         design = {"top": "asq_accel", "pe": cand["pe"], "simd": cand["simd"]}

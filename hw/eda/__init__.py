@@ -1,0 +1,1 @@
+"""The EDA flow: Verilog conversion, boards, synthesis, place and route, estimates, fitting."""

@@ -1,0 +1,162 @@
+"""The address generator: the loop nest of the layer being run, one input set per cycle."""
+
+from amaranth.hdl import Module, Mux, Shape, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+
+def issue_layout(pix_shape, grp_shape) -> data.StructLayout:
+    """One issued input set, as it follows its data through the engine.
+
+    ``valid``: a set is issued; ``first`` / ``last``: it starts / ends its group's sums; ``inb``:
+    its activations are inside the map (else padding, read as zero); ``pix``: its output pixel;
+    ``grp``: its group of PE output channels.
+    """
+    return data.StructLayout({"valid": 1, "first": 1, "last": 1, "inb": 1, "pix": pix_shape,
+                              "grp": grp_shape})
+
+
+def in_bounds(layer, iy, ix):
+    """Padding test, with only the comparisons that can fail for ``layer``'s loop bounds."""
+    inb = 1
+    reach_y = (layer.h_out - 1) * layer.stride + layer.kernel - 1 - layer.pad  # largest iy
+    reach_x = (layer.w_out - 1) * layer.stride + layer.kernel - 1 - layer.pad
+    if layer.pad:
+        inb = inb & (iy >= 0) & (ix >= 0)
+    if reach_y >= layer.h_in:
+        inb = inb & (iy < layer.h_in)
+    if reach_x >= layer.w_in:
+        inb = inb & (ix < layer.w_in)
+    return inb
+
+
+class AddressGenerator(wiring.Component):
+    """Walks the loops of the layer being run and issues one input set per cycle.
+
+    Loops, outermost first: output row, output column, group of PE output channels, kernel row,
+    kernel column, SIMD chunk of input channels, each bound unrolled per layer at generation time.
+    A group's last set waits while the serializer may still be busy with the previous group (only
+    when a group is shorter than PE sets): ``PE`` cycles must separate two group ends.
+
+    Latency 0 (the addresses and the issue record of a set come in the cycle it is issued);
+    throughput one set per cycle but for those waits (:meth:`issue_cycles` counts them).
+
+    Parameters
+    ----------
+    layers : list of hw.rtl.plan.LayerPlan
+        Every layer of the network (``layer`` selects one).
+    pe : int
+        Output channels per group, the serializer's length.
+    rom_bases : dict of int to int
+        First weight ROM word of each layer (in its engine's ROM).
+    pix_shape : Shape
+        Shape of the output pixel index carried in ``issue``.
+
+    Ports
+    -----
+    layer : In(range)
+        The layer being run (held during its RUN phase).
+    run : In(1)
+        Issue sets of ``layer`` (one per cycle, but for the serializer waits).
+    issue : Out(issue_layout)
+        The set issued this cycle (``valid`` low: none).
+    act_addr : Out(unsigned)
+        Read address of ``layer``'s activation buffer (0 for padding).
+    rom_addr : Out(unsigned)
+        Read address of the weight ROM of ``layer``'s engine.
+    done : Out(1)
+        The layer's final set is issued this cycle.
+    """
+
+    def __init__(self, layers, *, pe: int, rom_bases: dict, pix_shape):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("AddressGenerator needs at least one layer, got none")
+        if pe < 1:
+            raise ValueError(f"AddressGenerator pe={pe} must be >= 1")
+        missing = [la.name for la in layers if la.index not in rom_bases]
+        if missing:
+            raise ValueError(f"AddressGenerator rom_bases lacks layers {missing}")
+        self.layers, self.pe, self.rom_bases = layers, pe, dict(rom_bases)
+        act_depth = max((la.c_in // la.simd) * la.in_pixels for la in layers)
+        rom_depth = max(rom_bases[la.index] + la.groups * la.group_items for la in layers)
+        grp_shape = Shape.cast(range(max(la.groups for la in layers) + 1))
+        super().__init__({
+            "layer": In(range(len(layers) + 1)),
+            "run": In(1),
+            "issue": Out(issue_layout(pix_shape, grp_shape)),
+            "act_addr": Out(range(act_depth)),
+            "rom_addr": Out(range(rom_depth)),
+            "done": Out(1),
+        })
+
+    @staticmethod
+    def issue_cycles(layer) -> int:
+        """Cycles to issue every set of ``layer``: one per set plus the serializer waits."""
+        pe, since, t = layer.pe, layer.pe, 0
+        for _ in range(layer.out_pixels * layer.groups):
+            for k in range(layer.group_items):
+                last = k == layer.group_items - 1
+                while last and since < pe:
+                    t, since = t + 1, since + 1
+                t += 1
+                since = 1 if last else min(since + 1, pe)
+        return t
+
+    def elaborate(self, platform):
+        m = Module()
+        layers = self.layers
+        oy = Signal(range(max(la.h_out for la in layers) + 1))
+        ox = Signal(range(max(la.w_out for la in layers) + 1))
+        grp = Signal(self.issue.grp.shape())
+        ky = Signal(range(max(la.kernel for la in layers) + 1))
+        kx = Signal(range(max(la.kernel for la in layers) + 1))
+        ck = Signal(range(max(la.chunks for la in layers) + 1))
+        # Cycles since the last group end, up to PE: a group end waits until the serializer is free.
+        since = Signal(range(self.pe + 1), init=self.pe)
+        issue = self.issue
+        m.d.comb += issue.grp.eq(grp)
+        with m.If(issue.valid & issue.last):
+            m.d.sync += since.eq(1)
+        with m.Elif(since < self.pe):
+            m.d.sync += since.eq(since + 1)
+
+        with m.If(self.run):
+            with m.Switch(self.layer):
+                for la in layers:
+                    with m.Case(la.index):
+                        width = max(la.h_in, la.w_in, la.pad + 1).bit_length() + 2
+                        iy = Signal(signed(width), name=f"iy_{la.name}")
+                        ix = Signal(signed(width), name=f"ix_{la.name}")
+                        m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
+                        inb = in_bounds(la, iy, ix)
+                        last = (ky == la.kernel - 1) & (kx == la.kernel - 1) & (ck == la.chunks - 1)
+                        fire = ~last | (since >= la.pe)
+                        addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
+                        m.d.comb += [
+                            self.act_addr.eq(Mux(inb, addr, 0)),
+                            self.rom_addr.eq(self.rom_bases[la.index]
+                                             + ((grp * la.kernel + ky) * la.kernel + kx) * la.chunks + ck),
+                            issue.valid.eq(fire), issue.first.eq((ky == 0) & (kx == 0) & (ck == 0)),
+                            issue.last.eq(last), issue.inb.eq(inb), issue.pix.eq(oy * la.w_out + ox),
+                        ]
+                        with m.If(fire):
+                            self._advance(m, la, [(ck, la.chunks), (kx, la.kernel), (ky, la.kernel),
+                                                  (grp, la.groups), (ox, la.w_out), (oy, la.h_out)])
+        return m
+
+    def _advance(self, m, la, counters):
+        """Step the counters, innermost first; ``done`` when every one wraps."""
+        wraps = []
+        for counter, bound in counters:
+            at_end = counter == bound - 1
+            carry = 1
+            for w in wraps:
+                carry = carry & w
+            with m.If(carry):
+                m.d.sync += counter.eq(Mux(at_end, 0, counter + 1))
+            wraps.append(at_end)
+        done_all = 1
+        for w in wraps:
+            done_all = done_all & w
+        m.d.comb += self.done.eq(done_all)

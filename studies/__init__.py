@@ -1,0 +1,1 @@
+"""Studies over the generator: POST vs POT vs integer MAC arrays, their tables and plots."""
