@@ -1,7 +1,5 @@
 """The default bundles shipped under models/: golden vs float, worst cases, reproducibility."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -10,37 +8,28 @@ from golden.bundle import asq_constants, read_bundle, write_bundle
 from golden.evaluate import golden_report
 from golden.model import accumulate, load_bundle, pixels_to_codes, run
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {2: "asq", 3: "asq+post", 4: "asq+post", 8: "asq"}
 
 
-def bundle_dir(bits: int) -> Path:
-    return ROOT / "models" / f"digits-b{bits}"
-
-
-def checkpoint_of(bits: int) -> Path:
-    return ROOT / "models" / "checkpoints" / f"digits-b{bits}.pt"
-
-
 @pytest.fixture(scope="module", params=sorted(SHIPPED), ids=[f"b{b}" for b in sorted(SHIPPED)])
-def shipped(request):
+def shipped(request, shipped_bundle):
     bits = request.param
-    return bits, load_bundle(bundle_dir(bits))
+    return bits, load_bundle(shipped_bundle(bits))
 
 
 @pytest.fixture(scope="module")
-def report(shipped):
+def report(shipped, shipped_bundle, shipped_checkpoint):
     bits, _ = shipped
-    return golden_report(bundle_dir(bits), checkpoint_of(bits))
+    return golden_report(shipped_bundle(bits), shipped_checkpoint(bits))
 
 
-def test_shipped_bundle_is_the_documented_model(shipped):
+def test_shipped_bundle_is_the_documented_model(shipped, shipped_bundle):
     bits, bundle = shipped
     man = bundle.manifest
     assert (man["model"], man["scheme"], man["bits"]) == ("digits", SHIPPED[bits], bits)
     # `make export BITS=B` (no --post-frac-bits) reproduces it: the default F is the shipped one
     assert man["post_frac_bits"] == arith.default_post_frac_bits(bits)
-    assert sum(p.stat().st_size for p in bundle_dir(bits).iterdir()) < 1_000_000
+    assert sum(p.stat().st_size for p in shipped_bundle(bits).iterdir()) < 1_000_000
     for layer in man["layers"][1:3]:
         assert layer["act_in"]["bits"] == bits and layer["weight"]["bits"] == bits
         asq = layer["act_in"]["asq"]
@@ -76,10 +65,10 @@ def test_vectors_are_golden_of_the_pixels(shipped):
     assert float((result["pred"] == vec["labels"]).mean()) == bundle.manifest["accuracy"]["golden"]
 
 
-def test_shipped_bundle_round_trips_byte_for_byte(shipped, tmp_path):
+def test_shipped_bundle_round_trips_byte_for_byte(shipped, shipped_bundle, tmp_path):
     bits, _ = shipped
-    write_bundle(read_bundle(bundle_dir(bits)), tmp_path / "copy")
-    for path in bundle_dir(bits).iterdir():
+    write_bundle(read_bundle(shipped_bundle(bits)), tmp_path / "copy")
+    for path in shipped_bundle(bits).iterdir():
         assert (tmp_path / "copy" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
@@ -176,12 +165,12 @@ def test_asq_unit_widths_hold_at_full_scale(shipped):
 
 @pytest.mark.parametrize("bits", [3, 4])
 @pytest.mark.parametrize("name", ["conv2", "conv3"])
-def test_actual_table_error_is_within_its_a_priori_bound(bits, name):
+def test_actual_table_error_is_within_its_a_priori_bound(bits, name, shipped_bundle):
     """The teacher-forced bound E takes |acc - acc*| as measured (docs/arithmetic.md section 6): it
     must never exceed the worst case of section 2.2, and on real data it is smaller (cancellation)."""
     from golden.evaluate import exact_accumulator
 
-    bundle = load_bundle(bundle_dir(bits))
+    bundle = load_bundle(shipped_bundle(bits))
     layer, weights, frac = bundle.layer(name), bundle.weights[name], bundle.manifest["post_frac_bits"]
     codes = bundle.vectors[f"{name}.in"][:60].astype(np.int64)
     acc = accumulate(codes, layer, weights, frac)
