@@ -18,7 +18,7 @@ import numpy as np
 
 #: Weight encodings the hardware understands.
 WEIGHT_KINDS = ("int", "pot", "post")
-#: Widths at which each non-uniform encoding is offered (DESIGN 1.3: shifts grow as 2**(b-1)).
+#: Widths at which each non-uniform encoding is offered (docs/design.md 1.3: shifts grow as 2**(b-1)).
 INT_BITS = range(2, 9)  # BITS the arithmetic is defined for (uniform weights, activations)
 POST_BITS = range(2, 6)
 POT_BITS = range(2, 5)
