@@ -68,6 +68,8 @@ class AndReg(wiring.Component):
         return m
 
 
+@pytest.mark.synth
+@pytest.mark.slow
 def test_generic_synthesis_gives_gates_and_no_fpga_cells(tmp_path):
     from hw.verilog import write_verilog
 
@@ -79,6 +81,7 @@ def test_generic_synthesis_gives_gates_and_no_fpga_cells(tmp_path):
     assert all(c.startswith("$_") for c in cells)
 
 
+@pytest.mark.synth
 @pytest.mark.slow
 def test_quick_board_synthesis_writes_a_complete_report(tmp_path):
     out = tmp_path / "icebreaker"
@@ -101,6 +104,7 @@ def test_quick_board_synthesis_writes_a_complete_report(tmp_path):
     assert (out / "board_top.bin").stat().st_size > 100_000  # a UP5K bitstream is ~104 kB
 
 
+@pytest.mark.synth
 @pytest.mark.slow
 def test_missed_clock_fails_loudly_with_the_figures(tmp_path, monkeypatch):
     fast = dataclasses.replace(hw.boards.BOARDS["icebreaker"], clock_mhz=2000.0)  # no design meets 2 GHz
@@ -159,6 +163,7 @@ class RamsOnBoard(wiring.Component):
         return m
 
 
+@pytest.mark.synth
 @pytest.mark.slow
 def test_design_that_does_not_fit_fails_loudly(tmp_path):
     with pytest.raises(UserError) as err:
@@ -265,6 +270,7 @@ def test_fit_orders_by_throughput_and_skips_what_cannot_fit(tmp_path, monkeypatc
     assert fit["best"] is None and all("skipped" in t for t in fit["tried"])
 
 
+@pytest.mark.synth
 @pytest.mark.slow
 @pytest.mark.parametrize("design, bits, pe, simd", [("post", 3, 2, 8)])
 def test_estimate_is_within_25_percent_of_yosys_on_held_out_arrays(tmp_path, design, bits, pe, simd):
