@@ -88,7 +88,6 @@ def test_shipped_bundle_matches_golden_on_test_images_under_backpressure(bits, p
     assert min(min(lg) for lg, *_ in got) < 0 < max(max(lg) for lg, *_ in got)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("bits,kind,asq,pe,simd", [
     (3, "int", False, 2, 16), (2, "pot", True, 16, 2), (8, "int", True, 4, 8), (5, "post", False, 16, 1),
     (4, "pot", False, 1, 4),

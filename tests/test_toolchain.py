@@ -28,7 +28,6 @@ def test_probe_rejects_bad_parameters(width, acc_width):
 
 
 @pytest.mark.synth
-@pytest.mark.slow
 def test_probe_places_and_routes_on_icebreaker(tmp_path):
     report = place_and_route(ProbeOnBoard(8, 20), "icebreaker", tmp_path, name="probe")
     assert report.device == "iCE40UP5K"
