@@ -20,10 +20,10 @@ BOARD  ?= icebreaker
 GEN_OPTS := $(if $(MODEL),--model $(MODEL)) $(if $(PE),--pe $(PE)) $(if $(SIMD),--simd $(SIMD)) $(if $(MUL),--mul $(MUL))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup icarus doctor test lint verilog train export sim synth compare bench clean
+.PHONY: help setup icarus doctor test test-fast lint verilog train export sim synth compare bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 	@echo "  variables: BITS=$(BITS) MODEL=<bundle> PE= SIMD= MUL=post|pot|int SIM=icarus|verilator WAVES=0|1 BOARD=icebreaker|ulx3s|generic"
 
 $(STAMP): pyproject.toml
@@ -42,11 +42,15 @@ icarus: ## install Icarus Verilog (apt-get) when it is missing
 doctor: setup ## check every tool and print its version
 	$(ASQHW) doctor
 
-test: setup ## run the whole test suite (unit, golden, RTL on Icarus and Verilator, synthesis)
+test: setup lint ## lint, then the whole test suite (unit, golden, RTL on Icarus and Verilator, synthesis, training)
 	$(BIN)/pytest
 
-lint: setup ## ruff over the sources
+test-fast: setup ## the quick tier (< 3 min): every test not marked sim, synth, train or slow
+	$(BIN)/pytest -m "not sim and not synth and not train and not slow"
+
+lint: setup ## ruff over the sources, and the import contract between the stages (lint-imports)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 verilog: setup ## generate build/verilog/b<BITS>/asq_accel.v from the shipped bundle (or MODEL=)
 	$(ASQHW) verilog --bits $(BITS) $(GEN_OPTS)

@@ -476,7 +476,8 @@ def npz_bytes(arrays: dict) -> bytes:
 
 def read_npz(path: Path) -> dict:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # Our own file object: np.load leaks the file it opened when the zip is unreadable.
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise UserError(f"{path}: missing; re-export the bundle with `asqhw export`") from None

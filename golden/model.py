@@ -60,8 +60,7 @@ def weight_terms(codes: np.ndarray, kind: str, bits: int, frac_bits: int):
 
     Exact rewriting of the sum of :func:`golden.arith.product` over the fan-in: an int product is
     ``a * w``; a POT product is ``a * (+-2^e)``; a POST product is ``a * (+-2^(e/2 + F))`` for even
-    ``e`` plus ``T[a] * (+-2^((e-1)/2))`` for odd ``e`` (the two-accumulator form of
-    docs/arithmetic.md 2.2).
+    ``e`` plus ``T[a] * (+-2^((e-1)/2))`` for odd ``e`` (the two-sum form of docs/design.md 2.2).
     """
     if kind == formats.INT:
         return [(codes, False)]

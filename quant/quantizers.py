@@ -1,4 +1,4 @@
-"""Quantizers as ``nn.Module``s with explicit state (DESIGN.md section 1).
+"""Quantizers as ``nn.Module``s with explicit state (docs/design.md section 1).
 
 Activation quantizers (one per quantized layer's input):
 
@@ -31,7 +31,7 @@ MIN_BITS, MAX_BITS = formats.MIN_BITS, formats.MAX_BITS
 # Smallest step / alpha / beta: keeps every division finite (the adapter's 1e-8 is the paper's).
 STEP_EPS = torch.finfo(torch.float32).eps
 BETA_FLOOR = 1e-8
-# After the first batch every sample's beta is within this of 1 (DESIGN.md 1.2: ASQ starts as LSQ).
+# After the first batch every sample's beta is within this of 1 (docs/design.md 1.2: ASQ starts as LSQ).
 BETA_INIT_TOLERANCE = 2e-3
 
 
@@ -60,7 +60,7 @@ def levels(kind: str, bits: int) -> torch.Tensor:
 
     A b-bit code is a sign bit and a (b-1)-bit magnitude ``m`` (``m = 0`` is zero), so there are
     ``K + 1 = 2^(b-1) - 1`` non-zero magnitudes ``2^(-k)`` (POT) or ``2^(-k/2)`` (POST),
-    ``k = 0 .. K`` (DESIGN.md 1.3). 2-bit POST is ternary ``{-1, 0, 1}``.
+    ``k = 0 .. K`` (docs/design.md 1.3). 2-bit POST is ternary ``{-1, 0, 1}``.
     """
     bits = check_bits(bits)
     if kind not in formats.POWER_KINDS:

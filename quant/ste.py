@@ -41,7 +41,7 @@ def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
 class _FakeQuantize(torch.autograd.Function):
     """``x_hat = clamp(floor(x * (1 / step) + 0.5), q_n, q_p) * step`` with LSQ's gradients.
 
-    With ``u = x * (1 / step)`` (DESIGN.md 1.1, paper eq. 7):
+    With ``u = x * (1 / step)`` (docs/design.md 1.1, paper eq. 7):
 
     - ``d x_hat / d x = 1`` inside ``(q_n, q_p)``, else ``0`` (straight through the rounding);
     - ``d x_hat / d step = floor(u + 0.5) - u`` inside, ``q_n`` below, ``q_p`` above.

@@ -1,4 +1,4 @@
-"""Quantization-aware training and evaluation (the paper's recipe, DESIGN.md 1.4).
+"""Quantization-aware training and evaluation (the paper's recipe, docs/design.md 1.4).
 
 SGD with momentum 0.9, weight decay 1e-4 and a cosine learning rate without restarts (per step),
 starting from a full-precision model. One code path serves one CPU, one GPU, several GPUs and several
@@ -34,7 +34,7 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
 
 # (epochs, lr, batch size) of the quantized run and of the full-precision run it starts from.
-# Quantized: the paper's recipe (DESIGN.md 1.4); digits is this project's own (a few seconds per run
+# Quantized: the paper's recipe (docs/design.md 1.4); digits is this project's own (a few seconds per run
 # on 2 cores). Full precision (only when no --init is given): the usual from-scratch recipes (He et
 # al. for CIFAR, torchvision's for ImageNet); the paper starts from pretrained models instead.
 RECIPES = {

@@ -17,7 +17,6 @@ from pathlib import Path
 from asqhw.atomic import atomic_write_bytes
 from asqhw.errors import UserError
 from golden.bundle import bundle_folder
-from sim.runner import BUILD_ROOT
 
 #: Default back-pressure: probability of an idle input cycle / a stalled output cycle.
 DEFAULT_STALL = 0.2
@@ -32,16 +31,18 @@ def design_name(bits, pe, simd, mul) -> str:
     return f"accel-b{bits}-pe{pe}-simd{simd}-{mul}"
 
 
-def prepare_design(bundle, *, bits=None, pe=None, simd=None, mul=None, out_root=BUILD_ROOT) -> dict:
+def prepare_design(bundle, *, bits=None, pe=None, simd=None, mul=None, out_root=None) -> dict:
     """Generate the accelerator's Verilog for ``bundle`` into ``out_root/<design>/``.
 
     Returns ``{"verilog": Path, "params": {...}, "cycles_per_inference": int, "dir": Path}``.
-    Parameters left as None take the generator's defaults.
+    Parameters left as None take the generator's defaults; ``out_root`` defaults to
+    :data:`sim.runner.BUILD_ROOT`, read at call time (the test suite points it at a temporary folder).
     """
     from hw.eda.generate import generate_verilog
+    from sim import runner
 
     kwargs = {k: v for k, v in (("bits", bits), ("pe", pe), ("simd", simd), ("mul", mul)) if v is not None}
-    out_root = Path(out_root)
+    out_root = Path(out_root if out_root is not None else runner.BUILD_ROOT)
     out_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_root) as tmp:
         result = generate_verilog(bundle, out_dir=Path(tmp) / "gen", **kwargs)
@@ -81,7 +82,7 @@ def run_accel(simulator: str, bundle, *, images=None, bits=None, pe=None, simd=N
     verilog : path-like, optional
         Simulate this Verilog instead of a freshly generated one (the broken-design tests).
     build_dir : path-like, optional
-        Default ``build/sim/<design>-<simulator>``.
+        Default ``<design folder>-<simulator>`` beside the design (under ``build/sim``).
     check_layers : bool
         Also compare every intermediate layer's codes, read from the accelerator's activation
         buffers after each image (a mismatch then names the first layer that differs).

@@ -15,7 +15,9 @@ from asqhw.toolchain import ICARUS_FIX, PIP_FIX, apply_env, require
 SIMULATORS = ("icarus", "verilator")
 
 #: Where the testbenches build: one folder per design, simulator and parameter set, reused between
-#: runs (a design whose Verilog text did not change is not rebuilt).
+#: runs (a design whose Verilog text did not change is not rebuilt). Read at call time, so the test
+#: suite can point it at a per-session temporary folder (``conftest.py``): parallel test workers
+#: then never share a simulator build.
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "sim"
 
 #: Verilator warnings that Yosys-generated Verilog triggers by construction (unused bits of wide

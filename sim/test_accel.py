@@ -206,6 +206,7 @@ def _assert_bit_exact(summary, n_images):
           f"{summary['cycles_per_s']:.0f} cycles/s")
 
 
+@pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("bits", [3, 4])
 def test_full_split_on_verilator(bits):
@@ -216,6 +217,7 @@ def test_full_split_on_verilator(bits):
     _assert_bit_exact(summary, 360)
 
 
+@pytest.mark.sim
 @pytest.mark.parametrize("bits, count", [(3, 8), (4, 8), (2, 4), (8, 4)])
 def test_subset_on_icarus(bits, count):
     """The first images of the split on Icarus (the whole split runs under ``make sim``)."""
@@ -225,6 +227,7 @@ def test_subset_on_icarus(bits, count):
     _assert_bit_exact(summary, count)
 
 
+@pytest.mark.sim
 @pytest.mark.parametrize("pe, simd", [(8, 2), (2, 8)])
 def test_other_generator_parameters_on_icarus(pe, simd):
     """Non-default PE x SIMD layouts of the same bundle are bit-exact too."""
@@ -235,6 +238,7 @@ def test_other_generator_parameters_on_icarus(pe, simd):
     _assert_bit_exact(summary, 2)
 
 
+@pytest.mark.sim
 def test_cycles_match_the_generator_model_without_stalls():
     """With no stalls, the ``cycles`` port reads what the generator wrote into its manifest."""
     from sim.accel import run_accel
@@ -287,6 +291,7 @@ FLAWS = {
 }
 
 
+@pytest.mark.sim
 @pytest.mark.parametrize("flaw", sorted(FLAWS))
 def test_broken_design_fails(flaw, tmp_path):
     """One flipped weight ROM bit, or T[3] of the POST table rounded down, must fail the test.
@@ -320,6 +325,7 @@ def test_simulated_verilog_is_what_asqhw_verilog_writes(tmp_path):
     assert design["verilog"].read_bytes() == (tmp_path / "asq_accel.v").read_bytes()
 
 
+@pytest.mark.sim
 def test_a_design_that_stops_answering_fails_instead_of_hanging(tmp_path):
     """The watchdog: 2 images cannot finish in 5000 cycles (the design needs ~7800 per image)."""
     from sim.accel import run_accel

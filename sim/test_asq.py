@@ -17,6 +17,8 @@ import pytest
 from sim.runner import SIMULATORS
 from sim.units import TAG_WIDTH, UNIT_BITS, Y_MAX, run_unit_testbench
 
+pytestmark = pytest.mark.sim
+
 SAMPLES_PER_CONFIG = 8
 
 

@@ -24,11 +24,12 @@ def test_sim_refuses_a_folder_that_is_no_bundle(tmp_path, capsys):
     assert str(tmp_path) in err and "no manifest.json" in err
 
 
-def test_sim_refuses_bits_other_than_the_bundles(capsys):
-    assert main(["sim", "--simulator", "icarus", "--bits", "4", "--model", "models/digits-b3"]) == 2
+def test_sim_refuses_bits_other_than_the_bundles(capsys, shipped_bundle):
+    assert main(["sim", "--simulator", "icarus", "--bits", "4", "--model", str(shipped_bundle(3))]) == 2
     assert "BITS=4" in capsys.readouterr().err
 
 
+@pytest.mark.sim
 @pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])
 def test_sim_short_run_prints_accuracy_cycles_speed_and_writes_waves(simulator, tmp_path, capsys):
     out = tmp_path / "summary.json"
@@ -60,7 +61,7 @@ def test_format_summary_prints_the_mismatch_report():
     assert "MISMATCH" in text and "image 0 layer conv3.in index 5: expected 2 got 3" in text
 
 
-def test_sim_refuses_a_bundle_whose_vectors_disagree_with_golden(tmp_path, capsys):
+def test_sim_refuses_a_bundle_whose_vectors_disagree_with_golden(tmp_path, capsys, shipped_bundle):
     import shutil
 
     import numpy as np
@@ -68,7 +69,7 @@ def test_sim_refuses_a_bundle_whose_vectors_disagree_with_golden(tmp_path, capsy
     from golden.bundle import npz_bytes
 
     bundle = tmp_path / "b3"
-    shutil.copytree("models/digits-b3", bundle)
+    shutil.copytree(shipped_bundle(3), bundle)
     with np.load(bundle / "vectors.npz") as data:
         arrays = {k: data[k] for k in data.files}
     arrays["logits"] = arrays["logits"].copy()

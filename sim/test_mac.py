@@ -16,6 +16,8 @@ from golden.formats import DEFAULT_POST_FRAC_BITS
 from sim.runner import SIMULATORS
 from sim.units import MAC_MAX_ITEMS, MAC_PE, MAC_SIMD, UNIT_BITS, mac_acc_width, mac_kind, run_unit_testbench
 
+pytestmark = pytest.mark.sim
+
 
 def extreme_codes(kind, bits):
     """(largest activation, weight code of the largest product, of the most negative product)."""

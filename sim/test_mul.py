@@ -13,6 +13,8 @@ from golden.formats import DEFAULT_POST_FRAC_BITS
 from sim.runner import SIMULATORS
 from sim.units import UNIT_BITS, lane_kinds, lane_pe, mac_kind, run_unit_testbench
 
+pytestmark = pytest.mark.sim
+
 
 async def _check_lane(dut, prefix, kind, bits, act_signed, checker):
     from cocotb.triggers import Timer

@@ -15,6 +15,8 @@ import pytest
 from sim.runner import SIMULATORS
 from sim.units import BETA_MAX, TAG_WIDTH, UNIT_BITS, run_unit_testbench
 
+pytestmark = pytest.mark.sim
+
 ITEMS_PER_LAYER = 120
 
 

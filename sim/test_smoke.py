@@ -15,6 +15,8 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from sim.runner import SIMULATORS, run_cocotb
 
+pytestmark = pytest.mark.sim
+
 WIDTH, ACC_WIDTH = 8, 20
 
 

@@ -165,16 +165,17 @@ def run_unit_testbench(simulator: str, bits: int, test_module: str, *, seed: int
                        waves: bool = False) -> tuple[int, Path]:
     """Build (or reuse) the :class:`UnitBench` of ``bits`` on ``simulator`` and run ``test_module``.
 
-    The build folder is ``build/sim/units-<simulator>-b<bits>``; every unit's testbench module runs
-    against the same build. Returns :func:`sim.runner.run_cocotb`'s result; raises
-    :class:`sim.runner.SimulationFailed` when a cocotb test fails.
+    The build folder is ``units-<simulator>-b<bits>-s<seed>`` under :data:`sim.runner.BUILD_ROOT`
+    (read at call time); every unit's testbench module runs against the same build. Returns
+    :func:`sim.runner.run_cocotb`'s result; raises :class:`sim.runner.SimulationFailed` when a cocotb
+    test fails.
     """
-    from sim.runner import BUILD_ROOT, run_cocotb
+    from sim import runner
     from sim.tb import params_env
 
-    source = write_unit_verilog(bits, BUILD_ROOT / f"units-b{bits}-s{seed}" / "units.v", seed)
-    return run_cocotb(
+    source = write_unit_verilog(bits, runner.BUILD_ROOT / f"units-b{bits}-s{seed}" / "units.v", seed)
+    return runner.run_cocotb(
         simulator=simulator, sources=[source], toplevel="units", test_module=test_module,
-        build_dir=BUILD_ROOT / f"units-{simulator}-b{bits}-s{seed}", waves=waves,
+        build_dir=runner.BUILD_ROOT / f"units-{simulator}-b{bits}-s{seed}", waves=waves,
         extra_env=params_env(bits=bits, seed=seed),
     )

@@ -10,37 +10,29 @@ from golden.bundle import read_bundle, write_bundle
 from golden.model import accumulate, load_bundle, pixels_to_codes, run
 from quant.export.fidelity import golden_report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # where `import golden` finds the repository's package
 SHIPPED = {2: "asq", 3: "asq+post", 4: "asq+post", 8: "asq"}
 
 
-def bundle_dir(bits: int) -> Path:
-    return ROOT / "models" / f"digits-b{bits}"
-
-
-def checkpoint_of(bits: int) -> Path:
-    return ROOT / "models" / "checkpoints" / f"digits-b{bits}.pt"
-
-
 @pytest.fixture(scope="module", params=sorted(SHIPPED), ids=[f"b{b}" for b in sorted(SHIPPED)])
-def shipped(request):
+def shipped(request, shipped_bundle):
     bits = request.param
-    return bits, load_bundle(bundle_dir(bits))
+    return bits, load_bundle(shipped_bundle(bits))
 
 
 @pytest.fixture(scope="module")
-def report(shipped):
+def report(shipped, shipped_bundle, shipped_checkpoint):
     bits, _ = shipped
-    return golden_report(bundle_dir(bits), checkpoint_of(bits))
+    return golden_report(shipped_bundle(bits), shipped_checkpoint(bits))
 
 
-def test_shipped_bundle_is_the_documented_model(shipped):
+def test_shipped_bundle_is_the_documented_model(shipped, shipped_bundle):
     bits, bundle = shipped
     man = bundle.manifest
     assert (man.model, man.scheme, man.bits) == ("digits", SHIPPED[bits], bits)
     # `make export BITS=B` (no --post-frac-bits) reproduces it: the default F is the shipped one
     assert man.post_frac_bits == formats.default_post_frac_bits(bits)
-    assert sum(p.stat().st_size for p in bundle_dir(bits).iterdir()) < 1_000_000
+    assert sum(p.stat().st_size for p in shipped_bundle(bits).iterdir()) < 1_000_000
     for layer in man.layers[1:3]:
         assert layer.act_in.bits == bits and layer.weight.bits == bits
         asq = layer.act_in.asq
@@ -76,10 +68,10 @@ def test_vectors_are_golden_of_the_pixels(shipped):
     assert float((result["pred"] == vec["labels"]).mean()) == bundle.manifest.accuracy["golden"]
 
 
-def test_shipped_bundle_round_trips_byte_for_byte(shipped, tmp_path):
+def test_shipped_bundle_round_trips_byte_for_byte(shipped, shipped_bundle, tmp_path):
     bits, _ = shipped
-    write_bundle(read_bundle(bundle_dir(bits)), tmp_path / "copy")
-    for path in bundle_dir(bits).iterdir():
+    write_bundle(read_bundle(shipped_bundle(bits)), tmp_path / "copy")
+    for path in shipped_bundle(bits).iterdir():
         assert (tmp_path / "copy" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
@@ -175,12 +167,12 @@ def test_asq_unit_widths_hold_at_full_scale(shipped):
 
 @pytest.mark.parametrize("bits", [3, 4])
 @pytest.mark.parametrize("name", ["conv2", "conv3"])
-def test_actual_table_error_is_within_its_a_priori_bound(bits, name):
+def test_actual_table_error_is_within_its_a_priori_bound(bits, name, shipped_bundle):
     """The teacher-forced bound E takes |acc - acc*| as measured (docs/arithmetic.md section 6): it
     must never exceed the worst case of section 2.2, and on real data it is smaller (cancellation)."""
     from quant.export.fidelity import exact_accumulator
 
-    bundle = load_bundle(bundle_dir(bits))
+    bundle = load_bundle(shipped_bundle(bits))
     layer, weights, frac = bundle.layer(name), bundle.weights[name], bundle.manifest.post_frac_bits
     codes = bundle.vectors[f"{name}.in"][:60].astype(np.int64)
     acc = accumulate(codes, layer, weights, frac)
@@ -201,12 +193,12 @@ def test_importing_golden_does_not_import_torch():
 
 
 @pytest.mark.parametrize("bits", sorted(SHIPPED))
-def test_reexport_of_the_shipped_checkpoint_is_the_shipped_bundle(bits, tmp_path):
+def test_reexport_of_the_shipped_checkpoint_is_the_shipped_bundle(bits, tmp_path, shipped_bundle, shipped_checkpoint):
     """`make export BITS=B` from the shipped checkpoint gives the shipped bundle, byte for byte."""
     from quant.export.build import export_checkpoint
 
-    export_checkpoint(checkpoint_of(bits), tmp_path / "again", progress=False)
-    for path in bundle_dir(bits).iterdir():
+    export_checkpoint(shipped_checkpoint(bits), tmp_path / "again", progress=False)
+    for path in shipped_bundle(bits).iterdir():
         assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(
-        p.name for p in bundle_dir(bits).iterdir())
+        p.name for p in shipped_bundle(bits).iterdir())

@@ -83,7 +83,7 @@ def test_int_lane_in_logic_exhaustive(bits):
 
 
 def test_post_lane_shares_one_table_per_lane():
-    # The odd-exponent table is instantiated once per lane, whatever PE is (DESIGN 2.2).
+    # The odd-exponent table is instantiated once per lane, whatever PE is (docs/design.md 2.2).
     from amaranth.lib.memory import Memory
 
     elab = MulLane("post", 3, 3, pe=8).elaborate(None)

@@ -5,8 +5,6 @@ bundles with random but calibrated constants (:func:`hw.testing.random_bundle`) 
 and shapes the shipped ones do not cover. The reference is :func:`golden.model.run`.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -16,7 +14,6 @@ from hw.eda.generate import build_top
 from hw.testing import random_bundle, random_images
 
 N_IMAGES = 20
-MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def simulate(top, images, *, seed, p_in_idle, p_out_stall, free_images=0):
@@ -69,9 +66,9 @@ def simulate(top, images, *, seed, p_in_idle, p_out_stall, free_images=0):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bits,pe,simd", [(3, 4, 4), (4, 8, 8)])
-def test_shipped_bundle_matches_golden_on_test_images_under_backpressure(bits, pe, simd):
+def test_shipped_bundle_matches_golden_on_test_images_under_backpressure(bits, pe, simd, shipped_bundle):
     """The shipped digits bundles, 20 test-split images, random stalls on both streams."""
-    bundle = load_bundle(MODELS / f"digits-b{bits}")
+    bundle = load_bundle(shipped_bundle(bits))
     images = bundle.vectors["conv1.in"][:N_IMAGES]
     golden = run(bundle, images)
     # The stored vectors are golden's own (a stale bundle would make this test meaningless).
@@ -91,7 +88,6 @@ def test_shipped_bundle_matches_golden_on_test_images_under_backpressure(bits, p
     assert min(min(lg) for lg, *_ in got) < 0 < max(max(lg) for lg, *_ in got)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("bits,kind,asq,pe,simd", [
     (3, "int", False, 2, 16), (2, "pot", True, 16, 2), (8, "int", True, 4, 8), (5, "post", False, 16, 1),
     (4, "pot", False, 1, 4),

@@ -21,7 +21,7 @@ from quant.quantizers import (
 R2 = math.sqrt(0.5)
 
 
-# ---------------------------------------------------------------- level sets (DESIGN.md 1.3)
+# ---------------------------------------------------------------- level sets (docs/design.md 1.3)
 
 HAND_LEVELS = {
     ("post", 2): [-1, 0, 1],
@@ -280,7 +280,7 @@ def test_bad_bit_widths_are_user_errors():
 @pytest.mark.parametrize("step_shape", [(), (1,), (4, 1, 1, 1), (1, 3, 1, 1), (3, 1, 1, 1)])
 def test_fake_quantize_equals_the_autograd_formula(step_shape):
     # Reference built from differentiable primitives: clamp, then round with a straight-through
-    # estimator, then scale: its autograd gradients are LSQ's (DESIGN.md 1.1).
+    # estimator, then scale: its autograd gradients are LSQ's (docs/design.md 1.1).
     from quant.ste import fake_quantize
 
     torch.manual_seed(0)

@@ -19,7 +19,7 @@ from quant.quantize import quantized_layers
 from quant.quantizers import ASQActivation
 from quant.train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, run_training, train
 
-# Paper pairing (issue 3): ASQ+POST at 3 and 4 bits, ASQ at 2.
+# The paper's pairing (docs/design.md section 1.4): ASQ+POST at 3 and 4 bits, ASQ at 2.
 RUNS = {"b4": ("asq+post", 4), "b3": ("asq+post", 3), "b2": ("asq", 2)}
 
 
@@ -41,18 +41,22 @@ def trained(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.train
 def test_full_precision_digits_reaches_97(trained):
     assert trained["fp"]["top1"] >= 97.0
 
 
+@pytest.mark.train
 def test_asq_post_4_bit_within_1_point_of_full_precision(trained):
     assert trained["b4"]["top1"] >= trained["fp"]["top1"] - 1.0
 
 
+@pytest.mark.train
 def test_asq_post_3_bit_within_2_points_of_full_precision(trained):
     assert trained["b3"]["top1"] >= trained["fp"]["top1"] - 2.0
 
 
+@pytest.mark.train
 def test_asq_2_bit_reported(trained):
     print(f"2-bit ASQ digits test top-1: {trained['b2']['top1']:.2f} % (full precision {trained['fp']['top1']:.2f} %)")
     assert trained["b2"]["top1"] >= 90.0
@@ -66,6 +70,7 @@ def _independent_top1(model) -> float:
     return 100.0 * (predicted == y_test).double().mean().item()
 
 
+@pytest.mark.train
 def test_checkpoint_round_trip_and_metadata(trained):
     path = trained["root"] / "digits-b3" / CHECKPOINT_NAME
     model, meta = load_checkpoint(path)
@@ -93,6 +98,7 @@ def test_bad_checkpoints_are_user_errors(tmp_path):
         load_checkpoint(tmp_path / "plain.pt")
 
 
+@pytest.mark.train
 def test_resume_is_bit_identical(trained, tmp_path, monkeypatch):
     init = str(trained["root"] / "digits-fp" / CHECKPOINT_NAME)
     settings = {"model": "digits", "scheme": "asq+post", "bits": 3, "epochs": 3, "init": init, "seed": 5}
@@ -137,6 +143,7 @@ def _cli(argv) -> int:
         return 2
 
 
+@pytest.mark.train
 def test_cli_train_preset_and_eval_json(trained, tmp_path, capsys):
     init = str(trained["root"] / "digits-fp" / CHECKPOINT_NAME)
     out = tmp_path / "digits-b4"
@@ -150,6 +157,7 @@ def test_cli_train_preset_and_eval_json(trained, tmp_path, capsys):
     assert 0 <= result["top1"] <= result["top5"] <= 100
 
 
+@pytest.mark.train
 def test_init_from_a_plain_state_dict(tmp_path):
     # a user's torchvision-style checkpoint: just the float model's state_dict
     torch.manual_seed(3)
@@ -209,6 +217,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, init: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.train
 def test_distributed_data_parallel_two_cpu_processes(trained, tmp_path):
     init = str(trained["root"] / "digits-fp" / CHECKPOINT_NAME)
     tmp_path.mkdir(exist_ok=True)

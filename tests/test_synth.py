@@ -68,6 +68,7 @@ class AndReg(wiring.Component):
         return m
 
 
+@pytest.mark.synth
 def test_generic_synthesis_gives_gates_and_no_fpga_cells(tmp_path):
     from hw.eda.verilog import write_verilog
 
@@ -79,7 +80,7 @@ def test_generic_synthesis_gives_gates_and_no_fpga_cells(tmp_path):
     assert all(c.startswith("$_") for c in cells)
 
 
-@pytest.mark.slow
+@pytest.mark.synth
 def test_quick_board_synthesis_writes_a_complete_report(tmp_path):
     out = tmp_path / "icebreaker"
     report = synthesize_top(SumNet(4), "icebreaker", out, design={"top": "sumnet"}, macs_per_cycle=1,
@@ -101,7 +102,7 @@ def test_quick_board_synthesis_writes_a_complete_report(tmp_path):
     assert (out / "board_top.bin").stat().st_size > 100_000  # a UP5K bitstream is ~104 kB
 
 
-@pytest.mark.slow
+@pytest.mark.synth
 def test_missed_clock_fails_loudly_with_the_figures(tmp_path, monkeypatch):
     fast = dataclasses.replace(hw.eda.boards.BOARDS["icebreaker"], clock_mhz=2000.0)  # no design meets 2 GHz
     monkeypatch.setitem(hw.eda.boards.BOARDS, "icebreaker", fast)
@@ -159,7 +160,7 @@ class RamsOnBoard(wiring.Component):
         return m
 
 
-@pytest.mark.slow
+@pytest.mark.synth
 def test_design_that_does_not_fit_fails_loudly(tmp_path):
     with pytest.raises(UserError) as err:
         place_and_route(RamsOnBoard(), "icebreaker", tmp_path, name="rams")
@@ -242,7 +243,6 @@ def test_cli_compare_rejects_an_unknown_board(capsys):
     assert "--boards 'de0nano'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_fit_orders_by_throughput_and_skips_what_cannot_fit(tmp_path, monkeypatch):
     from hw.eda.fit import candidates, find_fit
     from hw.eda.generate import build_top
@@ -266,7 +266,7 @@ def test_fit_orders_by_throughput_and_skips_what_cannot_fit(tmp_path, monkeypatc
     assert fit["best"] is None and all("skipped" in t for t in fit["tried"])
 
 
-@pytest.mark.slow
+@pytest.mark.synth
 @pytest.mark.parametrize("design, bits, pe, simd", [("post", 3, 2, 8)])
 def test_estimate_is_within_25_percent_of_yosys_on_held_out_arrays(tmp_path, design, bits, pe, simd):
     """An array shape the estimator was not calibrated on (it was fitted on 4 x 4 arrays)."""

@@ -21,7 +21,7 @@ from studies.results import ratios, render, table
 
 
 def _post_product(a, code, bits, frac):
-    """POST product by the spec (DESIGN 2.2), from golden's table: independent of the RTL."""
+    """POST product by the spec (docs/design.md 2.2), from golden's table: independent of the RTL."""
     mbits = bits - 1
     m, neg = code & ((1 << mbits) - 1), code >> mbits
     if m == 0:

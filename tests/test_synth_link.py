@@ -237,7 +237,6 @@ def test_serial_port_names_a_missing_device():
         SerialPort("/dev/does-not-exist")
 
 
-@pytest.mark.slow
 def test_host_cli_gets_golden_logits_from_the_simulated_accelerator(capsys):
     """`asqhw host --simulate`: the shipped bundle's accelerator behind the UART, as a board would run."""
     import json

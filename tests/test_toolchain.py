@@ -27,7 +27,7 @@ def test_probe_rejects_bad_parameters(width, acc_width):
         ToolchainProbe(width, acc_width)
 
 
-@pytest.mark.slow
+@pytest.mark.synth
 def test_probe_places_and_routes_on_icebreaker(tmp_path):
     report = place_and_route(ProbeOnBoard(8, 20), "icebreaker", tmp_path, name="probe")
     assert report.device == "iCE40UP5K"

@@ -1,0 +1,45 @@
+"""Fixtures shared by the test suites under ``tests/`` and ``sim/``.
+
+- Simulator builds go to a temporary folder of the test session, not to the repository's
+  ``build/sim``: each pytest-xdist worker is its own session with its own ``tmp_path_factory``, so
+  parallel workers never build into the same folder, while the tests of one worker still share their
+  (expensive) Verilator builds.
+- The bundles and checkpoints the repository ships under ``models/``, found from this file rather
+  than from the working directory.
+
+Test tiers are pytest markers (``pyproject.toml``): ``sim`` (runs Icarus or Verilator), ``synth``
+(Yosys / nextpnr), ``train`` (trains a network with ``quant.train``), ``slow`` (more than ~30 s).
+``make test-fast`` runs what carries none of them.
+"""
+
+import pytest
+
+from golden.bundle import SHIPPED_MODELS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sim_build_root(tmp_path_factory):
+    """The folder simulator builds of this session go to (``sim.runner.BUILD_ROOT`` while it runs).
+
+    Every way into a simulation (``sim.units.run_unit_testbench``, ``sim.accel.run_accel``, the
+    ``asqhw sim`` command) reads ``sim.runner.BUILD_ROOT`` when it is called, so pointing it here
+    covers them all; ``asqhw sim`` outside the tests keeps ``build/sim``.
+    """
+    from sim import runner
+
+    root = tmp_path_factory.mktemp("sim")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "BUILD_ROOT", root)
+        yield root
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle():
+    """``shipped_bundle(bits)``: the folder of the shipped bundle ``models/digits-b<bits>``."""
+    return lambda bits: SHIPPED_MODELS / f"digits-b{bits}"
+
+
+@pytest.fixture(scope="session")
+def shipped_checkpoint():
+    """``shipped_checkpoint(bits)``: the checkpoint the shipped ``digits-b<bits>`` was exported from."""
+    return lambda bits: SHIPPED_MODELS / "checkpoints" / f"digits-b{bits}.pt"
