@@ -45,8 +45,8 @@ doctor: setup ## check every tool and print its version
 test: setup lint ## lint, then the whole test suite (unit, golden, RTL on Icarus and Verilator, synthesis, training)
 	$(BIN)/pytest
 
-test-fast: setup ## the quick tier (< 3 min): every test not marked sim, synth, train or slow
-	$(BIN)/pytest -m "not sim and not synth and not train and not slow"
+test-fast: setup ## the quick tier (< 3 min): every test not marked sim, synth, train, formal or slow
+	$(BIN)/pytest -m "not sim and not synth and not train and not formal and not slow"
 
 lint: setup ## ruff over the sources, and the import contract between the stages (lint-imports)
 	$(BIN)/ruff check .

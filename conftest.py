@@ -8,7 +8,8 @@
   than from the working directory.
 
 Test tiers are pytest markers (``pyproject.toml``): ``sim`` (runs Icarus or Verilator), ``synth``
-(Yosys / nextpnr), ``train`` (trains a network with ``quant.train``), ``slow`` (more than ~30 s).
+(Yosys / nextpnr), ``train`` (trains a network with ``quant.train``), ``formal`` (Yosys SAT proofs),
+``slow`` (more than ~30 s).
 ``make test-fast`` runs what carries none of them.
 """
 
