@@ -1,0 +1,1 @@
+"""Studies: experiments that measure the method and the hardware."""
