@@ -1,12 +1,14 @@
 """ASQ that adapts: the digits-vary data set, the adapter's init, the step gradient scale per sample,
 the adapter's own parameter group, and training determinism."""
 
+import argparse
 import math
 
 import numpy as np
 import pytest
 import torch
 
+import quant.cli
 from asqhw.errors import UserError
 from quant.data import (
     EXPOSURE_GAIN_RANGE,
@@ -203,3 +205,28 @@ def test_beta_stats_by_hand():
     assert stats["distinct"] == 3
     assert stats["median"] == pytest.approx(1.0002)
     assert stats["spread"] == pytest.approx(0.2 / 1.0002)
+
+
+def test_cli_passes_the_data_variant_and_adapter_settings(tmp_path):
+    parser = argparse.ArgumentParser()
+    quant.cli.add_train_arguments(parser)
+    config = quant.cli._train_config(parser.parse_args(["--bits", "2", "--data", "digits-vary",
+                                                        "--adapter-lr-scale", "10", "--step-grad-scale", "sample"]))
+    assert (config.data, config.adapter_lr_scale, config.step_grad_scale) == ("digits-vary", 10.0, "sample")
+    defaults = quant.cli._train_config(parser.parse_args(["--bits", "2"]))
+    assert defaults.adapter_init == TrainConfig(model="digits", scheme="asq", bits=2, out="x").adapter_init
+    # eval reads the test split of the variant the checkpoint was trained on
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, _ = run_training(TrainConfig(model="digits", scheme="fp", bits=None, out=tmp_path / "fp", epochs=1,
+                                            data="digits-vary"))
+    finally:
+        torch.set_num_threads(threads)
+    eval_parser = argparse.ArgumentParser()
+    quant.cli.add_eval_arguments(eval_parser)
+    result = quant.cli.float_eval(eval_parser.parse_args([str(tmp_path / "fp" / CHECKPOINT_NAME), "--device", "cpu"]))
+    _, _, x_vary, y_vary = digits_vary_split()
+    with torch.no_grad():
+        expected = 100.0 * (model.eval()(x_vary).argmax(1) == y_vary).double().mean().item()
+    assert result["top1"] == pytest.approx(expected)
