@@ -58,17 +58,17 @@ QAT_EPOCHS, QAT_LR, _ = RECIPES["digits"]["qat"]
 FP_EPOCHS, _, _ = RECIPES["digits"]["fp"]
 
 # Training variants of the diagnosis: (adapter init, step gradient scale, adapter lr scale, adapter wd).
-OLD = {"adapter_init": "shrunk", "step_grad_scale": "batch", "adapter_lr_scale": 1.0, "adapter_weight_decay": 1e-4}
+CURRENT = {"adapter_init": "shrunk", "step_grad_scale": "batch", "adapter_lr_scale": 1.0, "adapter_weight_decay": 1e-4}
 VARIANTS = {
-    "old": OLD,
-    "paper-init": {**OLD, "adapter_init": "paper"},
-    "adapter-lr": {**OLD, "adapter_lr_scale": 10.0, "adapter_weight_decay": 0.0},
-    "g-sample": {**OLD, "step_grad_scale": "sample"},
+    "current": CURRENT,
+    "paper-init": {**CURRENT, "adapter_init": "paper"},
+    "adapter-lr": {**CURRENT, "adapter_lr_scale": 10.0, "adapter_weight_decay": 0.0},
+    "g-sample": {**CURRENT, "step_grad_scale": "sample"},
     "all": {"adapter_init": "paper", "step_grad_scale": "sample", "adapter_lr_scale": 10.0,
             "adapter_weight_decay": 0.0},
 }
 # (scheme, variant) of every diagnosis run: ASQ under each variant, LSQ under the two that touch it.
-DIAGNOSIS_RUNS = [("asq", variant) for variant in VARIANTS] + [("lsq", "old"), ("lsq", "g-sample")]
+DIAGNOSIS_RUNS = [("asq", variant) for variant in VARIANTS] + [("lsq", "current"), ("lsq", "g-sample")]
 DEFAULTS = {"adapter_init": DEFAULT_ADAPTER_INIT, "step_grad_scale": DEFAULT_STEP_GRAD_SCALE,
             "adapter_lr_scale": DEFAULT_ADAPTER_LR_SCALE, "adapter_weight_decay": DEFAULT_ADAPTER_WEIGHT_DECAY}
 
@@ -194,6 +194,7 @@ class Results:
 
     def __init__(self, path: Path, meta: dict):
         self.path = path
+        meta = json.loads(json.dumps(meta))  # as it reads back (tuples become lists)
         self.data = json.loads(path.read_text()) if path.is_file() else {"meta": meta, "runs": {}}
         if self.data.get("meta") != meta:
             raise SystemExit(f"{path} was measured with {self.data.get('meta')}, not {meta}: move it away first")
@@ -292,7 +293,7 @@ def _plt():
 
 def diagnosis_figure(diag: dict, data: str, bits: int, seed: int, path: Path) -> bool:
     runs = {r["variant"]: r for r in diag["runs"].values()
-            if r["data"] == data and r["bits"] == bits and r["seed"] == seed}
+            if r["data"] == data and r["bits"] == bits and r["seed"] == seed and r["scheme"] == "asq"}
     if not runs:
         return False
     plt = _plt()
@@ -306,10 +307,11 @@ def diagnosis_figure(diag: dict, data: str, bits: int, seed: int, path: Path) ->
     for row, layer in enumerate(layers):
         for col, (key, title, log) in enumerate(columns):
             ax = axes[row][col]
-            for variant, run in runs.items():
+            for number, (variant, run) in enumerate(runs.items()):
                 xs = [e["epoch"] for e in run["epochs"]]
                 ys = [max(e["layers"][layer].get(key, float("nan")), 1e-9) for e in run["epochs"]]
-                ax.plot(xs, ys, label=variant)
+                # dashed and dotted lines keep a variant visible where it lies on another one
+                ax.plot(xs, ys, label=variant, linestyle=("-", "--", ":", "-.")[number % 4])
             ax.set_title(f"{layer}: {title}", fontsize=9)
             ax.set_xlabel("epoch")
             if log:
@@ -323,27 +325,61 @@ def diagnosis_figure(diag: dict, data: str, bits: int, seed: int, path: Path) ->
     return True
 
 
+@torch.no_grad()
+def shrink_factors(data: str, seed: int, bits: int, fp_epochs: int) -> dict:
+    """Per ASQ layer, the factor ``adapter_init="shrunk"`` applies to the adapter's last weight at the
+    first batch of a run (1.0: the paper's init already keeps every ``|beta - 1| <= 2e-3``)."""
+    from quant.data import make_loaders
+    from quant.models import build_model
+    from quant.quantize import calibrate, quantize_model
+
+    torch.manual_seed(seed)  # as run_training does before building the model
+    model = build_model("digits")
+    model.load_state_dict(read_checkpoint(float_start(data, seed, fp_epochs)[0])["state_dict"])
+    quantize_model(model, "asq", bits)
+    layers = {n.removesuffix(".act_quant"): m for n, m in model.named_modules() if isinstance(m, ASQActivation)}
+    drawn = {n: m.adapter[-2].weight.clone() for n, m in layers.items()}
+    for m in layers.values():
+        m.adapter_init = "shrunk"
+    train_loader, _ = make_loaders("digits", data, RECIPES["digits"]["qat"][2], seed=seed)
+    train_loader.set_epoch(0)
+    calibrate(model, next(iter(train_loader))[0])
+    return {n: float(m.adapter[-2].weight.norm() / drawn[n].norm()) for n, m in layers.items()}
+
+
+def shrink_table(diag: dict) -> str:
+    meta = diag["meta"]
+    rows = ["| data | bits | seed | conv2 shrink factor | conv3 shrink factor |", "|---|---|---|---|---|"]
+    for data in DATASETS:
+        for bits in meta["bits"]:
+            for seed in meta["seeds"]:
+                factors = shrink_factors(data, seed, bits, meta["fp_epochs"])
+                rows.append(f"| {data} | {bits} | {seed} | " + " | ".join(f"{factors[n]:.3g}" for n in factors) + " |")
+    return "\n".join(rows)
+
+
 def diagnosis_table(diag: dict) -> str:
     seeds = diag["meta"]["seeds"]
-    rows = ["| data | bits | variant | top-1 (%) | " + " | ".join(
+    rows = ["| data | bits | scheme | variant | top-1 (%) | " + " | ".join(
         f"{layer} {what}" for layer in ("conv2", "conv3")
         for what in ("beta spread", "distinct beta", "first Linear moved", "live hidden")) + " |",
-            "|---|---|---|---|" + "---|" * 8]
+            "|---|---|---|---|---|" + "---|" * 8]
     for data in DATASETS:
         for bits in diag["meta"]["bits"]:
-            for variant in VARIANTS:
-                runs = [r for r in diag["runs"].values()
-                        if r["data"] == data and r["bits"] == bits and r["variant"] == variant]
+            for scheme, variant in DIAGNOSIS_RUNS:
+                runs = [r for r in diag["runs"].values() if r["data"] == data and r["bits"] == bits
+                        and r["scheme"] == scheme and r["variant"] == variant]
                 if not runs:
                     continue
                 cells = [_mean_std([r["top1"] for r in runs], len(seeds))]
-                for layer in ("conv2", "conv3"):
+                for layer in ("conv2", "conv3") if scheme == "asq" else ():
                     last = [r["epochs"][-1]["layers"][layer] for r in runs]
                     cells += [f"{100 * statistics.mean(e['spread'] for e in last):.1f} %",
                               f"{statistics.mean(e['distinct'] for e in last):.0f}",
                               f"{100 * statistics.mean(e['first_moved'] for e in last):.1f} %",
                               f"{100 * statistics.mean(e['live_hidden'] for e in last):.0f} %"]
-                rows.append(f"| {data} | {bits} | {variant} | " + " | ".join(cells) + " |")
+                cells += ["" for _ in range(8 + 1 - len(cells))]
+                rows.append(f"| {data} | {bits} | {SCHEMES[scheme][0]} | {variant} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -430,7 +466,9 @@ def report(args) -> None:
                 f"epochs from a {meta['fp_epochs']}-epoch float model, lr {meta['lr']}, seeds "
                 f"{', '.join(map(str, meta['seeds']))}; ASQ with uniform weights). Last-epoch values, mean over "
                 "the seeds; beta spread and live hidden units on the 360 test images.\n\n"
-                + diagnosis_table(diag) + "\n\nVariants: " + "; ".join(
+                + diagnosis_table(diag) + "\n\nThe shrunk init's factor on the adapter's last weight at the first "
+                "batch of each run (1 = untouched, the paper's init already within 2e-3 of 1):\n\n"
+                + shrink_table(diag) + "\n\nVariants: " + "; ".join(
                     f"`{name}`: init {v['adapter_init']}, g per {v['step_grad_scale']}, adapter lr x"
                     f"{v['adapter_lr_scale']:g}, adapter weight decay {v['adapter_weight_decay']:g}"
                     for name, v in VARIANTS.items()) + ".\n\n" + "\n\n".join(figures))
