@@ -269,9 +269,9 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
 def run_training(config: TrainConfig, probe=None) -> tuple[nn.Module, dict]:
     """``train``, returning ``(model, final test metrics)``; the model is this rank's, unwrapped.
 
-    ``probe`` (optional) observes training without changing it: ``probe.after_backward(model)``
-    runs after every backward pass (gradients in place), ``probe.after_epoch(model, epoch,
-    test_loader)`` after every epoch's evaluation.
+    ``probe`` (optional) observes training without changing it: ``probe.attach(model)`` runs once
+    before the first step (after ``calibrate``; it may register gradient hooks), ``probe.after_epoch(
+    model, epoch, test_loader)`` after every epoch's evaluation.
     """
     config = config.resolved()
     ctx = setup_distributed(config.device)
@@ -297,6 +297,8 @@ def run_training(config: TrainConfig, probe=None) -> tuple[nn.Module, dict]:
         raise UserError(f"--batch-size {config.batch_size} is larger than the training set")
     train_loader.set_epoch(0)
     calibrate(model, next(iter(train_loader))[0].to(ctx.device))
+    if probe is not None:
+        probe.attach(model)
     optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=MOMENTUM)
 
     start_epoch, history = 0, []
@@ -312,7 +314,7 @@ def run_training(config: TrainConfig, probe=None) -> tuple[nn.Module, dict]:
                   disable=None if ctx.is_main else True, initial=start_epoch, total=config.epochs)
     for epoch in epochs:
         started = time.perf_counter()
-        train_stats = _train_epoch(net, train_loader, optimizer, config, ctx, epoch, total_steps, probe)
+        train_stats = _train_epoch(net, train_loader, optimizer, config, ctx, epoch, total_steps)
         metrics = evaluate(model, test_loader, ctx.device)
         if probe is not None:
             probe.after_epoch(model, epoch, test_loader)
@@ -348,8 +350,7 @@ def _resume(path: Path, model: nn.Module, optimizer, config: TrainConfig) -> tup
     return payload["epoch"], history[: payload["epoch"]]
 
 
-def _train_epoch(net, loader, optimizer, config: TrainConfig, ctx: Dist, epoch: int, total_steps: int,
-                 probe=None) -> dict:
+def _train_epoch(net, loader, optimizer, config: TrainConfig, ctx: Dist, epoch: int, total_steps: int) -> dict:
     net.train()
     loader.set_epoch(epoch)
     loss_sum = correct = count = 0.0
@@ -364,8 +365,6 @@ def _train_epoch(net, loader, optimizer, config: TrainConfig, ctx: Dist, epoch: 
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if probe is not None:
-            probe.after_backward(getattr(net, "module", net))
         optimizer.step()
         step += 1
         loss_sum += loss.item() * len(y)

@@ -104,29 +104,38 @@ class AdapterProbe:
         self._sums = {}
         self._start = {}
 
-    def _attach(self, model) -> None:
-        if self.layers is None:
-            self.layers = {name.removesuffix(".act_quant"): m for name, m in model.named_modules()
-                           if isinstance(m, ASQActivation)}
-            self._start = {name: m.adapter[0].weight.detach().clone() for name, m in self.layers.items()}
-            self._sums = {name: [0.0, 0.0, 0] for name in self.layers}
+    def attach(self, model) -> None:
+        """Find the ASQ layers; with ``gradients``, hook their adapters' parameters."""
+        self.layers = {name.removesuffix(".act_quant"): m for name, m in model.named_modules()
+                       if isinstance(m, ASQActivation)}
+        self._start = {name: m.adapter[0].weight.detach().clone() for name, m in self.layers.items()}
+        self._sums = {name: [0.0, 0.0, 0] for name in self.layers}
+        if self.gradients:
+            for name, m in self.layers.items():
+                parameters = list(m.adapter.parameters())
+                step = {"squares": 0.0, "seen": 0, "first": 0.0}
+                for parameter in parameters:
+                    parameter.register_post_accumulate_grad_hook(
+                        self._gradient_hook(name, step, len(parameters), parameter is m.adapter[0].weight))
 
-    @torch.no_grad()
-    def after_backward(self, model) -> None:
-        self._attach(model)
-        if not self.gradients:
-            return
-        for name, m in self.layers.items():
-            grads = [p.grad for p in m.adapter.parameters() if p.grad is not None]
-            sums = self._sums[name]
-            sums[0] += math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
-            first = m.adapter[0].weight.grad
-            sums[1] += float(first.norm()) if first is not None else 0.0
-            sums[2] += 1
+    def _gradient_hook(self, name: str, step: dict, count: int, is_first: bool):
+        # Called once per parameter per backward pass; the layer's step closes with its last parameter.
+        @torch.no_grad()
+        def hook(parameter):
+            squares = float(parameter.grad.pow(2).sum())
+            step["squares"] += squares
+            step["first"] += math.sqrt(squares) if is_first else 0.0
+            step["seen"] += 1
+            if step["seen"] == count:
+                sums = self._sums[name]
+                sums[0] += math.sqrt(step["squares"])
+                sums[1] += step["first"]
+                sums[2] += 1
+                step.update(squares=0.0, seen=0, first=0.0)
+        return hook
 
     @torch.no_grad()
     def after_epoch(self, model, epoch: int, test_loader) -> None:
-        self._attach(model)
         captured = {name: [] for name in self.layers}
 
         def hook_for(name):

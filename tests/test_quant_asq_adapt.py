@@ -23,7 +23,7 @@ from quant.models import build_model
 from quant.quantize import quantize_model
 from quant.quantizers import ASQActivation, LSQActivation, activation_grad_scale, make_adapter
 from quant.train import CHECKPOINT_NAME, TrainConfig, fp_cache_dir, parameter_groups, run_training
-from studies.asq_adapt import beta_stats
+from studies.asq_adapt import AdapterProbe, beta_stats
 
 
 # ---------------------------------------------------------------- digits-vary
@@ -187,9 +187,10 @@ def test_training_is_deterministic_and_the_settings_change_it(tmp_path):
         run_training(TrainConfig(scheme="fp", bits=None, out=tmp_path / "fp", **common))
         init = str(tmp_path / "fp" / CHECKPOINT_NAME)
         states = []
+        probe = AdapterProbe()  # run b is observed: the probe must not change it
         for name, settings in (("a", {}), ("b", {}), ("c", {"adapter_lr_scale": 10.0, "step_grad_scale": "sample"})):
             model, _ = run_training(TrainConfig(scheme="asq", bits=2, out=tmp_path / name, init=init, **common,
-                                                **settings))
+                                                **settings), probe=probe if name == "b" else None)
             states.append(model.state_dict())
     finally:
         torch.set_num_threads(threads)
@@ -197,6 +198,12 @@ def test_training_is_deterministic_and_the_settings_change_it(tmp_path):
     assert same.keys() == states[1].keys()
     assert all(torch.equal(same[k], states[1][k]) for k in same)
     assert not torch.equal(same["conv2.act_quant.adapter.2.weight"], changed["conv2.act_quant.adapter.2.weight"])
+    [record] = probe.epochs
+    assert set(record["layers"]) == {"conv2", "conv3"}
+    for entry in record["layers"].values():
+        assert entry["grad_norm"] > entry["first_grad_norm"] > 0 and entry["first_moved"] > 0
+        assert 1 <= entry["distinct"] <= 360 and 0 < entry["live_hidden"] <= 1
+    assert probe.betas["conv2"].shape == (360,)
 
 
 def test_beta_stats_by_hand():
