@@ -1,7 +1,9 @@
 """Quantization-aware training and evaluation (the paper's recipe, DESIGN.md 1.4).
 
 SGD with momentum 0.9, weight decay 1e-4 and a cosine learning rate without restarts (per step),
-starting from a full-precision model. One code path serves one CPU, one GPU, several GPUs and several
+starting from a full-precision model; the ASQ adapters' parameters are a group of their own, whose
+learning rate and weight decay ``TrainConfig`` can set apart (the adapter init and the step gradient
+scale are ``TrainConfig`` settings too; docs/asq-adaptation.md measures them). One code path serves one CPU, one GPU, several GPUs and several
 machines: launched by ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
 ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank trains on its share of every
 batch; rank 0 writes the checkpoint and the metrics log.
@@ -32,6 +34,7 @@ from quant.quantizers import (
     DEFAULT_STEP_GRAD_SCALE,
     STEP_GRAD_SCALES,
     ASQActivation,
+    LSQActivation,
     check_bits,
 )
 
@@ -39,7 +42,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
-# The ASQ adapters' parameters: learning rate = ADAPTER_LR_SCALE * the run's, and their own weight decay.
+# The ASQ adapters' parameters form their own SGD group: learning rate = lr scale * the run's, and their
+# own weight decay. Defaults: the run's (a 10x rate kills the adapters' hidden units on digits without
+# gaining accuracy; docs/asq-adaptation.md).
 DEFAULT_ADAPTER_LR_SCALE = 1.0
 DEFAULT_ADAPTER_WEIGHT_DECAY = WEIGHT_DECAY
 
@@ -244,7 +249,7 @@ def train(config: TrainConfig) -> dict:
 def configure_quantizers(model: nn.Module, config: TrainConfig) -> None:
     """Apply the run's training choices to the activation quantizers (before ``calibrate``)."""
     for module in model.modules():
-        if hasattr(module, "step_grad_scale") and hasattr(module, "q_p"):
+        if isinstance(module, LSQActivation | ASQActivation):
             module.step_grad_scale = config.step_grad_scale
         if isinstance(module, ASQActivation):
             module.adapter_init = config.adapter_init
