@@ -237,3 +237,17 @@ def test_cli_passes_the_data_variant_and_adapter_settings(tmp_path):
     with torch.no_grad():
         expected = 100.0 * (model.eval()(x_vary).argmax(1) == y_vary).double().mean().item()
     assert result["top1"] == pytest.approx(expected)
+
+
+def test_report_blocks_replace_only_their_own_text(tmp_path):
+    from studies.asq_adapt import replace_block
+
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\nhand-written\n")
+    replace_block(page, "study", "first")
+    replace_block(page, "other", "kept")
+    replace_block(page, "study", "second")
+    text = page.read_text()
+    assert text.startswith("# Title\n\nhand-written\n")
+    assert "<!-- study:begin -->\nsecond\n<!-- study:end -->" in text and "first" not in text
+    assert "<!-- other:begin -->\nkept\n<!-- other:end -->" in text
