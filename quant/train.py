@@ -3,9 +3,9 @@
 SGD with momentum 0.9, weight decay 1e-4 and a cosine learning rate without restarts (per step),
 starting from a full-precision model; the ASQ adapters' parameters are a group of their own, whose
 learning rate and weight decay ``TrainConfig`` can set apart (the adapter init and the step gradient
-scale are ``TrainConfig`` settings too; docs/asq-adaptation.md measures them). One code path serves one CPU, one GPU, several GPUs and several
-machines: launched by ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
-``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank trains on its share of every
+scale are ``TrainConfig`` settings too; docs/asq-adaptation.md measures them). One code path serves
+one CPU, one GPU, several GPUs and several machines: launched by ``torchrun`` (``WORLD_SIZE > 1``)
+the model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank trains on its share of every
 batch; rank 0 writes the checkpoint and the metrics log.
 """
 

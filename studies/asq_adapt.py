@@ -180,9 +180,14 @@ class AdapterProbe:
 # ---------------------------------------------------------------- runs
 
 
+def run_folder(data: str, seed: int, name: str) -> Path:
+    """Where one run of the study writes its checkpoint: ``build/asq-adapt/runs/DATA/seedS/NAME``."""
+    return BUILD / "runs" / data / f"seed{seed}" / name
+
+
 def float_start(data: str, seed: int, fp_epochs: int) -> tuple[Path, dict]:
     """Train (once) the float model of ``data`` and ``seed``; return its checkpoint and test metrics."""
-    out = BUILD / "runs" / data / f"seed{seed}" / f"fp-e{fp_epochs}"
+    out = run_folder(data, seed, f"fp-e{fp_epochs}")
     path = out / CHECKPOINT_NAME
     if path.is_file():
         payload = read_checkpoint(path)
@@ -236,7 +241,7 @@ def diagnose(args) -> None:
         started = time.perf_counter()
         init, _ = float_start(data, seed, args.fp_epochs)
         probe = AdapterProbe()
-        out = BUILD / "runs" / data / f"seed{seed}" / f"diag-{scheme}-b{bits}-{variant}"
+        out = run_folder(data, seed, f"diag-{scheme}-b{bits}-{variant}")
         metrics = quant_run(data, seed, scheme, bits, VARIANTS[variant], init, out, args.epochs, probe)
         results.add(key, {"data": data, "seed": seed, "bits": bits, "scheme": scheme, "variant": variant,
                           "top1": metrics["top1"], "epochs": probe.epochs})
@@ -259,7 +264,7 @@ def compare(args) -> None:
             record["top1"] = fp_metrics["top1"]
         else:
             probe = AdapterProbe(gradients=False) if scheme.startswith("asq") else None
-            out = BUILD / "runs" / data / f"seed{seed}" / f"{scheme}-b{bits}-e{args.epochs}"
+            out = run_folder(data, seed, f"{scheme}-b{bits}-e{args.epochs}")
             metrics = quant_run(data, seed, scheme, bits, {}, init, out, args.epochs, probe)
             record["top1"] = metrics["top1"]
             if probe is not None:
@@ -478,14 +483,15 @@ def gain_response_table(comp: dict) -> tuple[str, list[dict]]:
             key = f"digits-vary/seed{SEEDS[0]}/{scheme}/b{bits}"
             if key not in comp["runs"]:
                 continue
-            path = BUILD / "runs" / "digits-vary" / f"seed{SEEDS[0]}" / f"{scheme}-b{bits}-e{comp['meta']['qat_epochs']}"
+            path = run_folder("digits-vary", SEEDS[0], f"{scheme}-b{bits}-e{comp['meta']['qat_epochs']}")
             if not (path / CHECKPOINT_NAME).is_file():
                 continue
             for layer, r in gain_response(path / CHECKPOINT_NAME).items():
                 responses.append({"bits": bits, "scheme": scheme, "layer": layer, **r})
+                input_ratio, beta_ratio = r["input_bright"] / r["input_dark"], r["beta_bright"] / r["beta_dark"]
                 rows.append(f"| {bits} | {SCHEMES[scheme][1]} | {layer} | {r['input_dark']:.3f} | "
-                            f"{r['input_bright']:.3f} | {r['input_bright'] / r['input_dark']:.2f} | "
-                            f"{r['beta_dark']:.3f} | {r['beta_bright']:.3f} | {r['beta_bright'] / r['beta_dark']:.2f} |")
+                            f"{r['input_bright']:.3f} | {input_ratio:.2f} | "
+                            f"{r['beta_dark']:.3f} | {r['beta_bright']:.3f} | {beta_ratio:.2f} |")
     return "\n".join(rows), responses
 
 
@@ -494,9 +500,8 @@ def paired_gains(comp: dict, data: str, bits: int) -> dict:
     runs = comp["runs"]
     gains = {}
     for asq, lsq in (("asq", "lsq"), ("asq+post", "lsq+post")):
-        gains[SCHEMES[asq][1]] = [runs[f"{data}/seed{s}/{asq}/b{bits}"]["top1"] - runs[f"{data}/seed{s}/{lsq}/b{bits}"]["top1"]
-                                  for s in SEEDS if f"{data}/seed{s}/{asq}/b{bits}" in runs
-                                  and f"{data}/seed{s}/{lsq}/b{bits}" in runs]
+        pairs = [(f"{data}/seed{s}/{asq}/b{bits}", f"{data}/seed{s}/{lsq}/b{bits}") for s in SEEDS]
+        gains[SCHEMES[asq][1]] = [runs[a]["top1"] - runs[b]["top1"] for a, b in pairs if a in runs and b in runs]
     return gains
 
 

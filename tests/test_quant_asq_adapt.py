@@ -25,7 +25,6 @@ from quant.quantizers import ASQActivation, LSQActivation, activation_grad_scale
 from quant.train import CHECKPOINT_NAME, TrainConfig, fp_cache_dir, parameter_groups, run_training
 from studies.asq_adapt import AdapterProbe, beta_stats
 
-
 # ---------------------------------------------------------------- digits-vary
 
 
