@@ -5,8 +5,8 @@ starting from a full-precision model; the ASQ adapters' parameters are a group o
 learning rate and weight decay ``TrainConfig`` can set apart (the adapter init and the step gradient
 scale are ``TrainConfig`` settings too; docs/asq-adaptation.md measures them). One code path serves
 one CPU, one GPU, several GPUs and several machines: launched by ``torchrun`` (``WORLD_SIZE > 1``)
-the model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank trains on its share of every
-batch; rank 0 writes the checkpoint and the metrics log.
+the model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank
+trains on its share of every batch; rank 0 writes the checkpoint and the metrics log.
 """
 
 import json
