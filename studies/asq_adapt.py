@@ -425,8 +425,9 @@ def comparison_tables(comp: dict) -> tuple[str, str]:
                 diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
                 cells.append(_mean_std(diffs, len(SEEDS)))
             rows.append(f"| {data} | {bits} | " + " | ".join(cells) + " |")
-    spread = ["| data | bits | weights | conv2 beta (max - min) / median | conv2 distinct beta "
-              "| conv3 beta (max - min) / median | conv3 distinct beta |", "|---|---|---|---|---|---|---|"]
+    spread = ["| data | bits | weights | conv2 beta (max - min) / median | conv2 distinct beta | conv2 median beta "
+              "| conv3 beta (max - min) / median | conv3 distinct beta | conv3 median beta |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for data in DATASETS:
         for bits in BITS:
             for scheme in ("asq", "asq+post"):
@@ -437,7 +438,8 @@ def comparison_tables(comp: dict) -> tuple[str, str]:
                 cells = []
                 for layer in ("conv2", "conv3"):
                     cells += [f"{100 * statistics.median(f[layer]['spread'] for f in found):.1f} %",
-                              f"{statistics.median(f[layer]['distinct'] for f in found):.0f}"]
+                              f"{statistics.median(f[layer]['distinct'] for f in found):.0f}",
+                              f"{statistics.median(f[layer]['median'] for f in found):.2f}"]
                 spread.append(f"| {data} | {bits} | {SCHEMES[scheme][1]} | " + " | ".join(cells) + " |")
     return "\n".join(rows), "\n".join(spread)
 
@@ -588,7 +590,9 @@ def report(args) -> None:
                 + shrink_table(diag) + "\n\nVariants: " + "; ".join(
                     f"`{name}`: init {v['adapter_init']}, g per {v['step_grad_scale']}, adapter lr x"
                     f"{v['adapter_lr_scale']:g}, adapter weight decay {v['adapter_weight_decay']:g}"
-                    for name, v in VARIANTS.items()) + ".\n\n" + "\n\n".join(figures))
+                    for name, v in VARIANTS.items()) + ".\n\nFigures: seed "
+                f"{meta['seeds'][0]}, one line per variant; a curve on the bottom of a log axis (1e-9) is zero: every "
+                "hidden unit of that adapter is dead and beta is one constant.\n\n" + "\n\n".join(figures))
         replace_block(DOCS / "asq-adaptation.md", "asq-diagnosis", body)
     if comp_path.is_file():
         comp = json.loads(comp_path.read_text())
