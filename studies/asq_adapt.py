@@ -530,14 +530,15 @@ def verdict(comp: dict, responses: list[dict]) -> str:
             return statistics.median(values) if values else float("nan")
 
         gain = digits_vary_split(with_exposure=True)[4]["gain"]
-        spread = np.quantile(gain, 0.95) / np.quantile(gain, 0.05)
+        dark, bright = gain <= np.quantile(gain, 0.1), gain >= np.quantile(gain, 0.9)
+        gain_ratio = gain[bright].mean() / gain[dark].mean()
         text.append(
-            f"Why not: the exposure varies the pixels by {spread:.1f}x (gain, 95th / 5th percentile), but by the "
-            f"time it reaches the ASQ layers little of it is left: conv2's input differs by "
-            f"{median_ratio('conv2', 'input'):.2f}x between the brightest and the darkest tenth of the images, conv3's "
-            f"by {median_ratio('conv3', 'input'):.2f}x (median over the rows above). The first layer is linear in the "
-            "image, but its BatchNorm adds a fixed per-channel shift that does not scale with the exposure, and "
-            "the second BatchNorm does the same again. "
+            f"Why not: between the darkest and the brightest tenth of the test images the gain differs by "
+            f"{gain_ratio:.1f}x, but little of it reaches the ASQ layers: conv2's input differs by "
+            f"{median_ratio('conv2', 'input'):.2f}x, conv3's by {median_ratio('conv3', 'input'):.2f}x (median over "
+            "the rows above). The black level and the contrast curve do not scale the image, and the first "
+            "layer, linear in the image, is followed by a BatchNorm whose fixed per-channel shift does not scale "
+            "with the exposure; the second BatchNorm does the same again before conv3. "
             f"conv2's beta does follow its input ({median_ratio('conv2', 'beta'):.2f}x), conv3's has nothing to "
             "follow; a fixed LSQ step covers a range of input scale this small nearly as well, so the adapter has "
             "little to correct.")
