@@ -9,6 +9,8 @@ from golden.formats import INT_BITS, range_text
 from quant.schemes import FLOAT_SCHEME, SCHEMES, paper_scheme
 
 DEFAULT_OUT_ROOT = Path("build/train")
+# TrainConfig fields the --adapter-* / --step-grad-scale options set (when given).
+ADAPTER_SETTINGS = ("adapter_init", "step_grad_scale", "adapter_lr_scale", "adapter_weight_decay")
 
 
 # --preset NAME -> (model, scheme, bits): the digits models the hardware ships with.
@@ -57,9 +59,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", help="full-precision checkpoint to start from (asqhw fp or torchvision state_dict)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
-    parser.add_argument("--data", help="data folder (CIFAR-10: cifar-10-batches-py; ImageNet: train/ val/)")
+    parser.add_argument("--data", help="data folder (CIFAR-10: cifar-10-batches-py; ImageNet: train/ val/); for "
+                        "digits the variant: digits (default) or digits-vary (per-image exposure)")
     parser.add_argument("--workers", type=int, default=4, help="data-loading processes (ImageNet)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    # Defaults live in quant.train / quant.quantizers (docs/asq-adaptation.md says why); None keeps them.
+    parser.add_argument("--adapter-init", choices=("paper", "shrunk"),
+                        help="ASQ adapter init: paper (last Linear N(0, 0.01), bias 1) or shrunk (that weight scaled "
+                        "so |beta - 1| <= 2e-3 on the first batch)")
+    parser.add_argument("--step-grad-scale", choices=("sample", "batch"),
+                        help="what N counts in the activation step's gradient scale 1/sqrt(Q_P N): one sample's "
+                        "elements or the whole batch's")
+    parser.add_argument("--adapter-lr-scale", type=float,
+                        help="ASQ adapters' learning rate as a multiple of --lr")
+    parser.add_argument("--adapter-weight-decay", type=float, help="ASQ adapters' weight decay")
 
 
 def _train_config(args):
@@ -87,10 +100,11 @@ def _train_config(args):
         out = DEFAULT_OUT_ROOT / args.preset  # build/train/digits-bB: where `make export` reads it
     else:
         out = DEFAULT_OUT_ROOT / (f"{model}-fp" if scheme == FLOAT_SCHEME else f"{model}-{scheme}-b{bits}")
+    adapter = {key: getattr(args, key, None) for key in ADAPTER_SETTINGS}
     return TrainConfig(
         model=model, scheme=scheme, bits=bits, out=out, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, seed=args.seed, data=args.data, init=args.init, resume=args.resume,
-        workers=args.workers, device=args.device,
+        workers=args.workers, device=args.device, **{k: v for k, v in adapter.items() if v is not None},
     )
 
 
@@ -108,7 +122,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``asqhw eval``."""
     parser.add_argument("checkpoint", type=Path, nargs="?",
                         help="checkpoint written by asqhw train (optional with --golden BUNDLE)")
-    parser.add_argument("--data", help="data folder (CIFAR-10 / ImageNet; digits ships with scikit-learn)")
+    parser.add_argument("--data", help="data folder (CIFAR-10 / ImageNet); for digits the variant (default: the "
+                        "one the checkpoint was trained on)")
     parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
     parser.add_argument("--workers", type=int, default=4, help="data-loading processes (ImageNet)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
@@ -129,10 +144,19 @@ def float_eval(args) -> dict:
 
     model, meta = load_checkpoint(args.checkpoint)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _, test_loader = make_loaders(dataset_of(meta["model"]), args.data, args.batch_size, workers=args.workers)
+    data = args.data if args.data is not None else _trained_variant(meta)
+    _, test_loader = make_loaders(dataset_of(meta["model"]), data, args.batch_size, workers=args.workers)
     metrics = evaluate(model.to(device), test_loader, device)
     return {"checkpoint": str(args.checkpoint), "model": meta["model"], "scheme": meta["scheme"],
             "bits": meta["bits"], **metrics}
+
+
+def _trained_variant(meta: dict) -> str | None:
+    """The digits variant a checkpoint was trained on (None: the plain set, or a folder to pass again)."""
+    from quant.data import DIGITS_VARIANTS
+
+    data = meta.get("config", {}).get("data")
+    return data if data in DIGITS_VARIANTS else None
 
 
 def print_eval(result: dict, as_json: bool) -> None:

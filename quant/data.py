@@ -1,5 +1,9 @@
 """Data sets: sklearn digits (offline), CIFAR-10 and ImageNet from a user's folder.
 
+Digits comes in two variants, both built offline from scikit-learn's images with one split:
+``digits`` (the images as they are) and ``digits-vary`` (each image with its own exposure: gain,
+contrast and black level drawn once from a fixed seed; see ``digits_vary_split``).
+
 Every loader yields ``(x, y)`` float32 / int64 batches. Training order and augmentation depend only on
 ``(seed, epoch)``, so a resumed run sees exactly the batches the uninterrupted one would have seen;
 under data-parallel training each rank takes every ``world``-th sample of the epoch's permutation.
@@ -16,6 +20,14 @@ from asqhw.errors import UserError
 
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0
+# Digits variants, chosen with --data NAME (digits ships with scikit-learn: no folder needed).
+DIGITS_VARIANTS = ("digits", "digits-vary")
+# digits-vary: per-image exposure, drawn once per sklearn image (in load_digits order) from this seed.
+EXPOSURE_SEED = 20240601
+EXPOSURE_GAIN_RANGE = (0.1, 1.0)  # log-uniform: a range of 10x in brightness
+EXPOSURE_GAMMA_RANGE = (0.5, 2.0)  # log-uniform: contrast curve x ** gamma
+EXPOSURE_OFFSET_RANGE = (0.0, 0.3)  # uniform: black level
+SENSOR_LEVELS = 255  # the exposed image is stored as 8-bit pixels, v / 255
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -45,6 +57,66 @@ def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
         return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), torch.from_numpy(labels)
 
     return (*as_tensors(x_train, y_train), *as_tensors(x_test, y_test))
+
+
+def digits_exposures(count: int, seed: int = EXPOSURE_SEED) -> dict[str, np.ndarray]:
+    """Per-image exposure of ``digits-vary``: ``{"gain", "gamma", "offset"}``, float64 arrays of ``count``.
+
+    Drawn with ``numpy.random.default_rng(seed)`` in this order: gain (log-uniform over
+    ``EXPOSURE_GAIN_RANGE``), gamma (log-uniform over ``EXPOSURE_GAMMA_RANGE``), offset (uniform over
+    ``EXPOSURE_OFFSET_RANGE``), each a vector of ``count``.
+    """
+    rng = np.random.default_rng(seed)
+
+    def log_uniform(low, high):
+        return np.exp(rng.uniform(np.log(low), np.log(high), count))
+
+    gain = log_uniform(*EXPOSURE_GAIN_RANGE)
+    gamma = log_uniform(*EXPOSURE_GAMMA_RANGE)
+    offset = rng.uniform(*EXPOSURE_OFFSET_RANGE, count)
+    return {"gain": gain, "gamma": gamma, "offset": offset}
+
+
+def expose(images: np.ndarray, gain, gamma, offset) -> np.ndarray:
+    """A camera's view of ``images`` (N, 8, 8) in [0, 1]: ``offset + (1 - offset) * gain * x ** gamma``.
+
+    ``gamma`` bends the contrast, ``gain`` scales the brightness (the exposure), ``offset`` lifts the
+    black level; the result stays in [0, 1] and is rounded to 8-bit pixels (``round(255 v) / 255``).
+    Parameters are per image (arrays of N) or scalars.
+    """
+    shape = (-1, 1, 1)
+    gain, gamma, offset = (np.reshape(np.asarray(v, dtype=np.float64), shape) for v in (gain, gamma, offset))
+    exposed = offset + (1.0 - offset) * gain * np.power(images.astype(np.float64), gamma)
+    return (np.floor(exposed * SENSOR_LEVELS + 0.5) / SENSOR_LEVELS).astype(np.float32)
+
+
+def digits_vary_split(with_exposure: bool = False):
+    """``digits-vary``: ``(x_train, y_train, x_test, y_test)`` (+ the test images' exposures).
+
+    Every one of sklearn's 1,797 images (pixels / 16) gets its own exposure from
+    ``digits_exposures(1797)`` (fixed seed ``EXPOSURE_SEED``; image i in ``load_digits()`` order gets
+    draw i) and is passed through ``expose``. The split is ``digits_split``'s: the same images, in the
+    same order, are test images. With ``with_exposure`` a fifth item gives the test images'
+    ``{"gain", "gamma", "offset"}`` (numpy arrays in test order).
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    exposure = digits_exposures(len(digits.images))
+    x = expose(digits.images / 16.0, exposure["gain"], exposure["gamma"], exposure["offset"])
+    y = digits.target.astype(np.int64)
+    index = np.arange(len(x))
+    index_train, index_test = train_test_split(
+        index, test_size=DIGITS_TEST_SIZE, random_state=DIGITS_SPLIT_SEED, stratify=y
+    )
+    split = tuple(
+        torch.from_numpy(np.ascontiguousarray(a))
+        for a in (x[index_train][:, None], y[index_train], x[index_test][:, None], y[index_test])
+    )
+    if with_exposure:
+        return (*split, {name: values[index_test] for name, values in exposure.items()})
+    return split
 
 
 def _find_cifar_folder(root: Path) -> Path:
@@ -325,12 +397,16 @@ def make_loaders(dataset: str, data_dir, batch_size: int, seed: int = 0, rank: i
                  workers: int = 4, eval_batch_size: int | None = None):
     """``(train_loader, test_loader)`` for 'digits', 'cifar10' or 'imagenet'.
 
-    ``batch_size`` is per rank. ``data_dir`` is ignored for digits (it ships with scikit-learn).
+    ``batch_size`` is per rank. For digits (it ships with scikit-learn) ``data_dir`` names the variant:
+    None or ``"digits"``, or ``"digits-vary"`` (``DIGITS_VARIANTS``).
     """
     eval_batch_size = eval_batch_size or batch_size
     common = {"seed": seed, "rank": rank, "world": world}
     if dataset == "digits":
-        x_train, y_train, x_test, y_test = digits_split()
+        variant = "digits" if data_dir is None else str(data_dir)
+        if variant not in DIGITS_VARIANTS:
+            raise UserError(f"--data {variant!r} is not a digits variant: use one of {', '.join(DIGITS_VARIANTS)}")
+        x_train, y_train, x_test, y_test = digits_split() if variant == "digits" else digits_vary_split()
         train = TensorLoader(x_train, y_train, batch_size, _digits_train_transform, True, drop_last=True, **common)
         return train, TensorLoader(x_test, y_test, eval_batch_size, **common)
     if data_dir is None:

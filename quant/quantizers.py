@@ -31,8 +31,21 @@ MIN_BITS, MAX_BITS = formats.MIN_BITS, formats.MAX_BITS
 # Smallest step / alpha / beta: keeps every division finite (the adapter's 1e-8 is the paper's).
 STEP_EPS = torch.finfo(torch.float32).eps
 BETA_FLOOR = 1e-8
-# After the first batch every sample's beta is within this of 1 (docs/design.md 1.2: ASQ starts as LSQ).
+# The adapter's last Linear starts with weight N(0, ADAPTER_INIT_STD) and bias 1: beta ~ 1, so ASQ
+# starts as LSQ (docs/design.md 1.2).
+ADAPTER_INIT_STD = 0.01
+# ``adapter_init="shrunk"`` scales that weight down after the first batch until every sample's beta is
+# within this of 1; ``"paper"`` keeps N(0, 0.01).
 BETA_INIT_TOLERANCE = 2e-3
+ADAPTER_INITS = ("paper", "shrunk")
+# What N in the activation step's gradient scale g = 1 / sqrt(Q_P N) counts: the elements of one
+# sample (C*H*W, LSQ's "features of the layer") or of the whole batch (B*C*H*W).
+STEP_GRAD_SCALES = ("sample", "batch")
+# Defaults, as measured in docs/asq-adaptation.md: per sample, the 8x larger step update makes 2-bit
+# training diverge on some seeds; the shrink rarely acts on narrow adapters and changes nothing
+# measurable there.
+DEFAULT_ADAPTER_INIT = "shrunk"
+DEFAULT_STEP_GRAD_SCALE = "batch"
 
 
 def check_bits(bits) -> int:
@@ -105,6 +118,7 @@ class _ActivationQuantizer(_LazyInit):
         self.signed = bool(signed)
         self.q_n, self.q_p = int_range(self.bits, self.signed)
         self.step = nn.Parameter(torch.tensor(1.0))
+        self.step_grad_scale = DEFAULT_STEP_GRAD_SCALE  # a training choice: not in the state_dict
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}"
@@ -116,9 +130,21 @@ class _ActivationQuantizer(_LazyInit):
         self.initialized.fill_(True)
 
     def _scaled_step(self, x: torch.Tensor) -> torch.Tensor:
-        """The step with LSQ's gradient scale ``1 / sqrt(Q_P N)``, N counting the whole batch."""
+        """The step with LSQ's gradient scale ``1 / sqrt(Q_P N)``; N per ``step_grad_scale``."""
         self._ensure_initialized(x)
-        return grad_scale(self.step.clamp_min(STEP_EPS), 1.0 / math.sqrt(self.q_p * x.numel()))
+        return grad_scale(self.step.clamp_min(STEP_EPS), activation_grad_scale(self.q_p, x, self.step_grad_scale))
+
+
+def activation_grad_scale(q_p: int, x: torch.Tensor, counts: str) -> float:
+    """LSQ's ``g = 1 / sqrt(Q_P N)`` for an activation ``x`` shaped ``(B, ...)``.
+
+    ``counts="sample"``: N is one sample's element count (``C*H*W``), so g does not depend on the
+    batch size; ``"batch"``: N is ``x.numel()`` (``B*C*H*W``), a ``sqrt(B)`` smaller step update.
+    """
+    if counts not in STEP_GRAD_SCALES:
+        raise UserError(f"step gradient scale {counts!r} is unknown: use one of {', '.join(STEP_GRAD_SCALES)}")
+    n = x.numel() if counts == "batch" else x[0].numel()
+    return 1.0 / math.sqrt(q_p * n)
 
 
 class LSQActivation(_ActivationQuantizer):
@@ -149,7 +175,7 @@ def make_adapter(channels: int) -> nn.Sequential:
     else:
         adapter = nn.Sequential(nn.Linear(channels, 1), nn.ReLU())
     last = adapter[-2]
-    nn.init.normal_(last.weight, mean=0.0, std=0.01)
+    nn.init.normal_(last.weight, mean=0.0, std=ADAPTER_INIT_STD)
     nn.init.constant_(last.bias, 1.0)
     return adapter
 
@@ -167,6 +193,7 @@ class ASQActivation(_ActivationQuantizer):
         super().__init__(bits, signed)
         self.channels = int(channels)
         self.adapter = make_adapter(self.channels)
+        self.adapter_init = DEFAULT_ADAPTER_INIT  # a training choice: not in the state_dict
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}, channels={self.channels}"
@@ -178,13 +205,18 @@ class ASQActivation(_ActivationQuantizer):
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
-        """LSQ step init, then shrink the adapter's random part so ``|beta - 1|`` stays tiny.
+        """LSQ step init; with ``adapter_init="shrunk"`` also shrink the adapter's random part.
 
-        The paper only asks for ``beta`` "close to 1"; with ``N(0, 0.01)`` weights a wide layer's
-        hidden units can still move it by a few percent, so the last Linear's weight is scaled down
-        until every sample of this first batch is within ``BETA_INIT_TOLERANCE`` of 1.
+        ``"paper"`` keeps the last Linear's ``N(0, 0.01)`` weight and bias 1. ``"shrunk"`` scales
+        that weight down until every sample of this first batch is within ``BETA_INIT_TOLERANCE``
+        of 1; the gradient reaching the first Linear is proportional to that weight, so shrinking it
+        also slows the first layer's learning (docs/asq-adaptation.md measures the difference).
         """
+        if self.adapter_init not in ADAPTER_INITS:
+            raise UserError(f"adapter init {self.adapter_init!r} is unknown: use one of {', '.join(ADAPTER_INITS)}")
         super().initialize(x)
+        if self.adapter_init != "shrunk":
+            return
         deviation = (self.beta(x) - 1).abs().max().item()
         if deviation > BETA_INIT_TOLERANCE:
             self.adapter[-2].weight.mul_(BETA_INIT_TOLERANCE / deviation)

@@ -1,10 +1,12 @@
 """Quantization-aware training and evaluation (the paper's recipe, docs/design.md 1.4).
 
 SGD with momentum 0.9, weight decay 1e-4 and a cosine learning rate without restarts (per step),
-starting from a full-precision model. One code path serves one CPU, one GPU, several GPUs and several
-machines: launched by ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
-``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank trains on its share of every
-batch; rank 0 writes the checkpoint and the metrics log.
+starting from a full-precision model; the ASQ adapters' parameters are a group of their own, whose
+learning rate and weight decay ``TrainConfig`` can set apart (the adapter init and the step gradient
+scale are ``TrainConfig`` settings too; docs/asq-adaptation.md measures them). One code path serves
+one CPU, one GPU, several GPUs and several machines: launched by ``torchrun`` (``WORLD_SIZE > 1``)
+the model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank
+trains on its share of every batch; rank 0 writes the checkpoint and the metrics log.
 """
 
 import json
@@ -23,15 +25,28 @@ from tqdm import tqdm
 from asqhw.atomic import atomic_write_text
 from asqhw.errors import UserError
 from quant.checkpoint import check_payload, read_checkpoint, save_checkpoint
-from quant.data import make_loaders
+from quant.data import DIGITS_VARIANTS, make_loaders
 from quant.models import build_model, check_model_name, dataset_of
 from quant.quantize import FLOAT_SCHEME, calibrate, check_scheme, quantize_model
-from quant.quantizers import check_bits
+from quant.quantizers import (
+    ADAPTER_INITS,
+    DEFAULT_ADAPTER_INIT,
+    DEFAULT_STEP_GRAD_SCALE,
+    STEP_GRAD_SCALES,
+    ASQActivation,
+    LSQActivation,
+    check_bits,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
+# The ASQ adapters' parameters form their own SGD group: learning rate = lr scale * the run's, and their
+# own weight decay. Defaults: the run's (a 10x rate kills the adapters' hidden units on digits without
+# gaining accuracy; docs/asq-adaptation.md).
+DEFAULT_ADAPTER_LR_SCALE = 1.0
+DEFAULT_ADAPTER_WEIGHT_DECAY = WEIGHT_DECAY
 
 # (epochs, lr, batch size) of the quantized run and of the full-precision run it starts from.
 # Quantized: the paper's recipe (docs/design.md 1.4); digits is this project's own (a few seconds per run
@@ -63,6 +78,10 @@ class TrainConfig:
     resume: bool = False
     workers: int = 4
     device: str | None = None
+    adapter_init: str = DEFAULT_ADAPTER_INIT
+    step_grad_scale: str = DEFAULT_STEP_GRAD_SCALE
+    adapter_lr_scale: float = DEFAULT_ADAPTER_LR_SCALE
+    adapter_weight_decay: float = DEFAULT_ADAPTER_WEIGHT_DECAY
 
     def resolved(self) -> "TrainConfig":
         """A copy with the recipe's defaults filled in and every value checked."""
@@ -79,15 +98,29 @@ class TrainConfig:
             raise UserError(f"--epochs {config.epochs} must be at least 1")
         if not config.lr > 0:
             raise UserError(f"--lr {config.lr} must be positive")
+        if config.adapter_init not in ADAPTER_INITS:
+            raise UserError(f"--adapter-init {config.adapter_init!r} is unknown: use one of {', '.join(ADAPTER_INITS)}")
+        if config.step_grad_scale not in STEP_GRAD_SCALES:
+            raise UserError(
+                f"--step-grad-scale {config.step_grad_scale!r} is unknown: use one of {', '.join(STEP_GRAD_SCALES)}"
+            )
+        if not config.adapter_lr_scale > 0:
+            raise UserError(f"--adapter-lr-scale {config.adapter_lr_scale} must be positive")
+        if not config.adapter_weight_decay >= 0:
+            raise UserError(f"--adapter-weight-decay {config.adapter_weight_decay} must be >= 0")
         return config
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
-def fp_cache_dir(out: Path, model: str) -> Path:
-    """Where a quantized run's full-precision starting point is trained and reused."""
-    return Path(out).parent / f"{model}-fp"
+def fp_cache_dir(out: Path, model: str, data: str | None = None) -> Path:
+    """Where a quantized run's full-precision starting point is trained and reused.
+
+    A named digits variant (``--data digits-vary``) gets its own: ``MODEL-VARIANT-fp``.
+    """
+    variant = f"-{data}" if data in DIGITS_VARIANTS and data != "digits" else ""
+    return Path(out).parent / f"{model}{variant}-fp"
 
 
 # ---------------------------------------------------------------- distributed setup
@@ -188,7 +221,7 @@ def _prepare_float_start(config: TrainConfig, ctx: Dist) -> str:
     """Path of the full-precision checkpoint a quantized run starts from; trains it if needed."""
     if config.init is not None:
         return config.init
-    fp_out = fp_cache_dir(config.out, config.model)
+    fp_out = fp_cache_dir(config.out, config.model, config.data)
     cached = fp_out / CHECKPOINT_NAME
     if cached.is_file() and read_checkpoint(cached).get("complete"):
         return str(cached)
@@ -213,8 +246,38 @@ def train(config: TrainConfig) -> dict:
     return run_training(config)[1]
 
 
-def run_training(config: TrainConfig) -> tuple[nn.Module, dict]:
-    """``train``, returning ``(model, final test metrics)``; the model is this rank's, unwrapped."""
+def configure_quantizers(model: nn.Module, config: TrainConfig) -> None:
+    """Apply the run's training choices to the activation quantizers (before ``calibrate``)."""
+    for module in model.modules():
+        if isinstance(module, LSQActivation | ASQActivation):
+            module.step_grad_scale = config.step_grad_scale
+        if isinstance(module, ASQActivation):
+            module.adapter_init = config.adapter_init
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """SGD parameter groups: everything else, then the ASQ adapters' parameters (if any).
+
+    Each group carries ``lr_scale``: the cosine schedule sets its ``lr`` to ``lr_scale`` times the
+    run's learning rate.
+    """
+    adapter, other = [], []
+    for name, parameter in model.named_parameters():
+        (adapter if ".adapter." in f".{name}" else other).append(parameter)
+    groups = [{"params": other, "weight_decay": WEIGHT_DECAY, "lr_scale": 1.0}]
+    if adapter:
+        groups.append({"params": adapter, "weight_decay": config.adapter_weight_decay,
+                       "lr_scale": config.adapter_lr_scale})
+    return groups
+
+
+def run_training(config: TrainConfig, probe=None) -> tuple[nn.Module, dict]:
+    """``train``, returning ``(model, final test metrics)``; the model is this rank's, unwrapped.
+
+    ``probe`` (optional) observes training without changing it: ``probe.attach(model)`` runs once
+    before the first step (after ``calibrate``; it may register gradient hooks), ``probe.after_epoch(
+    model, epoch, test_loader)`` after every epoch's evaluation.
+    """
     config = config.resolved()
     ctx = setup_distributed(config.device)
     if config.batch_size % ctx.world:
@@ -228,6 +291,7 @@ def run_training(config: TrainConfig) -> tuple[nn.Module, dict]:
     if float_start is not None:
         _load_float_weights(model, float_start)
     quantize_model(model, config.scheme, config.bits)
+    configure_quantizers(model, config)
     model.to(ctx.device)
 
     train_loader, test_loader = make_loaders(
@@ -238,7 +302,9 @@ def run_training(config: TrainConfig) -> tuple[nn.Module, dict]:
         raise UserError(f"--batch-size {config.batch_size} is larger than the training set")
     train_loader.set_epoch(0)
     calibrate(model, next(iter(train_loader))[0].to(ctx.device))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    if probe is not None:
+        probe.attach(model)
+    optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=MOMENTUM)
 
     start_epoch, history = 0, []
     if config.resume:
@@ -255,6 +321,8 @@ def run_training(config: TrainConfig) -> tuple[nn.Module, dict]:
         started = time.perf_counter()
         train_stats = _train_epoch(net, train_loader, optimizer, config, ctx, epoch, total_steps)
         metrics = evaluate(model, test_loader, ctx.device)
+        if probe is not None:
+            probe.after_epoch(model, epoch, test_loader)
         history.append({"epoch": epoch + 1, "train": train_stats, "test": metrics,
                         "seconds": time.perf_counter() - started})
         epochs.set_postfix(loss=f"{train_stats['loss']:.3f}", top1=f"{metrics['top1']:.2f}")
@@ -296,7 +364,7 @@ def _train_epoch(net, loader, optimizer, config: TrainConfig, ctx: Dist, epoch: 
                    disable=None if ctx.is_main and len(loader) > 50 else True)
     for x, y in batches:
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(config.lr, step, total_steps)
+            group["lr"] = group["lr_scale"] * cosine_lr(config.lr, step, total_steps)
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
         logits = net(x)
         loss = F.cross_entropy(logits, y)
