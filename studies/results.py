@@ -90,7 +90,7 @@ def sweep_rows(rows: list[Row]) -> list[Row]:
     return [r for r in rows if r.sweep]
 
 
-#: The cost budget of issue 7: a POST MAC at most this many times a POT MAC (LUT4, same BITS).
+#: The cost budget of POST (docs/design.md section 2.5): a POST MAC at most this many times a POT MAC (LUT4, same BITS).
 BUDGET = 1.25
 
 
