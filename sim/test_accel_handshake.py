@@ -184,6 +184,7 @@ async def eager_producer(dut):
 # ----------------------------------------------------------------------------- pytest side
 
 
+@pytest.mark.sim
 @pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])
 def test_handshake_scenarios(simulator, tmp_path):
     from sim.accel import default_bundle, prepare_design

@@ -16,6 +16,8 @@ from sim.plain_tb import GENERATIONS, run_plain_testbench
 MODELS = Path(__file__).resolve().parents[1] / "models"
 N_IMAGES = 3
 
+pytestmark = pytest.mark.sim  # every test runs Icarus
+
 
 @pytest.fixture(scope="module")
 def design_b3(tmp_path_factory):

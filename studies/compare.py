@@ -150,9 +150,9 @@ class PrivateTableArray(MacArray):
 class TwoAccPostArray(MacArray):
     """POST with no table: even- and odd-exponent products summed apart, ``sqrt2`` once per output.
 
-    DESIGN.md 2.2's second design. A POST weight ``e`` contributes ``a << (e // 2)`` to the even sum
-    (``e`` even) or to the odd sum (``e`` odd), both plain shifts of the activation with no
-    fractional bits. The output is ``(even << F) + odd * round(sqrt2 * 2^F)``, formed once per output
+    The second design of docs/design.md section 2.2. A POST weight ``e`` contributes ``a << (e // 2)``
+    to the even sum (``e`` even) or to the odd sum (``e`` odd), both plain shifts of the activation
+    with no fractional bits. The output is ``(even << F) + odd * round(sqrt2 * 2^F)``, formed once per output
     channel where the requantizer already multiplies each accumulator by its constant ``M_c``
     (a second constant, ``M_c * sqrt2``, for the odd sum): that combine is shared by all PEs, as the
     requantizer is, so it is not part of the array. It rounds ``sqrt2`` once per output instead of

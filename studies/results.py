@@ -1,39 +1,40 @@
 """docs/results.md and its plot, regenerated from the rows ``asqhw compare`` measured.
 
-The hand-written analysis around the table lives in :data:`TEXT_HEAD` / :func:`_analysis`; the
-numbers in it are all computed from the rows, so the page never disagrees with its table.
+The words of the page live in :data:`TEMPLATE` (``studies/results_template.md``), cut into named
+blocks with ``$name`` placeholders; this module computes the figures and tables from the rows and
+fills the blocks in, so the page never disagrees with its table. Sections that other generators keep
+in the page (between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, e.g. the ASQ comparison of
+``python -m studies.asq_adapt report``) survive a rewrite.
 """
 
+import re
+from functools import cache
 from pathlib import Path
+from string import Template
 
 from asqhw.atomic import atomic_write_bytes, atomic_write_text
 from studies.compare import DESIGN_TITLES, DESIGNS, Row, default_frac_bits
 
 PLOT_NAME = "results-accuracy-vs-luts.png"
 BOARD_TITLES = {"icebreaker": "iCE40 UP5K", "ulx3s": "ECP5-85F", "generic": "generic gates (NAND2 eq.)"}
+#: The page's text: blocks of Markdown with ``string.Template`` placeholders (see its opening comment).
+TEMPLATE = Path(__file__).with_name("results_template.md")
+_BLOCK_MARK = re.compile(r"^<!-- block: ([\w-]+) -->$", re.MULTILINE)
+#: A section another generator keeps in the page: ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->``.
+_KEPT_SECTION = re.compile(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", re.DOTALL)
 
 
-USAGE = """## Reproduce, and run on a board
+@cache
+def _blocks(path: Path = TEMPLATE) -> dict[str, Template]:
+    """The template's blocks by name (the text before the first block is a comment for editors)."""
+    parts = _BLOCK_MARK.split(path.read_text())
+    names, bodies = parts[1::2], parts[2::2]
+    return {name: Template(body.strip("\n")) for name, body in zip(names, bodies, strict=True)}
 
-- `make compare` regenerates this page (`asqhw compare --seeds N --pe P --simd S` for other settings;
-  `--no-fmax` skips place and route, `--no-accuracy` the training).
-- `make synth BOARD=icebreaker|ulx3s|generic BITS=3 [PE= SIMD= MUL= MODEL=]` builds the whole
-  accelerator: `build/synth/<board>-b<bits>/` holds the bitstream (`board_top.bin` for the
-  iCEBreaker, `board_top.bit` for the ULX3S) and `report.json`: device; LUT4, logic cells,
-  flip-flops, block RAMs and DSPs used and available; Fmax per seed with median and minimum;
-  whether the board clock is met (by the bitstream's seed, and by every seed); MACs per cycle; cycles
-  per inference; inferences per second at the board clock and at Fmax; the resource estimate beside
-  the synthesized counts. A design that does not fit or misses the clock keeps its report and the
-  command fails (exit 2) printing the figures.
-- `asqhw fit BOARD` tries PE x SIMD from the highest inferences per second down and reports the first
-  that fits and meets the board clock (`build/fit/<board>-b<bits>/fit.json`).
-- On a board: program the bitstream (iCEBreaker: `iceprog board_top.bin`; ULX3S:
-  `openFPGALoader -b ulx3s board_top.bit`), then `asqhw host --port /dev/ttyUSB1 --bits 3` sends the
-  360 test images at 115200 baud and checks every logit and class against the golden model. The
-  protocol: the host writes an image's 64 int8 codes; the board answers one 5-byte little-endian
-  beat per logit (bits 0..31 the value, bit 32 = 0) and a last beat with the class (bit 32 = 1).
-  `asqhw host --simulate` speaks the same protocol to the design simulated in-process.
-"""
+
+def _fill(block: str, **figures) -> str:
+    """Block ``block`` of the template with its placeholders filled (a missing one raises KeyError)."""
+    return _blocks()[block].substitute(**figures)
 
 
 def _fmt(value, digits=1, none="-"):
@@ -89,7 +90,7 @@ def sweep_rows(rows: list[Row]) -> list[Row]:
     return [r for r in rows if r.sweep]
 
 
-#: The cost budget of issue 7: a POST MAC at most this many times a POT MAC (LUT4, same BITS).
+#: The cost budget of POST (docs/design.md section 2.5): a POST MAC at most this many times a POT MAC (LUT4, same BITS).
 BUDGET = 1.25
 
 
@@ -131,33 +132,12 @@ def frac_table(rows: list[Row]) -> str:
 
 
 def frac_text(rows: list[Row]) -> str:
-    """The F trade-off in words, with the numbers of the sweep."""
+    """The F trade-off in words, with the exporter's default F for each BITS of the sweep."""
     sweep = sweep_rows(rows)
     if not sweep:
         return ""
     bits_seen = sorted({r.bits for r in sweep})
-    defaults = ", ".join(f"BITS {b}: F = {default_frac_bits(b)}" for b in bits_seen)
-    return (
-        "The POST product is `a * 2^(e/2)` in units of `2^-F`: the odd-exponent table `T[a] = round(a * sqrt2 "
-        "* 2^F)` carries F fractional bits, and every even-exponent product carries F zero bits to line up "
-        "with it, so F widens every product, every adder of the PE's tree and the accumulator. Each bit of "
-        "F costs a few LUT4 per MAC (table below). Fewer bits make golden less faithful to the float model "
-        "(whose POST weights are exact powers of sqrt2): the table's rounding moves an odd product by up to "
-        "half an LSB of `2^-F`, so the worst case of the error it adds to a requantizer's input doubles with "
-        "each bit removed. The teacher-forced requantizer bound E of docs/arithmetic.md section 6 uses each "
-        "input's actual table error `|acc - acc*|` (golden's accumulator minus the exact one of the same "
-        "input): still a rigorous bound, only tighter, since the roundings of different table entries "
-        "have both signs and cancel in part. Golden counts as faithful when at most 2 of the 360 test predictions "
-        "differ from the float model's and E < 1 (given the same input, no code moves by more than one: "
-        "what `tests/test_golden_models.py` asserts); the flips, golden top-1 and E below are those of the "
-        "shipped checkpoint `models/checkpoints/digits-b<BITS>.pt` exported at that F "
-        "(`asqhw export ... --post-frac-bits F`). POST / POT divides by the POT row of the table above. "
-        f"The exporter's default ({defaults}; `golden.formats.default_post_frac_bits`) is the smallest F "
-        "with E < 1 at both shipped POST widths; the main table above is measured at it. The trade-off: "
-        "each further bit of F buys a smaller E (a wider margin to one code, and fewer free-running code "
-        "moves, docs/arithmetic.md 2.2) and costs LUT4 on every MAC; below the default, E >= 1 and a "
-        "code may move by more than one given the same input."
-    )
+    return _fill("frac_text", defaults=", ".join(f"BITS {b}: F = {default_frac_bits(b)}" for b in bits_seen))
 
 
 def _metric(row: Row) -> float:
@@ -232,152 +212,81 @@ def plot(rows: list[Row], path: Path) -> Path:
 
 
 def write_results(rows: list[Row], docs_dir, *, seeds: int, extra: str = "", epochs=None) -> list[Path]:
-    """Write ``docs_dir/results.md`` and its plot; return both paths."""
+    """Write ``docs_dir/results.md`` and its plot; return both paths.
+
+    The sections other generators keep in the page (``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->``)
+    are carried over, after the regenerated text, as ``studies.asq_adapt.replace_block`` appends them.
+    """
     docs_dir = Path(docs_dir)
     png = plot(rows, docs_dir / PLOT_NAME)
+    page = docs_dir / "results.md"
     text = render(rows, seeds=seeds, extra=extra, epochs=epochs)
-    md = atomic_write_text(docs_dir / "results.md", text)
+    kept = _KEPT_SECTION.finditer(page.read_text()) if page.is_file() else ()
+    for section in kept:
+        text = text.rstrip() + "\n\n" + section.group(0) + "\n"
+    md = atomic_write_text(page, text)
     return [md, png]
 
 
 def render(rows: list[Row], *, seeds: int, extra: str = "", epochs=None) -> str:
-    pe, simd = rows[0].pe, rows[0].simd
+    """The page (without the sections other generators keep in it): ``extra`` goes after the analysis."""
     bits_seen = sorted({r.bits for r in main_rows(rows)})
-    fracs = ", ".join(f"F = {default_frac_bits(b)} at {b} bits" for b in bits_seen)
     seeds = max((r.seeds for r in rows if r.seeds), default=seeds)
-    parts = [
-        "# Results: POST against its baselines",
-        "",
-        "Regenerated by `make compare` (`asqhw compare`); every number below comes from that run. "
-        "Hand edits are overwritten.",
-        "",
-        "## Method",
-        "",
-        f"- Same generator, same array: a {pe} x {simd} (PE x SIMD) MAC array, `hw.rtl.mac.MacArray` (the "
-        "main engine of `asq_accel`), with weights and unsigned activations both BITS wide and the "
-        "accumulator sized for the digits net's fan-in (3 x 3 x 16 = 144: one product plus 8 guard bits). "
-        "Only the multiplier differs: POST with one `a * sqrt2` table per activation lane broadcast to the "
-        "PE shifters; POST with a private table per MAC (a systolic row, so Yosys cannot merge the "
-        "tables: `studies.compare.PrivateTableArray`); POST with no table at all, even- and odd-exponent "
-        "products summed apart and the odd sum multiplied by `round(sqrt2 * 2^F)` once per output "
-        "(`studies.compare.TwoAccPostArray`, DESIGN.md 2.2's second design; it rounds once per output, so it "
-        "is not the golden arithmetic); POT (a barrel shift); uniform two's complement "
-        "integers with multipliers in logic (DSPs off); the same with the board's DSPs allowed. "
-        f"The POST designs use the exporter's table precision ({fracs}; `post_frac_bits`, "
-        "docs/arithmetic.md 2.2); the F sweep below measures the shared-table design at other F.",
-        "- LUT4 and flip-flops: Yosys 0.70 (`synth_ice40`, `synth_ecp5 -abc9 -nowidelut`) *out of "
-        "context*: the array is the top module and its ports stay ports, so no harness is counted and "
-        "nothing is optimised away. ECP5 LUT4 = `LUT4` + 2 x `CCU2C` (a carry cell holds two LUT4s). "
-        "LUT4 per MAC = LUT4 / (PE x SIMD), which includes each PE's adder tree and accumulator: every "
-        "kind needs them, but their width follows the product width, which is part of a multiplier's "
-        "cost. No control baseline has to be subtracted because the out-of-context netlist holds "
-        "nothing but the array.",
-        f"- Fmax: nextpnr 0.11 on the board (iCEBreaker, ULX3S), median and minimum over {seeds} "
-        f"seed{'s' if seeds != 1 else ''} (median = minimum with one seed), "
-        "with the array inside `studies.compare.MacHarness` (inputs from a shift register fed by one pin, "
-        "accumulators XOR-reduced into registers that drive one LED): the harness adds only "
-        "flip-flop-to-flip-flop paths, so the array's own paths set Fmax.",
-        "- Accuracy: the digits model (`quant`, same recipe and seed"
-        + ("" if epochs is None else f", {epochs} epochs instead of the recipe's 30 to keep the run short")
-        + ") trained once per weight format with "
-        "LSQ activations (`lsq+post`, `lsq+pot`, `lsq`), so only the weights differ; top-1 on the 360 "
-        "test images (digits is easy: every format lands within a few tenths of a percent). The "
-        "private-table and two-sum POST designs and the DSP integer design take the accuracy of their "
-        "multiplier kind (the two-sum design rounds differently from golden, so its accuracy would need its "
-        "own golden model; its column is the POST model's).",
-        "- LUT4 estimate: `hw.eda.estimate` before any tool runs (its error against Yosys in brackets).",
-        "",
-        "## Table",
-        "",
-        table(rows),
-        "",
-        f"![accuracy against LUT4 per MAC]({PLOT_NAME})",
-        "",
-        "ASIC-style column: the same arrays through Yosys' technology-independent `synth` (no FPGA "
-        "primitive anywhere), counted as gates and as NAND2 gate equivalents (`hw.eda.synth.GATE_EQUIVALENTS`: "
-        "typical standard-cell areas, a flip-flop = 5.33).",
-        "",
-        generic_table(rows),
-        "",
-        "## The POST table precision F",
-        "",
-        frac_text(rows),
-        "",
-        frac_table(rows),
-        "",
-        "## What it shows",
-        "",
-        _analysis(rows),
-    ]
-    if extra:
-        parts += ["", extra]
-    parts += ["", USAGE]
-    return "\n".join(parts) + "\n"
+    return _fill(
+        "page",
+        pe=rows[0].pe,
+        simd=rows[0].simd,
+        fracs=", ".join(f"F = {default_frac_bits(b)} at {b} bits" for b in bits_seen),
+        seeds=seeds,
+        seeds_noun="seed" if seeds == 1 else "seeds",
+        epochs_note="" if epochs is None else _fill("epochs_note", epochs=epochs),
+        table=table(rows),
+        plot_name=PLOT_NAME,
+        generic_table=generic_table(rows),
+        frac_text=frac_text(rows),
+        frac_table=frac_table(rows),
+        analysis=_analysis(rows),
+        extra=f"\n\n{extra}" if extra else "",
+    ) + "\n\n"
 
 
 def _analysis(rows: list[Row]) -> str:
+    """One line per measured ratio, then the reasons (the template's ``analysis`` block)."""
     lines = []
     sweep = rows
     rows = main_rows(rows)
     for q in ratios(rows):
-        dev = BOARD_TITLES.get(q["board"], q["board"])
-        bits = q["bits"]
+        where = {"device": BOARD_TITLES.get(q["board"], q["board"]), "bits": q["bits"]}
         if q["post_over_pot"] is not None:
-            verdict = "within" if q["post_over_pot"] <= 1.25 else "ABOVE"
-            unit = "NAND2 equivalents" if q["board"] == "generic" else "LUT4"
-            lines.append(f"- {dev}, {bits} bits: a POST MAC costs {q['post_over_pot']:.2f}x a POT MAC in {unit} "
-                         f"({verdict} the 1.25x budget).")
+            lines.append(_fill(
+                "post_over_pot", **where, ratio=f"{q['post_over_pot']:.2f}", budget=BUDGET,
+                unit="NAND2 equivalents" if q["board"] == "generic" else "LUT4",
+                verdict="within" if q["post_over_pot"] <= BUDGET else "ABOVE"))
         if q["post_over_int"] is not None:
-            word = "cheaper" if q["post_over_int"] < 1 else "dearer"
-            lines.append(f"- {dev}, {bits} bits: POST is {abs(1 - q['post_over_int']) * 100:.0f} % {word} "
-                         f"than the uniform integer MAC in logic ({q['post_over_int']:.2f}x).")
+            lines.append(_fill(
+                "post_over_int", **where, ratio=f"{q['post_over_int']:.2f}",
+                percent=f"{abs(1 - q['post_over_int']) * 100:.0f}",
+                comparative="cheaper" if q["post_over_int"] < 1 else "dearer"))
         if q["two_sums_over_pot"] is not None:
-            verdict = "within" if q["two_sums_over_pot"] <= 1.25 else "above"
-            lines.append(f"- {dev}, {bits} bits: POST with two sums costs {q['two_sums_over_pot']:.2f}x POT "
-                         f"({verdict} 1.25x) and {q['two_sums_over_int']:.2f}x the integer MAC.")
+            lines.append(_fill(
+                "two_sums", **where, ratio_pot=f"{q['two_sums_over_pot']:.2f}",
+                ratio_int=f"{q['two_sums_over_int']:.2f}", budget=BUDGET,
+                verdict="within" if q["two_sums_over_pot"] <= BUDGET else "above"))
         if q["private_over_shared"] is not None:
-            lines.append(f"- {dev}, {bits} bits: private tables cost {q['private_over_shared']:.2f}x the "
-                         "shared ones.")
+            lines.append(_fill("private_tables", **where, ratio=f"{q['private_over_shared']:.2f}"))
     bits_seen = sorted({r.bits for r in rows})
-    fracs = ", ".join(f"{default_frac_bits(b)} at {b} bits" for b in bits_seen)
-    widths = ", ".join(
-        f"{b} bits: POST {_pw('post', b)}, POT {_pw('pot', b)}, int {_pw('int', b)}" for b in bits_seen)
-    lines += [
-        "",
-        "Why POST does not win by the paper's B-fold. The paper counts the multiplier alone: a B x B "
-        "array multiplier has about B^2 partial-product bits against a shifter's B log2(B). At 3 and 4 "
-        "bits that gap is a handful of LUTs, and a MAC is mostly what every kind shares: the product "
-        "register, each PE's adder tree and the accumulator, whose widths follow the product width. "
-        f"Signed product widths in these arrays ({widths}) show the catch: the POST product carries "
-        f"the F fractional bits of the `a * sqrt2` table (F = {fracs}), so POST's adder tree and "
-        "accumulator are wider than POT's, and that, not the multiplier, is what the table-based POST "
-        "MAC pays over POT; the F sweep above prices each bit of F. "
-        + _frac_verdict(sweep) +
-        " The two-sum design removes the fractional bits "
-        "from the array (no table; `sqrt2` applied once per output, in the shared requantizer) but pays "
-        "a second adder tree and accumulator in every PE: with SIMD = 4 inputs per PE that is no "
-        "saving (the lines above give its ratio); it would pay off only with many more inputs per PE. "
-        "It also rounds once per output instead of once per product, so using it in `asq_accel` would "
-        "need the golden model (the specification) to define that rounding first.",
-        "",
-        "Private tables: at 3 bits the table has 8 entries, one LUT4 level per output bit, which ABC "
-        "merges into the first shifter mux, so a private table per MAC costs almost nothing extra; at 4 "
-        "bits (16 entries) it already costs more, and with 8-bit activations (256 entries, DESIGN.md "
-        "2.2) the shared table per lane is what keeps POST affordable.",
-        "",
-        "DSPs: Yosys maps a product to an iCE40 `SB_MAC16` only when it is at least 11 bits wide, so "
-        "3- and 4-bit products stay in logic even with `-dsp` (the UP5K's 8 DSPs could hold at most 8 "
-        "MACs anyway). On the ECP5 every product goes to a `MULT18X18D` when DSPs are allowed: an 18 x "
-        "18 multiplier spent on a 3 x 3 product, 16 of the 156 for this array.",
-        "",
-        "Fmax: every array runs far above the boards' clocks (12 MHz iCEBreaker, 25 MHz ULX3S); the "
-        "clock is never what limits these MACs.",
-    ]
+    lines += ["", _fill(
+        "analysis",
+        widths=", ".join(f"{b} bits: POST {_pw('post', b)}, POT {_pw('pot', b)}, int {_pw('int', b)}"
+                         for b in bits_seen),
+        fracs=", ".join(f"{default_frac_bits(b)} at {b} bits" for b in bits_seen),
+        frac_verdict=_frac_verdict(sweep),
+    )]
     return "\n".join(lines)
 
 
 def _frac_verdict(rows: list[Row]) -> str:
-    """Which BITS meet the 1.25x budget at the default F, and the cheapest faithful F that does not."""
+    """Which BITS meet the cost budget at the default F, and the cheapest faithful F that does not."""
     out = []
     main = main_rows(rows)
     for bits in sorted({r.bits for r in sweep_rows(rows)}):
@@ -396,17 +305,14 @@ def _frac_verdict(rows: list[Row]) -> str:
         within = [f for f, q in worst.items() if q <= BUDGET]
         faithful = [r.frac_bits for r in _by(sweep_rows(rows), bits=bits)
                     if r.flips is not None and r.flips <= 2 and r.code_bound < 1]
+        figures = {"bits": bits, "frac": f0, "budget": BUDGET, "worst": f"{worst[f0]:.2f}"}
         if worst[f0] <= BUDGET:
-            out.append(f"At {bits} bits the default F = {f0} keeps POST within {BUDGET}x POT on every device "
-                       f"(at most {worst[f0]:.2f}x).")
+            out.append(_fill("frac_within_budget", **figures))
         else:
-            best = max(within, default=None)
-            out.append(f"At {bits} bits the default F = {f0} costs up to {worst[f0]:.2f}x POT, ABOVE the "
-                       f"{BUDGET}x budget; " + (f"F <= {best} would be within it, but golden is faithful "
-                                                f"(at most 2 flips and E < 1) only from F = {min(faithful)} "
-                                                "up (table above), so no F meets both there."
-                                                if best is not None and faithful else
-                                                "no F of the sweep is within it."))
+            cheaper = max(within, default=None)
+            remedy = (_fill("frac_cheaper_unfaithful", cheaper=cheaper, faithful=min(faithful))
+                      if cheaper is not None and faithful else _fill("frac_none_within"))
+            out.append(_fill("frac_above_budget", **figures, remedy=remedy))
     return " ".join(out)
 
 
@@ -415,12 +321,6 @@ def synth_section(reports: list[dict]) -> str:
     if not reports:
         return ""
     lines = [
-        "## The whole accelerator (`make synth`)",
-        "",
-        "From the `report.json` files under `build/synth/` when this page was generated: `asq_accel` behind "
-        "the UART link, clocked by the board oscillator. Fmax over the seeds of each run; the estimate is "
-        "`hw.eda.estimate` (no tool run) against Yosys' count.",
-        "",
         "| board | BITS | MUL | PE x SIMD | LUT4 used / available | BRAM | DSP | Fmax median / min (MHz) | "
         "clock met | cycles / inference | inferences/s at clock | LUT4 estimate (error) |",
         "|" + "---|" * 12,
@@ -447,7 +347,7 @@ def synth_section(reports: list[dict]) -> str:
         )
         for problem in r.get("problems", []):
             lines.append(f"|  | | | | {problem} | | | | | | | |")
-    return "\n".join(lines)
+    return _fill("synth_section", table="\n".join(lines))
 
 
 def collect_synth_reports(build_dir) -> list[dict]:

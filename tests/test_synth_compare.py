@@ -180,3 +180,68 @@ def test_sweep_rows_are_kept_per_frac_bits_and_main_rows_replaced(tmp_path):
     _save_rows(tmp_path, [newer, _sweep(4, 480, 0, 0.6)])
     rows = load_rows(tmp_path / "rows.json")
     assert sorted((r.sweep, r.frac_bits, r.lut4) for r in rows) == [(False, 4, 390), (True, 2, 440), (True, 4, 480)]
+
+
+def test_page_words_come_from_the_template_with_every_figure_filled():
+    from studies.results import _blocks
+
+    rows = _rows() + [_sweep(1, 400, 1, 1.2), _sweep(2, 430, 0, 0.6)]  # F = 2: 1.19x POT, within
+    text = render(rows, seeds=1, epochs=5)
+    assert "$" not in text
+    assert "a 2 x 2 (PE x SIMD) MAC array" in text
+    assert "median and minimum over 1 seed (median = minimum with one seed)" in text
+    assert "(`quant`, same recipe and seed, 5 epochs instead of the recipe's 30 to keep the run short)" in text
+    assert "The exporter's default (BITS 3: F = 2; `golden.formats.default_post_frac_bits`)" in text
+    assert "At 3 bits the default F = 2 keeps POST within 1.25x POT on every device (at most 1.19x)." in text
+    assert "Signed product widths in these arrays (3 bits: POST 7, POT 6, int 6)" in text
+    assert text.endswith("speaks the same protocol to the design simulated in-process.\n\n")
+    no_sweep = render(_rows(), seeds=3)
+    assert "same recipe and seed) trained once" in no_sweep
+    assert "over 3 seeds (median" in no_sweep
+    assert "## The POST table precision F\n\n\n\n\n\n## What it shows" in no_sweep  # no sweep, no F text
+    # a default F above the budget with no cheaper F measured
+    above = render(_rows() + [_sweep(2, 480, 0, 0.6), _sweep(3, 500, 0, 0.6)], seeds=3)
+    assert "the default F = 2 costs up to 1.33x POT, ABOVE the 1.25x budget; no F of the sweep is within it." in above
+    assert {"page", "analysis", "frac_text", "synth_section"} <= set(_blocks())
+
+
+def test_the_synthesis_section_follows_the_analysis():
+    from studies.results import synth_section
+
+    report = {"design": {"bits": 3, "mul": "post", "pe": 4, "simd": 4}, "board": "icebreaker",
+              "cycles_per_inference": 7787, "resources": {"lut4": {"used": 4111, "available": 5280},
+                                                          "block_ram": {"used": 27}, "dsp": {"used": 7}},
+              "estimate_vs_synthesis": {"lut4": {"estimate": 4677, "error": 0.14}},
+              "fmax_mhz": {"median": 14.4, "min": 14.1}, "clock_met": True,
+              "inferences_per_s": {"at_board_clock": 1541.2}}
+    section = synth_section([report])
+    assert section.startswith("## The whole accelerator (`make synth`)\n\nFrom the `report.json` files")
+    assert section.endswith("| icebreaker | 3 | post | 4 x 4 | 4111 / 5280 | 27 | 7 | 14.4 / 14.1 | yes | 7787 | "
+                            "1541 | 4677 (+14 %) |")
+    assert synth_section([]) == ""
+    text = render(_rows(), seeds=3, extra=section)
+    assert "the clock is never what limits these MACs.\n\n## The whole accelerator" in text
+    assert "| 4677 (+14 %) |\n\n## Reproduce, and run on a board" in text
+
+
+def test_rewriting_the_page_keeps_the_sections_other_generators_own(tmp_path):
+    from studies.asq_adapt import replace_block
+    from studies.results import write_results
+
+    page = tmp_path / "results.md"
+    write_results(_rows(), tmp_path, seeds=3)
+    assert "asq-comparison" not in page.read_text()
+    body = "## ASQ against LSQ where inputs vary\n\n| data | bits |\n|---|---|\n| digits | 2 |"
+    replace_block(page, "asq-comparison", body)
+    with_block = page.read_text()
+    block = "<!-- asq-comparison:begin -->\n" + body + "\n<!-- asq-comparison:end -->\n"
+    assert with_block.endswith("in-process.\n\n" + block)
+
+    rows = [r if r.design != "pot" else Row("pot", "icebreaker", 3, 2, 2, 300, 10, 0, 0, 30.0, 28.0, True, 93.0)
+            for r in _rows()]
+    write_results(rows, tmp_path, seeds=3)
+    text = page.read_text()
+    assert text == render(rows, seeds=3).rstrip() + "\n\n" + block  # page regenerated, block kept verbatim
+    assert "| iCE40 UP5K | 3 | POT | 75.0 | 300 |" in text
+    write_results(rows, tmp_path, seeds=3)
+    assert page.read_text() == text  # stable: the block is neither lost nor doubled

@@ -44,7 +44,7 @@ class Board:
         The board oscillator that clocks the design (None: no board, no clock).
     synth_opts : str
         Options for ``synth_<family>``: iCE40 ``-dsp`` lets Yosys use the UP5K's DSPs; ECP5
-        ``-abc9 -nowidelut`` maps far smaller (DESIGN.md 4).
+        ``-abc9 -nowidelut`` maps far smaller (docs/design.md section 3).
     logic_cell : str
         nextpnr cell type counted as "logic cells".
     lut_weights : dict

@@ -4,7 +4,7 @@ A *lane* is what one activation input of the MAC array needs: it takes one activ
 and the PE weight codes of that input position (one per output channel computed in parallel) and
 returns PE signed products. Grouping the multipliers per activation lane is what makes POST cheap:
 the odd-exponent table ``T[a] = round(a * sqrt2 * 2^F)`` depends on ``a`` only, so a lane reads it
-once and broadcasts it to its PE shifters (DESIGN.md 2.2: ~100 LUT4 per MAC on iCE40, against ~240
+once and broadcasts it to its PE shifters (docs/design.md 2.2: ~100 LUT4 per MAC on iCE40, against ~240
 for a private table per PE).
 
 Arithmetic (docs/arithmetic.md, golden/arith.py is the specification):
