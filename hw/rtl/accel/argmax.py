@@ -4,8 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-#: Width of the output beat's value (a logit or the class).
-OUT_WIDTH = 32
+from golden.formats import OUT_WIDTH  # the output beat's value (a logit or the class)
 
 
 def output_layout() -> data.StructLayout:
