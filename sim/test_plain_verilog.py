@@ -5,15 +5,13 @@ that once hung the design with X on ``i__ready``; ``-g2005`` is the older rule s
 also offers input beats during reset and checks that none is taken.
 """
 
-from pathlib import Path
-
 import pytest
 
+from golden.bundle import SHIPPED_MODELS
 from golden.model import load_bundle
 from hw.eda.generate import generate_verilog
 from sim.plain_tb import GENERATIONS, run_plain_testbench
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 N_IMAGES = 3
 
 pytestmark = pytest.mark.sim  # every test runs Icarus
@@ -21,7 +19,7 @@ pytestmark = pytest.mark.sim  # every test runs Icarus
 
 @pytest.fixture(scope="module")
 def design_b3(tmp_path_factory):
-    bundle = load_bundle(MODELS / "digits-b3")
+    bundle = load_bundle(SHIPPED_MODELS / "digits-b3")
     out = tmp_path_factory.mktemp("plain") / "verilog"
     return bundle, generate_verilog(bundle, out_dir=out)["paths"]["verilog"]
 
