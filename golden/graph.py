@@ -159,6 +159,10 @@ class Requantizer:
         for key in ("M", "A", "B") if with_skip else ("M", "B"):
             lists[key] = _ints(req, key, at)
             _count(lists[key], channels, at, key)
+        m_lo, m_hi = code_range(formats.M_BITS, True)
+        for key in ("M", "A") if with_skip else ("M",):
+            if lists[key] and not m_lo <= min(lists[key]) <= max(lists[key]) <= m_hi:
+                raise UserError(f"{at}: {key} outside the {formats.M_BITS}-bit multiplier range {m_lo}..{m_hi}")
         if not with_skip and req.get("A") is not None:
             raise UserError(f"{at}: field 'A' (a skip multiplier) belongs to add nodes only")
         output = _need(req, "output", at, str)
