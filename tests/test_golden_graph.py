@@ -441,6 +441,10 @@ def residual_graphs(draw):
     g = graph(nodes)
     lo_w, hi_w = (-(1 << (wbits - 1)), (1 << (wbits - 1)) - 1) if kind == "int" else (0, (1 << wbits) - 1)
     seed = draw(st.integers(0, 2 ** 32 - 1))
+    # random weight codes, or every code at the one giving the largest (smallest) product
+    extreme = draw(st.sampled_from([None, True, False]))
+    if extreme is not None:
+        lo_w = hi_w = _extreme_weight(kind, wbits, hi, extreme)
     return g, (lo_w, hi_w), hi, seed
 
 
