@@ -16,6 +16,9 @@ Nodes are listed in topological order and name their inputs. The operations (``o
 - ``add``: the residual add, a two-term requantizer ``t = main*M*g_m + skip*A*g_s + (B << G)``,
   ``out = clamp(rshift_round(t, S + G), lo, hi)``: each branch is multiplied into the common
   output scale and rounded once (ReLU after the sum is ``lo = 0``);
+- ``requant``: a requantizer on its own, for a value that two consumers need in two formats (a
+  block output kept as ``y`` for the skip of the next add and quantized to codes for the next
+  conv), or after a raw pool sum;
 - ``clamp``: a ReLU/clamp on codes or ``y`` that could not be folded into a requantizer;
 - ``maxpool``: max over windows, on codes or ``y`` (after quantization: exact, quantization being
   monotone);
@@ -46,7 +49,7 @@ from golden.bundle import ActIn, AsqParams, Manifest, WeightSpec
 from golden.model import accumulate_codes
 
 #: Every operation a format-2 graph may contain.
-OPS = ("input", "conv", "fc", "add", "clamp", "maxpool", "avgpool", "gap", "flatten")
+OPS = ("input", "conv", "fc", "add", "requant", "clamp", "maxpool", "avgpool", "gap", "flatten")
 #: What a node's output holds (``NodeInfo.kind``):
 #: ``codes`` activation codes; ``y`` fixed point with ``frac_bits`` fractional bits; ``acc`` a raw
 #: wide sum (an accumulator or an unrequantized pool sum, possibly carrying its input's beta);
@@ -132,7 +135,8 @@ class Requantizer:
         Fractional bits of the beta codes ``g`` (``formats.BETA_FRAC``) when a term carries a per-sample
         ASQ beta, else 0; a term without one is multiplied by ``2^G``.
     output : str
-        ``codes``, ``y`` (fixed point, ``frac_bits`` = FY) or ``logits`` (``frac_bits`` = FL).
+        ``codes``, ``y`` (fixed point, ``frac_bits`` = FY; signed when ``lo < 0``, e.g. a linear
+        bottleneck kept for a skip) or ``logits`` (``frac_bits`` = FL).
     lo, hi : int or None
         The clamp (``lo = 0`` is a folded ReLU); None where there is none (logits).
     frac_bits : int
@@ -235,6 +239,14 @@ class ConvNode(Node):
 @dataclass(frozen=True)
 class AddNode(Node):
     """The residual add: inputs ``(main, skip)`` of one shape, ``requant`` with the skip's ``A``."""
+
+    requant: Requantizer
+
+
+@dataclass(frozen=True)
+class RequantNode(Node):
+    """A requantizer on its own: ``t = x*M*g + (B << G)``, ``out = clamp(rshift_round(t, S + G), lo, hi)``
+    (``g`` the input's beta when it is an accumulator carrying one, else 1 with ``G = 0``)."""
 
     requant: Requantizer
 
@@ -412,6 +424,10 @@ def _parse_node(raw, index: int, where: str) -> Node:
         req = _need(raw, "requant", at, dict)
         channels = len(_ints(req, "M", f"{at}.requant"))
         return AddNode(**base, requant=Requantizer.from_dict(req, f"{at}.requant", channels, with_skip=True))
+    if op == "requant":
+        req = _need(raw, "requant", at, dict)
+        channels = len(_ints(req, "M", f"{at}.requant"))
+        return RequantNode(**base, requant=Requantizer.from_dict(req, f"{at}.requant", channels))
     if op == "clamp":
         lo, hi = _opt_int(raw, "lo", at), _opt_int(raw, "hi", at)
         if lo is None and hi is None:
@@ -569,8 +585,9 @@ def requant_info(terms, req: Requantizer, channels: int, shape: tuple, at: str) 
     shift = req.S + req.G
     out_lo = arith.clamp(arith.rshift_round(t_lo, shift), req.lo, req.hi)
     out_hi = arith.clamp(arith.rshift_round(t_hi, shift), req.lo, req.hi)
-    if req.output == "y" and (req.lo < 0 or req.hi > formats.Y_MAX):
-        raise UserError(f"{at}.requant: y is clamped to 0..{formats.Y_MAX} at most, got {req.lo}..{req.hi}")
+    if req.output == "y" and (req.lo < -(formats.Y_MAX + 1) or req.hi > formats.Y_MAX):
+        raise UserError(f"{at}.requant: y is clamped to {-(formats.Y_MAX + 1)}..{formats.Y_MAX} at most, got "
+                        f"{req.lo}..{req.hi}")
     mults = [m for _, _, mult, _ in terms for m in mult]
     return NodeInfo(shape=shape, kind=req.output, lo=out_lo, hi=out_hi, width=_width(out_lo, out_hi),
                     frac_bits=req.frac_bits, t_range=(t_lo, t_hi), t_width=t_width,
@@ -610,6 +627,15 @@ def infer(node: Node, ins: list, post_frac_bits: int, at: str) -> NodeInfo:
         return _infer_conv(node, x, post_frac_bits, at)
     if node.op == "add":
         return _infer_add(node, x, ins[1], at)
+    if node.op == "requant":
+        req = node.requant
+        channels = x.shape[0]
+        for key in ("M", "B"):
+            _count(getattr(req, key), channels, f"{at}.requant", key)
+        if req.G and x.beta is None:
+            raise UserError(f"{at}.requant: G {req.G} but the input {node.inputs[0]!r} carries no beta (G must be 0)")
+        g = (1, 1) if x.beta is None else _g_range(x, req.G, at, f"input {node.inputs[0]!r}")
+        return requant_info([(x.lo, x.hi, req.M, g)], req, channels, x.shape, at)
     if node.op == "flatten":
         size = math.prod(x.shape)
         return NodeInfo(shape=(size,), kind=x.kind, lo=x.lo, hi=x.hi, width=x.width, frac_bits=x.frac_bits,
@@ -686,6 +712,10 @@ def _infer_conv(node: ConvNode, x: NodeInfo, post_frac_bits: int, at: str) -> No
         if act.asq.W1 is not None and len(act.asq.W1[0]) != x.shape[0] or (
                 act.asq.W1 is None and len(act.asq.W2) != x.shape[0]):
             raise UserError(f"{at}.act_in.asq: the adapter's width disagrees with {x.shape[0]} input channels")
+        for key, value in (("channels", x.shape[0]), ("hw", math.prod(x.shape[1:]))):
+            if getattr(act.asq, key) not in (None, value):
+                raise UserError(f"{at}.act_in.asq: {key} {getattr(act.asq, key)} disagrees with the input {src!r} "
+                                f"({value})")
         beta = (act.asq.beta_min, act.asq.beta_max, act.asq.G)
     else:
         if x.kind != "codes":
@@ -753,7 +783,7 @@ def node_dict(node: Node, info: NodeInfo) -> dict:
         out.update(_info_fields(node, info))
         out.update(act_in=_json(node.act_in), weight=_json(node.weight),
                    requant=None if node.requant is None else node.requant.to_dict(_requant_widths(info)))
-    elif isinstance(node, AddNode):
+    elif isinstance(node, AddNode | RequantNode):
         out["requant"] = node.requant.to_dict(_requant_widths(info))
     elif isinstance(node, ClampNode):
         out.update(lo=node.lo, hi=node.hi)
@@ -894,6 +924,9 @@ def run_graph(graph: Graph, weights: dict, input_codes) -> dict:
                 result = _requant(acc, node.requant, 1 if beta is None else beta)
         elif isinstance(node, AddNode):
             result = _add(node.requant, args, [betas.get(i) for i in node.inputs])
+        elif isinstance(node, RequantNode):
+            beta = betas.get(node.inputs[0])
+            result = _requant(args[0], node.requant, 1 if beta is None else beta)
         elif isinstance(node, ClampNode):
             result = arith.clamp(args[0], node.lo, node.hi)
         elif node.op == "maxpool":

@@ -139,6 +139,23 @@ def test_residual_add_multiplies_a_beta_term_by_g_and_the_other_by_2_to_the_G():
             assert int(out["sum"][n].ravel()[i]) == min(max((t + (1 << (6 + G - 1))) >> (6 + G), 0), 255)
 
 
+def test_block_output_kept_as_signed_y_for_the_skip_and_quantized_for_the_next_conv():
+    # a: y with 2 fractional bits, signed (a linear bottleneck); q: its codes for the next conv;
+    # the add takes the conv of q (main) and y itself (skip): the skip keeps y's precision
+    nodes = [inp((1, 1, 2)),
+             conv("a", "x", (1, 1, 1, 1), requant=req([-3], B=[2], lo=-64, hi=63, output="y", frac_bits=2)),
+             {"name": "q", "op": "requant", "inputs": ["a"], "requant": req([1], S=2, lo=-4, hi=3)},
+             conv("b", "q", (1, 1, 1, 1), signed=True),
+             add("s", "b", "a", req([4], A=[1], S=2, lo=-128, hi=127, output="y", frac_bits=0))]
+    g = graph(nodes)
+    out = run_graph(g, {"a": np.full((1, 1, 1, 1), 1), "b": np.full((1, 1, 1, 1), 2)}, batch([[[1, 6]]]))
+    # a = -3x + 2: -1, -16; q = round(a / 4): -0.25 -> 0, -4 -> -4; b = 2q: 0, -8
+    # s = round((4b + a) / 4): -0.25 -> 0, -12 -> -12
+    assert out["a"].tolist() == [[[[-1, -16]]]] and out["q"].tolist() == [[[[0, -4]]]]
+    assert out["b"].tolist() == [[[[0, -8]]]] and out["s"].tolist() == [[[[0, -12]]]]
+    assert (g.info("q").lo, g.info("q").hi) == (-4, 3) and g.info("a").kind == "y"
+
+
 def test_resnet_block_with_a_strided_1x1_shortcut_matches_plain_loops():
     # conv1 3x3/2 + ReLU -> conv2 3x3 (raw acc) ; shortcut 1x1/2 (raw acc) ; add + ReLU
     rng = np.random.default_rng(1)
