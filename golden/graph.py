@@ -659,7 +659,7 @@ def infer(node: Node, ins: list, post_frac_bits: int, at: str) -> NodeInfo:
     else:
         shape, n = (c, 1, 1), h * w
     s_lo, s_hi = n * min(x.lo, 0), n * max(x.hi, 0)
-    sum_width = _fits(arith.signed_width(s_lo, s_hi), at, "the pool sum")
+    sum_width = _fits(_width(s_lo, s_hi), at, "the pool sum")
     if node.requant is None:
         return NodeInfo(shape=shape, kind="acc", lo=s_lo, hi=s_hi, width=sum_width, frac_bits=x.frac_bits,
                         sum_range=(s_lo, s_hi), sum_width=sum_width)

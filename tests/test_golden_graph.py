@@ -246,7 +246,7 @@ def test_gap_on_a_2x2_map_by_hand():
     nodes[1]["requant"] = None
     g = graph(nodes)
     assert run_graph(g, {}, x)["gap"].tolist() == [[[[10]], [[27]]]]
-    assert g.info("gap").kind == "acc" and g.info("gap").sum_width == arith.signed_width(0, 4 * 7)
+    assert g.info("gap").kind == "acc" and g.info("gap").sum_width == arith.unsigned_width(4 * 7)
 
 
 def test_avgpool_by_hand_every_window_a_tie():
@@ -331,10 +331,13 @@ def test_gap_width_is_input_width_plus_log2_hw_guard_bits_and_reached():
         g = graph([inp((3, h, w), bits=4), {"name": "gap", "op": "gap", "inputs": ["x"], "requant": None}])
         info = g.info("gap")
         assert info.sum_range == (0, 15 * h * w)
-        assert info.sum_width <= arith.signed_width(0, 15) + int(np.ceil(np.log2(h * w)))
+        # unsigned 4-bit codes: the sum is unsigned, with ceil(log2(H W)) guard bits at most
+        assert info.sum_width == arith.unsigned_width(15 * h * w) <= 4 + int(np.ceil(np.log2(h * w)))
         res = run_graph(g, {}, np.full((1, 3, h, w), 15))
         assert (res["gap"] == info.sum_range[1]).all()
-        assert res["gap"].max() < (1 << (info.sum_width - 1))
+        assert res["gap"].max() < (1 << info.sum_width)
+    g = graph([inp((3, 4, 4), bits=4, signed=True), {"name": "gap", "op": "gap", "inputs": ["x"], "requant": None}])
+    assert g.info("gap").sum_range == (-8 * 16, 7 * 16) and g.info("gap").sum_width == 4 + 4
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -522,3 +525,113 @@ def test_digits_chain_as_a_graph_equals_golden_model_run(bits, shipped_bundle):
     assert np.array_equal(predictions(g, got), ref["pred"])
     # and the shipped vectors
     assert np.array_equal(got["fc"], bundle.vectors["logits"])
+
+
+# ----------------------------------------------------------------------------- whole networks
+
+
+def _layer_requant(rng, c, lo, hi, output="codes", frac_bits=0, skip=False):
+    """Random but plausible constants: multipliers of either sign, a shift that keeps codes alive."""
+    return req(rng.integers(1000, 32767, c).tolist(), B=rng.integers(-(1 << 16), 1 << 16, c).tolist(),
+               S=16, lo=lo, hi=hi, output=output, frac_bits=frac_bits,
+               A=rng.integers(1000, 32767, c).tolist() if skip else None)
+
+
+def resnet20_nodes(rng, bits=3, kind="post"):
+    """ResNet-20 (16/32/64 channels, 3 stages of 3 basic blocks, 1x1 stride-2 shortcuts) as nodes:
+    8-bit signed input and fc, BITS-bit codes between layers (LSQ inputs)."""
+    hi = (1 << bits) - 1
+
+    def qconv(name, src, cin, cout, k, stride, requant):
+        return conv(name, src, (cout, cin, k, k), kernel=k, stride=stride, pad=k // 2, act_bits=bits, kind=kind,
+                    wbits=bits, requant=requant)
+
+    nodes = [inp((3, 32, 32), bits=8, signed=True),
+             conv("stem", "x", (16, 3, 3, 3), kernel=3, pad=1, act_bits=8, signed=True, wbits=8,
+                  requant=_layer_requant(rng, 16, 0, hi))]
+    prev, cin = "stem", 16
+    for stage, cout in enumerate((16, 32, 64)):
+        for block in range(3):
+            stride = 2 if stage and not block else 1
+            b = f"s{stage + 1}b{block + 1}"
+            nodes.append(qconv(f"{b}c1", prev, cin, cout, 3, stride, _layer_requant(rng, cout, 0, hi)))
+            nodes.append(qconv(f"{b}c2", f"{b}c1", cout, cout, 3, 1, None))
+            skip = prev
+            if stride != 1 or cin != cout:
+                nodes.append(qconv(f"{b}sc", prev, cin, cout, 1, stride, None))
+                skip = f"{b}sc"
+            nodes.append(add(b, f"{b}c2", skip, _layer_requant(rng, cout, 0, hi, skip=True)))
+            prev, cin = b, cout
+    nodes += [{"name": "gap", "op": "gap", "inputs": [prev], "requant": _layer_requant(rng, 64, 0, 255)},
+              {"name": "flat", "op": "flatten", "inputs": ["gap"]},
+              fc("fc", "flat", (10, 64), _layer_requant(rng, 10, None, None, output="logits", frac_bits=8),
+                 act_bits=8)]
+    nodes[-1]["weight"] = weight((10, 64), bits=8)
+    return nodes
+
+
+def test_resnet20_is_a_graph_with_proved_widths_and_runs():
+    rng = np.random.default_rng(3)
+    g = graph(resnet20_nodes(rng))
+    assert sum(n.op == "conv" for n in g.nodes) == 21 and sum(n.op == "add" for n in g.nodes) == 9
+    assert g.info("s3b1sc").shape == (64, 8, 8) and g.info("gap").sum_width == 3 + 6
+    assert max(i.t_width or 0 for i in g.infos) <= 62
+    weights = {}
+    for n in g.nodes:
+        if n.op in ("conv", "fc"):
+            top = (1 << n.weight.bits) - 1
+            weights[n.name] = (rng.integers(0, top + 1, n.weight.shape) if n.weight.kind != "int"
+                               else rng.integers(-(top + 1) // 2, (top + 1) // 2, n.weight.shape))
+    res = run_graph(g, weights, rng.integers(-128, 128, (2, 3, 32, 32)))
+    for node, info in zip(g.nodes, g.infos, strict=True):
+        assert info.lo <= res[node.name].min() and res[node.name].max() <= info.hi, node.name
+    assert res["fc"].shape == (2, 10)
+
+
+def mobilenet_v2_nodes(rng, size=224, bits=4):
+    """MobileNet-V2 (torchvision's table) as nodes: ReLU6 folded into each requantizer's hi,
+    depthwise 3x3 convs as groups, linear bottlenecks kept as signed codes, residual adds, GAP."""
+    hi, shi, slo = (1 << bits) - 1, (1 << (bits - 1)) - 1, -(1 << (bits - 1))
+    relu6 = min(hi, 12)  # round(6 / s) for a step s of 1/2
+
+    def c(name, src, cin, cout, k, stride, groups, requant, signed=False):
+        return conv(name, src, (cout, cin // groups, k, k), kernel=k, stride=stride, pad=k // 2, groups=groups,
+                    act_bits=bits, signed=signed, kind="int", wbits=bits, requant=requant)
+
+    nodes = [inp((3, size, size), bits=8, signed=True),
+             conv("stem", "x", (32, 3, 3, 3), kernel=3, stride=2, pad=1, act_bits=8, signed=True, wbits=8,
+                  requant=_layer_requant(rng, 32, 0, relu6))]
+    prev, cin, signed, index = "stem", 32, False, 1
+    for t, cout, repeats, first in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                                    (6, 160, 3, 2), (6, 320, 1, 1)):
+        for i in range(repeats):
+            stride, b, hidden = first if i == 0 else 1, f"f{index}", cin * t
+            src = prev
+            if t != 1:
+                nodes.append(c(f"{b}e", prev, cin, hidden, 1, 1, 1, _layer_requant(rng, hidden, 0, relu6), signed))
+                src = f"{b}e"
+            nodes.append(c(f"{b}d", src, hidden, hidden, 3, stride, hidden, _layer_requant(rng, hidden, 0, relu6)))
+            residual = stride == 1 and cin == cout
+            nodes.append(c(f"{b}p", f"{b}d", hidden, cout, 1, 1, 1,
+                           None if residual else _layer_requant(rng, cout, slo, shi)))
+            if residual:
+                nodes.append(add(b, f"{b}p", prev, _layer_requant(rng, cout, slo, shi, skip=True)))
+            prev, cin, signed, index = (b if residual else f"{b}p"), cout, True, index + 1
+    nodes += [c("last", prev, cin, 1280, 1, 1, 1, _layer_requant(rng, 1280, 0, relu6), signed=True),
+              {"name": "gap", "op": "gap", "inputs": ["last"], "requant": _layer_requant(rng, 1280, 0, 255)},
+              {"name": "flat", "op": "flatten", "inputs": ["gap"]},
+              fc("fc", "flat", (1000, 1280), _layer_requant(rng, 1000, None, None, output="logits", frac_bits=8),
+                 act_bits=8)]
+    nodes[-1]["weight"] = weight((1000, 1280), bits=8)
+    return nodes
+
+
+def test_mobilenet_v2_is_a_graph_with_proved_widths():
+    rng = np.random.default_rng(4)
+    g = graph(mobilenet_v2_nodes(rng))
+    assert sum(n.op == "add" for n in g.nodes) == 10
+    assert sum(n.op == "conv" and n.groups > 1 for n in g.nodes) == 17
+    assert g.info("last").shape == (1280, 7, 7) and g.info("gap").sum_width == arith.unsigned_width(12 * 49)
+    assert max(i.t_width or 0 for i in g.infos) <= 62
+    text = json.dumps(g.to_dict())
+    assert json.dumps(Graph.from_dict(json.loads(text)).to_dict()) == text
