@@ -2,6 +2,7 @@
 exceeded, invalid graphs refused by name, and the digits chain as a graph equal to golden.model.run."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -520,7 +521,7 @@ def test_digits_chain_as_a_graph_equals_golden_model_run(bits, shipped_bundle):
         info = g.info(name)
         assert (info.fan_in, info.product_range, info.acc_width) == (layer.fan_in, layer.product_range,
                                                                       layer.acc_width)
-        assert info.t_width <= layer.requant.t_width and info.width == layer.requant.out_width
+        assert info.t_width == layer.requant.t_width and info.width == layer.requant.out_width
     assert np.array_equal(got["fc"], ref["logits"])
     assert np.array_equal(predictions(g, got), ref["pred"])
     # and the shipped vectors
@@ -635,3 +636,17 @@ def test_mobilenet_v2_is_a_graph_with_proved_widths():
     assert max(i.t_width or 0 for i in g.infos) <= 62
     text = json.dumps(g.to_dict())
     assert json.dumps(Graph.from_dict(json.loads(text)).to_dict()) == text
+
+
+def test_the_documented_format_2_example_is_a_valid_graph():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "arithmetic.md").read_text(encoding="utf-8")
+    section = text.split("## 7. Graphs (bundle format 2)", 1)[1]
+    manifest = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    assert manifest["format_version"] == 2
+    g = Graph.from_dict(manifest["graph"], manifest["post_frac_bits"])
+    assert [n.op for n in g.nodes] == ["input", "conv", "conv", "conv", "add", "gap", "flatten", "fc"]
+    rng = np.random.default_rng(5)
+    weights = {n.name: rng.integers(0, 8, n.weight.shape) if n.weight.kind == "post"
+               else rng.integers(-128, 128, n.weight.shape) for n in g.nodes if n.op in ("conv", "fc")}
+    res = run_graph(g, weights, rng.integers(-8, 9, (3, 1, 8, 8)))
+    assert res["fc"].shape == (3, 3) and g.info("gap").sum_width == 9
