@@ -39,7 +39,7 @@ NumPy only, built of :mod:`golden.arith` and :mod:`golden.model` primitives;
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -59,6 +59,19 @@ KINDS = ("codes", "y", "acc", "logits")
 REQUANT_OUTPUTS = ("codes", "y", "logits")
 #: The widest intermediate the golden model (int64) computes: one bit of headroom for the rounding.
 MAX_WIDTH = 62
+
+_CONV_FIELDS = ("kernel", "stride", "pad", "groups", "act_in", "weight", "requant", "fan_in", "product_range",
+                "acc_width")
+_POOL_FIELDS = ("kernel", "stride", "pad", "requant", "sum_width")
+#: The fields a node of each op may hold (besides ``name``, ``op``, ``inputs``, ``out_shape``): any
+#: other is refused, so that a field this version does not know (``ceil_mode``, ...) is never
+#: silently ignored.
+NODE_FIELDS = {"input": ("shape", "bits", "signed"), "conv": _CONV_FIELDS, "fc": _CONV_FIELDS,
+               "add": ("requant",), "requant": ("requant",), "clamp": ("lo", "hi"), "maxpool": _POOL_FIELDS,
+               "avgpool": _POOL_FIELDS, "gap": _POOL_FIELDS, "flatten": ()}
+#: The fields of a ``requant`` object (the last four derived).
+REQUANT_FIELDS = ("M", "A", "B", "S", "G", "output", "lo", "hi", "frac_bits", "M_width", "B_width", "t_width",
+                  "out_width")
 
 
 # ----------------------------------------------------------------------------- reading fields
@@ -159,6 +172,7 @@ class Requantizer:
     def from_dict(cls, req: dict, at: str, channels: int, with_skip: bool = False) -> Requantizer:
         if not isinstance(req, dict):
             raise UserError(f"{at}: must be a JSON object")
+        _no_unknown(req, REQUANT_FIELDS, at)
         lists = {}
         for key in ("M", "A", "B") if with_skip else ("M", "B"):
             lists[key] = _ints(req, key, at)
@@ -286,8 +300,9 @@ class NodeInfo:
     extreme, for the ops where ``docs/arithmetic.md`` says so); ``width`` is the width of that
     range (unsigned when ``lo >= 0``). ``beta`` is ``(beta_min, beta_max, G)`` when the output is
     an accumulator whose scale still carries its input's per-sample ASQ beta, else None.
-    ``fan_in``/``product_range``/``acc_*`` (conv, fc), ``sum_*`` (pools), ``t_*``, ``M_width``,
-    ``B_width`` (requantizers) are the intermediates' ranges and widths, None where absent.
+    ``fan_in``/``product_range``/``acc_*`` (conv, fc), ``sum_*`` (pools), ``t_*``, ``M_width``
+    (of every multiplier, ``M`` and an add's ``A``), ``B_width`` (requantizers) are the
+    intermediates' ranges and widths, None where absent.
     """
 
     shape: tuple
@@ -388,6 +403,7 @@ def _parse_node(raw, index: int, where: str) -> Node:
     op = _need(raw, "op", at, str)
     if op not in OPS:
         raise UserError(f"{at}: op {op!r} unknown (one of {', '.join(OPS)})")
+    _no_unknown(raw, ("name", "op", "inputs", "out_shape", *NODE_FIELDS[op]), at)
     inputs = _need(raw, "inputs", at, list)
     if not all(isinstance(i, str) for i in inputs):
         raise UserError(f"{at}: inputs must be node names (strings)")
@@ -447,6 +463,12 @@ def _parse_node(raw, index: int, where: str) -> Node:
                 raise UserError(f"{at}: gap takes no {key!r} (it pools the whole map)")
         return PoolNode(**base, kernel=None, stride=None, pad=None, requant=_pool_requant(raw, op, at))
     return FlattenNode(**base)
+
+
+def _no_unknown(obj: dict, known, at: str) -> None:
+    unknown = sorted(set(obj) - set(known))
+    if unknown:
+        raise UserError(f"{at}: field {unknown[0]!r} unknown here (known: {', '.join(known)})")
 
 
 def _pool_requant(raw: dict, op: str, at: str) -> Requantizer | None:
@@ -669,13 +691,7 @@ def infer(node: Node, ins: list, post_frac_bits: int, at: str) -> NodeInfo:
     if req.G != 0:
         raise UserError(f"{at}.requant: G {req.G} must be 0 (a pool sum carries no beta)")
     info = requant_info([(s_lo, s_hi, req.M, (1, 1))], req, c, shape, at)
-    return _with(info, sum_range=(s_lo, s_hi), sum_width=sum_width)
-
-
-def _with(info: NodeInfo, **changes) -> NodeInfo:
-    values = {f.name: getattr(info, f.name) for f in fields(info)}
-    values.update(changes)
-    return NodeInfo(**values)
+    return replace(info, sum_range=(s_lo, s_hi), sum_width=sum_width)
 
 
 def _infer_conv(node: ConvNode, x: NodeInfo, post_frac_bits: int, at: str) -> NodeInfo:
@@ -737,7 +753,7 @@ def _infer_conv(node: ConvNode, x: NodeInfo, post_frac_bits: int, at: str) -> No
         raise UserError(f"{at}.requant: G {req.G} disagrees with the input's beta format "
                         f"(G = {0 if beta is None else beta[2]})")
     g = (1, 1) if beta is None else beta[:2]
-    return _with(requant_info([(a_lo, a_hi, req.M, g)], req, c_out, out_shape, at), **facts)
+    return replace(requant_info([(a_lo, a_hi, req.M, g)], req, c_out, out_shape, at), **facts)
 
 
 def _infer_add(node: AddNode, main: NodeInfo, skip: NodeInfo, at: str) -> NodeInfo:

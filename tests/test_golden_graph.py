@@ -402,6 +402,13 @@ def test_other_refusals_name_the_node():
     _refused(big, r"node 'c'.requant: M outside the 16-bit multiplier range -32768..32767")
 
 
+def test_unknown_fields_refused():
+    _refused([inp((1, 4, 4)), {"name": "mp", "op": "maxpool", "inputs": ["x"], "kernel": 2, "stride": 2, "pad": 0,
+                               "ceil_mode": True}], r"node 'mp': field 'ceil_mode' unknown here")
+    _refused([inp((1, 2, 2)), conv("c", "x", (1, 1, 1, 1), requant={**req([1]), "round": "even"})],
+             r"node 'c'.requant: field 'round' unknown here")
+
+
 def test_recorded_widths_must_match_the_proof():
     g = graph([inp((1, 2, 2)), conv("c", "x", (2, 1, 3, 3), kernel=3, pad=1, requant=req([1, 2]))])
     d = json.loads(json.dumps(g.to_dict()))
