@@ -435,6 +435,16 @@ def test_run_refuses_bad_weights_and_inputs():
 # ----------------------------------------------------------------------------- property
 
 
+def _asq_act_in(draw, c, bits):
+    """An ASQ input of ``c < 8`` channels with random adapter constants (y with 4 fractional bits)."""
+    G = formats.BETA_FRAC
+    asq = {"W1": None, "b1": None, "S1": 0, "W2": draw(st.lists(st.integers(-2047, 2047), min_size=c, max_size=c)),
+           "b2": draw(st.integers(-(1 << 20), 1 << 20)), "S2": draw(st.integers(0, 12)), "G": G,
+           "beta_min": 1 << (G - formats.BETA_MIN_SHIFT), "beta_max": formats.BETA_MAX,
+           "s_code": draw(st.integers(1024, 4095)), "FS": 11, "R": 28, "FY": 4, "qmax": (1 << bits) - 1}
+    return {"quant": "asq", "bits": bits, "signed": False, "step": 1.0, "asq": asq}
+
+
 @st.composite
 def residual_graphs(draw):
     c = draw(st.integers(1, 4))
@@ -451,13 +461,24 @@ def residual_graphs(draw):
                   groups=c if depthwise else 1, act_bits=bits, kind=kind, wbits=wbits,
                   requant=req(mult[:c], B=mult[c:2 * c], S=draw(st.integers(0, 20)), hi=hi)),
              conv("c2", "c1", (c, c, 3, 3), kernel=3, pad=1, act_bits=bits, kind=kind, wbits=wbits)]
-    if stride == 2:
+    G = 0
+    if draw(st.booleans()):
+        # ASQ: c1 hands y to an ASQ unit in front of c2 (whose accumulator carries the beta); the skip
+        # is c1's y itself (no beta: multiplied by 2^G) or a 1x1 conv behind its own ASQ unit (a beta)
+        G = formats.BETA_FRAC
+        nodes[1]["requant"].update(lo=0, hi=formats.Y_MAX, output="y", frac_bits=4)
+        nodes[2]["act_in"] = _asq_act_in(draw, c, bits)
+        skip = draw(st.sampled_from(["c1", "sc"]))
+        if skip == "sc":
+            nodes.append(conv("sc", "c1", (c, c, 1, 1), act_bits=bits, kind=kind, wbits=wbits))
+            nodes[-1]["act_in"] = _asq_act_in(draw, c, bits)
+    elif stride == 2:
         nodes.append(conv("sc", "x", (c, c, 1, 1), stride=2, act_bits=bits, kind=kind, wbits=wbits))
         skip = "sc"
     else:
         skip = "x"
     nodes.append(add("sum", "c2", skip, req(mult[2 * c:], A=mult[:c], B=mult[c:2 * c], S=draw(st.integers(0, 30)),
-                                             hi=hi)))
+                                             hi=hi, G=G)))
     tail = draw(st.sampled_from(["none", "maxpool", "avgpool", "gap"]))
     if tail == "maxpool":
         nodes.append({"name": "pool", "op": "maxpool", "inputs": ["sum"], "kernel": 2, "stride": 1, "pad": 1})
@@ -499,7 +520,9 @@ def test_random_residual_graphs_stay_within_their_proved_widths(case):
             r = node.requant
             main, skip = (res[i] for i in node.inputs)
             cm = (-1, 1, 1)
-            t = (main * np.reshape(r.M, cm) + skip * np.reshape(r.A, cm) + np.reshape(r.B, cm))
+            g_m, g_s = (res[f"{i}.beta"].reshape(-1, 1, 1, 1) if f"{i}.beta" in res and g.node(i).requant is None
+                        else 1 << r.G for i in node.inputs)
+            t = (main * np.reshape(r.M, cm) * g_m + skip * np.reshape(r.A, cm) * g_s + (np.reshape(r.B, cm) << r.G))
             assert info.t_range[0] <= t.min() and t.max() <= info.t_range[1]
             assert info.t_width <= 62
 
