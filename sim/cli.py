@@ -53,6 +53,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from hw.options import check_report_writable, emit, resolve_bundle
     from sim.accel import DEFAULT_STALL, run_accel
+    from sim.runner import SimulationFailed
 
     if args.json not in (True, False):  # --json FILE: the older spelling of --report FILE
         if args.report is not None:
@@ -71,9 +72,12 @@ def run(args) -> int:
         count = WAVES_IMAGES
         print(f"asqhw sim: --waves without --images: simulating the first {count} images", file=sys.stderr)
     images = None if count is None else range(count)
-    summary = run_accel(args.simulator, bundle, images=images, bits=bits, pe=args.pe,
-                        simd=args.simd, mul=args.mul, seed=args.seed, stall=stall, waves=args.waves,
-                        progress=True, quiet=True)
+    try:
+        summary = run_accel(args.simulator, bundle, images=images, bits=bits, pe=args.pe,
+                            simd=args.simd, mul=args.mul, seed=args.seed, stall=stall, waves=args.waves,
+                            progress=True, quiet=True)
+    except SimulationFailed as err:  # no summary at all: the build or the simulator itself failed
+        raise UserError(f"the simulation did not run: {err}") from None
     emit(args, summary, format_summary(summary))
     return 0 if summary["passed"] else 1
 
