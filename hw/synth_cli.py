@@ -16,13 +16,19 @@ def register(subparsers) -> None:
     _register_host(subparsers)
 
 
-def _design_args(parser):
+def _design_args(parser, parallelism=True):
+    """``--bits``, ``--model``, ``--mul`` and (unless the command searches them) ``--pe``, ``--simd``."""
     from hw.options import add_bits_and_model
 
     add_bits_and_model(parser)
+    if parallelism:
+        _parallelism_args(parser)
+    parser.add_argument("--mul", choices=WEIGHT_KINDS, help="multiplier (default: the bundle's weight format)")
+
+
+def _parallelism_args(parser):
     parser.add_argument("--pe", type=int, help="output channels per cycle, a power of two (default: the generator's)")
     parser.add_argument("--simd", type=int, help="input channels per cycle, a power of two (default: the generator's)")
-    parser.add_argument("--mul", choices=WEIGHT_KINDS, help="multiplier (default: the bundle's weight format)")
 
 
 # ------------------------------------------------------------------------------------------------ synth
@@ -142,8 +148,9 @@ def _register_fit(subparsers):
     add_board(p, BOARDS)
     p.add_argument("board_positional", nargs="?", metavar="BOARD",
                    help="same as --board (the older spelling)")
-    _design_args(p)
-    p.add_argument("--max", type=int, default=16, dest="max_par", help="largest PE and SIMD tried (default 16)")
+    _design_args(p, parallelism=False)  # fit searches PE and SIMD itself
+    p.add_argument("--max", type=int, default=16, dest="max_par", metavar="N",
+                   help="largest PE and SIMD tried, at least 1 (default 16)")
     p.add_argument("--seeds", type=int, default=1, help="nextpnr seeds per candidate (default 1)")
     p.add_argument("--out", type=Path, help="output folder (default build/fit/<board>-b<bits>)")
     add_json(p)

@@ -87,11 +87,14 @@ def _why_failed(err: UserError) -> list[str]:
 
 
 def counts_text(result: dict) -> str:
-    """``"12 candidates: 8 ruled out by the estimate, 4 placed and routed (3 did not work, 1 fits)"``."""
+    """E.g. ``"12 candidates: 7 ruled out by the estimate, 4 placed and routed (3 did not fit or missed the
+    clock, 1 fits), 1 slower not tried"``."""
     c = result["counts"]
     text = (f"{c['candidates']} candidates: {c['skipped']} ruled out by the estimate, {c['routed']} placed "
             f"and routed ({c['failed']} did not fit or missed the clock")
-    return text + (", 1 fits)" if result["best"] is not None else ")")
+    text += ", 1 fits)" if result["best"] is not None else ")"
+    untried = c["candidates"] - c["skipped"] - c["routed"]
+    return text + (f", {untried} slower not tried" if untried else "")
 
 
 def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1, out_dir, log=None) -> dict:
