@@ -75,7 +75,7 @@ def resolve_bundle(args) -> tuple[int, Path]:
     return bits, path
 
 
-def check_writable(path, *, what: str, fix: str, folder: bool = False) -> None:
+def check_writable(path, *, what: str, fix: str, folder: bool = False, inside: bool = False) -> None:
     """Raise UserError unless ``path`` can be written, before any work is done.
 
     Outputs are written under a temporary name beside ``path`` and renamed into place, so what
@@ -91,13 +91,16 @@ def check_writable(path, *, what: str, fix: str, folder: bool = False) -> None:
         What is written there, for the message (e.g. ``"the Verilog folder"``).
     fix : str
         How to pick another place (e.g. ``"pass --out with a writable folder"``).
+    inside : bool
+        Files are written inside the folder ``path`` itself (not as a whole beside it), so an
+        existing ``path`` must be writable too.
     """
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise UserError(f"cannot write {what} {path}: it is a file, not a folder. Fix: {fix}")
     if not folder and path.is_dir():
         raise UserError(f"cannot write {what} {path}: it is a folder, not a file. Fix: {fix}")
-    parent = path.absolute().parent
+    parent = path.absolute() if inside and path.is_dir() else path.absolute().parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():

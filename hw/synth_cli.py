@@ -173,7 +173,7 @@ def run_fit(args) -> int:
         raise UserError(f"--seeds {args.seeds} must be at least 1")
     bits, model = resolve_bundle(args)
     out = args.out or BUILD / "fit" / f"{board.name}-b{bits}"
-    check_writable(out, what="the fit folder", fix="pass --out with a writable folder", folder=True)
+    check_writable(out, what="the fit folder", fix="pass --out with a writable folder", folder=True, inside=True)
     check_report_writable(args)
     bundle = _load_checked(model, bits)
     result = find_fit(bundle, board.name, mul=args.mul, max_par=args.max_par, seeds=args.seeds, out_dir=out,

@@ -81,6 +81,12 @@ def test_read_only_output_is_refused_before_any_work(read_only_folder, capsys, a
     assert "Fix: pass --" in line
 
 
+def test_fit_refuses_an_existing_read_only_fit_folder(read_only_folder, capsys):
+    # fit writes inside its folder (fit.json, one folder per candidate), so the folder itself counts
+    assert main(["fit", "--board", "icebreaker", "--out", str(read_only_folder)]) == 2
+    assert f"folder {read_only_folder} is not writable" in one_line_error(capsys)
+
+
 @pytest.mark.parametrize("option", ["--report", "--json"])  # --json FILE: the older spelling
 def test_sim_refuses_a_read_only_summary_before_simulating(read_only_folder, capsys, monkeypatch, option):
     import sim.accel
