@@ -17,7 +17,8 @@ WAVES  ?= 0
 BOARD  ?= icebreaker
 
 # Generator options are passed only when given, so each command keeps its own defaults.
-GEN_OPTS := $(if $(MODEL),--model $(MODEL)) $(if $(PE),--pe $(PE)) $(if $(SIMD),--simd $(SIMD)) $(if $(MUL),--mul $(MUL))
+# MODEL is quoted: a bundle folder may have spaces in its path.
+GEN_OPTS := $(if $(MODEL),--model "$(MODEL)") $(if $(PE),--pe $(PE)) $(if $(SIMD),--simd $(SIMD)) $(if $(MUL),--mul $(MUL))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup icarus doctor test test-fast lint verilog train export sim synth compare bench clean

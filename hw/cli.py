@@ -4,19 +4,17 @@ import subprocess
 from pathlib import Path
 
 from asqhw.errors import UserError
-from hw.rtl.limits import MAX_BITS, MIN_BITS
 from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD, check_params
 
 
 def register(subparsers) -> None:
+    from hw.options import add_bits_and_model, add_json
+
     p = subparsers.add_parser(
         "verilog", help="generate the accelerator's Verilog from a model bundle",
         description="Write OUT/asq_accel.v (top module asq_accel) and OUT/manifest.json (the "
                     "bundle's manifest plus the generator parameters and cycles per inference).")
-    p.add_argument("--bits", type=int, default=3, help=f"activation/weight bits {MIN_BITS}-{MAX_BITS} "
-                   "of the middle layers (default 3)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="bundle folder (default: the shipped models/digits-b<BITS>)")
+    add_bits_and_model(p)
     p.add_argument("--pe", type=int, default=DEFAULT_PE,
                    help=f"output channels in parallel, a power of two (default {DEFAULT_PE})")
     p.add_argument("--simd", type=int, default=DEFAULT_SIMD,
@@ -25,28 +23,36 @@ def register(subparsers) -> None:
                    help="multiplier post|pot|int (default: the bundle's weight format)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default build/verilog/b<BITS>)")
     p.add_argument("--no-lint", action="store_true", help="skip the verilator --lint-only check")
+    add_json(p)
     p.set_defaults(handler=run_verilog)
 
 
 def run_verilog(args) -> int:
-    check_params(args.bits, args.pe, args.simd, args.mul)  # before reading or writing anything
-    from golden.bundle import bundle_folder
+    from hw.options import check_report_writable, check_writable, emit, resolve_bundle
 
-    model = bundle_folder(args.model, args.bits)
-    out = args.out or Path("build") / "verilog" / f"b{args.bits}"
+    if args.bits is not None:
+        check_params(args.bits, args.pe, args.simd, args.mul)  # before reading or writing anything
+    bits, model = resolve_bundle(args)
+    check_params(bits, args.pe, args.simd, args.mul)
+    out = args.out or Path("build") / "verilog" / f"b{bits}"
+    check_writable(out, what="the Verilog folder", fix="pass --out with a writable folder", folder=True)
+    check_report_writable(args)
     from hw.eda.generate import generate_verilog
 
-    result = generate_verilog(model, pe=args.pe, simd=args.simd, mul=args.mul, bits=args.bits, out_dir=out)
-    if not args.no_lint:
-        lint(result["paths"]["verilog"])
+    lint_check = None if args.no_lint else lint
+    result = generate_verilog(model, pe=args.pe, simd=args.simd, mul=args.mul, bits=bits, out_dir=out,
+                              check=lint_check)
     p = result["params"]
-    print(f"wrote {result['paths']['verilog']} and {result['paths']['manifest']}: BITS={p['bits']} "
-          f"MUL={p['mul']} PE={p['pe']} SIMD={p['simd']}, "
-          f"{result['cycles_per_inference']} cycles per inference")
     from hw.eda.estimate import estimate_lines
 
-    print("resource estimate before synthesis (hw.eda.estimate):")
-    print(estimate_lines(model, pe=p["pe"], simd=p["simd"], mul=p["mul"], bits=p["bits"]))
+    lines = [f"wrote {result['paths']['verilog']} and {result['paths']['manifest']}: BITS={p['bits']} "
+             f"MUL={p['mul']} PE={p['pe']} SIMD={p['simd']}, "
+             f"{result['cycles_per_inference']} cycles per inference",
+             "resource estimate before synthesis (hw.eda.estimate):",
+             estimate_lines(model, pe=p["pe"], simd=p["simd"], mul=p["mul"], bits=p["bits"])]
+    summary = {"paths": {k: str(v) for k, v in result["paths"].items()}, "params": p,
+               "cycles_per_inference": result["cycles_per_inference"], "linted": not args.no_lint}
+    emit(args, summary, "\n".join(lines))
     return 0
 
 

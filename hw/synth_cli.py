@@ -1,6 +1,6 @@
 """``asqhw synth``, ``asqhw fit`` and ``asqhw host``."""
 
-import json
+import sys
 from pathlib import Path
 
 from asqhw.errors import UserError
@@ -16,18 +16,28 @@ def register(subparsers) -> None:
     _register_host(subparsers)
 
 
-def _design_args(parser, bits_required=True):
-    parser.add_argument("--bits", type=int, required=bits_required, help="BITS of the middle layers (2, 3, 4, 8)")
-    parser.add_argument("--model", type=Path, help="bundle folder (default: models/digits-b<BITS>)")
-    parser.add_argument("--pe", type=int, help="output channels per cycle (default: the generator's)")
-    parser.add_argument("--simd", type=int, help="input channels per cycle (default: the generator's)")
-    parser.add_argument("--mul", choices=WEIGHT_KINDS, help="multiplier (default: the bundle's)")
+def _design_args(parser, parallelism=True):
+    """``--bits``, ``--model``, ``--mul`` and (unless the command searches them) ``--pe``, ``--simd``."""
+    from hw.options import add_bits_and_model
+
+    add_bits_and_model(parser)
+    if parallelism:
+        _parallelism_args(parser)
+    parser.add_argument("--mul", choices=WEIGHT_KINDS, help="multiplier (default: the bundle's weight format)")
+
+
+def _parallelism_args(parser):
+    parser.add_argument("--pe", type=int, help="output channels per cycle, a power of two (default: the generator's)")
+    parser.add_argument("--simd", type=int, help="input channels per cycle, a power of two (default: the generator's)")
 
 
 # ------------------------------------------------------------------------------------------------ synth
 
 
 def _register_synth(subparsers):
+    from hw.eda.boards import BOARDS
+    from hw.options import add_board, add_json
+
     p = subparsers.add_parser(
         "synth", help="synthesize, place and route the accelerator for a board (report.json)",
         description="Wrap asq_accel for BOARD (UART link at 115200 baud, clocked by the board oscillator), "
@@ -36,29 +46,55 @@ def _register_synth(subparsers):
         "synthesis, gate and flip-flop counts. Fails (exit 2) with the figures when the design does not "
         "fit or misses the board clock.",
     )
-    p.add_argument("--board", required=True, help="icebreaker (iCE40 UP5K), ulx3s (ECP5-85F) or generic")
+    add_board(p, BOARDS)
     _design_args(p)
     p.add_argument("--seeds", type=int, default=3, help="nextpnr seeds for Fmax (default 3)")
     p.add_argument("--out", type=Path, help="output folder (default build/synth/<board>-b<bits>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json(p)
     p.set_defaults(handler=run_synth)
+
+
+def _board_of(args, fpga_only=False) -> str:
+    from hw.eda.boards import BOARDS, FPGA_BOARDS
+
+    board = args.board or getattr(args, "board_positional", None)
+    if board is None:
+        raise UserError(f"--board is required: one of {', '.join(FPGA_BOARDS if fpga_only else BOARDS)}")
+    return board
+
+
+def _load_checked(model, bits):
+    """The bundle at ``model``; UserError when it was trained at other BITS than ``bits``."""
+    from hw.eda.synth import load_bundle_for
+
+    bundle = load_bundle_for(model, bits)
+    if bundle.manifest.bits != bits:
+        raise UserError(f"BITS={bits} but bundle {model} was trained with bits={bundle.manifest.bits}; "
+                        f"pass --bits {bundle.manifest.bits} or leave --bits out")
+    return bundle
 
 
 def run_synth(args) -> int:
     from hw.eda.boards import get_board
     from hw.eda.estimate import format_estimate
-    from hw.eda.synth import load_bundle_for, synthesize_accelerator
+    from hw.eda.synth import synthesize_accelerator
+    from hw.options import check_report_writable, check_writable, emit, resolve_bundle
 
-    board = get_board(args.board)
+    board = get_board(_board_of(args))
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} must be at least 1")
-    bundle = load_bundle_for(args.model, args.bits)
-    out = args.out or BUILD / "synth" / f"{board.name}-b{args.bits}"
+    bits, model = resolve_bundle(args)
+    out = args.out or BUILD / "synth" / f"{board.name}-b{bits}"
+    check_writable(out, what="the synthesis folder", fix="pass --out with a writable folder", folder=True)
+    check_report_writable(args)
+    bundle = _load_checked(model, bits)
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else \
+        (lambda text: print(text, flush=True))
     report = synthesize_accelerator(bundle, board.name, out, pe=args.pe, simd=args.simd, mul=args.mul,
                                     seeds=args.seeds, progress=not args.quiet,
-                                    on_estimate=lambda est: print(format_estimate(est), flush=True))
-    print(format_report(report))
-    print(f"report: {out / 'report.json'}")
+                                    on_estimate=lambda est: say(format_estimate(est)))
+    emit(args, report, format_report(report) + f"\nreport: {out / 'report.json'}")
     return 0
 
 
@@ -99,31 +135,53 @@ def format_report(report: dict) -> str:
 
 
 def _register_fit(subparsers):
+    from hw.eda.boards import BOARDS
+    from hw.options import add_board, add_json
+
     p = subparsers.add_parser(
         "fit", help="find the largest PE x SIMD that fits BOARD and meets its clock",
         description="Try PE x SIMD in order of inferences per second, largest first: the resource estimate "
         "skips what clearly cannot fit, then each remaining candidate is placed and routed until one fits "
-        "and meets the board clock. Writes build/fit/<board>-b<bits>/fit.json.",
+        "and meets the board clock. Writes OUT/fit.json (default build/fit/<board>-b<bits>); a fit.json "
+        "that holds a result is replaced only by another result.",
     )
-    p.add_argument("board", help="icebreaker or ulx3s")
-    _design_args(p, bits_required=False)
-    p.set_defaults(bits=3)
-    p.add_argument("--max", type=int, default=16, dest="max_par", help="largest PE and SIMD tried (default 16)")
+    add_board(p, BOARDS)
+    p.add_argument("board_positional", nargs="?", metavar="BOARD",
+                   help="same as --board (the older spelling)")
+    _design_args(p, parallelism=False)  # fit searches PE and SIMD itself
+    p.add_argument("--max", type=int, default=16, dest="max_par", metavar="N",
+                   help="largest PE and SIMD tried, at least 1 (default 16)")
     p.add_argument("--seeds", type=int, default=1, help="nextpnr seeds per candidate (default 1)")
+    p.add_argument("--out", type=Path, help="output folder (default build/fit/<board>-b<bits>)")
+    add_json(p)
     p.set_defaults(handler=run_fit)
 
 
 def run_fit(args) -> int:
+    from hw.eda.boards import get_board
     from hw.eda.fit import find_fit
-    from hw.eda.synth import load_bundle_for
+    from hw.options import check_report_writable, check_writable, emit, resolve_bundle
 
-    bundle = load_bundle_for(args.model, args.bits)
-    result = find_fit(bundle, args.board, mul=args.mul, max_par=args.max_par, seeds=args.seeds,
-                      out_dir=BUILD / "fit" / f"{args.board}-b{args.bits}")
+    if args.board and args.board_positional and args.board != args.board_positional:
+        raise UserError(f"two boards: --board {args.board} and {args.board_positional}; give one")
+    board = get_board(_board_of(args, fpga_only=True))
+    if not board.is_fpga:
+        raise UserError(f"fit needs an FPGA board (icebreaker, ulx3s), not {board.name!r}")
+    if args.max_par < 1:
+        raise UserError(f"--max {args.max_par}: the largest PE and SIMD tried must be at least 1")
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds} must be at least 1")
+    bits, model = resolve_bundle(args)
+    out = args.out or BUILD / "fit" / f"{board.name}-b{bits}"
+    check_writable(out, what="the fit folder", fix="pass --out with a writable folder", folder=True, inside=True)
+    check_report_writable(args)
+    bundle = _load_checked(model, bits)
+    result = find_fit(bundle, board.name, mul=args.mul, max_par=args.max_par, seeds=args.seeds, out_dir=out,
+                      log=lambda text: print(text, file=sys.stderr, flush=True))
     best = result["best"]
-    print(f"{args.board}: PE={best['pe']} SIMD={best['simd']}: {best['inferences_per_s']:.0f} inferences/s at "
-          f"{best['clock_mhz']} MHz, {best['lut4']} LUT4, Fmax {best['fmax_mhz']:.1f} MHz "
-          f"({len(result['tried'])} candidates placed and routed)")
+    emit(args, result, f"{board.name}: PE={best['pe']} SIMD={best['simd']}: {best['inferences_per_s']:.0f} "
+         f"inferences/s at {best['clock_mhz']} MHz, {best['lut4']} LUT4, Fmax {best['fmax_mhz']:.1f} MHz\n"
+         f"{result['counts_text']}\nresult: {out / 'fit.json'}")
     return 0
 
 
@@ -131,19 +189,23 @@ def run_fit(args) -> int:
 
 
 def _register_host(subparsers):
+    from hw.options import add_json
+
     p = subparsers.add_parser(
         "host", help="send test images over the serial link and read back the classes",
         description="Send the digits test images (the bundle's input codes) to a board running the "
         "`asqhw synth` bitstream and read the logits and classes; compare with the golden model. "
-        "--simulate runs the same protocol against the design simulated in-process instead of a board.",
+        "--simulate runs the same protocol against the design simulated in-process instead of a board. "
+        "Exit status 1 when the board's answers differ from the golden model's.",
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial device of the board (iCEBreaker: usually /dev/ttyUSB1)")
     where.add_argument("--simulate", action="store_true", help="talk to the simulated design (slow: few images)")
-    _design_args(p, bits_required=False)
-    p.set_defaults(bits=3)
-    p.add_argument("--baud", type=int, default=115_200)
-    p.add_argument("--count", type=int, help="images to send (default: all 360; 2 with --simulate)")
+    _design_args(p)
+    p.add_argument("--baud", type=int, default=115_200, help="serial baud rate (default 115200, what `asqhw "
+                   "synth` builds)")
+    p.add_argument("--count", type=int, help="images to send, at least 1 (default: all 360; 2 with --simulate)")
+    add_json(p)
     p.set_defaults(handler=run_host)
 
 
@@ -151,41 +213,54 @@ def run_host(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from golden.bundle import bundle_folder
     from hw.link.host import SerialPort, run_images
+    from hw.options import check_report_writable, emit, resolve_bundle
 
-    path = bundle_folder(args.model, args.bits)
+    if args.count is not None and args.count < 1:
+        raise UserError(f"--count {args.count}: send at least 1 image")
+    bits, path = resolve_bundle(args)
+    check_report_writable(args)
     vectors = path / "vectors.npz"
     if not vectors.exists():
-        raise UserError(f"no golden vectors at {vectors}; pass --model BUNDLE or run make export BITS={args.bits}")
+        raise UserError(f"no golden vectors at {vectors}; pass --model BUNDLE or run make export BITS={bits}")
     data = np.load(vectors)
     count = args.count or (2 if args.simulate else len(data["labels"]))
     if not 1 <= count <= len(data["labels"]):
         raise UserError(f"--count {count} must be 1..{len(data['labels'])}")
     codes = data["conv1.in"][:count].reshape(count, -1)
+    golden_cls, golden_logits = data["pred"][:count], data["logits"][:count]
     if args.simulate:
-        port = _simulated_port(args, path)
+        port = _simulated_port(args, path, bits)
     else:
         port = SerialPort(args.port, baud=args.baud)
     with tqdm(total=count, desc="images", unit="img") as bar:
-        results = run_images(port, codes, progress=bar)
+        results = run_images(port, codes, classes=golden_logits.shape[1], progress=bar)
     classes = np.array([r.cls for r in results])
     logits = np.array([r.logits for r in results])
-    golden_cls, golden_logits = data["pred"][:count], data["logits"][:count]
     agree = int((classes == golden_cls).sum())
-    exact = int((logits == golden_logits).all(axis=1).sum()) if logits.shape == golden_logits.shape else 0
+    same = (logits == golden_logits).all(axis=1)
+    exact = int(same.sum())
     correct = int((classes == data["labels"][:count]).sum())
-    print(json.dumps({"images": count, "accuracy": correct / count, "classes_equal_golden": agree,
-                      "logits_equal_golden": exact}))
+    summary = {"images": count, "accuracy": correct / count, "classes_equal_golden": agree,
+               "logits_equal_golden": exact}
+    lines = [f"{count} images: accuracy {correct / count:.4f}; classes equal golden on {agree}, logits "
+             f"equal golden on {exact}"]
+    if exact < count:
+        first = int(np.flatnonzero(~same | (classes != golden_cls))[0])
+        lines.append(f"MISMATCH: image {first}: the board answered logits {logits[first].tolist()} class "
+                     f"{classes[first]}, golden {golden_logits[first].tolist()} class {golden_cls[first]}; "
+                     "the bitstream is not the one this bundle generates (rebuild it with `asqhw synth` "
+                     "and the same --model/--bits/--pe/--simd)")
+    emit(args, summary, "\n".join(lines))
     return 0 if agree == count and exact == count else 1
 
 
-def _simulated_port(args, bundle_path):
+def _simulated_port(args, bundle_path, bits):
     from golden.model import load_bundle
     from hw.eda.generate import build_top
     from hw.link.host import SimulatedBoard
     from hw.rtl.uart import StreamLink
 
     top = build_top(load_bundle(bundle_path, vectors=False), pe=args.pe or _default("pe"),
-                    simd=args.simd or _default("simd"), mul=args.mul)
+                    simd=args.simd or _default("simd"), mul=args.mul, bits=bits)
     return SimulatedBoard(StreamLink(top, divisor=4), max_cycles=4 * top.cycles_per_inference() + 200_000)

@@ -6,7 +6,7 @@ model, and the first differences are printed (image, layer, index, expected, got
 status 1 when there are any.
 """
 
-import json
+import sys
 from pathlib import Path
 
 from asqhw.errors import UserError
@@ -18,6 +18,8 @@ WAVES_IMAGES = 4
 
 
 def register(subparsers) -> None:
+    from hw.options import add_bits_and_model
+
     p = subparsers.add_parser(
         "sim", help="simulate the accelerator on the digits test split and compare with golden",
         description="Simulate the generated accelerator on the digits test split (Icarus or "
@@ -25,11 +27,11 @@ def register(subparsers) -> None:
                     "prints accuracy, cycles per image and simulation speed.")
     p.add_argument("--simulator", default="verilator", choices=("icarus", "verilator"),
                    help="simulator (default: verilator)")
-    p.add_argument("--bits", type=int, default=3, help="BITS of the design (default 3)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="bundle folder (default: models/digits-b<BITS>)")
-    p.add_argument("--pe", type=int, default=None, help="output channels per cycle (generator default)")
-    p.add_argument("--simd", type=int, default=None, help="input channels per cycle (generator default)")
+    add_bits_and_model(p)
+    p.add_argument("--pe", type=int, default=None,
+                   help="output channels per cycle, a power of two (default: the generator's)")
+    p.add_argument("--simd", type=int, default=None,
+                   help="input channels per cycle, a power of two (default: the generator's)")
     p.add_argument("--mul", choices=WEIGHT_KINDS, default=None,
                    help="main engine multiplier (default: the bundle's)")
     p.add_argument("--images", type=int, default=None,
@@ -40,32 +42,43 @@ def register(subparsers) -> None:
     p.add_argument("--waves", action="store_true",
                    help="write a waveform into the build folder (FST on Icarus, VCD on Verilator); "
                         f"simulates the first {WAVES_IMAGES} images unless --images says otherwise")
-    p.add_argument("--json", type=Path, default=None, help="also write the summary to this file")
+    p.add_argument("--json", nargs="?", const=True, default=False, metavar="FILE",
+                   help="print the summary as one JSON object on stdout instead of the summary lines "
+                        "(--json FILE, the older spelling, writes FILE as --report FILE does)")
+    p.add_argument("--report", type=Path, default=None, metavar="FILE",
+                   help="also write the JSON summary to FILE")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
-    from asqhw.atomic import atomic_write_text
-    from sim.accel import DEFAULT_STALL, default_bundle, run_accel
+    from hw.options import check_report_writable, emit, resolve_bundle
+    from sim.accel import DEFAULT_STALL, run_accel
+    from sim.runner import SimulationFailed
 
-    bundle = args.model if args.model is not None else default_bundle(args.bits)
-    if not (Path(bundle) / "manifest.json").exists():
-        raise UserError(f"{bundle} is not a bundle folder (no manifest.json); pass --model with the "
+    if args.json not in (True, False):  # --json FILE: the older spelling of --report FILE
+        if args.report is not None:
+            raise UserError("--json FILE and --report FILE both given; give --report FILE only")
+        args.report, args.json = Path(args.json), False
+    if args.model is not None and not (Path(args.model) / "manifest.json").exists():
+        raise UserError(f"{args.model} is not a bundle folder (no manifest.json); pass --model with the "
                         "folder `asqhw export` wrote")
+    bits, bundle = resolve_bundle(args)
     if args.images is not None and args.images < 1:
         raise UserError(f"--images {args.images}: simulate at least 1 image")
+    check_report_writable(args)  # before the simulation, not after it
     stall = DEFAULT_STALL if args.stall is None else args.stall
     count = args.images
     if args.waves and count is None:
         count = WAVES_IMAGES
-        print(f"asqhw sim: --waves without --images: simulating the first {count} images")
+        print(f"asqhw sim: --waves without --images: simulating the first {count} images", file=sys.stderr)
     images = None if count is None else range(count)
-    summary = run_accel(args.simulator, bundle, images=images, bits=args.bits, pe=args.pe,
-                        simd=args.simd, mul=args.mul, seed=args.seed, stall=stall, waves=args.waves,
-                        progress=True, quiet=True)
-    print(format_summary(summary))
-    if args.json is not None:
-        atomic_write_text(args.json, json.dumps(summary, indent=1) + "\n")
+    try:
+        summary = run_accel(args.simulator, bundle, images=images, bits=bits, pe=args.pe,
+                            simd=args.simd, mul=args.mul, seed=args.seed, stall=stall, waves=args.waves,
+                            progress=True, quiet=True)
+    except SimulationFailed as err:  # no summary at all: the build or the simulator itself failed
+        raise UserError(f"the simulation did not run: {err}") from None
+    emit(args, summary, format_summary(summary))
     return 0 if summary["passed"] else 1
 
 

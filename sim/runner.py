@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from asqhw.errors import UserError
-from asqhw.toolchain import ICARUS_FIX, PIP_FIX, apply_env, require
+from asqhw.toolchain import ICARUS_FIX, PIP_FIX, apply_env, require, space_free, space_free_workdir
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -62,6 +62,19 @@ def _make_vars(assignments):
             os.environ["MAKEFLAGS"] = old
 
 
+@contextlib.contextmanager
+def _space_free_cocotb():
+    """Point cocotb's runner at space-free stand-ins of its share and libs folders for a while."""
+    import cocotb_tools.config as config
+
+    old = config.share_dir, config.libs_dir
+    config.share_dir, config.libs_dir = space_free(old[0]), space_free(old[1])
+    try:
+        yield
+    finally:
+        config.share_dir, config.libs_dir = old
+
+
 def _build_args(simulator, waves):
     # Waves: Icarus writes FST through cocotb's dump module; Verilator writes VCD (``--trace``,
     # added by cocotb). Verilator's FST writer would need the lz4 headers (liblz4-dev), which
@@ -107,14 +120,17 @@ def run_cocotb(*, simulator, sources, toplevel, test_module, build_dir, test_dir
 
     check_simulator(simulator)
     apply_env()
-    build_dir = Path(build_dir).resolve()
-    test_dir = Path(test_dir).resolve() if test_dir else build_dir
-    runner = get_runner(simulator)
+    # Paths with spaces break Verilator's wrapper and the generated makefiles: every folder handed
+    # to the tools goes through a space-free stand-in (asqhw.toolchain.space_free).
+    build_dir = space_free_workdir(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
+    test_dir = space_free(Path(test_dir).resolve()) if test_dir else build_dir
+    sources = [space_free(Path(s).resolve().parent) / Path(s).name for s in sources]
+    runner = get_runner(simulator)
     try:
-        with _make_vars(VERILATOR_MAKE_VARS if simulator == "verilator" else None):
+        with _make_vars(VERILATOR_MAKE_VARS if simulator == "verilator" else None), _space_free_cocotb():
             runner.build(
-                sources=[Path(s).resolve() for s in sources],
+                sources=sources,
                 hdl_toplevel=toplevel,
                 build_dir=build_dir,
                 build_args=_build_args(simulator, waves),
@@ -133,11 +149,12 @@ def run_cocotb(*, simulator, sources, toplevel, test_module, build_dir, test_dir
     # that a failure is reported through one path, the results file, whoever calls us.
     hidden = os.environ.pop("PYTEST_CURRENT_TEST", None)
     try:
-        runner.test(
-            test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir, test_dir=test_dir,
-            testcase=testcase, extra_env=dict(extra_env or {}), waves=waves, seed=seed,
-            results_xml=str(results),
-        )
+        with _space_free_cocotb():
+            runner.test(
+                test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir, test_dir=test_dir,
+                testcase=testcase, extra_env=dict(extra_env or {}), waves=waves, seed=seed,
+                results_xml=str(results),
+            )
     except SystemExit as exit_:
         raise SimulationFailed(f"{simulator} exited with status {exit_.code} running {test_module}") from None
     finally:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from asqhw.errors import UserError
+from golden.formats import INT_BITS, range_text
 
 BUILD = Path("build")
 
@@ -20,19 +21,22 @@ def _register_compare(subparsers):
         "the iCE40 UP5K and the ECP5-85F; measure LUT4 per MAC (Yosys, out of context), Fmax (nextpnr, "
         "median and minimum over seeds) and digits accuracy; write the table and a plot to docs/.",
     )
-    p.add_argument("--pe", type=int, default=4)
-    p.add_argument("--simd", type=int, default=4)
-    p.add_argument("--bits", type=int, nargs="+", default=[3, 4])
+    p.add_argument("--pe", type=int, default=4, help="output channels of each MAC array (default 4)")
+    p.add_argument("--simd", type=int, default=4, help="input channels of each MAC array (default 4)")
+    p.add_argument("--bits", type=int, nargs="+", default=[3, 4],
+                   help=f"weight and activation bits compared, each {range_text(INT_BITS)} (default 3 4)")
     p.add_argument("--boards", nargs="+", default=["icebreaker", "ulx3s", "generic"],
                    help="icebreaker, ulx3s and/or generic (technology-independent Yosys: gates per MAC)")
     p.add_argument("--designs", nargs="+", help="a subset of the designs (default: all); rows of earlier runs "
                    "for other designs and boards are kept in OUT/rows.json")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="nextpnr seeds per design for Fmax (default 3)")
     p.add_argument("--no-fmax", action="store_true", help="skip place and route (LUTs only)")
     p.add_argument("--no-accuracy", action="store_true", help="skip training the accuracy models")
     p.add_argument("--epochs", type=int, help="training epochs of the accuracy models (default: the recipe's)")
-    p.add_argument("--out", type=Path, default=BUILD / "compare")
-    p.add_argument("--docs", type=Path, default=Path("docs"))
+    p.add_argument("--out", type=Path, default=BUILD / "compare",
+                   help="working folder: synthesis runs and rows.json (default build/compare)")
+    p.add_argument("--docs", type=Path, default=Path("docs"),
+                   help="where results.md and its plot are written (default docs)")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite the page from the rows of the last run (OUT/rows.json), synthesizing nothing")
     p.set_defaults(handler=run_compare_cmd)

@@ -243,7 +243,7 @@ def test_host_cli_gets_golden_logits_from_the_simulated_accelerator(capsys):
 
     from asqhw.cli import main
 
-    assert main(["host", "--simulate", "--bits", "3", "--count", "1"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["host", "--simulate", "--bits", "3", "--count", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert result == {"images": 1, "accuracy": result["accuracy"], "classes_equal_golden": 1,
                       "logits_equal_golden": 1}

@@ -8,7 +8,10 @@ placed and routed, one after the other, until one fits and meets the board clock
 kept in ``fit.json``.
 """
 
+import contextlib
 import json
+import os
+import sys
 from pathlib import Path
 
 from asqhw.atomic import atomic_write_text
@@ -52,16 +55,74 @@ def clearly_too_big(cand: dict, board: str) -> str | None:
     return None
 
 
-def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1, out_dir) -> dict:
-    """Search as the module docstring says; write ``out_dir/fit.json``; return it."""
+@contextlib.contextmanager
+def _tool_output_to(log_path):
+    """Send this process's stdout and stderr (so the tools' own output) to ``log_path`` for a while.
+
+    Redirected at the file-descriptor level, because Yosys and nextpnr are subprocesses that write
+    to the descriptors they inherit: a candidate expected to fail then prints no raw tool error;
+    its figures are summarised instead, and the log keeps the tools' words.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log_path, "ab") as log:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _why_failed(err: UserError) -> list[str]:
+    """The figures of a failed candidate: the problem lines of the synthesis error, without tool noise."""
+    lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+    return [ln for ln in lines if not ln.startswith(("ERROR", "Fix:"))][:2] or lines[:1]
+
+
+def counts_text(result: dict) -> str:
+    """E.g. ``"12 candidates: 7 ruled out by the estimate, 4 placed and routed (3 did not fit or missed the
+    clock, 1 fits), 1 slower not tried"``."""
+    c = result["counts"]
+    text = (f"{c['candidates']} candidates: {c['skipped']} ruled out by the estimate, {c['routed']} placed "
+            f"and routed ({c['failed']} did not fit or missed the clock")
+    text += ", 1 fits)" if result["best"] is not None else ")"
+    untried = c["candidates"] - c["skipped"] - c["routed"]
+    return text + (f", {untried} slower not tried" if untried else "")
+
+
+def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1, out_dir, log=None) -> dict:
+    """Search as the module docstring says; write ``out_dir/fit.json``; return it.
+
+    ``log`` (a callable taking a line, or None) hears one line per placed-and-routed candidate with
+    honest counts; the tools' own output goes to ``out_dir/pe<P>-simd<S>.log``. A search that finds
+    nothing never replaces a ``fit.json`` that holds a result: it is written to ``fit-failed.json``.
+    """
+    from hw.eda.generate import build_top
     from hw.eda.synth import synthesize_top
 
     spec = get_board(board)
     if not spec.is_fpga:
         raise UserError(f"fit needs an FPGA board (icebreaker, ulx3s), not {board!r}")
+    if max_par < 1:
+        raise UserError(f"the largest PE and SIMD tried must be at least 1, not {max_par}")
+    say = log or (lambda text: None)
     out_dir = Path(out_dir)
-    tried, best = [], None
-    for cand in candidates(bundle, board, mul=mul, max_par=max_par):
+    cands = candidates(bundle, board, mul=mul, max_par=max_par)
+    if not cands:
+        raise UserError(f"no PE x SIMD up to {max_par} suits this bundle (each must be a power of two "
+                        f"dividing every layer's channels); nothing written to {out_dir}")
+    to_route = [c for c in cands if clearly_too_big(c, board) is None]
+    say(f"fit {board}: {len(cands)} candidates up to PE, SIMD {max_par}; {len(cands) - len(to_route)} ruled "
+        f"out by the resource estimate; placing and routing up to {len(to_route)}, best first")
+    tried, best, routed = [], None, 0
+    for cand in cands:
         reason = clearly_too_big(cand, board)
         entry = {k: cand[k] for k in ("pe", "simd", "cycles_per_inference", "inferences_per_s")}
         entry["estimate_lut4"] = cand["estimate"]["lut4"]
@@ -69,27 +130,51 @@ def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1,
             entry["skipped"] = reason
             tried.append(entry)
             continue
-        from hw.eda.generate import build_top
-
+        routed += 1
+        name = f"pe{cand['pe']}-simd{cand['simd']}"
+        say(f"[{routed}/{len(to_route)}] PE={cand['pe']} SIMD={cand['simd']}: "
+            f"{cand['inferences_per_s']:.0f} inferences/s if it fits (estimate {cand['estimate']['lut4']} "
+            f"LUT4); placing and routing")
         top = build_top(bundle, pe=cand["pe"], simd=cand["simd"], mul=mul)
         design = {"top": "asq_accel", "pe": cand["pe"], "simd": cand["simd"]}
+        out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            report = synthesize_top(top, board, out_dir / f"pe{cand['pe']}-simd{cand['simd']}", design=design,
-                                    macs_per_cycle=cand["pe"] * cand["simd"],
-                                    cycles=cand["cycles_per_inference"], input_bytes=top.plan.input_codes,
-                                    seeds=seeds, progress=False)
+            with _tool_output_to(out_dir / f"{name}.log"):
+                report = synthesize_top(top, board, out_dir / name, design=design,
+                                        macs_per_cycle=cand["pe"] * cand["simd"],
+                                        cycles=cand["cycles_per_inference"], input_bytes=top.plan.input_codes,
+                                        seeds=seeds, progress=False)
         except UserError as err:
-            entry["failed"] = str(err).splitlines()[1:3]
+            entry["failed"] = _why_failed(err)
             tried.append(entry)
+            say(f"    does not work: {'; '.join(entry['failed'])} (tool log: {out_dir / name}.log)")
             continue
         entry.update(lut4=report["resources"]["lut4"]["used"], fmax_mhz=report["fmax_mhz"]["median"],
                      clock_mhz=spec.clock_mhz)
         tried.append(entry)
         best = entry
+        say(f"    fits: {entry['lut4']} LUT4, Fmax {entry['fmax_mhz']:.1f} MHz >= {spec.clock_mhz} MHz")
         break
-    result = {"board": board, "best": best, "tried": tried}
-    atomic_write_text(out_dir / "fit.json", json.dumps(result, indent=1) + "\n")
+    skipped = sum("skipped" in t for t in tried)
+    result = {"board": board, "best": best, "tried": tried,
+              "counts": {"candidates": len(cands), "skipped": skipped, "routed": routed,
+                         "failed": sum("failed" in t for t in tried)}}
+    result["counts_text"] = counts_text(result)
+    text = json.dumps(result, indent=1) + "\n"
+    target = out_dir / "fit.json"
+    if best is None and _holds_a_result(target):
+        target = out_dir / "fit-failed.json"
+    atomic_write_text(target, text)
     if best is None:
-        raise UserError(f"no PE x SIMD up to {max_par} fits {board} at {spec.clock_mhz} MHz; see "
-                        f"{out_dir / 'fit.json'}")
+        kept = f"; the earlier result in {out_dir / 'fit.json'} is kept" if target.name != "fit.json" else ""
+        raise UserError(f"no PE x SIMD up to {max_par} fits {board} at {spec.clock_mhz} MHz "
+                        f"({result['counts_text']}); see {target}{kept}")
     return result
+
+
+def _holds_a_result(path: Path) -> bool:
+    """Whether ``path`` is a fit.json with a fitting candidate (so a failed search must not replace it)."""
+    try:
+        return json.loads(path.read_text()).get("best") is not None
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -38,10 +38,13 @@ def build_top(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None) 
     return AsqAccel(plan)
 
 
-def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None, out_dir) -> dict:
+def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None, out_dir,
+                     check=None) -> dict:
     """Write ``asq_accel.v`` and ``manifest.json`` (bundle manifest + ``generator`` section).
 
     Everything is checked before anything is written; ``out_dir`` appears complete or not at all.
+    ``check`` (``asqhw verilog`` passes its Verilator lint) is called with the
+    Verilog file before the folder is moved into place: when it raises, ``out_dir`` is left as it was.
 
     Returns
     -------
@@ -64,7 +67,9 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
     }
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        write_verilog(top, tmp / f"{TOP_NAME}.v", name=TOP_NAME)
+        verilog = write_verilog(top, tmp / f"{TOP_NAME}.v", name=TOP_NAME)
+        if check is not None:
+            check(verilog)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return {"paths": {"verilog": out_dir / f"{TOP_NAME}.v", "manifest": out_dir / "manifest.json"},
             "params": params, "cycles_per_inference": cycles}

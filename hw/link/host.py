@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asqhw.errors import UserError
-from golden.formats import OUT_BEAT_BYTES, decode_out_beat
+from golden.formats import OUT_BEAT_BYTES, OUT_LAST_BIT, decode_out_beat
 
 #: Bytes per output beat of asq_accel's ``{value: signed(OUT_WIDTH), last: 1}`` payload.
 ACCEL_OUT_BYTES = OUT_BEAT_BYTES
@@ -51,27 +51,55 @@ def decode_beat(raw: bytes) -> tuple[int, bool]:
     return decode_out_beat(int.from_bytes(raw, "little"))
 
 
-def classify(port, codes, *, max_beats: int = 1024) -> Result:
-    """Send one image's codes through ``port`` and read beats up to the class (``last``)."""
+#: What a result beat must look like, for the messages about one that does not.
+BEAT_LAYOUT = (f"{ACCEL_OUT_BYTES}-byte beats: a little-endian signed 32-bit value, then 0x00 (a logit) or "
+               "0x01 (the class, after the logits)")
+#: What to check when the board's bytes are not this protocol.
+PROTOCOL_FIX = ("check the baud rate (--baud) and that the board runs the `asqhw synth` bitstream of this "
+                "bundle")
+
+
+def _hex(raw: bytes) -> str:
+    return " ".join(f"{b:02x}" for b in raw)
+
+
+def classify(port, codes, *, classes: int | None = None, max_beats: int = 1024) -> Result:
+    """Send one image's codes through ``port`` and read beats up to the class (``last``).
+
+    Every beat is checked against the protocol (the byte above the value holds only ``last``), and
+    with ``classes`` the answer must be exactly ``classes`` logits then a class in ``0..classes-1``:
+    anything else raises :class:`UserError` saying what was received and what was expected.
+    """
     port.write(encode_codes(codes))
     logits = []
     for _ in range(max_beats):
         raw = port.read(ACCEL_OUT_BYTES)
         if len(raw) != ACCEL_OUT_BYTES:
-            raise UserError(f"the board answered {len(raw)} of {ACCEL_OUT_BYTES} bytes of a beat before "
+            got = f" ({_hex(raw)})" if raw else ""
+            raise UserError(f"the board answered {len(raw)} of {ACCEL_OUT_BYTES} bytes of a beat{got} before "
                             "the timeout; check the port, the baud rate and that the bitstream is loaded")
+        word = int.from_bytes(raw, "little")
+        if word >> (OUT_LAST_BIT + 1):
+            raise UserError(f"the board sent {_hex(raw)} as beat {len(logits)} of an image; expected "
+                            f"{BEAT_LAYOUT}; {PROTOCOL_FIX}")
         value, last = decode_beat(raw)
         if last:
+            if classes is not None and (len(logits) != classes or not 0 <= value < classes):
+                raise UserError(f"the board answered {len(logits)} logits then class {value}; expected "
+                                f"{classes} logits then a class in 0..{classes - 1}; {PROTOCOL_FIX}")
             return Result(logits=logits, cls=value)
         logits.append(value)
+        if classes is not None and len(logits) > classes:
+            raise UserError(f"the board sent more than {classes} logits without a class beat (last beat "
+                            f"{_hex(raw)}); expected {BEAT_LAYOUT}; {PROTOCOL_FIX}")
     raise UserError(f"no class beat after {max_beats} beats: the board does not speak this protocol")
 
 
-def run_images(port, images, *, progress=None) -> list[Result]:
+def run_images(port, images, *, classes: int | None = None, progress=None) -> list[Result]:
     """:func:`classify` every image in ``images`` (N x codes); ``progress`` is a tqdm bar or None."""
     results = []
     for codes in images:
-        results.append(classify(port, codes))
+        results.append(classify(port, codes, classes=classes))
         if progress is not None:
             progress.update(1)
     return results
@@ -101,7 +129,13 @@ class SerialPort:
             raise UserError(f"cannot open serial port {path}: {err.strerror}; is the board plugged in "
                             "(iCEBreaker: the second FTDI port, usually /dev/ttyUSB1)?") from None
         self.timeout = timeout
-        self._configure(baud)
+        try:
+            self._configure(baud)
+        except termios.error as err:
+            os.close(self.fd)
+            why = err.args[1] if len(err.args) > 1 else str(err)
+            raise UserError(f"{path} is not a serial port ({why}); pass the board's serial device with "
+                            "--port (iCEBreaker: the second FTDI port, usually /dev/ttyUSB1)") from None
 
     def _configure(self, baud):
         attrs = termios.tcgetattr(self.fd)
