@@ -6,10 +6,10 @@
 paper; every other layer gets BITS-bit activations of the scheme's kind (unsigned, being after a
 ReLU, unless the model lists the layer in ``signed_input_layers``) and BITS-bit weights.
 
-The 8-bit edge layers are calibrated to use their range: their weight steps are ``max|w_c| / 127``,
+The 8-bit edge layers' weights are calibrated to use their range: their steps are ``max|w_c| / 127``,
 following the weights (:class:`quant.quantizers.MaxScaleWeight`; LSQ's learned step from
-``2 mean|w_c| / sqrt(127)`` left most of the 256 codes unused), and the last layer's input step
-starts at a high percentile of the calibration batch over 255. A model with a known
+``2 mean|w_c| / sqrt(127)`` left most of the 256 codes unused). The last layer's input step starts
+as LSQ's (``LAST_INPUT_INIT`` says why). A model with a known
 input coding (``input_step``, e.g. the digits model's lossless pixel codes) gets that fixed step on
 its first layer's input instead of a learned one.
 """
@@ -32,6 +32,11 @@ from quant.quantizers import (
 from quant.schemes import FLOAT_SCHEME, SCHEMES
 
 EDGE_BITS = 8
+# How the last layer's 8-bit input step starts (quant.quantizers.ACTIVATION_INITS). "percentile" makes
+# the fc input codes span 0..255 (LSQ then keeps the finer step), but a finer fc code counts the POST
+# table's rounding in conv3's requantizer as more codes: the bound E < 1 then needs F = 4-5 instead
+# of 2-3 and the BITS-4 design outgrows the UP5K (docs/arithmetic.md 2.2). So LSQ's init stays.
+LAST_INPUT_INIT = "lsq"
 _FLOAT_LAYERS = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
 
 
@@ -95,7 +100,7 @@ def quantize_model(model: nn.Module, scheme: str, bits: int) -> nn.Module:
             act = FixedStepActivation(EDGE_BITS, signed=True, step=input_step)
         elif first or last:
             act = LSQActivation(EDGE_BITS, signed=first or name in signed_inputs,
-                                init="lsq" if first else "percentile")
+                                init="lsq" if first else LAST_INPUT_INIT)
         if first or last:
             weight = MaxScaleWeight(EDGE_BITS, layer.weight.shape[0]).to(layer.weight.device)
             weight.initialize(layer.weight)

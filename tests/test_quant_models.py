@@ -109,9 +109,8 @@ def test_digits_plain_normalisation_is_unchanged():
     assert torch.equal(build_model("digits").normalise(x), (x - 0.5) / 0.5)
 
 
-def test_edge_layers_are_calibrated_to_their_range():
-    """8-bit edge weights keep each channel's largest weight on code 127, also after the weights
-    move; the last layer's input step starts at a high percentile of the calibration batch over 255."""
+def test_edge_weights_are_calibrated_to_their_range():
+    """8-bit edge weights keep each channel's largest weight on code 127, also after the weights move."""
     torch.manual_seed(0)
     model = quantize_model(build_model("digits"), "asq", 3)
     for name in ("conv1", "fc"):
@@ -122,12 +121,17 @@ def test_edge_layers_are_calibrated_to_their_range():
             with torch.no_grad():
                 layer.weight.mul_(torch.linspace(0.5, 2, codes.shape[0]).reshape((-1,) + (1,) * (codes.dim() - 1)))
         assert not any(n.startswith(f"{name}.weight_quant") for n, _ in model.named_parameters())
-    seen = {}
-    model.fc.act_quant.register_forward_pre_hook(lambda m, args: seen.update(x=args[0].detach()))
-    x = torch.rand(32, 1, 8, 8)
-    calibrate(model, x)
-    top = torch.quantile(seen["x"].abs().flatten().double(), CALIBRATION_PERCENTILE / 100).float()
-    assert float(model.fc.act_quant.step.detach()) == pytest.approx(float(top) / 255, rel=1e-6)
+
+
+def test_percentile_step_init_spans_the_codes():
+    """``init="percentile"``: the step starts at the calibration percentile of |x| over Q_P."""
+    x = torch.rand(4096) * 3
+    quantizer = LSQActivation(8, signed=False, init="percentile")
+    quantizer(x)
+    top = torch.quantile(x.double(), CALIBRATION_PERCENTILE / 100).float()
+    assert float(quantizer.step.detach()) == pytest.approx(float(top) / 255, rel=1e-6)
+    with pytest.raises(UserError, match="unknown"):
+        LSQActivation(8, signed=False, init="minmax")
 
 
 def test_module_swap_keeps_parameters_and_float_keys():
