@@ -376,3 +376,17 @@ def test_checkpoint_bits_outside_2_to_8_are_refused(exported, tmp_path, bits):
     with pytest.raises(UserError, match=rf"b{bits}\.pt: field 'bits' is {bits}; BITS must be 2-8"):
         export_checkpoint(bad, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_finds_its_network_by_model_and_data():
+    """A digits checkpoint trained on digits-vary exports against digits-vary's split and pixels."""
+    from quant.export.networks import network_for
+
+    assert network_for({"model": "digits", "config": {}}).name == "digits"
+    assert network_for({"model": "digits", "config": {"data": "digits"}}).name == "digits"
+    vary = network_for({"model": "digits", "config": {"data": "digits-vary"}})
+    assert (vary.name, vary.model, vary.pixel_max) == ("digits-vary", "digits", 255)
+    with pytest.raises(UserError, match="trained on data 'mnist'"):
+        network_for({"model": "digits", "config": {"data": "mnist"}})
+    with pytest.raises(UserError, match="export supports the digits model only"):
+        network_for({"model": "resnet20", "config": {}})
