@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed
 ASQHW  := $(BIN)/asqhw
 
 BITS   ?= 3
+DATA   ?= digits
 MODEL  ?=
 PE     ?=
 SIMD   ?=
@@ -16,6 +17,8 @@ SIM    ?= verilator
 WAVES  ?= 0
 BOARD  ?= icebreaker
 
+# The trained model's name: digits-b<BITS>, or <DATA>-b<BITS> on another digits variant (digits-vary).
+TRAINED := $(DATA)-b$(BITS)
 # Generator options are passed only when given, so each command keeps its own defaults.
 # MODEL is quoted: a bundle folder may have spaces in its path.
 GEN_OPTS := $(if $(MODEL),--model "$(MODEL)") $(if $(PE),--pe $(PE)) $(if $(SIMD),--simd $(SIMD)) $(if $(MUL),--mul $(MUL))
@@ -25,7 +28,7 @@ GEN_OPTS := $(if $(MODEL),--model "$(MODEL)") $(if $(PE),--pe $(PE)) $(if $(SIMD
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
-	@echo "  variables: BITS=$(BITS) MODEL=<bundle> PE= SIMD= MUL=post|pot|int SIM=icarus|verilator WAVES=0|1 BOARD=icebreaker|ulx3s|generic"
+	@echo "  variables: BITS=$(BITS) DATA=digits|digits-vary MODEL=<bundle> PE= SIMD= MUL=post|pot|int SIM=icarus|verilator WAVES=0|1 BOARD=icebreaker|ulx3s|generic"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,12 +59,12 @@ lint: setup ## ruff over the sources, and the import contract between the stages
 verilog: setup ## generate build/verilog/b<BITS>/asq_accel.v from the shipped bundle (or MODEL=)
 	$(ASQHW) verilog --bits $(BITS) $(GEN_OPTS)
 
-train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8)
-	$(ASQHW) train --preset digits-b$(BITS) --out build/train/digits-b$(BITS)
+train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8) on DATA=digits|digits-vary
+	$(ASQHW) train --preset digits-b$(BITS) $(if $(filter-out digits,$(DATA)),--data $(DATA)) --out build/train/$(TRAINED)
 
-export: setup ## export the trained digits checkpoint for BITS to models/digits-b<BITS> (+ models/checkpoints/)
-	$(ASQHW) export build/train/digits-b$(BITS)/checkpoint.pt models/digits-b$(BITS)
-	install -D -m 644 build/train/digits-b$(BITS)/checkpoint.pt models/checkpoints/digits-b$(BITS).pt
+export: setup ## export the trained checkpoint to models/<DATA>-b<BITS> (+ models/checkpoints/)
+	$(ASQHW) export build/train/$(TRAINED)/checkpoint.pt models/$(TRAINED)
+	install -D -m 644 build/train/$(TRAINED)/checkpoint.pt models/checkpoints/$(TRAINED).pt
 
 sim: setup ## run the full test split through the RTL on SIM=icarus|verilator
 	$(ASQHW) sim --simulator $(SIM) --bits $(BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)

@@ -36,11 +36,13 @@ def sim_build_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shipped_bundle():
-    """``shipped_bundle(bits)``: the folder of the shipped bundle ``models/digits-b<bits>``."""
-    return lambda bits: SHIPPED_MODELS / f"digits-b{bits}"
+    """``shipped_bundle(bits)``: the folder of the shipped bundle ``models/digits-b<bits>``
+    (``shipped_bundle(name)``: ``models/<name>``, e.g. ``digits-vary-b3``)."""
+    return lambda key: SHIPPED_MODELS / (key if isinstance(key, str) else f"digits-b{key}")
 
 
 @pytest.fixture(scope="session")
 def shipped_checkpoint():
-    """``shipped_checkpoint(bits)``: the checkpoint the shipped ``digits-b<bits>`` was exported from."""
-    return lambda bits: SHIPPED_MODELS / "checkpoints" / f"digits-b{bits}.pt"
+    """``shipped_checkpoint(bits)``: the checkpoint the shipped ``digits-b<bits>`` was exported from
+    (``shipped_checkpoint(name)``: that of ``models/<name>``)."""
+    return lambda key: SHIPPED_MODELS / "checkpoints" / f"{key if isinstance(key, str) else f'digits-b{key}'}.pt"

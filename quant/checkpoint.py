@@ -88,7 +88,8 @@ def check_payload(payload, path) -> dict:
 
 def build_for(meta: dict) -> nn.Module:
     """A model with the architecture and quantizers ``meta`` describes (untrained state)."""
-    model = build_model(check_model_name(meta["model"]), meta.get("num_classes"))
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    model = build_model(check_model_name(meta["model"]), meta.get("num_classes"), data=config.get("data"))
     return quantize_model(model, check_scheme(meta["scheme"]), meta["bits"])
 
 

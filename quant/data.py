@@ -28,6 +28,8 @@ EXPOSURE_GAIN_RANGE = (0.1, 1.0)  # log-uniform: a range of 10x in brightness
 EXPOSURE_GAMMA_RANGE = (0.5, 2.0)  # log-uniform: contrast curve x ** gamma
 EXPOSURE_OFFSET_RANGE = (0.0, 0.3)  # uniform: black level
 SENSOR_LEVELS = 255  # the exposed image is stored as 8-bit pixels, v / 255
+# Each digits variant's pixels are integers 0 .. this (the model's input coding follows it).
+DIGITS_PIXEL_MAX = {"digits": 16, "digits-vary": SENSOR_LEVELS}
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -35,6 +37,14 @@ CIFAR_TEST_FILE = "test_batch"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+
+
+def digits_variant(data) -> str:
+    """The digits variant ``data`` names (None: plain ``digits``); ``UserError`` for another name."""
+    variant = "digits" if data is None else str(data)
+    if variant not in DIGITS_VARIANTS:
+        raise UserError(f"--data {variant!r} is not a digits variant: use one of {', '.join(DIGITS_VARIANTS)}")
+    return variant
 
 
 def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -403,9 +413,7 @@ def make_loaders(dataset: str, data_dir, batch_size: int, seed: int = 0, rank: i
     eval_batch_size = eval_batch_size or batch_size
     common = {"seed": seed, "rank": rank, "world": world}
     if dataset == "digits":
-        variant = "digits" if data_dir is None else str(data_dir)
-        if variant not in DIGITS_VARIANTS:
-            raise UserError(f"--data {variant!r} is not a digits variant: use one of {', '.join(DIGITS_VARIANTS)}")
+        variant = digits_variant(data_dir)
         x_train, y_train, x_test, y_test = digits_split() if variant == "digits" else digits_vary_split()
         train = TensorLoader(x_train, y_train, batch_size, _digits_train_transform, True, drop_last=True, **common)
         return train, TensorLoader(x_test, y_test, eval_batch_size, **common)

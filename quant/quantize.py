@@ -5,6 +5,13 @@
 8-bit LSQ (signed input for the first, unsigned for the last; never ASQ, never POT/POST), as in the
 paper; every other layer gets BITS-bit activations of the scheme's kind (unsigned, being after a
 ReLU, unless the model lists the layer in ``signed_input_layers``) and BITS-bit weights.
+
+The 8-bit edge layers' weights are calibrated to use their range: their steps are ``max|w_c| / 127``,
+following the weights (:class:`quant.quantizers.MaxScaleWeight`; LSQ's learned step from
+``2 mean|w_c| / sqrt(127)`` left most of the 256 codes unused). The last layer's input step starts
+as LSQ's (``LAST_INPUT_INIT`` says why). A model with a known
+input coding (``input_step``, e.g. the digits model's lossless pixel codes) gets that fixed step on
+its first layer's input instead of a learned one.
 """
 
 import torch
@@ -13,10 +20,23 @@ from torch import nn
 from asqhw.errors import UserError
 from golden.formats import INT
 from quant.layers import QConv2d, QLinear
-from quant.quantizers import ASQActivation, LSQActivation, LSQWeight, PowerWeight, check_bits
+from quant.quantizers import (
+    ASQActivation,
+    FixedStepActivation,
+    LSQActivation,
+    LSQWeight,
+    MaxScaleWeight,
+    PowerWeight,
+    check_bits,
+)
 from quant.schemes import FLOAT_SCHEME, SCHEMES
 
 EDGE_BITS = 8
+# How the last layer's 8-bit input step starts (quant.quantizers.ACTIVATION_INITS). "percentile" makes
+# the fc input codes span 0..255 (LSQ then keeps the finer step), but a finer fc code counts the POST
+# table's rounding in conv3's requantizer as more codes: the bound E < 1 then needs F = 4-5 instead
+# of 2-3 and the BITS-4 design outgrows the UP5K (docs/arithmetic.md 2.2). So LSQ's init stays.
+LAST_INPUT_INIT = "lsq"
 _FLOAT_LAYERS = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
 
 
@@ -73,11 +93,17 @@ def quantize_model(model: nn.Module, scheme: str, bits: int) -> nn.Module:
         raise UserError(f"the model has {len(layers)} Conv2d/Linear layers; quantization needs at least 2")
     act_kind, weight_kind = SCHEMES[scheme]
     signed_inputs = set(getattr(model, "signed_input_layers", ()))
+    input_step = getattr(model, "input_step", None)
     for index, (name, layer) in enumerate(layers):
         first, last = index == 0, index == len(layers) - 1
+        if first and input_step is not None:
+            act = FixedStepActivation(EDGE_BITS, signed=True, step=input_step)
+        elif first or last:
+            act = LSQActivation(EDGE_BITS, signed=first or name in signed_inputs,
+                                init="lsq" if first else LAST_INPUT_INIT)
         if first or last:
-            act = LSQActivation(EDGE_BITS, signed=first or name in signed_inputs)
-            weight = _make_weight_quantizer(INT, EDGE_BITS, layer.weight)
+            weight = MaxScaleWeight(EDGE_BITS, layer.weight.shape[0]).to(layer.weight.device)
+            weight.initialize(layer.weight)
         else:
             channels = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
             act = _make_activation_quantizer(act_kind, bits, name in signed_inputs, channels)

@@ -3,12 +3,15 @@
 Activation quantizers (one per quantized layer's input):
 
 - ``LSQActivation``: one learnable step ``s`` per layer (LSQ, Esser et al. 2019).
+- ``FixedStepActivation``: a fixed step, not learned (a network's lossless input coding).
 - ``ASQActivation``: ``s`` times a per-sample ``beta`` from a small adapter (the paper's ASQ).
 - ``MinMaxActivation``: plain uniform min-max, no learned state (a reference, not a scheme).
 
 Weight quantizers (one per quantized layer's weight, per output channel):
 
 - ``LSQWeight``: uniform signed b-bit codes with a learnable step per output channel.
+- ``MaxScaleWeight``: uniform signed b-bit codes, step ``max|w_c| / Q_P`` per output channel,
+  recomputed from the weight (not learned): the 8-bit edge layers' weights use their whole range.
 - ``PowerWeight``: POT or POST levels times a learnable ``alpha`` per output channel.
 
 State the exporter reads (fixed by the team contract): ``.step``, ``.bits``, ``.signed`` and, for ASQ,
@@ -46,6 +49,11 @@ STEP_GRAD_SCALES = ("sample", "batch")
 # measurable there.
 DEFAULT_ADAPTER_INIT = "shrunk"
 DEFAULT_STEP_GRAD_SCALE = "batch"
+# Activation step initialisations: "lsq" (2 mean|x| / sqrt(Q_P), LSQ's) or "percentile" (this
+# percentile of |x| / Q_P: the codes span the range; for the 8-bit last layer, where LSQ's init
+# leaves the top half of the 256 codes unused).
+ACTIVATION_INITS = ("lsq", "percentile")
+CALIBRATION_PERCENTILE = 99.9
 
 
 def check_bits(bits) -> int:
@@ -110,12 +118,18 @@ class _LazyInit(nn.Module):
 
 
 class _ActivationQuantizer(_LazyInit):
-    """Shared state of the learned-step activation quantizers: ``step``, ``bits``, ``signed``."""
+    """Shared state of the learned-step activation quantizers: ``step``, ``bits``, ``signed``.
 
-    def __init__(self, bits: int, signed: bool):
+    ``init``: how the step starts from the first batch (``ACTIVATION_INITS``).
+    """
+
+    def __init__(self, bits: int, signed: bool, init: str = "lsq"):
         super().__init__()
+        if init not in ACTIVATION_INITS:
+            raise UserError(f"activation step init {init!r} is unknown: use one of {', '.join(ACTIVATION_INITS)}")
         self.bits = check_bits(bits)
         self.signed = bool(signed)
+        self.init = init
         self.q_n, self.q_p = int_range(self.bits, self.signed)
         self.step = nn.Parameter(torch.tensor(1.0))
         self.step_grad_scale = DEFAULT_STEP_GRAD_SCALE  # a training choice: not in the state_dict
@@ -125,8 +139,14 @@ class _ActivationQuantizer(_LazyInit):
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
-        """LSQ step init from the first batch: ``s = 2 mean|x| / sqrt(Q_P)``, in place."""
-        self.step.copy_((2 * x.abs().mean() / math.sqrt(self.q_p)).clamp_min(STEP_EPS))
+        """Step init from the first batch, in place: LSQ's ``s = 2 mean|x| / sqrt(Q_P)``, or with
+        ``init="percentile"`` ``s = P(|x|) / Q_P`` (``CALIBRATION_PERCENTILE``)."""
+        if self.init == "percentile":
+            top = torch.quantile(x.detach().abs().flatten().double(), CALIBRATION_PERCENTILE / 100).float()
+            step = top / self.q_p
+        else:
+            step = 2 * x.abs().mean() / math.sqrt(self.q_p)
+        self.step.copy_(step.clamp_min(STEP_EPS))
         self.initialized.fill_(True)
 
     def _scaled_step(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,6 +180,35 @@ class LSQActivation(_ActivationQuantizer):
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Integer codes of ``x`` (int64), the hardware's activation encoding."""
+        return quantize_codes(x, self.step, self.q_n, self.q_p).long()
+
+
+class FixedStepActivation(nn.Module):
+    """A fixed-step activation quantizer: ``codes = clamp(floor(x / step + 0.5), Q_N, Q_P)``.
+
+    For a network input whose values are known (pixels): with a step on which every input value
+    is exactly a code, no two values share one, and the step cannot learn to merge them. The step
+    is a constant of the network (not in the ``state_dict``); no gradient reaches it.
+    """
+
+    def __init__(self, bits: int, signed: bool, step: float):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.signed = bool(signed)
+        self.q_n, self.q_p = int_range(self.bits, self.signed)
+        if not step > 0:
+            raise UserError(f"a fixed activation step must be positive, got {step}")
+        self.register_buffer("step", torch.tensor(float(step)), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}, step={float(self.step):g}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(x, self.step, self.q_n, self.q_p)
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer codes of ``x`` (int64)."""
         return quantize_codes(x, self.step, self.q_n, self.q_p).long()
 
 
@@ -292,6 +341,50 @@ class LSQWeight(_LazyInit):
     @torch.no_grad()
     def codes(self, weight: torch.Tensor) -> torch.Tensor:
         """Signed integer codes (int64); the memory word is their b-bit two's complement."""
+        return quantize_codes(weight, _per_channel(self.step, weight), self.q_n, self.q_p).long()
+
+    @torch.no_grad()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """The float weights ``codes * step`` that the forward pass uses."""
+        return codes.to(self.step.dtype) * _per_channel(self.step, codes)
+
+
+class MaxScaleWeight(nn.Module):
+    """Signed b-bit weight codes with the per-channel step ``max|w_c| / Q_P``, not learned.
+
+    Every channel's largest weight sits on the top code, so the codes use the whole range. The
+    step follows the weight: it is recomputed from it by every forward and by :meth:`codes` (and
+    kept in the ``step`` buffer, which the exporter reads after :meth:`codes`). The gradient is
+    straight through for the weight (nothing is clipped). Used for the 8-bit edge layers: a learned
+    step started there (``max|w_c| / 127``, seven times below LSQ's init) is small next to its own
+    noisy gradient and can be driven through zero, which kills the channel.
+    """
+
+    kind = formats.INT
+
+    def __init__(self, bits: int, out_channels: int):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.q_n, self.q_p = int_range(self.bits, signed=True)
+        self.register_buffer("step", torch.ones(int(out_channels)))
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, out_channels={self.step.numel()}"
+
+    @torch.no_grad()
+    def initialize(self, weight: torch.Tensor) -> None:
+        """``step = max|w_c| / Q_P`` per channel, in place."""
+        top = weight.detach().abs().reshape(weight.shape[0], -1).max(dim=1).values
+        self.step.copy_((top / self.q_p).clamp_min(STEP_EPS))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        self.initialize(weight)
+        return fake_quantize(weight, _per_channel(self.step, weight), self.q_n, self.q_p)
+
+    @torch.no_grad()
+    def codes(self, weight: torch.Tensor) -> torch.Tensor:
+        """Signed integer codes (int64) of ``weight``, with its own step."""
+        self.initialize(weight)
         return quantize_codes(weight, _per_channel(self.step, weight), self.q_n, self.q_p).long()
 
     @torch.no_grad()

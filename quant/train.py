@@ -286,7 +286,7 @@ def run_training(config: TrainConfig, probe=None) -> tuple[nn.Module, dict]:
     needs_float_start = config.scheme != FLOAT_SCHEME and not config.resume
     float_start = _prepare_float_start(config, ctx) if needs_float_start else None
     torch.manual_seed(config.seed)  # after any full-precision pre-training: same run either way
-    model = build_model(config.model)
+    model = build_model(config.model, data=config.data)
     num_classes = model_num_classes(model)  # before the swap adds the adapters' Linears
     if float_start is not None:
         _load_float_weights(model, float_start)

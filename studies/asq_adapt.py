@@ -351,7 +351,7 @@ def shrink_factors(data: str, seed: int, bits: int, fp_epochs: int) -> dict:
     from quant.quantize import calibrate, quantize_model
 
     torch.manual_seed(seed)  # as run_training does before building the model
-    model = build_model("digits")
+    model = build_model("digits", data=data)
     model.load_state_dict(read_checkpoint(float_start(data, seed, fp_epochs)[0])["state_dict"])
     quantize_model(model, "asq", bits)
     layers = {n.removesuffix(".act_quant"): m for n, m in model.named_modules() if isinstance(m, ASQActivation)}

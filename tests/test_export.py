@@ -320,6 +320,29 @@ def test_eval_golden_cli_json(exported, capsys):
     assert report["golden_top1"] == pytest.approx(100 * man["accuracy"]["golden"])
 
 
+def test_eval_golden_reports_the_beta_spread_of_every_asq_layer(exported, capsys):
+    """`asqhw eval --golden BUNDLE --json`: per ASQ layer, golden's beta over the test vectors."""
+    _, out = exported
+    assert asqhw_main(["eval", "--golden", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    bundle = load_bundle(out)
+    asq_layers = [layer for layer in bundle.layers if layer.act_in.asq is not None]
+    assert [row["layer"] for row in report["beta_spread"]] == [layer.name for layer in asq_layers]
+    for row, layer in zip(report["beta_spread"], asq_layers, strict=True):
+        codes = bundle.vectors[f"{layer.name}.beta"].reshape(-1)
+        beta = codes * 2.0 ** -layer.act_in.asq.G
+        assert row["distinct"] == len(np.unique(codes))
+        assert (row["min"], row["median"], row["max"]) == (beta.min(), np.median(beta), beta.max())
+        assert row["spread"] == pytest.approx((beta.max() - beta.min()) / np.median(beta))
+    # the human-readable report shows the same rows
+    assert asqhw_main(["eval", "--golden", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert ("ASQ beta" in text) == bool(asq_layers)
+    for row in report["beta_spread"]:
+        line = next(ln for ln in text.splitlines() if ln.startswith(row["layer"] + " ") and "%" in ln)
+        assert f"{100 * row['spread']:.2f}%" in line and str(row["distinct"]) in line.split()
+
+
 def test_golden_report_without_checkpoint_uses_the_export_record(exported):
     _, out = exported
     report = golden_report(out)
@@ -353,3 +376,17 @@ def test_checkpoint_bits_outside_2_to_8_are_refused(exported, tmp_path, bits):
     with pytest.raises(UserError, match=rf"b{bits}\.pt: field 'bits' is {bits}; BITS must be 2-8"):
         export_checkpoint(bad, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_finds_its_network_by_model_and_data():
+    """A digits checkpoint trained on digits-vary exports against digits-vary's split and pixels."""
+    from quant.export.networks import network_for
+
+    assert network_for({"model": "digits", "config": {}}).name == "digits"
+    assert network_for({"model": "digits", "config": {"data": "digits"}}).name == "digits"
+    vary = network_for({"model": "digits", "config": {"data": "digits-vary"}})
+    assert (vary.name, vary.model, vary.pixel_max) == ("digits-vary", "digits", 255)
+    with pytest.raises(UserError, match="trained on data 'mnist'"):
+        network_for({"model": "digits", "config": {"data": "mnist"}})
+    with pytest.raises(UserError, match="export supports the digits model only"):
+        network_for({"model": "resnet20", "config": {}})

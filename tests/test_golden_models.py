@@ -11,28 +11,42 @@ from golden.model import accumulate, load_bundle, pixels_to_codes, run
 from quant.export.fidelity import golden_report
 
 ROOT = Path(__file__).resolve().parents[1]  # where `import golden` finds the repository's package
-SHIPPED = {2: "asq", 3: "asq+post", 4: "asq+post", 8: "asq"}
+# Shipped bundle -> (network, scheme, BITS, pixel_max).
+SHIPPED = {"digits-b2": ("digits", "asq", 2, 16), "digits-b3": ("digits", "asq+post", 3, 16),
+           "digits-b4": ("digits", "asq+post", 4, 16), "digits-b8": ("digits", "asq", 8, 16),
+           "digits-vary-b3": ("digits-vary", "asq+post", 3, 255)}
 
 
-@pytest.fixture(scope="module", params=sorted(SHIPPED), ids=[f"b{b}" for b in sorted(SHIPPED)])
+@pytest.fixture(scope="module", params=sorted(SHIPPED), ids=sorted(SHIPPED))
 def shipped(request, shipped_bundle):
-    bits = request.param
-    return bits, load_bundle(shipped_bundle(bits))
+    name = request.param
+    return name, load_bundle(shipped_bundle(name))
 
 
 @pytest.fixture(scope="module")
 def report(shipped, shipped_bundle, shipped_checkpoint):
-    bits, _ = shipped
-    return golden_report(shipped_bundle(bits), shipped_checkpoint(bits))
+    name, _ = shipped
+    return golden_report(shipped_bundle(name), shipped_checkpoint(name))
 
 
 def test_shipped_bundle_is_the_documented_model(shipped, shipped_bundle):
-    bits, bundle = shipped
+    name, bundle = shipped
     man = bundle.manifest
-    assert (man.model, man.scheme, man.bits) == ("digits", SHIPPED[bits], bits)
-    # `make export BITS=B` (no --post-frac-bits) reproduces it: the default F is the shipped one
-    assert man.post_frac_bits == formats.default_post_frac_bits(bits)
-    assert sum(p.stat().st_size for p in shipped_bundle(bits).iterdir()) < 1_000_000
+    network, scheme, bits, pixel_max = SHIPPED[name]
+    assert (man.model, man.scheme, man.bits, man.input.pixel_max) == (network, scheme, bits, pixel_max)
+    # `make export` (no --post-frac-bits) reproduces it: the default F, or for POST weights the
+    # smallest F from the default up whose bound E stays below one code (docs/arithmetic.md 2.2)
+    search = man.accuracy.get("post_frac_bits_search")
+    if search is None:
+        assert man.post_frac_bits == formats.default_post_frac_bits(bits)
+    else:
+        tried = {int(f): e for f, e in search["E"].items()}
+        assert min(tried) == formats.default_post_frac_bits(bits) and max(tried) == man.post_frac_bits
+        assert tried[man.post_frac_bits] < 1.0
+        assert all(e >= 1.0 for f, e in tried.items() if f < man.post_frac_bits)
+    # lossless input coding: every pixel value its own conv1 code
+    assert len(set(man.input.lut)) == pixel_max + 1
+    assert sum(p.stat().st_size for p in shipped_bundle(name).iterdir()) < 1_000_000
     for layer in man.layers[1:3]:
         assert layer.act_in.bits == bits and layer.weight.bits == bits
         asq = layer.act_in.asq
@@ -69,9 +83,9 @@ def test_vectors_are_golden_of_the_pixels(shipped):
 
 
 def test_shipped_bundle_round_trips_byte_for_byte(shipped, shipped_bundle, tmp_path):
-    bits, _ = shipped
-    write_bundle(read_bundle(shipped_bundle(bits)), tmp_path / "copy")
-    for path in shipped_bundle(bits).iterdir():
+    name, _ = shipped
+    write_bundle(read_bundle(shipped_bundle(name)), tmp_path / "copy")
+    for path in shipped_bundle(name).iterdir():
         assert (tmp_path / "copy" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
@@ -116,10 +130,11 @@ def test_extreme_images_stay_within_every_width(shipped):
     """Real weights, extreme and random pixels: accumulators, t, outputs, ASQ internals fit."""
     _, bundle = shipped
     rng = np.random.default_rng(0)
+    top = bundle.manifest.input.pixel_max
     pixels = np.concatenate([
-        np.zeros((1, 1, 8, 8), int), np.full((1, 1, 8, 8), 16),
-        (np.indices((8, 8)).sum(axis=0) % 2 * 16).reshape(1, 1, 8, 8),
-        rng.integers(0, 17, size=(64, 1, 8, 8)),
+        np.zeros((1, 1, 8, 8), int), np.full((1, 1, 8, 8), top),
+        (np.indices((8, 8)).sum(axis=0) % 2 * top).reshape(1, 1, 8, 8),
+        rng.integers(0, top + 1, size=(64, 1, 8, 8)),
     ])
     result = run(bundle, pixels_to_codes(bundle, pixels))
     for i, layer in enumerate(bundle.layers):
@@ -165,7 +180,7 @@ def test_asq_unit_widths_hold_at_full_scale(shipped):
         assert _fits(arith.reciprocal(p.s_code * p.beta_min, p.R), widths.r, signed=False)
 
 
-@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("bits", [3, 4, "digits-vary-b3"])
 @pytest.mark.parametrize("name", ["conv2", "conv3"])
 def test_actual_table_error_is_within_its_a_priori_bound(bits, name, shipped_bundle):
     """The teacher-forced bound E takes |acc - acc*| as measured (docs/arithmetic.md section 6): it
@@ -192,13 +207,13 @@ def test_importing_golden_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize("bits", sorted(SHIPPED))
-def test_reexport_of_the_shipped_checkpoint_is_the_shipped_bundle(bits, tmp_path, shipped_bundle, shipped_checkpoint):
-    """`make export BITS=B` from the shipped checkpoint gives the shipped bundle, byte for byte."""
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_reexport_of_the_shipped_checkpoint_is_the_shipped_bundle(name, tmp_path, shipped_bundle, shipped_checkpoint):
+    """`make export BITS=B [DATA=...]` from the shipped checkpoint gives the shipped bundle, byte for byte."""
     from quant.export.build import export_checkpoint
 
-    export_checkpoint(shipped_checkpoint(bits), tmp_path / "again", progress=False)
-    for path in shipped_bundle(bits).iterdir():
+    export_checkpoint(shipped_checkpoint(name), tmp_path / "again", progress=False)
+    for path in shipped_bundle(name).iterdir():
         assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(
-        p.name for p in shipped_bundle(bits).iterdir())
+        p.name for p in shipped_bundle(name).iterdir())

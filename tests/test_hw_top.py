@@ -65,16 +65,17 @@ def simulate(top, images, *, seed, p_in_idle, p_out_stall, free_images=0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bits,pe,simd", [(3, 4, 4), (4, 8, 8)])
+@pytest.mark.parametrize("bits,pe,simd", [(3, 4, 4), (4, 8, 8), ("digits-vary-b3", 4, 4)])
 def test_shipped_bundle_matches_golden_on_test_images_under_backpressure(bits, pe, simd, shipped_bundle):
-    """The shipped digits bundles, 20 test-split images, random stalls on both streams."""
+    """The shipped digits bundles (and digits-vary's, 8-bit pixels), 20 test-split images, random
+    stalls on both streams."""
     bundle = load_bundle(shipped_bundle(bits))
     images = bundle.vectors["conv1.in"][:N_IMAGES]
     golden = run(bundle, images)
     # The stored vectors are golden's own (a stale bundle would make this test meaningless).
     np.testing.assert_array_equal(golden["logits"], bundle.vectors["logits"][:N_IMAGES])
     top = build_top(bundle, pe=pe, simd=simd)
-    got = simulate(top, images, seed=bits, p_in_idle=0.25, p_out_stall=0.4, free_images=1)
+    got = simulate(top, images, seed=bundle.manifest.bits, p_in_idle=0.25, p_out_stall=0.4, free_images=1)
     cpi = top.cycles_per_inference()
     assert cpi < 10_000
     for n, (logits, cls, cycles, stalls) in enumerate(got):
@@ -99,7 +100,7 @@ def test_other_schemes_and_shapes_match_golden(bits, kind, asq, pe, simd):
     images = random_images(np.random.default_rng(bits), 2, bundle.manifest.input.lut)
     golden = run(bundle, images)
     top = build_top(bundle, pe=pe, simd=simd)
-    got = simulate(top, images, seed=bits, p_in_idle=0.1, p_out_stall=0.3)
+    got = simulate(top, images, seed=bundle.manifest.bits, p_in_idle=0.1, p_out_stall=0.3)
     for n, (logits, cls, cycles, stalls) in enumerate(got):
         assert logits == [int(v) for v in golden["logits"][n]]
         assert cls == int(golden["pred"][n])

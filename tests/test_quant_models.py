@@ -8,7 +8,15 @@ from asqhw.errors import UserError
 from quant.layers import QConv2d, QLinear
 from quant.models import build_model
 from quant.quantize import SCHEMES, calibrate, quantize_model, quantized_layers
-from quant.quantizers import ASQActivation, LSQActivation, LSQWeight, PowerWeight
+from quant.quantizers import (
+    CALIBRATION_PERCENTILE,
+    ASQActivation,
+    FixedStepActivation,
+    LSQActivation,
+    LSQWeight,
+    MaxScaleWeight,
+    PowerWeight,
+)
 
 # Parameter counts torchvision documents for its models (weights pages / model cards).
 TORCHVISION_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "mobilenet_v2": 3_504_872}
@@ -59,10 +67,12 @@ def test_quantize_digits_edges_8_bit_middle_by_scheme(scheme, bits):
     layers = dict(quantized_layers(model))
     assert list(layers) == ["conv1", "conv2", "conv3", "fc"]
     first, last = layers["conv1"], layers["fc"]
-    assert type(first.act_quant) is LSQActivation and (first.act_quant.bits, first.act_quant.signed) == (8, True)
+    # the image input: the model's fixed lossless step, not a learned one
+    assert type(first.act_quant) is FixedStepActivation and (first.act_quant.bits, first.act_quant.signed) == (8, True)
+    assert float(first.act_quant.step) == model.input_step == 1 / 64
     assert type(last.act_quant) is LSQActivation and (last.act_quant.bits, last.act_quant.signed) == (8, False)
     for edge in (first, last):
-        assert type(edge.weight_quant) is LSQWeight and edge.weight_quant.bits == 8
+        assert type(edge.weight_quant) is MaxScaleWeight and edge.weight_quant.bits == 8
     act_kind, weight_kind = SCHEMES[scheme]
     for name in ("conv2", "conv3"):
         layer = layers[name]
@@ -74,6 +84,54 @@ def test_quantize_digits_edges_8_bit_middle_by_scheme(scheme, bits):
         else:
             assert type(layer.weight_quant) is PowerWeight and layer.weight_quant.kind == weight_kind
         assert layer.weight_quant.codes(layer.weight).shape == layer.weight.shape
+
+
+@pytest.mark.parametrize("data, pixel_max, zero, k", [(None, 16, 8, 8), ("digits-vary", 255, 128, 1)])
+def test_digits_input_coding_is_lossless(data, pixel_max, zero, k):
+    """Every pixel value gets its own conv1 code, k (p - zero), exactly, in signed 8 bits."""
+    model = quantize_model(build_model("digits", data=data), "asq", 3)
+    assert model.pixel_max == pixel_max
+    pixels = torch.arange(pixel_max + 1)
+    x = model.normalise((pixels.float() / pixel_max).reshape(-1, 1, 1, 1))
+    quantizer = model.conv1.act_quant
+    codes = quantizer.codes(x).reshape(-1)
+    assert codes.tolist() == (k * (pixels - zero)).tolist()
+    assert -128 <= int(codes.min()) and int(codes.max()) <= 127
+    # the fake-quantized input is the normalised pixel itself: nothing is lost or moved
+    assert torch.equal(quantizer(x), x) or torch.allclose(quantizer(x), x, rtol=0, atol=1e-6)
+    # the step is a constant of the model: not trained, not in the checkpoint
+    assert not any(n.startswith("conv1.act_quant") for n, _ in model.named_parameters())
+    assert "conv1.act_quant.step" not in model.state_dict()
+
+
+def test_digits_plain_normalisation_is_unchanged():
+    x = torch.arange(17).float() / 16
+    assert torch.equal(build_model("digits").normalise(x), (x - 0.5) / 0.5)
+
+
+def test_edge_weights_are_calibrated_to_their_range():
+    """8-bit edge weights keep each channel's largest weight on code 127, also after the weights move."""
+    torch.manual_seed(0)
+    model = quantize_model(build_model("digits"), "asq", 3)
+    for name in ("conv1", "fc"):
+        layer = getattr(model, name)
+        for _ in range(2):
+            codes = layer.weight_quant.codes(layer.weight)
+            assert codes.abs().reshape(codes.shape[0], -1).max(dim=1).values.tolist() == [127] * codes.shape[0]
+            with torch.no_grad():
+                layer.weight.mul_(torch.linspace(0.5, 2, codes.shape[0]).reshape((-1,) + (1,) * (codes.dim() - 1)))
+        assert not any(n.startswith(f"{name}.weight_quant") for n, _ in model.named_parameters())
+
+
+def test_percentile_step_init_spans_the_codes():
+    """``init="percentile"``: the step starts at the calibration percentile of |x| over Q_P."""
+    x = torch.rand(4096) * 3
+    quantizer = LSQActivation(8, signed=False, init="percentile")
+    quantizer(x)
+    top = torch.quantile(x.double(), CALIBRATION_PERCENTILE / 100).float()
+    assert float(quantizer.step.detach()) == pytest.approx(float(top) / 255, rel=1e-6)
+    with pytest.raises(UserError, match="unknown"):
+        LSQActivation(8, signed=False, init="minmax")
 
 
 def test_module_swap_keeps_parameters_and_float_keys():
@@ -143,7 +201,7 @@ def test_edge_layers_are_8_bit_in_every_model(name, first, last):
     assert (layers[0][0], layers[-1][0]) == (first, last)
     for _, layer in (layers[0], layers[-1]):
         assert type(layer.act_quant) is LSQActivation and layer.act_quant.bits == 8
-        assert type(layer.weight_quant) is LSQWeight and layer.weight_quant.bits == 8
+        assert type(layer.weight_quant) is MaxScaleWeight and layer.weight_quant.bits == 8
     middle = layers[1:-1]
     assert all(m.act_quant.bits == 2 and type(m.act_quant) is ASQActivation for _, m in middle)
     assert all(type(m.weight_quant) is PowerWeight and m.weight_quant.bits == 2 for _, m in middle)

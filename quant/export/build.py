@@ -20,7 +20,7 @@ from golden.bundle import MANIFEST, Bundle, parse_manifest, write_bundle
 from golden.model import pixels_to_codes, run, vector_arrays
 from quant.export.fidelity import free_running_table, teacher_forced
 from quant.export.fold import manifest_dict
-from quant.export.networks import network_of
+from quant.export.networks import network_for
 from quant.export.trace import float_trace, single_thread
 from quant.schemes import FLOAT_SCHEME
 
@@ -37,18 +37,54 @@ def resolve_post_frac_bits(post_frac_bits: int | None, bits: int) -> int:
     return post_frac_bits
 
 
+def code_bound(accuracy: dict) -> float:
+    """E: the largest teacher-forced bound on a golden code's distance from the float model's, over
+    every requantizer that outputs codes and every ASQ unit (``accuracy["teacher_forced"]``)."""
+    bounds = [0.0]
+    for row in accuracy["teacher_forced"]:
+        if row["requant_output"] == "codes":
+            bounds.append(row["requant_max_bound"])
+        if "asq_bound_max" in row:
+            bounds.append(row["asq_bound_max"])
+    return max(bounds)
+
+
 def build_bundle(model, meta: dict, progress: bool = True, post_frac_bits: int | None = None) -> Bundle:
     """Constants from the training split, golden vectors and accuracy on the test split.
 
-    ``post_frac_bits``: F of the POST table (None: the default for the model's BITS).
+    ``post_frac_bits``: F of the POST table. None: for a model with POST weights the smallest F from
+    ``formats.default_post_frac_bits(BITS)`` up whose bound E (:func:`code_bound`) is below one code
+    (docs/arithmetic.md 2.2; the tried F and their E are recorded in ``accuracy["post_frac_bits_search"]``),
+    otherwise the default.
     """
-    net = network_of(meta.get("model"))
+    from quant.quantize import quantized_layers
+
+    if post_frac_bits is not None:
+        return _build_bundle(model, meta, progress, resolve_post_frac_bits(post_frac_bits, int(meta["bits"])))
+    frac_bits = formats.default_post_frac_bits(int(meta["bits"]))
+    has_post = any(getattr(layer.weight_quant, "kind", None) == formats.POST for _, layer in quantized_layers(model))
+    if not has_post:
+        return _build_bundle(model, meta, progress, frac_bits)
+    tried = {}
+    while True:
+        bundle = _build_bundle(model, meta, progress, frac_bits)
+        tried[str(frac_bits)] = code_bound(bundle.manifest.accuracy)
+        if tried[str(frac_bits)] < 1.0 or frac_bits == formats.MAX_POST_FRAC_BITS:
+            break
+        frac_bits += 1
+    search = {"rule": "smallest F from the default up with E < 1", "E": tried}
+    accuracy = {**bundle.manifest.accuracy, "post_frac_bits_search": search}
+    return dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, accuracy=accuracy))
+
+
+def _build_bundle(model, meta: dict, progress: bool, frac_bits: int) -> Bundle:
+    """:func:`build_bundle` with the POST table's F given."""
+    net = network_for(meta)
     with single_thread():
         x_train, _, x_test, y_test = net.split()
         steps = tqdm(total=4, desc="export", disable=not progress, leave=False)
         trace_train = float_trace(model, x_train)
         steps.update()
-        frac_bits = resolve_post_frac_bits(post_frac_bits, int(meta["bits"]))
         man, weights = manifest_dict(model, net, meta, trace_train, frac_bits)
         manifest = parse_manifest(man, f"{meta['model']} export")
         bundle = Bundle(manifest=manifest, weights=weights)
@@ -96,8 +132,7 @@ def export_model(model, meta: dict, outdir, progress: bool = True,
                  post_frac_bits: int | None = None) -> Bundle:
     """Build the bundle of a quantized model and write it to ``outdir`` atomically."""
     check_outdir(outdir)
-    model_name = meta.get("model")
-    network_of(model_name, "checkpoint")  # only registered networks can be exported
+    network_for(meta, "checkpoint")  # only registered networks can be exported
     bundle = build_bundle(model, meta, progress=progress, post_frac_bits=post_frac_bits)
     write_bundle(bundle, outdir)
     return bundle
@@ -113,7 +148,7 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
 
     check_outdir(outdir)
     meta = read_checkpoint(checkpoint)  # checks the fields before building anything
-    network_of(meta.get("model"), str(checkpoint))
+    network_for(meta, str(checkpoint))
     bits = meta.get("bits")
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in formats.INT_BITS:
         raise formats.WidthError(f"{checkpoint}: field 'bits' is {bits!r}; BITS must be "

@@ -50,6 +50,11 @@ def format_report(report: dict) -> str:
     """Human-readable form of a golden report."""
     lines = [f"{report['bundle']}: {report['scheme']} bits={report['bits']}, golden top-1 "
              f"{report['golden_top1']:.2f} % on {report['n_test']} test images"]
+    if report.get("beta_spread"):
+        lines.append(f"{'ASQ beta':<12}{'distinct':>9}{'min':>9}{'median':>9}{'max':>9}{'(max-min)/median':>18}")
+        for row in report["beta_spread"]:
+            lines.append(f"{row['layer']:<12}{row['distinct']:>9d}{row['min']:>9.4f}{row['median']:>9.4f}"
+                         f"{row['max']:>9.4f}{100 * row['spread']:>17.2f}%")
     if "float_top1" in report:
         lines.append(f"float top-1 {report['float_top1']:.2f} %, {report['flips']} predictions differ")
         lines.append(f"{'layer input':<12}{'codes differ':>14}{'max |dcode|':>13}{'max err/step':>14}")

@@ -230,6 +230,26 @@ def beta_error_bound(model, layer: Layer, y: np.ndarray, x: np.ndarray) -> np.nd
     return 2.0 ** -(a.G + 1) + z_g @ np.abs(wq - w) + dz @ np.abs(w) + abs(bq - b)
 
 
+def beta_spread(bundle: Bundle, result: dict) -> list:
+    """Per ASQ layer, how much golden's beta varies over the images of ``result``.
+
+    One row per ASQ layer: ``layer``, ``distinct`` (distinct beta codes), ``min``, ``median``,
+    ``max`` (beta as a real number, ``code / 2^G``) and ``spread`` (``(max - min) / median``).
+    """
+    rows = []
+    for layer in bundle.layers:
+        key = f"{layer.name}.beta"
+        if layer.act_in.asq is None or key not in result:
+            continue
+        codes = np.asarray(result[key]).reshape(-1)
+        beta = codes * 2.0 ** -layer.act_in.asq.G
+        median = float(np.median(beta))
+        rows.append({"layer": layer.name, "distinct": int(len(np.unique(codes))), "min": float(beta.min()),
+                     "median": median, "max": float(beta.max()),
+                     "spread": float((beta.max() - beta.min()) / median) if median > 0 else float("inf")})
+    return rows
+
+
 def golden_report(bundle_path, checkpoint=None) -> dict:
     """Golden accuracy on the network's test split, and with a checkpoint the float comparison.
 
@@ -237,7 +257,8 @@ def golden_report(bundle_path, checkpoint=None) -> dict:
     -------
     dict
         ``bundle``, ``model``, ``scheme``, ``bits``, ``n_test``, ``golden_top1`` (percent),
-        ``vectors_match`` (golden reproduces the bundle's vectors), ``float_top1``, ``flips``,
+        ``vectors_match`` (golden reproduces the bundle's vectors), ``beta_spread`` (per ASQ layer
+        over the test split, :func:`beta_spread`), ``float_top1``, ``flips``,
         ``layers`` (free-running table) and ``teacher_forced``: measured now from ``checkpoint``
         (``float_source: "checkpoint"``), or without one as recorded at export time
         (``float_source: "export"``; flips against the float predictions stored in the vectors).
@@ -253,7 +274,8 @@ def golden_report(bundle_path, checkpoint=None) -> dict:
               "bits": man.bits, "n_test": int(len(labels)),
               "golden_top1": 100.0 * float((result["pred"] == labels).mean()),
               "vectors_match": all(np.array_equal(np.asarray(v), result[k].reshape(np.shape(v)))
-                                   for k, v in bundle.vectors.items() if k in result)}
+                                   for k, v in bundle.vectors.items() if k in result),
+              "beta_spread": beta_spread(bundle, result)}
     if checkpoint is None:
         # The float side as measured at export time (its predictions are in the vectors).
         acc = man.accuracy

@@ -245,7 +245,7 @@ def manifest_dict(model, net: Network, meta: dict, trace_train: FloatTrace,
                                                             entries[i + 1]["in_shape"]).step
     first = entries[0]["act_in"]
     manifest = {
-        "format_version": FORMAT_VERSION, "model": meta["model"], "scheme": meta["scheme"],
+        "format_version": FORMAT_VERSION, "model": net.name, "scheme": meta["scheme"],
         "bits": int(meta["bits"]), "post_frac_bits": frac_bits,
         "input": {"shape": list(net.input_shape), "pixel_max": net.pixel_max, "bits": first["bits"],
                   "signed": True, "step": first["step"], "lut": input_lut(model, net)},
@@ -256,8 +256,21 @@ def manifest_dict(model, net: Network, meta: dict, trace_train: FloatTrace,
 
 @torch.no_grad()
 def input_lut(model, net: Network) -> list:
-    """The first layer's input code of every pixel value, by the model's own normalise-and-quantize."""
+    """The first layer's input code of every pixel value, by the model's own normalise-and-quantize.
+
+    Lossless or refused: every pixel value must get its own code (a model whose first layer learned
+    its input step could merge two).
+    """
+    model_pixel_max = getattr(model, "pixel_max", net.pixel_max)
+    if model_pixel_max != net.pixel_max:
+        raise UserError(f"the model takes pixels 0..{model_pixel_max}, the {net.name} data 0..{net.pixel_max}")
     x = torch.arange(net.pixel_max + 1, dtype=torch.float32) / float(net.pixel_max)
     x = net.normalise(x)
     first = model.get_submodule(net.layer_names[0])
-    return [int(v) for v in first.act_quant.codes(x.reshape(-1, 1, 1, 1)).reshape(-1)]
+    lut = [int(v) for v in first.act_quant.codes(x.reshape(-1, 1, 1, 1)).reshape(-1)]
+    if len(set(lut)) != len(lut):
+        merged = sorted(p for p in range(len(lut)) if lut.count(lut[p]) > 1)
+        raise UserError(f"the {net.layer_names[0]} input step {float(first.act_quant.step):g} maps pixels "
+                        f"{merged} to shared codes: the input coding must be lossless (retrain with this "
+                        "version, whose first layer has a fixed lossless step)")
+    return lut

@@ -1,7 +1,9 @@
 """What the exporter needs to know about each network beyond its quantized layers.
 
-One :class:`Network` per exportable model, registered in :data:`NETWORKS` under the model name a
-checkpoint records (``meta["model"]``). Adding a network means adding an entry here; the exporter
+One :class:`Network` per exportable model and data set, registered in :data:`NETWORKS` under the
+name a bundle records (``model`` of its manifest); a checkpoint finds its network by its model name
+(``meta["model"]``) and the data set it was trained on (``meta["config"]["data"]``), see
+:func:`network_for`. Adding a network means adding an entry here; the exporter
 (:mod:`quant.export.fold`, :mod:`quant.export.build`) and the fidelity report read only these
 fields.
 """
@@ -24,7 +26,12 @@ class Network:
     Attributes
     ----------
     name : str
-        The model name (``meta["model"]`` of its checkpoints, ``model`` of its bundles).
+        The network's name: ``model`` of its bundles.
+    model : str
+        The model name its checkpoints record (``meta["model"]``).
+    data : str
+        The data set (variant) its checkpoints were trained on (``meta["config"]["data"]``; None
+        there means this network's default, ``name == model``).
     bn_of : dict of str -> str or None
         Every quantized layer, in forward order, with the BatchNorm module that follows it (None:
         the layer keeps its own bias and has no BN).
@@ -35,7 +42,9 @@ class Network:
     pixel_max : int
         Input pixels are integers ``0 .. pixel_max``; the model takes ``pixels / pixel_max``.
     normalise : callable
-        The model's own map from ``pixels / pixel_max`` to its first layer's float input.
+        The model's own map from ``pixels / pixel_max`` to its first layer's float input; the
+        model's first layer quantizes it with a fixed step on which every pixel value is its own
+        code (the bundle's ``input.lut`` is lossless: checked at export).
     split : callable
         ``() -> (x_train, y_train, x_test, y_test)``: the data the constants are calibrated on
         (train) and fidelity is measured on (test), images as ``pixels / pixel_max``.
@@ -44,6 +53,8 @@ class Network:
     """
 
     name: str
+    model: str
+    data: str
     bn_of: dict
     in_shapes: dict
     out_shapes: dict
@@ -62,45 +73,75 @@ class Network:
         return np.floor(x.double().numpy() * self.pixel_max + 0.5).astype(np.int64)
 
 
-def _digits_split():
-    from quant.data import digits_split
+def _digits_split(variant: str):
+    def split():
+        from quant.data import digits_split, digits_vary_split
 
-    return digits_split()
+        return digits_split() if variant == "digits" else digits_vary_split()
 
-
-def _digits_normalise(x: torch.Tensor) -> torch.Tensor:
-    from quant.models.digits import DigitsNet
-
-    return DigitsNet.normalise(x)
+    return split
 
 
-#: sklearn's 8x8 digits on the shipped CNN (quant.models.digits).
-DIGITS = Network(
-    name="digits",
-    bn_of={"conv1": "bn1", "conv2": "bn2", "conv3": "bn3", "fc": None},
-    in_shapes={"conv1": [1, 8, 8], "conv2": [16, 8, 8], "conv3": [16, 4, 4], "fc": [128]},
-    out_shapes={"conv1": [16, 8, 8], "conv2": [16, 4, 4], "conv3": [32, 2, 2], "fc": [10]},
-    input_shape=[1, 8, 8],
-    pixel_max=16,
-    normalise=_digits_normalise,
-    split=_digits_split,
-    split_name="digits test (stratified, seed 0)",
-)
+def _digits_normalise(pixel_max: int):
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        from quant.models.digits import DigitsNet
 
-#: Every exportable network by model name.
-NETWORKS = {net.name: net for net in (DIGITS,)}
+        return DigitsNet.normalise_pixels(x, pixel_max)
+
+    return normalise
+
+
+def _digits_network(variant: str, pixel_max: int, split_name: str) -> Network:
+    """The digits CNN (quant.models.digits) on one digits variant (quant.data.DIGITS_VARIANTS)."""
+    return Network(
+        name=variant, model="digits", data=variant,
+        bn_of={"conv1": "bn1", "conv2": "bn2", "conv3": "bn3", "fc": None},
+        in_shapes={"conv1": [1, 8, 8], "conv2": [16, 8, 8], "conv3": [16, 4, 4], "fc": [128]},
+        out_shapes={"conv1": [16, 8, 8], "conv2": [16, 4, 4], "conv3": [32, 2, 2], "fc": [10]},
+        input_shape=[1, 8, 8], pixel_max=pixel_max, normalise=_digits_normalise(pixel_max),
+        split=_digits_split(variant), split_name=split_name,
+    )
+
+
+#: sklearn's 8x8 digits (pixels 0..16) on the shipped CNN.
+DIGITS = _digits_network("digits", 16, "digits test (stratified, seed 0)")
+#: digits-vary (per-image exposure, 8-bit pixels; quant.data.digits_vary_split) on the same CNN.
+DIGITS_VARY = _digits_network("digits-vary", 255, "digits-vary test (stratified, seed 0; exposure seed 20240601)")
+
+#: Every exportable network by name.
+NETWORKS = {net.name: net for net in (DIGITS, DIGITS_VARY)}
 
 
 def supported_text() -> str:
     """``"the digits model"``: what the error messages name as exportable."""
-    names = list(NETWORKS)
+    names = sorted({net.model for net in NETWORKS.values()})
     return f"the {names[0]} model" if len(names) == 1 else f"the models {', '.join(names)}"
 
 
-def network_of(model: str, where: str = "") -> Network:
-    """The :class:`Network` called ``model``; :class:`UserError` (prefixed ``where``) otherwise."""
-    net = NETWORKS.get(model)
+def _unsupported(model, where: str) -> UserError:
+    prefix = f"{where}: " if where else ""
+    return UserError(f"{prefix}field 'model' is {model!r}; export supports {supported_text()} only")
+
+
+def network_of(name: str, where: str = "") -> Network:
+    """The :class:`Network` called ``name`` (a bundle's ``model``); :class:`UserError` (prefixed
+    ``where``) otherwise."""
+    net = NETWORKS.get(name)
     if net is None:
-        prefix = f"{where}: " if where else ""
-        raise UserError(f"{prefix}field 'model' is {model!r}; export supports {supported_text()} only")
+        raise _unsupported(name, where)
     return net
+
+
+def network_for(meta: dict, where: str = "") -> Network:
+    """The :class:`Network` of a checkpoint's ``meta``: its ``model`` trained on ``config["data"]``."""
+    model = meta.get("model")
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    data = config.get("data") or model
+    for net in NETWORKS.values():
+        if net.model == model and net.data == data:
+            return net
+    if any(net.model == model for net in NETWORKS.values()):
+        prefix = f"{where}: " if where else ""
+        known = ", ".join(net.data for net in NETWORKS.values() if net.model == model)
+        raise UserError(f"{prefix}the {model} model was trained on data {data!r}; export knows {known}")
+    raise _unsupported(model, where)

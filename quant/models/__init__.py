@@ -29,10 +29,20 @@ def dataset_of(name: str) -> str:
     return MODELS[check_model_name(name)][1]
 
 
-def build_model(name: str, num_classes: int | None = None) -> nn.Module:
-    """A freshly initialised float model; ``num_classes`` defaults to the data set's."""
-    constructor, _ = MODELS[check_model_name(name)]
-    return constructor() if num_classes is None else constructor(num_classes)
+def build_model(name: str, num_classes: int | None = None, data: str | None = None) -> nn.Module:
+    """A freshly initialised float model; ``num_classes`` defaults to the data set's.
+
+    ``data``: for the digits model, the variant it is trained on (``quant.data.DIGITS_VARIANTS``;
+    None: plain digits), which fixes its input coding (pixel range); ignored for the other models
+    (a data folder).
+    """
+    constructor, dataset = MODELS[check_model_name(name)]
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if dataset == "digits":
+        from quant.data import DIGITS_PIXEL_MAX, digits_variant
+
+        kwargs["pixel_max"] = DIGITS_PIXEL_MAX[digits_variant(data)]
+    return constructor(**kwargs)
 
 
 __all__ = ["MODELS", "DigitsNet", "build_model", "check_model_name", "dataset_of"]
