@@ -20,7 +20,8 @@ Hardware, one unit shared by every ASQ layer input of the network (``sel`` picks
   (shifts, bounds, ``s_code``, ``2^R``) are selected by ``sel``, the arithmetic is not duplicated. ``busy`` is high
   until ``beta`` and ``r`` are valid; :meth:`AsqUnit.beta_cycles` gives the exact count.
 - ``q`` stream: the buffered ``y`` map, one value per cycle, comes back as codes on ``c`` after
-  2 cycles (``y * r`` registered, then round and clamp); no back-pressure.
+  :attr:`AsqUnit.CODE_LATENCY` cycles (``y * r`` on registered DSP blocks,
+  :class:`hw.rtl.dsp.PipelinedProduct`, then round and clamp); no back-pressure.
 """
 
 from typing import NamedTuple
@@ -30,6 +31,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import reciprocal, rshift_round, signed_width
+from hw.rtl.dsp import PipelinedProduct
 from hw.rtl.mul import logic_product
 
 
@@ -128,11 +130,12 @@ class AsqUnit(wiring.Component):
     q : In(stream {y, tag})
         ``y`` values to quantize with the current reciprocal (always ready).
     c : Out(stream {code, tag})
-        Their codes, latency 2 (always ready: the consumer must take every beat).
+        Their codes, latency :attr:`CODE_LATENCY` (always ready: the consumer must take every beat).
     """
 
-    #: Cycles from a ``q`` beat to its code on ``c`` (``y * r`` registered, then round and clamp).
-    CODE_LATENCY = 2
+    #: Cycles from a ``q`` beat to its code on ``c`` (``y * r`` on registered DSP blocks, then round
+    #: and clamp).
+    CODE_LATENCY = PipelinedProduct.LATENCY + 1
 
     def __init__(self, configs, tag_width=1):
         configs = list(configs)
@@ -352,11 +355,15 @@ class AsqUnit(wiring.Component):
         return r
 
     def _quantizer(self, m, r):
-        prod = Signal(unsigned(self.y_width + self.r_width))
-        v1, tag1 = Signal(), Signal.like(self.q.payload.tag)
-        m.d.sync += [prod.eq(self.q.payload.y * r), v1.eq(self.q.valid), tag1.eq(self.q.payload.tag)]
-        m.d.sync += [self.c.valid.eq(v1), self.c.payload.tag.eq(tag1)]
-        rounded = self._rshift_round(m, prod, [c.k.code_shift for c in self.configs], "code_full")
+        m.submodules.y_times_r = y_r = PipelinedProduct(unsigned(self.y_width), unsigned(self.r_width))
+        m.d.comb += [y_r.a.eq(self.q.payload.y), y_r.b.eq(r), y_r.valid.eq(self.q.valid)]
+        v, tag = self.q.valid, self.q.payload.tag
+        for k in range(1, y_r.LATENCY + 1):  # the beat's valid and tag travel beside the product
+            v_k, tag_k = Signal(name=f"q_valid{k}"), Signal.like(tag, name=f"q_tag{k}", reset_less=True)
+            m.d.sync += [v_k.eq(v), tag_k.eq(tag)]
+            v, tag = v_k, tag_k
+        m.d.sync += [self.c.valid.eq(v), self.c.payload.tag.eq(tag)]
+        rounded = self._rshift_round(m, y_r.p, [c.k.code_shift for c in self.configs], "code_full")
         qmax = Signal(unsigned(self.code_width))
         self._per_config(m, qmax, [c.k.qmax for c in self.configs])
         m.d.sync += self.c.payload.code.eq(Mux(rounded > qmax, qmax, rounded))
