@@ -129,13 +129,15 @@ def run_yosys(script: str, cwd, *, log_name: str = "yosys.log") -> None:
         raise UserError(f"Yosys failed in {cwd} (exit {out.returncode}):\n  " + "\n  ".join(tail))
 
 
-def synth_cells(verilog_path, top: str, board: str, build_dir, *, synth_opts: str | None = None) -> dict:
+def synth_cells(verilog_path, top: str, board: str, build_dir, *, synth_opts: str | None = None,
+                netlist: str | None = None) -> dict:
     """Synthesize one Verilog file with Yosys alone; return the cell counts by type.
 
     ``board`` picks ``synth_ice40`` / ``synth_ecp5`` (with the board's options unless
     ``synth_opts`` is given) or, for ``"generic"``, the technology-independent ``synth`` whose cells
     are Yosys' internal gates (``$_AND_``, ``$_XOR_``, ``$_MUX_``, ``$_DFF_P_``, ...). The ports of
     ``top`` stay ports, so nothing is added around the design and nothing of it is optimised away.
+    ``netlist``: also write the synthesized netlist as Yosys JSON under that name in ``build_dir``.
     """
     spec = get_board(board)
     opts = spec.synth_opts if synth_opts is None else synth_opts
@@ -151,6 +153,7 @@ def synth_cells(verilog_path, top: str, board: str, build_dir, *, synth_opts: st
         PREPARE.format(top=top).replace("; ", "\n"),
         f"{synth} -top {top} {opts}",
         "tee -q -o stat.json stat -json",
+        *([f"write_json {netlist}"] if netlist else []),
         "",
     ])
     run_yosys(script, build_dir)
