@@ -62,3 +62,46 @@ def test_every_dsp_block_is_registered_on_ice40(tmp_path, a_shape, b_shape):
     cells = synth_cells(path, "product", "icebreaker", tmp_path, netlist="netlist.json")
     assert cells.get("SB_MAC16") == dut.pieces
     assert untimed_dsp_cells(tmp_path / "netlist.json") == {}
+
+
+@pytest.mark.parametrize("a_shape, b_width", [(unsigned(22), 12), (signed(23), 13), (unsigned(14), 2),
+                                              (unsigned(9), 5), (signed(8), 17)])
+def test_pipelined_logic_product_is_exact_after_its_latency(a_shape, b_width):
+    from amaranth import Elaboratable, Module, Signal
+
+    from hw.rtl.mul import pipelined_logic_product, pipelined_logic_product_latency
+
+    class Top(Elaboratable):
+        def __init__(self):
+            self.a, self.b = Signal(a_shape), Signal(signed(b_width))
+            self.p = Signal(signed(a_shape.width + b_width + 1))
+            self.latency = None
+
+        def elaborate(self, platform):
+            m = Module()
+            value, self.latency = pipelined_logic_product(m, self.a, self.b)
+            m.d.comb += self.p.eq(value)
+            return m
+
+    rng = random.Random(b_width)
+    b_shape = signed(b_width)
+    items = list(zip(_extremes_and_random(a_shape, rng), _extremes_and_random(b_shape, rng)[::-1], strict=True))
+    top = Top()
+    latency = pipelined_logic_product_latency(b_width)
+    got = []
+
+    async def bench(ctx):
+        for k in range(len(items) + latency):
+            if k < len(items):
+                ctx.set(top.a, items[k][0])
+                ctx.set(top.b, items[k][1])
+            if k >= latency:
+                got.append(ctx.get(top.p))
+            await ctx.tick()
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert top.latency == latency
+    assert got == [a * b for a, b in items]

@@ -9,9 +9,10 @@ multiplexer per layer, since they are generator constants). Arithmetic (``golden
     out = clamp(rshift_round(t, S + G), lo, hi)
 
 Pipeline, no back-pressure (its consumers are memories, always ready): one value per cycle,
-latency 11: the ``M_c`` read (1), ``acc * M_c`` (4), ``* g`` (4), ``+ (B'_c << G)`` (1, ``B'_c`` read
-while the product finishes), shift and clamp (1). Both products run on registered DSP blocks
-(:class:`hw.rtl.dsp.PipelinedProduct`), so every path through them is timed.
+latency 10: ``acc * g`` (4), ``* M_c`` (4, ``M_c`` read while the first product finishes),
+``+ (B'_c << G)`` (1, ``B'_c`` read likewise), shift and clamp (1). Both products run on registered
+DSP blocks (:class:`hw.rtl.dsp.PipelinedProduct`), so every path through them is timed; ``g`` goes
+into the first so that it needs no delay line.
 The rounding constant is folded into the bias ROM, ``B'_c = B_c + 2^(S-1)``, since
 ``(B_c << G) + 2^(S+G-1) = B'_c << G``; so the shift is a slice, and the two multipliers, the adder
 and the clamp are shared by all layers (only constants are selected per layer).
@@ -123,8 +124,8 @@ class Requantizer(wiring.Component):
         Latency :attr:`LATENCY`, one value per cycle; the consumer takes every beat.
     """
 
-    #: ROM read, ``acc * M_c`` and ``* g`` (each :attr:`PipelinedProduct.LATENCY`), bias, clamp.
-    LATENCY = 1 + 2 * PipelinedProduct.LATENCY + 2
+    #: ``acc * g`` and ``* M_c`` (each :attr:`PipelinedProduct.LATENCY`), bias, clamp.
+    LATENCY = 2 * PipelinedProduct.LATENCY + 2
 
     def __init__(self, specs, acc_width, channels, tag_width=1):
         specs = list(specs)
@@ -179,7 +180,7 @@ class Requantizer(wiring.Component):
             return base + chan
 
         # What travels with each value (so layers may follow each other back to back): valid,
-        # channel, tag and layer through every stage, the beta code until the second product.
+        # channel, tag and layer, through every stage.
         last = self.LATENCY - 1
         v = [self.i.valid] + [Signal(name=f"v{k}") for k in range(1, last + 1)]
         chan = [self.i.payload.chan] + [Signal.like(self.i.payload.chan, name=f"chan{k}", reset_less=True)
@@ -188,30 +189,26 @@ class Requantizer(wiring.Component):
                                       for k in range(1, last + 1)]
         layer = [self.layer] + [Signal.like(self.layer, name=f"layer{k}", reset_less=True)
                                 for k in range(1, last + 1)]
-        g_stage = 1 + PipelinedProduct.LATENCY  # where the second product takes its operands
-        g = [self.g] + [Signal.like(self.g, name=f"g{k}", reset_less=True) for k in range(1, g_stage + 1)]
         for k in range(1, last + 1):
             m.d.sync += [v[k].eq(v[k - 1]), chan[k].eq(chan[k - 1]), tag[k].eq(tag[k - 1]),
                          layer[k].eq(layer[k - 1])]
-        m.d.sync += [g[k].eq(g[k - 1]) for k in range(1, g_stage + 1)]
 
-        # Stage 0 -> 1: M_c read; the accumulator registered beside it.
-        m.d.comb += m_port.addr.eq(rom_addr(self.layer, self.i.payload.chan))
-        acc1 = Signal(signed(self.acc_width), reset_less=True)
-        m.d.sync += acc1.eq(self.i.payload.acc)
-        # Stages 1 -> 5: acc * M_c on registered DSP blocks.
-        m.submodules.acc_m = acc_m = PipelinedProduct(signed(self.acc_width), signed(self.m_width))
-        m.d.comb += [acc_m.a.eq(acc1), acc_m.b.eq(m_port.data), acc_m.valid.eq(v[1])]
-        # Stages 5 -> 9: * g (g = 1 where G = 0): one product for every layer.
+        # Stages 0 -> 4: acc * g (g = 1 where G = 0) on registered DSP blocks. The beta code goes
+        # in first, so that it needs no delay line.
         g_eff = Signal.like(self.g, name="g_eff")
-        m.submodules.times_g = times_g = PipelinedProduct(acc_m.p.shape(), unsigned(self.g_width))
-        m.d.comb += [times_g.a.eq(acc_m.p), times_g.b.eq(g_eff), times_g.valid.eq(v[g_stage])]
-        with m.Switch(layer[g_stage]):
+        with m.Switch(self.layer):
             for k, spec in enumerate(self.specs):
                 with m.Case(k):
-                    m.d.comb += g_eff.eq(g[g_stage] if spec.G else 1)
-        # Stage 9 -> 10: + (B'_c << G), B'_c read in stage 8 so that it arrives with the product.
-        t_stage = g_stage + PipelinedProduct.LATENCY
+                    m.d.comb += g_eff.eq(self.g if spec.G else 1)
+        m.submodules.acc_g = acc_g = PipelinedProduct(signed(self.acc_width), unsigned(self.g_width))
+        m.d.comb += [acc_g.a.eq(self.i.payload.acc), acc_g.b.eq(g_eff), acc_g.valid.eq(self.i.valid)]
+        # Stages 4 -> 8: * M_c, M_c read in stage 3 so that it arrives with the product.
+        m_stage = PipelinedProduct.LATENCY
+        m.d.comb += m_port.addr.eq(rom_addr(layer[m_stage - 1], chan[m_stage - 1]))
+        m.submodules.times_m = times_m = PipelinedProduct(acc_g.p.shape(), signed(self.m_width))
+        m.d.comb += [times_m.a.eq(acc_g.p), times_m.b.eq(m_port.data), times_m.valid.eq(v[m_stage])]
+        # Stage 8 -> 9: + (B'_c << G), B'_c read in stage 7.
+        t_stage = m_stage + PipelinedProduct.LATENCY
         m.d.comb += b_port.addr.eq(rom_addr(layer[t_stage - 1], chan[t_stage - 1]))
         bias = Signal(signed(self.b_width + max(s.G for s in self.specs) + 1))
         with m.Switch(layer[t_stage]):
@@ -219,8 +216,8 @@ class Requantizer(wiring.Component):
                 with m.Case(k):
                     m.d.comb += bias.eq((b_port.data << spec.G) + _extra_half(spec))
         t = Signal(signed(self.t_width), reset_less=True)
-        m.d.sync += t.eq(times_g.p + bias)
-        # Stage 10 -> 11: shift (a slice per layer, the rounding is in B'), clamp.
+        m.d.sync += t.eq(times_m.p + bias)
+        # Stage 9 -> 10: shift (a slice per layer, the rounding is in B'), clamp.
         m.d.sync += [self.o.valid.eq(v[last]), self.o.payload.chan.eq(chan[last]),
                      self.o.payload.tag.eq(tag[last])]
         shifted = Signal(signed(self.t_width))
