@@ -137,10 +137,16 @@ class PipelinedProduct(wiring.Component):
         total = sum(out << offset for offset, out in outputs)
         if self.a_shape.signed != self.b_shape.signed:
             # X_u * U = X * U + U << (w-1): take the unsigned operand's correction off.
-            x_shape, u_value = ((self.a_shape, self.b) if self.a_shape.signed else (self.b_shape, self.a))
-            u_delayed = self.a_shape if not self.a_shape.signed else self.b_shape
-            u1, u2, u3 = (Signal(u_delayed, name=f"u{k}", reset_less=True) for k in (1, 2, 3))
-            m.d.sync += [u1.eq(u_value), u2.eq(u1), u3.eq(u2)]
-            total = total - (u3 << (x_shape.width - 1))
+            if self.a_shape.signed:
+                x_shape, u_shape, u_value = self.a_shape, self.b_shape, self.b
+            else:
+                x_shape, u_shape, u_value = self.b_shape, self.a_shape, self.a
+            # U travels beside the pieces to the sum (operand, product and output stages).
+            u_delayed = u_value
+            for k in range(1, self.LATENCY):
+                u_k = Signal(u_shape, name=f"u{k}", reset_less=True)
+                m.d.sync += u_k.eq(u_delayed)
+                u_delayed = u_k
+            total = total - (u_delayed << (x_shape.width - 1))
         m.d.sync += self.p.eq(total)
         return m
