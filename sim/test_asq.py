@@ -94,7 +94,7 @@ async def asq_unit_matches_golden(dut):
             codes_check.expect(sample, f"asq sel {sel} {kind} codes (index c*H*W + h*W + w)",
                                codes.ravel())
             await quant.send_all([(i % (1 << TAG_WIDTH), y) for i, (_, y) in enumerate(flat)])
-            for _ in range(3):
+            for _ in range(unit.CODE_LATENCY + 1):  # the last code out
                 await RisingEdge(dut.clk)
             codes_check.observe(got_codes)
             got_codes.clear()

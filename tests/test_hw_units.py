@@ -129,7 +129,7 @@ def _run_asq(unit, sel, ymap):
         res["cycles"] = cycles
         res["beta"] = ctx.get(unit.beta)
         codes = {}
-        for i, (_, y) in enumerate(flat + [(0, 0)] * 2):
+        for i, (_, y) in enumerate(flat + [(0, 0)] * unit.CODE_LATENCY):
             ctx.set(unit.q.valid, i < len(flat))
             ctx.set(unit.q.payload, {"y": y, "tag": i % 64})
             await ctx.tick()

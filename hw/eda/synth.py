@@ -49,6 +49,7 @@ class PnrReport:
     constraint_mhz: dict = field(default_factory=dict)  # clock net -> required MHz
     seed: int = 1
     cells: dict = field(default_factory=dict)  # Yosys cell type -> count, after synthesis
+    clock_pairs: list = field(default_factory=list)  # [from, to] of each critical path nextpnr reports
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +74,7 @@ def read_nextpnr_report(path, *, board: str, device: str) -> PnrReport:
         logic_used=util[cell]["used"], logic_available=util[cell]["available"], utilization=util,
         fmax_mhz={k: v["achieved"] for k, v in report.get("fmax", {}).items()},
         constraint_mhz={k: v["constraint"] for k, v in report.get("fmax", {}).items()},
+        clock_pairs=[[p["from"], p["to"]] for p in report.get("critical_paths", [])],
     )
 
 
@@ -127,13 +129,15 @@ def run_yosys(script: str, cwd, *, log_name: str = "yosys.log") -> None:
         raise UserError(f"Yosys failed in {cwd} (exit {out.returncode}):\n  " + "\n  ".join(tail))
 
 
-def synth_cells(verilog_path, top: str, board: str, build_dir, *, synth_opts: str | None = None) -> dict:
+def synth_cells(verilog_path, top: str, board: str, build_dir, *, synth_opts: str | None = None,
+                netlist: str | None = None) -> dict:
     """Synthesize one Verilog file with Yosys alone; return the cell counts by type.
 
     ``board`` picks ``synth_ice40`` / ``synth_ecp5`` (with the board's options unless
     ``synth_opts`` is given) or, for ``"generic"``, the technology-independent ``synth`` whose cells
     are Yosys' internal gates (``$_AND_``, ``$_XOR_``, ``$_MUX_``, ``$_DFF_P_``, ...). The ports of
     ``top`` stay ports, so nothing is added around the design and nothing of it is optimised away.
+    ``netlist``: also write the synthesized netlist as Yosys JSON under that name in ``build_dir``.
     """
     spec = get_board(board)
     opts = spec.synth_opts if synth_opts is None else synth_opts
@@ -149,10 +153,138 @@ def synth_cells(verilog_path, top: str, board: str, build_dir, *, synth_opts: st
         PREPARE.format(top=top).replace("; ", "\n"),
         f"{synth} -top {top} {opts}",
         "tee -q -o stat.json stat -json",
+        *([f"write_json {netlist}"] if netlist else []),
         "",
     ])
     run_yosys(script, build_dir)
     return read_yosys_stat(build_dir / "stat.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# Untimed paths: DSP blocks nextpnr cannot time, constant clocks, clock-domain crossings
+
+#: SB_MAC16 output halves: (bits of O, OUTPUT_SELECT parameter, the 8 x 8 register of that half).
+_MAC16_HALVES = (("bottom", slice(0, 16), "BOTOUTPUT_SELECT", "BOT_8x8_MULT_REG"),
+                 ("top", slice(16, 32), "TOPOUTPUT_SELECT", "TOP_8x8_MULT_REG"))
+#: Prefix of the clock nets nextpnr makes of a constant (a DSP or RAM clock tied off).
+CONSTANT_CLOCK_PREFIXES = ("$PACKER_GND_NET", "$PACKER_VCC_NET")
+
+
+def _param(cell: dict, name: str, default=0):
+    """A cell parameter as an int (Yosys JSON writes them as bit strings) or a string."""
+    value = cell.get("parameters", {}).get(name)
+    if value is None:
+        return default
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    return int(text, 2) if text and set(text) <= {"0", "1"} else text
+
+
+def _is_constant(bits) -> bool:
+    """A port driven only by constants (Yosys JSON writes constant bits as strings)."""
+    return bool(bits) and all(isinstance(b, str) for b in bits)
+
+
+def _used_bits(module: dict) -> set:
+    """Net bits some cell reads or a port exposes (to tell which DSP outputs matter)."""
+    used = set()
+    for cell in module.get("cells", {}).values():
+        dirs = cell.get("port_directions", {})
+        for port, bits in cell.get("connections", {}).items():
+            if dirs.get(port, "input") != "output":
+                used.update(b for b in bits if isinstance(b, int))
+    for port in module.get("ports", {}).values():
+        if port.get("direction") != "input":
+            used.update(b for b in port["bits"] if isinstance(b, int))
+    return used
+
+
+def _sb_mac16_problems(cell: dict, used: set) -> list[str]:
+    conn = cell.get("connections", {})
+    why = []
+    clocked = not _is_constant(conn.get("CLK", ["0"])) and conn.get("CE", ["1"]) != ["0"]
+    if not clocked:
+        why.append("clock tied off")
+    for port, reg in (("A", "A_REG"), ("B", "B_REG"), ("C", "C_REG"), ("D", "D_REG")):
+        bits = conn.get(port, [])
+        if bits and not _is_constant(bits) and not (clocked and _param(cell, reg)):
+            why.append(f"{port} not registered")
+    out = conn.get("O", [])
+    for half, bits, select, mult_reg in _MAC16_HALVES:
+        if not any(b in used for b in out[bits] if isinstance(b, int)):
+            continue
+        mode = _param(cell, select)
+        registered = (mode == 1 or (mode == 2 and _param(cell, mult_reg))
+                      or (mode == 3 and _param(cell, "PIPELINE_16x16_MULT_REG2")))
+        if not (clocked and registered):
+            why.append(f"{half} output not registered ({select}={mode})")
+    return why
+
+
+def _mult18_problems(cell: dict) -> list[str]:
+    """ECP5: nextpnr times a MULT18X18D with no register as combinational (with its delay) and one
+    with registers as registered on every port, so only a partly registered one is untimed."""
+    regs = {name: _param(cell, f"REG_{name}_CLK", "NONE") for name in ("INPUTA", "INPUTB", "OUTPUT")}
+    clocked = [name for name, clk in regs.items() if clk != "NONE"]
+    if clocked and len(clocked) < len(regs):
+        return [f"partly registered ({', '.join(f'{k}={v}' for k, v in regs.items())})"]
+    if clocked and _is_constant(cell.get("connections", {}).get("CLK0", ["0"])):
+        return ["clock tied off"]
+    return []
+
+
+def untimed_dsp_cells(netlist_path) -> dict:
+    """DSP cells of a Yosys JSON netlist whose paths nextpnr cannot time: name -> reasons.
+
+    iCE40: nextpnr-ice40 times every SB_MAC16 port as a register port, so a block is timed only when
+    its clock runs, every non-constant data input (A, B, C, D) goes into the block's input register
+    and every used output half comes from a register (the accumulator register, or the product's
+    last pipeline register). ECP5: see :func:`_mult18_problems`.
+    """
+    netlist = json.loads(Path(netlist_path).read_text())
+    out = {}
+    for module in netlist.get("modules", {}).values():
+        cells = module.get("cells", {})
+        if not any(c["type"] in ("SB_MAC16", "MULT18X18D") for c in cells.values()):
+            continue
+        used = _used_bits(module)
+        for name, cell in cells.items():
+            if cell["type"] == "SB_MAC16":
+                why = _sb_mac16_problems(cell, used)
+            elif cell["type"] == "MULT18X18D":
+                why = _mult18_problems(cell)
+            else:
+                continue
+            if why:
+                out[name] = why
+    return out
+
+
+def _clock_net(endpoint: str) -> str:
+    """``"posedge cd_sync.clk"`` -> ``"cd_sync.clk"`` (nextpnr's clock names in critical paths)."""
+    return endpoint.split(" ", 1)[-1]
+
+
+def untimed_paths(netlist_path, reports: list[PnrReport]) -> dict:
+    """Untimed or cross-domain paths of a routed design, from its netlist and nextpnr's reports.
+
+    Counts (``count`` is their sum; 0 means every path is timed against the board clock): DSP cells
+    used combinationally (:func:`untimed_dsp_cells`), clock nets nextpnr made of a constant, and
+    pairs of different clocks between which nextpnr found a path (it does not constrain them).
+    Paths from or to ``<async>`` (pins) are listed but not counted: the UART's input is synchronised
+    by registers and its output is a registered pin.
+    """
+    dsps = untimed_dsp_cells(netlist_path) if Path(netlist_path).exists() else {}
+    constant = sorted({clk for r in reports for clk in r.fmax_mhz
+                       if clk.startswith(CONSTANT_CLOCK_PREFIXES)})
+    pairs = {(_clock_net(a), _clock_net(b)) for r in reports for a, b in r.clock_pairs}
+    crossing = sorted(f"{a} -> {b}" for a, b in pairs if a != b and "<async>" not in (a, b))
+    asynchronous = sorted(f"{a} -> {b}" for a, b in pairs if "<async>" in (a, b))
+    return {"count": len(dsps) + len(constant) + len(crossing),
+            "dsp_cells": len(dsps), "constant_clocks": constant, "cross_domain": crossing,
+            "async_pins": asynchronous,
+            "dsp_reasons": {name: why for name, why in sorted(dsps.items())}}
 
 
 #: One row of nextpnr's device utilisation table in its log: ``Info:   ICESTORM_LC:  4100/ 5280  77%``.
@@ -485,8 +617,10 @@ def _board_figures(reports, build_dir, board: Board, cycles: int, note) -> dict:
     fmax = fmax_summary(reports)
     clock = board.clock_mhz
     bitstream_fmax = fmax["seeds"]["1"]
+    untimed = untimed_paths(Path(build_dir) / f"{BOARD_TOP}.json", reports)
     out.update({
         "fits": True,
+        "untimed_paths": untimed,
         "fmax_mhz": fmax,
         "clock_met": bitstream_fmax >= clock,
         "clock_met_all_seeds": fmax["min"] >= clock,
@@ -495,10 +629,28 @@ def _board_figures(reports, build_dir, board: Board, cycles: int, note) -> dict:
                              "at_fmax_median": round(fmax["median"] * 1e6 / cycles, 1),
                              "at_fmax_min": round(fmax["min"] * 1e6 / cycles, 1)},
     })
-    out["ok"] = out["clock_met"]
-    if not out["ok"]:
-        out["problems"] = [f"Fmax {bitstream_fmax:.2f} MHz (seed 1, the bitstream) < board clock {clock} MHz"]
+    out["ok"] = out["clock_met"] and untimed["count"] == 0
+    problems = []
+    if not out["clock_met"]:
+        problems.append(f"Fmax {bitstream_fmax:.2f} MHz (seed 1, the bitstream) < board clock {clock} MHz")
+    if untimed["count"]:
+        problems.append(_untimed_text(untimed))
+    if problems:
+        out["problems"] = problems
     return out
+
+
+def _untimed_text(untimed: dict) -> str:
+    """One line: how many paths nextpnr did not time, and why (the Fmax is then no sign-off)."""
+    parts = []
+    if untimed["dsp_cells"]:
+        cells = "; ".join(f"{name}: {', '.join(why)}" for name, why in list(untimed["dsp_reasons"].items())[:4])
+        parts.append(f"{untimed['dsp_cells']} DSP cells used combinationally ({cells})")
+    if untimed["constant_clocks"]:
+        parts.append(f"constant clocks {', '.join(untimed['constant_clocks'])}")
+    if untimed["cross_domain"]:
+        parts.append(f"cross-domain paths {', '.join(untimed['cross_domain'])}")
+    return f"{untimed['count']} untimed paths, the Fmax is not sign-off: " + "; ".join(parts)
 
 
 def _estimate_error(estimate: dict, report: dict) -> dict:
@@ -524,5 +676,9 @@ def _failure_text(report: dict, out_dir: Path, cause: Exception) -> str:
         lines.append(f"  Fmax median {f['median']} MHz, min {f['min']} MHz over seeds; board clock "
                      f"{report['clock_mhz']} MHz")
     lines += [f"  {ln.strip()}" for ln in str(cause).splitlines() if "ERROR" in ln]
-    lines.append("  Fix: a smaller --pe/--simd (asqhw fit BOARD finds the largest that fits and meets the clock)")
+    if report.get("untimed_paths", {}).get("count"):
+        lines.append("  Fix (untimed paths): register each DSP product's operands, pipeline and output "
+                     "inside the block (hw.rtl.dsp.PipelinedProduct), or keep the product in logic")
+    if not report.get("clock_met", True) or not report.get("fits", True):
+        lines.append("  Fix: a smaller --pe/--simd (asqhw fit BOARD finds the largest that fits and meets the clock)")
     return "\n".join(lines)

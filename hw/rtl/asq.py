@@ -14,13 +14,17 @@ Hardware, one unit shared by every ASQ layer input of the network (``sel`` picks
 - GAP: ``C`` accumulators in a small memory, ``z[chan] += y`` for each ``gap`` beat (``first``:
   ``z[chan] = y``), one per cycle, while the previous layer writes its ``y`` map.
 - ``start``: the adapter MLP runs sequentially on one multiplier (one weight x input per cycle,
-  ``C * C/4 + C/4`` cycles for ``C >= 8``, ``C`` for ``C < 8``), the same multiplier forms
+  ``C * C/4 + C/4`` cycles for ``C >= 8``, ``C`` for ``C < 8``; the multiplier is shift-and-add
+  logic registered every two adder levels, the accumulation and each hidden value's rounding and
+  write take a stage of their own, so no path chains the multiplier, the accumulator and the
+  memory write), the same multiplier forms
   ``q = s_code * beta``, then a restoring divider forms ``r`` one quotient bit per cycle
   (``R + 1`` cycles). Rounding shifts share one adder each: the per-configuration constants
   (shifts, bounds, ``s_code``, ``2^R``) are selected by ``sel``, the arithmetic is not duplicated. ``busy`` is high
   until ``beta`` and ``r`` are valid; :meth:`AsqUnit.beta_cycles` gives the exact count.
 - ``q`` stream: the buffered ``y`` map, one value per cycle, comes back as codes on ``c`` after
-  2 cycles (``y * r`` registered, then round and clamp); no back-pressure.
+  :attr:`AsqUnit.CODE_LATENCY` cycles (``y * r`` on registered DSP blocks,
+  :class:`hw.rtl.dsp.PipelinedProduct`, then round and clamp); no back-pressure.
 """
 
 from typing import NamedTuple
@@ -30,7 +34,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import reciprocal, rshift_round, signed_width
-from hw.rtl.mul import logic_product
+from hw.rtl.dsp import PipelinedProduct
+from hw.rtl.mul import pipelined_logic_product, pipelined_logic_product_latency
 
 
 class MlpStep(NamedTuple):
@@ -128,11 +133,12 @@ class AsqUnit(wiring.Component):
     q : In(stream {y, tag})
         ``y`` values to quantize with the current reciprocal (always ready).
     c : Out(stream {code, tag})
-        Their codes, latency 2 (always ready: the consumer must take every beat).
+        Their codes, latency :attr:`CODE_LATENCY` (always ready: the consumer must take every beat).
     """
 
-    #: Cycles from a ``q`` beat to its code on ``c`` (``y * r`` registered, then round and clamp).
-    CODE_LATENCY = 2
+    #: Cycles from a ``q`` beat to its code on ``c`` (``y * r`` on registered DSP blocks, then round
+    #: and clamp).
+    CODE_LATENCY = PipelinedProduct.LATENCY + 1
 
     def __init__(self, configs, tag_width=1):
         configs = list(configs)
@@ -156,6 +162,11 @@ class AsqUnit(wiring.Component):
         self.r_width = max(c.r_max for c in configs).bit_length()
         self.code_width = max(c.k.qmax for c in configs).bit_length()
         self.hidden_max = max([c.hidden for c in configs] + [0])
+        s_code_width = max(c.k.s_code for c in configs).bit_length()
+        #: Weight width of the adapter multiplier (an MLP weight, or ``s_code`` for ``q``).
+        self.mul_b_width = max(self.w_width, s_code_width + 1)
+        #: Cycles of the adapter multiplier (shift-and-add, registered every two adder levels).
+        self.mul_latency = pipelined_logic_product_latency(self.mul_b_width)
         chan_shape = unsigned(max(self.channels - 1, 1).bit_length())
         super().__init__({
             "sel": In(range(max(len(configs), 2))),
@@ -174,10 +185,26 @@ class AsqUnit(wiring.Component):
     def beta_cycles(self, k: int) -> int:
         """Cycles from the one with ``start`` high to the first with ``busy`` low, config ``k``.
 
-        1 (start) + MLP steps + 2 (pipeline) + 1 (beta) + 1 (q = s_code * beta) + R + 1 (divider)
+        1 (start) + MLP steps (with padding, :meth:`rom_steps`) + 2 + the multiplier's latency
+        (pipeline) + 1 (beta) + 1 + the multiplier's latency (q = s_code * beta) + R + 1 (divider)
         + 1 (result).
         """
-        return len(self.configs[k].mlp_steps()) + self.num_width + 6
+        return len(self.rom_steps(self.configs[k])) + self.num_width + 6 + 2 * self.mul_latency
+
+    def rom_steps(self, cfg) -> list[MlpStep]:
+        """The MLP steps the unit walks: ``cfg.mlp_steps()`` with idle steps (weight 0) before the
+        output neuron when the hidden layer is too short to cover the write of the last ``h``.
+
+        ``h[j]`` reaches the memory ``mul_latency + 3`` cycles after its neuron's last step is
+        issued; the output neuron reads ``h[H-1]`` as its ``H``-th step, the read address one cycle
+        after the issue.
+        """
+        steps = cfg.mlp_steps()
+        if not cfg.hidden:
+            return steps
+        pad = max(0, self.mul_latency + 2 - cfg.hidden)
+        first_out = cfg.hidden * cfg.channels
+        return steps[:first_out] + [MlpStep("z", 0, 0, None, None)] * pad + steps[first_out:]
 
     def elaborate(self, platform):
         m = Module()
@@ -218,7 +245,7 @@ class AsqUnit(wiring.Component):
         words, bases = [], []
         for cfg in self.configs:
             bases.append(len(words))
-            for s in cfg.mlp_steps():
+            for s in self.rom_steps(cfg):
                 # h[j] is read from the GAP memory at address C + j.
                 words.append({"index": s.index + (self.channels if s.source == "h" else 0),
                               "weight": s.weight, "has_bias": s.bias is not None, "end": s.end is not None,
@@ -265,11 +292,22 @@ class AsqUnit(wiring.Component):
         s_code = Signal(unsigned(max(c.k.s_code for c in self.configs).bit_length()))
         self._per_config(m, s_code, [c.k.s_code for c in self.configs])
         operand = Mux(in_q, self.beta, z_rd.data)
-        weight = Mux(in_q, s_code, step.weight)
-        product = Signal(signed(max(self.z_width, self.h_width, self.beta_width) + 1
-                                + max(self.w_width, s_code.shape().width + 1)))
-        # Shift-and-add logic: this small product stays out of the DSP blocks (docs/hardware.md).
-        m.d.comb += product.eq(logic_product(operand, weight))
+        weight = Signal(signed(self.mul_b_width))
+        m.d.comb += weight.eq(Mux(in_q, s_code, step.weight))
+        product = Signal(signed(max(self.z_width, self.h_width, self.beta_width) + 1 + self.mul_b_width))
+        # Shift-and-add logic: this small product stays out of the DSP blocks (docs/hardware.md);
+        # registered every two adder levels, the step's flags travel beside it.
+        product_out, latency = pipelined_logic_product(m, operand, weight, name="mlp_product")
+        assert latency == self.mul_latency
+        m.d.comb += product.eq(product_out)
+        done = Signal(port.data.shape(), name="step_done")  # the step whose product is on ``product``
+        done_valid = Signal()
+        flags, flags_valid = step, step_valid
+        for k in range(latency):
+            nxt, nxt_valid = ((done, done_valid) if k == latency - 1 else
+                              (Signal(port.data.shape(), name=f"step_p{k}"), Signal(name=f"step_p{k}_valid")))
+            m.d.sync += [nxt.eq(flags), nxt_valid.eq(flags_valid & in_mlp)]
+            flags, flags_valid = nxt, nxt_valid
         # Neuron number (counts processed neuron ends) selects the bias from a constant table.
         neuron = Signal(range(max(len(self._biases(c)) for c in self.configs) + 1))
         bias = Signal(signed(self.b_width))
@@ -280,12 +318,19 @@ class AsqUnit(wiring.Component):
                         for n, b in enumerate(self._biases(cfg)):
                             with m.Case(n):
                                 m.d.comb += bias.eq(b)
-        base = Mux(step.has_bias, bias, total)
+        base = Mux(done.has_bias, bias, total)
         new_total = Signal(signed(self.sum_width))
         m.d.comb += new_total.eq(base + product)
-        h_new = self._rshift_round(m, new_total, [c.k.S1 for c in self.configs], "h_new")
+        # A hidden neuron's sum is registered, then rounded, rectified and written a cycle later.
+        h_sum = Signal(signed(self.sum_width), reset_less=True)
+        h_addr = Signal.like(z_wr.addr, reset_less=True)
+        h_pending = Signal()
+        h_new = self._rshift_round(m, h_sum, [c.k.S1 for c in self.configs], "h_new")
         h_relu = Signal(unsigned(self.h_width))
         m.d.comb += h_relu.eq(Mux(h_new < 0, 0, h_new))
+        m.d.sync += h_pending.eq(0)
+        with m.If(h_pending):  # the GAP is idle while the MLP runs
+            m.d.comb += [z_wr.en.eq(1), z_wr.addr.eq(h_addr), z_wr.data.eq(h_relu)]
         s2 = self._rshift_round(m, total, [c.k.S2 for c in self.configs], "s2")
         beta_min = Signal(unsigned(self.beta_width))
         beta_max = Signal(unsigned(self.beta_width))
@@ -299,6 +344,7 @@ class AsqUnit(wiring.Component):
         num = Signal(unsigned(self.num_width))
         quo = Signal(unsigned(self.num_width))
         bit = Signal(range(self.num_width + 1))
+        q_wait = Signal(range(self.mul_latency + 1))
         r = Signal(unsigned(self.r_width))
 
         with m.FSM():
@@ -308,32 +354,35 @@ class AsqUnit(wiring.Component):
                     m.d.sync += self.busy.eq(1)
                     m.next = "MLP"
             with m.State("MLP"):
-                # 3 stages: step address (pc); step data + its z address; compute.
+                # Stages: step address (pc); step data + its z address; the product (mul_latency
+                # cycles); accumulate.
                 m.d.comb += in_mlp.eq(1)
                 m.d.sync += [a_valid.eq(issuing), step.eq(port.data), step_valid.eq(a_valid)]
                 with m.If(issuing):
                     m.d.sync += pc.eq(pc + 1)
                 with m.If(stop):
                     m.d.sync += issued_all.eq(1)
-                with m.If(step_valid):
+                with m.If(done_valid):
                     m.d.sync += total.eq(new_total)
-                    with m.If(step.end):
+                    with m.If(done.end):
                         m.d.sync += neuron.eq(neuron + 1)
-                    with m.If(step.end & ~step.end_beta):
-                        # h[neuron] into the memory (the GAP is idle while the MLP runs).
-                        m.d.comb += [z_wr.en.eq(1), z_wr.addr.eq(self.channels + neuron),
-                                     z_wr.data.eq(h_relu)]
-                    with m.If(step.end & step.end_beta):
+                    with m.If(done.end & ~done.end_beta):
+                        m.d.sync += [h_sum.eq(new_total), h_addr.eq(self.channels + neuron), h_pending.eq(1)]
+                    with m.If(done.end & done.end_beta):
                         m.d.sync += [issued_all.eq(0), step_valid.eq(0), a_valid.eq(0), neuron.eq(0)]
                         m.next = "BETA"
             with m.State("BETA"):
                 m.d.sync += self.beta.eq(Mux(s2 < beta_min, beta_min, Mux(s2 > beta_max, beta_max, s2)))
+                m.d.sync += q_wait.eq(0)
                 m.next = "Q"
             with m.State("Q"):
+                # beta x s_code through the multiplier's pipeline: taken after its latency.
                 m.d.comb += in_q.eq(1)
-                m.d.sync += [q.eq(product), num.eq(one_r + (product >> 1)), bit.eq(self.num_width),
-                             rem.eq(0), quo.eq(0)]
-                m.next = "DIVIDE"
+                m.d.sync += q_wait.eq(q_wait + 1)
+                with m.If(q_wait == self.mul_latency):
+                    m.d.sync += [q.eq(product), num.eq(one_r + (product >> 1)), bit.eq(self.num_width),
+                                 rem.eq(0), quo.eq(0)]
+                    m.next = "DIVIDE"
             with m.State("DIVIDE"):
                 # Restoring division, most significant numerator bit first.
                 trial = Signal(unsigned(self.q_width + 2))
@@ -352,11 +401,15 @@ class AsqUnit(wiring.Component):
         return r
 
     def _quantizer(self, m, r):
-        prod = Signal(unsigned(self.y_width + self.r_width))
-        v1, tag1 = Signal(), Signal.like(self.q.payload.tag)
-        m.d.sync += [prod.eq(self.q.payload.y * r), v1.eq(self.q.valid), tag1.eq(self.q.payload.tag)]
-        m.d.sync += [self.c.valid.eq(v1), self.c.payload.tag.eq(tag1)]
-        rounded = self._rshift_round(m, prod, [c.k.code_shift for c in self.configs], "code_full")
+        m.submodules.y_times_r = y_r = PipelinedProduct(unsigned(self.y_width), unsigned(self.r_width))
+        m.d.comb += [y_r.a.eq(self.q.payload.y), y_r.b.eq(r), y_r.valid.eq(self.q.valid)]
+        v, tag = self.q.valid, self.q.payload.tag
+        for k in range(1, y_r.LATENCY + 1):  # the beat's valid and tag travel beside the product
+            v_k, tag_k = Signal(name=f"q_valid{k}"), Signal.like(tag, name=f"q_tag{k}", reset_less=True)
+            m.d.sync += [v_k.eq(v), tag_k.eq(tag)]
+            v, tag = v_k, tag_k
+        m.d.sync += [self.c.valid.eq(v), self.c.payload.tag.eq(tag)]
+        rounded = self._rshift_round(m, y_r.p, [c.k.code_shift for c in self.configs], "code_full")
         qmax = Signal(unsigned(self.code_width))
         self._per_config(m, qmax, [c.k.qmax for c in self.configs])
         m.d.sync += self.c.payload.code.eq(Mux(rounded > qmax, qmax, rounded))

@@ -19,7 +19,7 @@ The sign bit of POST/POT negates the magnitude.
 All lanes are purely combinational (latency 0); the MAC array registers their outputs.
 """
 
-from amaranth.hdl import Module, Mux, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -78,6 +78,47 @@ def logic_product(a, b):
                  for i in range(0, len(terms), 2)]
     return terms[0] - (Mux(b[n - 1], a, 0) << (n - 1))
 
+
+
+def pipelined_logic_product_latency(b_width: int, levels_per_stage: int = 2) -> int:
+    """Latency of :func:`pipelined_logic_product` for a ``b_width``-bit ``b``."""
+    size, depth, latency = (b_width - 1) // 2 + 1, 1, 0
+    while True:
+        if depth % levels_per_stage == 0 or size == 1:
+            latency += 1
+        if size == 1:
+            return latency
+        size, depth = (size + 1) // 2, depth + 1
+
+
+def pipelined_logic_product(m, a, b, *, levels_per_stage=2, name="product"):
+    """:func:`logic_product` with a register after every ``levels_per_stage`` adder levels.
+
+    The partial products and the first level of the balanced tree (where the sign bit's term is
+    subtracted) form level 1; the result is registered. Plain registers (no reset, no enable), so
+    the product of the operands of cycle n is on the returned value in cycle n + latency.
+
+    Returns
+    -------
+    (Value, int)
+        The registered product and its latency in cycles.
+    """
+    n = len(b)
+    a = a.as_signed() if a.shape().signed else a
+    terms = [Mux(b[i], a, 0) << i for i in range(n - 1)]
+    sign_term = Mux(b[n - 1], a, 0) << (n - 1)
+    level = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+    level.append((terms[-1] if len(terms) % 2 else 0) - sign_term)
+    depth, latency = 1, 0
+    while True:
+        if depth % levels_per_stage == 0 or len(level) == 1:
+            regs = [Signal(v.shape(), name=f"{name}_s{latency}_{k}", reset_less=True) for k, v in enumerate(level)]
+            m.d.sync += [r.eq(v) for r, v in zip(regs, level, strict=True)]
+            level, latency = regs, latency + 1
+        if len(level) == 1:
+            return level[0], latency
+        level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
+        depth += 1
 
 class MulLane(wiring.Component):
     """One activation times ``pe`` weight codes, combinational.

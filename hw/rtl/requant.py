@@ -9,7 +9,10 @@ multiplexer per layer, since they are generator constants). Arithmetic (``golden
     out = clamp(rshift_round(t, S + G), lo, hi)
 
 Pipeline, no back-pressure (its consumers are memories, always ready): one value per cycle,
-latency 4: (0) ROM addresses, (1) ``acc * M_c``, (2) ``* g + (B'_c << G)``, (3) shift, clamp.
+latency 10: ``acc * g`` (4), ``* M_c`` (4, ``M_c`` read while the first product finishes),
+``+ (B'_c << G)`` (1, ``B'_c`` read likewise), shift and clamp (1). Both products run on registered
+DSP blocks (:class:`hw.rtl.dsp.PipelinedProduct`), so every path through them is timed; ``g`` goes
+into the first so that it needs no delay line.
 The rounding constant is folded into the bias ROM, ``B'_c = B_c + 2^(S-1)``, since
 ``(B_c << G) + 2^(S+G-1) = B'_c << G``; so the shift is a slice, and the two multipliers, the adder
 and the clamp are shared by all layers (only constants are selected per layer).
@@ -22,6 +25,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import signed_width
+from hw.rtl.dsp import PipelinedProduct
 
 
 @dataclass(frozen=True)
@@ -117,10 +121,11 @@ class Requantizer(wiring.Component):
         Beta code of the layer's input (used by layers with ``G > 0``); travels with the value.
     i : In(stream.Signature({acc, chan, tag}, always_ready=True))
     o : Out(stream.Signature({value, chan, tag}, always_ready=True))
-        Latency 4, one value per cycle; the consumer takes every beat.
+        Latency :attr:`LATENCY`, one value per cycle; the consumer takes every beat.
     """
 
-    LATENCY = 4
+    #: ``acc * g`` and ``* M_c`` (each :attr:`PipelinedProduct.LATENCY`), bias, clamp.
+    LATENCY = 2 * PipelinedProduct.LATENCY + 2
 
     def __init__(self, specs, acc_width, channels, tag_width=1):
         specs = list(specs)
@@ -164,51 +169,66 @@ class Requantizer(wiring.Component):
         m = Module()
         m_port, bases = self._rom(m, "m_rom", "M", self.m_width)
         b_port, _ = self._rom(m, "b_rom", "B", self.b_width)
-        base = Signal(range(len(bases) * self.channels + 1))
-        with m.Switch(self.layer):
-            for k, b in enumerate(bases):
-                with m.Case(k):
-                    m.d.comb += base.eq(b)
-        m.d.comb += [m_port.addr.eq(base + self.i.payload.chan), b_port.addr.eq(m_port.addr)]
+        n_rom = len(bases) * self.channels
 
-        # The layer travels with each value, so layers may follow each other back to back.
-        layer1, layer2, layer3 = (Signal.like(self.layer, name=f"layer{k}") for k in (1, 2, 3))
-        m.d.sync += [layer1.eq(self.layer), layer2.eq(layer1), layer3.eq(layer2)]
-        g1, g2 = Signal.like(self.g, name="g1"), Signal.like(self.g, name="g2")
-        m.d.sync += [g1.eq(self.g), g2.eq(g1)]
-        # Stage 1: ROM data arrives with the delayed accumulator.
-        v1, acc1 = Signal(), Signal(signed(self.acc_width))
-        chan1, tag1 = Signal.like(self.i.payload.chan), Signal.like(self.i.payload.tag)
-        m.d.sync += [v1.eq(self.i.valid), acc1.eq(self.i.payload.acc),
-                     chan1.eq(self.i.payload.chan), tag1.eq(self.i.payload.tag)]
-        # Stage 2: acc * M_c.
-        v2, b2 = Signal(), Signal(signed(self.b_width))
-        p2 = Signal(signed(self.acc_width + self.m_width))
-        chan2, tag2 = Signal.like(chan1), Signal.like(tag1)
-        m.d.sync += [v2.eq(v1), p2.eq(acc1 * m_port.data), b2.eq(b_port.data),
-                     chan2.eq(chan1), tag2.eq(tag1)]
-        # Stage 3: * g + (B'_c << G): one multiplier for every layer (g = 1 where G = 0).
-        v3, t3 = Signal(), Signal(signed(self.t_width))
-        chan3, tag3 = Signal.like(chan1), Signal.like(tag1)
+        def rom_addr(layer, chan):
+            base = Signal(range(n_rom + 1))
+            with m.Switch(layer):
+                for k, b in enumerate(bases):
+                    with m.Case(k):
+                        m.d.comb += base.eq(b)
+            return base + chan
+
+        # What travels with each value (so layers may follow each other back to back): valid,
+        # channel, tag and layer, through every stage.
+        last = self.LATENCY - 1
+        v = [self.i.valid] + [Signal(name=f"v{k}") for k in range(1, last + 1)]
+        chan = [self.i.payload.chan] + [Signal.like(self.i.payload.chan, name=f"chan{k}", reset_less=True)
+                                        for k in range(1, last + 1)]
+        tag = [self.i.payload.tag] + [Signal.like(self.i.payload.tag, name=f"tag{k}", reset_less=True)
+                                      for k in range(1, last + 1)]
+        layer = [self.layer] + [Signal.like(self.layer, name=f"layer{k}", reset_less=True)
+                                for k in range(1, last + 1)]
+        for k in range(1, last + 1):
+            m.d.sync += [v[k].eq(v[k - 1]), chan[k].eq(chan[k - 1]), tag[k].eq(tag[k - 1]),
+                         layer[k].eq(layer[k - 1])]
+
+        # Stages 0 -> 4: acc * g (g = 1 where G = 0) on registered DSP blocks. The beta code goes
+        # in first, so that it needs no delay line.
         g_eff = Signal.like(self.g, name="g_eff")
-        bias = Signal(signed(self.b_width + max(s.G for s in self.specs) + 1))
-        m.d.sync += [v3.eq(v2), chan3.eq(chan2), tag3.eq(tag2), t3.eq(p2 * g_eff + bias)]
-        with m.Switch(layer2):
+        with m.Switch(self.layer):
             for k, spec in enumerate(self.specs):
                 with m.Case(k):
-                    m.d.comb += [g_eff.eq(g2 if spec.G else 1),
-                                 bias.eq((b2 << spec.G) + _extra_half(spec))]
-        # Stage 4: shift (a slice per layer, the rounding is in B'), clamp.
-        m.d.sync += [self.o.valid.eq(v3), self.o.payload.chan.eq(chan3), self.o.payload.tag.eq(tag3)]
+                    m.d.comb += g_eff.eq(self.g if spec.G else 1)
+        m.submodules.acc_g = acc_g = PipelinedProduct(signed(self.acc_width), unsigned(self.g_width))
+        m.d.comb += [acc_g.a.eq(self.i.payload.acc), acc_g.b.eq(g_eff), acc_g.valid.eq(self.i.valid)]
+        # Stages 4 -> 8: * M_c, M_c read in stage 3 so that it arrives with the product.
+        m_stage = PipelinedProduct.LATENCY
+        m.d.comb += m_port.addr.eq(rom_addr(layer[m_stage - 1], chan[m_stage - 1]))
+        m.submodules.times_m = times_m = PipelinedProduct(acc_g.p.shape(), signed(self.m_width))
+        m.d.comb += [times_m.a.eq(acc_g.p), times_m.b.eq(m_port.data), times_m.valid.eq(v[m_stage])]
+        # Stage 8 -> 9: + (B'_c << G), B'_c read in stage 7.
+        t_stage = m_stage + PipelinedProduct.LATENCY
+        m.d.comb += b_port.addr.eq(rom_addr(layer[t_stage - 1], chan[t_stage - 1]))
+        bias = Signal(signed(self.b_width + max(s.G for s in self.specs) + 1))
+        with m.Switch(layer[t_stage]):
+            for k, spec in enumerate(self.specs):
+                with m.Case(k):
+                    m.d.comb += bias.eq((b_port.data << spec.G) + _extra_half(spec))
+        t = Signal(signed(self.t_width), reset_less=True)
+        m.d.sync += t.eq(times_m.p + bias)
+        # Stage 9 -> 10: shift (a slice per layer, the rounding is in B'), clamp.
+        m.d.sync += [self.o.valid.eq(v[last]), self.o.payload.chan.eq(chan[last]),
+                     self.o.payload.tag.eq(tag[last])]
         shifted = Signal(signed(self.t_width))
         bounds = [b for s in self.specs for b in (s.lo, s.hi) if b is not None] + [0]
         bound_shape = signed(signed_width(min(bounds), max(bounds)))
         lo, hi = Signal(bound_shape), Signal(bound_shape)
         has_lo, has_hi = Signal(), Signal()
-        with m.Switch(layer3):
+        with m.Switch(layer[last]):
             for k, spec in enumerate(self.specs):
                 with m.Case(k):
-                    m.d.comb += shifted.eq(t3 >> spec.shift)
+                    m.d.comb += shifted.eq(t >> spec.shift)
                     if spec.lo is not None:
                         m.d.comb += [lo.eq(spec.lo), has_lo.eq(1)]
                     if spec.hi is not None:

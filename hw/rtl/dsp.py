@@ -1,0 +1,152 @@
+"""Wide products on registered DSP blocks, so that every path into and out of a block is timed.
+
+nextpnr-ice40 times every SB_MAC16 port as a register port: a block used combinationally (its
+clock tied off) splits a path into pieces whose multiply delay is never counted. Yosys' ice40_dsp
+pass moves registers into the block only in this form, which this module writes out:
+
+- operands: plain registers (no reset, no enable) whose outputs feed the multiplier and nothing
+  that needs a constant bit: every piece multiplies two operands of one signedness, each at most
+  16 bits, so no zero-extension bit (a constant, which the pass refuses) reaches a multiplier port;
+- the product: one plain register (the block's 8 x 8 and 16 x 16 pipeline registers);
+- the output: a register *with an enable* (the block's output register, its hold input driven by
+  the enable). A second plain register would instead be taken as the 16 x 16 output pipeline
+  register, which Yosys 0.70 absorbs without removing the original flip-flop (the product is lost);
+  the enable keeps it on the output register.
+
+Splitting a wide product (``PipelinedProduct``): both operands signed -> signed digits (each
+operand written as ``sum d_i 2^(16 i)`` with ``-2^15 <= d_i < 2^15``, from ``X + sum 2^(16 i + 15)``);
+both unsigned -> 16-bit unsigned chunks; one signed -> its sign bit flipped (``X_u = X + 2^(w-1)``,
+unsigned) and ``U << (w-1)`` subtracted after the pieces. Each piece is a 16 x 16 block; the pieces
+(and that correction) are summed in logic in one registered stage.
+
+On ECP5 (no register packing for MULT18X18D) the same registers stay in logic, and nextpnr times
+the combinational multipliers with their delays: every path is timed there too.
+"""
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+#: Operand width of one DSP block multiplier (iCE40 SB_MAC16: 16 x 16).
+DSP_WIDTH = 16
+
+
+def _signed_digits(width):
+    """``(offset, width)`` of the signed digits of a signed ``width``-bit operand.
+
+    A digit is at most 16 bits; the top one absorbs the carries of the lower ones, so it takes at
+    most 15 bits of the operand (its range is ``[-2^(t-1), 2^(t-1)]`` for ``t`` operand bits).
+    """
+    if width <= DSP_WIDTH:
+        return [(0, width)]
+    digits, offset = [], 0
+    while width - offset > DSP_WIDTH - 1:
+        digits.append((offset, DSP_WIDTH))
+        offset += DSP_WIDTH
+    digits.append((offset, width - offset + 1))
+    return digits
+
+
+def _unsigned_chunks(width):
+    return [(o, min(DSP_WIDTH, width - o)) for o in range(0, width, DSP_WIDTH)]
+
+
+class PipelinedProduct(wiring.Component):
+    """``p = a * b`` exactly, on DSP-sized pieces, registered before, inside and after each block.
+
+    Parameters
+    ----------
+    a_shape, b_shape : Shape
+        Operand shapes (signed or unsigned, any width).
+
+    Ports
+    -----
+    a, b : In
+        Operands, sampled every cycle.
+    valid : In(1)
+        Qualifies ``a`` and ``b``; it enables the blocks' output registers (see the module notes:
+        it must not be a constant).
+    p : Out(signed or unsigned)
+        The product of the operands of ``LATENCY`` cycles before.
+    """
+
+    def __init__(self, a_shape, b_shape):
+        self.a_shape, self.b_shape = a_shape, b_shape
+        self.signed = a_shape.signed or b_shape.signed
+        self.p_width = a_shape.width + b_shape.width
+        super().__init__({
+            "a": In(a_shape), "b": In(b_shape), "valid": In(1),
+            "p": Out(signed(self.p_width) if self.signed else unsigned(self.p_width)),
+        })
+        self.pieces = len(self._split(a_shape)) * len(self._split(b_shape))
+
+    #: Operand registers, product (pipeline) register, output register, sum of the pieces.
+    LATENCY = 4
+
+    def _split(self, shape):
+        """``(offset, width)`` of the operand's pieces in the chosen representation."""
+        if self.a_shape.signed and self.b_shape.signed:
+            return _signed_digits(shape.width)
+        return _unsigned_chunks(shape.width)
+
+    def _operand(self, m, value, shape, name):
+        """The operand's pieces, each registered: ``(offset, register)`` with ``value = sum reg << offset``
+        (minus the correction the caller adds for a flipped sign bit)."""
+        both_signed = self.a_shape.signed and self.b_shape.signed
+        pieces = []
+        if both_signed:
+            digits = _signed_digits(shape.width)
+            if len(digits) == 1:
+                reg = Signal(shape, name=f"{name}_op0", reset_less=True)
+                m.d.sync += reg.eq(value)
+                return [(0, reg)]
+            carry = sum(1 << (o + DSP_WIDTH - 1) for o, _ in digits[:-1])
+            z = Signal(signed(shape.width + 2), name=f"{name}_digits")
+            m.d.comb += z.eq(value + carry)
+            for k, (o, w) in enumerate(digits):
+                reg = Signal(signed(w), name=f"{name}_op{k}", reset_less=True)
+                bits = z[o:o + w]
+                # d_i = (16-bit slice of z) - 2^15: the slice with its top bit flipped, read signed
+                m.d.sync += reg.eq((bits ^ (1 << (w - 1)) if k < len(digits) - 1 else bits).as_signed())
+                pieces.append((o, reg))
+            return pieces
+        if shape.signed:  # mixed: X_u = X + 2^(w-1), the sign bit flipped
+            value = (value ^ (1 << (shape.width - 1))).as_unsigned()
+        for k, (o, w) in enumerate(_unsigned_chunks(shape.width)):
+            reg = Signal(unsigned(w), name=f"{name}_op{k}", reset_less=True)
+            m.d.sync += reg.eq(value.as_unsigned()[o:o + w])
+            pieces.append((o, reg))
+        return pieces
+
+    def elaborate(self, platform):
+        m = Module()
+        a_pieces = self._operand(m, self.a, self.a_shape, "a")
+        b_pieces = self._operand(m, self.b, self.b_shape, "b")
+        v1, v2 = Signal(), Signal()
+        m.d.sync += [v1.eq(self.valid), v2.eq(v1)]
+        outputs = []
+        for ao, a in a_pieces:
+            for bo, b in b_pieces:
+                shape = signed(len(a) + len(b)) if a.shape().signed else unsigned(len(a) + len(b))
+                product = Signal(shape, name=f"pp_{ao}_{bo}", reset_less=True)
+                out = Signal(shape, name=f"po_{ao}_{bo}", reset_less=True)
+                m.d.sync += product.eq(a * b)
+                with m.If(v2):  # the enable keeps this on the block's output register
+                    m.d.sync += out.eq(product)
+                outputs.append((ao + bo, out))
+        total = sum(out << offset for offset, out in outputs)
+        if self.a_shape.signed != self.b_shape.signed:
+            # X_u * U = X * U + U << (w-1): take the unsigned operand's correction off.
+            if self.a_shape.signed:
+                x_shape, u_shape, u_value = self.a_shape, self.b_shape, self.b
+            else:
+                x_shape, u_shape, u_value = self.b_shape, self.a_shape, self.a
+            # U travels beside the pieces to the sum (operand, product and output stages).
+            u_delayed = u_value
+            for k in range(1, self.LATENCY):
+                u_k = Signal(u_shape, name=f"u{k}", reset_less=True)
+                m.d.sync += u_k.eq(u_delayed)
+                u_delayed = u_k
+            total = total - (u_delayed << (x_shape.width - 1))
+        m.d.sync += self.p.eq(total)
+        return m
