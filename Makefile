@@ -64,10 +64,12 @@ verilog: setup ## generate build/verilog/b<BITS>/asq_accel.v from the shipped bu
 train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8) on DATA=digits|digits-vary (RESUME=1 / FORCE=1 over an earlier run)
 	$(ASQHW) train --preset digits-b$(BITS) $(if $(filter-out digits,$(DATA)),--data $(DATA)) --out build/train/$(TRAINED) $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(FORCE)),--force)
 
+# The checkpoint is copied under a temporary name, then renamed: a kill never leaves half of one in models/.
 export: setup ## replace the shipped models/<DATA>-b<BITS> (+ models/checkpoints/) by the trained checkpoint's export (--update-shipped)
 	@echo "make export: replacing the shipped models/$(TRAINED) and models/checkpoints/$(TRAINED).pt (asqhw export --update-shipped)"
 	$(ASQHW) export --update-shipped build/train/$(TRAINED)/checkpoint.pt models/$(TRAINED)
-	install -D -m 644 build/train/$(TRAINED)/checkpoint.pt models/checkpoints/$(TRAINED).pt
+	install -D -m 644 build/train/$(TRAINED)/checkpoint.pt models/checkpoints/.$(TRAINED).pt.tmp
+	mv -f models/checkpoints/.$(TRAINED).pt.tmp models/checkpoints/$(TRAINED).pt
 
 sim: setup ## run the full test split through the RTL on SIM=icarus|verilator
 	$(ASQHW) sim --simulator $(SIM) --bits $(BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)
