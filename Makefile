@@ -16,6 +16,8 @@ MUL    ?=
 SIM    ?= verilator
 WAVES  ?= 0
 BOARD  ?= icebreaker
+RESUME ?= 0
+FORCE  ?= 0
 
 # The trained model's name: digits-b<BITS>, or <DATA>-b<BITS> on another digits variant (digits-vary).
 TRAINED := $(DATA)-b$(BITS)
@@ -28,7 +30,7 @@ GEN_OPTS := $(if $(MODEL),--model "$(MODEL)") $(if $(PE),--pe $(PE)) $(if $(SIMD
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
-	@echo "  variables: BITS=$(BITS) DATA=digits|digits-vary MODEL=<bundle> PE= SIMD= MUL=post|pot|int SIM=icarus|verilator WAVES=0|1 BOARD=icebreaker|ulx3s|generic"
+	@echo "  variables: BITS=$(BITS) DATA=digits|digits-vary MODEL=<bundle> PE= SIMD= MUL=post|pot|int SIM=icarus|verilator WAVES=0|1 BOARD=icebreaker|ulx3s|generic RESUME=0|1 FORCE=0|1"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,12 +61,15 @@ lint: setup ## ruff over the sources, and the import contract between the stages
 verilog: setup ## generate build/verilog/b<BITS>/asq_accel.v from the shipped bundle (or MODEL=)
 	$(ASQHW) verilog --bits $(BITS) $(GEN_OPTS)
 
-train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8) on DATA=digits|digits-vary
-	$(ASQHW) train --preset digits-b$(BITS) $(if $(filter-out digits,$(DATA)),--data $(DATA)) --out build/train/$(TRAINED)
+train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8) on DATA=digits|digits-vary (RESUME=1 / FORCE=1 over an earlier run)
+	$(ASQHW) train --preset digits-b$(BITS) $(if $(filter-out digits,$(DATA)),--data $(DATA)) --out build/train/$(TRAINED) $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(FORCE)),--force)
 
-export: setup ## export the trained checkpoint to models/<DATA>-b<BITS> (+ models/checkpoints/)
-	$(ASQHW) export build/train/$(TRAINED)/checkpoint.pt models/$(TRAINED)
-	install -D -m 644 build/train/$(TRAINED)/checkpoint.pt models/checkpoints/$(TRAINED).pt
+# The checkpoint is copied under a temporary name, then renamed: a kill never leaves half of one in models/.
+export: setup ## replace the shipped models/<DATA>-b<BITS> (+ models/checkpoints/) by the trained checkpoint's export (--update-shipped)
+	@echo "make export: replacing the shipped models/$(TRAINED) and models/checkpoints/$(TRAINED).pt (asqhw export --update-shipped)"
+	$(ASQHW) export --update-shipped build/train/$(TRAINED)/checkpoint.pt models/$(TRAINED)
+	install -D -m 644 build/train/$(TRAINED)/checkpoint.pt models/checkpoints/.$(TRAINED).pt.tmp
+	mv -f models/checkpoints/.$(TRAINED).pt.tmp models/checkpoints/$(TRAINED).pt
 
 sim: setup ## run the full test split through the RTL on SIM=icarus|verilator
 	$(ASQHW) sim --simulator $(SIM) --bits $(BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)

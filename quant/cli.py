@@ -23,8 +23,10 @@ def register(subparsers) -> None:
         "train", help="quantization-aware training (ASQ/POST and baselines)",
         description="Train a model with quantization-aware training (SGD, momentum 0.9, cosine lr, weight "
         "decay 1e-4), starting from a full-precision model (--init, or one trained and cached in "
-        "OUT/../MODEL-fp). Writes OUT/checkpoint.pt after every epoch and OUT/metrics.json. Under "
-        "torchrun it trains data-parallel.",
+        "OUT/../MODEL-fp). Writes OUT/checkpoint.pt after every epoch and OUT/metrics.json; an OUT that "
+        "already holds a checkpoint needs --resume (continue) or --force (start over). One CPU thread by "
+        "default, so the weights do not depend on the machine (--threads). Under torchrun it trains "
+        "data-parallel.",
     )
     add_train_arguments(train)
     train.set_defaults(handler=run_train)
@@ -58,6 +60,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the data set's recipe)")
     parser.add_argument("--init", help="full-precision checkpoint to start from (asqhw fp or torchvision state_dict)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    parser.add_argument("--force", action="store_true",
+                        help="start over in an --out that already holds a checkpoint (replaced after the first "
+                        "epoch); without --resume or --force such a run is refused")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads torch may use (default 1: the same weights on any machine; more is "
+                        "faster but the result then depends on the thread count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
     parser.add_argument("--data", help="data folder (CIFAR-10: cifar-10-batches-py; ImageNet: train/ val/); for "
                         "digits the variant: digits (default) or digits-vary (per-image exposure)")
@@ -104,6 +112,7 @@ def _train_config(args):
     return TrainConfig(
         model=model, scheme=scheme, bits=bits, out=out, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, seed=args.seed, data=args.data, init=args.init, resume=args.resume,
+        force=args.force, threads=args.threads,
         workers=args.workers, device=args.device, **{k: v for k, v in adapter.items() if v is not None},
     )
 

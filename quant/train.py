@@ -7,11 +7,23 @@ scale are ``TrainConfig`` settings too; docs/asq-adaptation.md measures them). O
 one CPU, one GPU, several GPUs and several machines: launched by ``torchrun`` (``WORLD_SIZE > 1``)
 the model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank
 trains on its share of every batch; rank 0 writes the checkpoint and the metrics log.
+
+A run never replaces a checkpoint it did not write: when OUT already holds one, ``--resume``
+continues it and ``--force`` starts over (the old checkpoint is replaced after the first epoch);
+without either the run is refused before any work.
+
+Determinism: the same settings give the same weights, bit for bit, on any machine with the same
+torch build. Training runs on ``threads`` intra-op CPU threads (default 1), because a reduction
+split over a machine-dependent number of threads sums in a machine-dependent order; ``--threads N``
+trades that for speed on big models. Data order and augmentation come from ``seed``. (CUDA kernels
+are not covered: GPU runs are reproducible per GPU model at best.)
 """
 
+import contextlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,6 +88,8 @@ class TrainConfig:
     data: str | None = None
     init: str | None = None
     resume: bool = False
+    force: bool = False
+    threads: int | None = 1
     workers: int = 4
     device: str | None = None
     adapter_init: str = DEFAULT_ADAPTER_INIT
@@ -94,6 +108,11 @@ class TrainConfig:
         config.epochs = epochs if self.epochs is None else self.epochs
         config.lr = lr if self.lr is None else self.lr
         config.batch_size = batch if self.batch_size is None else self.batch_size
+        if config.resume and config.force:
+            raise UserError("--resume continues the run in --out, --force starts it over: give one of them")
+        if config.threads is not None and (isinstance(config.threads, bool) or not isinstance(config.threads, int)
+                                           or config.threads < 1):
+            raise UserError(f"--threads {config.threads!r} must be a whole number of at least 1")
         if config.epochs < 1:
             raise UserError(f"--epochs {config.epochs} must be at least 1")
         if not config.lr > 0:
@@ -223,16 +242,57 @@ def _prepare_float_start(config: TrainConfig, ctx: Dist) -> str:
         return config.init
     fp_out = fp_cache_dir(config.out, config.model, config.data)
     cached = fp_out / CHECKPOINT_NAME
-    if cached.is_file() and read_checkpoint(cached).get("complete"):
+    unfinished = cached.is_file()
+    if unfinished and read_checkpoint(cached).get("complete"):
         return str(cached)
+    # An unfinished cache is a killed pre-training of these same settings: it is continued.
     fp_config = TrainConfig(
         model=config.model, scheme=FLOAT_SCHEME, bits=None, out=fp_out, seed=config.seed, data=config.data,
-        workers=config.workers, device=config.device,
+        resume=unfinished, threads=config.threads, workers=config.workers, device=config.device,
     )
     if ctx.is_main:
-        tqdm.write(f"asqhw train: no --init given; training the full-precision {config.model} in {fp_out}")
+        epochs = RECIPES[dataset_of(config.model)]["fp"][0]
+        what = "continuing the unfinished" if unfinished else "first training the"
+        print(f"asqhw train: no --init given; {what} full-precision {config.model} ({epochs} epochs) in "
+              f"{fp_out}, which later runs reuse", flush=True)
     train(fp_config)
     return str(cached)
+
+
+def check_fresh_start(config: TrainConfig) -> None:
+    """Refuse a new run (no ``resume``, no ``force``) into a folder that already holds a checkpoint."""
+    path = config.out / CHECKPOINT_NAME
+    if config.resume or config.force or not os.path.lexists(path):
+        return
+    try:
+        payload = read_checkpoint(path)
+        done, planned = payload.get("epoch"), payload.get("epochs")
+        state = (f"a finished run ({done} of {planned} epochs)" if payload.get("complete")
+                 else f"an unfinished run ({done} of {planned} epochs)")
+    except UserError:
+        state = "a file that is not a readable checkpoint"
+    raise UserError(f"{path} already holds {state}: pass --resume to continue it or --force to start over "
+                    "(replacing it)")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` intra-op torch threads (None: leave the setting); restore it after."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _on_terminal() -> bool:
+    """Whether tqdm's bars are shown (tqdm writes to stderr and hides itself when that is no terminal)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _write_metrics(path: Path, config: TrainConfig, history: list) -> None:
@@ -279,6 +339,12 @@ def run_training(config: TrainConfig, probe=None) -> tuple[nn.Module, dict]:
     model, epoch, test_loader)`` after every epoch's evaluation.
     """
     config = config.resolved()
+    check_fresh_start(config)
+    with torch_threads(config.threads):
+        return _run_training(config, probe)
+
+
+def _run_training(config: TrainConfig, probe) -> tuple[nn.Module, dict]:
     ctx = setup_distributed(config.device)
     if config.batch_size % ctx.world:
         raise UserError(f"--batch-size {config.batch_size} must be a multiple of the {ctx.world} processes")
@@ -326,6 +392,10 @@ def run_training(config: TrainConfig, probe=None) -> tuple[nn.Module, dict]:
         history.append({"epoch": epoch + 1, "train": train_stats, "test": metrics,
                         "seconds": time.perf_counter() - started})
         epochs.set_postfix(loss=f"{train_stats['loss']:.3f}", top1=f"{metrics['top1']:.2f}")
+        if ctx.is_main and not _on_terminal():  # no bar: one plain line per epoch instead
+            print(f"{config.model} {config.scheme}{'' if config.bits is None else f' {config.bits}-bit'} epoch "
+                  f"{epoch + 1}/{config.epochs}: train loss {train_stats['loss']:.3f}, test top-1 "
+                  f"{metrics['top1']:.2f} % ({history[-1]['seconds']:.1f} s)", flush=True)
         if ctx.is_main:
             save_checkpoint(checkpoint_path, model, {**meta, "epoch": epoch + 1, "complete": epoch + 1 == config.epochs,
                                                      "metrics": metrics}, optimizer)

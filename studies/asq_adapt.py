@@ -193,7 +193,10 @@ def float_start(data: str, seed: int, fp_epochs: int) -> tuple[Path, dict]:
         payload = read_checkpoint(path)
         if payload.get("complete"):
             return path, payload["metrics"]
-    config = TrainConfig(model="digits", scheme="fp", bits=None, out=out, seed=seed, data=data, epochs=fp_epochs)
+    # The study's run folders are its scratch space: a killed run there is started over (force), on the
+    # thread count main() set (threads=None).
+    config = TrainConfig(model="digits", scheme="fp", bits=None, out=out, seed=seed, data=data, epochs=fp_epochs,
+                         force=True, threads=None)
     _, metrics = run_training(config)
     return path, metrics
 
@@ -201,7 +204,7 @@ def float_start(data: str, seed: int, fp_epochs: int) -> tuple[Path, dict]:
 def quant_run(data: str, seed: int, scheme: str, bits: int, settings: dict, init: Path, out: Path,
               epochs: int, probe: AdapterProbe | None) -> dict:
     config = TrainConfig(model="digits", scheme=scheme, bits=bits, out=out, seed=seed, data=data, init=str(init),
-                         epochs=epochs, **settings)
+                         epochs=epochs, force=True, threads=None, **settings)
     _, metrics = run_training(config, probe=probe)
     return metrics
 

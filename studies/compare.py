@@ -373,8 +373,9 @@ def accuracy_of(kind: str, bits: int, train_dir, epochs: int | None = None) -> f
     import torch
 
     torch.set_num_threads(2)
+    # An unfinished run in the study's folder is started over (force), on the 2 threads set above.
     result = train(TrainConfig(model="digits", scheme=SCHEME_OF_KIND[kind], bits=bits, out=out, workers=0,
-                               epochs=epochs))
+                               epochs=epochs, force=True, threads=None))
     return float(result["top1"])
 
 

@@ -390,3 +390,24 @@ def test_a_checkpoint_finds_its_network_by_model_and_data():
         network_for({"model": "digits", "config": {"data": "mnist"}})
     with pytest.raises(UserError, match="export supports the digits model only"):
         network_for({"model": "resnet20", "config": {}})
+
+
+def test_shipped_models_need_update_shipped(exported, tmp_path, monkeypatch, capsys):
+    """Every folder under the repository's models/ is refused without --update-shipped."""
+    import quant.export.build
+
+    assert quant.export.build.SHIPPED_MODELS == Path(__file__).resolve().parents[1] / "models"
+    ckpt, out = exported
+    models = tmp_path / "models"
+    shutil.copytree(out, models / "digits-b3")
+    before = _files(models / "digits-b3")
+    monkeypatch.setattr(quant.export.build, "SHIPPED_MODELS", models)
+    for dst in (models / "digits-b3", models / "new-bundle"):
+        assert asqhw_main(["export", str(ckpt), str(dst), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"asqhw: error: {dst} is inside the shipped models folder {models}: pass --update-shipped "
+                       "to replace a shipped bundle (make export does), or give a folder outside it")
+    assert _files(models / "digits-b3") == before and sorted(p.name for p in models.iterdir()) == ["digits-b3"]
+    assert asqhw_main(["export", str(ckpt), str(models / "digits-b3"), "--update-shipped", "--quiet"]) == 0
+    assert _files(models / "digits-b3") == _files(out)  # the same checkpoint exports the same bytes
+    assert sorted(p.name for p in models.iterdir()) == ["digits-b3"]

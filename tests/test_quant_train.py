@@ -229,3 +229,72 @@ def test_distributed_data_parallel_two_cpu_processes(trained, tmp_path):
     model, meta = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     assert meta["epoch"] == 2 and meta["metrics"]["top1"] >= 95.0
     assert meta["metrics"]["top1"] == pytest.approx(_independent_top1(model))
+
+
+# ---------------------------------------------------------------- nothing lost, progress, determinism
+
+
+def _saved_run(out, epoch: int, epochs: int):
+    """A float checkpoint in ``out`` as if ``epoch`` of ``epochs`` epochs had run; returns its bytes."""
+    from quant.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(out / CHECKPOINT_NAME, build_model("digits"),
+                    {"model": "digits", "scheme": "fp", "bits": None, "epoch": epoch, "epochs": epochs,
+                     "complete": epoch == epochs})
+    return (out / CHECKPOINT_NAME).read_bytes()
+
+
+@pytest.mark.parametrize("epoch, state", [(2, "a finished run (2 of 2 epochs)"),
+                                          (1, "an unfinished run (1 of 2 epochs)")])
+def test_train_into_a_folder_with_a_checkpoint_is_refused(tmp_path, capsys, epoch, state):
+    before = _saved_run(tmp_path, epoch, 2)
+    assert _cli(["train", "--scheme", "fp", "--epochs", "2", "--out", str(tmp_path)]) == 2
+    message = capsys.readouterr().out.strip()
+    assert message == (f"asqhw: error: {tmp_path / CHECKPOINT_NAME} already holds {state}: pass --resume to "
+                       "continue it or --force to start over (replacing it)")
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
+    assert _cli(["train", "--scheme", "fp", "--resume", "--force", "--out", str(tmp_path)]) == 2
+    assert "give one of them" in capsys.readouterr().out
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
+
+
+def test_force_starts_over_and_progress_shows_one_line_per_epoch(tmp_path, capsys):
+    before = _saved_run(tmp_path, 2, 2)
+    assert _cli(["train", "--scheme", "fp", "--epochs", "2", "--force", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() != before
+    assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["config"]["force"] is True
+    # stderr is no terminal under pytest, so tqdm hides its bar: plain lines instead
+    lines = [line for line in out.splitlines() if " epoch " in line]
+    assert [line.split(":")[0] for line in lines] == ["digits fp epoch 1/2", "digits fp epoch 2/2"]
+    assert all("test top-1" in line for line in lines)
+
+
+def test_float_pretraining_announces_itself(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(train_module.RECIPES, "digits", {**train_module.RECIPES["digits"], "fp": (1, 0.05, 64)})
+    assert _cli(["train", "--bits", "3", "--epochs", "1", "--out", str(tmp_path / "q")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"asqhw train: no --init given; first training the full-precision digits (1 epochs) in "
+                      f"{tmp_path / 'digits-fp'}, which later runs reuse")
+    assert out[1].startswith("digits fp epoch 1/1:") and out[2].startswith("digits asq+post 3-bit epoch 1/1:")
+
+
+def test_weights_do_not_depend_on_the_thread_count(tmp_path):
+    threads = torch.get_num_threads()
+    states = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)  # what the machine offers; training runs on one thread regardless
+            model, _ = run_training(TrainConfig(model="digits", scheme="fp", bits=None, out=tmp_path / f"t{n}",
+                                                epochs=2, seed=4))
+            assert torch.get_num_threads() == n  # restored after training
+            states.append(model.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+    with pytest.raises(UserError, match="--threads 0"):
+        TrainConfig(model="digits", scheme="fp", bits=None, out=tmp_path, threads=0).resolved()

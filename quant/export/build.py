@@ -4,6 +4,10 @@
 the constants from the training split (:mod:`quant.export.fold`), runs the golden model on the
 whole test split, records golden-vs-float fidelity (:mod:`quant.export.fidelity`) and writes the
 bundle (:func:`golden.bundle.write_bundle`).
+
+The repository's ``models/`` folder holds the shipped (tracked) bundles: a write anywhere under it
+needs ``update_shipped`` (``asqhw export --update-shipped``, which ``make export`` passes), so an
+export meant for a scratch folder never replaces a shipped bundle by a slip of the path.
 """
 
 from __future__ import annotations
@@ -118,6 +122,21 @@ def _build_bundle(model, meta: dict, progress: bool, frac_bits: int) -> Bundle:
     return bundle
 
 
+#: The shipped bundles of this checkout (absent when the package is installed without the repository).
+SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def check_shipped(outdir, update_shipped: bool) -> None:
+    """Refuse ``outdir`` under the shipped models folder unless ``update_shipped`` is given."""
+    models = SHIPPED_MODELS
+    if update_shipped or not Path(models).is_dir():
+        return
+    target = Path(outdir).resolve()
+    if target.is_relative_to(Path(models).resolve()):
+        raise UserError(f"{outdir} is inside the shipped models folder {models}: pass --update-shipped to "
+                        "replace a shipped bundle (make export does), or give a folder outside it")
+
+
 def check_outdir(outdir) -> None:
     """Refuse to replace an existing folder that is not a bundle (``export CKPT models`` would
     otherwise swap the whole ``models`` folder for one bundle)."""
@@ -129,8 +148,12 @@ def check_outdir(outdir) -> None:
 
 
 def export_model(model, meta: dict, outdir, progress: bool = True,
-                 post_frac_bits: int | None = None) -> Bundle:
-    """Build the bundle of a quantized model and write it to ``outdir`` atomically."""
+                 post_frac_bits: int | None = None, update_shipped: bool = False) -> Bundle:
+    """Build the bundle of a quantized model and write it to ``outdir`` atomically.
+
+    ``update_shipped`` allows an ``outdir`` inside the repository's ``models/`` (:func:`check_shipped`).
+    """
+    check_shipped(outdir, update_shipped)
     check_outdir(outdir)
     network_for(meta, "checkpoint")  # only registered networks can be exported
     bundle = build_bundle(model, meta, progress=progress, post_frac_bits=post_frac_bits)
@@ -139,13 +162,16 @@ def export_model(model, meta: dict, outdir, progress: bool = True,
 
 
 def export_checkpoint(checkpoint, outdir, progress: bool = True,
-                      post_frac_bits: int | None = None) -> Bundle:
-    """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F]``: load a checkpoint, export its bundle.
+                      post_frac_bits: int | None = None, update_shipped: bool = False) -> Bundle:
+    """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F] [--update-shipped]``: load a checkpoint,
+    export its bundle.
 
     ``post_frac_bits`` is F of the POST table; None takes ``formats.default_post_frac_bits(bits)``.
+    ``update_shipped`` allows an ``outdir`` inside the repository's ``models/`` (:func:`check_shipped`).
     """
     from quant.checkpoint import model_of, read_checkpoint
 
+    check_shipped(outdir, update_shipped)
     check_outdir(outdir)
     meta = read_checkpoint(checkpoint)  # checks the fields before building anything
     network_for(meta, str(checkpoint))
@@ -158,6 +184,7 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
         raise UserError(f"{checkpoint}: field 'scheme' is {meta.get('scheme')!r}; export needs a "
                         "quantized checkpoint (train with --scheme asq, asq+post, ...)")
     model, meta = model_of(meta, checkpoint)
-    return export_model(model, dict(meta), outdir, progress=progress, post_frac_bits=post_frac_bits)
+    return export_model(model, dict(meta), outdir, progress=progress, post_frac_bits=post_frac_bits,
+                        update_shipped=update_shipped)
 
 

@@ -12,13 +12,17 @@ def register(subparsers) -> None:
         description="Fold a trained quantized checkpoint (of an exportable network: digits) into the "
         "integer model the hardware implements (docs/arithmetic.md) and write the bundle folder OUTDIR: "
         "manifest.json, one $readmemh .mem file per weight memory and vectors.npz (golden vectors of "
-        "the network's test split: the 360 digits test images). OUTDIR is replaced atomically.",
+        "the network's test split: the 360 digits test images). OUTDIR is replaced atomically; one inside "
+        "the repository's models/ (the shipped bundles) needs --update-shipped.",
     )
     export.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
     export.add_argument("outdir", type=Path, help="bundle folder to write (e.g. models/digits-b3)")
     export.add_argument("--post-frac-bits", type=int, default=None, metavar="F",
                         help="fractional bits F of the POST sqrt2 table T[a] = round(a*sqrt2*2^F) "
                         "(default: golden.formats.default_post_frac_bits(BITS), see docs/arithmetic.md 2.2)")
+    export.add_argument("--update-shipped", action="store_true",
+                        help="allow an OUTDIR inside the repository's models/ folder, replacing a shipped "
+                        "bundle (make export passes it); without it such an OUTDIR is refused")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=run_export)
 
@@ -27,7 +31,7 @@ def run_export(args) -> int:
     from quant.export.build import export_checkpoint
 
     bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet,
-                               post_frac_bits=args.post_frac_bits)
+                               post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped)
     man = bundle.manifest
     acc = man.accuracy
     print(f"{args.outdir}: {man.scheme} bits={man.bits} "
