@@ -93,6 +93,16 @@ def build_for(meta: dict) -> nn.Module:
     return quantize_model(model, check_scheme(meta["scheme"]), meta["bits"])
 
 
+def _check_finite(state, path) -> None:
+    """Refuse a state dict holding NaN or infinite values (a diverged or damaged run)."""
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path}: field 'state_dict' is not a dict; retrain it")
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(f"checkpoint {path}: {key} holds NaN or infinite values (a diverged or "
+                            "damaged run); retrain it or pass another checkpoint")
+
+
 def load_checkpoint(path) -> tuple[nn.Module, dict]:
     """``(model, meta)``: the model rebuilt and quantized per ``meta``, state loaded, eval mode."""
     return model_of(read_checkpoint(path), path)
@@ -100,6 +110,7 @@ def load_checkpoint(path) -> tuple[nn.Module, dict]:
 
 def model_of(payload: dict, path) -> tuple[nn.Module, dict]:
     """:func:`load_checkpoint` of an already read checkpoint ``payload`` (``path`` names it in errors)."""
+    _check_finite(payload.get("state_dict"), path)
     model = build_for(payload)
     try:
         model.load_state_dict(payload["state_dict"])
