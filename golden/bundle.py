@@ -550,12 +550,19 @@ def _parse_layer(layer: dict, at: str, prev_shape: list, last: bool) -> Layer:
     out_shape = list(_ints(layer, "out_shape", at))
     kernel = stride = pad = None
     if kind == "fc":
+        if len(out_shape) != 1:
+            raise UserError(f"{at}: out_shape of an fc layer is (C,)")
         if in_shape != [flat_size(prev_shape)]:
             raise UserError(f"{at}: in_shape {in_shape} disagrees with the previous output {prev_shape}")
     elif kind == "conv":
         if in_shape != prev_shape:
             raise UserError(f"{at}: in_shape {in_shape} disagrees with the previous output {prev_shape}")
         kernel, stride, pad = (_need(layer, f, at, int) for f in ("kernel", "stride", "pad"))
+        _within(kernel, 1, None, at, "kernel")
+        _within(stride, 1, None, at, "stride")
+        _within(pad, 0, kernel - 1, at, "pad", " (less than the kernel)")
+        if len(in_shape) != 3 or len(out_shape) != 3:
+            raise UserError(f"{at}: in_shape and out_shape of a conv layer are (C, H, W)")
         h_out = (in_shape[1] + 2 * pad - kernel) // stride + 1
         w_out = (in_shape[2] + 2 * pad - kernel) // stride + 1
         if out_shape[1:] != [h_out, w_out]:
@@ -748,10 +755,6 @@ def _check_layer(man: Manifest, layer: Layer, at: str, middle: bool, act_quant: 
                  weight_kind: str) -> None:
     _all_within(layer.in_shape, 1, None, at, "in_shape")
     _all_within(layer.out_shape, 1, None, at, "out_shape")
-    if layer.is_conv:
-        _within(layer.kernel, 1, None, at, "kernel")
-        _within(layer.stride, 1, None, at, "stride")
-        _within(layer.pad, 0, layer.kernel - 1, at, "pad", " (less than the kernel)")
     _equal(layer.fan_in, flat_size(layer.weight.shape[1:]), at, "fan_in", "inputs per output")
     act, w = layer.act_in, layer.weight
     _within(act.bits, formats.MIN_BITS, formats.MAX_BITS, f"{at}.act_in", "bits")
