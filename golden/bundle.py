@@ -357,7 +357,9 @@ class Manifest:
 
     ``accuracy`` is the exporter's free-form record (a dict); ``vectors`` the vectors file name or
     None; ``files`` the SHA-256 (hex) of every file the manifest names, by name, as
-    :func:`write_bundle` wrote them (None in a manifest not yet written).
+    :func:`write_bundle` wrote them, and ``sha256`` that of the manifest itself (:meth:`digest`:
+    its JSON object without this field), so a changed constant is refused rather than computed
+    with (both None in a manifest not yet written).
     """
 
     format_version: int
@@ -370,6 +372,7 @@ class Manifest:
     accuracy: dict
     vectors: str | None = None
     files: dict | None = None
+    sha256: str | None = None
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -379,7 +382,14 @@ class Manifest:
 
     def to_dict(self) -> dict:
         """The JSON object, field for field in the file's order."""
-        return _record_dict(self, omit_none=("vectors", "files"))
+        return _record_dict(self, omit_none=("vectors", "files", "sha256"))
+
+    def digest(self) -> str:
+        """SHA-256 of this manifest's JSON object without its ``sha256`` field, keys sorted and no
+        spaces (so the file's layout and key order do not matter, its values do)."""
+        text = json.dumps(dataclasses.replace(self, sha256=None).to_dict(), sort_keys=True,
+                          separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def text(self) -> str:
         """The canonical JSON text (what :func:`write_bundle` writes)."""
@@ -533,9 +543,10 @@ def parse_manifest(man: dict, where: str = MANIFEST) -> Manifest:
     accuracy = _need(man, "accuracy", where, dict)
     vectors = _optional(man, "vectors", where, str)
     files = _optional(man, "files", where, dict)
+    sha256 = _optional(man, "sha256", where, str)
     manifest = Manifest(format_version=version, model=model, scheme=scheme, bits=bits,
                         post_frac_bits=post_frac_bits, input=inp, layers=tuple(layers),
-                        accuracy=accuracy, vectors=vectors, files=files)
+                        accuracy=accuracy, vectors=vectors, files=files, sha256=sha256)
     check_meaning(manifest, where)
     return manifest
 
@@ -641,6 +652,7 @@ def _check_link(prev: Layer, layer: Layer, at: str) -> None:
         raise UserError(f"{at}.requant: G {layer.requant.G} disagrees with the input's beta format")
     if output == "codes":
         act = layer.act_in
+        _within(act.bits, formats.MIN_BITS, formats.MAX_BITS, f"{at}.act_in", "bits")
         if act.signed or prev.requant.hi != (1 << act.bits) - 1 or prev.requant.lo != 0:
             raise UserError(f"{at}.act_in: bits {act.bits} (signed {act.signed}) disagrees with the "
                             f"previous layer's requant lo..hi {prev.requant.lo}..{prev.requant.hi}")
@@ -705,6 +717,9 @@ def check_meaning(man: Manifest, where: str = MANIFEST) -> None:
                         f"({', '.join(formats.BUNDLE_SCHEMES)})")
     _within(man.post_frac_bits, 0, formats.MAX_POST_FRAC_BITS, where, "post_frac_bits")
     _check_input(man.input, f"{where}: input")
+    names = [layer.name for layer in man.layers]
+    if not all(names) or len(set(names)) != len(names):
+        raise UserError(f"{where}: layer names {names} must be distinct and not empty")
     act_quant, weight_kind = formats.BUNDLE_SCHEMES[man.scheme]
     for i, layer in enumerate(man.layers):
         middle = 0 < i < len(man.layers) - 1
@@ -817,6 +832,9 @@ def _check_asq(asq: AsqParams, bits: int, at: str) -> None:
 
 
 def _check_requant(req: Requant, layer: Layer, at: str) -> None:
+    asq = layer.act_in.asq
+    _equal(req.G, formats.BETA_FRAC if asq is not None else 0, at, "G",
+           "the fractional bits of the input's beta code, 0 for an LSQ input")
     _within(req.M_width, 1, formats.M_BITS, at, "M_width", f" (the {formats.M_BITS}-bit multiplier)")
     _all_within(req.M, *code_range(req.M_width, True), at, "M", f" ({req.M_width}-bit M_width)")
     _within(req.B_width, 1, _INT64_BITS - req.G, at, "B_width")
@@ -869,7 +887,16 @@ def read_manifest(path) -> Manifest:
         raise UserError(f"{file}: missing; re-export the bundle with `asqhw export`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{file}: not valid JSON ({err}); re-export the bundle") from None
-    return parse_manifest(man, str(file))
+    manifest = parse_manifest(man, str(file))
+    # After the checks by meaning (their errors name the field), whether anything changed at all.
+    for key in ("files", "sha256"):
+        if getattr(manifest, key) is None:
+            raise UserError(f"{file}: field {key!r} (the checksums export writes) is missing; "
+                            "re-export the bundle with `asqhw export`")
+    if manifest.digest() != manifest.sha256:
+        raise UserError(f"{file}: file {MANIFEST} changed since export (its content disagrees with "
+                        "its field 'sha256'); re-export the bundle with `asqhw export`")
+    return manifest
 
 
 def _bundle_file(path: Path, name: str, field_name: str) -> bytes:
@@ -906,9 +933,6 @@ def read_bundle(path, vectors: bool = True) -> Bundle:
     """
     path = Path(path)
     man = read_manifest(path)
-    if man.files is None:
-        raise UserError(f"{path / MANIFEST}: field 'files' (the checksums of the bundle's files) is "
-                        "missing; re-export the bundle with `asqhw export`")
     weights = {}
     for layer in man.layers:
         w = layer.weight
@@ -979,8 +1003,9 @@ def write_bundle(bundle: Bundle, outdir) -> Path:
     if bundle.manifest.vectors:
         contents[bundle.manifest.vectors] = npz_bytes(bundle.vectors)
     files = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-    manifest = dataclasses.replace(bundle.manifest, files=files)
-    text = parse_manifest(manifest.to_dict(), f"{outdir}/{MANIFEST}").text()
+    manifest = parse_manifest(dataclasses.replace(bundle.manifest, files=files, sha256=None).to_dict(),
+                              f"{outdir}/{MANIFEST}")
+    text = dataclasses.replace(manifest, sha256=manifest.digest()).text()
     with atomic_dir(outdir) as tmp:
         for name, data in contents.items():
             (tmp / name).write_bytes(data)

@@ -17,7 +17,7 @@ import pytest
 from asqhw.cli import main
 from asqhw.errors import UserError
 from golden import formats
-from golden.bundle import MANIFEST, npz_bytes, read_bundle, read_npz
+from golden.bundle import MANIFEST, npz_bytes, parse_manifest, read_bundle, read_npz
 
 BUNDLE = "digits-b3"  # ASQ+POST, 3 bits: conv1 (LSQ int8), conv2/conv3 (ASQ, POST), fc (logits)
 
@@ -45,9 +45,15 @@ def set_at(man: dict, keys: tuple, value) -> None:
 
 
 def rehash(path, name: str) -> None:
-    """Record the current SHA-256 of the bundle file ``name`` in the manifest (a file changed on purpose)."""
+    """Record the current SHA-256 of the bundle file ``name`` in the manifest, and the manifest's
+    own (a file changed on purpose, so that its content, not its checksum, has to be found wrong)."""
     digest = hashlib.sha256((path / name).read_bytes()).hexdigest()
-    edit_manifest(path, lambda man: man["files"].__setitem__(name, digest))
+
+    def edit(man):
+        man["files"][name] = digest
+        man["sha256"] = parse_manifest(man).digest()
+
+    edit_manifest(path, edit)
 
 
 def one_line_error(capsys) -> str:
@@ -167,10 +173,25 @@ def test_a_file_changed_since_export_is_refused(bundle_copy):
         read_bundle(bundle_copy)
 
 
-def test_a_manifest_without_checksums_is_refused(bundle_copy):
-    edit_manifest(bundle_copy, lambda man: man.pop("files"))
-    with pytest.raises(UserError, match="'files'.*missing"):
+@pytest.mark.parametrize("field", ["files", "sha256"])
+def test_a_manifest_without_checksums_is_refused(bundle_copy, field):
+    edit_manifest(bundle_copy, lambda man: man.pop(field))
+    with pytest.raises(UserError, match=f"'{field}'.*missing"):
         read_bundle(bundle_copy)
+
+
+def test_a_constant_changed_to_another_valid_value_is_refused(bundle_copy):
+    """In range, so only the manifest's own checksum can tell: refused rather than computed with."""
+    edit_manifest(bundle_copy, lambda man: set_at(man, (*CONV2, "requant", "M", 0),
+                                                  man["layers"][1]["requant"]["M"][0] + 1))
+    with pytest.raises(UserError, match=r"manifest\.json changed since export.*re-export"):
+        read_bundle(bundle_copy)
+
+
+def test_a_manifest_laid_out_differently_is_the_same_bundle(bundle_copy, shipped_bundle):
+    man = json.loads((bundle_copy / MANIFEST).read_text())
+    (bundle_copy / MANIFEST).write_text(json.dumps(man, indent=4, sort_keys=True))
+    assert read_bundle(bundle_copy).manifest == read_bundle(shipped_bundle(BUNDLE)).manifest
 
 
 def _rewrite_vectors(path, change) -> None:
