@@ -121,8 +121,8 @@ def test_a_value_of_impossible_meaning_is_refused(bundle_copy, keys, value, name
 
 @pytest.mark.parametrize("argv", [["eval", "--golden"], ["verilog", "--no-lint", "--model"]],
                          ids=["eval --golden", "verilog"])
-@pytest.mark.parametrize("keys, value, names", [MEANING_CASES[i][1:] for i in (0, 6, 17, 35)],
-                         ids=[MEANING_CASES[i][0] for i in (0, 6, 17, 35)])
+@pytest.mark.parametrize("keys, value, names", [c[1:] for c in MEANING_CASES],
+                         ids=[c[0] for c in MEANING_CASES])
 def test_the_commands_refuse_it_on_one_line_with_status_2(bundle_copy, tmp_path, capsys, argv, keys,
                                                            value, names):
     edit_manifest(bundle_copy, lambda man: set_at(man, keys, value))
@@ -265,3 +265,20 @@ def test_a_checkpoint_of_other_bits_is_refused_against_the_bundle(shipped_bundle
         golden_report(shipped_bundle(3), shipped_checkpoint(4))
     with pytest.raises(UserError, match=r"model 'digits' vs 'digits-vary'"):
         golden_report(shipped_bundle("digits-vary-b3"), shipped_checkpoint(3))
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model", ["digits"]), ("scheme", {}), ("scheme", "foo"), ("model", "resnet18"), ("bits", 9),
+    ("bits", "3"), ("bits", 1.5), ("num_classes", 0), ("num_classes", -1), ("num_classes", 2**40),
+    ("num_classes", "10"), ("state_dict", None),
+])
+def test_a_checkpoint_with_impossible_metadata_is_refused(tmp_path, shipped_checkpoint, capsys, key, value):
+    import torch
+
+    payload = torch.load(shipped_checkpoint(BUNDLE), map_location="cpu", weights_only=True)
+    payload[key] = value
+    path = tmp_path / "bad.pt"
+    torch.save(payload, path)
+    assert main(["eval", str(path)]) == 2
+    line = one_line_error(capsys)
+    assert str(path) in line
