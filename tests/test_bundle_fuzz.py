@@ -148,3 +148,61 @@ def test_checks_by_meaning_leave_no_value_that_crashes_the_golden_model(intact, 
     bundle = dataclasses.replace(intact_bundle, manifest=parsed, weights=weights)
     with np.errstate(all="raise"):
         run(bundle, pixels_to_codes(bundle, pixels))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def intact_checkpoint(shipped_checkpoint):
+    """The shipped checkpoint's payload, and its intact model's logits on a few random images."""
+    import torch
+
+    from quant.checkpoint import load_checkpoint
+
+    path = shipped_checkpoint(BUNDLE)
+    model, _ = load_checkpoint(path)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(x)
+    return torch.load(path, map_location="cpu", weights_only=True), x, logits
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_mutated_checkpoint_is_refused_on_one_line_or_computes_the_same(intact_checkpoint, data):
+    import copy
+
+    import torch
+
+    from quant.checkpoint import load_checkpoint
+
+    payload, x, expected = intact_checkpoint
+    payload = copy.copy(payload)
+    payload["state_dict"] = dict(payload["state_dict"])
+    if data.draw(st.booleans(), label="in the state"):
+        key = data.draw(st.sampled_from(sorted(payload["state_dict"])), label="tensor")
+        tensor = payload["state_dict"][key].clone()
+        change = data.draw(st.sampled_from(["nan", "inf", "shape", "drop"]), label="change")
+        if change == "drop":
+            del payload["state_dict"][key]
+        elif change == "shape":
+            payload["state_dict"][key] = torch.zeros(tensor.numel() + 1)
+        elif tensor.is_floating_point() and tensor.numel():
+            tensor.view(-1)[0] = float(change)
+            payload["state_dict"][key] = tensor
+    else:
+        key = data.draw(st.sampled_from(sorted(k for k in payload if k not in ("state_dict", "rng",
+                                                                              "optimizer"))), label="key")
+        payload[key] = data.draw(JSON_VALUES, label="value")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mutated.pt"
+        torch.save(payload, path)
+        try:
+            model, _ = load_checkpoint(path)
+        except UserError as err:
+            assert "\n" not in str(err) and str(err).strip(), repr(str(err))
+            return
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)
