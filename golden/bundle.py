@@ -10,18 +10,24 @@ A bundle is a folder holding
 - one ``$readmemh`` file per weight memory, ``<layer>.weights.mem``: one raw b-bit word per line,
   ``ceil(b/4)`` hex digits, order ``(c_out, c_in, ky, kx)`` (conv) or ``(out, in)`` (fc);
 - ``vectors.npz``: golden vectors (written deterministically so export -> load -> export is byte
-  for byte identical).
+  for byte identical);
+
+and ``manifest.json`` records the SHA-256 of every other file (``files``), checked on reading.
 
 The manifest is parsed and validated once, into frozen records with one attribute per field
 (:class:`Manifest`, :class:`InputSpec`, :class:`Layer`, :class:`ActIn`, :class:`AsqParams`,
 :class:`WeightSpec`, :class:`Requant`); ``to_dict()`` gives the JSON object back, field for field
 and in the file's order, so a bundle written after reading is the same bytes. Lists are tuples in
-the records. Every field is explained in ``docs/arithmetic.md``. Every problem found while reading
-raises :class:`asqhw.errors.UserError` naming the file and the field.
+the records. Every field is explained in ``docs/arithmetic.md``, with the range of values it may
+take: fields are checked by meaning too (:func:`check_meaning`), and the files a manifest names must
+lie in the bundle folder. Every problem found while reading raises :class:`asqhw.errors.UserError`
+naming the file and the field.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -350,7 +356,10 @@ class Manifest:
     """The parsed ``manifest.json``: every field, validated (see :meth:`from_dict`).
 
     ``accuracy`` is the exporter's free-form record (a dict); ``vectors`` the vectors file name or
-    None.
+    None; ``files`` the SHA-256 (hex) of every file the manifest names, by name, as
+    :func:`write_bundle` wrote them, and ``sha256`` that of the manifest itself (:meth:`digest`:
+    its JSON object without this field), so a changed constant is refused rather than computed
+    with (both None in a manifest not yet written).
     """
 
     format_version: int
@@ -362,6 +371,8 @@ class Manifest:
     layers: tuple
     accuracy: dict
     vectors: str | None = None
+    files: dict | None = None
+    sha256: str | None = None
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -371,7 +382,14 @@ class Manifest:
 
     def to_dict(self) -> dict:
         """The JSON object, field for field in the file's order."""
-        return _record_dict(self, omit_none=("vectors",))
+        return _record_dict(self, omit_none=("vectors", "files", "sha256"))
+
+    def digest(self) -> str:
+        """SHA-256 of this manifest's JSON object without its ``sha256`` field, keys sorted and no
+        spaces (so the file's layout and key order do not matter, its values do)."""
+        text = json.dumps(dataclasses.replace(self, sha256=None).to_dict(), sort_keys=True,
+                          separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def text(self) -> str:
         """The canonical JSON text (what :func:`write_bundle` writes)."""
@@ -474,10 +492,12 @@ def npz_bytes(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
-def read_npz(path: Path) -> dict:
+def read_npz(path: Path, data: bytes | None = None) -> dict:
+    """The arrays of the ``.npz`` file ``path`` (or of its bytes ``data``, already read)."""
     try:
         # Our own file object: np.load leaks the file it opened when the zip is unreadable.
-        with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
+        source = io.BytesIO(data) if data is not None else open(path, "rb")
+        with source as file, np.load(file, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise UserError(f"{path}: missing; re-export the bundle with `asqhw export`") from None
@@ -522,9 +542,13 @@ def parse_manifest(man: dict, where: str = MANIFEST) -> Manifest:
         prev_shape = list(layer.out_shape)
     accuracy = _need(man, "accuracy", where, dict)
     vectors = _optional(man, "vectors", where, str)
-    return Manifest(format_version=version, model=model, scheme=scheme, bits=bits,
-                    post_frac_bits=post_frac_bits, input=inp, layers=tuple(layers), accuracy=accuracy,
-                    vectors=vectors)
+    files = _optional(man, "files", where, dict)
+    sha256 = _optional(man, "sha256", where, str)
+    manifest = Manifest(format_version=version, model=model, scheme=scheme, bits=bits,
+                        post_frac_bits=post_frac_bits, input=inp, layers=tuple(layers),
+                        accuracy=accuracy, vectors=vectors, files=files, sha256=sha256)
+    check_meaning(manifest, where)
+    return manifest
 
 
 def _parse_layer(layer: dict, at: str, prev_shape: list, last: bool) -> Layer:
@@ -537,12 +561,19 @@ def _parse_layer(layer: dict, at: str, prev_shape: list, last: bool) -> Layer:
     out_shape = list(_ints(layer, "out_shape", at))
     kernel = stride = pad = None
     if kind == "fc":
+        if len(out_shape) != 1:
+            raise UserError(f"{at}: out_shape of an fc layer is (C,)")
         if in_shape != [flat_size(prev_shape)]:
             raise UserError(f"{at}: in_shape {in_shape} disagrees with the previous output {prev_shape}")
     elif kind == "conv":
         if in_shape != prev_shape:
             raise UserError(f"{at}: in_shape {in_shape} disagrees with the previous output {prev_shape}")
         kernel, stride, pad = (_need(layer, f, at, int) for f in ("kernel", "stride", "pad"))
+        _within(kernel, 1, None, at, "kernel")
+        _within(stride, 1, None, at, "stride")
+        _within(pad, 0, kernel - 1, at, "pad", " (less than the kernel)")
+        if len(in_shape) != 3 or len(out_shape) != 3:
+            raise UserError(f"{at}: in_shape and out_shape of a conv layer are (C, H, W)")
         h_out = (in_shape[1] + 2 * pad - kernel) // stride + 1
         w_out = (in_shape[2] + 2 * pad - kernel) // stride + 1
         if out_shape[1:] != [h_out, w_out]:
@@ -619,6 +650,209 @@ def _check_link(prev: Layer, layer: Layer, at: str) -> None:
                         f"requant.frac_bits {prev.requant.frac_bits}")
     if layer.requant.G != (asq.G if asq is not None else 0):
         raise UserError(f"{at}.requant: G {layer.requant.G} disagrees with the input's beta format")
+    if output == "codes":
+        act = layer.act_in
+        _within(act.bits, formats.MIN_BITS, formats.MAX_BITS, f"{at}.act_in", "bits")
+        if act.signed or prev.requant.hi != (1 << act.bits) - 1 or prev.requant.lo != 0:
+            raise UserError(f"{at}.act_in: bits {act.bits} (signed {act.signed}) disagrees with the "
+                            f"previous layer's requant lo..hi {prev.requant.lo}..{prev.requant.hi}")
+
+
+# ----------------------------------------------------------------------------- meaning checks
+
+#: Largest shift, fraction or width a bundle field may have: the golden model computes in int64.
+_INT64_BITS = 63
+
+
+def _within(value, lo, hi, at: str, key: str, why: str = "") -> None:
+    """Refuse ``value`` (field ``key`` of ``at``) outside ``lo .. hi`` (None: unbounded)."""
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        span = f"{'-inf' if lo is None else lo}..{'inf' if hi is None else hi}"
+        raise UserError(f"{at}: field {key!r} is {value!r}, outside {span}{why}; re-export the bundle")
+
+
+def _equal(value, expected, at: str, key: str, why: str) -> None:
+    if value != expected:
+        raise UserError(f"{at}: field {key!r} is {value!r}, expected {expected!r} ({why}); "
+                        "re-export the bundle")
+
+
+def _all_within(values, lo, hi, at: str, key: str, why: str = "") -> None:
+    for i, value in enumerate(values):
+        _within(value, lo, hi, at, f"{key}[{i}]", why)
+
+
+def _all_ints(values, at: str, key: str) -> None:
+    for value in values:
+        if type(value) is not int:
+            raise UserError(f"{at}: field {key!r} must hold integers only")
+
+
+def _all_finite(values, at: str, key: str, positive: bool = False) -> None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or (positive and value <= 0):
+            raise UserError(f"{at}: field {key!r} must hold finite{' positive' if positive else ''} "
+                            f"numbers ({value!r}); re-export the bundle")
+
+
+def code_range(bits: int, signed: bool) -> tuple[int, int]:
+    """``(lo, hi)`` of ``bits``-bit codes (two's complement when ``signed``)."""
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def check_meaning(man: Manifest, where: str = MANIFEST) -> None:
+    """Check every field's value against its meaning (docs/arithmetic.md): widths, shifts, ranges,
+    the proved product range and accumulator width, and the model/scheme/BITS the bundle claims.
+
+    :func:`parse_manifest` has checked presence, types and shapes; this refuses a manifest whose
+    values, though well typed, would make the golden model or the hardware compute nonsense.
+    """
+    _check_file_names(man, where)
+    if man.model not in formats.NETWORK_NAMES:
+        raise UserError(f"{where}: field 'model' is {man.model!r}, not a known network "
+                        f"({', '.join(formats.NETWORK_NAMES)})")
+    if man.scheme not in formats.BUNDLE_SCHEMES:
+        raise UserError(f"{where}: field 'scheme' is {man.scheme!r}, not a quantization scheme "
+                        f"({', '.join(formats.BUNDLE_SCHEMES)})")
+    _within(man.post_frac_bits, 0, formats.MAX_POST_FRAC_BITS, where, "post_frac_bits")
+    _check_input(man.input, f"{where}: input")
+    names = [layer.name for layer in man.layers]
+    if not all(names) or len(set(names)) != len(names):
+        raise UserError(f"{where}: layer names {names} must be distinct and not empty")
+    act_quant, weight_kind = formats.BUNDLE_SCHEMES[man.scheme]
+    for i, layer in enumerate(man.layers):
+        middle = 0 < i < len(man.layers) - 1
+        _check_layer(man, layer, f"{where}: layers[{i}] ({layer.name})", middle, act_quant, weight_kind)
+    first = man.layers[0].act_in
+    if (first.quant, first.bits, first.signed) != ("lsq", man.input.bits, man.input.signed):
+        raise UserError(f"{where}: layers[0].act_in disagrees with input (quant lsq, bits, signed)")
+
+
+def named_files(man: Manifest) -> list:
+    """The names of the files ``man`` names: every layer's ``.mem``, then the vectors file."""
+    return [layer.weight.mem for layer in man.layers] + ([man.vectors] if man.vectors else [])
+
+
+def _check_file_names(man: Manifest, where: str) -> None:
+    """Every named file is a plain name inside the bundle folder, named once."""
+    names = named_files(man)
+    for name in names:
+        if not name or "/" in name or "\\" in name or name in (".", "..", MANIFEST):
+            raise UserError(f"{where}: file name {name!r} is not a plain file name in the bundle "
+                            "folder (no folders, no '..', not absolute); re-export the bundle")
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}: a file name is used twice ({names}); re-export the bundle")
+    if man.files is not None:
+        if sorted(man.files) != sorted(names):
+            raise UserError(f"{where}: field 'files' lists {sorted(man.files)}, the manifest names "
+                            f"{sorted(names)}; re-export the bundle")
+        for name, digest in man.files.items():
+            if not isinstance(digest, str) or len(digest) != 64 \
+                    or any(c not in "0123456789abcdef" for c in digest):
+                raise UserError(f"{where}: field 'files' entry {name!r} is not a SHA-256 hex digest")
+
+
+def _check_input(inp: InputSpec, at: str) -> None:
+    _check_len(inp.shape, 3, at, "shape")
+    _all_within(inp.shape, 1, None, at, "shape")
+    _within(inp.pixel_max, 1, 255, at, "pixel_max", " (pixels are bytes)")
+    _within(inp.bits, formats.MIN_BITS, formats.MAX_BITS, at, "bits")
+    _all_finite([inp.step], at, "step", positive=True)
+    _all_ints(inp.lut, at, "lut")
+    lo, hi = code_range(inp.bits, inp.signed)
+    _all_within(inp.lut, lo, hi, at, "lut", f" (the {inp.bits}-bit input codes)")
+    if len(set(inp.lut)) != len(inp.lut):
+        raise UserError(f"{at}: field 'lut' maps two pixel values to one code (must be distinct)")
+
+
+def _check_layer(man: Manifest, layer: Layer, at: str, middle: bool, act_quant: str,
+                 weight_kind: str) -> None:
+    _all_within(layer.in_shape, 1, None, at, "in_shape")
+    _all_within(layer.out_shape, 1, None, at, "out_shape")
+    _equal(layer.fan_in, flat_size(layer.weight.shape[1:]), at, "fan_in", "inputs per output")
+    act, w = layer.act_in, layer.weight
+    _within(act.bits, formats.MIN_BITS, formats.MAX_BITS, f"{at}.act_in", "bits")
+    _all_finite([act.step], f"{at}.act_in", "step", positive=True)
+    _all_finite(w.scale, f"{at}.weight", "scale", positive=True)
+    _within(w.unit_exp, -_INT64_BITS, _INT64_BITS, f"{at}.weight", "unit_exp")
+    if middle:
+        _equal(act.bits, man.bits, f"{at}.act_in", "bits", f"the manifest's bits {man.bits}")
+        _equal(w.bits, man.bits, f"{at}.weight", "bits", f"the manifest's bits {man.bits}")
+        _equal(act.quant, act_quant, f"{at}.act_in", "quant", f"scheme {man.scheme!r}")
+        _equal(w.kind, weight_kind, f"{at}.weight", "kind", f"scheme {man.scheme!r}")
+    if act.asq is not None:
+        if act.signed:
+            raise UserError(f"{at}.act_in: field 'signed' is true; ASQ codes are unsigned")
+        _check_asq(act.asq, act.bits, f"{at}.act_in.asq")
+        act_lo, act_hi = 0, act.asq.qmax
+    else:
+        act_lo, act_hi = code_range(act.bits, act.signed)
+    if w.kind != formats.INT and act_lo < 0:
+        raise UserError(f"{at}: {w.kind} weights need unsigned activations (act_in.signed is true)")
+    proved = arith.product_range(act_lo, act_hi, w.kind, w.bits, man.post_frac_bits)
+    _equal(list(layer.product_range), list(proved), at, "product_range",
+           "every activation code times every weight code")
+    _equal(layer.acc_width, arith.acc_width(layer.fan_in, *proved), at, "acc_width",
+           "the proved width of fan_in products")
+    _check_requant(layer.requant, layer, f"{at}.requant")
+
+
+def _check_asq(asq: AsqParams, bits: int, at: str) -> None:
+    _equal(asq.G, formats.BETA_FRAC, at, "G", "the beta code's fractional bits")
+    _equal(asq.qmax, (1 << bits) - 1, at, "qmax", f"the largest unsigned {bits}-bit code")
+    _within(asq.s_code, 1, (1 << formats.STEP_BITS) - 1, at, "s_code", f" ({formats.STEP_BITS}-bit step)")
+    _within(asq.FS, 0, _INT64_BITS, at, "FS")
+    _within(asq.FY, 0, formats.Y_BITS, at, "FY")
+    _within(asq.beta_min, 1, formats.BETA_MAX, at, "beta_min", f" ({formats.BETA_BITS}-bit beta)")
+    _within(asq.beta_max, asq.beta_min, formats.BETA_MAX, at, "beta_max",
+            f" (beta_min .. the {formats.BETA_BITS}-bit beta)")
+    _equal(asq.R, (asq.s_code << asq.G).bit_length() + formats.RECIP_BITS, at, "R",
+           f"bitlen(s_code * 2^G) + {formats.RECIP_BITS}: the reciprocal's width")
+    code_shift = asq.FY + asq.R - asq.FS - asq.G
+    _within(code_shift, 0, _INT64_BITS, at, "code_shift", " (FY + R - FS - G)")
+    if asq.code_shift is not None:
+        _equal(asq.code_shift, code_shift, at, "code_shift", "FY + R - FS - G")
+    w_lo, w_hi = code_range(formats.ADAPTER_W_BITS, True)
+    rows = asq.W1 if asq.W1 is not None else ()
+    for r, row in enumerate(rows):
+        _all_ints(row, at, f"W1[{r}]")
+        _all_within(row, w_lo, w_hi, at, f"W1[{r}]", f" ({formats.ADAPTER_W_BITS}-bit adapter weights)")
+    _all_ints(asq.W2, at, "W2")
+    _all_within(asq.W2, w_lo, w_hi, at, "W2", f" ({formats.ADAPTER_W_BITS}-bit adapter weights)")
+    if asq.b1 is not None:
+        _all_ints(asq.b1, at, "b1")
+        _all_within(asq.b1, -(1 << 40), 1 << 40, at, "b1")
+    _within(asq.b2, -(1 << 40), 1 << 40, at, "b2")
+    _within(asq.S1, 0, _INT64_BITS, at, "S1")
+    _within(asq.S2, 0, _INT64_BITS, at, "S2")
+    if asq.beta_seen is not None:
+        _check_len(asq.beta_seen, 2, at, "beta_seen")
+        _all_finite(asq.beta_seen, at, "beta_seen")
+
+
+def _check_requant(req: Requant, layer: Layer, at: str) -> None:
+    asq = layer.act_in.asq
+    _equal(req.G, formats.BETA_FRAC if asq is not None else 0, at, "G",
+           "the fractional bits of the input's beta code, 0 for an LSQ input")
+    _within(req.M_width, 1, formats.M_BITS, at, "M_width", f" (the {formats.M_BITS}-bit multiplier)")
+    _all_within(req.M, *code_range(req.M_width, True), at, "M", f" ({req.M_width}-bit M_width)")
+    _within(req.B_width, 1, _INT64_BITS - req.G, at, "B_width")
+    _all_within(req.B, *code_range(req.B_width, True), at, "B", f" ({req.B_width}-bit B_width)")
+    _within(req.S, 0, _INT64_BITS - req.G, at, "S")
+    _within(req.frac_bits, 0, 32, at, "frac_bits")
+    _within(req.t_width, 1, 64, at, "t_width")
+    _within(req.out_width, 1, formats.OUT_WIDTH, at, "out_width")
+    if (req.lo is None) != (req.hi is None) or (req.lo is None) != (req.output == "logits"):
+        raise UserError(f"{at}: fields 'lo'/'hi' must both be null for logits and both integers "
+                        "otherwise")
+    if req.lo is not None:
+        _within(req.lo, 0, req.hi, at, "lo", " (0 .. hi)")
+        _within(req.hi, req.lo, (1 << req.out_width) - 1, at, "hi", f" (lo .. the {req.out_width}-bit output)")
+    if req.output == "y":
+        _equal(req.hi, formats.Y_MAX, at, "hi", f"y is {formats.Y_BITS} bits")
+    if req.output == "logits":
+        _equal(req.frac_bits, formats.LOGIT_FRAC, at, "frac_bits", "the logits' fraction")
 
 
 # ----------------------------------------------------------------------------- read / write
@@ -653,29 +887,103 @@ def read_manifest(path) -> Manifest:
         raise UserError(f"{file}: missing; re-export the bundle with `asqhw export`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{file}: not valid JSON ({err}); re-export the bundle") from None
-    return parse_manifest(man, str(file))
+    manifest = parse_manifest(man, str(file))
+    # After the checks by meaning (their errors name the field), whether anything changed at all.
+    for key in ("files", "sha256"):
+        if getattr(manifest, key) is None:
+            raise UserError(f"{file}: field {key!r} (the checksums export writes) is missing; "
+                            "re-export the bundle with `asqhw export`")
+    if manifest.digest() != manifest.sha256:
+        raise UserError(f"{file}: file {MANIFEST} changed since export (its content disagrees with "
+                        "its field 'sha256'); re-export the bundle with `asqhw export`")
+    return manifest
+
+
+def _bundle_file(path: Path, name: str, field_name: str) -> bytes:
+    """The bytes of the file ``name`` of the bundle folder ``path``: refused unless it is a regular
+    file inside the folder (a link pointing out of it is refused too)."""
+    file = path / name
+    try:
+        inside = file.resolve().is_relative_to(path.resolve())
+    except (OSError, RuntimeError):
+        inside = False
+    if not inside:
+        raise UserError(f"{file}: {field_name} resolves outside the bundle folder {path}; re-export the bundle")
+    if file.is_dir():
+        raise UserError(f"{file}: {field_name} is a folder, not a file; re-export the bundle")
+    try:
+        return file.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{file}: missing ({field_name}); re-export the bundle") from None
+    except OSError as err:
+        raise UserError(f"{file}: cannot be read ({field_name}: {err.strerror})") from None
+
+
+def _check_digest(man: Manifest, file: Path, data: bytes) -> None:
+    if hashlib.sha256(data).hexdigest() != man.files[file.name]:
+        raise UserError(f"{file}: file {file.name} changed since export (its SHA-256 disagrees "
+                        f"with the manifest's 'files'); re-export the bundle with `asqhw export`")
 
 
 def read_bundle(path, vectors: bool = True) -> Bundle:
-    """Read and validate the bundle folder ``path`` (weights from their ``.mem`` files)."""
+    """Read and validate the bundle folder ``path`` (weights from their ``.mem`` files).
+
+    Every file the manifest names must lie in the folder and have the SHA-256 the manifest records;
+    the vectors (when read) must hold one entry per test image (:func:`check_vectors`).
+    """
     path = Path(path)
     man = read_manifest(path)
     weights = {}
     for layer in man.layers:
         w = layer.weight
         file = path / w.mem
+        data = _bundle_file(path, w.mem, f"layers[{layer.name}].weight.mem")
         try:
-            text = file.read_text(encoding="ascii")
-        except FileNotFoundError:
-            raise UserError(
-                f"{file}: missing (layers[{layer.name}].weight.mem); re-export the bundle"
-            ) from None
+            text = data.decode("ascii")
         except UnicodeDecodeError:
             raise UserError(f"{file}: not a text $readmemh file; re-export the bundle") from None
+        # The format first (its errors say more), then whether the words are the exported ones.
         raw = parse_mem(text, w.bits, flat_size(w.shape), str(file))
+        _check_digest(man, file, data)
         weights[layer.name] = weight_codes(raw, w.kind, w.bits).reshape(w.shape)
-    vecs = read_npz(path / man.vectors) if vectors and man.vectors else {}
+    vecs = {}
+    if vectors and man.vectors:
+        file = path / man.vectors
+        data = _bundle_file(path, man.vectors, "vectors")
+        vecs = read_npz(file, data)
+        check_vectors(man, vecs, str(file))
+        _check_digest(man, file, data)
     return Bundle(manifest=man, weights=weights, vectors=vecs, path=path)
+
+
+def vector_shapes(man: Manifest, n: int) -> dict:
+    """The shape of every golden vector of ``n`` images (the keys :func:`golden.model.vector_arrays`
+    writes, with the exporter's ``pixels`` and ``float_pred``)."""
+    shapes = {"pixels": (n, *man.input.shape), "labels": (n,), "float_pred": (n,), "pred": (n,),
+              "logits": (n, man.layers[-1].out_shape[0])}
+    for layer in man.layers:
+        shapes[f"{layer.name}.in"] = (n, *layer.in_shape)
+        if layer.act_in.is_asq:
+            shapes[f"{layer.name}.beta"] = (n,)
+    return shapes
+
+
+def check_vectors(man: Manifest, vecs: dict, where: str) -> None:
+    """The golden vectors hold exactly the expected keys, integer arrays of the expected shapes,
+    one entry per test image (``accuracy["n_test"]`` when the manifest records it)."""
+    n = man.accuracy.get("n_test")
+    if type(n) is not int:
+        n = np.shape(vecs["pixels"])[0] if "pixels" in vecs and np.ndim(vecs["pixels"]) else 0
+    shapes = vector_shapes(man, n)
+    if sorted(vecs) != sorted(shapes):
+        raise UserError(f"{where}: keys {sorted(vecs)}, expected {sorted(shapes)}; re-export the bundle")
+    for key, shape in shapes.items():
+        arr = vecs[key]
+        if arr.dtype.kind not in "iu" or arr.shape != shape:
+            raise UserError(f"{where}: {key!r} is {arr.dtype} {list(arr.shape)}, expected integers of "
+                            f"shape {list(shape)} (one entry per test image); re-export the bundle")
+    if n and (vecs["pixels"].min() < 0 or vecs["pixels"].max() > man.input.pixel_max):
+        raise UserError(f"{where}: 'pixels' outside 0..{man.input.pixel_max}; re-export the bundle")
 
 
 def write_bundle(bundle: Bundle, outdir) -> Path:
@@ -684,16 +992,22 @@ def write_bundle(bundle: Bundle, outdir) -> Path:
     The manifest is validated again from its JSON object first, so what is written reads back.
     """
     outdir = Path(outdir)
-    text = parse_manifest(bundle.manifest.to_dict(), f"{outdir}/{MANIFEST}").text()
+    contents = {}
+    for layer in bundle.layers:
+        w = layer.weight
+        codes = np.asarray(bundle.weights[layer.name])
+        if list(codes.shape) != list(w.shape):
+            raise UserError(f"{outdir}: weights of {layer.name} have shape {list(codes.shape)}, "
+                            f"manifest says {list(w.shape)}")
+        contents[w.mem] = mem_text(weight_raw(codes, w.kind, w.bits), w.bits).encode("ascii")
+    if bundle.manifest.vectors:
+        contents[bundle.manifest.vectors] = npz_bytes(bundle.vectors)
+    files = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+    manifest = parse_manifest(dataclasses.replace(bundle.manifest, files=files, sha256=None).to_dict(),
+                              f"{outdir}/{MANIFEST}")
+    text = dataclasses.replace(manifest, sha256=manifest.digest()).text()
     with atomic_dir(outdir) as tmp:
-        for layer in bundle.layers:
-            w = layer.weight
-            codes = np.asarray(bundle.weights[layer.name])
-            if list(codes.shape) != list(w.shape):
-                raise UserError(f"{outdir}: weights of {layer.name} have shape {list(codes.shape)}, "
-                                f"manifest says {list(w.shape)}")
-            (tmp / w.mem).write_text(mem_text(weight_raw(codes, w.kind, w.bits), w.bits), encoding="ascii")
-        if bundle.manifest.vectors:
-            (tmp / bundle.manifest.vectors).write_bytes(npz_bytes(bundle.vectors))
+        for name, data in contents.items():
+            (tmp / name).write_bytes(data)
         (tmp / MANIFEST).write_text(text, encoding="utf-8")
     return outdir

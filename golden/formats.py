@@ -31,6 +31,26 @@ WEIGHT_KINDS = (INT, POT, POST)
 #: The non-uniform encodings (sign-magnitude codes of exponents).
 POWER_KINDS = (POT, POST)
 
+# ----------------------------------------------------------------------------- schemes, networks
+
+#: Quantization schemes: name -> (activation quantizer of the BITS-bit layers, their weight kind).
+#: The training side (:mod:`quant.schemes`) and the bundle reader share these names.
+SCHEMES = {
+    "lsq": ("lsq", INT),
+    "asq": ("asq", INT),
+    "lsq+pot": ("lsq", POT),
+    "lsq+post": ("lsq", POST),
+    "asq+post": ("asq", POST),
+}
+#: Every scheme a bundle can describe: each activation quantizer with each weight kind, named
+#: ``"<act>"`` for uniform weights and ``"<act>+<kind>"`` otherwise (the hardware builds all of them;
+#: training offers :data:`SCHEMES`, a subset with the same meanings).
+BUNDLE_SCHEMES = {(act if kind == INT else f"{act}+{kind}"): (act, kind)
+                  for act in ("lsq", "asq") for kind in WEIGHT_KINDS}
+#: Networks a bundle can be of (the exporter's registry, ``quant.export.networks.NETWORKS``, has
+#: exactly these names; a test keeps the two equal).
+NETWORK_NAMES = ("digits", "digits-vary")
+
 # ----------------------------------------------------------------------------- offered widths
 
 #: BITS the arithmetic is defined for (uniform weights and activation codes).

@@ -33,12 +33,15 @@ from torch import nn
 
 from asqhw.atomic import atomic_write_bytes
 from asqhw.errors import UserError
+from golden.formats import INT_BITS, range_text
 from quant.models import build_model, check_model_name
 from quant.quantize import check_scheme, quantize_model
 
 FORMAT = "asqhw-quant-checkpoint"
 FORMAT_VERSION = 1
 _BULKY = ("state_dict", "optimizer", "rng")
+#: Most classifier outputs a checkpoint may claim (ImageNet has 1000).
+MAX_CLASSES = 100_000
 
 
 def save_checkpoint(path, model: nn.Module, meta: dict, optimizer=None) -> Path:
@@ -83,6 +86,17 @@ def check_payload(payload, path) -> dict:
             f"checkpoint {path} has format version {payload.get('format_version')!r}; this asqhw reads "
             f"version {FORMAT_VERSION}: retrain it"
         )
+    for key in ("model", "scheme"):
+        if not isinstance(payload.get(key), str):
+            raise UserError(f"checkpoint {path}: field {key!r} is {payload.get(key)!r}, not a name; retrain it")
+    bits = payload.get("bits")
+    if bits is not None and (type(bits) is not int or bits not in INT_BITS):
+        raise UserError(f"checkpoint {path}: field 'bits' is {bits!r}; BITS must be "
+                        f"{range_text(INT_BITS)}; retrain it")
+    classes = payload.get("num_classes")
+    if classes is not None and (type(classes) is not int or not 2 <= classes <= MAX_CLASSES):
+        raise UserError(f"checkpoint {path}: field 'num_classes' is {classes!r}, not a class count "
+                        f"2..{MAX_CLASSES}; retrain it")
     return payload
 
 
@@ -93,6 +107,16 @@ def build_for(meta: dict) -> nn.Module:
     return quantize_model(model, check_scheme(meta["scheme"]), meta["bits"])
 
 
+def _check_finite(state, path) -> None:
+    """Refuse a state dict holding NaN or infinite values (a diverged or damaged run)."""
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path}: field 'state_dict' is not a dict; retrain it")
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(f"checkpoint {path}: {key} holds NaN or infinite values (a diverged or "
+                            "damaged run); retrain it or pass another checkpoint")
+
+
 def load_checkpoint(path) -> tuple[nn.Module, dict]:
     """``(model, meta)``: the model rebuilt and quantized per ``meta``, state loaded, eval mode."""
     return model_of(read_checkpoint(path), path)
@@ -100,10 +124,18 @@ def load_checkpoint(path) -> tuple[nn.Module, dict]:
 
 def model_of(payload: dict, path) -> tuple[nn.Module, dict]:
     """:func:`load_checkpoint` of an already read checkpoint ``payload`` (``path`` names it in errors)."""
-    model = build_for(payload)
+    _check_finite(payload.get("state_dict"), path)
+    try:
+        model = build_for(payload)
+    except UserError as err:
+        raise UserError(f"checkpoint {path}: {err}") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise UserError(f"checkpoint {path} does not match model {payload['model']!r}: {err}") from err
+        # torch lists every mismatch on its own line: the first one says enough
+        problems = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()] or [str(err)]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"checkpoint {path} does not match model {payload['model']!r}: "
+                        f"{problems[0]}{more}") from None
     model.eval()
     return model, {k: v for k, v in payload.items() if k not in _BULKY}

@@ -1,16 +1,11 @@
 """Scheme names (no torch import, so the command line starts fast)."""
 
-from golden.formats import INT, POST, POT
+from golden.formats import SCHEMES
 
 # scheme -> (activation quantizer kind, weight kind) for the BITS-bit layers; the weight kinds are
-# golden.formats' names ("int" is the uniform LSQ weight).
-SCHEMES = {
-    "lsq": ("lsq", INT),
-    "asq": ("asq", INT),
-    "lsq+pot": ("lsq", POT),
-    "lsq+post": ("lsq", POST),
-    "asq+post": ("asq", POST),
-}
+# golden.formats' names ("int" is the uniform LSQ weight). Defined in golden.formats, which the
+# bundle reader checks a manifest's scheme against.
+__all__ = ["SCHEMES", "FLOAT_SCHEME", "paper_scheme"]
 # Full precision: the model is left as it is. Accepted wherever a scheme is.
 FLOAT_SCHEME = "fp"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from asqhw.errors import UserError
 from golden import arith, formats
 from golden.bundle import Bundle, Layer
 from golden.model import (
@@ -250,6 +251,19 @@ def beta_spread(bundle: Bundle, result: dict) -> list:
     return rows
 
 
+def check_checkpoint_matches(man, meta: dict, checkpoint) -> None:
+    """Refuse a checkpoint whose network, scheme or BITS differ from the bundle's manifest ``man``."""
+    from quant.export.networks import network_for
+
+    network = network_for(meta, str(checkpoint)).name
+    claimed = {"model": network, "scheme": meta.get("scheme"), "bits": meta.get("bits")}
+    bundle = {"model": man.model, "scheme": man.scheme, "bits": man.bits}
+    if claimed != bundle:
+        differ = ", ".join(f"{k} {claimed[k]!r} vs {bundle[k]!r}" for k in claimed if claimed[k] != bundle[k])
+        raise UserError(f"checkpoint {checkpoint} is not the bundle's model ({differ}); pass the "
+                        "checkpoint the bundle was exported from")
+
+
 def golden_report(bundle_path, checkpoint=None) -> dict:
     """Golden accuracy on the network's test split, and with a checkpoint the float comparison.
 
@@ -270,6 +284,9 @@ def golden_report(bundle_path, checkpoint=None) -> dict:
     pixels = net.pixels(x_test)
     result = run(bundle, pixels_to_codes(bundle, pixels))
     labels = y_test.numpy()
+    if bundle.vectors and len(bundle.vectors["pred"]) != len(labels):
+        raise UserError(f"{bundle_path}: vectors hold {len(bundle.vectors['pred'])} images, the "
+                        f"{man.model} test split has {len(labels)}; re-export the bundle")
     report = {"bundle": str(bundle_path), "model": man.model, "scheme": man.scheme,
               "bits": man.bits, "n_test": int(len(labels)),
               "golden_top1": 100.0 * float((result["pred"] == labels).mean()),
@@ -285,8 +302,9 @@ def golden_report(bundle_path, checkpoint=None) -> dict:
                       else acc["flips"],
                       layers=acc.get("layers", []), teacher_forced=acc.get("teacher_forced", []))
         return report
-    from quant.checkpoint import load_checkpoint
+    from quant.checkpoint import load_checkpoint, read_checkpoint
 
+    check_checkpoint_matches(man, read_checkpoint(checkpoint), checkpoint)
     with single_thread():
         model, _ = load_checkpoint(checkpoint)
         trace = float_trace(model, x_test)
