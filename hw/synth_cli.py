@@ -44,7 +44,8 @@ def _register_synth(subparsers):
         "synthesize, place and route it with nextpnr over --seeds seeds and pack the bitstream, all under "
         "build/synth/<board>-b<bits>/ with report.json. BOARD=generic: technology-independent Yosys "
         "synthesis, gate and flip-flop counts. Fails (exit 2) with the figures when the design does not "
-        "fit or misses the board clock.",
+        "fit, misses the board clock or leaves a path untimed (a DSP used without its registers, a "
+        "constant clock, a path between clock domains).",
     )
     add_board(p, BOARDS)
     _design_args(p)
