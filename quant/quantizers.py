@@ -44,9 +44,9 @@ ADAPTER_INITS = ("paper", "shrunk")
 # What N in the activation step's gradient scale g = 1 / sqrt(Q_P N) counts: the elements of one
 # sample (C*H*W, LSQ's "features of the layer") or of the whole batch (B*C*H*W).
 STEP_GRAD_SCALES = ("sample", "batch")
-# Defaults, as measured in docs/asq-adaptation.md: per sample, the 8x larger step update makes 2-bit
-# training diverge on some seeds; the shrink rarely acts on narrow adapters and changes nothing
-# measurable there.
+# Defaults, as measured in docs/asq-adaptation.md: per sample, the 8x larger step update gains nothing
+# (and made 2-bit training diverge on some seeds before the input coding was made lossless); the
+# shrink rarely acts on narrow adapters and changes nothing measurable there.
 DEFAULT_ADAPTER_INIT = "shrunk"
 DEFAULT_STEP_GRAD_SCALE = "batch"
 # Activation step initialisations: "lsq" (2 mean|x| / sqrt(Q_P), LSQ's) or "percentile" (this

@@ -55,8 +55,8 @@ METRICS_NAME = "metrics.json"
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
 # The ASQ adapters' parameters form their own SGD group: learning rate = lr scale * the run's, and their
-# own weight decay. Defaults: the run's (a 10x rate kills the adapters' hidden units on digits without
-# gaining accuracy; docs/asq-adaptation.md).
+# own weight decay. Defaults: the run's (a 10x rate kills the adapters' hidden units and gains accuracy
+# only at 2 bits on digits-vary; docs/asq-adaptation.md).
 DEFAULT_ADAPTER_LR_SCALE = 1.0
 DEFAULT_ADAPTER_WEIGHT_DECAY = WEIGHT_DECAY
 
