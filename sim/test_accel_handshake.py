@@ -19,7 +19,7 @@ import cocotb
 import pytest
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-OUT_VALUE_BITS = 32
+from golden.formats import OUT_WIDTH as OUT_VALUE_BITS
 
 
 class Ports:
