@@ -21,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from asqhw.errors import UserError
+
 # What follows ".NAME." in a temporary name: this module's "PID-RANDOM.tmp", or the "RANDOM.tmp"
 # (8 characters of tempfile's alphabet) that earlier versions wrote, which carry no writer to ask.
 _TMP_TAIL = re.compile(r"(?:(?P<pid>\d+)-[a-z0-9_]+|[a-z0-9_]{8})\.tmp")
@@ -159,3 +161,42 @@ def atomic_dir(path):
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_writable(path, *, what: str, fix: str, folder: bool = False, inside: bool = False) -> None:
+    """Raise UserError unless ``path`` can be written, before any work is done.
+
+    Outputs are written under a temporary name beside ``path`` and renamed into place, so what
+    must be writable is the folder that holds ``path`` (its nearest existing ancestor, which the
+    write would create the rest under). ``folder``: ``path`` is an output folder, so an existing
+    file there is refused too.
+
+    Parameters
+    ----------
+    path : path-like
+        The output file or folder.
+    what : str
+        What is written there, for the message (e.g. ``"the Verilog folder"``).
+    fix : str
+        How to pick another place (e.g. ``"pass --out with a writable folder"``).
+    inside : bool
+        Files are written inside the folder ``path`` itself (not as a whole beside it), so an
+        existing ``path`` must be writable too.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"cannot write {what} {path}: it is a file, not a folder. Fix: {fix}")
+    if not folder and path.is_dir():
+        raise UserError(f"cannot write {what} {path}: it is a folder, not a file. Fix: {fix}")
+    parent = path.absolute() if inside and path.is_dir() else path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {what} {path}: {parent} is a file, not a folder. Fix: {fix}")
+    try:  # the real test: permissions, read-only mounts, root's overrides all answer here
+        fd, probe = tempfile.mkstemp(prefix=".asqhw-probe.", dir=parent)
+    except OSError as err:
+        raise UserError(f"cannot write {what} {path}: folder {parent} is not writable ({err.strerror}). "
+                        f"Fix: {fix}, or make {parent} writable") from None
+    os.close(fd)
+    os.unlink(probe)

@@ -14,11 +14,10 @@ read-only folder costs nothing but a one-line error.
 """
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from asqhw.atomic import check_writable
 from asqhw.errors import UserError
 from golden.formats import INT_BITS, check_bits, range_text
 
@@ -73,45 +72,6 @@ def resolve_bundle(args) -> tuple[int, Path]:
                         "--model BUNDLE (make: MODEL=BUNDLE) with a bundle `asqhw export` wrote, or "
                         "one of the shipped BITS")
     return bits, path
-
-
-def check_writable(path, *, what: str, fix: str, folder: bool = False, inside: bool = False) -> None:
-    """Raise UserError unless ``path`` can be written, before any work is done.
-
-    Outputs are written under a temporary name beside ``path`` and renamed into place, so what
-    must be writable is the folder that holds ``path`` (its nearest existing ancestor, which the
-    write would create the rest under). ``folder``: ``path`` is an output folder, so an existing
-    file there is refused too.
-
-    Parameters
-    ----------
-    path : path-like
-        The output file or folder.
-    what : str
-        What is written there, for the message (e.g. ``"the Verilog folder"``).
-    fix : str
-        How to pick another place (e.g. ``"pass --out with a writable folder"``).
-    inside : bool
-        Files are written inside the folder ``path`` itself (not as a whole beside it), so an
-        existing ``path`` must be writable too.
-    """
-    path = Path(path)
-    if folder and path.exists() and not path.is_dir():
-        raise UserError(f"cannot write {what} {path}: it is a file, not a folder. Fix: {fix}")
-    if not folder and path.is_dir():
-        raise UserError(f"cannot write {what} {path}: it is a folder, not a file. Fix: {fix}")
-    parent = path.absolute() if inside and path.is_dir() else path.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"cannot write {what} {path}: {parent} is a file, not a folder. Fix: {fix}")
-    try:  # the real test: permissions, read-only mounts, root's overrides all answer here
-        fd, probe = tempfile.mkstemp(prefix=".asqhw-probe.", dir=parent)
-    except OSError as err:
-        raise UserError(f"cannot write {what} {path}: folder {parent} is not writable ({err.strerror}). "
-                        f"Fix: {fix}, or make {parent} writable") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def check_report_writable(args) -> None:

@@ -87,6 +87,13 @@ def test_fit_refuses_an_existing_read_only_fit_folder(read_only_folder, capsys):
     assert f"folder {read_only_folder} is not writable" in one_line_error(capsys)
 
 
+def test_export_refuses_a_read_only_bundle_folder_before_loading(read_only_folder, capsys, shipped_checkpoint):
+    target = read_only_folder / "bundle"
+    assert main(["export", str(shipped_checkpoint(3)), str(target)]) == 2
+    line = one_line_error(capsys)
+    assert f"cannot write the bundle folder {target}" in line and f"folder {read_only_folder} is not writable" in line
+
+
 @pytest.mark.parametrize("option", ["--report", "--json"])  # --json FILE: the older spelling
 def test_sim_refuses_a_read_only_summary_before_simulating(read_only_folder, capsys, monkeypatch, option):
     import sim.accel

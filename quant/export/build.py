@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from asqhw.atomic import check_writable
 from asqhw.errors import UserError
 from golden import formats
 from golden.bundle import MANIFEST, Bundle, parse_manifest, write_bundle
@@ -155,6 +156,7 @@ def export_model(model, meta: dict, outdir, progress: bool = True,
     """
     check_shipped(outdir, update_shipped)
     check_outdir(outdir)
+    check_writable(outdir, what="the bundle folder", fix="give OUTDIR a writable folder", folder=True)
     network_for(meta, "checkpoint")  # only registered networks can be exported
     bundle = build_bundle(model, meta, progress=progress, post_frac_bits=post_frac_bits)
     write_bundle(bundle, outdir)
@@ -173,6 +175,7 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
 
     check_shipped(outdir, update_shipped)
     check_outdir(outdir)
+    check_writable(outdir, what="the bundle folder", fix="give OUTDIR a writable folder", folder=True)
     meta = read_checkpoint(checkpoint)  # checks the fields before building anything
     network_for(meta, str(checkpoint))
     bits = meta.get("bits")
