@@ -76,23 +76,23 @@ def _number(obj: dict, key: str, where: str) -> float:
     return value
 
 
-def _ints(obj: dict, key: str, where: str) -> tuple:
-    """A list of integers as a tuple."""
+def int_tuple(obj: dict, key: str, where: str) -> tuple:
+    """``obj[key]``, a list of integers, as a tuple (shared by the format-2 reader, ``golden.graph``)."""
     values = _need(obj, key, where, list)
     if not all(type(v) is int for v in values):
         raise UserError(f"{where}: field {key!r} must hold integers only")
     return tuple(values)
 
 
-def _check_len(values, expected: int, where: str, what: str) -> None:
+def check_count(values, expected: int, where: str, what: str) -> None:
     if len(values) != expected:
         raise UserError(f"{where}: {what} has {len(values)} entries, expected {expected}")
 
 
-def _json(value):
+def json_value(value):
     """Records' tuples back to JSON lists (recursively); records to their dicts."""
     if isinstance(value, tuple):
-        return [_json(v) for v in value]
+        return [json_value(v) for v in value]
     if hasattr(value, "to_dict"):
         return value.to_dict()
     return value
@@ -105,7 +105,7 @@ def _record_dict(record, omit_none: tuple = ()) -> dict:
         value = getattr(record, f.name)
         if value is None and f.name in omit_none:
             continue
-        out[f.name] = _json(value)
+        out[f.name] = json_value(value)
     return out
 
 
@@ -143,8 +143,8 @@ class InputSpec:
     def from_dict(cls, inp: dict, where: str) -> InputSpec:
         lut = _need(inp, "lut", where, list)
         pixel_max = _need(inp, "pixel_max", where, int)
-        _check_len(lut, pixel_max + 1, where, "lut")
-        shape = _ints(inp, "shape", where)
+        check_count(lut, pixel_max + 1, where, "lut")
+        shape = int_tuple(inp, "shape", where)
         return cls(shape=shape, pixel_max=pixel_max, bits=_need(inp, "bits", where, int),
                    signed=_need(inp, "signed", where, bool), step=_number(inp, "step", where),
                    lut=tuple(lut))
@@ -222,17 +222,17 @@ class AsqParams:
         w1 = b1 = None
         if channels >= 8:
             w1 = _need(asq, "W1", where, list)
-            _check_len(w1, channels // 4, where, "W1")
+            check_count(w1, channels // 4, where, "W1")
             for row in w1:
                 if not isinstance(row, list):
                     raise UserError(f"{where}: W1 rows must be lists")
-                _check_len(row, channels, where, "W1 row")
+                check_count(row, channels, where, "W1 row")
             b1 = _need(asq, "b1", where, list)
-            _check_len(b1, channels // 4, where, "b1")
-            _check_len(w2, channels // 4, where, "W2")
+            check_count(b1, channels // 4, where, "b1")
+            check_count(w2, channels // 4, where, "W2")
             w1, b1 = tuple(tuple(row) for row in w1), tuple(b1)
         else:
-            _check_len(w2, channels, where, "W2")
+            check_count(w2, channels, where, "W2")
         widths = _optional(asq, "widths", where, dict)
         beta_seen = _optional(asq, "beta_seen", where, list)
         return cls(
@@ -557,8 +557,8 @@ def _parse_layer(layer: dict, at: str, prev_shape: list, last: bool) -> Layer:
     name = _need(layer, "name", at, str)
     at = f"{at} ({name})"
     kind = _need(layer, "kind", at, str)
-    in_shape = list(_ints(layer, "in_shape", at))
-    out_shape = list(_ints(layer, "out_shape", at))
+    in_shape = list(int_tuple(layer, "in_shape", at))
+    out_shape = list(int_tuple(layer, "out_shape", at))
     kernel = stride = pad = None
     if kind == "fc":
         if len(out_shape) != 1:
@@ -584,8 +584,8 @@ def _parse_layer(layer: dict, at: str, prev_shape: list, last: bool) -> Layer:
     act = _parse_act_in(_need(layer, "act_in", at, dict), f"{at}.act_in", in_shape)
     requant = _parse_requant(_need(layer, "requant", at, dict), f"{at}.requant", out_shape, last)
     acc_width = _need(layer, "acc_width", at, int)
-    product_range = _ints(layer, "product_range", at)
-    _check_len(product_range, 2, at, "product_range")
+    product_range = int_tuple(layer, "product_range", at)
+    check_count(product_range, 2, at, "product_range")
     return Layer(name=name, kind=kind, in_shape=tuple(in_shape), out_shape=tuple(out_shape),
                  kernel=kernel, stride=stride, pad=pad, fan_in=_need(layer, "fan_in", at, int),
                  act_in=act, weight=weight, product_range=product_range, acc_width=acc_width,
@@ -593,7 +593,7 @@ def _parse_layer(layer: dict, at: str, prev_shape: list, last: bool) -> Layer:
 
 
 def _parse_weight(weight: dict, at: str, in_shape: list, out_shape: list, kernel) -> WeightSpec:
-    wshape = list(_ints(weight, "shape", at))
+    wshape = list(int_tuple(weight, "shape", at))
     expect = [out_shape[0], in_shape[0]] + ([kernel] * 2 if kernel is not None else [])
     if wshape != expect:
         raise UserError(f"{at}: shape {wshape} disagrees with in/out shapes (expected {expect})")
@@ -604,7 +604,7 @@ def _parse_weight(weight: dict, at: str, in_shape: list, out_shape: list, kernel
         raise formats.WidthError(f"{at}: {err}") from None
     mem = _need(weight, "mem", at, str)
     scale = _need(weight, "scale", at, list)
-    _check_len(scale, out_shape[0], at, "scale")
+    check_count(scale, out_shape[0], at, "scale")
     return WeightSpec(kind=kind, bits=bits, shape=tuple(wshape), mem=mem, scale=tuple(scale),
                       unit_exp=_need(weight, "unit_exp", at, int))
 
@@ -623,8 +623,8 @@ def _parse_act_in(act: dict, at: str, in_shape: list) -> ActIn:
 def _parse_requant(req: dict, at: str, out_shape: list, last: bool) -> Requant:
     lists = {}
     for key in ("M", "B"):
-        lists[key] = _ints(req, key, at)
-        _check_len(lists[key], out_shape[0], at, key)
+        lists[key] = int_tuple(req, key, at)
+        check_count(lists[key], out_shape[0], at, key)
     ints = {key: _need(req, key, at, int) for key in ("S", "G", "frac_bits")}
     output = _need(req, "output", at, str)
     if output not in REQUANT_OUTPUTS:
@@ -754,7 +754,7 @@ def _check_file_names(man: Manifest, where: str) -> None:
 
 
 def _check_input(inp: InputSpec, at: str) -> None:
-    _check_len(inp.shape, 3, at, "shape")
+    check_count(inp.shape, 3, at, "shape")
     _all_within(inp.shape, 1, None, at, "shape")
     _within(inp.pixel_max, 1, 255, at, "pixel_max", " (pixels are bytes)")
     _within(inp.bits, formats.MIN_BITS, formats.MAX_BITS, at, "bits")
@@ -827,7 +827,7 @@ def _check_asq(asq: AsqParams, bits: int, at: str) -> None:
     _within(asq.S1, 0, _INT64_BITS, at, "S1")
     _within(asq.S2, 0, _INT64_BITS, at, "S2")
     if asq.beta_seen is not None:
-        _check_len(asq.beta_seen, 2, at, "beta_seen")
+        check_count(asq.beta_seen, 2, at, "beta_seen")
         _all_finite(asq.beta_seen, at, "beta_seen")
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from asqhw.errors import UserError
 from golden import arith, formats
-from golden.bundle import ActIn, AsqParams, Manifest, WeightSpec
+from golden.bundle import ActIn, AsqParams, Manifest, WeightSpec, check_count, int_tuple, json_value
 from golden.model import accumulate_codes
 
 #: Every operation a format-2 graph may contain.
@@ -99,26 +99,6 @@ def _opt_int(obj: dict, key: str, at: str):
     if obj.get(key) is None:
         return None
     return _int(obj, key, at)
-
-
-def _ints(obj: dict, key: str, at: str) -> tuple:
-    values = _need(obj, key, at, list)
-    if not all(type(v) is int for v in values):
-        raise UserError(f"{at}: field {key!r} must hold integers only")
-    return tuple(values)
-
-
-def _count(values, expected: int, at: str, what: str) -> None:
-    if len(values) != expected:
-        raise UserError(f"{at}: {what} has {len(values)} entries, expected {expected}")
-
-
-def _json(value):
-    if isinstance(value, tuple):
-        return [_json(v) for v in value]
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return value
 
 
 def _width(lo: int, hi: int) -> int:
@@ -175,8 +155,8 @@ class Requantizer:
         _no_unknown(req, REQUANT_FIELDS, at)
         lists = {}
         for key in ("M", "A", "B") if with_skip else ("M", "B"):
-            lists[key] = _ints(req, key, at)
-            _count(lists[key], channels, at, key)
+            lists[key] = int_tuple(req, key, at)
+            check_count(lists[key], channels, at, key)
         m_lo, m_hi = code_range(formats.M_BITS, True)
         for key in ("M", "A") if with_skip else ("M",):
             if lists[key] and not m_lo <= min(lists[key]) <= max(lists[key]) <= m_hi:
@@ -412,7 +392,7 @@ def _parse_node(raw, index: int, where: str) -> Node:
         raise UserError(f"{at}: op {op!r} takes {arity} input(s), got {len(inputs)}")
     base = {"name": name, "op": op, "inputs": tuple(inputs)}
     if op == "input":
-        shape = _ints(raw, "shape", at)
+        shape = int_tuple(raw, "shape", at)
         if len(shape) not in (1, 3) or min(shape) < 1:
             raise UserError(f"{at}: shape {list(shape)} must be (C, H, W) or (C,) of positive sizes")
         bits = _int(raw, "bits", at)
@@ -438,11 +418,11 @@ def _parse_node(raw, index: int, where: str) -> Node:
         return ConvNode(**base, **geometry, act_in=act_in, weight=weight, requant=requant)
     if op == "add":
         req = _need(raw, "requant", at, dict)
-        channels = len(_ints(req, "M", f"{at}.requant"))
+        channels = len(int_tuple(req, "M", f"{at}.requant"))
         return AddNode(**base, requant=Requantizer.from_dict(req, f"{at}.requant", channels, with_skip=True))
     if op == "requant":
         req = _need(raw, "requant", at, dict)
-        channels = len(_ints(req, "M", f"{at}.requant"))
+        channels = len(int_tuple(req, "M", f"{at}.requant"))
         return RequantNode(**base, requant=Requantizer.from_dict(req, f"{at}.requant", channels))
     if op == "clamp":
         lo, hi = _opt_int(raw, "lo", at), _opt_int(raw, "hi", at)
@@ -477,7 +457,7 @@ def _pool_requant(raw: dict, op: str, at: str) -> Requantizer | None:
         return None
     if op == "maxpool":
         raise UserError(f"{at}: a maxpool has no requantizer (it passes codes through)")
-    return Requantizer.from_dict(req, f"{at}.requant", len(_ints(req, "M", f"{at}.requant")))
+    return Requantizer.from_dict(req, f"{at}.requant", len(int_tuple(req, "M", f"{at}.requant")))
 
 
 def _parse_act_in(act: dict, at: str) -> ActIn:
@@ -513,11 +493,11 @@ def _parse_weight(weight: dict, at: str) -> WeightSpec:
         formats.check_weight_format(kind, bits)
     except formats.WidthError as err:
         raise UserError(f"{at}: {err}") from None
-    shape = _ints(weight, "shape", at)
+    shape = int_tuple(weight, "shape", at)
     if len(shape) not in (2, 4) or min(shape) < 1:
         raise UserError(f"{at}: shape {list(shape)} must be (C_out, C_in[, k, k]) of positive sizes")
     scale = _need(weight, "scale", at, list)
-    _count(scale, shape[0], at, "scale")
+    check_count(scale, shape[0], at, "scale")
     return WeightSpec(kind=kind, bits=bits, shape=shape, mem=_need(weight, "mem", at, str), scale=tuple(scale),
                       unit_exp=_int(weight, "unit_exp", at))
 
@@ -653,7 +633,7 @@ def infer(node: Node, ins: list, post_frac_bits: int, at: str) -> NodeInfo:
         req = node.requant
         channels = x.shape[0]
         for key in ("M", "B"):
-            _count(getattr(req, key), channels, f"{at}.requant", key)
+            check_count(getattr(req, key), channels, f"{at}.requant", key)
         if req.G and x.beta is None:
             raise UserError(f"{at}.requant: G {req.G} but the input {node.inputs[0]!r} carries no beta (G must be 0)")
         g = (1, 1) if x.beta is None else _g_range(x, req.G, at, f"input {node.inputs[0]!r}")
@@ -686,8 +666,8 @@ def infer(node: Node, ins: list, post_frac_bits: int, at: str) -> NodeInfo:
         return NodeInfo(shape=shape, kind="acc", lo=s_lo, hi=s_hi, width=sum_width, frac_bits=x.frac_bits,
                         sum_range=(s_lo, s_hi), sum_width=sum_width)
     req = node.requant
-    _count(req.M, c, f"{at}.requant", "M")
-    _count(req.B, c, f"{at}.requant", "B")
+    check_count(req.M, c, f"{at}.requant", "M")
+    check_count(req.B, c, f"{at}.requant", "B")
     if req.G != 0:
         raise UserError(f"{at}.requant: G {req.G} must be 0 (a pool sum carries no beta)")
     info = requant_info([(s_lo, s_hi, req.M, (1, 1))], req, c, shape, at)
@@ -763,7 +743,7 @@ def _infer_add(node: AddNode, main: NodeInfo, skip: NodeInfo, at: str) -> NodeIn
     req = node.requant
     channels = main.shape[0]
     for key in ("M", "A", "B"):
-        _count(getattr(req, key), channels, f"{at}.requant", key)
+        check_count(getattr(req, key), channels, f"{at}.requant", key)
     g_main = _g_range(main, req.G, at, f"main branch {node.inputs[0]!r}")
     g_skip = _g_range(skip, req.G, at, f"skip branch {node.inputs[1]!r}")
     if req.G and main.beta is None and skip.beta is None:
@@ -797,7 +777,7 @@ def node_dict(node: Node, info: NodeInfo) -> dict:
         if node.op == "conv":
             out.update(kernel=node.kernel, stride=node.stride, pad=node.pad, groups=node.groups)
         out.update(_info_fields(node, info))
-        out.update(act_in=_json(node.act_in), weight=_json(node.weight),
+        out.update(act_in=json_value(node.act_in), weight=json_value(node.weight),
                    requant=None if node.requant is None else node.requant.to_dict(_requant_widths(info)))
     elif isinstance(node, AddNode | RequantNode):
         out["requant"] = node.requant.to_dict(_requant_widths(info))
