@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asqhw.atomic import atomic_dir
+from asqhw.atomic import atomic_dir, old_dir, recover_dir
 from asqhw.errors import UserError
 from golden import arith, formats
 
@@ -879,6 +879,13 @@ def read_manifest(path) -> Manifest:
     """Parse and validate ``manifest.json`` of the bundle folder ``path``."""
     path = Path(path)
     file = path / MANIFEST
+    if not path.exists() and old_dir(path).is_dir():
+        # An export killed between its two renames left the previous bundle as .NAME.old: put it back.
+        try:
+            recover_dir(path)
+        except OSError as err:
+            raise UserError(f"{path}: missing; {old_dir(path)} holds the bundle an interrupted export was "
+                            f"replacing, and restoring it failed ({err.strerror}): rename it to {path.name}") from None
     if not path.is_dir():
         raise UserError(f"{path}: not a bundle folder; create one with `asqhw export CHECKPOINT {path}`")
     try:

@@ -229,3 +229,17 @@ def test_killed_fit_keeps_the_previous_result(tmp_path):
     _run(["fit", "third", out])
     assert json.loads(result.read_text())["best"]["pe"] == 2
     assert _temporaries(out) == []
+
+
+def test_reading_a_bundle_restores_one_an_interrupted_export_was_replacing(tmp_path, shipped_bundle):
+    """Killed between its two renames, an export leaves only ``.NAME.old``: a reader puts it back."""
+    import shutil
+
+    from asqhw.atomic import old_dir
+    from golden.bundle import read_bundle
+
+    path = tmp_path / "digits-b3"
+    shutil.copytree(shipped_bundle(3), old_dir(path))  # what the kill leaves: no NAME, only .NAME.old
+    bundle = read_bundle(path)
+    assert bundle.manifest.bits == 3 and path.is_dir() and not old_dir(path).exists()
+    assert sorted(p.name for p in path.iterdir()) == sorted(p.name for p in shipped_bundle(3).iterdir())
