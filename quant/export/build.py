@@ -148,16 +148,27 @@ def check_outdir(outdir) -> None:
                         "give a new folder or an existing bundle folder as OUTDIR")
 
 
+def check_target(outdir, update_shipped: bool = False) -> None:
+    """Refuse an export target before any work: inside ``models/`` without ``update_shipped``
+    (:func:`check_shipped`), an existing folder that is not a bundle, or a folder not writable."""
+    check_shipped(outdir, update_shipped)
+    check_outdir(outdir)
+    check_writable(outdir, what="the bundle folder", fix="give OUTDIR a writable folder", folder=True)
+
+
 def export_model(model, meta: dict, outdir, progress: bool = True,
                  post_frac_bits: int | None = None, update_shipped: bool = False) -> Bundle:
     """Build the bundle of a quantized model and write it to ``outdir`` atomically.
 
     ``update_shipped`` allows an ``outdir`` inside the repository's ``models/`` (:func:`check_shipped`).
     """
-    check_shipped(outdir, update_shipped)
-    check_outdir(outdir)
-    check_writable(outdir, what="the bundle folder", fix="give OUTDIR a writable folder", folder=True)
+    check_target(outdir, update_shipped)
     network_for(meta, "checkpoint")  # only registered networks can be exported
+    return _write_export(model, meta, outdir, progress, post_frac_bits)
+
+
+def _write_export(model, meta: dict, outdir, progress: bool, post_frac_bits: int | None) -> Bundle:
+    """Build and write the bundle; the target and the network were checked by the caller."""
     bundle = build_bundle(model, meta, progress=progress, post_frac_bits=post_frac_bits)
     write_bundle(bundle, outdir)
     return bundle
@@ -173,9 +184,7 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
     """
     from quant.checkpoint import model_of, read_checkpoint
 
-    check_shipped(outdir, update_shipped)
-    check_outdir(outdir)
-    check_writable(outdir, what="the bundle folder", fix="give OUTDIR a writable folder", folder=True)
+    check_target(outdir, update_shipped)
     meta = read_checkpoint(checkpoint)  # checks the fields before building anything
     network_for(meta, str(checkpoint))
     bits = meta.get("bits")
@@ -187,7 +196,6 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
         raise UserError(f"{checkpoint}: field 'scheme' is {meta.get('scheme')!r}; export needs a "
                         "quantized checkpoint (train with --scheme asq, asq+post, ...)")
     model, meta = model_of(meta, checkpoint)
-    return export_model(model, dict(meta), outdir, progress=progress, post_frac_bits=post_frac_bits,
-                        update_shipped=update_shipped)
+    return _write_export(model, dict(meta), outdir, progress, post_frac_bits)
 
 
