@@ -319,9 +319,9 @@ def check_out(out, update_shipped: bool = False) -> Path:
 
     out = Path(out)
     if out.suffix != SUFFIX:
-        raise UserError(f"{out}: a QONNX model is written to a {SUFFIX} file; give OUT a name ending in {SUFFIX}")
+        raise UserError(f"{out}: a QONNX model is written to a {SUFFIX} file; give OUTDIR a name ending in {SUFFIX}")
     check_shipped(out, update_shipped)
-    check_writable(out, what="the QONNX model", fix=f"give OUT a writable {SUFFIX} path")
+    check_writable(out, what="the QONNX model", fix=f"give OUTDIR a writable {SUFFIX} path")
     return out
 
 
