@@ -268,17 +268,18 @@ class Agreement:
     logit_scale: float     # largest |logit| of the float model (to judge the difference by)
     weights_exact: dict    # layer -> the executor's quantized weight equals PyTorch's bit for bit
     codes_agree: dict      # layer -> fraction of input codes equal to the float model's
+    codes_differ: dict     # layer -> (input codes that differ, input codes)
     step_rel_err: dict     # ASQ layer -> largest relative difference of the per-sample step s*beta
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
     def summary(self) -> str:
-        codes = ", ".join(f"{k} {100 * v:.3f} %" for k, v in self.codes_agree.items())
+        codes = ", ".join(f"{k} {d} of {n}" for k, (d, n) in self.codes_differ.items())
         exact = all(self.weights_exact.values())
         return (f"predictions agree on {self.agree} of {self.n} images, max |dlogit| {self.max_abs_logit:.2e} "
                 f"(logits up to {self.logit_scale:.1f}); weights {'bit-exact' if exact else 'NOT bit-exact'}; "
-                f"input codes equal: {codes}")
+                f"layer input codes that differ: {codes}")
 
 
 @torch.no_grad()
@@ -291,7 +292,7 @@ def compare(proto, model, x: torch.Tensor) -> Agreement:
     with single_thread():
         trace = float_trace(model, x)
         context = run(proto, x.numpy(), full=True)
-        weights_exact, codes_agree, step_err = {}, {}, {}
+        weights_exact, codes_agree, codes_differ, step_err = {}, {}, {}, {}
         for name, layer in quantized_layers(model):
             w_torch = layer.weight_quant(layer.weight).detach().float().numpy()
             weights_exact[name] = bool(np.array_equal(context[f"{name}.weight_q"], w_torch))
@@ -303,13 +304,15 @@ def compare(proto, model, x: torch.Tensor) -> Agreement:
                 s_torch = (aq.step * aq.beta(torch.from_numpy(trace.x[name]).float())).double().numpy()
                 step_err[name] = float(np.max(np.abs(scale.reshape(-1) / s_torch - 1)))
             codes = np.floor(context[f"{name}.input_q"].astype(np.float64) / scale + 0.5)
-            codes_agree[name] = float(np.mean(codes.reshape(trace.codes[name].shape) == trace.codes[name]))
+            equal = codes.reshape(trace.codes[name].shape) == trace.codes[name]
+            codes_agree[name] = float(np.mean(equal))
+            codes_differ[name] = (int(equal.size - equal.sum()), int(equal.size))
     logits = context[OUTPUT].astype(np.float64)
     return Agreement(
         n=len(x), agree=int((logits.argmax(1) == trace.logits.argmax(1)).sum()),
         max_abs_logit=float(np.max(np.abs(logits - trace.logits))),
         logit_scale=float(np.max(np.abs(trace.logits))),
-        weights_exact=weights_exact, codes_agree=codes_agree, step_rel_err=step_err)
+        weights_exact=weights_exact, codes_agree=codes_agree, codes_differ=codes_differ, step_rel_err=step_err)
 
 
 def check_out(out, update_shipped: bool = False) -> Path:

@@ -1,0 +1,211 @@
+"""QONNX export: the shipped digits checkpoints as QONNX models, run with qonnx's executor and
+compared with the float fake-quant PyTorch model on the digits test split."""
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from asqhw.cli import main
+from quant.checkpoint import load_checkpoint
+from quant.export.networks import network_for
+from quant.export.qonnx import QONNX_DOMAIN, build_qonnx, compare, run
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
+# Largest |logit difference| allowed when every layer input code agrees: float32 summation order
+# (ONNX Runtime's convolutions vs PyTorch's) and x / s against PyTorch's x * (1 / s).
+LOGIT_TOLERANCE = 1e-4
+# A value within a float32 rounding of a code boundary may land on the other side of it (x / s in
+# the graph, x * (1 / s) in PyTorch): measured, one code of the 8-bit model's 46,080 fc input codes
+# and one of digits-vary-b3's 368,640 conv2 input codes. One fc code times its weights moves the
+# logits by up to this.
+ONE_CODE_TOLERANCE = 0.1
+CASES = {  # checkpoint -> (max |dlogit|, most input codes that may differ in one layer)
+    "digits-b8": (ONE_CODE_TOLERANCE, 1),
+    "digits-vary-b3": (ONE_CODE_TOLERANCE, 1),
+}
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """checkpoint name -> (model, meta, test images), loaded once."""
+    cache = {}
+
+    def load(name):
+        if name not in cache:
+            model, meta = load_checkpoint(CHECKPOINTS / f"{name}.pt")
+            _, _, x_test, _ = network_for(meta).split()
+            cache[name] = (model, meta, x_test)
+        return cache[name]
+
+    return load
+
+
+def _export(tmp_path, name, capsys) -> onnx.ModelProto:
+    out = tmp_path / f"{name}.onnx"
+    assert main(["export", "--format", "qonnx", str(CHECKPOINTS / f"{name}.pt"), str(out)]) == 0
+    assert "agree on 360 of 360" in capsys.readouterr().out
+    return onnx.load(out)
+
+
+@pytest.mark.parametrize("name", ["digits-b3", "digits-b2", "digits-b4"])
+def test_exported_file_agrees_with_float_model(tmp_path, capsys, loaded, name):
+    """The written .onnx file, run by qonnx's executor on the 360 test images: every prediction, every
+    quantized weight (bit for bit), every layer input code as the float model's; logits within 1e-4."""
+    proto = _export(tmp_path, name, capsys)
+    onnx.checker.check_model(proto)
+    model, _, x_test = loaded(name)
+    agreement = compare(proto, model, x_test)
+    assert agreement.n == 360 and agreement.agree == 360
+    assert all(agreement.weights_exact.values()), agreement.weights_exact
+    assert min(agreement.codes_agree.values()) == 1.0, agreement.codes_agree
+    assert agreement.max_abs_logit < LOGIT_TOLERANCE
+    assert max(agreement.step_rel_err.values()) < 1e-4  # ASQ's s*beta per sample, float32 rounding only
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert '"agree": 360' in props["asqhw.agreement"] and props["asqhw.model"] == "digits"
+
+
+@pytest.mark.parametrize("name", ["digits-b8", "digits-vary-b3"])
+def test_other_shipped_checkpoints_agree(loaded, name):
+    model, meta, x_test = loaded(name)
+    tolerance, codes = CASES[name]
+    agreement = compare(build_qonnx(model, meta), model, x_test)
+    assert agreement.agree == agreement.n == 360
+    assert all(agreement.weights_exact.values())
+    assert max(differ for differ, _ in agreement.codes_differ.values()) <= codes
+    assert agreement.max_abs_logit < tolerance
+
+
+def test_graph_expresses_post_and_asq_with_qonnx_nodes(loaded):
+    """POST weights are two power-of-two FloatQuants (even and odd exponents, scales alpha and
+    alpha sqrt(1/2)) on constants already on the grid; ASQ's Quant takes a computed scale."""
+    model, meta, _ = loaded("digits-b3")
+    proto = build_qonnx(model, meta)
+    nodes = {n.output[0]: n for n in proto.graph.node}
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for layer in ("conv2", "conv3"):
+        even, odd = nodes[f"{layer}.weight_even_q"], nodes[f"{layer}.weight_odd_q"]
+        assert even.op_type == odd.op_type == "FloatQuant" and even.domain == QONNX_DOMAIN
+        alpha = inits[f"{layer}.weight_alpha"].astype(np.float64)
+        assert np.array_equal(inits[f"{layer}.weight_alpha_odd"],
+                              (inits[f"{layer}.weight_alpha"] * np.float32(math.sqrt(0.5))).astype(np.float32))
+        # 3-bit POST: magnitudes 1, 2^(-1/2), 2^(-1): even exponents {1, 1/2}, odd {2^(-1/2)}
+        assert set(np.unique(np.abs(inits[f"{layer}.weight_even"]) / alpha)) <= {0.0, 1.0, 0.5}
+        odd_levels = np.abs(inits[f"{layer}.weight_odd"]) / (alpha * np.float32(math.sqrt(0.5)))
+        np.testing.assert_allclose(odd_levels[odd_levels > 0], 1.0, rtol=1e-6)
+        quant = nodes[f"{layer}.input_q"]
+        assert quant.op_type == "Quant" and quant.domain == QONNX_DOMAIN
+        assert quant.input[1] == f"{layer}.act_scale" and quant.input[1] not in inits  # computed
+        assert nodes[f"{layer}.asq.gap"].op_type == "GlobalAveragePool"
+    assert nodes["fc.input_q"].input[1] == "fc.act_step"  # LSQ: a constant step
+    assert nodes["conv1.weight_q"].op_type == nodes["fc.weight_q"].op_type == "Quant"
+
+
+def _perturbed(proto, edit) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    edit(copy.graph)
+    return copy
+
+
+def test_comparison_detects_wrong_post_levels(loaded):
+    """Odd POST exponents scaled by 0.7 instead of sqrt(1/2): the weights are no longer PyTorch's and
+    the logits move, so the agreement checks above would fail."""
+    model, meta, x_test = loaded("digits-b3")
+    proto = build_qonnx(model, meta)
+
+    def edit(graph):
+        for t in graph.initializer:
+            if t.name == "conv2.weight_alpha_odd":
+                alpha = onnx.numpy_helper.to_array(t) / np.float32(math.sqrt(0.5)) * np.float32(0.7)
+                t.CopyFrom(onnx.numpy_helper.from_array(alpha.astype(np.float32), t.name))
+
+    agreement = compare(_perturbed(proto, edit), model, x_test)
+    assert not agreement.weights_exact["conv2"] and agreement.weights_exact["conv3"]
+    assert agreement.codes_agree["conv3"] < 1.0
+    assert agreement.max_abs_logit > 100 * LOGIT_TOLERANCE
+
+
+def test_comparison_detects_asq_step_without_beta(loaded):
+    """conv2 quantized with the plain learned step s instead of s*beta (LSQ instead of ASQ): about a
+    tenth of its codes change, and every layer after it drifts."""
+    model, meta, x_test = loaded("digits-b3")
+    proto = build_qonnx(model, meta)
+
+    def edit(graph):
+        for node in graph.node:
+            if node.output[0] == "conv2.input_q":
+                node.input[1] = "conv2.act_step"
+
+    agreement = compare(_perturbed(proto, edit), model, x_test)
+    assert agreement.codes_agree["conv2"] < 0.99
+    assert agreement.max_abs_logit > 100 * LOGIT_TOLERANCE
+
+
+def test_batch_one_model_runs_one_image(loaded):
+    """The file holds a batch-1 graph (what QONNX consumers expect); run on one image it gives the
+    float model's logits."""
+    model, meta, x_test = loaded("digits-b3")
+    proto = build_qonnx(model, meta)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    out = run(proto, x_test[:1].numpy())["logits"]
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(x_test[:1]).numpy(), atol=LOGIT_TOLERANCE)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asqhw: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("out, expect", [
+    ("model.txt", "ending in .onnx"),
+    ("folder.onnx", "is a folder"),
+])
+def test_bad_output_path_refused(tmp_path, capsys, out, expect):
+    (tmp_path / "folder.onnx").mkdir()
+    assert main(["export", "--format", "qonnx", str(CHECKPOINTS / "digits-b3.pt"), str(tmp_path / out)]) == 2
+    assert expect in _one_line_error(capsys)
+
+
+def test_shipped_models_folder_refused(capsys):
+    out = CHECKPOINTS.parent / "digits-b3.onnx"
+    assert main(["export", "--format", "qonnx", str(CHECKPOINTS / "digits-b3.pt"), str(out)]) == 2
+    assert "--update-shipped" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_post_frac_bits_refused(tmp_path, capsys):
+    args = ["export", "--format", "qonnx", "--post-frac-bits", "3", str(CHECKPOINTS / "digits-b3.pt"),
+            str(tmp_path / "m.onnx")]
+    assert main(args) == 2
+    assert "--post-frac-bits" in _one_line_error(capsys)
+
+
+def _checkpoint_with(tmp_path, **fields) -> Path:
+    payload = torch.load(CHECKPOINTS / "digits-b3.pt", map_location="cpu", weights_only=True)
+    payload.update(fields)
+    path = tmp_path / "edited.pt"
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("fields, expect", [
+    ({"model": "resnet18"}, "supports the digits model only"),
+    ({"scheme": "fp", "bits": None}, "needs a quantized checkpoint"),
+])
+def test_unsupported_checkpoint_refused_and_previous_file_kept(tmp_path, capsys, fields, expect):
+    """A missing or unsupported checkpoint: one line, exit 2, an existing OUT untouched, no temporaries."""
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"previous")
+    assert main(["export", "--format", "qonnx", str(tmp_path / "missing.pt"), str(out)]) == 2
+    assert "does not exist" in _one_line_error(capsys)
+    assert main(["export", "--format", "qonnx", str(_checkpoint_with(tmp_path, **fields)), str(out)]) == 2
+    assert expect in _one_line_error(capsys)
+    assert out.read_bytes() == b"previous"
+    assert sorted(os.listdir(tmp_path)) == ["edited.pt", "m.onnx"]
