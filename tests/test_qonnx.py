@@ -81,28 +81,43 @@ def test_other_shipped_checkpoints_agree(loaded, name):
 
 
 def test_graph_expresses_post_and_asq_with_qonnx_nodes(loaded):
-    """POST weights are two power-of-two FloatQuants (even and odd exponents, scales alpha and
-    alpha sqrt(1/2)) on constants already on the grid; ASQ's Quant takes a computed scale."""
+    """POST weights are two power-of-two FloatQuants (even and odd exponents) of constant levels,
+    scaled by alpha and alpha sqrt(1/2); ASQ's Quant takes a computed scale, LSQ's a constant one."""
     model, meta, _ = loaded("digits-b3")
     proto = build_qonnx(model, meta)
     nodes = {n.output[0]: n for n in proto.graph.node}
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
     for layer in ("conv2", "conv3"):
-        even, odd = nodes[f"{layer}.weight_even_q"], nodes[f"{layer}.weight_odd_q"]
-        assert even.op_type == odd.op_type == "FloatQuant" and even.domain == QONNX_DOMAIN
-        alpha = inits[f"{layer}.weight_alpha"].astype(np.float64)
+        for part in ("even", "odd"):
+            power = nodes[f"{layer}.weight_{part}_q.levels"]
+            assert power.op_type == "FloatQuant" and power.domain == QONNX_DOMAIN
+            assert nodes[f"{layer}.weight_{part}_q"].op_type == "Mul"
+        assert nodes[f"{layer}.weight_q"].op_type == "Add"
+        # 3-bit POST: magnitudes 1, 2^(-1/2), 2^(-1): even exponents {1, 1/2} times alpha, odd {1} times
+        # alpha sqrt(1/2); a weight is in one of the two parts
+        even, odd = inits[f"{layer}.weight_even"], inits[f"{layer}.weight_odd"]
+        assert set(np.unique(np.abs(even))) == {0.0, 0.5, 1.0} and set(np.unique(np.abs(odd))) == {0.0, 1.0}
+        assert not np.any((even != 0) & (odd != 0))
         assert np.array_equal(inits[f"{layer}.weight_alpha_odd"],
-                              (inits[f"{layer}.weight_alpha"] * np.float32(math.sqrt(0.5))).astype(np.float32))
-        # 3-bit POST: magnitudes 1, 2^(-1/2), 2^(-1): even exponents {1, 1/2}, odd {2^(-1/2)}
-        assert set(np.unique(np.abs(inits[f"{layer}.weight_even"]) / alpha)) <= {0.0, 1.0, 0.5}
-        odd_levels = np.abs(inits[f"{layer}.weight_odd"]) / (alpha * np.float32(math.sqrt(0.5)))
-        np.testing.assert_allclose(odd_levels[odd_levels > 0], 1.0, rtol=1e-6)
+                              inits[f"{layer}.weight_alpha"] * np.float32(math.sqrt(0.5)))
         quant = nodes[f"{layer}.input_q"]
         assert quant.op_type == "Quant" and quant.domain == QONNX_DOMAIN
         assert quant.input[1] == f"{layer}.act_scale" and quant.input[1] not in inits  # computed
         assert nodes[f"{layer}.asq.gap"].op_type == "GlobalAveragePool"
     assert nodes["fc.input_q"].input[1] == "fc.act_step"  # LSQ: a constant step
     assert nodes["conv1.weight_q"].op_type == nodes["fc.weight_q"].op_type == "Quant"
+
+
+def test_qonnx_types_the_power_of_two_levels(loaded):
+    """qonnx's datatype inference reads the unit-scale FloatQuants as minifloats without mantissa."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    model, meta, _ = loaded("digits-b4")  # 4-bit POST: k = 0 .. 6, even j = 0 .. 3, odd j = 0 .. 2
+    typed = ModelWrapper(build_qonnx(model, meta)).transform(InferDataTypes(allow_scaledint_dtypes=True))
+    assert typed.get_tensor_datatype("conv2.weight_even_q.levels").name == "FLOAT<3,0,4>"
+    assert typed.get_tensor_datatype("conv2.weight_odd_q.levels").name == "FLOAT<2,0,3>"
+    assert typed.get_tensor_datatype("fc.input_q").name == "SCALEDINT<8>"
 
 
 def _perturbed(proto, edit) -> onnx.ModelProto:

@@ -79,16 +79,19 @@ class _Graph:
         return self.node("Quant", [x, scale, zero, width], out, domain=QONNX_DOMAIN,
                          signed=int(signed), narrow=0, rounding_mode=ROUNDING_MODE)
 
-    def power_quant(self, w: str, scale: str, top_shift: int, out: str) -> str:
-        """QONNX ``FloatQuant`` with no mantissa bits and exponents ``-top_shift .. 0``: the values
-        ``scale * {0, +-2^(-j)}``, ``j = 0 .. top_shift`` (below ``2^(-top_shift)`` only zero)."""
+    def power_quant(self, levels: str, scale: str, top_shift: int, out: str) -> str:
+        """``Mul(FloatQuant(levels), scale)``: a QONNX ``FloatQuant`` with unit scale, no mantissa bits
+        and exponents ``-top_shift .. 0`` (the values ``{0, +-2^(-j)}``, ``j = 0 .. top_shift``; qonnx
+        types its output ``FLOAT<E,0,bias>``), then the per-channel scale."""
         bias = top_shift + 1  # smallest normal exponent 1 - bias = -top_shift
         exponent_bits = max(1, math.ceil(math.log2(top_shift + 2)))  # largest exponent 2^E - 1 - bias >= 0
-        inputs = [w, scale, self.const(f"{out}.exponent_bitwidth", float(exponent_bits)),
+        inputs = [levels, self.const(f"{out}.unit_scale", 1.0),
+                  self.const(f"{out}.exponent_bitwidth", float(exponent_bits)),
                   self.const(f"{out}.mantissa_bitwidth", 0.0), self.const(f"{out}.exponent_bias", float(bias)),
                   self.const(f"{out}.max_val", 1.0)]
-        return self.node("FloatQuant", inputs, out, domain=QONNX_DOMAIN, rounding_mode=ROUNDING_MODE,
-                         has_inf=0, has_nan=0, has_subnormal=0, saturation=1)
+        power = self.node("FloatQuant", inputs, f"{out}.levels", domain=QONNX_DOMAIN, rounding_mode=ROUNDING_MODE,
+                          has_inf=0, has_nan=0, has_subnormal=0, saturation=1)
+        return self.node("Mul", [power, scale], out)
 
 
 def _per_channel_shape(weight: torch.Tensor) -> tuple:
@@ -110,21 +113,23 @@ def _weight(g: _Graph, name: str, layer) -> str:
     top = wq.top_exponent  # K: magnitudes 2^(-k) (POT) or 2^(-k/2) (POST), k = 0 .. K
     magnitude = wq.codes(layer.weight) & ((1 << (wq.bits - 1)) - 1)  # 0 = zero, else K - k + 1
     k = top - (magnitude - 1)
+    sign = torch.sign(w_hat)
     if kind == formats.POT:
-        return g.power_quant(g.const(f"{name}.weight", w_hat.numpy()), g.const(f"{name}.weight_alpha", alpha.numpy()),
-                             top, f"{name}.weight_q")
+        levels = torch.where(magnitude > 0, sign * torch.ldexp(torch.ones_like(w_hat), -k), torch.zeros_like(w_hat))
+        return g.power_quant(g.const(f"{name}.weight_levels", levels.numpy()),
+                             g.const(f"{name}.weight_alpha", alpha.numpy()), top, f"{name}.weight_q")
     # POST: even k = 2j gives alpha 2^(-j); odd k = 2j + 1 gives (alpha sqrt(1/2)) 2^(-j), the product
     # PyTorch forms too (its level is the float32 2^(-j) sqrt(1/2), a power of two times sqrt(1/2)).
     odd = (magnitude > 0) & (k % 2 == 1)
     even = (magnitude > 0) & ~odd
+    power = sign * torch.ldexp(torch.ones_like(w_hat), -(k // 2))  # 2^(-j)
+    zero = torch.zeros_like(w_hat)
     odd_scale = alpha * torch.tensor(math.sqrt(0.5), dtype=torch.float32)
-    w_even = torch.where(even, w_hat, torch.zeros_like(w_hat))
-    w_odd = torch.where(odd, w_hat, torch.zeros_like(w_hat))
-    q_even = g.power_quant(g.const(f"{name}.weight_even", w_even.numpy()),
+    q_even = g.power_quant(g.const(f"{name}.weight_even", torch.where(even, power, zero).numpy()),
                            g.const(f"{name}.weight_alpha", alpha.numpy()), top // 2, f"{name}.weight_even_q")
     if top == 0:  # ternary: no odd exponent
         return q_even
-    q_odd = g.power_quant(g.const(f"{name}.weight_odd", w_odd.numpy()),
+    q_odd = g.power_quant(g.const(f"{name}.weight_odd", torch.where(odd, power, zero).numpy()),
                           g.const(f"{name}.weight_alpha_odd", odd_scale.numpy()), (top - 1) // 2,
                           f"{name}.weight_odd_q")
     return g.node("Add", [q_even, q_odd], f"{name}.weight_q")
