@@ -13,7 +13,7 @@ import torch
 from asqhw.cli import main
 from quant.checkpoint import load_checkpoint
 from quant.export.networks import network_for
-from quant.export.qonnx import QONNX_DOMAIN, build_qonnx, compare, run
+from quant.export.qonnx import QONNX_DOMAIN, build_qonnx, compare, lower_to_onnx, run, run_onnxruntime
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
 # Largest |logit difference| allowed when every layer input code agrees: float32 summation order
@@ -78,6 +78,38 @@ def test_other_shipped_checkpoints_agree(loaded, name):
     assert all(agreement.weights_exact.values())
     assert max(differ for differ, _ in agreement.codes_differ.values()) <= codes
     assert agreement.max_abs_logit < tolerance
+
+
+@pytest.mark.parametrize("name", ["digits-b3", "digits-b8"])
+def test_standard_onnx_export_runs_on_onnxruntime(tmp_path, capsys, loaded, name):
+    """--format onnx: standard nodes only; onnxruntime's logits equal qonnx's executor's on the QONNX
+    model exactly, so they agree with the float model as the QONNX model does."""
+    out = tmp_path / f"{name}.onnx"
+    assert main(["export", "--format", "onnx", str(CHECKPOINTS / f"{name}.pt"), str(out)]) == 0
+    assert "vs qonnx's executor: max |dlogit| 0.00e+00" in capsys.readouterr().out
+    proto = onnx.load(out)
+    onnx.checker.check_model(proto)
+    assert {n.domain for n in proto.graph.node} == {""}
+    assert {op.domain for op in proto.opset_import} <= {"", "ai.onnx"}
+    model, meta, x_test = loaded(name)
+    logits = run_onnxruntime(proto, x_test.numpy())
+    assert np.array_equal(logits, run(build_qonnx(model, meta), x_test.numpy())["logits"])
+    with torch.no_grad():
+        expected = model(x_test).numpy()
+    assert np.array_equal(logits.argmax(1), expected.argmax(1))
+    assert np.max(np.abs(logits - expected)) < (LOGIT_TOLERANCE if name == "digits-b3" else ONE_CODE_TOLERANCE)
+    assert '"agree": 360' in {p.key: p.value for p in proto.metadata_props}["asqhw.agreement"]
+
+
+def test_lowering_keeps_the_asq_step_computed(loaded):
+    """The lowered ASQ quantizer divides by the computed s*beta, not by a constant."""
+    model, meta, _ = loaded("digits-b3")
+    lowered = lower_to_onnx(build_qonnx(model, meta))
+    nodes = {n.output[0]: n for n in lowered.graph.node}
+    inits = {t.name for t in lowered.graph.initializer}
+    assert nodes["conv2.input_q.u"].input[1] == "conv2.act_scale" and "conv2.act_scale" not in inits
+    assert nodes["conv2.act_scale"].op_type == "Mul"
+    assert "conv2.weight_q" in inits  # the weight quantizers are folded into constants
 
 
 def test_graph_expresses_post_and_asq_with_qonnx_nodes(loaded):

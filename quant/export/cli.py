@@ -7,7 +7,7 @@ from pathlib import Path
 from asqhw.errors import UserError
 
 #: What ``export --format`` writes.
-FORMATS = ("bundle", "qonnx")
+FORMATS = ("bundle", "qonnx", "onnx")
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         "the network's test split: the 360 digits test images). OUTDIR is replaced atomically; one inside "
         "the repository's models/ (the shipped bundles) needs --update-shipped. With --format qonnx, "
         "write instead the float fake-quant model as a QONNX graph to the file OUTDIR (*.onnx), checked "
-        "against the float model on the test split with qonnx's executor (docs/qonnx.md).",
+        "against the float model on the test split with qonnx's executor (docs/qonnx.md); with --format onnx, "
+        "that graph in standard ONNX nodes, checked with onnxruntime too.",
     )
     export.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
     export.add_argument("outdir", type=Path, metavar="OUTDIR",
@@ -28,7 +29,8 @@ def register(subparsers) -> None:
                         ".onnx file to write")
     export.add_argument("--format", choices=FORMATS, default="bundle", dest="format",
                         help="bundle: the hardware's model bundle (default); qonnx: a QONNX model of the "
-                        "float fake-quant network (docs/qonnx.md)")
+                        "float fake-quant network (docs/qonnx.md); onnx: that model lowered to standard ONNX "
+                        "nodes for a plain ONNX runtime (quantizers folded or written as Div/Clip/Floor/Mul)")
     export.add_argument("--post-frac-bits", type=int, default=None, metavar="F",
                         help="fractional bits F of the POST sqrt2 table T[a] = round(a*sqrt2*2^F) "
                         "(default: golden.formats.default_post_frac_bits(BITS), see docs/arithmetic.md 2.2)")
@@ -42,7 +44,7 @@ def register(subparsers) -> None:
 def run_export(args) -> int:
     from quant.export.build import export_checkpoint
 
-    if args.format == "qonnx":
+    if args.format in ("qonnx", "onnx"):
         return run_qonnx_export(args)
     bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet,
                                post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped)
@@ -56,14 +58,17 @@ def run_export(args) -> int:
 
 
 def run_qonnx_export(args) -> int:
-    """``export --format qonnx``: write the QONNX model and print its agreement with the float model."""
+    """``export --format qonnx`` (or ``onnx``): write the QONNX model (or its standard-ONNX lowering) and
+    print its agreement with the float model."""
     from quant.export.qonnx import export_qonnx_checkpoint
 
     if args.post_frac_bits is not None:
         raise UserError("--post-frac-bits sets the POST table of the hardware bundle; a QONNX model has "
                         "no table (it holds the float model): drop it or use --format bundle")
-    agreement = export_qonnx_checkpoint(args.checkpoint, args.outdir, update_shipped=args.update_shipped)
-    print(f"{args.outdir}: QONNX model; qonnx executor vs float model on the test split: {agreement.summary()}")
+    agreement = export_qonnx_checkpoint(args.checkpoint, args.outdir, update_shipped=args.update_shipped,
+                                        standard=args.format == "onnx")
+    what = "standard-ONNX model" if args.format == "onnx" else "QONNX model"
+    print(f"{args.outdir}: {what}; qonnx executor vs float model on the test split: {agreement.summary()}")
     return 0
 
 

@@ -263,6 +263,75 @@ def run(proto, x: np.ndarray, full: bool = False) -> dict:
     return execute_onnx(model, {INPUT: x}, return_full_exec_context=full)
 
 
+def lower_to_onnx(proto):
+    """The QONNX model in standard ONNX nodes only, for a plain ONNX runtime (batch size free: ``N``).
+
+    The weight quantizers, whose inputs are constants, are folded into constant weights (qonnx's
+    ``FoldConstants`` runs them with its executor, so the weights are the QONNX model's, bit for
+    bit). Each activation ``Quant(x, s, 0, b)`` becomes ``Div(x, s)``, ``Clip`` to its code range,
+    ``Sign(u) * Floor(Abs(u) + 1/2)`` (its ``HALF_UP`` rounding) and ``Mul`` by ``s``: the same
+    operations in the same order as qonnx's executor, so the two agree exactly (an ASQ scale stays
+    the computed tensor). What a QONNX consumer reads from the quantizer nodes (bit widths, the POST
+    levels) is lost.
+    """
+    from onnx import helper, numpy_helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import RemoveUnusedTensors
+
+    model = ModelWrapper(with_batch(proto, 1)).transform(FoldConstants(exclude_op_types=[]))
+    graph = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    g = _Graph()
+    for node in graph.node:
+        if node.domain != QONNX_DOMAIN:
+            g.nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("rounding_mode", b"ROUND")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        zero, width = inits.get(node.input[2]), inits.get(node.input[3])
+        if node.op_type != "Quant" or mode != ROUNDING_MODE or zero is None or np.any(zero != 0) or width is None:
+            raise UserError(f"node {node.name} ({node.op_type}) has no standard-ONNX lowering here: only "
+                            f"activation Quant nodes with zero point 0, a constant bit width and {ROUNDING_MODE}")
+        bits, signed, narrow = int(width), bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+        low = -(1 << (bits - 1)) + int(narrow) if signed else 0
+        high = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1 - int(narrow)
+        x, scale = node.input[0], node.input[1]
+        out = node.output[0]
+        u = g.node("Div", [x, scale], f"{out}.u")
+        bounds = [g.const(f"{out}.low", float(low)), g.const(f"{out}.high", float(high))]
+        u = g.node("Clip", [u, *bounds], f"{out}.clipped")
+        half = g.node("Add", [g.node("Abs", [u], f"{out}.abs"), g.const(f"{out}.half", 0.5)], f"{out}.abs_half")
+        sign, floor = g.node("Sign", [u], f"{out}.sign"), g.node("Floor", [half], f"{out}.floor")
+        code = g.node("Mul", [sign, floor], f"{out}.code")
+        g.node("Mul", [code, scale], out)
+    del graph.node[:]
+    graph.node.extend(g.nodes)
+    graph.initializer.extend(g.initializers)
+    del graph.value_info[:]
+    for value in (*graph.input, *graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    model = model.transform(RemoveUnusedTensors())
+    proto = model.model
+    kept = [op for op in proto.opset_import if op.domain != QONNX_DOMAIN]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+    return proto
+
+
+def run_onnxruntime(proto, x: np.ndarray) -> np.ndarray:
+    """The logits of a standard-ONNX model (:func:`lower_to_onnx`) on images ``x``, from onnxruntime."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # one summation order, whatever the machine
+    # no fused nodes (Conv with BatchNormalization, ...): each node rounds as qonnx's executor does
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
 @dataclass
 class Agreement:
     """The QONNX model against the float fake-quant model on one data split."""
@@ -275,6 +344,9 @@ class Agreement:
     codes_agree: dict      # layer -> fraction of input codes equal to the float model's
     codes_differ: dict     # layer -> (input codes that differ, input codes)
     step_rel_err: dict     # ASQ layer -> largest relative difference of the per-sample step s*beta
+    # standard-ONNX export only: largest |logit difference| of onnxruntime on the lowered model
+    # against qonnx's executor on the QONNX model
+    lowered_vs_qonnx: float | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -284,7 +356,9 @@ class Agreement:
         exact = all(self.weights_exact.values())
         return (f"predictions agree on {self.agree} of {self.n} images, max |dlogit| {self.max_abs_logit:.2e} "
                 f"(logits up to {self.logit_scale:.1f}); weights {'bit-exact' if exact else 'NOT bit-exact'}; "
-                f"layer input codes that differ: {codes}")
+                f"layer input codes that differ: {codes}"
+                + ("" if self.lowered_vs_qonnx is None else "; onnxruntime on the standard-ONNX model vs "
+                   f"qonnx's executor: max |dlogit| {self.lowered_vs_qonnx:.2e}"))
 
 
 @torch.no_grad()
@@ -333,10 +407,14 @@ def check_out(out, update_shipped: bool = False) -> Path:
     return out
 
 
-def export_qonnx_checkpoint(checkpoint, out, update_shipped: bool = False) -> Agreement:
+def export_qonnx_checkpoint(checkpoint, out, update_shipped: bool = False, standard: bool = False) -> Agreement:
     """``asqhw export --format qonnx CHECKPOINT OUT``: write the QONNX model of a checkpoint to
     ``OUT`` atomically, after measuring its agreement with the float model on the test split
-    (returned, and recorded in the model's ``asqhw.agreement`` property)."""
+    (returned, and recorded in the model's ``asqhw.agreement`` property).
+
+    ``standard`` (``--format onnx``): write the model lowered to standard ONNX nodes
+    (:func:`lower_to_onnx`) instead, checked with onnxruntime against the QONNX model too.
+    """
     import json
 
     from onnx import helper
@@ -355,6 +433,10 @@ def export_qonnx_checkpoint(checkpoint, out, update_shipped: bool = False) -> Ag
     proto = build_qonnx(model, meta)
     _, _, x_test, _ = net.split()
     agreement = compare(proto, model, x_test)
+    if standard:
+        qonnx_logits = run(proto, x_test.numpy())[OUTPUT]
+        proto = lower_to_onnx(proto)
+        agreement.lowered_vs_qonnx = float(np.max(np.abs(run_onnxruntime(proto, x_test.numpy()) - qonnx_logits)))
     props = {p.key: p.value for p in proto.metadata_props}
     props["asqhw.agreement"] = json.dumps({"split": net.split_name, **agreement.as_dict()})
     del proto.metadata_props[:]
