@@ -112,6 +112,27 @@ def test_lowering_keeps_the_asq_step_computed(loaded):
     assert "conv2.weight_q" in inits  # the weight quantizers are folded into constants
 
 
+@pytest.mark.parametrize("scheme, bits", [
+    ("lsq+pot", 3), ("lsq+pot", 4), ("asq+post", 2), ("asq+post", 5), ("lsq", 4), ("asq", 3),
+])
+def test_every_weight_kind_and_width_is_bit_exact(loaded, scheme, bits):
+    """Untrained (calibrated) models of the schemes and widths no shipped checkpoint has: POT weights,
+    ternary (2-bit) and 5-bit POST, LSQ weights and activations. The executor's quantized weights are
+    PyTorch's bit for bit, and the float and QONNX models agree."""
+    from quant.models import build_model
+    from quant.quantize import calibrate, quantize_model
+
+    torch.manual_seed(0)
+    model = quantize_model(build_model("digits"), scheme, bits)
+    x_train, _, x_test, _ = network_for({"model": "digits"}).split()
+    calibrate(model, x_train[:256])
+    model.eval()
+    agreement = compare(build_qonnx(model, {"model": "digits", "scheme": scheme, "bits": bits}), model, x_test)
+    assert all(agreement.weights_exact.values()), agreement.weights_exact
+    assert agreement.agree == agreement.n
+    assert max(differ for differ, _ in agreement.codes_differ.values()) <= 1
+
+
 def test_graph_expresses_post_and_asq_with_qonnx_nodes(loaded):
     """POST weights are two power-of-two FloatQuants (even and odd exponents) of constant levels,
     scaled by alpha and alpha sqrt(1/2); ASQ's Quant takes a computed scale, LSQ's a constant one."""

@@ -125,9 +125,11 @@ def _weight(g: _Graph, name: str, layer) -> str:
     power = sign * torch.ldexp(torch.ones_like(w_hat), -(k // 2))  # 2^(-j)
     zero = torch.zeros_like(w_hat)
     odd_scale = alpha * torch.tensor(math.sqrt(0.5), dtype=torch.float32)
+    ternary = top == 0  # 2 bits: no odd exponent, the even part is the whole weight
     q_even = g.power_quant(g.const(f"{name}.weight_even", torch.where(even, power, zero).numpy()),
-                           g.const(f"{name}.weight_alpha", alpha.numpy()), top // 2, f"{name}.weight_even_q")
-    if top == 0:  # ternary: no odd exponent
+                           g.const(f"{name}.weight_alpha", alpha.numpy()), top // 2,
+                           f"{name}.weight_q" if ternary else f"{name}.weight_even_q")
+    if ternary:
         return q_even
     q_odd = g.power_quant(g.const(f"{name}.weight_odd", torch.where(odd, power, zero).numpy()),
                           g.const(f"{name}.weight_alpha_odd", odd_scale.numpy()), (top - 1) // 2,
