@@ -7,10 +7,11 @@ what a consumer can do with it):
 
 - uniform weights (LSQ, and the 8-bit edge layers' max-scale weights): the weight already on its
   grid (``codes * step``) as a constant, through a QONNX ``Quant`` with the per-channel step as scale;
-- POT / POST weights: the weight on its grid split by exponent parity into two constants, each
-  through a QONNX ``FloatQuant`` with no mantissa bits (a power-of-two quantizer): the even
-  exponents ``alpha 2^(-j)`` with scale ``alpha``, the odd ones ``alpha sqrt(1/2) 2^(-j)`` with
-  scale ``alpha sqrt(1/2)``; the sum is the POST weight, bit for bit the one PyTorch uses;
+- POT / POST weights: the normalised levels ``{0, +-2^(-j)}`` as constants through a QONNX
+  ``FloatQuant`` with unit scale and no mantissa bits (a power-of-two quantizer), then ``Mul`` by the
+  per-channel ``alpha``. POST splits its levels by exponent parity: the even ones ``2^(-k/2) =
+  2^(-j)`` are scaled by ``alpha``, the odd ones ``2^(-k/2) = sqrt(1/2) 2^(-j)`` by ``alpha sqrt(1/2)``,
+  and an ``Add`` joins the two; the sum is the POST weight, bit for bit the one PyTorch uses;
 - LSQ activations and the fixed-step input: a QONNX ``Quant`` with a constant scale;
 - ASQ activations: the adapter in standard nodes (``GlobalAveragePool``, ``Flatten``, ``Gemm``,
   ``Relu``, ``Max`` for the floor on beta), ``Mul`` by the learned step, and a QONNX ``Quant`` whose
@@ -20,7 +21,8 @@ Every quantizer rounds half up (``rounding_mode="HALF_UP"``: half away from zero
 project's ``floor(u + 1/2)`` on the values met here, see docs/qonnx.md).
 
 The graph is written with batch 1 (what QONNX consumers expect); :func:`with_batch` sets another
-batch size, so a whole test split runs in one :func:`run` call.
+batch size, so a whole test split runs in one :func:`run` call. ``--format onnx`` writes the same
+model in standard ONNX nodes only (:func:`lower_to_onnx`), for onnxruntime without qonnx.
 """
 
 from __future__ import annotations
