@@ -277,3 +277,18 @@ def test_unsupported_checkpoint_refused_and_previous_file_kept(tmp_path, capsys,
     assert expect in _one_line_error(capsys)
     assert out.read_bytes() == b"previous"
     assert sorted(os.listdir(tmp_path)) == ["edited.pt", "m.onnx"]
+
+
+def test_docs_agreement_table_is_the_measured_one(loaded):
+    """docs/qonnx.md's agreement table (predictions, weights, codes that differ) is what compare()
+    measures now."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "qonnx.md").read_text()
+    rows = [line.split("|")[1:-1] for line in doc.splitlines() if line.startswith("| digits-")]
+    assert [r[0].strip() for r in rows] == ["digits-b2", "digits-b3", "digits-b4", "digits-b8", "digits-vary-b3"]
+    for name, scheme, predictions, _, weights, codes, *_ in (map(str.strip, r) for r in rows):
+        model, meta, x_test = loaded(name)
+        agreement = compare(build_qonnx(model, meta), model, x_test)
+        differ = ", ".join(f"{k}: {d}" for k, (d, _) in agreement.codes_differ.items() if d) or "none"
+        assert (scheme, predictions, weights, codes) == (
+            meta["scheme"], f"{agreement.agree}/{agreement.n}",
+            "bit-exact" if all(agreement.weights_exact.values()) else "not bit-exact", differ), name
