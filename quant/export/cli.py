@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     )
     export.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
     export.add_argument("outdir", type=Path, metavar="OUTDIR",
-                        help="bundle folder to write (e.g. models/digits-b3); with --format qonnx the "
+                        help="bundle folder to write (e.g. models/digits-b3); with --format qonnx or onnx the "
                         ".onnx file to write")
     export.add_argument("--format", choices=FORMATS, default="bundle", dest="format",
                         help="bundle: the hardware's model bundle (default); qonnx: a QONNX model of the "
