@@ -179,6 +179,8 @@ def _check_supported(model, net) -> None:
         if not isinstance(layer, expected):
             raise UserError(f"QONNX export knows a chain of quantized conv-BN-ReLU layers ending in a "
                             f"Linear; layer {name!r} is {type(layer).__name__}")
+        if not last and layer.padding_mode != "zeros":
+            raise UserError(f"layer {name!r} pads with {layer.padding_mode!r}; QONNX export writes zero padding only")
 
 
 @torch.no_grad()
