@@ -4,6 +4,11 @@
 import json
 from pathlib import Path
 
+from asqhw.errors import UserError
+
+#: What ``export --format`` writes.
+FORMATS = ("bundle", "qonnx", "onnx")
+
 
 def register(subparsers) -> None:
     """Add the ``export`` subcommand."""
@@ -13,10 +18,19 @@ def register(subparsers) -> None:
         "integer model the hardware implements (docs/arithmetic.md) and write the bundle folder OUTDIR: "
         "manifest.json, one $readmemh .mem file per weight memory and vectors.npz (golden vectors of "
         "the network's test split: the 360 digits test images). OUTDIR is replaced atomically; one inside "
-        "the repository's models/ (the shipped bundles) needs --update-shipped.",
+        "the repository's models/ (the shipped bundles) needs --update-shipped. With --format qonnx, "
+        "write instead the float fake-quant model as a QONNX graph to the file OUTDIR (*.onnx), checked "
+        "against the float model on the test split with qonnx's executor (docs/qonnx.md); with --format onnx, "
+        "that graph in standard ONNX nodes, checked with onnxruntime too.",
     )
     export.add_argument("checkpoint", type=Path, help="checkpoint written by asqhw train")
-    export.add_argument("outdir", type=Path, help="bundle folder to write (e.g. models/digits-b3)")
+    export.add_argument("outdir", type=Path, metavar="OUTDIR",
+                        help="bundle folder to write (e.g. models/digits-b3); with --format qonnx or onnx the "
+                        ".onnx file to write")
+    export.add_argument("--format", choices=FORMATS, default="bundle", dest="format",
+                        help="bundle: the hardware's model bundle (default); qonnx: a QONNX model of the "
+                        "float fake-quant network (docs/qonnx.md); onnx: that model lowered to standard ONNX "
+                        "nodes for a plain ONNX runtime (quantizers folded or written as Div/Clip/Floor/Mul)")
     export.add_argument("--post-frac-bits", type=int, default=None, metavar="F",
                         help="fractional bits F of the POST sqrt2 table T[a] = round(a*sqrt2*2^F) "
                         "(default: golden.formats.default_post_frac_bits(BITS), see docs/arithmetic.md 2.2)")
@@ -30,6 +44,8 @@ def register(subparsers) -> None:
 def run_export(args) -> int:
     from quant.export.build import export_checkpoint
 
+    if args.format in ("qonnx", "onnx"):
+        return run_qonnx_export(args)
     bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet,
                                post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped)
     man = bundle.manifest
@@ -38,6 +54,21 @@ def run_export(args) -> int:
           f"post_frac_bits={man.post_frac_bits}, test top-1 "
           f"float {100 * acc['float']:.2f} %, golden {100 * acc['golden']:.2f} % "
           f"({acc['flips']} of {acc['n_test']} predictions differ)")
+    return 0
+
+
+def run_qonnx_export(args) -> int:
+    """``export --format qonnx`` (or ``onnx``): write the QONNX model (or its standard-ONNX lowering) and
+    print its agreement with the float model."""
+    from quant.export.qonnx import export_qonnx_checkpoint
+
+    if args.post_frac_bits is not None:
+        raise UserError("--post-frac-bits sets the POST table of the hardware bundle; a QONNX model has "
+                        "no table (it holds the float model): drop it or use --format bundle")
+    agreement = export_qonnx_checkpoint(args.checkpoint, args.outdir, update_shipped=args.update_shipped,
+                                        standard=args.format == "onnx")
+    what = "standard-ONNX model" if args.format == "onnx" else "QONNX model"
+    print(f"{args.outdir}: {what}; qonnx executor vs float model on the test split: {agreement.summary()}")
     return 0
 
 
