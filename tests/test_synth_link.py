@@ -381,6 +381,11 @@ def test_serial_port_opens_a_pty_at_12_mbaud():
         os.close(slave)
 
 
+def test_serial_port_names_an_ftdi_url_it_cannot_open():
+    with pytest.raises(UserError, match="cannot open serial port ftdi://ftdi:2232h/2 at 12000000 baud"):
+        SerialPort("ftdi://ftdi:2232h/2", baud=12_000_000)
+
+
 def _host_json(capsys, *argv):
     import json
 

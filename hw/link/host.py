@@ -163,8 +163,10 @@ class SerialPort:
                                 "(iCEBreaker: the second FTDI port, usually /dev/ttyUSB1)?") from None
             raise UserError(f"{path} is not a serial port ({err}); pass the board's serial device with "
                             "--port (iCEBreaker: the second FTDI port, usually /dev/ttyUSB1)") from None
-        except (ValueError, OSError, ImportError) as err:  # pyftdi: no such device, a rate it cannot make
-            raise UserError(f"cannot open serial port {path} at {baud} baud: {err}") from None
+        except (ValueError, OSError, ImportError) as err:  # pyftdi: no libusb, no such device, a rate it cannot make
+            raise UserError(f"cannot open serial port {path} at {baud} baud: {err}; an ftdi:// URL needs libusb "
+                            "(Debian: libusb-1.0-0) and the FT2232H channel free of the kernel's ftdi_sio driver "
+                            "(or use its tty, e.g. /dev/ttyUSB1)") from None
         if baud > 115_200 and hasattr(self.serial, "set_low_latency_mode"):
             try:
                 self.serial.set_low_latency_mode(True)
