@@ -21,8 +21,9 @@ DEFAULT_BAUD = 115_200
 #: start edge through its two-flip-flop synchronizer, so a bit must last a few cycles to be sampled
 #: inside it.
 MIN_DIVISOR = 4
-#: How far ``clock / divisor`` may miss the baud rate: with 4 cycles per bit the receiver samples the
-#: stop bit 9.5 bits after the start edge, 1/4 to 1/2 bit before its end (2.6 % of drift at worst).
+#: How far ``clock / divisor`` may miss the baud rate (the FT2232H's own rates are exact): with 4
+#: cycles per bit the receiver samples 1/4 to 1/2 bit before each bit's end, and the stop bit 9.5
+#: bits after the start edge, so a 1/4-bit margin allows 0.25 / 9.5 = 2.6 % of drift.
 BAUD_TOLERANCE = 0.02
 
 
