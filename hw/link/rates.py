@@ -1,10 +1,11 @@
 """What the serial link can carry: the FT2232H's baud rates, the design clock's, and images per second.
 
-The boards' USB bridge (the iCEBreaker's FT2232H, channel B, wired to the FPGA's UART pins with no
+The iCEBreaker's USB bridge (an FT2232H, channel B, wired to the FPGA's UART pins with no
 flow-control lines) makes the baud rates ``12 MHz / n`` for ``n`` = 1, 1.5 and 2, 2.125, 2.25, ...
 (eighths from 2 on): 12, 8, 6, 5.647, ... Mbaud. The FPGA side makes ``clock / divisor`` with at least
 :data:`hw.rtl.uart.MIN_DIVISOR` clock cycles per bit. A link works when both ends make the same rate
-within :data:`BAUD_TOLERANCE`; :func:`check_baud` says so, or why not and what would.
+within :data:`BAUD_TOLERANCE`; :func:`check_baud` says so, or why not and what would. (The check is the
+iCEBreaker's: the ULX3S's FT231X has other rates and stops at 3 Mbaud.)
 
 :func:`link_budget` gives the bytes per image each way and the images per second the line allows, for
 other code (benchmarks, reports) to call.
@@ -68,7 +69,7 @@ def check_baud(baud: int, clock_hz: float | None = None) -> int | None:
         raise UserError(f"--baud {baud} must be positive")
     if not ftdi_makes(baud):
         near = ft2232h_baud(baud)
-        raise UserError(f"the boards' FT2232H cannot make {baud} baud within {100 * BAUD_TOLERANCE:g} % (the "
+        raise UserError(f"the iCEBreaker's FT2232H cannot make {baud} baud within {100 * BAUD_TOLERANCE:g} % (the "
                         f"nearest it makes is {near:.0f}); it makes 12 MHz / n for n = 1, 1.5, 2, 2.125, 2.25, "
                         "... (e.g. 12000000, 8000000, 6000000, 4000000, 3000000, 2000000, 1000000, 115200)")
     if clock_hz is None:
