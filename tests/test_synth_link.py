@@ -348,7 +348,7 @@ IMAGES = [[5, -3, 17, 100], [-128, -1, 0, 3], [1, 1, 1, 1], [127, 127, 127, 127]
 
 def test_images_in_flight_need_the_input_buffer():
     """With no flow control, bytes sent while the design computes are lost unless a buffer holds them."""
-    busy = 3000  # cycles of "compute": longer than the simulated host's reaction (SimulatedBoard.CHUNK)
+    busy = 3000  # cycles of "compute": longer than the simulated host takes to react (SimulatedBoard.CHUNK)
     line = 4 * 10 * 4  # an image's 4 bytes on the line: 10 bits of 4 cycles each
     unbuffered = SimulatedBoard(StreamLink(BusyNet(4, busy), divisor=4), max_cycles=20_000)
     with pytest.raises(UserError, match="0 of 5 bytes"):

@@ -205,7 +205,9 @@ class SimulatedBoard:
     (:meth:`cycles_per_reply`).
     """
 
-    CHUNK = 2000  # cycles simulated per step while waiting for bytes
+    #: Cycles simulated per step while waiting for bytes: how late the simulated host sees a reply
+    #: (a real one sees it a USB round trip later, 0.1 to 1 ms).
+    CHUNK = 250
 
     def __init__(self, link, *, max_cycles: int = 2_000_000):
         from amaranth.sim import Simulator
