@@ -430,3 +430,22 @@ def test_host_cli_refuses_a_link_it_cannot_make(argv, message, capsys):
 
     assert main(["host", "--simulate", "--bits", "3", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_accel_link_for_a_board_and_its_report(shipped_bundle):
+    from golden.model import load_bundle
+    from hw.eda.generate import build_top
+    from hw.link.board import accel_link, link_report
+    from hw.rtl.uart import LinkOnBoard
+
+    top = build_top(load_bundle(shipped_bundle(3), vectors=False), pe=4, simd=4, mul=None)
+    board = accel_link(top, clock_hz=48e6, baud=12_000_000, reply="class", window=9)
+    assert isinstance(board, LinkOnBoard)
+    assert (board.link.divisor, board.link.fifo_depth, board.link.out_bytes) == (4, 8 * 64, 1)
+    report = link_report(top, board, baud=12_000_000, reply="class", window=9)
+    assert report["kind"] == "uart" and report["fifo_bytes"] == 512 and report["bytes_out_per_image"] == 1
+    assert report["images_per_s_pipelined"] == 18_750
+    default = accel_link(top, clock_hz=12e6)  # what `asqhw synth` builds: 115200 baud, every logit, no buffer
+    assert (default.link.divisor, default.link.fifo_depth, default.link.out_bytes) == (104, 0, 5)
+    with pytest.raises(UserError, match="a 12 MHz clock cannot make 12000000 baud"):
+        accel_link(top, clock_hz=12e6, baud=12_000_000)

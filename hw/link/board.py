@@ -54,4 +54,4 @@ def link_report(top, link, *, baud: int, reply: str = "logits", window: int = 1)
     budget = link_budget(input_bytes=top.plan.input_codes, n_logits=top.plan.n_logits, baud=baud, reply=reply,
                          in_beat_bytes=stream_link.in_bytes, out_beat_bytes=stream_link.out_bytes)
     return {"kind": "uart", "baud": baud, "divisor": stream_link.divisor, "reply": reply, "window": window,
-            "fifo_bytes": stream_link.fifo_depth, **budget}
+            "fifo_bytes": stream_link.fifo_depth, "bytes_out_per_beat": stream_link.out_bytes, **budget}
