@@ -8,7 +8,8 @@ from hw.link.rates import check_baud, link_budget
 from hw.rtl.accel.argmax import REPLIES, reply_filter
 from hw.rtl.uart import DEFAULT_BAUD, LinkOnBoard, StreamLink
 
-#: Largest input buffer offered: four iCE40 block RAMs of 512 bytes.
+#: Largest input buffer offered: four iCE40 block RAMs of 512 bytes. (The default digits design uses
+#: 27 of the UP5K's 30, so there a window of 9 images, one block RAM, is what fits beside it.)
 MAX_FIFO_BYTES = 2048
 
 
