@@ -43,13 +43,12 @@ def ftdi_makes(baud: float) -> bool:
 
 
 def _fast_ftdi_bauds():
-    """The FT2232H's rates from 12 Mbaud down to 1 Mbaud, fastest first (whole numbers only)."""
-    rates = [FTDI_BAUD_CLOCK_HZ * 8 / e for e in (8, 12, *range(16, 97))]
-    return [int(r) for r in rates if r == int(r)]
+    """The FT2232H's rates from 12 Mbaud down to 1 Mbaud, fastest first (rounded to whole baud)."""
+    return [round(FTDI_BAUD_CLOCK_HZ * 8 / e) for e in (8, 12, *range(16, 97))]
 
 
 def fastest_baud(clock_hz: float) -> int | None:
-    """The fastest FT2232H rate (a whole number of baud, >= 1 Mbaud) that ``clock_hz`` makes, or None."""
+    """The fastest FT2232H rate (>= 1 Mbaud, rounded to whole baud) that ``clock_hz`` makes, or None."""
     for baud in _fast_ftdi_bauds():
         try:
             divisor_for(clock_hz, baud)
