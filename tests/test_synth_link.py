@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from asqhw.errors import UserError
 from hw.link.host import SerialPort, SimulatedBoard, classify, decode_beat, encode_codes, run_images
-from hw.link.rates import check_baud, fastest_baud, ft2232h_baud, ftdi_makes, link_budget
+from hw.link.rates import check_baud, fastest_baud, ft2232h_baud, ftdi_makes, link_budget, link_budget_at_clock
 from hw.rtl.accel.argmax import reply_filter
 from hw.rtl.uart import StreamLink, UartRx, UartTx, divisor_for
 
@@ -309,6 +309,15 @@ def test_class_only_reply_sends_one_byte_per_image():
     results = run_images(board, images, classes=3, reply="class")
     assert [(r.logits, r.cls) for r in results] == [(None, _class_of(codes)) for codes in images]
     assert board.from_board == b""  # nothing but the class bytes came back
+
+
+def test_link_budget_at_a_clock_uses_the_fastest_rate_it_makes():
+    at_48 = link_budget_at_clock(48e6, input_bytes=64, n_logits=10)
+    assert (at_48["baud"], at_48["divisor"], at_48["images_per_s_pipelined"]) == (12_000_000, 4, 18_750)
+    at_12 = link_budget_at_clock(12e6, input_bytes=64, n_logits=10, reply="logits")
+    assert (at_12["baud"], at_12["bytes_out_per_image"]) == (3_000_000, 55)
+    too_slow = link_budget_at_clock(2e6, input_bytes=64, n_logits=10)
+    assert too_slow["baud"] is None and too_slow["images_per_s_pipelined"] == 0
 
 
 class BusyNet(wiring.Component):

@@ -15,7 +15,8 @@ from asqhw.errors import UserError
 from hw.rtl.accel.argmax import REPLIES
 from hw.rtl.uart import BAUD_TOLERANCE, DEFAULT_BAUD, MIN_DIVISOR, divisor_for
 
-__all__ = ["DEFAULT_BAUD", "REPLIES", "check_baud", "fastest_baud", "ft2232h_baud", "ftdi_makes", "link_budget"]
+__all__ = ["DEFAULT_BAUD", "REPLIES", "check_baud", "fastest_baud", "ft2232h_baud", "ftdi_makes", "link_budget",
+           "link_budget_at_clock"]
 
 #: The FT2232H's baud generator: 120 MHz / 10 (its "hi-speed" mode, used for every rate >= 1200).
 FTDI_BAUD_CLOCK_HZ = 12_000_000
@@ -118,3 +119,17 @@ def link_budget(*, input_bytes: int, n_logits: int, baud: float, reply: str = "l
             "bytes_per_s": per_s,
             "images_per_s_pipelined": round(per_s / max(bytes_in, bytes_out), 1),
             "images_per_s_one_at_a_time": round(per_s / (bytes_in + bytes_out), 1)}
+
+
+def link_budget_at_clock(clock_hz: float, *, input_bytes: int, n_logits: int, reply: str = "class") -> dict:
+    """:func:`link_budget` at the fastest FT2232H rate ``clock_hz`` makes (:func:`fastest_baud`).
+
+    What a design clocked at ``clock_hz`` can get over the iCEBreaker's UART; ``baud`` is None (and
+    the rates 0) when the clock makes no rate of 1 Mbaud or more. Adds ``divisor``.
+    """
+    baud = fastest_baud(clock_hz)
+    if baud is None:
+        out = link_budget(input_bytes=input_bytes, n_logits=n_logits, baud=0, reply=reply)
+        return {**out, "baud": None, "divisor": None}
+    out = link_budget(input_bytes=input_bytes, n_logits=n_logits, baud=baud, reply=reply)
+    return {**out, "divisor": divisor_for(clock_hz, baud)}
