@@ -15,7 +15,7 @@ from asqhw.errors import UserError
 from hw.link.host import SerialPort, SimulatedBoard, classify, decode_beat, encode_codes, run_images
 from hw.link.rates import check_baud, fastest_baud, ft2232h_baud, ftdi_makes, link_budget, link_budget_at_clock
 from hw.rtl.accel.argmax import reply_filter
-from hw.rtl.uart import StreamLink, UartRx, UartTx, divisor_for
+from hw.rtl.uart import BAUD_TOLERANCE, MIN_DIVISOR, StreamLink, UartRx, UartTx, divisor_for
 
 DIV = 5
 
@@ -100,6 +100,39 @@ def test_rx_flags_a_missing_stop_bit_and_drops_the_byte():
     _run(dut, bench)
     assert got == [0x3C]
     assert sum(errors) == 1
+
+
+@pytest.mark.parametrize("skew", [-BAUD_TOLERANCE, 0.0, BAUD_TOLERANCE])
+@pytest.mark.parametrize("phase", [0.1, 0.5, 0.9])
+def test_rx_at_the_fewest_cycles_per_bit_takes_a_sender_off_by_the_tolerance(skew, phase):
+    """A sender BAUD_TOLERANCE fast or slow, frames back to back, edges anywhere within a clock cycle."""
+    dut = UartRx(MIN_DIVISOR)
+    payload = [0x00, 0xFF, 0x55, 0xAA, 0x01, 0x80, 0xF0, 0x0F]
+    period = 1e-6  # the receiver's clock; a bit lasts MIN_DIVISOR of them, off by skew
+    bit_time = MIN_DIVISOR * period * (1 + skew)
+    got = []
+
+    async def sender(ctx):
+        await ctx.delay((3 + phase) * period)
+        for byte in payload:
+            for level in _frame(byte):
+                ctx.set(dut.rx, level)
+                await ctx.delay(bit_time)
+
+    async def receiver(ctx):
+        ctx.set(dut.o.ready, 1)
+        while True:
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                got.append(ctx.get(dut.o.payload))
+            assert not ctx.get(dut.error)
+
+    sim = Simulator(dut)
+    sim.add_clock(period)
+    sim.add_testbench(sender)
+    sim.add_testbench(receiver, background=True)
+    sim.run_until((len(payload) * 10 + 12) * bit_time)
+    assert got == payload
 
 
 @pytest.mark.parametrize("bad", [3, 2.5, "8"])
