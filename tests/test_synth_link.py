@@ -393,7 +393,7 @@ def test_images_in_flight_need_the_input_buffer():
     busy = 3000  # cycles of "compute": longer than the simulated host takes to react (SimulatedBoard.CHUNK)
     line = 4 * 10 * 4  # an image's 4 bytes on the line: 10 bits of 4 cycles each
     unbuffered = SimulatedBoard(StreamLink(BusyNet(4, busy), divisor=4), max_cycles=20_000)
-    with pytest.raises(UserError, match="0 of 5 bytes"):
+    with pytest.raises(UserError, match="0 of 5 bytes.*with 3 images in flight the board must buffer 2 images"):
         run_images(unbuffered, IMAGES, window=3)
     buffered = SimulatedBoard(StreamLink(BusyNet(4, busy), divisor=4, fifo_depth=8), max_cycles=20_000)
     results = run_images(buffered, IMAGES, window=3)

@@ -130,7 +130,14 @@ def run_images(port, images, *, classes: int | None = None, progress=None, reply
         while sent < len(images) and sent - len(results) < window:
             port.write(encode_codes(images[sent]))
             sent += 1
-        results.append(read_reply(port, classes=classes, reply=reply))
+        try:
+            results.append(read_reply(port, classes=classes, reply=reply))
+        except UserError as err:
+            if window == 1:
+                raise
+            # The likeliest cause: a board without the buffer, which lost the bytes sent ahead.
+            raise UserError(f"{err}; with {window} images in flight the board must buffer {window - 1} images "
+                            f"(a bitstream built for --window {window})") from None
         if progress is not None:
             progress.update(1)
     return results
