@@ -191,34 +191,55 @@ def run_fit(args) -> int:
 
 def _register_host(subparsers):
     from hw.options import add_json
+    from hw.rtl.accel.argmax import REPLIES
 
     p = subparsers.add_parser(
         "host", help="send test images over the serial link and read back the classes",
         description="Send the digits test images (the bundle's input codes) to a board running the "
         "`asqhw synth` bitstream and read the logits and classes; compare with the golden model. "
         "--simulate runs the same protocol against the design simulated in-process instead of a board. "
+        "--baud, --reply and --window must match how the bitstream was built. "
         "Exit status 1 when the board's answers differ from the golden model's.",
     )
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--port", help="serial device of the board (iCEBreaker: usually /dev/ttyUSB1)")
+    where.add_argument("--port", help="serial device of the board (iCEBreaker: usually /dev/ttyUSB1; or a pyftdi "
+                       "URL such as ftdi://ftdi:2232h/2)")
     where.add_argument("--simulate", action="store_true", help="talk to the simulated design (slow: few images)")
     _design_args(p)
-    p.add_argument("--baud", type=int, default=115_200, help="serial baud rate (default 115200, what `asqhw "
-                   "synth` builds)")
+    p.add_argument("--baud", type=int, help="serial baud rate, one the FT2232H makes (12 MHz / n: up to 12000000; "
+                   "default 115200, what `asqhw synth` builds; with --simulate: simulate the link at this rate "
+                   "from --clock-mhz instead of the fastest the simulation allows)")
+    p.add_argument("--clock-mhz", type=float, help="the design clock of the bitstream: refuse a --baud it cannot "
+                   "make (default with --simulate: 12, the iCEBreaker's oscillator)")
+    p.add_argument("--reply", choices=REPLIES, default="logits", help="what the board sends back per image: every "
+                   "logit then the class (default), or the class alone, one byte (a bitstream built for it)")
+    p.add_argument("--window", type=int, default=1, help="images in flight (default 1: each image after the "
+                   "previous reply); more needs a bitstream with an input buffer of (window - 1) images")
     p.add_argument("--count", type=int, help="images to send, at least 1 (default: all 360; 2 with --simulate)")
     add_json(p)
     p.set_defaults(handler=run_host)
 
 
 def run_host(args) -> int:
+    import time
+
     import numpy as np
     from tqdm import tqdm
 
     from hw.link.host import SerialPort, run_images
+    from hw.link.rates import DEFAULT_BAUD, check_baud, link_budget
     from hw.options import check_report_writable, emit, resolve_bundle
 
     if args.count is not None and args.count < 1:
         raise UserError(f"--count {args.count}: send at least 1 image")
+    if args.window < 1:
+        raise UserError(f"--window {args.window}: keep at least 1 image in flight")
+    if args.clock_mhz is not None and args.clock_mhz <= 0:
+        raise UserError(f"--clock-mhz {args.clock_mhz} must be positive")
+    baud = args.baud or DEFAULT_BAUD
+    clock_mhz = args.clock_mhz or (12.0 if args.simulate else None)
+    # Before anything is read or opened: a rate the FT2232H or the design clock cannot make.
+    divisor = check_baud(baud, None if clock_mhz is None else clock_mhz * 1e6)
     bits, path = resolve_bundle(args)
     check_report_writable(args)
     vectors = path / "vectors.npz"
@@ -231,37 +252,82 @@ def run_host(args) -> int:
     codes = data["conv1.in"][:count].reshape(count, -1)
     golden_cls, golden_logits = data["pred"][:count], data["logits"][:count]
     if args.simulate:
-        port = _simulated_port(args, path, bits)
+        # Without --baud the link runs at the fewest cycles per bit (the protocol, not the rate, is tested).
+        port = _simulated_port(args, path, bits, divisor if args.baud else None)
     else:
-        port = SerialPort(args.port, baud=args.baud)
+        port = SerialPort(args.port, baud=baud)
+    started = time.perf_counter()
     with tqdm(total=count, desc="images", unit="img") as bar:
-        results = run_images(port, codes, classes=golden_logits.shape[1], progress=bar)
+        results = run_images(port, codes, classes=golden_logits.shape[1], progress=bar, reply=args.reply,
+                             window=args.window)
+    seconds = time.perf_counter() - started
     classes = np.array([r.cls for r in results])
-    logits = np.array([r.logits for r in results])
     agree = int((classes == golden_cls).sum())
-    same = (logits == golden_logits).all(axis=1)
-    exact = int(same.sum())
     correct = int((classes == data["labels"][:count]).sum())
-    summary = {"images": count, "accuracy": correct / count, "classes_equal_golden": agree,
-               "logits_equal_golden": exact}
-    lines = [f"{count} images: accuracy {correct / count:.4f}; classes equal golden on {agree}, logits "
-             f"equal golden on {exact}"]
-    if exact < count:
+    summary = {"images": count, "accuracy": correct / count, "classes_equal_golden": agree}
+    if args.reply == "logits":
+        logits = np.array([r.logits for r in results])
+        same = (logits == golden_logits).all(axis=1)
+        exact = int(same.sum())
+        summary["logits_equal_golden"] = exact
+        lines = [f"{count} images: accuracy {correct / count:.4f}; classes equal golden on {agree}, logits "
+                 f"equal golden on {exact}"]
+    else:
+        same, exact = classes == golden_cls, count
+        lines = [f"{count} images: accuracy {correct / count:.4f}; classes equal golden on {agree} (class-only "
+                 "reply: no logits)"]
+    if args.baud or args.reply != "logits" or args.window != 1:
+        link = link_budget(input_bytes=codes.shape[1], n_logits=golden_logits.shape[1], baud=baud,
+                           reply=args.reply)
+        link.update(window=args.window,
+                    measured=_measured_rate(port, count, clock_mhz, seconds, link["bytes_out_per_image"]))
+        summary["link"] = link
+        lines.append(_link_line(link))
+    if exact < count or agree < count:
         first = int(np.flatnonzero(~same | (classes != golden_cls))[0])
-        lines.append(f"MISMATCH: image {first}: the board answered logits {logits[first].tolist()} class "
-                     f"{classes[first]}, golden {golden_logits[first].tolist()} class {golden_cls[first]}; "
-                     "the bitstream is not the one this bundle generates (rebuild it with `asqhw synth` "
-                     "and the same --model/--bits/--pe/--simd)")
+        answered = f"logits {logits[first].tolist()} class" if args.reply == "logits" else "class"
+        lines.append(f"MISMATCH: image {first}: the board answered {answered} {classes[first]}, golden "
+                     f"{golden_logits[first].tolist()} class {golden_cls[first]}; the bitstream is not the one this "
+                     "bundle generates (rebuild it with `asqhw synth` and the same --model/--bits/--pe/--simd)")
     emit(args, summary, "\n".join(lines))
     return 0 if agree == count and exact == count else 1
 
 
-def _simulated_port(args, bundle_path, bits):
+def _measured_rate(port, count, clock_mhz, seconds, reply_bytes) -> dict:
+    """Images per second this run achieved: simulated cycles (``--simulate``) or the wall clock."""
+    cycles = getattr(port, "cycles_per_reply", None)
+    if cycles is not None:
+        per_image = cycles(reply_bytes)
+        if per_image is None:
+            return {"source": "simulation", "cycles_per_image": None, "images_per_s": None}
+        return {"source": "simulation", "cycles_per_image": per_image,
+                "images_per_s": round(clock_mhz * 1e6 / per_image, 1)}
+    return {"source": "wall clock", "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
+
+
+def _link_line(link: dict) -> str:
+    measured = link["measured"]
+    seen = (f"; measured {measured['images_per_s']} images/s ({measured['source']})"
+            if measured.get("images_per_s") else "")
+    return (f"link: {link['baud']} baud, {link['bytes_in_per_image']} bytes in and {link['bytes_out_per_image']} "
+            f"out per image ({link['reply']} reply): the line allows {link['images_per_s_pipelined']:.0f} images/s "
+            f"with images in flight, {link['images_per_s_one_at_a_time']:.0f} one at a time; window "
+            f"{link['window']}{seen}")
+
+
+def _simulated_port(args, bundle_path, bits, divisor=None):
     from golden.model import load_bundle
     from hw.eda.generate import build_top
+    from hw.link.board import accel_link
     from hw.link.host import SimulatedBoard
-    from hw.rtl.uart import StreamLink
+    from hw.rtl.uart import MIN_DIVISOR
 
     top = build_top(load_bundle(bundle_path, vectors=False), pe=args.pe or _default("pe"),
                     simd=args.simd or _default("simd"), mul=args.mul, bits=bits)
-    return SimulatedBoard(StreamLink(top, divisor=4), max_cycles=4 * top.cycles_per_inference() + 200_000)
+    divisor = divisor or MIN_DIVISOR
+    try:
+        link = accel_link(top, divisor=divisor, reply=args.reply, window=args.window)
+    except ValueError as err:
+        raise UserError(f"--window {args.window}: {err}") from None
+    line_cycles = 10 * divisor * (link.in_bytes * top.plan.input_codes + link.out_bytes * (top.plan.n_logits + 1))
+    return SimulatedBoard(link, max_cycles=4 * top.cycles_per_inference() + 2 * line_cycles + 200_000)

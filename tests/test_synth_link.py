@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from asqhw.errors import UserError
 from hw.link.host import SerialPort, SimulatedBoard, classify, decode_beat, encode_codes, run_images
-from hw.rtl.uart import StreamLink, UartRx, UartTx, divisor_for
+from hw.link.rates import check_baud, fastest_baud, ft2232h_baud, ftdi_makes, link_budget, link_budget_at_clock
+from hw.rtl.accel.argmax import reply_filter
+from hw.rtl.uart import BAUD_TOLERANCE, MIN_DIVISOR, StreamLink, UartRx, UartTx, divisor_for
 
 DIV = 5
 
@@ -98,6 +100,39 @@ def test_rx_flags_a_missing_stop_bit_and_drops_the_byte():
     _run(dut, bench)
     assert got == [0x3C]
     assert sum(errors) == 1
+
+
+@pytest.mark.parametrize("skew", [-BAUD_TOLERANCE, 0.0, BAUD_TOLERANCE])
+@pytest.mark.parametrize("phase", [0.1, 0.5, 0.9])
+def test_rx_at_the_fewest_cycles_per_bit_takes_a_sender_off_by_the_tolerance(skew, phase):
+    """A sender BAUD_TOLERANCE fast or slow, frames back to back, edges anywhere within a clock cycle."""
+    dut = UartRx(MIN_DIVISOR)
+    payload = [0x00, 0xFF, 0x55, 0xAA, 0x01, 0x80, 0xF0, 0x0F]
+    period = 1e-6  # the receiver's clock; a bit lasts MIN_DIVISOR of them, off by skew
+    bit_time = MIN_DIVISOR * period * (1 + skew)
+    got = []
+
+    async def sender(ctx):
+        await ctx.delay((3 + phase) * period)
+        for byte in payload:
+            for level in _frame(byte):
+                ctx.set(dut.rx, level)
+                await ctx.delay(bit_time)
+
+    async def receiver(ctx):
+        ctx.set(dut.o.ready, 1)
+        while True:
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                got.append(ctx.get(dut.o.payload))
+            assert not ctx.get(dut.error)
+
+    sim = Simulator(dut)
+    sim.add_clock(period)
+    sim.add_testbench(sender)
+    sim.add_testbench(receiver, background=True)
+    sim.run_until((len(payload) * 10 + 12) * bit_time)
+    assert got == payload
 
 
 @pytest.mark.parametrize("bad", [3, 2.5, "8"])
@@ -247,3 +282,212 @@ def test_host_cli_gets_golden_logits_from_the_simulated_accelerator(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result == {"images": 1, "accuracy": result["accuracy"], "classes_equal_golden": 1,
                       "logits_equal_golden": 1}
+
+
+# ------------------------------------------------------------------------------------------------
+# The fast link: FT2232H rates against the design clock, the class-only reply, images in flight
+
+
+def test_ft2232h_rates_are_12_mhz_over_eighths_with_only_1_and_1_5_below_2():
+    assert ft2232h_baud(12_000_000) == 12_000_000
+    assert ft2232h_baud(8_000_000) == 8_000_000
+    assert ft2232h_baud(6_000_000) == 6_000_000
+    assert ft2232h_baud(3_000_000) == 3_000_000
+    assert ft2232h_baud(10_000_000) in (8_000_000, 12_000_000)  # 1.25 is no divisor
+    assert ft2232h_baud(115_200) == pytest.approx(115_246, abs=1)  # 12 MHz / 104.125
+    assert ftdi_makes(115_200) and ftdi_makes(12_000_000) and not ftdi_makes(10_000_000)
+
+
+@pytest.mark.parametrize("clock_mhz, fastest", [(12, 3_000_000), (20, 5_052_632), (40, 8_000_000), (45, 5_647_059),
+                                                (48, 12_000_000), (60, 12_000_000)])
+def test_fastest_baud_a_clock_makes(clock_mhz, fastest):
+    assert fastest_baud(clock_mhz * 1e6) == fastest
+
+
+def test_check_baud_gives_the_divisor_or_says_which_end_cannot():
+    assert check_baud(12_000_000, 48e6) == 4
+    assert check_baud(115_200, 12e6) == 104
+    assert check_baud(115_200) is None  # no clock: only the FT2232H is checked
+    with pytest.raises(UserError, match="a 20 MHz clock cannot make 12000000 baud: the UART needs at least 4 "
+                                        "clock cycles per bit.*fastest FT2232H rate it makes is 5052632.*48 MHz"):
+        check_baud(12_000_000, 20e6)
+    with pytest.raises(UserError, match="a 40 MHz clock cannot make 6000000 baud within 2 %: divisor 7 gives "
+                                        "5714286 baud"):
+        check_baud(6_000_000, 40e6)
+    with pytest.raises(UserError, match="FT2232H cannot make 10000000 baud"):
+        check_baud(10_000_000, 40e6)
+
+
+def test_link_budget_bytes_per_image_and_images_per_s():
+    slow = link_budget(input_bytes=64, n_logits=10, baud=115_200)
+    assert (slow["bytes_in_per_image"], slow["bytes_out_per_image"]) == (64, 55)
+    assert slow["images_per_s_one_at_a_time"] == pytest.approx(11_520 / 119, abs=0.1)  # ~97 images/s
+    fast = link_budget(input_bytes=64, n_logits=10, baud=12_000_000, reply="class")
+    assert (fast["bytes_in_per_image"], fast["bytes_out_per_image"]) == (64, 1)
+    assert fast["bytes_per_s"] == 1_200_000  # >= 1 MB/s each way
+    assert fast["images_per_s_pipelined"] == 18_750  # the input direction: 1.2 MB/s / 64 bytes
+    with pytest.raises(ValueError, match="reply 'probs'"):
+        link_budget(input_bytes=64, n_logits=10, baud=115_200, reply="probs")
+
+
+def _class_of(codes):
+    return _expected(codes)[1]
+
+
+def test_class_only_reply_sends_one_byte_per_image():
+    images = [[5, -3, 17, 100], [-128, -1, 0, 3], [1, 1, 1, 1]]
+    link = StreamLink(SumNet(4), divisor=4, **reply_filter("class", 3))
+    assert link.out_bytes == 1
+    board = SimulatedBoard(link)
+    results = run_images(board, images, classes=3, reply="class")
+    assert [(r.logits, r.cls) for r in results] == [(None, _class_of(codes)) for codes in images]
+    assert board.from_board == b""  # nothing but the class bytes came back
+
+
+def test_link_budget_at_a_clock_uses_the_fastest_rate_it_makes():
+    at_48 = link_budget_at_clock(48e6, input_bytes=64, n_logits=10)
+    assert (at_48["baud"], at_48["divisor"], at_48["images_per_s_pipelined"]) == (12_000_000, 4, 18_750)
+    at_12 = link_budget_at_clock(12e6, input_bytes=64, n_logits=10, reply="logits")
+    assert (at_12["baud"], at_12["bytes_out_per_image"]) == (3_000_000, 55)
+    too_slow = link_budget_at_clock(2e6, input_bytes=64, n_logits=10)
+    assert too_slow["baud"] is None and too_slow["images_per_s_pipelined"] == 0
+
+
+class BusyNet(wiring.Component):
+    """Takes N codes, computes for ``busy`` cycles (taking nothing), then answers their sum, last = 1."""
+
+    def __init__(self, n, busy):
+        self.n, self.busy = n, busy
+        super().__init__({"i": In(stream.Signature(signed(8))), "o": Out(stream.Signature(OUT_LAYOUT))})
+
+    def elaborate(self, platform):
+        m = Module()
+        total = Signal(signed(32))
+        count = Signal(range(self.n + 1))
+        wait = Signal(range(self.busy + 1))
+        with m.FSM():
+            with m.State("load"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [total.eq(total + self.i.payload), count.eq(count + 1)]
+                    with m.If(count == self.n - 1):
+                        m.d.sync += wait.eq(self.busy)
+                        m.next = "busy"
+            with m.State("busy"):
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.next = "out"
+            with m.State("out"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.value.eq(total), self.o.payload.last.eq(1)]
+                with m.If(self.o.ready):
+                    m.d.sync += [total.eq(0), count.eq(0)]
+                    m.next = "load"
+        return m
+
+
+IMAGES = [[5, -3, 17, 100], [-128, -1, 0, 3], [1, 1, 1, 1], [127, 127, 127, 127], [-7, 9, -11, 13]]
+
+
+def test_images_in_flight_need_the_input_buffer():
+    """With no flow control, bytes sent while the design computes are lost unless a buffer holds them."""
+    busy = 3000  # cycles of "compute": longer than the simulated host takes to react (SimulatedBoard.CHUNK)
+    line = 4 * 10 * 4  # an image's 4 bytes on the line: 10 bits of 4 cycles each
+    unbuffered = SimulatedBoard(StreamLink(BusyNet(4, busy), divisor=4), max_cycles=20_000)
+    with pytest.raises(UserError, match="0 of 5 bytes.*with 3 images in flight the board must buffer 2 images"):
+        run_images(unbuffered, IMAGES, window=3)
+    buffered = SimulatedBoard(StreamLink(BusyNet(4, busy), divisor=4, fifo_depth=8), max_cycles=20_000)
+    results = run_images(buffered, IMAGES, window=3)
+    assert [(r.logits, r.cls) for r in results] == [([], sum(codes)) for codes in IMAGES]
+    # In flight the next image waits in the buffer while one computes: an image per compute and load;
+    # one at a time, the line time of the image and of the reply come on top.
+    assert buffered.cycles_per_reply(5) < busy + 20
+    one_at_a_time = SimulatedBoard(StreamLink(BusyNet(4, busy), divisor=4, fifo_depth=8))
+    run_images(one_at_a_time, IMAGES, window=1)
+    assert one_at_a_time.cycles_per_reply(5) > busy + line + 5 * 40
+
+
+def test_stream_link_rejects_a_negative_buffer():
+    with pytest.raises(ValueError, match="fifo_depth"):
+        StreamLink(SumNet(4), divisor=4, fifo_depth=-1)
+
+
+def test_serial_port_opens_a_pty_at_12_mbaud():
+    master, slave = pty.openpty()
+    try:
+        with SerialPort(os.ttyname(slave), baud=12_000_000, timeout=0.5) as port:
+            assert port.serial.baudrate == 12_000_000
+            os.write(master, b"\x07")
+            assert port.read(1) == b"\x07"
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_serial_port_names_an_ftdi_url_it_cannot_open():
+    with pytest.raises(UserError, match="cannot open serial port ftdi://ftdi:2232h/2 at 12000000 baud"):
+        SerialPort("ftdi://ftdi:2232h/2", baud=12_000_000)
+
+
+def _host_json(capsys, *argv):
+    import json
+
+    from asqhw.cli import main
+
+    status = main(["host", "--simulate", "--bits", "3", "--json", *argv])
+    return status, json.loads(capsys.readouterr().out)
+
+
+def test_host_cli_at_12_mbaud_with_images_in_flight_is_bit_exact(capsys):
+    """The shipped bundle's accelerator behind the fast link (48 MHz, 12 Mbaud), two images in flight."""
+    status, result = _host_json(capsys, "--count", "2", "--baud", "12000000", "--clock-mhz", "48",
+                                "--window", "2")
+    assert status == 0
+    assert (result["classes_equal_golden"], result["logits_equal_golden"]) == (2, 2)
+    link = result["link"]
+    assert (link["bytes_in_per_image"], link["bytes_out_per_image"], link["window"]) == (64, 55, 2)
+    assert link["images_per_s_pipelined"] == 18_750
+    measured = link["measured"]
+    assert measured["source"] == "simulation" and measured["images_per_s"] > 1000
+
+
+def test_host_cli_class_only_reply_at_12_mbaud(capsys):
+    status, result = _host_json(capsys, "--count", "3", "--baud", "12000000", "--clock-mhz", "48",
+                                "--reply", "class", "--window", "3")
+    assert status == 0 and result["classes_equal_golden"] == 3 and "logits_equal_golden" not in result
+    link = result["link"]
+    assert (link["bytes_in_per_image"], link["bytes_out_per_image"], link["reply"]) == (64, 1, "class")
+    # Compute-bound: the line (64 bytes x 10 bits x 4 cycles) keeps up with the accelerator.
+    assert link["measured"]["cycles_per_image"] < 9000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--baud", "12000000"], "a 12 MHz clock cannot make 12000000 baud"),
+    (["--baud", "12000000", "--clock-mhz", "20"], "fastest FT2232H rate it makes is 5052632 baud"),
+    (["--baud", "10000000", "--clock-mhz", "48"], "FT2232H cannot make 10000000 baud"),
+    (["--window", "0"], "--window 0"),
+    (["--window", "40"], "40 images in flight need a 2496-byte input buffer"),
+])
+def test_host_cli_refuses_a_link_it_cannot_make(argv, message, capsys):
+    from asqhw.cli import main
+
+    assert main(["host", "--simulate", "--bits", "3", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_accel_link_for_a_board_and_its_report(shipped_bundle):
+    from golden.model import load_bundle
+    from hw.eda.generate import build_top
+    from hw.link.board import accel_link, link_report
+    from hw.rtl.uart import LinkOnBoard
+
+    top = build_top(load_bundle(shipped_bundle(3), vectors=False), pe=4, simd=4, mul=None)
+    board = accel_link(top, clock_hz=48e6, baud=12_000_000, reply="class", window=9)
+    assert isinstance(board, LinkOnBoard)
+    assert (board.link.divisor, board.link.fifo_depth, board.link.out_bytes) == (4, 8 * 64, 1)
+    report = link_report(top, board, baud=12_000_000, reply="class", window=9)
+    assert report["kind"] == "uart" and report["fifo_bytes"] == 512 and report["bytes_out_per_image"] == 1
+    assert report["images_per_s_pipelined"] == 18_750
+    default = accel_link(top, clock_hz=12e6)  # what `asqhw synth` builds: 115200 baud, every logit, no buffer
+    assert (default.link.divisor, default.link.fifo_depth, default.link.out_bytes) == (104, 0, 5)
+    with pytest.raises(UserError, match="a 12 MHz clock cannot make 12000000 baud"):
+        accel_link(top, clock_hz=12e6, baud=12_000_000)

@@ -4,25 +4,28 @@ Protocol (the board side is :class:`hw.rtl.uart.StreamLink` around ``asq_accel``
 
 - host -> board: one image = its input codes (conv1's signed int8 codes, C*H*W of them in
   (channel, row, column) order), one byte each, two's complement;
-- board -> host: one beat per ``o`` beat of the accelerator, ``out_bytes`` bytes little-endian each
-  (5 for ``asq_accel``: bits 0..31 the signed value, bit 32 ``last``): the logits with
-  ``last = 0`` in class order, then the predicted class with ``last = 1``.
+- board -> host, reply ``"logits"`` (the default build): one beat per ``o`` beat of the accelerator,
+  ``out_bytes`` bytes little-endian each (5 for ``asq_accel``: bits 0..31 the signed value, bit 32
+  ``last``): the logits with ``last = 0`` in class order, then the predicted class with ``last = 1``;
+- board -> host, reply ``"class"`` (built with the class-only reply): one byte per image, the class.
+
+The boards' serial lines have no flow control: the host keeps at most ``window`` images in flight
+(sent, reply not yet read), and a board built with an input buffer of ``(window - 1) * image bytes``
+(:func:`hw.link.board.fifo_depth_for`) holds the ones it has not started. ``window = 1`` (the default
+build, no buffer) sends each image after the previous reply.
 
 A *port* is anything with ``write(bytes)`` and ``read(n) -> bytes``: :class:`SerialPort` (a real
-board: a tty opened with the standard library's termios, no extra package), or
-:class:`SimulatedBoard` (the same link simulated in-process with Amaranth's simulator, for tests and
-``asqhw host --simulate``).
+board: a tty or a pyftdi ``ftdi://`` URL, through pyserial), or :class:`SimulatedBoard` (the same link
+simulated in-process with Amaranth's simulator, for tests and ``asqhw host --simulate``).
 """
 
-import os
-import select
-import termios
 from dataclasses import dataclass
 
 import numpy as np
 
 from asqhw.errors import UserError
 from golden.formats import OUT_BEAT_BYTES, OUT_LAST_BIT, decode_out_beat
+from hw.rtl.accel.argmax import REPLIES
 
 #: Bytes per output beat of asq_accel's ``{value: signed(OUT_WIDTH), last: 1}`` payload.
 ACCEL_OUT_BYTES = OUT_BEAT_BYTES
@@ -30,9 +33,9 @@ ACCEL_OUT_BYTES = OUT_BEAT_BYTES
 
 @dataclass
 class Result:
-    """What the board answered for one image."""
+    """What the board answered for one image (``logits`` is None for a class-only reply)."""
 
-    logits: list
+    logits: list | None
     cls: int
 
 
@@ -63,14 +66,31 @@ def _hex(raw: bytes) -> str:
     return " ".join(f"{b:02x}" for b in raw)
 
 
-def classify(port, codes, *, classes: int | None = None, max_beats: int = 1024) -> Result:
-    """Send one image's codes through ``port`` and read beats up to the class (``last``).
+def classify(port, codes, *, classes: int | None = None, max_beats: int = 1024, reply: str = "logits") -> Result:
+    """Send one image's codes through ``port`` and read its reply (:func:`read_reply`)."""
+    port.write(encode_codes(codes))
+    return read_reply(port, classes=classes, max_beats=max_beats, reply=reply)
+
+
+def read_reply(port, *, classes: int | None = None, max_beats: int = 1024, reply: str = "logits") -> Result:
+    """Read one image's reply from ``port``: beats up to the class (``last``), or the class byte.
 
     Every beat is checked against the protocol (the byte above the value holds only ``last``), and
-    with ``classes`` the answer must be exactly ``classes`` logits then a class in ``0..classes-1``:
-    anything else raises :class:`UserError` saying what was received and what was expected.
+    with ``classes`` the answer must be exactly ``classes`` logits then a class in ``0..classes-1``
+    (a class-only reply: a class in that range): anything else raises :class:`UserError` saying what
+    was received and what was expected.
     """
-    port.write(encode_codes(codes))
+    if reply not in REPLIES:
+        raise ValueError(f"reply {reply!r} is not one of {REPLIES}")
+    if reply == "class":
+        raw = port.read(1)
+        if len(raw) != 1:
+            raise UserError("the board answered no class byte before the timeout; check the port, the baud rate, "
+                            "that the bitstream is loaded and that it was built with the class-only reply")
+        if classes is not None and raw[0] >= classes:
+            raise UserError(f"the board answered class byte {raw[0]}; expected a class in 0..{classes - 1}; "
+                            f"{PROTOCOL_FIX} with the class-only reply (--reply class)")
+        return Result(logits=None, cls=raw[0])
     logits = []
     for _ in range(max_beats):
         raw = port.read(ACCEL_OUT_BYTES)
@@ -95,11 +115,29 @@ def classify(port, codes, *, classes: int | None = None, max_beats: int = 1024) 
     raise UserError(f"no class beat after {max_beats} beats: the board does not speak this protocol")
 
 
-def run_images(port, images, *, classes: int | None = None, progress=None) -> list[Result]:
-    """:func:`classify` every image in ``images`` (N x codes); ``progress`` is a tqdm bar or None."""
-    results = []
-    for codes in images:
-        results.append(classify(port, codes, classes=classes))
+def run_images(port, images, *, classes: int | None = None, progress=None, reply: str = "logits",
+               window: int = 1) -> list[Result]:
+    """Send every image in ``images`` (N x codes) and read the replies, ``window`` images in flight.
+
+    ``window = 1`` sends each image after the previous reply; more keeps the link busy while the
+    board computes, and needs a board that buffers ``window - 1`` images. ``progress``: a tqdm bar or None.
+    """
+    if window < 1:
+        raise ValueError(f"window {window} must be at least 1 image")
+    images = list(images)
+    results, sent = [], 0
+    while len(results) < len(images):
+        while sent < len(images) and sent - len(results) < window:
+            port.write(encode_codes(images[sent]))
+            sent += 1
+        try:
+            results.append(read_reply(port, classes=classes, reply=reply))
+        except UserError as err:
+            if window == 1:
+                raise
+            # The likeliest cause: a board without the buffer, which lost the bytes sent ahead.
+            raise UserError(f"{err}; with {window} images in flight the board must buffer {window - 1} images "
+                            f"(a bitstream built for --window {window})") from None
         if progress is not None:
             progress.update(1)
     return results
@@ -109,63 +147,49 @@ def run_images(port, images, *, classes: int | None = None, progress=None) -> li
 # A real board: a tty
 
 
-_BAUDS = {rate: getattr(termios, f"B{rate}") for rate in (9600, 19200, 38400, 57600, 115200, 230400,
-                                                          460800, 921600, 1000000, 2000000, 3000000)
-          if hasattr(termios, f"B{rate}")}
-
-
 class SerialPort:
-    """A serial tty in raw mode at ``baud`` (8N1, no flow control), read with a timeout.
+    """A board's serial port at ``baud`` (8N1, no flow control), read with a timeout, through pyserial.
 
-    Uses only the standard library (``termios``), so a board needs no extra Python package.
+    ``path`` is a tty (``/dev/ttyUSB1``: the kernel's FTDI driver, which makes every FT2232H rate up
+    to 12 Mbaud) or a pyftdi URL (``ftdi://ftdi:2232h/2``: the FT2232H's second channel through
+    libusb, no kernel driver). Fast rates ask the driver for low latency (the FT2232H otherwise holds
+    a short reply up to 16 ms before it sends it over USB).
     """
 
     def __init__(self, path, baud: int = 115_200, timeout: float = 2.0):
-        if baud not in _BAUDS:
-            raise UserError(f"baud rate {baud} is not one of {sorted(_BAUDS)}")
-        try:
-            self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-        except OSError as err:
-            raise UserError(f"cannot open serial port {path}: {err.strerror}; is the board plugged in "
-                            "(iCEBreaker: the second FTDI port, usually /dev/ttyUSB1)?") from None
+        import serial
+
+        if str(path).startswith("ftdi://"):
+            import pyftdi.serialext  # noqa: F401  (registers the ftdi:// URLs with pyserial)
         self.timeout = timeout
         try:
-            self._configure(baud)
-        except termios.error as err:
-            os.close(self.fd)
-            why = err.args[1] if len(err.args) > 1 else str(err)
-            raise UserError(f"{path} is not a serial port ({why}); pass the board's serial device with "
+            self.serial = serial.serial_for_url(str(path), baudrate=baud, timeout=timeout, write_timeout=timeout)
+        except serial.SerialException as err:
+            if err.errno is not None:  # the open itself failed
+                raise UserError(f"cannot open serial port {path}: {err.strerror}; is the board plugged in "
+                                "(iCEBreaker: the second FTDI port, usually /dev/ttyUSB1)?") from None
+            raise UserError(f"{path} is not a serial port ({err}); pass the board's serial device with "
                             "--port (iCEBreaker: the second FTDI port, usually /dev/ttyUSB1)") from None
-
-    def _configure(self, baud):
-        attrs = termios.tcgetattr(self.fd)
-        iflag, oflag, cflag, lflag, _, _, cc = attrs
-        iflag = 0
-        oflag = 0
-        lflag = 0
-        cflag = termios.CS8 | termios.CREAD | termios.CLOCAL
-        cc[termios.VMIN], cc[termios.VTIME] = 0, 0
-        speed = _BAUDS[baud]
-        termios.tcsetattr(self.fd, termios.TCSANOW, [iflag, oflag, cflag, lflag, speed, speed, cc])
-        termios.tcflush(self.fd, termios.TCIOFLUSH)
+        except (ValueError, OSError, ImportError) as err:  # pyftdi: no libusb, no such device, a rate it cannot make
+            raise UserError(f"cannot open serial port {path} at {baud} baud: {err}; an ftdi:// URL needs libusb "
+                            "(Debian: libusb-1.0-0) and the FT2232H channel free of the kernel's ftdi_sio driver "
+                            "(or use its tty, e.g. /dev/ttyUSB1)") from None
+        if baud > 115_200 and hasattr(self.serial, "set_low_latency_mode"):
+            try:
+                self.serial.set_low_latency_mode(True)
+            except (ValueError, OSError, NotImplementedError):
+                pass  # not a USB serial port (a pty): there is no latency timer to shorten
+        self.serial.reset_input_buffer()
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        self.serial.write(data)
 
     def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes; fewer only when ``timeout`` seconds pass without a byte."""
-        out = bytearray()
-        while len(out) < n:
-            ready, _, _ = select.select([self.fd], [], [], self.timeout)
-            if not ready:
-                break
-            out += os.read(self.fd, n - len(out))
-        return bytes(out)
+        """Up to ``n`` bytes; fewer only when ``timeout`` seconds pass first."""
+        return self.serial.read(n)
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.serial.close()
 
     def __enter__(self):
         return self
@@ -181,12 +205,16 @@ class SerialPort:
 class SimulatedBoard:
     """A :class:`hw.rtl.uart.StreamLink` simulated in-process, spoken to as a port.
 
-    Bytes written are bit-banged onto the link's ``rx`` line at its divisor; its ``tx`` line is
-    decoded into bytes that ``read`` returns. ``read`` advances simulated time until the bytes are
-    there or ``max_cycles`` clock cycles pass (then it returns what it has, like a tty timeout).
+    Bytes written are bit-banged onto the link's ``rx`` line at its divisor, back to back as the
+    FT2232H sends them; its ``tx`` line is decoded into bytes that ``read`` returns. ``read``
+    advances simulated time until the bytes are there or ``max_cycles`` clock cycles pass (then it
+    returns what it has, like a tty timeout). The clock cycle each byte arrived is kept
+    (:meth:`cycles_per_reply`).
     """
 
-    CHUNK = 2000  # cycles simulated per step while waiting for bytes
+    #: Cycles simulated per step while waiting for bytes: how late the simulated host sees a reply
+    #: (a real one sees it a USB round trip later, 0.1 to 1 ms).
+    CHUNK = 250
 
     def __init__(self, link, *, max_cycles: int = 2_000_000):
         from amaranth.sim import Simulator
@@ -199,6 +227,8 @@ class SimulatedBoard:
         self.sim.add_testbench(self._drive_rx, background=True)
         self.sim.add_testbench(self._watch_tx, background=True)
         self.cycles = 0
+        self.now = 0  # clock cycles simulated, counted by the rx driver (it always waits on the clock)
+        self.arrivals = []  # the cycle each byte from the board arrived
 
     async def _drive_rx(self, ctx):
         div = self.link.divisor
@@ -206,11 +236,13 @@ class SimulatedBoard:
         while True:
             if not self.to_board:
                 await ctx.tick()
+                self.now += 1
                 continue
             byte = self.to_board.pop(0)
             for bit in [0, *((byte >> i) & 1 for i in range(8)), 1]:
                 ctx.set(self.link.rx, bit)
                 await ctx.tick().repeat(div)
+                self.now += div
 
     async def _watch_tx(self, ctx):
         div = self.link.divisor
@@ -224,6 +256,7 @@ class SimulatedBoard:
             if ctx.get(self.link.tx) != 1:
                 raise AssertionError("the board sent a byte without a stop bit")
             self.from_board.append(byte)
+            self.arrivals.append(self.now)
 
     def write(self, data: bytes) -> None:
         self.to_board += data
@@ -235,3 +268,15 @@ class SimulatedBoard:
             self.sim.run_until(self.cycles * self.period)
         out, self.from_board = bytes(self.from_board[:n]), self.from_board[n:]
         return out
+
+    def cycles_per_reply(self, reply_bytes: int) -> float | None:
+        """Clock cycles between replies of ``reply_bytes`` bytes, from the first reply's end to the last's.
+
+        With images in flight this is the steady rate the link and the design keep together (None
+        before two replies).
+        """
+        replies = len(self.arrivals) // reply_bytes
+        if replies < 2:
+            return None
+        ends = self.arrivals[reply_bytes - 1::reply_bytes]
+        return (ends[replies - 1] - ends[0]) / (replies - 1)

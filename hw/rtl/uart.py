@@ -12,24 +12,43 @@ The host side of the protocol is :mod:`hw.link.host`.
 """
 
 from amaranth import Module, Signal
-from amaranth.lib import io, stream, wiring
+from amaranth.lib import fifo, io, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-#: The baud rate the boards use (both boards' FTDI bridges carry it; the host defaults to it).
+#: The baud rate the boards use by default (both boards' FTDI bridges carry it; the host defaults to it).
 DEFAULT_BAUD = 115_200
+#: Fewest clock cycles per bit: the receiver samples each bit once, 1.5 bit times after it sees the
+#: start edge through its two-flip-flop synchronizer, so a bit must last a few cycles to be sampled
+#: inside it.
+MIN_DIVISOR = 4
+#: How far ``clock / divisor`` may miss the baud rate (the FT2232H's own rates are exact): with 4
+#: cycles per bit the receiver samples 1/4 to 1/2 bit before each bit's end, and the stop bit 9.5
+#: bits after the start edge, so a 1/4-bit margin allows 0.25 / 9.5 = 2.6 % of drift.
+BAUD_TOLERANCE = 0.02
 
 
 def divisor_for(clock_hz: float, baud: int) -> int:
-    """Clock cycles per bit; ValueError when the rounding would miss the baud rate by over 2 %."""
+    """Clock cycles per bit for ``baud`` at ``clock_hz``.
+
+    Raises ValueError, saying why and the fastest rate the clock makes, when the divisor would be
+    under :data:`MIN_DIVISOR` or ``clock_hz / divisor`` would miss ``baud`` by more than
+    :data:`BAUD_TOLERANCE`.
+    """
+    mhz = clock_hz / 1e6
     divisor = round(clock_hz / baud)
-    if divisor < 4 or abs(clock_hz / divisor - baud) / baud > 0.02:
-        raise ValueError(f"a {clock_hz / 1e6:g} MHz clock cannot make {baud} baud (divisor {divisor})")
+    if divisor < MIN_DIVISOR:
+        raise ValueError(f"a {mhz:g} MHz clock cannot make {baud} baud: the UART needs at least {MIN_DIVISOR} "
+                         f"clock cycles per bit, so at most {clock_hz / MIN_DIVISOR:.0f} baud")
+    error = (clock_hz / divisor - baud) / baud
+    if abs(error) > BAUD_TOLERANCE:
+        raise ValueError(f"a {mhz:g} MHz clock cannot make {baud} baud within {100 * BAUD_TOLERANCE:g} %: divisor "
+                         f"{divisor} gives {clock_hz / divisor:.0f} baud ({100 * error:+.1f} %)")
     return divisor
 
 
 def _check_divisor(divisor):
-    if not isinstance(divisor, int) or divisor < 4:
-        raise ValueError(f"UART divisor must be an int >= 4 cycles per bit, not {divisor!r}")
+    if not isinstance(divisor, int) or divisor < MIN_DIVISOR:
+        raise ValueError(f"UART divisor must be an int >= {MIN_DIVISOR} cycles per bit, not {divisor!r}")
 
 
 class UartRx(wiring.Component):
@@ -155,9 +174,19 @@ class StreamLink(wiring.Component):
         ``select(o_payload) -> Value``: the part of each ``o`` beat sent back (default: all of it).
     select_width : int, optional
         Width of what ``select`` returns (required with ``select``).
+    keep : callable, optional
+        ``keep(o_payload) -> Value``: send back only the ``o`` beats for which it is 1 (the others
+        are taken at once and dropped); default: every beat.
+    fifo_depth : int
+        Received bytes buffered before the ``i`` stream (0: none, only the receiver's one byte).
+        The boards' serial lines have no flow control, so a byte that arrives while ``i`` does
+        not take it and the buffer is full is lost: with a buffer of ``fifo_depth`` bytes the host
+        may send that many bytes ahead of what ``i`` takes (e.g. the next images while one is
+        computed).
 
     Protocol: each ``i`` beat is ``ceil(width(i.payload) / 8)`` bytes, little-endian; each ``o``
-    beat comes back as ``ceil(width / 8)`` bytes, little-endian, of what ``select`` picks.
+    beat (that ``keep`` keeps) comes back as ``ceil(width / 8)`` bytes, little-endian, of what
+    ``select`` picks.
 
     Ports
     -----
@@ -167,8 +196,12 @@ class StreamLink(wiring.Component):
         Serial line to the host.
     """
 
-    def __init__(self, inner, divisor: int, *, select=None, select_width: int | None = None):
+    def __init__(self, inner, divisor: int, *, select=None, select_width: int | None = None, keep=None,
+                 fifo_depth: int = 0):
         _check_divisor(divisor)
+        if not isinstance(fifo_depth, int) or fifo_depth < 0:
+            raise ValueError(f"StreamLink fifo_depth must be an int >= 0 bytes, not {fifo_depth!r}")
+        self.keep, self.fifo_depth = keep, fifo_depth
         members = inner.signature.members
         for port in ("i", "o"):
             if port not in members or not isinstance(members[port].signature, stream.Signature):
@@ -189,28 +222,36 @@ class StreamLink(wiring.Component):
         m.submodules.uart_rx = rx = UartRx(self.divisor)
         m.submodules.uart_tx = tx = UartTx(self.divisor)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
-        self._pack_input(m, rx, inner)
+        received = rx.o
+        if self.fifo_depth:
+            # Buffered in block RAM (SyncFIFOBuffered keeps its storage in a memory).
+            m.submodules.rx_fifo = buffer = fifo.SyncFIFOBuffered(width=8, depth=self.fifo_depth)
+            m.d.comb += [buffer.w_data.eq(rx.o.payload), buffer.w_en.eq(rx.o.valid), rx.o.ready.eq(buffer.w_rdy)]
+            received = stream.Signature(8).create(path=("rx_buffered",))
+            m.d.comb += [received.payload.eq(buffer.r_data), received.valid.eq(buffer.r_rdy),
+                         buffer.r_en.eq(received.ready)]
+        self._pack_input(m, received, inner)
         self._unpack_output(m, inner, tx)
         return m
 
     def _pack_input(self, m, rx, inner):
-        """Collect in_bytes received bytes into one ``i`` beat (little-endian)."""
+        """Collect in_bytes received bytes (the byte stream ``rx``) into one ``i`` beat (little-endian)."""
         word = Signal(8 * self.in_bytes)
         count = Signal(range(self.in_bytes + 1))
         full = count == self.in_bytes
         m.d.comb += [
-            rx.o.ready.eq(~full),
+            rx.ready.eq(~full),
             inner.i.valid.eq(full),
             inner.i.payload.eq(word[: self.in_width]),
         ]
         with m.If(inner.i.valid & inner.i.ready):
             m.d.sync += count.eq(0)
-        with m.Elif(rx.o.valid & rx.o.ready):
-            m.d.sync += [word.eq((word >> 8) | (rx.o.payload << (8 * self.in_bytes - 8))),
+        with m.Elif(rx.valid & rx.ready):
+            m.d.sync += [word.eq((word >> 8) | (rx.payload << (8 * self.in_bytes - 8))),
                          count.eq(count + 1)]
 
     def _unpack_output(self, m, inner, tx):
-        """Send each ``o`` beat (or what select picks of it) as out_bytes bytes, LSB first."""
+        """Send each ``o`` beat that keep keeps (or what select picks of it) as out_bytes bytes, LSB first."""
         value = inner.o.payload if self.select is None else self.select(inner.o.payload)
         word = Signal(8 * self.out_bytes)
         left = Signal(range(self.out_bytes + 1))
@@ -219,7 +260,8 @@ class StreamLink(wiring.Component):
             tx.i.valid.eq(left != 0),
             tx.i.payload.eq(word[:8]),
         ]
-        with m.If(inner.o.valid & inner.o.ready):
+        kept = 1 if self.keep is None else self.keep(inner.o.payload)
+        with m.If(inner.o.valid & inner.o.ready & kept):
             m.d.sync += [word.eq(value), left.eq(self.out_bytes)]
         with m.Elif(tx.i.valid & tx.i.ready):
             m.d.sync += [word.eq(word >> 8), left.eq(left - 1)]
@@ -236,13 +278,14 @@ class LinkOnBoard(wiring.Component):
         The board's default clock (sets the UART divisor for ``baud``).
     baud : int
         Serial rate; the host must use the same.
-    select, select_width
+    select, select_width, keep, fifo_depth
         As in :class:`StreamLink`.
     """
 
     def __init__(self, inner, clock_hz: float, *, baud: int = DEFAULT_BAUD, select=None,
-                 select_width=None):
-        self.link = StreamLink(inner, divisor_for(clock_hz, baud), select=select, select_width=select_width)
+                 select_width=None, keep=None, fifo_depth: int = 0):
+        self.link = StreamLink(inner, divisor_for(clock_hz, baud), select=select, select_width=select_width,
+                               keep=keep, fifo_depth=fifo_depth)
         self.baud = baud
         super().__init__({})
 

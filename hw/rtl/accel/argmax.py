@@ -6,6 +6,27 @@ from amaranth.lib.wiring import In, Out
 
 from golden.formats import OUT_WIDTH  # the output beat's value (a logit or the class)
 
+#: What a link sends back per image: every ``o`` beat (the logits, then the class), or the class alone.
+REPLIES = ("logits", "class")
+#: The class-only reply: the class index as one unsigned byte.
+CLASS_REPLY_BITS = 8
+
+
+def reply_filter(reply: str, n_logits: int) -> dict:
+    """How a link picks the reply from ``o`` (:class:`hw.rtl.uart.StreamLink`'s keyword arguments).
+
+    ``"logits"``: every beat as it is (no arguments); ``"class"``: only the ``last`` beat, its value
+    (the class index) in one byte. ValueError for another reply or for more classes than a byte holds.
+    """
+    if reply not in REPLIES:
+        raise ValueError(f"reply {reply!r} is not one of {', '.join(REPLIES)}")
+    if reply == "logits":
+        return {}
+    if n_logits > 1 << CLASS_REPLY_BITS:
+        raise ValueError(f"a class-only reply is one byte; {n_logits} classes need more")
+    return {"select": lambda beat: beat.value[:CLASS_REPLY_BITS], "select_width": CLASS_REPLY_BITS,
+            "keep": lambda beat: beat.last}
+
 
 def output_layout() -> data.StructLayout:
     """Payload of the output stream: a logit or (``last``) the predicted class."""
