@@ -10,7 +10,7 @@ The reference is the specification itself, not a second design:
 
 - a multiplier lane is a function of two narrow codes, so its reference is the table of
   ``golden.arith.product`` over every (activation, weight) pair, as a Verilog ``case``; the
-  widest lanes (7- and 8-bit integer weights) exceed a practical table and use the defining
+  widest lanes (integer weights of 6 bits and more) exceed a practical table and use the defining
   expression of ``golden.arith.int_product``, the signed product ``a * w``;
 - the requantizer holds two wide products (accumulator times beta code, times ``M_c``), and SAT
   cannot prove two differently built multipliers equal at these widths (a 24 x 14-bit product ran
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import rtlil
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -39,9 +39,10 @@ from asqhw.toolchain import PIP_FIX, require, tool_env
 from golden import arith, formats
 from hw.rtl.dsp import PipelinedProduct
 
-#: Largest ``act_bits + w_bits`` of a lane proved against a full table of golden products (a
-#: 2^14-entry table took Yosys over seven minutes to read; every POST and POT lane is at most 10).
-TABLE_BITS_MAX = 12
+#: Largest ``act_bits + w_bits`` of a lane proved against a full table of golden products: every
+#: POST and POT lane (at most 10 bits); wider tables cost Yosys about a minute (12 bits) and over
+#: seven (14 bits), so integer lanes of 6 bits and more are proved against ``a * w``.
+TABLE_BITS_MAX = 10
 
 
 class ProofFailed(AssertionError):
@@ -151,11 +152,12 @@ def prove_lane(kind: str, w_bits: int, act_bits: int, act_signed: bool = False,
 def _prove_sequential(what: str, harness, steps: int, workdir: Path) -> Proof:
     """Prove that ``harness.ok`` is 1 in time step ``steps`` from any state and any inputs before it.
 
-    The harness checks a feed-forward pipeline (no state feeds back) whose every register, after
-    ``steps - 1`` cycles, holds a function of the inputs of those cycles only: starting the
-    ``steps``-step unrolling from a free state (Yosys's default: no ``-set-init-*``) then covers
-    every cycle of every run, not only the first ones. The reset is held low (a reset empties the
-    pipeline, which is not the behaviour under proof).
+    The harnesses check pipelines without feedback on the checked paths: every value a check reads
+    in step ``steps`` went through registers loaded after its item entered, so it depends on the
+    inputs of the item's own cycles, never on the state the item found. Unrolling ``steps`` steps
+    from a free state (Yosys's default: no ``-set-init-*``) therefore covers every item of every
+    run, the first ones after reset included. The reset is held low (a reset empties the pipeline,
+    which is not the behaviour under proof).
     """
     workdir = Path(workdir) / what.replace(" ", "_")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -310,7 +312,7 @@ def clamp_hdl(x, lo, hi):
 
 
 class RequantHarness(wiring.Component):
-    """Checks a ``Requantizer`` whose two product units are cut out (their outputs free).
+    """Checks the requantizer ``rq`` rebuilt with its two product units cut out (outputs free).
 
     Inputs are the requantizer's (``layer``, ``g``, ``acc``, ``chan``, ``tag``, ``valid``) and the
     two products' outputs ``p1``, ``p2`` (free: any value, every cycle). An item entering at ``t``
@@ -326,11 +328,10 @@ class RequantHarness(wiring.Component):
       lo, hi)``, golden's arithmetic after the product, with ``chan`` and ``tag`` carried along.
     """
 
-    def __init__(self, specs, acc_width, channels, tag_width=1, rounding="half_up"):
-        self.rq = _requantizer_with_free_products()(specs, acc_width, channels, tag_width)
-        self.rq.products = []
-        self.rq._MustUse__silence = True  # elaborated here, to reach its product units
-        self.specs, self.acc_width, self.rounding = list(specs), acc_width, rounding
+    def __init__(self, rq, rounding="half_up"):
+        self.rq = _shell(rq)  # elaborated here, to reach its product units
+        self.specs, self.acc_width, self.rounding = list(rq.specs), rq.acc_width, rounding
+        acc_width = rq.acc_width
         p1_width = acc_width + self.rq.g_width
         super().__init__({
             "layer": In(self.rq.layer.shape()), "g": In(self.rq.g.shape()),
@@ -403,10 +404,20 @@ class RequantHarness(wiring.Component):
         return m
 
 
+def _shell(rq):
+    """``rq`` rebuilt with its product units cut out (elaborate it to create them)."""
+    shell = _requantizer_with_free_products()(rq.specs, rq.acc_width, rq.channels, len(rq.i.payload.tag))
+    shell.products = []
+    shell._MustUse__silence = True
+    return shell
+
+
 def product_shapes(rq) -> list[tuple]:
-    """Operand shapes of the requantizer ``rq``'s two product units: ``acc * g_eff``, ``* M_c``."""
-    return [(signed(rq.acc_width), unsigned(rq.g_width)),
-            (signed(rq.acc_width + rq.g_width), signed(rq.m_width))]
+    """Operand shapes the requantizer ``rq`` gives its two product units (``acc * g_eff``, ``* M_c``),
+    as its ``elaborate`` asks for them."""
+    shell = _shell(rq)
+    shell.elaborate(None)
+    return [(unit.a_shape, unit.b_shape) for unit in shell.products]
 
 
 def prove_requantizer_datapath(rq, what: str = "requantizer", workdir: Path = Path("build/formal"),
@@ -418,7 +429,7 @@ def prove_requantizer_datapath(rq, what: str = "requantizer", workdir: Path = Pa
     """
     from hw.rtl.requant import Requantizer
 
-    harness = RequantHarness(rq.specs, rq.acc_width, rq.channels, len(rq.i.payload.tag), rounding)
+    harness = RequantHarness(rq, rounding)
     return _prove_sequential(f"{what} datapath", harness, Requantizer.LATENCY + 1, workdir)
 
 
