@@ -443,3 +443,33 @@ def prove_requantizer(rq, what: str = "requantizer", workdir: Path = Path("build
     """
     datapath = prove_requantizer_datapath(rq, what, workdir, rounding)
     return [datapath] + [prove_product(a, b, workdir) for a, b in product_shapes(rq)]
+
+
+def main(argv=None) -> int:
+    """``python -m sim.formal BUNDLE...``: prove each bundle's requantizer, as the generator builds it."""
+    import argparse
+    import time
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
+    from hw.eda.generate import build_top
+
+    # Only the requantizer of the accelerator built is elaborated; its other units are not.
+    warnings.simplefilter("ignore", UnusedElaboratable)
+
+    parser = argparse.ArgumentParser(prog="python -m sim.formal", description=main.__doc__)
+    parser.add_argument("bundles", nargs="+", type=Path, help="bundle folders (with manifest.json)")
+    parser.add_argument("--workdir", type=Path, default=Path("build/formal"),
+                        help="where the harnesses and Yosys logs go (default: build/formal)")
+    args = parser.parse_args(argv)
+    for bundle in args.bundles:
+        start = time.monotonic()
+        for proof in prove_requantizer(build_top(bundle).requant, bundle.name, args.workdir):
+            print(f"{bundle}: {proof.what}: proved ({proof.variables} variables, {proof.clauses} clauses)")
+        print(f"{bundle}: requantizer equal to golden's requantize, {time.monotonic() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
