@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from amaranth.hdl import signed, unsigned
 
-from golden import formats
+from golden import arith, formats
 from hw.rtl.dsp import PipelinedProduct
 from hw.rtl.requant import Requantizer, RequantSpec
 from sim import formal
@@ -52,15 +52,15 @@ def test_lane_proof_catches_a_wrong_table(tmp_path):
 SHIPPED = sorted(p for p in (ROOT / "models").glob("digits-*") if (p / "manifest.json").is_file())
 
 #: Product unit shapes proved: the shipped requantizers' (acc 23 and 24 bits), the width limits'
-#: (acc 8 and 32 bits) and every way PipelinedProduct splits an operand (one to three 16-bit
+#: (acc 8 and 33 bits) and every way PipelinedProduct splits an operand (one to three 16-bit
 #: chunks beside an unsigned operand; one to four signed digits beside a signed one).
 PRODUCT_SHAPES = [
     (signed(23), unsigned(14)), (signed(37), signed(16)),  # digits-b2 .. b4, digits-vary-b3
     (signed(24), unsigned(14)), (signed(38), signed(16)),  # digits-b8
     (signed(8), unsigned(14)), (signed(22), signed(16)),  # acc 8 bits, ASQ input
-    (signed(32), unsigned(14)), (signed(46), signed(16)),  # acc 32 bits, ASQ input
-    (signed(16), unsigned(14)), (signed(33), unsigned(14)), (signed(16), signed(16)),
-    (signed(47), signed(16)), (signed(24), unsigned(1)), (unsigned(20), unsigned(20)),
+    (signed(33), unsigned(14)), (signed(47), signed(16)),  # acc 33 bits, ASQ input
+    (signed(16), unsigned(14)), (signed(32), unsigned(14)), (signed(16), signed(16)),
+    (signed(46), signed(16)), (signed(24), unsigned(1)), (unsigned(20), unsigned(20)),
     (unsigned(14), signed(20)),
 ]
 
@@ -92,8 +92,8 @@ def test_shipped_requantizer_equals_golden(bundle, tmp_path):
 
 
 def _limit_specs():
-    """One layer per offered activation width, a ``y`` layer from an ASQ input and two logits
-    layers (one with ``S = 0``), with the widest constants the exporter writes (``|M|`` up to
+    """One layer per offered activation width, two ``y`` layers from an ASQ input (one with
+    ``S = 0``) and two logits layers (one with ``S = 0``), with the widest constants the exporter writes (``|M|`` up to
     ``2^(M_BITS-1) - 1``, both signs)."""
     m_max = (1 << (formats.M_BITS - 1)) - 1
     bits = sorted(set(formats.INT_BITS) | set(formats.POST_BITS) | set(formats.POT_BITS))
@@ -102,16 +102,18 @@ def _limit_specs():
     specs.append(RequantSpec(M=(m_max, -m_max), B=((1 << 24) - 1, -(1 << 24)), S=14,
                              G=formats.BETA_FRAC, lo=0, hi=formats.Y_MAX, g_max=formats.BETA_MAX))
     specs.append(RequantSpec(M=(m_max, -m_max), B=(-(1 << 22), 5), S=0, lo=None, hi=None))
+    specs.append(RequantSpec(M=(m_max, -3), B=(-(1 << 22), 9), S=0, G=formats.BETA_FRAC, lo=0,
+                             hi=formats.Y_MAX, g_max=formats.BETA_MAX))  # S = 0 < G: the half apart
     specs.append(RequantSpec(M=(-m_max, 3), B=(1 << 22, -7), S=12, lo=None, hi=None))
     return specs
 
 
-@pytest.mark.parametrize("acc_width", [8, 32])
+@pytest.mark.parametrize("acc_width", [8, 33])
 def test_requantizer_at_the_width_limits_equals_golden(acc_width, tmp_path):
-    """Every offered activation width in one requantizer, at a narrow and at the widest accumulator
-    a bundle can use (32 bits: ``t`` then needs 63, and a manifest's ``t_width`` is at most 64)."""
+    """Every offered activation width in one requantizer, at a narrow accumulator and at the widest
+    whose ``t`` stays below 63 bits (docs/arithmetic.md, section 3): 33 bits, ``t`` 62."""
     rq = Requantizer(_limit_specs(), acc_width=acc_width, channels=4, tag_width=3)
-    assert rq.t_width <= 64
+    assert max(arith.signed_width(*s.t_bounds(acc_width)) for s in rq.specs) < 63
     proof = formal.prove_requantizer_datapath(rq, f"limits acc{acc_width}", workdir=tmp_path)
     assert proof.variables > 0
     _assert_products_proved(rq)
