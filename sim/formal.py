@@ -155,14 +155,17 @@ def _prove_sequential(what: str, harness, steps: int, workdir: Path) -> Proof:
     The harnesses check pipelines without feedback on the checked paths: every value a check reads
     in step ``steps`` went through registers loaded after its item entered, so it depends on the
     inputs of the item's own cycles, never on the state the item found. Unrolling ``steps`` steps
-    from a free state (Yosys's default: no ``-set-init-*``) therefore covers every item of every
-    run, the first ones after reset included. The reset is held low (a reset empties the pipeline,
-    which is not the behaviour under proof).
+    from a free state therefore covers every item of every run, the first ones after reset
+    included. The state is made free by removing the registers' ``init`` attributes, which ``sat``
+    would otherwise impose as the first step's values (the ROMs are constants, not registers, and
+    stay). The reset is held low (a reset empties the pipeline, which is not the behaviour under
+    proof).
     """
     workdir = Path(workdir) / what.replace(" ", "_")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "harness.il").write_text(rtlil.convert(harness, name="harness"))
-    design = "read_rtlil harness.il; hierarchy -top harness; proc; flatten; memory; opt -fast; "
+    design = ("read_rtlil harness.il; hierarchy -top harness; proc; flatten; memory; opt -fast; "
+              "setattr -unset init; ")
     script = (f"sat -seq {steps} -prove-skip {steps - 1} -set rst 0 -prove ok 1 -verify "
               "-show-inputs harness")
     return _prove(what, design, script, workdir)
