@@ -38,6 +38,7 @@ from asqhw.errors import UserError
 from asqhw.toolchain import PIP_FIX, require, tool_env
 from golden import arith, formats
 from hw.rtl.dsp import PipelinedProduct
+from hw.rtl.requant import Requantizer
 
 #: Largest ``act_bits + w_bits`` of a lane proved against a full table of golden products: every
 #: POST and POT lane (at most 10 bits); wider tables cost Yosys about a minute (12 bits) and over
@@ -270,19 +271,20 @@ class _FreeProduct(PipelinedProduct):
         return Module()
 
 
-def _requantizer_with_free_products():
-    from hw.rtl.requant import Requantizer
+class _ShellRequantizer(Requantizer):
+    """The requantizer ``hw`` builds, its two product units replaced by :class:`_FreeProduct`
+    (listed in ``products`` as its ``elaborate`` asks for them)."""
 
-    class ShellRequantizer(Requantizer):
-        """The requantizer ``hw`` builds, its two product units replaced by :class:`_FreeProduct`."""
+    def __init__(self, rq):
+        super().__init__(rq.specs, rq.acc_width, rq.channels, len(rq.i.payload.tag))
+        self.products = []
+        self._MustUse__silence = True  # elaborated by the proof itself, to reach its product units
 
-        def product_unit(self, a_shape, b_shape):
-            unit = _FreeProduct(a_shape, b_shape)
-            unit._MustUse__silence = True
-            self.products.append(unit)
-            return unit
-
-    return ShellRequantizer
+    def product_unit(self, a_shape, b_shape):
+        unit = _FreeProduct(a_shape, b_shape)
+        unit._MustUse__silence = True  # the harness elaborates the requantizer itself
+        self.products.append(unit)
+        return unit
 
 
 def _switch(m, selector, cases, target):
@@ -332,7 +334,7 @@ class RequantHarness(wiring.Component):
     """
 
     def __init__(self, rq, rounding="half_up"):
-        self.rq = _shell(rq)  # elaborated here, to reach its product units
+        self.rq = _ShellRequantizer(rq)
         self.specs, self.acc_width, self.rounding = list(rq.specs), rq.acc_width, rounding
         acc_width = rq.acc_width
         p1_width = acc_width + self.rq.g_width
@@ -407,18 +409,10 @@ class RequantHarness(wiring.Component):
         return m
 
 
-def _shell(rq):
-    """``rq`` rebuilt with its product units cut out (elaborate it to create them)."""
-    shell = _requantizer_with_free_products()(rq.specs, rq.acc_width, rq.channels, len(rq.i.payload.tag))
-    shell.products = []
-    shell._MustUse__silence = True
-    return shell
-
-
 def product_shapes(rq) -> list[tuple]:
     """Operand shapes the requantizer ``rq`` gives its two product units (``acc * g_eff``, ``* M_c``),
     as its ``elaborate`` asks for them."""
-    shell = _shell(rq)
+    shell = _ShellRequantizer(rq)
     shell.elaborate(None)
     return [(unit.a_shape, unit.b_shape) for unit in shell.products]
 
@@ -430,8 +424,6 @@ def prove_requantizer_datapath(rq, what: str = "requantizer", workdir: Path = Pa
     ``rq`` is an ``hw.rtl.requant.Requantizer``; the proof rebuilds it with the same parameters and
     its product units cut out.
     """
-    from hw.rtl.requant import Requantizer
-
     harness = RequantHarness(rq, rounding)
     return _prove_sequential(f"{what} datapath", harness, Requantizer.LATENCY + 1, workdir)
 
