@@ -333,9 +333,10 @@ class RequantHarness(wiring.Component):
       lo, hi)``, golden's arithmetic after the product, with ``chan`` and ``tag`` carried along.
     """
 
-    def __init__(self, rq, rounding="half_up"):
+    def __init__(self, rq, rounding="half_up", reference_specs=None):
         self.rq = _ShellRequantizer(rq)
-        self.specs, self.acc_width, self.rounding = list(rq.specs), rq.acc_width, rounding
+        self.specs = list(rq.specs if reference_specs is None else reference_specs)
+        self.acc_width, self.rounding = rq.acc_width, rounding
         acc_width = rq.acc_width
         p1_width = acc_width + self.rq.g_width
         super().__init__({
@@ -418,13 +419,14 @@ def product_shapes(rq) -> list[tuple]:
 
 
 def prove_requantizer_datapath(rq, what: str = "requantizer", workdir: Path = Path("build/formal"),
-                               rounding: str = "half_up") -> Proof:
+                               rounding: str = "half_up", reference_specs=None) -> Proof:
     """Prove R1-R3 of :class:`RequantHarness` for the requantizer ``rq``'s constants and widths.
 
     ``rq`` is an ``hw.rtl.requant.Requantizer``; the proof rebuilds it with the same parameters and
-    its product units cut out.
+    its product units cut out. ``rounding`` and ``reference_specs`` (default: ``rq.specs``) exist to
+    show that a wrong specification is caught.
     """
-    harness = RequantHarness(rq, rounding)
+    harness = RequantHarness(rq, rounding, reference_specs)
     return _prove_sequential(f"{what} datapath", harness, Requantizer.LATENCY + 1, workdir)
 
 

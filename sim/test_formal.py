@@ -5,6 +5,7 @@ generator builds for every shipped bundle and one at the width limits, for every
 reference is caught in each kind of proof, so a proof that passes means something.
 """
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,17 @@ def test_requantizer_proof_catches_round_half_down(tmp_path):
     rq = Requantizer([RequantSpec(M=(3, -5), B=(7, -9), S=4, lo=0, hi=7)], acc_width=10, channels=2)
     with pytest.raises(formal.ProofFailed, match="counterexample"):
         formal.prove_requantizer_datapath(rq, "half down", workdir=tmp_path, rounding="half_down")
+
+
+@pytest.mark.parametrize("field, value", [("M", (3, -4)), ("B", (7, -8)), ("hi", 6)])
+def test_requantizer_proof_catches_a_wrong_constant(field, value, tmp_path):
+    # The ROMs (M, B), and the clamp, are checked against the bundle's constants, not read back.
+    spec = RequantSpec(M=(3, -5), B=(7, -9), S=4, lo=0, hi=7)
+    rq = Requantizer([spec, RequantSpec(M=(300, 2), B=(1000, -2), S=3, G=10, lo=0, hi=(1 << 16) - 1,
+                                        g_max=(1 << 14) - 1)], acc_width=10, channels=2)
+    wrong = [dataclasses.replace(spec, **{field: value})] + rq.specs[1:]
+    with pytest.raises(formal.ProofFailed, match="counterexample"):
+        formal.prove_requantizer_datapath(rq, f"wrong {field}", workdir=tmp_path, reference_specs=wrong)
 
 
 def test_product_proof_catches_a_lost_carry(monkeypatch, tmp_path):
