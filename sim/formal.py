@@ -10,37 +10,49 @@ The reference is the specification itself, not a second design:
 
 - a multiplier lane is a function of two narrow codes, so its reference is the table of
   ``golden.arith.product`` over every (activation, weight) pair, as a Verilog ``case``; the
-  widest lanes (8-bit weights) exceed a practical table and use the defining expression of
-  ``golden.arith.int_product``, the signed product ``a * w``;
-
-The requantizer is not proved here: its products are symbolic-by-symbolic (accumulator times beta
-code) or symbolic-by-ROM-constant multiplications, and proving two differently built multipliers
-equal is beyond a SAT solver at these widths (measured: some single-channel proofs ran for over
-five minutes). It is checked by simulation against golden instead (``sim/test_requant.py``).
+  widest lanes (integer weights of 6 bits and more) exceed a practical table and use the defining
+  expression of ``golden.arith.int_product``, the signed product ``a * w``;
+- the requantizer holds two wide products (accumulator times beta code, times ``M_c``), and SAT
+  cannot prove two differently built multipliers equal at these widths (a 24 x 14-bit product ran
+  ten minutes without an answer). Its proof is cut at the product units: the datapath around them
+  (operands routed, ROM read, bias, rounding shift, clamp, valid/channel/tag) against golden's
+  ``requantize`` after the product, the products free (:class:`RequantHarness`); and each product
+  unit by its partial products (:class:`ProductHarness`). docs/arithmetic.md, section 3.1, states
+  what each proves and why together they give ``requantize`` for every input.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import rtlil
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from asqhw.errors import UserError
 from asqhw.toolchain import PIP_FIX, require, tool_env
 from golden import arith, formats
+from hw.rtl.dsp import PipelinedProduct
+from hw.rtl.requant import Requantizer
 
-#: Largest ``act_bits + w_bits`` of a lane proved against a full table of golden products.
-TABLE_BITS_MAX = 14
+#: Largest ``act_bits + w_bits`` of a lane proved against a full table of golden products: every
+#: POST and POT lane (at most 10 bits); wider tables cost Yosys about a minute (12 bits) and over
+#: seven (14 bits), so integer lanes of 6 bits and more are proved against ``a * w``.
+TABLE_BITS_MAX = 10
 
 
 class ProofFailed(AssertionError):
     """The SAT solver found an input on which the unit and golden differ (see ``log``)."""
 
     def __init__(self, what: str, log: str):
-        inputs = [ln for ln in log.splitlines() if ln.strip().startswith("\\in_")]
+        # Signal rows of ``-show-inputs``: "\in_a ..." (one step), "  3 \acc ..." (step 3).
+        inputs = [ln for ln in log.splitlines()
+                  if ln.strip().startswith("\\in_") or re.match(r"\s+\d+ \\", ln)]
         super().__init__(f"{what}: not equal to golden; counterexample:\n" + "\n".join(inputs))
         self.log = log
 
@@ -133,3 +145,328 @@ def prove_lane(kind: str, w_bits: int, act_bits: int, act_signed: bool = False,
     what = f"{kind} lane w{w_bits} a{act_bits}{'s' if act_signed else 'u'} F{frac_bits}"
     reference = lane_reference(kind, w_bits, act_bits, act_signed, ref_f, lane.prod_shape.width)
     return prove_combinational(lane, reference, what, workdir)
+
+
+# ----------------------------------------------------------------------------- sequential proofs
+
+
+def _prove_sequential(what: str, harness, steps: int, workdir: Path) -> Proof:
+    """Prove that ``harness.ok`` is 1 in time step ``steps`` from any state and any inputs before it.
+
+    The harnesses check pipelines without feedback on the checked paths: every value a check reads
+    in step ``steps`` went through registers loaded after its item entered, so it depends on the
+    inputs of the item's own cycles, never on the state the item found. Unrolling ``steps`` steps
+    from a free state therefore covers every item of every run, the first ones after reset
+    included. The state is made free by removing the registers' ``init`` attributes, which ``sat``
+    would otherwise impose as the first step's values (the ROMs are constants, not registers, and
+    stay). The reset is held low (a reset empties the pipeline, which is not the behaviour under
+    proof).
+    """
+    workdir = Path(workdir) / what.replace(" ", "_")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "harness.il").write_text(rtlil.convert(harness, name="harness"))
+    design = ("read_rtlil harness.il; hierarchy -top harness; proc; flatten; memory; opt -fast; "
+              "setattr -unset init; ")
+    script = (f"sat -seq {steps} -prove-skip {steps - 1} -set rst 0 -prove ok 1 -verify "
+              "-show-inputs harness")
+    return _prove(what, design, script, workdir)
+
+
+# ----------------------------------------------------------------------------- wide products
+
+
+def _delayed(m, value, cycles: int, name: str):
+    """``value`` of ``cycles`` cycles before (a chain of plain registers in the harness)."""
+    for k in range(cycles):
+        reg = Signal(value.shape(), name=f"{name}_d{k + 1}", reset_less=True)
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class _ObservedProduct(PipelinedProduct):
+    """A :class:`hw.rtl.dsp.PipelinedProduct` that records its operand registers when elaborated.
+
+    Only observes: the circuit is the one ``hw`` builds (the pieces are the registers ``_operand``
+    returns, the multiplier inputs).
+    """
+
+    def _operand(self, m, value, shape, name):
+        pieces = super()._operand(m, value, shape, name)
+        self.pieces_of[name] = pieces
+        return pieces
+
+
+class ProductHarness(wiring.Component):
+    """Checks a ``PipelinedProduct`` through its partial products (the cut points).
+
+    ``ok`` is 1 unless, in this cycle, one of these fails (``t`` = now - 4):
+
+    - the split: the registered pieces of the operands sampled one cycle before recompose them
+      exactly, ``sum A_i 2^(o_i) = a + c_a`` and ``sum B_j 2^(o_j) = b + c_b``, where ``c`` is
+      ``2^(w-1)`` for a signed operand beside an unsigned one (its sign bit is flipped) and 0
+      otherwise;
+    - the recombination: when ``valid`` was 1 at ``t``, ``p`` equals, modulo ``2^W`` (``W`` its
+      width), ``sum A_i B_j 2^(o_i + o_j) - corr`` of the pieces of ``t``, ``corr`` being the
+      unsigned operand shifted by the signed one's width - 1 (mixed signs) or 0.
+
+    The products ``A_i B_j`` are the very ``*`` the unit writes (the same cells on the same
+    registers), so the SAT problem holds no second multiplier to compare; the rest is adders.
+    """
+
+    def __init__(self, a_shape, b_shape):
+        self.a_shape, self.b_shape = a_shape, b_shape
+        super().__init__({"a": In(a_shape), "b": In(b_shape), "valid": In(1), "ok": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        dut = _ObservedProduct(self.a_shape, self.b_shape)
+        dut.pieces_of = {}
+        dut._MustUse__silence = True  # elaborated here, so that its registers can be observed
+        m.submodules.dut = dut.elaborate(platform)
+        m.d.comb += [dut.a.eq(self.a), dut.b.eq(self.b), dut.valid.eq(self.valid)]
+        a_pieces, b_pieces = dut.pieces_of["a"], dut.pieces_of["b"]
+        mixed = self.a_shape.signed != self.b_shape.signed
+
+        a1, b1 = _delayed(m, self.a, 1, "a"), _delayed(m, self.b, 1, "b")
+        c_a = (1 << (self.a_shape.width - 1)) if mixed and self.a_shape.signed else 0
+        c_b = (1 << (self.b_shape.width - 1)) if mixed and self.b_shape.signed else 0
+        split_ok = ((sum(r << o for o, r in a_pieces) == a1 + c_a)
+                    & (sum(r << o for o, r in b_pieces) == b1 + c_b))
+
+        corr = 0
+        if mixed:
+            signed_shape, unsigned_value = ((self.a_shape, b1) if self.a_shape.signed
+                                            else (self.b_shape, a1))
+            corr = unsigned_value << (signed_shape.width - 1)
+        recombined = sum((ra * rb) << (oa + ob) for oa, ra in a_pieces for ob, rb in b_pieces) - corr
+        reference = Signal(dut.p.shape(), name="reference")  # modulo 2^W, read as p is
+        m.d.comb += reference.eq(recombined)
+        reference_p = _delayed(m, reference, PipelinedProduct.LATENCY - 1, "reference")
+        valid_t = _delayed(m, self.valid, PipelinedProduct.LATENCY, "valid")
+        m.d.comb += self.ok.eq(split_ok & (~valid_t | (dut.p == reference_p)))
+        return m
+
+
+def prove_product(a_shape, b_shape, workdir: Path = Path("build/formal")) -> Proof:
+    """Prove ``hw.rtl.dsp.PipelinedProduct(a_shape, b_shape)`` splits and recombines ``a * b`` exactly.
+
+    See :class:`ProductHarness` for the two facts proved for every input, and docs/arithmetic.md
+    (section 3.1) for why they give ``p = a * b``.
+    """
+    def name(shape):
+        return f"{'s' if shape.signed else 'u'}{shape.width}"
+
+    return _prove_sequential(f"product {name(a_shape)}x{name(b_shape)}",
+                             ProductHarness(a_shape, b_shape), PipelinedProduct.LATENCY + 1, workdir)
+
+
+# ----------------------------------------------------------------------------- requantizer
+
+
+class _FreeProduct(PipelinedProduct):
+    """A product unit's ports with nothing behind them: the proof drives ``p`` with a free value."""
+
+    def elaborate(self, platform):
+        return Module()
+
+
+class _ShellRequantizer(Requantizer):
+    """The requantizer ``hw`` builds, its two product units replaced by :class:`_FreeProduct`
+    (listed in ``products`` as its ``elaborate`` asks for them)."""
+
+    def __init__(self, rq):
+        super().__init__(rq.specs, rq.acc_width, rq.channels, len(rq.i.payload.tag))
+        self.products = []
+        self._MustUse__silence = True  # elaborated by the proof itself, to reach its product units
+
+    def product_unit(self, a_shape, b_shape):
+        unit = _FreeProduct(a_shape, b_shape)
+        unit._MustUse__silence = True  # the harness elaborates the requantizer itself
+        self.products.append(unit)
+        return unit
+
+
+def _switch(m, selector, cases, target):
+    """``target = cases[k]`` when ``selector == k`` (a constant per case), else 0."""
+    with m.Switch(selector):
+        for k, value in enumerate(cases):
+            with m.Case(k):
+                m.d.comb += target.eq(value)
+
+
+def rshift_round_hdl(x, n: int, rounding: str = "half_up"):
+    """``golden.arith.rshift_round`` written as a circuit: ``(x + 2^(n-1)) >> n`` (floor shift).
+
+    ``rounding="half_down"`` (``(x + 2^(n-1) - 1) >> n``) is a deliberately wrong specification,
+    there to show that the proof notices.
+    """
+    if n == 0:
+        return x
+    half = (1 << (n - 1)) - (1 if rounding == "half_down" else 0)
+    return (x + half) >> n
+
+
+def clamp_hdl(x, lo, hi):
+    """``golden.arith.clamp`` written as a circuit (either bound may be ``None``)."""
+    if lo is not None:
+        x = Mux(x < lo, lo, x)
+    if hi is not None:
+        x = Mux(x > hi, hi, x)
+    return x
+
+
+class RequantHarness(wiring.Component):
+    """Checks the requantizer ``rq`` rebuilt with its two product units cut out (outputs free).
+
+    Inputs are the requantizer's (``layer``, ``g``, ``acc``, ``chan``, ``tag``, ``valid``) and the
+    two products' outputs ``p1``, ``p2`` (free: any value, every cycle). An item entering at ``t``
+    with ``valid``, a layer of the list and a channel of that layer is checked three times:
+
+    - R1, at ``t``: the first product unit is offered ``(acc, g_eff)``, ``g_eff`` = ``g`` for a layer
+      with ``G > 0`` and 1 otherwise, with its ``valid`` set;
+    - R2, at ``t + 4``: the second unit is offered ``(p1, M_c)``, the first unit's output of that
+      cycle and the layer's ``M`` of the channel (from the bundle's list, not the ROM), ``valid`` set;
+    - R3, at ``t + 10``: ``o.valid`` is ``valid(t)`` for every item, and for a checked one whose
+      product ``P = p2(t + 8)`` lies within ``|P| <= 2^(acc_width-1) * g_max * max|M|`` (every
+      ``acc * g * M`` the layer can form), ``o.value = clamp(rshift_round(P + (B_c << G), S + G),
+      lo, hi)``, golden's arithmetic after the product, with ``chan`` and ``tag`` carried along.
+    """
+
+    def __init__(self, rq, rounding="half_up", reference_specs=None):
+        self.rq = _ShellRequantizer(rq)
+        self.specs = list(rq.specs if reference_specs is None else reference_specs)
+        self.acc_width, self.rounding = rq.acc_width, rounding
+        acc_width = rq.acc_width
+        p1_width = acc_width + self.rq.g_width
+        super().__init__({
+            "layer": In(self.rq.layer.shape()), "g": In(self.rq.g.shape()),
+            "acc": In(signed(acc_width)), "chan": In(self.rq.i.payload.chan.shape()),
+            "tag": In(self.rq.i.payload.tag.shape()), "valid": In(1),
+            "p1": In(signed(p1_width)), "p2": In(signed(p1_width + self.rq.m_width)),
+            "ok": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rq, specs = self.rq, self.specs
+        m.submodules.rq = rq.elaborate(platform)
+        acc_g, times_m = rq.products
+        m.d.comb += [rq.layer.eq(self.layer), rq.g.eq(self.g), rq.i.valid.eq(self.valid),
+                     rq.i.payload.acc.eq(self.acc), rq.i.payload.chan.eq(self.chan),
+                     rq.i.payload.tag.eq(self.tag), acc_g.p.eq(self.p1), times_m.p.eq(self.p2)]
+
+        def checked(layer, chan, valid):
+            known = Signal(name="known")
+            _switch(m, layer, [chan < len(s.M) for s in specs], known)
+            return valid & known
+
+        def per_channel(layer, chan, field, name):
+            values = [v for s in specs for v in getattr(s, field)]
+            out = Signal(signed(arith.signed_width(min(values + [0]), max(values + [0]))), name=name)
+            with m.Switch(layer):
+                for k, s in enumerate(specs):
+                    with m.Case(k):
+                        _switch(m, chan, getattr(s, field), out)
+            return out
+
+        # R1, item of now.
+        g_eff = Signal.like(self.g, name="g_eff")
+        _switch(m, self.layer, [self.g if s.G else 1 for s in specs], g_eff)
+        r1 = (acc_g.a == self.acc) & (acc_g.b == g_eff) & acc_g.valid
+        ok1 = ~checked(self.layer, self.chan, self.valid) | r1
+
+        # R2, item of now - 4.
+        lat = PipelinedProduct.LATENCY
+        layer4, chan4 = _delayed(m, self.layer, lat, "layer"), _delayed(m, self.chan, lat, "chan")
+        valid4 = _delayed(m, self.valid, lat, "valid")
+        m_c = per_channel(layer4, chan4, "M", "m_spec")
+        r2 = (times_m.a == acc_g.p) & (times_m.b == m_c) & times_m.valid
+        ok2 = ~checked(layer4, chan4, valid4) | r2
+
+        # R3, item of now - 10 (6 cycles after R2's).
+        rest = rq.LATENCY - lat
+        layer10, chan10 = _delayed(m, layer4, rest, "layer4"), _delayed(m, chan4, rest, "chan4")
+        valid10 = _delayed(m, valid4, rest, "valid4")
+        tag10 = _delayed(m, self.tag, rq.LATENCY, "tag")
+        product = _delayed(m, self.p2, rest - lat, "p2")  # p2(t + 8), the product of the item
+        b_c = per_channel(layer10, chan10, "B", "b_spec")
+        bound = Signal(len(product), name="p_bound")
+        _switch(m, layer10, [(1 << (self.acc_width - 1)) * (s.g_max if s.G else 1) * max(abs(v) for v in s.M)
+                             for s in specs], bound)
+        in_range = (product <= bound) & (product >= -bound)
+        width = max(len(product), len(b_c) + max(s.G for s in specs)) + 3
+        reference = Signal(signed(width), name="reference")
+        with m.Switch(layer10):
+            for k, s in enumerate(specs):
+                with m.Case(k):
+                    t = product + (b_c << s.G)
+                    m.d.comb += reference.eq(clamp_hdl(rshift_round_hdl(t, s.S + s.G, self.rounding),
+                                                       s.lo, s.hi))
+        o = rq.o
+        r3 = (o.payload.value == reference) & (o.payload.chan == chan10) & (o.payload.tag == tag10)
+        ok3 = (o.valid == valid10) & (~(checked(layer10, chan10, valid10) & in_range) | r3)
+        m.d.comb += self.ok.eq(ok1 & ok2 & ok3)
+        return m
+
+
+def product_shapes(rq) -> list[tuple]:
+    """Operand shapes the requantizer ``rq`` gives its two product units (``acc * g_eff``, ``* M_c``),
+    as its ``elaborate`` asks for them."""
+    shell = _ShellRequantizer(rq)
+    shell.elaborate(None)
+    return [(unit.a_shape, unit.b_shape) for unit in shell.products]
+
+
+def prove_requantizer_datapath(rq, what: str = "requantizer", workdir: Path = Path("build/formal"),
+                               rounding: str = "half_up", reference_specs=None) -> Proof:
+    """Prove R1-R3 of :class:`RequantHarness` for the requantizer ``rq``'s constants and widths.
+
+    ``rq`` is an ``hw.rtl.requant.Requantizer``; the proof rebuilds it with the same parameters and
+    its product units cut out. ``rounding`` and ``reference_specs`` (default: ``rq.specs``) exist to
+    show that a wrong specification is caught.
+    """
+    harness = RequantHarness(rq, rounding, reference_specs)
+    return _prove_sequential(f"{what} datapath", harness, Requantizer.LATENCY + 1, workdir)
+
+
+def prove_requantizer(rq, what: str = "requantizer", workdir: Path = Path("build/formal"),
+                      rounding: str = "half_up") -> list[Proof]:
+    """Prove the requantizer ``rq`` (an ``hw.rtl.requant.Requantizer``) equal to golden's ``requantize``.
+
+    Three proofs whose composition is the claim (docs/arithmetic.md, section 3.1): the datapath
+    with its product units cut out (:class:`RequantHarness`), and each of the two product units at
+    the operand shapes ``rq`` gives them (:func:`prove_product`).
+    """
+    datapath = prove_requantizer_datapath(rq, what, workdir, rounding)
+    return [datapath] + [prove_product(a, b, workdir) for a, b in product_shapes(rq)]
+
+
+def main(argv=None) -> int:
+    """``python -m sim.formal BUNDLE...``: prove each bundle's requantizer, as the generator builds it."""
+    import argparse
+    import time
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
+    from hw.eda.generate import build_top
+
+    # Only the requantizer of the accelerator built is elaborated; its other units are not.
+    warnings.simplefilter("ignore", UnusedElaboratable)
+
+    parser = argparse.ArgumentParser(prog="python -m sim.formal", description=main.__doc__)
+    parser.add_argument("bundles", nargs="+", type=Path, help="bundle folders (with manifest.json)")
+    parser.add_argument("--workdir", type=Path, default=Path("build/formal"),
+                        help="where the harnesses and Yosys logs go (default: build/formal)")
+    args = parser.parse_args(argv)
+    for bundle in args.bundles:
+        start = time.monotonic()
+        for proof in prove_requantizer(build_top(bundle).requant, bundle.name, args.workdir):
+            print(f"{bundle}: {proof.what}: proved ({proof.variables} variables, {proof.clauses} clauses)")
+        print(f"{bundle}: requantizer equal to golden's requantize, {time.monotonic() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

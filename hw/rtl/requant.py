@@ -127,6 +127,9 @@ class Requantizer(wiring.Component):
     #: ``acc * g`` and ``* M_c`` (each :attr:`PipelinedProduct.LATENCY`), bias, clamp.
     LATENCY = 2 * PipelinedProduct.LATENCY + 2
 
+    #: Builds the two product units from their operand shapes (a proof replaces them by free outputs).
+    product_unit = PipelinedProduct
+
     def __init__(self, specs, acc_width, channels, tag_width=1):
         specs = list(specs)
         if not specs:
@@ -200,12 +203,12 @@ class Requantizer(wiring.Component):
             for k, spec in enumerate(self.specs):
                 with m.Case(k):
                     m.d.comb += g_eff.eq(self.g if spec.G else 1)
-        m.submodules.acc_g = acc_g = PipelinedProduct(signed(self.acc_width), unsigned(self.g_width))
+        m.submodules.acc_g = acc_g = self.product_unit(signed(self.acc_width), unsigned(self.g_width))
         m.d.comb += [acc_g.a.eq(self.i.payload.acc), acc_g.b.eq(g_eff), acc_g.valid.eq(self.i.valid)]
         # Stages 4 -> 8: * M_c, M_c read in stage 3 so that it arrives with the product.
         m_stage = PipelinedProduct.LATENCY
         m.d.comb += m_port.addr.eq(rom_addr(layer[m_stage - 1], chan[m_stage - 1]))
-        m.submodules.times_m = times_m = PipelinedProduct(acc_g.p.shape(), signed(self.m_width))
+        m.submodules.times_m = times_m = self.product_unit(acc_g.p.shape(), signed(self.m_width))
         m.d.comb += [times_m.a.eq(acc_g.p), times_m.b.eq(m_port.data), times_m.valid.eq(v[m_stage])]
         # Stage 8 -> 9: + (B'_c << G), B'_c read in stage 7.
         t_stage = m_stage + PipelinedProduct.LATENCY
