@@ -376,6 +376,23 @@ def test_resnet20_on_digits32_says_it_is_not_cifar10(tmp_path, capsys, monkeypat
     assert capsys.readouterr().out.startswith(f"resnet20 asq+post bits=3 on {label}: top-1 ")
 
 
+@pytest.mark.parametrize("bits", [3, 4])
+def test_shipped_resnet20_digits32_checkpoints(bits, capsys):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / f"resnet20-digits32-b{bits}.pt"
+    payload = read_checkpoint(path)
+    assert payload["optimizer"] is None and path.stat().st_size < 1_500_000  # the state, not the momentum
+    model, meta = load_checkpoint(path)
+    assert (meta["model"], meta["scheme"], meta["bits"], meta["complete"]) == ("resnet20", "asq+post", bits, True)
+    assert meta["data"] == "digits32 (sklearn's 8x8 digits upsampled to 32x32x3; NOT CIFAR-10)"
+    assert (meta["config"]["data"], meta["config"]["seed"], meta["config"]["threads"]) == ("digits32", 0, 1)
+    assert _cli(["eval", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["data"] == meta["data"] and result["top1"] == pytest.approx(meta["metrics"]["top1"])
+    assert result["top1"] >= 97.0
+
+
 # ---------------------------------------------------------------- make train (no data, no setup: make -n)
 
 
