@@ -8,6 +8,11 @@ one CPU, one GPU, several GPUs and several machines: launched by ``torchrun`` (`
 the model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank
 trains on its share of every batch; rank 0 writes the checkpoint and the metrics log.
 
+The full-precision start of a quantized run is ``init``, or a float pre-training run of its own
+length (``pretrain_epochs``, ``pretrain_lr``, ``pretrain_batch_size``; default the recipe's "fp";
+0 epochs: random initialisation), announced in one line before it starts and cached beside OUT
+(``fp_cache_dir``) for later runs with the same settings; a cache with other settings is refused.
+
 A run never replaces a checkpoint it did not write: when OUT already holds one, ``--resume``
 continues it and ``--force`` starts over (the old checkpoint is replaced after the first epoch);
 without either the run is refused before any work.
@@ -142,11 +147,6 @@ class TrainConfig:
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-
-    @property
-    def pretrains(self) -> bool:
-        """Whether this (resolved) run first trains a float model to start from (or reuses one)."""
-        return self.scheme != FLOAT_SCHEME and self.init is None and bool(self.pretrain_epochs)
 
 
 PRETRAIN_OPTIONS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size")
