@@ -320,6 +320,29 @@ def test_pretraining_options_are_honoured_and_reused(tmp_path, capsys):
     assert not (tmp_path / "c").exists() and (fp_folder / CHECKPOINT_NAME).read_bytes() == before
 
 
+def test_a_killed_pretraining_is_continued(tmp_path, capsys, monkeypatch):
+    real_epoch = train_module._train_epoch
+
+    def killed_in_the_second_float_epoch(net, loader, optimizer, config, ctx, epoch, total_steps):
+        if config.scheme == "fp" and epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(net, loader, optimizer, config, ctx, epoch, total_steps)
+
+    argv = ["train", "--bits", "3", "--epochs", "1", "--pretrain-epochs", "2", "--out", str(tmp_path / "q")]
+    monkeypatch.setattr(train_module, "_train_epoch", killed_in_the_second_float_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _cli(argv)
+    assert read_checkpoint(tmp_path / "digits-fp" / CHECKPOINT_NAME)["epoch"] == 1
+    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    capsys.readouterr()
+    assert _cli(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("asqhw train: no --init given; continuing the unfinished float pre-training of digits "
+                             "on digits: 2 epochs, lr 0.05, batch 64, seed 0")
+    assert out[1].startswith("digits fp epoch 2/2:") and out[2].startswith("digits asq+post 3-bit epoch 1/1:")
+    assert _epochs_run(tmp_path / "digits-fp") == [1, 2]
+
+
 def test_pretrain_epochs_0_starts_from_random_initialisation(tmp_path, capsys):
     assert _cli(["train", "--bits", "3", "--epochs", "1", "--pretrain-epochs", "0", "--out", str(tmp_path / "q")]) == 0
     out = capsys.readouterr().out.splitlines()
