@@ -18,9 +18,31 @@ WAVES  ?= 0
 BOARD  ?= icebreaker
 RESUME ?= 0
 FORCE  ?= 0
+DATA_DIR ?=
 
-# The trained model's name: digits-b<BITS>, or <DATA>-b<BITS> on another digits variant (digits-vary).
-TRAINED := $(DATA)-b$(BITS)
+# `make train` trains the digits CNN, or with MODEL=resnet20 ResNet-20 (MODEL names a network there; in
+# the other targets a bundle folder). The trained model's name: digits-b<BITS>, <DATA>-b<BITS> on another
+# digits variant (digits-vary), resnet20-<DATA>-b<BITS> for ResNet-20.
+TRAIN_NETWORK := $(if $(filter train,$(MAKECMDGOALS)),$(MODEL))
+TRAINED := $(if $(filter resnet20,$(TRAIN_NETWORK)),resnet20-$(DATA)-b$(BITS),$(DATA)-b$(BITS))
+# ResNet-20's data: DATA=digits32 (offline: the digits images at 32x32x3, NOT CIFAR-10) or DATA=cifar10 with
+# DATA_DIR=<folder holding cifar-10-batches-py>. Checked before setup, so a wrong call costs nothing.
+ifneq ($(TRAIN_NETWORK),)
+ifneq ($(TRAIN_NETWORK),digits)
+ifneq ($(TRAIN_NETWORK),resnet20)
+$(error make train MODEL=$(TRAIN_NETWORK): MODEL is digits (default) or resnet20; other networks: asqhw train --model NAME)
+endif
+ifeq ($(filter digits32 cifar10,$(DATA)),)
+$(error make train MODEL=resnet20 takes DATA=digits32 (the digits images at 32x32x3, offline; NOT CIFAR-10) or DATA=cifar10 DATA_DIR=<folder>, not DATA=$(DATA))
+endif
+ifeq ($(DATA)$(strip $(DATA_DIR)),cifar10)
+$(error make train MODEL=resnet20 DATA=cifar10 needs DATA_DIR=<folder holding cifar-10-batches-py (from cifar-10-python.tar.gz), or that folder itself>)
+endif
+endif
+endif
+# The data option of the train command: a digits variant, digits32, or the CIFAR-10 folder (quoted: spaces).
+TRAIN_DATA := $(if $(filter cifar10,$(DATA)),--data "$(DATA_DIR)",$(if $(filter-out digits,$(DATA)),--data $(DATA)))
+TRAIN_RUN := $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(FORCE)),--force)
 # Generator options are passed only when given, so each command keeps its own defaults.
 # MODEL is quoted: a bundle folder may have spaces in its path.
 GEN_OPTS := $(if $(MODEL),--model "$(MODEL)") $(if $(PE),--pe $(PE)) $(if $(SIMD),--simd $(SIMD)) $(if $(MUL),--mul $(MUL))
@@ -30,7 +52,7 @@ GEN_OPTS := $(if $(MODEL),--model "$(MODEL)") $(if $(PE),--pe $(PE)) $(if $(SIMD
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
-	@echo "  variables: BITS=$(BITS) DATA=digits|digits-vary MODEL=<bundle> PE= SIMD= MUL=post|pot|int SIM=icarus|verilator WAVES=0|1 BOARD=icebreaker|ulx3s|generic RESUME=0|1 FORCE=0|1"
+	@echo "  variables: BITS=$(BITS) DATA=digits|digits-vary (train MODEL=resnet20: digits32|cifar10 DATA_DIR=<folder>) MODEL=<bundle> PE= SIMD= MUL=post|pot|int SIM=icarus|verilator WAVES=0|1 BOARD=icebreaker|ulx3s|generic RESUME=0|1 FORCE=0|1"
 
 $(STAMP): pyproject.toml
 	@echo "make setup: creating $(VENV) with the pinned toolchain from pyproject.toml (torch CPU, Amaranth,"
@@ -63,8 +85,12 @@ lint: setup ## ruff over the sources, and the import contract between the stages
 verilog: setup ## generate build/verilog/b<BITS>/asq_accel.v from the shipped bundle (or MODEL=)
 	$(ASQHW) verilog --bits $(BITS) $(GEN_OPTS)
 
-train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8) on DATA=digits|digits-vary (RESUME=1 / FORCE=1 over an earlier run)
-	$(ASQHW) train --preset digits-b$(BITS) $(if $(filter-out digits,$(DATA)),--data $(DATA)) --out build/train/$(TRAINED) $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(FORCE)),--force)
+train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8) on DATA=digits|digits-vary, or MODEL=resnet20 on DATA=digits32|cifar10 DATA_DIR=<folder> (RESUME=1 / FORCE=1 over an earlier run)
+ifeq ($(TRAIN_NETWORK),resnet20)
+	$(ASQHW) train --model resnet20 --bits $(BITS) $(TRAIN_DATA) --out build/train/$(TRAINED) $(TRAIN_RUN)
+else
+	$(ASQHW) train --preset digits-b$(BITS) $(TRAIN_DATA) --out build/train/$(TRAINED) $(TRAIN_RUN)
+endif
 
 # The checkpoint is copied under a temporary name, then renamed: a kill never leaves half of one in models/.
 export: setup ## replace the shipped models/<DATA>-b<BITS> (+ models/checkpoints/) by the trained checkpoint's export (--update-shipped)

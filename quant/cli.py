@@ -22,8 +22,11 @@ def register(subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="quantization-aware training (ASQ/POST and baselines)",
         description="Train a model with quantization-aware training (SGD, momentum 0.9, cosine lr, weight "
-        "decay 1e-4), starting from a full-precision model (--init, or one trained and cached in "
-        "OUT/../MODEL-fp). Writes OUT/checkpoint.pt after every epoch and OUT/metrics.json; an OUT that "
+        "decay 1e-4), starting from a full-precision model: --init, or, without it, a float pre-training "
+        "run first (its own length, set by --pretrain-epochs/--pretrain-lr/--pretrain-batch-size, default the "
+        "data set's float recipe, e.g. 300 epochs for CIFAR-10; --pretrain-epochs 0 skips it), announced in "
+        "one line and cached in OUT/../MODEL-fp for later runs with the same settings. Writes OUT/checkpoint.pt "
+        "after every epoch and OUT/metrics.json; an OUT that "
         "already holds a checkpoint needs --resume (continue) or --force (start over). One CPU thread by "
         "default, so the weights do not depend on the machine (--threads). Under torchrun it trains "
         "data-parallel.",
@@ -58,7 +61,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="epochs (default: the data set's recipe)")
     parser.add_argument("--lr", type=float, help="initial learning rate (default: the data set's recipe)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the data set's recipe)")
-    parser.add_argument("--init", help="full-precision checkpoint to start from (asqhw fp or torchvision state_dict)")
+    parser.add_argument("--init", help="full-precision checkpoint to start from (asqhw fp or torchvision state_dict); "
+                        "without it a float pre-training runs first (--pretrain-*)")
+    parser.add_argument("--pretrain-epochs", type=int,
+                        help="epochs of the float pre-training a quantized run without --init does first (default: "
+                        "the data set's float recipe: digits 40, digits32 60, CIFAR-10 300, ImageNet 90); 0: none, "
+                        "the quantized run starts from random initialisation")
+    parser.add_argument("--pretrain-lr", type=float,
+                        help="initial learning rate of that pre-training (default: the float recipe's)")
+    parser.add_argument("--pretrain-batch-size", type=int,
+                        help="batch size of that pre-training (default: the float recipe's)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     parser.add_argument("--force", action="store_true",
                         help="start over in an --out that already holds a checkpoint (replaced after the first "
@@ -68,7 +80,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "faster but the result then depends on the thread count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
     parser.add_argument("--data", help="data folder (CIFAR-10: cifar-10-batches-py; ImageNet: train/ val/); for "
-                        "digits the variant: digits (default) or digits-vary (per-image exposure)")
+                        "digits the variant: digits (default) or digits-vary (per-image exposure); for resnet20 "
+                        "also digits32: the digits images at 32x32x3, offline (not CIFAR-10)")
     parser.add_argument("--workers", type=int, default=4, help="data-loading processes (ImageNet)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     # Defaults live in quant.train / quant.quantizers (docs/asq-adaptation.md says why); None keeps them.
@@ -112,18 +125,21 @@ def _train_config(args):
     return TrainConfig(
         model=model, scheme=scheme, bits=bits, out=out, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, seed=args.seed, data=args.data, init=args.init, resume=args.resume,
-        force=args.force, threads=args.threads,
-        workers=args.workers, device=args.device, **{k: v for k, v in adapter.items() if v is not None},
+        force=args.force, threads=args.threads, pretrain_epochs=args.pretrain_epochs,
+        pretrain_lr=args.pretrain_lr, pretrain_batch_size=args.pretrain_batch_size, workers=args.workers,
+        device=args.device, **{k: v for k, v in adapter.items() if v is not None},
     )
 
 
 def run_train(args) -> int:
+    from quant.data import data_label
+    from quant.models import dataset_of
     from quant.train import CHECKPOINT_NAME, train
 
     config = _train_config(args)
     metrics = train(config)
-    print(f"{config.model} {config.scheme} bits={config.bits}: test top-1 {metrics['top1']:.2f} %, "
-          f"top-5 {metrics['top5']:.2f} % -> {Path(config.out) / CHECKPOINT_NAME}")
+    print(f"{config.model} {config.scheme} bits={config.bits} on {data_label(dataset_of(config.model), config.data)}: "
+          f"test top-1 {metrics['top1']:.2f} %, top-5 {metrics['top5']:.2f} % -> {Path(config.out) / CHECKPOINT_NAME}")
     return 0
 
 
@@ -147,7 +163,7 @@ def float_eval(args) -> dict:
     import torch
 
     from quant.checkpoint import load_checkpoint
-    from quant.data import make_loaders
+    from quant.data import data_label, make_loaders
     from quant.models import dataset_of
     from quant.train import evaluate
 
@@ -157,22 +173,24 @@ def float_eval(args) -> dict:
     _, test_loader = make_loaders(dataset_of(meta["model"]), data, args.batch_size, workers=args.workers)
     metrics = evaluate(model.to(device), test_loader, device)
     return {"checkpoint": str(args.checkpoint), "model": meta["model"], "scheme": meta["scheme"],
-            "bits": meta["bits"], **metrics}
+            "bits": meta["bits"], "data": data_label(dataset_of(meta["model"]), data), **metrics}
 
 
 def _trained_variant(meta: dict) -> str | None:
-    """The digits variant a checkpoint was trained on (None: the plain set, or a folder to pass again)."""
-    from quant.data import DIGITS_VARIANTS
+    """The offline data set a checkpoint was trained on: a digits variant or digits32 (None: the plain
+    digits set, or a folder to pass again)."""
+    from quant.data import DIGITS_VARIANTS, is_digits32
 
     data = meta.get("config", {}).get("data")
-    return data if data in DIGITS_VARIANTS else None
+    return data if data in DIGITS_VARIANTS or is_digits32(data) else None
 
 
 def print_eval(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['model']} {result['scheme']} bits={result['bits']}: top-1 {result['top1']:.2f} %, "
+        data = f" on {result['data']}" if result.get("data") else ""
+        print(f"{result['model']} {result['scheme']} bits={result['bits']}{data}: top-1 {result['top1']:.2f} %, "
               f"top-5 {result['top5']:.2f} %")
 
 

@@ -4,6 +4,10 @@ Digits comes in two variants, both built offline from scikit-learn's images with
 ``digits`` (the images as they are) and ``digits-vary`` (each image with its own exposure: gain,
 contrast and black level drawn once from a fixed seed; see ``digits_vary_split``).
 
+``digits32`` is an offline stand-in for CIFAR-10's image shape, for the CIFAR networks (ResNet-20):
+the same digits images and split, each 8x8 pixel repeated as a 4x4 block (32x32) on 3 identical
+channels. It is NOT CIFAR-10: an accuracy on it is a digits accuracy (``DIGITS32_LABEL``).
+
 Every loader yields ``(x, y)`` float32 / int64 batches. Training order and augmentation depend only on
 ``(seed, epoch)``, so a resumed run sees exactly the batches the uninterrupted one would have seen;
 under data-parallel training each rank takes every ``world``-th sample of the epoch's permutation.
@@ -30,6 +34,14 @@ EXPOSURE_OFFSET_RANGE = (0.0, 0.3)  # uniform: black level
 SENSOR_LEVELS = 255  # the exposed image is stored as 8-bit pixels, v / 255
 # Each digits variant's pixels are integers 0 .. this (the model's input coding follows it).
 DIGITS_PIXEL_MAX = {"digits": 16, "digits-vary": SENSOR_LEVELS}
+# digits32: sklearn's digits at 32x32x3 (nearest-neighbour upsampling keeps the pixels 0..16 integers).
+DIGITS32 = "digits32"
+DIGITS32_SCALE = 4  # each 8x8 pixel becomes a 4x4 block
+DIGITS32_CHANNELS = 3
+DIGITS32_PIXEL_MAX = 16
+DIGITS32_SHIFT = 4  # training shift: up to one original pixel, as CIFAR's 4-pixel crop
+#: How every accuracy on digits32 is labelled, so that no one reads it as a CIFAR-10 figure.
+DIGITS32_LABEL = "digits32 (sklearn's 8x8 digits upsampled to 32x32x3; NOT CIFAR-10)"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -67,6 +79,27 @@ def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
         return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), torch.from_numpy(labels)
 
     return (*as_tensors(x_train, y_train), *as_tensors(x_test, y_test))
+
+
+def upsample_digits(x: torch.Tensor) -> torch.Tensor:
+    """Digits images (N, 1, 8, 8) as digits32 images (N, 3, 32, 32).
+
+    Nearest neighbour: each pixel becomes a ``DIGITS32_SCALE`` x ``DIGITS32_SCALE`` block, so the
+    pixel values stay the integers ``0 .. 16`` (over 16) and the input coding stays lossless; the
+    one channel is repeated on ``DIGITS32_CHANNELS``.
+    """
+    blocks = x.repeat_interleave(DIGITS32_SCALE, dim=2).repeat_interleave(DIGITS32_SCALE, dim=3)
+    return blocks.expand(-1, DIGITS32_CHANNELS, -1, -1).contiguous()
+
+
+def digits32_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``digits32``: ``digits_split`` (same images, labels, order and split) upsampled to 32x32x3.
+
+    ``x = pixels / 16`` in [0, 1], float32, shaped (N, 3, 32, 32), the three channels equal; labels
+    int64. These are digits, not CIFAR-10 (``DIGITS32_LABEL``).
+    """
+    x_train, y_train, x_test, y_test = digits_split()
+    return upsample_digits(x_train), y_train, upsample_digits(x_test), y_test
 
 
 def digits_exposures(count: int, seed: int = EXPOSURE_SEED) -> dict[str, np.ndarray]:
@@ -274,6 +307,34 @@ def _digits_train_transform(x: torch.Tensor, generator: torch.Generator) -> torc
     return padded[torch.arange(n).view(n, 1, 1, 1), torch.zeros(1, 1, 1, 1, dtype=torch.long), rows, cols]
 
 
+def _digits32_train_transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shift by up to ``DIGITS32_SHIFT`` pixels with background (0) padding, no flip (a flipped
+    digit is another digit). The model normalises its input itself (``CifarResNet``'s ``pixel_max``)."""
+    n, _, h, w = x.shape
+    pad = DIGITS32_SHIFT
+    padded = torch.nn.functional.pad(x, (pad,) * 4)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1)
+    cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w)
+    return padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(x.shape[1]).view(1, -1, 1, 1), rows, cols]
+
+
+def is_digits32(data) -> bool:
+    """Whether ``--data`` names the offline digits32 set (instead of a CIFAR-10 folder)."""
+    return data is not None and str(data) == DIGITS32
+
+
+def data_label(dataset: str, data) -> str:
+    """How accuracies of a run on ``dataset`` (a model's, ``quant.models.dataset_of``) with ``--data
+    data`` name their data: ``DIGITS32_LABEL`` for digits32, a digits variant's name, or the set."""
+    if is_digits32(data):
+        return DIGITS32_LABEL
+    if dataset == "digits":
+        return digits_variant(data)
+    return {"cifar10": "CIFAR-10", "imagenet": "ImageNet"}.get(dataset, dataset)
+
+
 # ---------------------------------------------------------------- ImageNet (ImageFolder layout)
 
 
@@ -408,7 +469,9 @@ def make_loaders(dataset: str, data_dir, batch_size: int, seed: int = 0, rank: i
     """``(train_loader, test_loader)`` for 'digits', 'cifar10' or 'imagenet'.
 
     ``batch_size`` is per rank. For digits (it ships with scikit-learn) ``data_dir`` names the variant:
-    None or ``"digits"``, or ``"digits-vary"`` (``DIGITS_VARIANTS``).
+    None or ``"digits"``, or ``"digits-vary"`` (``DIGITS_VARIANTS``). For cifar10, ``data_dir`` is the
+    CIFAR-10 folder or ``"digits32"``: the offline digits images at 32x32x3 (``digits32_split``; not
+    CIFAR-10), as ``pixels / 16`` (the model normalises them).
     """
     eval_batch_size = eval_batch_size or batch_size
     common = {"seed": seed, "rank": rank, "world": world}
@@ -418,7 +481,12 @@ def make_loaders(dataset: str, data_dir, batch_size: int, seed: int = 0, rank: i
         train = TensorLoader(x_train, y_train, batch_size, _digits_train_transform, True, drop_last=True, **common)
         return train, TensorLoader(x_test, y_test, eval_batch_size, **common)
     if data_dir is None:
-        raise UserError(f"the {dataset} data set is not shipped: pass its folder with --data DIR")
+        offline = f" (or --data {DIGITS32}: the digits images at 32x32x3, not CIFAR-10)" if dataset == "cifar10" else ""
+        raise UserError(f"the {dataset} data set is not shipped: pass its folder with --data DIR{offline}")
+    if dataset == "cifar10" and is_digits32(data_dir):
+        x_train, y_train, x_test, y_test = digits32_split()
+        train = TensorLoader(x_train, y_train, batch_size, _digits32_train_transform, True, drop_last=True, **common)
+        return train, TensorLoader(x_test, y_test, eval_batch_size, **common)
     root = Path(data_dir)
     if dataset == "cifar10":
         x_train, y_train, x_test, y_test = load_cifar10(root)

@@ -8,6 +8,11 @@ one CPU, one GPU, several GPUs and several machines: launched by ``torchrun`` (`
 the model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) and each rank
 trains on its share of every batch; rank 0 writes the checkpoint and the metrics log.
 
+The full-precision start of a quantized run is ``init``, or a float pre-training run of its own
+length (``pretrain_epochs``, ``pretrain_lr``, ``pretrain_batch_size``; default the recipe's "fp";
+0 epochs: random initialisation), announced in one line before it starts and cached beside OUT
+(``fp_cache_dir``) for later runs with the same settings; a cache with other settings is refused.
+
 A run never replaces a checkpoint it did not write: when OUT already holds one, ``--resume``
 continues it and ``--force`` starts over (the old checkpoint is replaced after the first epoch);
 without either the run is refused before any work.
@@ -37,7 +42,7 @@ from tqdm import tqdm
 from asqhw.atomic import atomic_write_text
 from asqhw.errors import UserError
 from quant.checkpoint import check_payload, read_checkpoint, save_checkpoint
-from quant.data import DIGITS_VARIANTS, make_loaders
+from quant.data import DIGITS32, DIGITS_VARIANTS, data_label, is_digits32, make_loaders
 from quant.models import build_model, check_model_name, dataset_of
 from quant.quantize import FLOAT_SCHEME, calibrate, check_scheme, quantize_model
 from quant.quantizers import (
@@ -62,10 +67,14 @@ DEFAULT_ADAPTER_WEIGHT_DECAY = WEIGHT_DECAY
 
 # (epochs, lr, batch size) of the quantized run and of the full-precision run it starts from.
 # Quantized: the paper's recipe (docs/design.md 1.4); digits is this project's own (a few seconds per run
-# on 2 cores). Full precision (only when no --init is given): the usual from-scratch recipes (He et
-# al. for CIFAR, torchvision's for ImageNet); the paper starts from pretrained models instead.
+# on 2 cores). Full precision (the pre-training a quantized run without --init does first; its own
+# --pretrain-* options override it): the usual from-scratch recipes (He et al. for CIFAR, torchvision's
+# for ImageNet); the paper starts from pretrained models instead. digits32 (the digits images at
+# 32x32x3 for the CIFAR networks, not CIFAR-10) is this project's own: 1,437 training images, 5-10 s per
+# ResNet-20 epoch on one CPU thread, so float + quantized take about 10-20 minutes.
 RECIPES = {
     "digits": {"qat": (30, 0.02, 64), "fp": (40, 0.05, 64)},
+    "digits32": {"qat": (40, 0.02, 64), "fp": (60, 0.1, 64)},
     "cifar10": {"qat": (300, 0.04, 128), "fp": (300, 0.1, 128)},
     "imagenet": {"qat": (90, 0.01, 512), "fp": (90, 0.1, 256)},
 }
@@ -96,18 +105,25 @@ class TrainConfig:
     step_grad_scale: str = DEFAULT_STEP_GRAD_SCALE
     adapter_lr_scale: float = DEFAULT_ADAPTER_LR_SCALE
     adapter_weight_decay: float = DEFAULT_ADAPTER_WEIGHT_DECAY
+    # The float pre-training a quantized run without --init starts from (None: the recipe's "fp");
+    # pretrain_epochs 0: no pre-training, the quantized run starts from random initialisation.
+    pretrain_epochs: int | None = None
+    pretrain_lr: float | None = None
+    pretrain_batch_size: int | None = None
 
     def resolved(self) -> "TrainConfig":
         """A copy with the recipe's defaults filled in and every value checked."""
         check_model_name(self.model)
         check_scheme(self.scheme)
         bits = None if self.scheme == FLOAT_SCHEME else check_bits(self.bits)
-        epochs, lr, batch = RECIPES[dataset_of(self.model)]["fp" if self.scheme == FLOAT_SCHEME else "qat"]
+        recipe = RECIPES[recipe_of(self.model, self.data)]
+        epochs, lr, batch = recipe["fp" if self.scheme == FLOAT_SCHEME else "qat"]
         batch = BATCH_OVERRIDES.get(self.model, batch)
         config = TrainConfig(**{**asdict(self), "bits": bits, "out": Path(self.out)})
         config.epochs = epochs if self.epochs is None else self.epochs
         config.lr = lr if self.lr is None else self.lr
         config.batch_size = batch if self.batch_size is None else self.batch_size
+        _resolve_pretraining(config, recipe["fp"])
         if config.resume and config.force:
             raise UserError("--resume continues the run in --out, --force starts it over: give one of them")
         if config.threads is not None and (isinstance(config.threads, bool) or not isinstance(config.threads, int)
@@ -133,12 +149,64 @@ class TrainConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
+PRETRAIN_OPTIONS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size")
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _resolve_pretraining(config: TrainConfig, fp_recipe: tuple) -> None:
+    """Fill and check the float pre-training settings of ``config`` in place (see ``TrainConfig``)."""
+    given = [name for name in PRETRAIN_OPTIONS if getattr(config, name) is not None]
+    if given and config.scheme == FLOAT_SCHEME:
+        raise UserError(f"{_flag(given[0])} sets the float pre-training of a quantized run; a --scheme fp run "
+                        "is itself float training: use --epochs, --lr, --batch-size")
+    if given and config.init is not None:
+        raise UserError(f"{_flag(given[0])} sets the float pre-training, which --init replaces: give one of them")
+    if config.scheme == FLOAT_SCHEME or config.init is not None:
+        return
+    epochs, lr, batch = fp_recipe
+    batch = BATCH_OVERRIDES.get(config.model, batch)
+    if config.pretrain_epochs is None:
+        config.pretrain_epochs = epochs
+    if isinstance(config.pretrain_epochs, bool) or not isinstance(config.pretrain_epochs, int) \
+            or config.pretrain_epochs < 0:
+        raise UserError(f"--pretrain-epochs {config.pretrain_epochs!r} must be a whole number >= 0 "
+                        "(0: no pre-training, the quantized run starts from random initialisation)")
+    if config.pretrain_epochs == 0:
+        extra = [name for name in ("pretrain_lr", "pretrain_batch_size") if getattr(config, name) is not None]
+        if extra:
+            raise UserError(f"{_flag(extra[0])} sets a float pre-training that --pretrain-epochs 0 skips")
+        return
+    config.pretrain_lr = lr if config.pretrain_lr is None else config.pretrain_lr
+    config.pretrain_batch_size = batch if config.pretrain_batch_size is None else config.pretrain_batch_size
+    if not config.pretrain_lr > 0:
+        raise UserError(f"--pretrain-lr {config.pretrain_lr} must be positive")
+    if config.pretrain_batch_size < 1:
+        raise UserError(f"--pretrain-batch-size {config.pretrain_batch_size} must be at least 1")
+
+
+def recipe_of(model: str, data) -> str:
+    """The ``RECIPES`` key of ``model`` trained on ``--data data``: its data set's, or ``digits32``.
+
+    ``UserError`` for ``--data digits32`` with a model that does not take 32x32x3 images.
+    """
+    dataset = dataset_of(model)
+    if is_digits32(data):
+        if dataset != "cifar10":
+            raise UserError(f"--data {DIGITS32} (the digits images at 32x32x3) is for the CIFAR-10 models "
+                            f"(resnet20); {model} takes {dataset} images")
+        return DIGITS32
+    return dataset
+
+
 def fp_cache_dir(out: Path, model: str, data: str | None = None) -> Path:
     """Where a quantized run's full-precision starting point is trained and reused.
 
-    A named digits variant (``--data digits-vary``) gets its own: ``MODEL-VARIANT-fp``.
+    A named digits variant (``--data digits-vary``) or ``digits32`` gets its own: ``MODEL-VARIANT-fp``.
     """
-    variant = f"-{data}" if data in DIGITS_VARIANTS and data != "digits" else ""
+    variant = f"-{data}" if (data in DIGITS_VARIANTS and data != "digits") or is_digits32(data) else ""
     return Path(out).parent / f"{model}{variant}-fp"
 
 
@@ -236,26 +304,65 @@ def _load_float_weights(model: nn.Module, path) -> None:
         raise UserError(f"--init {path} does not fit the model: {err}") from err
 
 
-def _prepare_float_start(config: TrainConfig, ctx: Dist) -> str:
-    """Path of the full-precision checkpoint a quantized run starts from; trains it if needed."""
+def _pretraining_config(config: TrainConfig, resume: bool) -> TrainConfig:
+    """The float run that ``config`` (a resolved quantized run without ``--init``) starts from."""
+    return TrainConfig(
+        model=config.model, scheme=FLOAT_SCHEME, bits=None, out=fp_cache_dir(config.out, config.model, config.data),
+        epochs=config.pretrain_epochs, lr=config.pretrain_lr, batch_size=config.pretrain_batch_size,
+        seed=config.seed, data=config.data, resume=resume, threads=config.threads, workers=config.workers,
+        device=config.device,
+    )
+
+
+def _cached_settings(payload: dict) -> tuple:
+    saved = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    return tuple(saved.get(key) for key in ("epochs", "lr", "batch_size", "seed"))
+
+
+def _settings_text(settings: tuple) -> str:
+    epochs, lr, batch, seed = settings
+    return f"{epochs} epochs, lr {lr:g}, batch {batch}, seed {seed}"
+
+
+def _prepare_float_start(config: TrainConfig, ctx: Dist) -> str | None:
+    """Path of the full-precision checkpoint a quantized run starts from (None: random initialisation).
+
+    ``--init``, or the run's float pre-training (``pretrain_*``), trained in ``fp_cache_dir`` and
+    reused by later runs with the same pre-training settings. What happens is said in one line first.
+    """
     if config.init is not None:
         return config.init
-    fp_out = fp_cache_dir(config.out, config.model, config.data)
-    cached = fp_out / CHECKPOINT_NAME
-    unfinished = cached.is_file()
-    if unfinished and read_checkpoint(cached).get("complete"):
+    label = data_label(dataset_of(config.model), config.data)
+    if not config.pretrain_epochs:
+        if ctx.is_main:
+            print(f"asqhw train: --pretrain-epochs 0: no float pre-training; {config.model} {config.scheme} "
+                  f"starts from random initialisation", flush=True)
+        return None
+    fp_config = _pretraining_config(config, resume=False).resolved()
+    cached = fp_config.out / CHECKPOINT_NAME
+    wanted = (fp_config.epochs, fp_config.lr, fp_config.batch_size, fp_config.seed)
+    payload = read_checkpoint(cached) if cached.is_file() else None
+    if payload is not None and _cached_settings(payload) != wanted:
+        raise UserError(
+            f"{cached} holds a float pre-training with {_settings_text(_cached_settings(payload))}; this run "
+            f"asks for {_settings_text(wanted)} (--pretrain-epochs/--pretrain-lr/--pretrain-batch-size/--seed): "
+            f"pass --init {cached} to start from it, match its settings, or remove {fp_config.out}"
+        )
+    if payload is not None and payload.get("complete"):
+        if ctx.is_main:
+            print(f"asqhw train: reusing the float pre-training of {config.model} on {label} "
+                  f"({_settings_text(wanted)}; top-1 {payload.get('metrics', {}).get('top1', float('nan')):.2f} %) "
+                  f"from {fp_config.out}", flush=True)
         return str(cached)
-    # An unfinished cache is a killed pre-training of these same settings: it is continued.
-    fp_config = TrainConfig(
-        model=config.model, scheme=FLOAT_SCHEME, bits=None, out=fp_out, seed=config.seed, data=config.data,
-        resume=unfinished, threads=config.threads, workers=config.workers, device=config.device,
-    )
+    # An unfinished cache with these settings is a killed pre-training: it is continued.
+    unfinished = payload is not None
     if ctx.is_main:
-        epochs = RECIPES[dataset_of(config.model)]["fp"][0]
-        what = "continuing the unfinished" if unfinished else "first training the"
-        print(f"asqhw train: no --init given; {what} full-precision {config.model} ({epochs} epochs) in "
-              f"{fp_out}, which later runs reuse", flush=True)
-    train(fp_config)
+        what = "continuing the unfinished" if unfinished else "first"
+        print(f"asqhw train: no --init given; {what} float pre-training of {config.model} on {label}: "
+              f"{_settings_text(wanted)} (--pretrain-epochs N sets it, 0 skips it), in {fp_config.out}, which "
+              f"later runs with the same settings reuse; then {config.scheme} {config.bits}-bit training: "
+              f"{config.epochs} epochs, lr {config.lr:g}, batch {config.batch_size}", flush=True)
+    train(_pretraining_config(config, resume=unfinished))
     return str(cached)
 
 
@@ -296,7 +403,8 @@ def _on_terminal() -> bool:
 
 
 def _write_metrics(path: Path, config: TrainConfig, history: list) -> None:
-    log = {"model": config.model, "scheme": config.scheme, "bits": config.bits, "config": config.to_json(),
+    log = {"model": config.model, "scheme": config.scheme, "bits": config.bits,
+           "data": data_label(dataset_of(config.model), config.data), "config": config.to_json(),
            "epochs": history}
     atomic_write_text(path, json.dumps(log, indent=2) + "\n")
 
@@ -377,7 +485,8 @@ def _run_training(config: TrainConfig, probe) -> tuple[nn.Module, dict]:
         start_epoch, history = _resume(checkpoint_path, model, optimizer, config)
     net = nn.parallel.DistributedDataParallel(model) if ctx.world > 1 else model
 
-    meta = {"model": config.model, "scheme": config.scheme, "bits": config.bits,
+    label = data_label(dataset_of(config.model), config.data)
+    meta = {"model": config.model, "scheme": config.scheme, "bits": config.bits, "data": label,
             "num_classes": num_classes, "epochs": config.epochs, "config": config.to_json()}
     total_steps = config.epochs * len(train_loader)
     metrics = history[-1]["test"] if history else {}
@@ -395,7 +504,7 @@ def _run_training(config: TrainConfig, probe) -> tuple[nn.Module, dict]:
         if ctx.is_main and not _on_terminal():  # no bar: one plain line per epoch instead
             print(f"{config.model} {config.scheme}{'' if config.bits is None else f' {config.bits}-bit'} epoch "
                   f"{epoch + 1}/{config.epochs}: train loss {train_stats['loss']:.3f}, test top-1 "
-                  f"{metrics['top1']:.2f} % ({history[-1]['seconds']:.1f} s)", flush=True)
+                  f"{metrics['top1']:.2f} % ({history[-1]['seconds']:.1f} s){_data_note(label)}", flush=True)
         if ctx.is_main:
             save_checkpoint(checkpoint_path, model, {**meta, "epoch": epoch + 1, "complete": epoch + 1 == config.epochs,
                                                      "metrics": metrics}, optimizer)
@@ -403,6 +512,11 @@ def _run_training(config: TrainConfig, probe) -> tuple[nn.Module, dict]:
         if ctx.world > 1:
             dist.barrier()
     return model, metrics
+
+
+def _data_note(label: str) -> str:
+    """The data set after an accuracy line, where it could be mistaken for another (digits32)."""
+    return f" on {label}" if label.startswith(DIGITS32) else ""
 
 
 def model_num_classes(model: nn.Module) -> int:

@@ -12,8 +12,11 @@ from asqhw.errors import UserError
 from quant.data import (
     CIFAR_MEAN,
     CIFAR_STD,
+    DIGITS32_LABEL,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    data_label,
+    digits32_split,
     digits_split,
     load_cifar10,
     make_loaders,
@@ -85,8 +88,36 @@ def test_cifar10_errors_name_the_files(tmp_path):
         load_cifar10(folder)
     with pytest.raises(UserError, match="data_batch_2 is malformed"):
         load_cifar10(_write_cifar(tmp_path / "b", broken="data_batch_2"))
-    with pytest.raises(UserError, match="--data"):
+    with pytest.raises(UserError, match="--data DIR .or --data digits32: the digits images at 32x32x3, not CIFAR-10"):
         make_loaders("cifar10", None, 8)
+
+
+def test_digits32_is_the_digits_split_at_32x32x3():
+    x_train, y_train, x_test, y_test = digits32_split()
+    small = digits_split()
+    assert x_train.shape == (1437, 3, 32, 32) and x_test.shape == (360, 3, 32, 32)
+    assert x_train.dtype == torch.float32 and y_train.dtype == torch.int64
+    # the same labels in the same order: the digits split, seed and all
+    assert torch.equal(y_train, small[1]) and torch.equal(y_test, small[3])
+    # every 4x4 block on every channel is one original pixel (pixels / 16 stay exact)
+    for big, eight in ((x_train, small[0]), (x_test, small[2])):
+        blocks = big.reshape(-1, 3, 8, 4, 8, 4)
+        assert torch.equal(blocks, eight.reshape(-1, 1, 8, 1, 8, 1).expand_as(blocks))
+    assert torch.equal(torch.unique(x_test * 16), torch.arange(17, dtype=torch.float32))
+    # the loaders: the test split as is, training shifted (background 0) and never mirrored
+    train, test = make_loaders("cifar10", "digits32", batch_size=32, seed=3)
+    assert torch.equal(torch.cat([x for x, _ in test]), x_test)
+    train.set_epoch(0)
+    x, y = next(iter(train))
+    assert x.shape == (32, 3, 32, 32) and len(train) == 1437 // 32
+    order = torch.randperm(1437, generator=torch.Generator().manual_seed(train._epoch_seed(0)))
+    padded = torch.nn.functional.pad(x_train[order[:32]], (4, 4, 4, 4))
+    for i in range(32):
+        shifts = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        assert any(torch.equal(x[i], c) for c in shifts)
+    assert torch.equal(y, y_train[order[:32]])
+    assert "NOT CIFAR-10" in DIGITS32_LABEL and data_label("cifar10", "digits32") == DIGITS32_LABEL
+    assert data_label("cifar10", "/data/cifar") == "CIFAR-10" and data_label("digits", None) == "digits"
 
 
 def test_random_crop_flip_is_a_shift_or_mirror_of_the_input():

@@ -276,9 +276,195 @@ def test_float_pretraining_announces_itself(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(train_module.RECIPES, "digits", {**train_module.RECIPES["digits"], "fp": (1, 0.05, 64)})
     assert _cli(["train", "--bits", "3", "--epochs", "1", "--out", str(tmp_path / "q")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == (f"asqhw train: no --init given; first training the full-precision digits (1 epochs) in "
-                      f"{tmp_path / 'digits-fp'}, which later runs reuse")
+    assert out[0] == (f"asqhw train: no --init given; first float pre-training of digits on digits: 1 epochs, "
+                      f"lr 0.05, batch 64, seed 0 (--pretrain-epochs N sets it, 0 skips it), in "
+                      f"{tmp_path / 'digits-fp'}, which later runs with the same settings reuse; then asq+post "
+                      f"3-bit training: 1 epochs, lr 0.02, batch 64")
     assert out[1].startswith("digits fp epoch 1/1:") and out[2].startswith("digits asq+post 3-bit epoch 1/1:")
+
+
+def _epochs_run(folder) -> list:
+    log = json.loads((folder / METRICS_NAME).read_text())
+    return [entry["epoch"] for entry in log["epochs"]]
+
+
+def test_pretraining_options_are_honoured_and_reused(tmp_path, capsys):
+    quick = ["train", "--bits", "3", "--epochs", "1"]
+    assert _cli([*quick, "--pretrain-epochs", "2", "--pretrain-lr", "0.03", "--pretrain-batch-size", "32",
+                 "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("asqhw train: no --init given; first float pre-training of digits on digits: "
+                             "2 epochs, lr 0.03, batch 32, seed 0")
+    assert [line.split(":")[0] for line in out[1:4]] == ["digits fp epoch 1/2", "digits fp epoch 2/2",
+                                                         "digits asq+post 3-bit epoch 1/1"]
+    fp_folder = tmp_path / "digits-fp"
+    assert _epochs_run(fp_folder) == [1, 2] and _epochs_run(tmp_path / "a") == [1]
+    fp = read_checkpoint(fp_folder / CHECKPOINT_NAME)
+    assert (fp["config"]["epochs"], fp["config"]["lr"], fp["config"]["batch_size"]) == (2, 0.03, 32)
+    quantized = read_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)["config"]
+    assert (quantized["pretrain_epochs"], quantized["pretrain_lr"], quantized["pretrain_batch_size"]) == (2, 0.03, 32)
+    assert (quantized["epochs"], quantized["lr"], quantized["batch_size"]) == (1, 0.02, 64)
+    # the same pre-training settings reuse the cached float model, and say so
+    before = (fp_folder / CHECKPOINT_NAME).read_bytes()
+    assert _cli([*quick, "--pretrain-epochs", "2", "--pretrain-lr", "0.03", "--pretrain-batch-size", "32",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"asqhw train: reusing the float pre-training of digits on digits (2 epochs, lr 0.03, batch 32, seed 0; "
+        f"top-1 {fp['metrics']['top1']:.2f} %) from {fp_folder}\n")
+    assert (fp_folder / CHECKPOINT_NAME).read_bytes() == before
+    # other settings are refused, not silently served the cached ones
+    assert _cli([*quick, "--pretrain-epochs", "3", "--out", str(tmp_path / "c")]) == 2
+    message = capsys.readouterr().out
+    assert "holds a float pre-training with 2 epochs, lr 0.03, batch 32, seed 0; this run asks for 3 epochs, " \
+        "lr 0.05, batch 64, seed 0" in message and f"--init {fp_folder / CHECKPOINT_NAME}" in message
+    assert not (tmp_path / "c").exists() and (fp_folder / CHECKPOINT_NAME).read_bytes() == before
+
+
+def test_a_killed_pretraining_is_continued(tmp_path, capsys, monkeypatch):
+    real_epoch = train_module._train_epoch
+
+    def killed_in_the_second_float_epoch(net, loader, optimizer, config, ctx, epoch, total_steps):
+        if config.scheme == "fp" and epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(net, loader, optimizer, config, ctx, epoch, total_steps)
+
+    argv = ["train", "--bits", "3", "--epochs", "1", "--pretrain-epochs", "2", "--out", str(tmp_path / "q")]
+    monkeypatch.setattr(train_module, "_train_epoch", killed_in_the_second_float_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _cli(argv)
+    assert read_checkpoint(tmp_path / "digits-fp" / CHECKPOINT_NAME)["epoch"] == 1
+    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    capsys.readouterr()
+    assert _cli(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("asqhw train: no --init given; continuing the unfinished float pre-training of digits "
+                             "on digits: 2 epochs, lr 0.05, batch 64, seed 0")
+    assert out[1].startswith("digits fp epoch 2/2:") and out[2].startswith("digits asq+post 3-bit epoch 1/1:")
+    assert _epochs_run(tmp_path / "digits-fp") == [1, 2]
+
+
+def test_pretrain_epochs_0_starts_from_random_initialisation(tmp_path, capsys):
+    assert _cli(["train", "--bits", "3", "--epochs", "1", "--pretrain-epochs", "0", "--out", str(tmp_path / "q")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("asqhw train: --pretrain-epochs 0: no float pre-training; digits asq+post starts from random "
+                      "initialisation")
+    assert out[1].startswith("digits asq+post 3-bit epoch 1/1:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]  # no float run
+    config = read_checkpoint(tmp_path / "q" / CHECKPOINT_NAME)["config"]
+    assert (config["pretrain_epochs"], config["pretrain_lr"], config["init"]) == (0, None, None)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bits", "3", "--pretrain-epochs", "2", "--init", "x.pt"], "--pretrain-epochs sets the float pre-training, "
+     "which --init replaces: give one of them"),
+    (["--scheme", "fp", "--pretrain-epochs", "2"], "a --scheme fp run is itself float training"),
+    (["--bits", "3", "--pretrain-epochs", "-1"], "--pretrain-epochs -1 must be a whole number >= 0"),
+    (["--bits", "3", "--pretrain-epochs", "0", "--pretrain-lr", "0.1"], "--pretrain-lr sets a float pre-training "
+     "that --pretrain-epochs 0 skips"),
+    (["--bits", "3", "--pretrain-lr", "0"], "--pretrain-lr 0.0 must be positive"),
+    (["--model", "digits", "--data", "digits32", "--bits", "3"], "--data digits32 (the digits images at 32x32x3) "
+     "is for the CIFAR-10 models (resnet20); digits takes digits images"),
+])
+def test_pretraining_option_errors(tmp_path, capsys, argv, message):
+    assert _cli(["train", *argv, "--out", str(tmp_path / "q")]) == 2
+    assert message in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
+
+
+def test_resnet20_on_digits32_says_it_is_not_cifar10(tmp_path, capsys, monkeypatch):
+    # a slice of digits32 keeps this quick; the full set is the same code path
+    import quant.data
+
+    full = quant.data.digits32_split()
+    monkeypatch.setattr(quant.data, "digits32_split", lambda: (full[0][:64], full[1][:64], full[2][:32], full[3][:32]))
+    assert _cli(["train", "--model", "resnet20", "--data", "digits32", "--bits", "3", "--epochs", "1",
+                 "--pretrain-epochs", "1", "--batch-size", "32", "--pretrain-batch-size", "32",
+                 "--out", str(tmp_path / "q")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    label = "digits32 (sklearn's 8x8 digits upsampled to 32x32x3; NOT CIFAR-10)"
+    assert out[0].startswith(f"asqhw train: no --init given; first float pre-training of resnet20 on {label}: "
+                             "1 epochs, lr 0.1, batch 32")
+    assert str(tmp_path / "resnet20-digits32-fp") in out[0]
+    assert out[1].startswith("resnet20 fp epoch 1/1:") and out[1].endswith(f" on {label}")
+    assert out[2].startswith("resnet20 asq+post 3-bit epoch 1/1:") and out[2].endswith(f" on {label}")
+    assert out[3].startswith(f"resnet20 asq+post bits=3 on {label}: test top-1 ")
+    assert json.loads((tmp_path / "q" / METRICS_NAME).read_text())["data"] == label
+    model, meta = load_checkpoint(tmp_path / "q" / CHECKPOINT_NAME)
+    assert meta["data"] == label and meta["config"]["data"] == "digits32"
+    # the digits' lossless input coding: pixels 0..16 -> codes 8 (p - 8) on conv1's fixed step
+    pixels = torch.arange(17, dtype=torch.float32).view(1, 1, 17, 1).expand(1, 3, 17, 1) / 16
+    codes = model.conv1.act_quant.codes(model.normalise(pixels))
+    assert codes[0, 0, :, 0].tolist() == [8 * (p - 8) for p in range(17)]
+    assert _cli(["eval", str(tmp_path / "q" / CHECKPOINT_NAME)]) == 0
+    assert capsys.readouterr().out.startswith(f"resnet20 asq+post bits=3 on {label}: top-1 ")
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_shipped_resnet20_digits32_checkpoints(bits, capsys):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / f"resnet20-digits32-b{bits}.pt"
+    payload = read_checkpoint(path)
+    assert payload["optimizer"] is None and path.stat().st_size < 1_500_000  # the state, not the momentum
+    model, meta = load_checkpoint(path)
+    assert (meta["model"], meta["scheme"], meta["bits"], meta["complete"]) == ("resnet20", "asq+post", bits, True)
+    assert meta["data"] == "digits32 (sklearn's 8x8 digits upsampled to 32x32x3; NOT CIFAR-10)"
+    assert (meta["config"]["data"], meta["config"]["seed"], meta["config"]["threads"]) == ("digits32", 0, 1)
+    assert _cli(["eval", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["data"] == meta["data"] and result["top1"] == pytest.approx(meta["metrics"]["top1"])
+    assert result["top1"] >= 97.0
+
+
+# ---------------------------------------------------------------- make train (no data, no setup: make -n)
+
+
+def _make_train(*variables):
+    """``make -n train VARIABLES`` in the repository: (return code, output, the asqhw train command)."""
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["make", "--no-print-directory", "-n", "train", *variables], cwd=root,
+                          capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if " train " in line and "asqhw" in line]
+    return done.returncode, done.stdout + done.stderr, shlex.split(lines[-1])[1:] if lines else None
+
+
+def test_make_train_keeps_the_digits_command_and_adds_resnet20(tmp_path):
+    assert _make_train("BITS=3")[2] == ["train", "--preset", "digits-b3", "--out", "build/train/digits-b3"]
+    assert _make_train("BITS=3", "DATA=digits-vary", "RESUME=1")[2] == [
+        "train", "--preset", "digits-b3", "--data", "digits-vary", "--out", "build/train/digits-vary-b3", "--resume"]
+    assert _make_train("MODEL=resnet20", "DATA=digits32", "BITS=4")[2] == [
+        "train", "--model", "resnet20", "--bits", "4", "--data", "digits32", "--out",
+        "build/train/resnet20-digits32-b4"]
+    assert _make_train("MODEL=resnet20", "DATA=cifar10", f"DATA_DIR={tmp_path} x", "FORCE=1")[2] == [
+        "train", "--model", "resnet20", "--bits", "3", "--data", f"{tmp_path} x", "--out",
+        "build/train/resnet20-cifar10-b3", "--force"]
+
+
+@pytest.mark.parametrize("variables, message", [
+    (("MODEL=resnet20", "DATA=cifar10"), "make train MODEL=resnet20 DATA=cifar10 needs DATA_DIR=<folder holding "
+     "cifar-10-batches-py"),
+    (("MODEL=resnet20",), "make train MODEL=resnet20 takes DATA=digits32 (the digits images at 32x32x3, offline; "
+     "NOT CIFAR-10) or DATA=cifar10 DATA_DIR=<folder>, not DATA=digits"),
+    (("MODEL=resnet18",), "MODEL is digits (default) or resnet20"),
+])
+def test_make_train_refuses_before_setup(variables, message):
+    code, output, command = _make_train(*variables)
+    assert code != 0 and message in output and command is None
+
+
+def test_make_train_cifar10_without_the_data_gives_the_data_error(tmp_path, capsys):
+    # make passes the folder on; the train command refuses it before any work
+    _, _, command = _make_train("MODEL=resnet20", "DATA=cifar10", f"DATA_DIR={tmp_path / 'cifar'}",
+                                "BITS=3")
+    command[command.index("--out") + 1] = str(tmp_path / "out")
+    assert _cli(command) == 2
+    assert f"no CIFAR-10 data under {tmp_path / 'cifar'}: expected the python version's folder " \
+        "'cifar-10-batches-py'" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_weights_do_not_depend_on_the_thread_count(tmp_path):

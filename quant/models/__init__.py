@@ -33,8 +33,8 @@ def build_model(name: str, num_classes: int | None = None, data: str | None = No
     """A freshly initialised float model; ``num_classes`` defaults to the data set's.
 
     ``data``: for the digits model, the variant it is trained on (``quant.data.DIGITS_VARIANTS``;
-    None: plain digits), which fixes its input coding (pixel range); ignored for the other models
-    (a data folder).
+    None: plain digits), which fixes its input coding (pixel range); for a CIFAR model, ``"digits32"``
+    (``quant.data.DIGITS32``) gives it the digits' lossless pixel coding; otherwise ignored (a folder).
     """
     constructor, dataset = MODELS[check_model_name(name)]
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
@@ -42,6 +42,11 @@ def build_model(name: str, num_classes: int | None = None, data: str | None = No
         from quant.data import DIGITS_PIXEL_MAX, digits_variant
 
         kwargs["pixel_max"] = DIGITS_PIXEL_MAX[digits_variant(data)]
+    elif dataset == "cifar10":
+        from quant.data import DIGITS32_PIXEL_MAX, is_digits32
+
+        if is_digits32(data):
+            kwargs["pixel_max"] = DIGITS32_PIXEL_MAX
     return constructor(**kwargs)
 
 

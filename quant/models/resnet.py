@@ -5,10 +5,17 @@ The ImageNet models have exactly torchvision's module names and ``state_dict`` k
 saved locally loads with ``asqhw train --init``. ResNet-20 is He et al.'s CIFAR network (16/32/64
 channels, three stages of three basic blocks) with a 1x1 conv + BN shortcut where the shape
 changes (option B, as in the paper's released code), in the same naming style.
+
+ResNet-20 takes CIFAR-10 as the data loader normalises it (per-channel mean/std), or, built with
+``pixel_max`` (the offline ``digits32`` set: integer pixels ``0 .. pixel_max``), ``pixels /
+pixel_max`` that it normalises itself to ``(p - zero) / zero`` with conv1's fixed lossless input step,
+exactly as the digits CNN does (``quant.models.digits``), so that an exporter can code every pixel.
 """
 
 import torch
 from torch import nn
+
+from quant.models.digits import input_zero, lossless_input_step
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -79,12 +86,21 @@ class ImageNetResNet(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 inputs: 3x3 stem, stages of 16/32/64 channels, GAP, Linear."""
+    """ResNet-(6n+2) for 32x32 inputs: 3x3 stem, stages of 16/32/64 channels, GAP, Linear.
+
+    ``pixel_max`` None: the input is normalised by the data loader (CIFAR-10). An integer: the input
+    is ``pixels / pixel_max`` and the model normalises it (``normalise``) for conv1, whose 8-bit
+    input quantizer gets the fixed step ``input_step`` on which every pixel is its own code.
+    """
 
     signed_input_layers = frozenset()
 
-    def __init__(self, blocks_per_stage: int = 3, num_classes: int = 10):
+    def __init__(self, blocks_per_stage: int = 3, num_classes: int = 10, pixel_max: int | None = None):
         super().__init__()
+        self.pixel_max = None if pixel_max is None else int(pixel_max)
+        if self.pixel_max is not None:
+            self.input_zero = input_zero(self.pixel_max)
+            self.input_step = lossless_input_step(self.pixel_max)
         self.conv1 = _conv3x3(3, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
@@ -95,8 +111,14 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(64, num_classes)
         _init_weights(self)
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``pixels / pixel_max`` -> ``(pixels - zero) / zero`` in [-1, 1] (identity without ``pixel_max``)."""
+        if self.pixel_max is None:
+            return x
+        return (x * self.pixel_max - self.input_zero) / self.input_zero
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn1(self.conv1(self.normalise(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
@@ -109,5 +131,5 @@ def resnet34(num_classes: int = 1000) -> ImageNetResNet:
     return ImageNetResNet((3, 4, 6, 3), num_classes)
 
 
-def resnet20(num_classes: int = 10) -> CifarResNet:
-    return CifarResNet(3, num_classes)
+def resnet20(num_classes: int = 10, pixel_max: int | None = None) -> CifarResNet:
+    return CifarResNet(3, num_classes, pixel_max)
