@@ -174,9 +174,16 @@ def _one_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
                    if n.endswith((".step", ".alpha")) or ".adapter." in n]
     if quantized_layers(model):
         assert quant_grads and sum(g > 0 for g in quant_grads) >= 0.9 * len(quant_grads)
+    # The first SGD update of each parameter is lr * (grad + wd * p). Every parameter whose update is above
+    # float32 resolution must move. (A decay term can cancel a small gradient: it did for one MobileNet step
+    # on some thread counts, so "every parameter changed" alone is not a property of the code.)
+    ulp = torch.finfo(torch.float32).eps
+    movable = {n for n, p in model.named_parameters()
+               if ((0.01 * (p.grad + 1e-4 * before[n])).abs() > 4 * ulp * before[n].abs()).any()}
     optimizer.step()
-    changed = sum(not torch.equal(before[n], p) for n, p in model.named_parameters())
-    assert changed == len(before)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert movable <= changed, sorted(movable - changed)
+    assert len(movable) >= 0.95 * len(before)
 
 
 @pytest.mark.parametrize("scheme", ["fp", *sorted(SCHEMES)])
