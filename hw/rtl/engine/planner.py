@@ -1,0 +1,438 @@
+"""The engine's memory planner: a format-2 graph -> layer descriptors, ROM contents and a memory map.
+
+The descriptor-driven engine (:class:`hw.rtl.engine.core.GraphEngine`) runs a graph as a list of
+*steps*, one descriptor each, in order:
+
+- ``conv``: a convolution or fc layer on the MAC array, one group of PE output channels and one
+  output pixel at a time, its accumulators through the engine's requantizer. A conv whose raw
+  accumulator feeds only the main branch of a residual ``add`` is fused with it: the step runs at
+  the add's place, reads the skip branch at the position it writes and uses the add's two-term
+  requantizer. A conv without requantizer that is not fused (a 1x1 shortcut) stores its raw
+  accumulator (the requantizer with identity constants).
+- ``pointwise``: one value of a stored tensor at a time through the requantizer: a ``requant``
+  node, a ``clamp`` (identity constants, the clamp's bounds), an ``add`` that could not be fused,
+  and a GAP's requantizer.
+
+A ``gap`` is not a step: its producer's step sums every value it writes per channel (on the way
+out of the requantizer) and stores the sums; a ``flatten`` is free (the stored (C, H, W) order is
+the flat order). Every stored tensor lives in one activation memory at a base address chosen by
+liveness: a tensor occupies its words from the step that writes it to the last step that reads it,
+and tensors whose lives overlap never share a word (so a step never overwrites what it reads).
+On a residual network this is the ping-pong pair plus the skip buffer of the block input. All
+weights sit in one ROM (a word holds the PE codes of one input position) and all per-channel
+constants in one table; the descriptors hold the base addresses.
+
+:func:`plan_graph` refuses (``asqhw.errors.UserError``, naming the node) what the engine does not
+run yet: max and average pools, grouped convolutions and ASQ inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from asqhw.errors import UserError
+from golden import arith, formats
+from golden.graph import AddNode, ClampNode, ConvNode, FlattenNode, Graph, InputNode, PoolNode, RequantNode
+from hw.rtl.mul import product_shape
+
+#: Step kinds (the descriptor's ``kind`` field holds the index).
+STEP_KINDS = ("conv", "pointwise")
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One MAC array of the engine: every conv/fc whose weights have this format runs on it.
+
+    ``int`` weights of any width share one array (codes sign-extended to ``w_bits``, activations
+    signed ``act_bits`` wide, wide enough for every int layer's signed or unsigned codes); POST and
+    POT get one array per weight width (their codes are not nested), unsigned activations.
+    """
+
+    kind: str
+    w_bits: int
+    act_bits: int
+    act_signed: bool
+    acc_width: int
+
+
+@dataclass
+class TensorPlan:
+    """A value stored in the activation memory: ``shape`` (C, H, W) (flat values as (C, 1, 1)),
+    values in ``[lo, hi]``, written by step ``first`` (-1: the input, loaded before the run) and
+    last read by step ``last`` (the step count for the output, read after the run), at ``base``."""
+
+    name: str
+    shape: tuple
+    lo: int
+    hi: int
+    first: int = -1
+    last: int = -1
+    base: int = 0
+
+    @property
+    def words(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def width(self) -> int:
+        """Signed width of a stored value (every word is signed)."""
+        return arith.signed_width(min(self.lo, 0), max(self.hi, 0))
+
+
+@dataclass
+class StepPlan:
+    """One descriptor. ``src``/``skip``/``dst``/``gap`` name tensors (None: absent); shapes are the
+    step's input (``c_in, h_in, w_in``) and output (``c_out, h_out, w_out``); a pointwise step has
+    kernel 1, stride 1, pad 0 and equal shapes. ``M``, ``A``, ``B`` (with the rounding half folded
+    in), ``shift``, ``lo``, ``hi``: its requantizer (``A`` zeros without a skip)."""
+
+    index: int
+    name: str
+    nodes: tuple
+    kind: str
+    src: str
+    dst: str | None
+    c_in: int
+    h_in: int
+    w_in: int
+    c_out: int
+    h_out: int
+    w_out: int
+    M: tuple
+    A: tuple
+    B: tuple
+    shift: int
+    lo: int | None
+    hi: int | None
+    skip: str | None = None
+    gap: str | None = None
+    kernel: int = 1
+    stride: int = 1
+    pad: int = 0
+    array: int = 0
+    weight_base: int = 0
+    weight_words: int = 0
+    const_base: int = 0
+    #: Passes over the output map, one per PE output channels.
+    groups: int = 1
+
+    @property
+    def items(self) -> int:
+        """Input positions summed per output value: ``c_in k k``."""
+        return self.c_in * self.kernel * self.kernel
+
+
+@dataclass
+class EnginePlan:
+    """Everything the engine is built from, and the memory map it reports.
+
+    Attributes
+    ----------
+    pe : int
+        Output channels computed in parallel.
+    steps : list of StepPlan
+    tensors : dict of str -> TensorPlan
+        Every stored tensor, by name (a node's name, ``<gap>.sum`` for a GAP's raw sums).
+    input, output : str
+        The tensors loaded before and read after the run.
+    arrays : list of ArraySpec
+    weight_words : list of list of int
+        The weight ROM: each word the PE raw codes (``ArraySpec.w_bits`` wide, zero-padded).
+    constants : list of tuple
+        The constant table: ``(M, A, B)`` per channel of every step, in step order.
+    act_words : int
+        Depth of the activation memory (the largest address in use, plus one).
+    """
+
+    pe: int
+    steps: list
+    tensors: dict
+    input: str
+    output: str
+    arrays: list
+    weight_words: list
+    constants: list
+    act_words: int
+    w_bits: int = field(default=1)
+
+    @property
+    def act_width(self) -> int:
+        """Width of an activation memory word: the widest stored value."""
+        return max(t.width for t in self.tensors.values())
+
+    @property
+    def acc_width(self) -> int:
+        """Width of the requantizer's main operand: a MAC accumulator or a stored value."""
+        return max([self.act_width] + [a.acc_width for a in self.arrays])
+
+    def memory_map(self) -> dict:
+        """The memory map as a JSON-ready dict (for report.json).
+
+        ``activation``: word width, depth, the depth a buffer per tensor would need
+        (``words_without_reuse``) and every tensor's base, size and live steps; ``weights``: word
+        width (PE codes), depth, and per conv/fc step its base and size; ``constants``: entries and
+        per step its base; ``descriptors``: count; ``input``/``output``: tensor names.
+        """
+        tensors = sorted(self.tensors.values(), key=lambda t: (t.base, t.first))
+        return {
+            "pe": self.pe,
+            "activation": {
+                "word_bits": self.act_width, "words": self.act_words,
+                "words_without_reuse": sum(t.words for t in self.tensors.values()),
+                "tensors": [{"name": t.name, "shape": list(t.shape), "bits": t.width, "base": t.base,
+                             "words": t.words, "live": [t.first, t.last]} for t in tensors],
+            },
+            "weights": {
+                "word_bits": self.pe * self.w_bits, "words": len(self.weight_words),
+                "layers": [{"step": s.name, "base": s.weight_base, "words": s.weight_words, "array": s.array}
+                           for s in self.steps if s.kind == "conv"],
+            },
+            "constants": {"entries": len(self.constants),
+                          "steps": [{"step": s.name, "base": s.const_base, "channels": s.c_out}
+                                    for s in self.steps]},
+            "descriptors": {"count": len(self.steps),
+                            "steps": [{"name": s.name, "kind": s.kind, "nodes": list(s.nodes)} for s in self.steps]},
+            "arrays": [{"kind": a.kind, "w_bits": a.w_bits, "act_bits": a.act_bits, "act_signed": a.act_signed,
+                        "acc_width": a.acc_width} for a in self.arrays],
+            "input": self.input, "output": self.output,
+        }
+
+
+def _refuse(node, what: str):
+    raise UserError(f"engine: node {node.name!r} ({node.op}): {what} is not supported by the engine yet")
+
+
+def _map_shape(shape) -> tuple:
+    return tuple(shape) if len(shape) == 3 else (int(shape[0]), 1, 1)
+
+
+def _requant_constants(req, channels: int, with_skip: bool):
+    """``(M, A, B', shift, lo, hi)`` of a golden requantizer, the rounding half folded into ``B'``."""
+    if req.G:
+        raise UserError("engine: requantizers with an ASQ beta (G > 0) are not supported by the engine yet")
+    half = (1 << (req.S - 1)) if req.S else 0
+    A = tuple(req.A) if with_skip else (0,) * channels
+    return tuple(req.M), A, tuple(b + half for b in req.B), req.S, req.lo, req.hi
+
+
+def _identity(channels: int, lo=None, hi=None):
+    return (1,) * channels, (0,) * channels, (0,) * channels, 0, lo, hi
+
+
+def _array_key(node: ConvNode):
+    w = node.weight
+    return ("int", 0) if w.kind == formats.INT else (w.kind, w.bits)
+
+
+def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
+    """Plan the engine's run of ``graph``: steps, tensors at addresses reused by liveness, ROMs.
+
+    Parameters
+    ----------
+    graph : golden.graph.Graph
+    weights : dict of str -> integer array
+        Per conv/fc node its weight codes, as :func:`golden.graph.run_graph` takes them.
+    pe : int
+        Output channels the MAC arrays compute in parallel (>= 1).
+
+    Returns
+    -------
+    EnginePlan
+
+    Raises
+    ------
+    asqhw.errors.UserError
+        A node the engine cannot run (named), or ``pe < 1``.
+    """
+    if pe < 1:
+        raise UserError(f"engine: PE={pe} must be >= 1")
+    tensors: dict = {}
+    alias: dict = {}  # flatten -> the tensor it views
+    steps: list = []
+    consumers = {n.name: graph.consumers(n.name) for n in graph.nodes}
+
+    def stored(name):
+        return alias.get(name, name)
+
+    def tensor(name, shape, lo, hi):
+        tensors[name] = TensorPlan(name=name, shape=_map_shape(shape), lo=lo, hi=hi)
+        return name
+
+    fused_main = set()
+    for node in graph.nodes:
+        if isinstance(node, AddNode):
+            main = graph.node(node.inputs[0])
+            if (isinstance(main, ConvNode) and main.requant is None and consumers[main.name] == (node.name,)
+                    and node.inputs[0] != node.inputs[1]):
+                fused_main.add(main.name)
+
+    def conv_step(node: ConvNode, name, nodes, consts, skip=None):
+        info = graph.info(node.name)
+        src = tensors[stored(node.inputs[0])]
+        c_in, h_in, w_in = src.shape
+        if node.op == "fc":
+            c_in, h_in, w_in = src.words, 1, 1
+        out = _map_shape(info.shape)
+        M, A, B, S, lo, hi = consts
+        return StepPlan(index=len(steps), name=name, nodes=nodes, kind="conv", src=src.name, dst=name, skip=skip,
+                        c_in=c_in, h_in=h_in, w_in=w_in, c_out=out[0], h_out=out[1], w_out=out[2],
+                        kernel=node.kernel or 1, stride=node.stride or 1, pad=node.pad or 0,
+                        M=M, A=A, B=B, shift=S, lo=lo, hi=hi)
+
+    def pointwise_step(name, nodes, src, consts, skip=None):
+        c, h, w = tensors[src].shape
+        M, A, B, S, lo, hi = consts
+        return StepPlan(index=len(steps), name=name, nodes=nodes, kind="pointwise", src=src, dst=name, skip=skip,
+                        c_in=c, h_in=h, w_in=w, c_out=c, h_out=h, w_out=w, M=M, A=A, B=B, shift=S, lo=lo, hi=hi)
+
+    conv_nodes: dict = {}
+    for node in graph.nodes:
+        info = graph.info(node.name)
+        if isinstance(node, InputNode):
+            tensor(node.name, info.shape, info.lo, info.hi)
+        elif isinstance(node, ConvNode):
+            if node.op == "conv" and node.groups != 1:
+                _refuse(node, f"groups={node.groups}")
+            if node.act_in.asq is not None:
+                _refuse(node, "an ASQ input")
+            if node.name in fused_main:
+                continue
+            c_out = info.shape[0]
+            consts = (_identity(c_out) if node.requant is None
+                      else _requant_constants(node.requant, c_out, False))
+            step = conv_step(node, node.name, (node.name,), consts)
+            tensor(node.name, info.shape, info.lo, info.hi)
+            steps.append(step)
+            conv_nodes[step.name] = node
+        elif isinstance(node, AddNode):
+            main, skip = node.inputs
+            consts = _requant_constants(node.requant, info.shape[0], True)
+            if main in fused_main:
+                step = conv_step(graph.node(main), node.name, (main, node.name), consts, skip=stored(skip))
+                conv_nodes[step.name] = graph.node(main)
+            else:
+                step = pointwise_step(node.name, (node.name,), stored(main), consts, skip=stored(skip))
+            tensor(node.name, info.shape, info.lo, info.hi)
+            steps.append(step)
+        elif isinstance(node, RequantNode):
+            step = pointwise_step(node.name, (node.name,), stored(node.inputs[0]),
+                                  _requant_constants(node.requant, info.shape[0], False))
+            tensor(node.name, info.shape, info.lo, info.hi)
+            steps.append(step)
+        elif isinstance(node, ClampNode):
+            step = pointwise_step(node.name, (node.name,), stored(node.inputs[0]),
+                                  _identity(info.shape[0], node.lo, node.hi))
+            tensor(node.name, info.shape, info.lo, info.hi)
+            steps.append(step)
+        elif isinstance(node, FlattenNode):
+            alias[node.name] = stored(node.inputs[0])
+        elif isinstance(node, PoolNode) and node.op == "gap":
+            producer = next((s for s in reversed(steps) if s.dst == stored(node.inputs[0])), None)
+            if producer is None or producer.gap is not None:
+                _refuse(node, "a GAP of a value no single step writes (the input, or a second GAP)")
+            sums = f"{node.name}.sum" if node.requant is not None else node.name
+            lo, hi = info.sum_range
+            tensor(sums, info.shape, lo, hi)
+            producer.gap = sums
+            producer.nodes = producer.nodes + (node.name,)
+            if node.requant is not None:
+                steps.append(pointwise_step(node.name, (node.name,), sums,
+                                            _requant_constants(node.requant, info.shape[0], False)))
+                tensor(node.name, info.shape, info.lo, info.hi)
+        else:
+            _refuse(node, "this op")
+
+    input_name = next(n.name for n in graph.nodes if isinstance(n, InputNode))
+    output_name = stored(graph.output)
+    for step in steps:  # a value only a GAP reads is never stored
+        if step.gap is not None and step.dst != output_name and not any(
+                step.dst in (s.src, s.skip) for s in steps):
+            del tensors[step.dst]
+            step.dst = None
+        step.groups = -(-step.c_out // pe)
+    if output_name == input_name or output_name not in tensors:
+        raise UserError(f"engine: the graph's output {graph.output!r} is not written by any step")
+    _liveness(steps, tensors, input_name, output_name)
+    act_words = _allocate(tensors)
+    arrays, weight_words, w_bits = _weights(graph, steps, conv_nodes, weights, pe)
+    constants = []
+    for step in steps:
+        step.const_base = len(constants)
+        constants += list(zip(step.M, step.A, step.B, strict=True))
+    return EnginePlan(pe=pe, steps=steps, tensors=tensors, input=input_name, output=output_name, arrays=arrays,
+                      weight_words=weight_words, constants=constants, act_words=act_words, w_bits=w_bits)
+
+
+def _liveness(steps, tensors, input_name, output_name) -> None:
+    for step in steps:
+        for name in (step.dst, step.gap):
+            if name is not None:
+                tensors[name].first = step.index
+        for name in (step.src, step.skip):
+            if name is not None:
+                tensors[name].last = max(tensors[name].last, step.index)
+    tensors[input_name].first = -1
+    tensors[output_name].last = len(steps)
+    for t in tensors.values():  # written but never read (cannot happen in a validated graph): one step
+        t.last = max(t.last, t.first)
+
+
+def _allocate(tensors) -> int:
+    """First fit by liveness: each tensor, in order of its first step, takes the lowest base where it
+    overlaps no placed tensor that is live at the same time. Returns the memory's depth."""
+    placed: list = []
+    for t in sorted(tensors.values(), key=lambda t: (t.first, -t.words, t.name)):
+        busy = sorted((p.base, p.base + p.words) for p in placed if p.first <= t.last and t.first <= p.last)
+        base = 0
+        for lo, hi in busy:
+            if base + t.words <= lo:
+                break
+            base = max(base, hi)
+        t.base = base
+        placed.append(t)
+    return max(t.base + t.words for t in tensors.values())
+
+
+def _weights(graph, steps, conv_nodes, weights, pe):
+    """The MAC arrays, and the weight ROM in the order each conv step reads it: per group of PE
+    output channels, per input channel, per kernel row and column, one word of PE codes."""
+    keys: dict = {}
+    for step in steps:
+        if step.kind != "conv":
+            continue
+        node = conv_nodes[step.name]
+        info = graph.info(node.name)
+        key = _array_key(node)
+        act = node.act_in
+        act_bits = act.bits + (0 if act.signed or node.weight.kind != formats.INT else 1)
+        w_bits, a_bits, acc = keys.get(key, (0, 0, 0))
+        keys[key] = (max(w_bits, node.weight.bits), max(a_bits, act_bits), max(acc, info.acc_width))
+    arrays = []
+    for (kind, _), (w_bits, act_bits, acc_width) in keys.items():
+        signed = kind == formats.INT
+        # The accumulator holds at least one product of the array (MacArray's own check).
+        prod = product_shape(kind, w_bits, act_bits, signed, graph.post_frac_bits).width
+        arrays.append(ArraySpec(kind=kind, w_bits=w_bits, act_bits=act_bits, act_signed=signed,
+                                acc_width=max(acc_width, prod)))
+    index = {key: k for k, key in enumerate(keys)}
+    word_bits = max([a.w_bits for a in arrays] + [1])
+    words: list = []
+    for step in steps:
+        if step.kind != "conv":
+            continue
+        node = conv_nodes[step.name]
+        spec = arrays[index[_array_key(node)]]
+        w = np.asarray(weights[node.name], dtype=np.int64).reshape(step.c_out, step.c_in, step.kernel, step.kernel)
+        if spec.kind == formats.INT:
+            w = w & ((1 << spec.w_bits) - 1)  # sign-extended to the array's width, as raw bits
+        step.array, step.weight_base = index[_array_key(node)], len(words)
+        for g in range(step.groups):
+            for ci in range(step.c_in):
+                for ky in range(step.kernel):
+                    for kx in range(step.kernel):
+                        words.append([int(w[c, ci, ky, kx]) if c < step.c_out else 0
+                                      for c in range(g * pe, (g + 1) * pe)])
+        step.weight_words = len(words) - step.weight_base
+    return arrays, words, word_bits

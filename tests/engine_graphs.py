@@ -1,0 +1,142 @@
+"""Small random format-2 graphs for the engine's tests, built directly with golden.graph."""
+
+import numpy as np
+
+from golden import arith
+from golden.graph import Graph
+
+
+def inp(shape, bits=8, signed=True, name="x"):
+    return {"name": name, "op": "input", "inputs": [], "shape": list(shape), "bits": bits, "signed": signed}
+
+
+def req(M, B, S, lo, hi, output="codes", frac_bits=0, A=None):
+    out = {"M": [int(v) for v in M]}
+    if A is not None:
+        out["A"] = [int(v) for v in A]
+    out.update(B=[int(v) for v in B], S=int(S), G=0, output=output, lo=lo, hi=hi, frac_bits=frac_bits)
+    return out
+
+
+def conv(name, src, cin, cout, k, stride, requant, act_bits=3, signed=False, kind="post", wbits=3, pad=None):
+    return {"name": name, "op": "conv", "inputs": [src], "kernel": k, "stride": stride,
+            "pad": k // 2 if pad is None else pad, "groups": 1,
+            "act_in": {"quant": "lsq", "bits": act_bits, "signed": signed, "step": 1.0, "asq": None},
+            "weight": {"kind": kind, "bits": wbits, "shape": [cout, cin, k, k], "mem": "w.mem",
+                       "scale": [1.0] * cout, "unit_exp": 0},
+            "requant": requant}
+
+
+def fc(name, src, cin, cout, requant, act_bits=8):
+    return {"name": name, "op": "fc", "inputs": [src],
+            "act_in": {"quant": "lsq", "bits": act_bits, "signed": False, "step": 1.0, "asq": None},
+            "weight": {"kind": "int", "bits": 8, "shape": [cout, cin], "mem": "w.mem", "scale": [1.0] * cout,
+                       "unit_exp": 0},
+            "requant": requant}
+
+
+def random_weights(graph, rng):
+    weights = {}
+    for n in graph.nodes:
+        if n.op in ("conv", "fc"):
+            top = 1 << n.weight.bits
+            weights[n.name] = (rng.integers(0, top, n.weight.shape) if n.weight.kind != "int"
+                               else rng.integers(-top // 2, top // 2, n.weight.shape))
+    return weights
+
+
+def _acc_std(kind, wbits, act_bits, signed, fan_in, post_frac_bits=2):
+    """Typical spread of an accumulator over uniform codes and weights (sets plausible shifts)."""
+    rng = np.random.default_rng(0)
+    lo, hi = (-(1 << (act_bits - 1)), (1 << (act_bits - 1))) if signed else (0, 1 << act_bits)
+    a = rng.integers(lo, hi, 4096)
+    top = 1 << wbits
+    w = rng.integers(0, top, 4096) if kind != "int" else rng.integers(-top // 2, top // 2, 4096)
+    return float(np.sqrt(fan_in) * np.sqrt(np.mean(arith.product(a, w, kind, wbits, post_frac_bits) ** 2.0)))
+
+
+def _requant(rng, channels, spread, lo, hi, target, output="codes", frac_bits=0, skip_spread=None, positive=False):
+    """Multipliers of either sign around ``target / spread`` (a shift keeps them 15-bit), a bias."""
+    S = max(0, int(np.floor(np.log2(32767 * spread / target))))
+    M = rng.integers(1 << 13, 1 << 15, channels) * (1 if positive else rng.choice([1, 1, 1, -1], channels))
+    A = None
+    if skip_spread is not None:
+        A = rng.integers(1 << 13, 1 << 15, channels) * spread / max(skip_spread, 1)
+        A = np.clip(np.round(A), 1, 32767).astype(int)
+    B = rng.integers(-(1 << S) * target // 4, (1 << S) * target // 4 + 1, channels) // 4 + ((1 << S) * target // 2)
+    return req(M, B, S, lo, hi, output, frac_bits, A=A)
+
+
+def mini_resnet(rng, size=8, c1=4, c2=8, bits=3, kind="post", n_classes=10):
+    """stem (int8 3x3) -> identity block -> strided block with a 1x1 shortcut -> GAP -> flatten -> fc.
+
+    Constants are random, scaled so that codes spread over their range (some clamp, most do not).
+    """
+    hi = (1 << bits) - 1
+    s8 = _acc_std("int", 8, 8, True, 9)
+    s3 = _acc_std(kind, bits, bits, False, 9 * c1)
+    s3b = _acc_std(kind, bits, bits, False, 9 * c2)
+    s1 = _acc_std(kind, bits, bits, False, c1)
+    nodes = [
+        inp((1, size, size)),
+        conv("stem", "x", 1, c1, 3, 1, _requant(rng, c1, s8, 0, hi, hi), act_bits=8, signed=True, kind="int",
+             wbits=8),
+        conv("b1c1", "stem", c1, c1, 3, 1, _requant(rng, c1, s3, 0, hi, hi), bits, kind=kind, wbits=bits),
+        conv("b1c2", "b1c1", c1, c1, 3, 1, None, bits, kind=kind, wbits=bits),
+        {"name": "b1", "op": "add", "inputs": ["b1c2", "stem"],
+         "requant": _requant(rng, c1, s3, 0, hi, hi, skip_spread=hi / 2)},
+        conv("b2c1", "b1", c1, c2, 3, 2, _requant(rng, c2, s3, 0, hi, hi), bits, kind=kind, wbits=bits),
+        conv("b2c2", "b2c1", c2, c2, 3, 1, None, bits, kind=kind, wbits=bits),
+        conv("b2sc", "b1", c1, c2, 1, 2, None, bits, kind=kind, wbits=bits, pad=0),
+        {"name": "b2", "op": "add", "inputs": ["b2c2", "b2sc"],
+         "requant": _requant(rng, c2, s3b, 0, hi, hi, skip_spread=s1)},
+        {"name": "gap", "op": "gap", "inputs": ["b2"],
+         "requant": _requant(rng, c2, hi / 2 * (size // 2) ** 2, 0, 255, 128, positive=True)},
+        {"name": "flat", "op": "flatten", "inputs": ["gap"]},
+        fc("fc", "flat", c2, n_classes,
+           _requant(rng, n_classes, _acc_std("int", 8, 8, False, c2), None, None, 1 << 10, "logits", 8)),
+    ]
+    nodes[-1]["requant"]["lo"] = nodes[-1]["requant"]["hi"] = None
+    graph = Graph.from_dict({"nodes": nodes, "output": "fc"})
+    return graph, random_weights(graph, rng)
+
+
+def pointwise_graph(rng, size=6, c=4, n_classes=5):
+    """The nodes that become pointwise steps: a raw POT conv stored (identity requantizer), a standalone
+    requant, a clamp, an add of two stored values (not fusable), a GAP without requantizer and a
+    standalone requant of its sums, flatten, fc with 8-bit logits."""
+    s3 = _acc_std("pot", 3, 3, False, 9 * 3)
+    nodes = [
+        inp((3, size, size), bits=3, signed=False),
+        conv("c1", "x", 3, c, 3, 1, None, 3, kind="pot", wbits=3),
+        {"name": "r1", "op": "requant", "inputs": ["c1"], "requant": _requant(rng, c, s3, 0, 7, 7)},
+        {"name": "cl", "op": "clamp", "inputs": ["r1"], "lo": 1, "hi": 6},
+        {"name": "a", "op": "add", "inputs": ["r1", "cl"], "requant": _requant(rng, c, 12, 0, 7, 7, skip_spread=12)},
+        {"name": "gap", "op": "gap", "inputs": ["a"], "requant": None},
+        {"name": "gq", "op": "requant", "inputs": ["gap"],
+         "requant": _requant(rng, c, 7 * size * size, 0, 255, 100, positive=True)},
+        {"name": "flat", "op": "flatten", "inputs": ["gq"]},
+        fc("fc", "flat", c, n_classes,
+           _requant(rng, n_classes, _acc_std("int", 8, 8, False, c), None, None, 1 << 10, "logits", 8)),
+    ]
+    nodes[-1]["requant"]["lo"] = nodes[-1]["requant"]["hi"] = None
+    graph = Graph.from_dict({"nodes": nodes, "output": "fc"})
+    return graph, random_weights(graph, rng)
+
+
+def residual_chain(rng, blocks, size=8, c=4, bits=3):
+    """A stem and ``blocks`` identity residual blocks (the planner's reuse does not grow with depth)."""
+    hi = (1 << bits) - 1
+    s3 = _acc_std("post", bits, bits, False, 9 * c)
+    nodes = [inp((1, size, size)),
+             conv("stem", "x", 1, c, 3, 1, _requant(rng, c, _acc_std("int", 8, 8, True, 9), 0, hi, hi),
+                  act_bits=8, signed=True, kind="int", wbits=8)]
+    prev = "stem"
+    for b in range(blocks):
+        nodes += [conv(f"b{b}c1", prev, c, c, 3, 1, _requant(rng, c, s3, 0, hi, hi), bits, wbits=bits),
+                  conv(f"b{b}c2", f"b{b}c1", c, c, 3, 1, None, bits, wbits=bits),
+                  {"name": f"b{b}", "op": "add", "inputs": [f"b{b}c2", prev],
+                   "requant": _requant(rng, c, s3, 0, hi, hi, skip_spread=hi / 2)}]
+        prev = f"b{b}"
+    graph = Graph.from_dict({"nodes": nodes, "output": prev})
+    return graph, random_weights(graph, rng)

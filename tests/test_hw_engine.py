@@ -1,0 +1,212 @@
+"""The descriptor-driven engine: the planner (descriptors, liveness, memory map) and the engine in
+Amaranth simulation, bit-exact against golden.graph.run_graph on small random graphs."""
+
+import json
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from asqhw.errors import UserError
+from golden import arith
+from golden.graph import Graph, run_graph
+from hw.rtl.engine.core import GraphEngine
+from hw.rtl.engine.epilogue import TwoTermRequantizer
+from hw.rtl.engine.planner import plan_graph
+from tests.engine_graphs import conv, inp, mini_resnet, pointwise_graph, random_weights, req, residual_chain
+
+
+def run_engine(engine, images, stall_rng=None):
+    """Each image through ``engine`` in simulation, with random input and output stalls when
+    ``stall_rng`` is given; returns the output values (N, outputs) and the cycles of each image."""
+    outputs, cycles = [], []
+
+    async def bench(ctx):
+        for image in images:
+            for v in np.asarray(image).ravel():
+                while stall_rng is not None and stall_rng.random() < 0.3:
+                    ctx.set(engine.i.valid, 0)
+                    await ctx.tick()
+                ctx.set(engine.i.valid, 1)
+                ctx.set(engine.i.payload, int(v))
+                await ctx.tick().until(engine.i.ready)
+            ctx.set(engine.i.valid, 0)
+            values = []
+            while True:
+                ready = stall_rng is None or stall_rng.random() >= 0.3
+                ctx.set(engine.o.ready, ready)
+                if ready and ctx.get(engine.o.valid):
+                    beat = ctx.get(engine.o.payload)
+                    values.append(beat.value)
+                    await ctx.tick()
+                    if beat.last:
+                        break
+                else:
+                    await ctx.tick()
+            ctx.set(engine.o.ready, 0)
+            outputs.append(values)
+            cycles.append(ctx.get(engine.cycles))
+
+    sim = Simulator(engine)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.asarray(outputs, dtype=np.int64), cycles
+
+
+def _expected(graph, weights, images):
+    out = run_graph(graph, weights, images)[graph.output]
+    return out.reshape(out.shape[0], -1)
+
+
+# ----------------------------------------------------------------------------- planner
+
+
+def _overlap(a, b):
+    return a.first <= b.last and b.first <= a.last and a.base < b.base + b.words and b.base < a.base + a.words
+
+
+def test_plan_of_a_mini_resnet_fuses_the_adds_and_the_gap_into_the_steps():
+    graph, weights = mini_resnet(np.random.default_rng(1))
+    plan = plan_graph(graph, weights, pe=4)
+    assert [(s.name, s.kind, s.nodes) for s in plan.steps] == [
+        ("stem", "conv", ("stem",)), ("b1c1", "conv", ("b1c1",)), ("b1", "conv", ("b1c2", "b1")),
+        ("b2c1", "conv", ("b2c1",)), ("b2sc", "conv", ("b2sc",)), ("b2", "conv", ("b2c2", "b2", "gap")),
+        ("gap", "pointwise", ("gap",)), ("fc", "conv", ("fc",))]
+    steps = {s.name: s for s in plan.steps}
+    # the fused add reads its skip (the block input, or the 1x1 shortcut's raw accumulator) where it writes
+    assert steps["b1"].skip == "stem" and steps["b2"].skip == "b2sc" and steps["b1"].src == "b1c1"
+    # b2 is read only by the GAP: never stored; the GAP's raw sums are, then requantized
+    assert steps["b2"].dst is None and steps["b2"].gap == "gap.sum" and steps["gap"].src == "gap.sum"
+    assert "b2" not in plan.tensors and "flat" not in plan.tensors and steps["fc"].src == "gap"
+    # shortcut's raw accumulator stored with the identity requantizer
+    assert set(steps["b2sc"].M) == {1} and steps["b2sc"].shift == 0 and steps["b2sc"].lo is None
+    # the skip tensor lives until the add that reads it
+    assert plan.tensors["stem"].last == steps["b1"].index
+    assert plan.tensors["b2sc"].last == steps["b2"].index
+    # shapes and sizes
+    assert (steps["b2c1"].c_in, steps["b2c1"].h_out, steps["b2c1"].stride, steps["b2c1"].groups) == (4, 4, 2, 2)
+    assert (steps["fc"].c_in, steps["fc"].h_in, steps["fc"].groups) == (8, 1, 3)
+    assert sum(s.weight_words for s in plan.steps) == len(plan.weight_words)
+    for s in plan.steps:
+        if s.kind == "conv":
+            assert s.weight_words == s.groups * s.c_in * s.kernel ** 2
+    assert len(plan.constants) == sum(s.c_out for s in plan.steps)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_liveness_never_shares_a_word_between_live_tensors(seed):
+    rng = np.random.default_rng(seed)
+    for graph, weights in (mini_resnet(rng), pointwise_graph(rng), residual_chain(rng, 4)):
+        plan = plan_graph(graph, weights, pe=int(rng.integers(1, 5)))
+        tensors = list(plan.tensors.values())
+        for k, a in enumerate(tensors):
+            assert 0 <= a.base and a.base + a.words <= plan.act_words
+            for b in tensors[k + 1:]:
+                assert not _overlap(a, b), (a.name, b.name)
+        for s in plan.steps:  # a step never writes over what it reads
+            for w in (s.dst, s.gap):
+                for r in (s.src, s.skip):
+                    if w and r:
+                        assert not _overlap(plan.tensors[w], plan.tensors[r]), (s.name, w, r)
+        assert plan.act_words < plan.memory_map()["activation"]["words_without_reuse"]
+
+
+def test_activation_memory_does_not_grow_with_depth():
+    """Ping-pong plus the skip: a deeper chain of identity blocks needs no more words."""
+    sizes = [plan_graph(*residual_chain(np.random.default_rng(0), blocks), pe=4).act_words for blocks in (1, 3, 8)]
+    assert sizes[0] == sizes[1] == sizes[2] == 64 + 3 * 4 * 8 * 8
+
+
+def test_memory_map_is_json_and_complete():
+    graph, weights = mini_resnet(np.random.default_rng(1))
+    plan = plan_graph(graph, weights, pe=4)
+    mm = json.loads(json.dumps(plan.memory_map()))
+    assert mm["activation"]["words"] == plan.act_words and mm["activation"]["word_bits"] == plan.act_width
+    assert {t["name"] for t in mm["activation"]["tensors"]} == set(plan.tensors)
+    assert mm["weights"]["words"] == len(plan.weight_words) and mm["weights"]["word_bits"] == 4 * 8
+    assert [a["kind"] for a in mm["arrays"]] == ["int", "post"]
+    assert mm["descriptors"]["count"] == len(plan.steps) and mm["input"] == "x" and mm["output"] == "fc"
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda n: n.update(groups=4) or n["weight"].update(shape=[4, 1, 3, 3]), "groups=4"),
+    (lambda n: n.update(op="maxpool", kernel=2, stride=2, pad=0, requant=None) or [
+        n.pop(k) for k in ("groups", "act_in", "weight")], "maxpool"),
+])
+def test_unsupported_nodes_are_refused_by_name(change, match):
+    rng = np.random.default_rng(0)
+    node = conv("c1", "x", 4, 4, 3, 1, req([1] * 4, [0] * 4, 0, 0, 7), 3)
+    change(node)
+    nodes = [inp((4, 6, 6), bits=3, signed=False), node]
+    graph = Graph.from_dict({"nodes": nodes, "output": "c1"})
+    with pytest.raises(UserError, match=f"node 'c1'.*{match}"):
+        plan_graph(graph, random_weights(graph, rng), pe=2)
+
+
+# ----------------------------------------------------------------------------- engine in simulation
+
+
+def test_engine_runs_a_mini_resnet_bit_exact():
+    rng = np.random.default_rng(1)
+    graph, weights = mini_resnet(rng)
+    images = rng.integers(-128, 128, (1, 1, 8, 8))
+    engine = GraphEngine(plan_graph(graph, weights, pe=4))
+    got, cycles = run_engine(engine, images)
+    assert np.array_equal(got, _expected(graph, weights, images))
+    assert cycles[0] <= engine.estimate_cycles()
+
+
+def test_engine_runs_the_pointwise_steps_bit_exact_with_stalls_and_a_pe_not_dividing_the_channels():
+    rng = np.random.default_rng(2)
+    graph, weights = pointwise_graph(rng)
+    images = rng.integers(0, 8, (2, 3, 6, 6))
+    engine = GraphEngine(plan_graph(graph, weights, pe=3))
+    got, _ = run_engine(engine, images, np.random.default_rng(0))
+    want = _expected(graph, weights, images)
+    assert np.array_equal(got, want) and not np.array_equal(want[0], want[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed, pe, kind", [(3, 4, "post"), (4, 2, "pot"), (5, 1, "int"), (6, 8, "post")])
+def test_engine_mini_resnets_bit_exact_with_stalls(seed, pe, kind):
+    rng = np.random.default_rng(seed)
+    graph, weights = mini_resnet(rng, kind=kind, bits=3 if kind != "int" else 4)
+    images = rng.integers(-128, 128, (3, 1, 8, 8))
+    got, _ = run_engine(GraphEngine(plan_graph(graph, weights, pe=pe)), images, np.random.default_rng(seed))
+    assert np.array_equal(got, _expected(graph, weights, images))
+
+
+def test_the_requantizer_rounds_half_up_once_on_two_terms():
+    rq = TwoTermRequantizer(acc_width=12, skip_width=8, m_width=8, a_width=8, b_width=8, out_width=8, max_shift=4,
+                            tag_width=4)
+    cases = [  # (acc, M, skip, A, B, S, lo, hi): t = 22, S = 2 -> 6; t = -10 -> -2
+        (11, 2, 0, 0, 0, 2, None, None), (-5, 2, 0, 0, 0, 2, None, None), (7, 3, -4, 5, 1, 3, 0, 7),
+        (100, 100, 50, 10, 0, 0, -128, 127), (-100, 100, 0, 0, 0, 0, -128, 127)]
+    got = []
+
+    async def bench(ctx):
+        for k, (acc, M, skip, A, B, S, lo, hi) in enumerate(cases):
+            half = (1 << (S - 1)) if S else 0
+            ctx.set(rq.i.valid, 1)
+            ctx.set(rq.i.payload, {"acc": acc, "skip": skip, "M": M, "A": A, "B": B + half, "tag": k})
+            ctx.set(rq.shift, S)
+            ctx.set(rq.lo, lo or 0)
+            ctx.set(rq.hi, hi or 0)
+            ctx.set(rq.has_lo, lo is not None)
+            ctx.set(rq.has_hi, hi is not None)
+            await ctx.tick()
+            ctx.set(rq.i.valid, 0)
+            for _ in range(rq.LATENCY - 1):
+                await ctx.tick()
+            assert ctx.get(rq.o.valid) and ctx.get(rq.o.payload.tag) == k
+            got.append(ctx.get(rq.o.payload.value))
+            await ctx.tick()
+
+    sim = Simulator(rq)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    want = [int(arith.clamp(arith.rshift_round(acc * M + skip * A + B, S), lo, hi))
+            for acc, M, skip, A, B, S, lo, hi in cases]
+    assert got == want == [6, -2, got[2], 127, -128]
