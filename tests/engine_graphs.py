@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from golden import arith
-from golden.graph import Graph
+from golden import arith, formats
+from golden.graph import Graph, run_graph
 
 
 def inp(shape, bits=8, signed=True, name="x"):
@@ -140,3 +140,66 @@ def residual_chain(rng, blocks, size=8, c=4, bits=3):
         prev = f"b{b}"
     graph = Graph.from_dict({"nodes": nodes, "output": prev})
     return graph, random_weights(graph, rng)
+
+
+def _asq_act_in(rng, y, bits=3, step=2.0):
+    """An ASQ input for the ``y`` maps (N, C, H, W) with 4 fractional bits: adapter constants chosen so
+    that beta lands near 1.0 (``2^G``) and varies from sample to sample (C >= 8: the hidden layer)."""
+    G = formats.BETA_FRAC
+    c = y.shape[1]
+    z = y.reshape(y.shape[0], c, -1).sum(axis=2).astype(np.float64)
+    asq = {"W1": None, "b1": None, "S1": 0}
+    if c >= 8:
+        W1 = rng.integers(20, 200, (c // 4, c))
+        S1 = max(0, int(np.log2(max((z @ W1.T).mean(), 1) / 256)))
+        b1 = rng.integers(-(1 << S1) * 16, (1 << S1) * 16 + 1, c // 4)
+        h = np.maximum(0, np.floor(((z @ W1.T) + b1) / (1 << S1) + 0.5))
+        asq.update(W1=W1.tolist(), b1=b1.tolist(), S1=S1)
+    else:
+        h = z
+    W2 = rng.integers(50, 200, h.shape[1])
+    S2 = max(0, int(np.round(np.log2(max((h @ W2).mean(), 1) / (1 << G)))))
+    asq.update(W2=W2.tolist(), b2=int(rng.integers(-(1 << S2) * 64, (1 << S2) * 64 + 1)), S2=S2, G=G,
+               beta_min=1 << (G - formats.BETA_MIN_SHIFT), beta_max=formats.BETA_MAX,
+               s_code=int(step * 2048), FS=11, R=28, FY=4, qmax=(1 << bits) - 1)
+    return {"quant": "asq", "bits": bits, "signed": False, "step": step, "asq": asq}
+
+
+def asq_block(rng, size=6, c_in=2, c_mid=8, c=4, n_classes=5, calib=6):
+    """ASQ inputs on a residual block: c0 -> y (8 channels) -> ASQ (adapter with a hidden layer) ->
+    c1 -> y (4 channels) -> ASQ -> c2 (raw accumulator, carrying the beta) + c1's y (the skip, no
+    beta) -> codes -> GAP -> flatten -> fc. Constants are calibrated on ``calib`` random images."""
+    G = formats.BETA_FRAC
+    images = rng.integers(0, 8, (calib, c_in, size, size))
+    nodes = [inp((c_in, size, size), bits=3, signed=False)]
+    weights = {}
+
+    def grow(node, output):
+        nodes.append(node)
+        graph = Graph.from_dict({"nodes": nodes, "output": output})
+        weights.update({k: v for k, v in random_weights(graph, rng).items() if k not in weights})
+        return run_graph(graph, weights, images)
+
+    y_req = _requant(rng, c_mid, _acc_std("post", 3, 3, False, 9 * c_in), 0, formats.Y_MAX, 100, "y", 4,
+                     positive=True)
+    res = grow(conv("c0", "x", c_in, c_mid, 3, 1, y_req, 3), "c0")
+    node = conv("c1", "c0", c_mid, c, 3, 1, None, 3)
+    node["act_in"] = _asq_act_in(rng, res["c0"])
+    spread = _acc_std("post", 3, 3, False, 9 * c_mid) / 3  # ASQ codes sit low in their range
+    node["requant"] = _requant(rng, c, spread, 0, formats.Y_MAX, 100, "y", 4, positive=True)
+    node["requant"]["G"] = G
+    res = grow(node, "c1")
+    node = conv("c2", "c1", c, c, 3, 1, None, 3)
+    node["act_in"] = _asq_act_in(rng, res["c1"])
+    nodes.append(node)
+    add_req = _requant(rng, c, _acc_std("post", 3, 3, False, 9 * c) / 3, 0, 7, 2, skip_spread=100)
+    add_req["G"] = G
+    res = grow({"name": "b", "op": "add", "inputs": ["c2", "c1"], "requant": add_req}, "b")
+    res = grow({"name": "gap", "op": "gap", "inputs": ["b"],
+                "requant": _requant(rng, c, 3.5 * size * size, 0, 255, 100, positive=True)}, "gap")
+    nodes.append({"name": "flat", "op": "flatten", "inputs": ["gap"]})
+    grow(fc("fc", "flat", c, n_classes,
+            _requant(rng, n_classes, _acc_std("int", 8, 8, False, c), None, None, 1 << 10, "logits", 8)), "fc")
+    nodes[-1]["requant"]["lo"] = nodes[-1]["requant"]["hi"] = None
+    graph = Graph.from_dict({"nodes": nodes, "output": "fc"})
+    return graph, weights

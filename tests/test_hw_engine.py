@@ -13,7 +13,7 @@ from golden.graph import Graph, run_graph
 from hw.rtl.engine.core import GraphEngine
 from hw.rtl.engine.epilogue import TwoTermRequantizer
 from hw.rtl.engine.planner import plan_graph
-from tests.engine_graphs import conv, inp, mini_resnet, pointwise_graph, random_weights, req, residual_chain
+from tests.engine_graphs import asq_block, conv, inp, mini_resnet, pointwise_graph, random_weights, req, residual_chain
 
 
 def run_engine(engine, images, stall_rng=None):
@@ -167,6 +167,45 @@ def test_engine_runs_the_pointwise_steps_bit_exact_with_stalls_and_a_pe_not_divi
     assert np.array_equal(got, want) and not np.array_equal(want[0], want[1])
 
 
+def test_engine_runs_asq_inputs_bit_exact():
+    """Two asq steps (an adapter with a hidden layer, one without), the beta in the requantizer of a
+    conv and of a fused add whose skip (a y without beta) is multiplied by 2^G."""
+    rng = np.random.default_rng(2)
+    graph, weights = asq_block(rng)
+    plan = plan_graph(graph, weights, pe=4)
+    assert [(s.kind, s.beta) for s in plan.steps] == [
+        ("conv", False), ("asq", False), ("conv", True), ("asq", False), ("conv", True), ("pointwise", False),
+        ("conv", False)]
+    images = rng.integers(0, 8, (2, 2, 6, 6))
+    res = run_graph(graph, weights, images)
+    assert res["c1.beta"][0] != res["c1.beta"][1] and res["c2.beta"][0] != res["c2.beta"][1]
+    got, _ = run_engine(GraphEngine(plan), images)
+    assert np.array_equal(got, _expected(graph, weights, images))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed, pe", [(3, 4), (4, 3)])
+def test_engine_asq_blocks_bit_exact_with_stalls(seed, pe):
+    rng = np.random.default_rng(seed)
+    graph, weights = asq_block(rng)
+    images = rng.integers(0, 8, (3, 2, 6, 6))
+    got, _ = run_engine(GraphEngine(plan_graph(graph, weights, pe=pe)), images, np.random.default_rng(seed))
+    assert np.array_equal(got, _expected(graph, weights, images))
+
+
+def test_a_beta_on_the_skip_branch_is_refused_by_name():
+    rng = np.random.default_rng(2)
+    graph, weights = asq_block(rng)
+    nodes = graph.to_dict()["nodes"]
+    add = next(n for n in nodes if n["op"] == "add")
+    add["inputs"] = add["inputs"][::-1]  # main: c1's y (no beta); skip: c2's accumulator (a beta)
+    for key in ("M_width", "B_width", "t_width", "out_width"):  # derived: proved again
+        add["requant"].pop(key)
+    swapped = Graph.from_dict({"nodes": nodes, "output": "fc"})
+    with pytest.raises(UserError, match="node 'c2'.*raw accumulator carrying a beta"):
+        plan_graph(swapped, weights, pe=4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed, pe, kind", [(3, 4, "post"), (4, 2, "pot"), (5, 1, "int"), (6, 8, "post")])
 def test_engine_mini_resnets_bit_exact_with_stalls(seed, pe, kind):
@@ -210,3 +249,22 @@ def test_the_requantizer_rounds_half_up_once_on_two_terms():
     want = [int(arith.clamp(arith.rshift_round(acc * M + skip * A + B, S), lo, hi))
             for acc, M, skip, A, B, S, lo, hi in cases]
     assert got == want == [6, -2, got[2], 127, -128]
+
+
+def test_the_engine_logic_does_not_grow_with_the_number_of_layers():
+    """The same cells (kinds and counts) for 1 and 6 residual blocks: only ROM depths change."""
+    import re
+    from collections import Counter
+
+    from amaranth.back import rtlil
+
+    from hw.eda.verilog import top_ports
+
+    def cells(blocks):
+        engine = GraphEngine(plan_graph(*residual_chain(np.random.default_rng(0), blocks), pe=4))
+        text = rtlil.convert(engine, name="engine", emit_src=False, ports=top_ports(engine))
+        return Counter(re.findall(r"^\s*cell (\S+)", text, re.M)), engine.plan
+
+    (one, plan_one), (six, plan_six) = cells(1), cells(6)
+    assert one == six and one["$memwr_v2"] == 1 and one["$memrd_v2"] == 6
+    assert (len(plan_one.steps), len(plan_six.steps)) == (1 + 2 * 1, 1 + 2 * 6)  # stem, then c1 and c2 + add

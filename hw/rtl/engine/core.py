@@ -42,6 +42,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import arith
+from hw.rtl.asq import AsqConfig, AsqUnit
 from hw.rtl.engine.epilogue import TwoTermRequantizer
 from hw.rtl.engine.planner import STEP_KINDS, EnginePlan
 from hw.rtl.mac import MacArray
@@ -89,7 +90,8 @@ class GraphEngine(wiring.Component):
         self.desc_layout = data.StructLayout({
             "kind": range(len(STEP_KINDS)), "array": _uint(len(plan.arrays)),
             "src": a, "skip": a, "dst": a, "gap": a,
-            "write_dst": 1, "has_gap": 1, "has_lo": 1, "has_hi": 1,
+            "write_dst": 1, "has_gap": 1, "has_lo": 1, "has_hi": 1, "beta": 1,
+            "asq_sel": _uint(max(len(plan.asq_configs) - 1, 1)),
             "c_in": _uint(max(s.c_in for s in steps)), "h_in": _uint(max(s.h_in for s in steps)),
             "w_in": _uint(max(s.w_in for s in steps)), "hw_in": _uint(max(s.h_in * s.w_in for s in steps)),
             "kernel": _uint(max(s.kernel for s in steps)), "stride": _uint(max(s.stride for s in steps)),
@@ -107,6 +109,10 @@ class GraphEngine(wiring.Component):
             "lo": signed(self.word_width), "hi": signed(self.word_width),
         })
         self.in_width = plan.tensors[plan.input].width
+        self.asq_configs = [AsqConfig(k, c, pixels, y_max) for k, c, pixels, y_max in plan.asq_configs]
+        #: The one ASQ unit serving every asq step (None without ASQ inputs).
+        self.asq_unit = (AsqUnit(self.asq_configs, tag_width=self.addr_shape.width) if self.asq_configs
+                         else None)
         super().__init__({
             "i": In(stream.Signature(signed(self.in_width))),
             "o": Out(stream.Signature(data.StructLayout({"value": signed(self.word_width), "last": 1}))),
@@ -123,7 +129,7 @@ class GraphEngine(wiring.Component):
                 "src": t[s.src].base, "skip": t[s.skip].base if s.skip else 0,
                 "dst": t[s.dst].base if s.dst else 0, "gap": t[s.gap].base if s.gap else 0,
                 "write_dst": s.dst is not None, "has_gap": s.gap is not None,
-                "has_lo": s.lo is not None, "has_hi": s.hi is not None,
+                "has_lo": s.lo is not None, "has_hi": s.hi is not None, "beta": s.beta, "asq_sel": s.asq,
                 "c_in": s.c_in, "h_in": s.h_in, "w_in": s.w_in, "hw_in": s.h_in * s.w_in,
                 "kernel": s.kernel, "stride": s.stride, "pad": s.pad, "stride_w": s.stride * s.w_in,
                 "pad_w": s.pad * s.w_in, "c_out": s.c_out, "w_out": s.w_out, "hw_out": s.h_out * s.w_out,
@@ -137,9 +143,14 @@ class GraphEngine(wiring.Component):
         """Cycles of one image by the schedule in the module notes (load and output included)."""
         lat = TwoTermRequantizer.LATENCY + 3
         total = self.plan.tensors[self.plan.input].words + 2 * self.plan.tensors[self.plan.output].words
+        beta_lat = 4 if self.asq_configs else 0
         for s in self.plan.steps:
+            if s.kind == "asq":
+                unit = self.asq_unit
+                total += 2 * s.c_out * s.h_out * s.w_out + unit.beta_cycles(s.asq) + unit.CODE_LATENCY + 12
+                continue
             per_pixel = (s.items + MacArray.LATENCY + 3 + self.pe) if s.kind == "conv" else self.pe
-            total += 2 + s.groups * (s.h_out * s.w_out * per_pixel + lat + (self.pe if s.gap else 0))
+            total += 2 + s.groups * (s.h_out * s.w_out * per_pixel + lat + beta_lat + (self.pe if s.gap else 0))
         return total
 
     def elaborate(self, platform):
@@ -177,10 +188,14 @@ class GraphEngine(wiring.Component):
 
         # ------------------------------------------------------------------ requantizer
         tag_layout = data.StructLayout({"addr": self.addr_shape, "lane": _uint(pe - 1)})
+        asq = None
+        if self.asq_configs:
+            m.submodules.asq = asq = self.asq_unit
+        beta_reg = Signal(unsigned(asq.beta_width if asq else 1))
         m.submodules.requant = rq = TwoTermRequantizer(
             acc_width=acc_width, skip_width=self.word_width, m_width=self.m_width, a_width=self.a_width,
             b_width=self.b_width, out_width=self.word_width, max_shift=max(s.shift for s in plan.steps),
-            tag_width=tag_layout.size)
+            tag_width=tag_layout.size, g_width=len(beta_reg))
 
         # ------------------------------------------------------------------ state
         d = Signal(d_layout)                      # the running step's descriptor
@@ -201,7 +216,7 @@ class GraphEngine(wiring.Component):
         witem = Signal(signed(cw + 1))
         lane = Signal(range(pe + 1))
         lane_hw = Signal(signed(cw + 1))                    # lane * hw_out
-        wait = Signal(range(TwoTermRequantizer.LATENCY + 4))
+        wait = Signal(range(2 * TwoTermRequantizer.LATENCY + AsqUnit.CODE_LATENCY + 8))
         count = Signal(self.addr_shape)
         gsum = [Signal(word, name=f"gap_sum{p}") for p in range(pe)]
         running = Signal()
@@ -254,7 +269,8 @@ class GraphEngine(wiring.Component):
             rq.i.payload.skip.eq(skip_rd.data),
             rq.i.payload.M.eq(const_rd.data.M), rq.i.payload.A.eq(const_rd.data.A), rq.i.payload.B.eq(const_rd.data.B),
             rq.i.payload.tag.eq(feed_tag),
-            rq.shift.eq(d.shift), rq.lo.eq(d.lo), rq.hi.eq(d.hi), rq.has_lo.eq(d.has_lo), rq.has_hi.eq(d.has_hi),
+            rq.g.eq(Mux(d.beta, beta_reg, 1)), rq.shift.eq(d.shift),
+            rq.lo.eq(d.lo), rq.hi.eq(d.hi), rq.has_lo.eq(d.has_lo), rq.has_hi.eq(d.has_hi),
             const_rd.addr.eq(d.const_base + gchan + lane),
             skip_rd.addr.eq(d.skip + out_ofs),
             weight_rd.addr.eq(d.weight_base + gofs_w + witem),
@@ -277,6 +293,9 @@ class GraphEngine(wiring.Component):
             m.d.comb += [act_wr.addr.eq(in_base + count), act_wr.data.eq(self.i.payload), act_wr.en.eq(self.i.valid)]
         with m.Elif(flush):
             m.d.comb += [act_wr.addr.eq(d.gap + gchan + lane), act_wr.data.eq(flush_value), act_wr.en.eq(chan_ok)]
+        if asq is not None:
+            with m.Elif(asq.c.valid):  # the ASQ unit's codes (its requantizer is idle then)
+                m.d.comb += [act_wr.addr.eq(asq.c.payload.tag), act_wr.data.eq(asq.c.payload.code), act_wr.en.eq(1)]
         with m.Else():
             m.d.comb += [act_wr.addr.eq(out_tag.addr), act_wr.data.eq(rq.o.payload.value),
                          act_wr.en.eq(rq.o.valid & d.write_dst)]
@@ -288,6 +307,7 @@ class GraphEngine(wiring.Component):
             return [ci.eq(0), ky.eq(0), kx.eq(0), ci_off.eq(0), ky_w.eq(0), witem.eq(0)]
 
         last_pixel = pix == d.hw_out - 1
+        asq_regs = self._asq_wiring(m, asq, d, operand_rd) if asq is not None else None
 
         with m.FSM():
             with m.State("LOAD"):
@@ -307,8 +327,11 @@ class GraphEngine(wiring.Component):
                 m.d.sync += [g.eq(0) for g in gsum]
                 with m.If(desc_rd.data.kind == 0):
                     m.next = "ISSUE"
-                with m.Else():
+                with m.Elif(desc_rd.data.kind == 1):
                     m.next = "DRAIN"
+                if asq is not None:
+                    with m.Else():
+                        m.next = "ASQ_GAP"
             with m.State("ISSUE"):
                 m.d.comb += [issue.eq(1), issue_first.eq(witem == 0), issue_last.eq(last_item),
                              operand_rd.addr.eq(operand_addr)]
@@ -339,7 +362,7 @@ class GraphEngine(wiring.Component):
                         m.next = "ISSUE"
             with m.State("GROUP_END"):  # the requantizer empties; then the GAP sums
                 m.d.sync += wait.eq(wait + 1)
-                with m.If(wait == TwoTermRequantizer.LATENCY + 2):
+                with m.If(wait == rq.latency + 2):
                     m.d.sync += [lane.eq(0), lane_hw.eq(0)]
                     with m.If(d.has_gap):
                         m.next = "FLUSH"
@@ -355,16 +378,19 @@ class GraphEngine(wiring.Component):
                 m.d.sync += [group.eq(group + 1), gchan.eq(gchan + pe), gofs_w.eq(gofs_w + d.items),
                              gofs_o.eq(gofs_o + d.pe_hw_out), lane.eq(0), lane_hw.eq(0)]
                 with m.If(group == d.groups - 1):
-                    m.d.sync += step.eq(step + 1)
-                    with m.If(step == len(plan.steps) - 1):
-                        m.d.sync += count.eq(0)
-                        m.next = "OUT_ADDR"
-                    with m.Else():
-                        m.next = "DESC"
+                    m.next = "NEXT_STEP"
                 with m.Elif(d.kind == 0):
                     m.next = "ISSUE"
                 with m.Else():
                     m.next = "DRAIN"
+            with m.State("NEXT_STEP"):
+                m.d.sync += [step.eq(step + 1), count.eq(0)]
+                with m.If(step == len(plan.steps) - 1):
+                    m.next = "OUT_ADDR"
+                with m.Else():
+                    m.next = "DESC"
+            if asq is not None:
+                self._asq_states(m, asq, d, operand_rd, count, pix, gchan, wait, beta_reg, asq_regs)
             with m.State("OUT_ADDR"):
                 m.d.comb += operand_rd.addr.eq(out_base + count)
                 m.next = "OUT_SEND"
@@ -378,6 +404,65 @@ class GraphEngine(wiring.Component):
                         m.d.sync += [count.eq(0), running.eq(0)]
                         m.next = "LOAD"
         return m
+
+
+    @staticmethod
+    def _asq_wiring(m, asq, d, operand_rd):
+        """The ASQ unit's inputs: registers the asq states set, the value read the cycle before."""
+        gap_v, gap_first, q_v = Signal(), Signal(), Signal()
+        gap_chan = Signal.like(asq.gap.payload.chan)
+        q_tag = Signal.like(asq.q.payload.tag)
+        m.d.sync += [gap_v.eq(0), q_v.eq(0)]
+        m.d.comb += [asq.sel.eq(d.asq_sel),
+                     asq.gap.valid.eq(gap_v), asq.gap.payload.chan.eq(gap_chan), asq.gap.payload.first.eq(gap_first),
+                     asq.gap.payload.y.eq(operand_rd.data), asq.q.valid.eq(q_v), asq.q.payload.tag.eq(q_tag),
+                     asq.q.payload.y.eq(operand_rd.data)]
+        return gap_v, gap_first, gap_chan, q_v, q_tag
+
+    @staticmethod
+    def _asq_states(m, asq, d, operand_rd, count, pix, chan, wait, beta_reg, regs):
+        """An asq step: the ``y`` map into the unit's GAP, the adapter, then the map's codes.
+
+        Each pass reads the map in (C, H, W) order, one value per cycle (``count`` the offset),
+        the unit taking the value the cycle after its read.
+        """
+        gap_v, gap_first, gap_chan, q_v, q_tag = regs
+        last = (chan == d.c_out - 1) & (pix == d.hw_out - 1)
+
+        def advance():
+            return [count.eq(count + 1), pix.eq(pix + 1)]
+
+        with m.State("ASQ_GAP"):
+            m.d.comb += operand_rd.addr.eq(d.src + count)
+            m.d.sync += [gap_v.eq(1), gap_chan.eq(chan), gap_first.eq(pix == 0), *advance()]
+            with m.If(pix == d.hw_out - 1):
+                m.d.sync += [pix.eq(0), chan.eq(chan + 1)]
+            with m.If(last):
+                m.d.sync += wait.eq(0)
+                m.next = "ASQ_SETTLE"
+        with m.State("ASQ_SETTLE"):  # the last value reaches the unit's GAP memory
+            m.d.sync += wait.eq(wait + 1)
+            with m.If(wait == 3):
+                m.next = "ASQ_START"
+        with m.State("ASQ_START"):
+            m.d.comb += asq.start.eq(1)
+            m.next = "ASQ_BUSY"
+        with m.State("ASQ_BUSY"):
+            with m.If(~asq.busy):
+                m.d.sync += [beta_reg.eq(asq.beta), count.eq(0), pix.eq(0), chan.eq(0)]
+                m.next = "ASQ_QUANT"
+        with m.State("ASQ_QUANT"):
+            m.d.comb += operand_rd.addr.eq(d.src + count)
+            m.d.sync += [q_v.eq(1), q_tag.eq(d.dst + count), *advance()]
+            with m.If(pix == d.hw_out - 1):
+                m.d.sync += [pix.eq(0), chan.eq(chan + 1)]
+            with m.If(last):
+                m.d.sync += wait.eq(0)
+                m.next = "ASQ_DRAIN"
+        with m.State("ASQ_DRAIN"):  # the last code is written
+            m.d.sync += wait.eq(wait + 1)
+            with m.If(wait == AsqUnit.CODE_LATENCY + 2):
+                m.next = "NEXT_STEP"
 
 
 def _select(acc, lane, pe):

@@ -12,6 +12,10 @@ The descriptor-driven engine (:class:`hw.rtl.engine.core.GraphEngine`) runs a gr
 - ``pointwise``: one value of a stored tensor at a time through the requantizer: a ``requant``
   node, a ``clamp`` (identity constants, the clamp's bounds), an ``add`` that could not be fused,
   and a GAP's requantizer.
+- ``asq``: the ASQ unit in front of a conv with an ASQ input, right before that conv's step: a
+  pass over the ``y`` map into the unit's GAP, the adapter (beta and the reciprocal), then a pass
+  quantizing the map into a codes tensor the conv reads. The beta stays in a register for the conv
+  step's requantizer (``t = acc * beta * M + ...``).
 
 A ``gap`` is not a step: its producer's step sums every value it writes per channel (on the way
 out of the requantizer) and stores the sums; a ``flatten`` is free (the stored (C, H, W) order is
@@ -23,7 +27,8 @@ weights sit in one ROM (a word holds the PE codes of one input position) and all
 constants in one table; the descriptors hold the base addresses.
 
 :func:`plan_graph` refuses (``asqhw.errors.UserError``, naming the node) what the engine does not
-run yet: max and average pools, grouped convolutions and ASQ inputs.
+run yet: max and average pools, grouped convolutions, a beta on a skip branch or on a
+value a pointwise step requantizes.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from golden.graph import AddNode, ClampNode, ConvNode, FlattenNode, Graph, Input
 from hw.rtl.mul import product_shape
 
 #: Step kinds (the descriptor's ``kind`` field holds the index).
-STEP_KINDS = ("conv", "pointwise")
+STEP_KINDS = ("conv", "pointwise", "asq")
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,10 @@ class StepPlan:
     const_base: int = 0
     #: Passes over the output map, one per PE output channels.
     groups: int = 1
+    #: conv steps: the main term is multiplied by the beta of the ASQ step before (the register).
+    beta: bool = False
+    #: asq steps: the index of the ASQ unit's configuration.
+    asq: int = 0
 
     @property
     def items(self) -> int:
@@ -144,6 +153,8 @@ class EnginePlan:
         The constant table: ``(M, A, B)`` per channel of every step, in step order.
     act_words : int
         Depth of the activation memory (the largest address in use, plus one).
+    asq_configs : list of tuple
+        ``(golden.arith.AsqConstants, channels, pixels, y_max)`` per asq step, in order.
     """
 
     pe: int
@@ -156,6 +167,7 @@ class EnginePlan:
     constants: list
     act_words: int
     w_bits: int = field(default=1)
+    asq_configs: list = field(default_factory=list)
 
     @property
     def act_width(self) -> int:
@@ -194,6 +206,7 @@ class EnginePlan:
                                     for s in self.steps]},
             "descriptors": {"count": len(self.steps),
                             "steps": [{"name": s.name, "kind": s.kind, "nodes": list(s.nodes)} for s in self.steps]},
+            "asq_units": len(self.asq_configs),
             "arrays": [{"kind": a.kind, "w_bits": a.w_bits, "act_bits": a.act_bits, "act_signed": a.act_signed,
                         "acc_width": a.acc_width} for a in self.arrays],
             "input": self.input, "output": self.output,
@@ -208,13 +221,19 @@ def _map_shape(shape) -> tuple:
     return tuple(shape) if len(shape) == 3 else (int(shape[0]), 1, 1)
 
 
-def _requant_constants(req, channels: int, with_skip: bool):
-    """``(M, A, B', shift, lo, hi)`` of a golden requantizer, the rounding half folded into ``B'``."""
-    if req.G:
-        raise UserError("engine: requantizers with an ASQ beta (G > 0) are not supported by the engine yet")
-    half = (1 << (req.S - 1)) if req.S else 0
-    A = tuple(req.A) if with_skip else (0,) * channels
-    return tuple(req.M), A, tuple(b + half for b in req.B), req.S, req.lo, req.hi
+def _requant_constants(req, channels: int, with_skip: bool, main_beta: bool = False, at: str = ""):
+    """``(M, A, B', shift, lo, hi)`` of a golden requantizer for the engine's requantizer: a branch
+    without beta multiplied by ``2^G`` here, ``B' = (B << G) + 2^(S+G-1)`` (the rounding half), shift
+    ``S + G``; ``main_beta``: the main term is multiplied by the beta register in the engine."""
+    G = req.G
+    if G and not main_beta:
+        raise UserError(f"engine: node {at!r}: a beta on a skip branch or on a requantized stored value "
+                        "is not supported by the engine yet")
+    shift = req.S + G
+    half = (1 << (shift - 1)) if shift else 0
+    A = tuple(a << G for a in req.A) if with_skip else (0,) * channels
+    M = tuple(req.M) if main_beta else tuple(mv << G for mv in req.M)
+    return M, A, tuple((b << G) + half for b in req.B), shift, req.lo, req.hi
 
 
 def _identity(channels: int, lo=None, hi=None):
@@ -268,9 +287,23 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
                     and node.inputs[0] != node.inputs[1]):
                 fused_main.add(main.name)
 
+    asq_configs: list = []
+
+    def asq_step(node: ConvNode):
+        """The ASQ step before ``node``'s: ``y`` -> codes (a tensor ``<node>.in``)."""
+        src = tensors[stored(node.inputs[0])]
+        c, h, w = src.shape
+        codes = tensor(f"{node.name}.in", src.shape, 0, node.act_in.asq.qmax)
+        asq_configs.append((node.act_in.asq_constants(), c, h * w, src.hi))
+        steps.append(StepPlan(index=len(steps), name=codes, nodes=(node.name,), kind="asq", src=src.name, dst=codes,
+                              c_in=c, h_in=h, w_in=w, c_out=c, h_out=h, w_out=w, M=(), A=(), B=(), shift=0,
+                              lo=None, hi=None, asq=len(asq_configs) - 1))
+        return codes
+
     def conv_step(node: ConvNode, name, nodes, consts, skip=None):
         info = graph.info(node.name)
-        src = tensors[stored(node.inputs[0])]
+        beta = node.act_in.asq is not None
+        src = tensors[asq_step(node) if beta else stored(node.inputs[0])]
         c_in, h_in, w_in = src.shape
         if node.op == "fc":
             c_in, h_in, w_in = src.words, 1, 1
@@ -279,7 +312,7 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
         return StepPlan(index=len(steps), name=name, nodes=nodes, kind="conv", src=src.name, dst=name, skip=skip,
                         c_in=c_in, h_in=h_in, w_in=w_in, c_out=out[0], h_out=out[1], w_out=out[2],
                         kernel=node.kernel or 1, stride=node.stride or 1, pad=node.pad or 0,
-                        M=M, A=A, B=B, shift=S, lo=lo, hi=hi)
+                        M=M, A=A, B=B, shift=S, lo=lo, hi=hi, beta=beta)
 
     def pointwise_step(name, nodes, src, consts, skip=None):
         c, h, w = tensors[src].shape
@@ -295,20 +328,21 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
         elif isinstance(node, ConvNode):
             if node.op == "conv" and node.groups != 1:
                 _refuse(node, f"groups={node.groups}")
-            if node.act_in.asq is not None:
-                _refuse(node, "an ASQ input")
             if node.name in fused_main:
                 continue
             c_out = info.shape[0]
+            if node.requant is None and node.act_in.asq is not None:
+                _refuse(node, "a raw accumulator carrying a beta, stored for a later node,")
             consts = (_identity(c_out) if node.requant is None
-                      else _requant_constants(node.requant, c_out, False))
+                      else _requant_constants(node.requant, c_out, False, node.act_in.asq is not None, node.name))
             step = conv_step(node, node.name, (node.name,), consts)
             tensor(node.name, info.shape, info.lo, info.hi)
             steps.append(step)
             conv_nodes[step.name] = node
         elif isinstance(node, AddNode):
             main, skip = node.inputs
-            consts = _requant_constants(node.requant, info.shape[0], True)
+            main_beta = main in fused_main and graph.node(main).act_in.asq is not None
+            consts = _requant_constants(node.requant, info.shape[0], True, main_beta, node.name)
             if main in fused_main:
                 step = conv_step(graph.node(main), node.name, (main, node.name), consts, skip=stored(skip))
                 conv_nodes[step.name] = graph.node(main)
@@ -318,7 +352,7 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
             steps.append(step)
         elif isinstance(node, RequantNode):
             step = pointwise_step(node.name, (node.name,), stored(node.inputs[0]),
-                                  _requant_constants(node.requant, info.shape[0], False))
+                                  _requant_constants(node.requant, info.shape[0], False, at=node.name))
             tensor(node.name, info.shape, info.lo, info.hi)
             steps.append(step)
         elif isinstance(node, ClampNode):
@@ -339,7 +373,7 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
             producer.nodes = producer.nodes + (node.name,)
             if node.requant is not None:
                 steps.append(pointwise_step(node.name, (node.name,), sums,
-                                            _requant_constants(node.requant, info.shape[0], False)))
+                                            _requant_constants(node.requant, info.shape[0], False, at=node.name)))
                 tensor(node.name, info.shape, info.lo, info.hi)
         else:
             _refuse(node, "this op")
@@ -362,7 +396,8 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
         step.const_base = len(constants)
         constants += list(zip(step.M, step.A, step.B, strict=True))
     return EnginePlan(pe=pe, steps=steps, tensors=tensors, input=input_name, output=output_name, arrays=arrays,
-                      weight_words=weight_words, constants=constants, act_words=act_words, w_bits=w_bits)
+                      weight_words=weight_words, constants=constants, act_words=act_words, w_bits=w_bits,
+                      asq_configs=asq_configs)
 
 
 def _liveness(steps, tensors, input_name, output_name) -> None:
