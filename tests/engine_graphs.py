@@ -203,3 +203,81 @@ def asq_block(rng, size=6, c_in=2, c_mid=8, c=4, n_classes=5, calib=6):
     nodes[-1]["requant"]["lo"] = nodes[-1]["requant"]["hi"] = None
     graph = Graph.from_dict({"nodes": nodes, "output": "fc"})
     return graph, weights
+
+
+def random_graph(rng):
+    """A random small graph of what the engine runs: a stem, one residual block (identity, or a 1x1
+    shortcut whose stride and padding land on the main branch's map; with an ASQ unit in front of the
+    block's first conv, the skip is the stem's ``y``), then a GAP head, an fc on the flattened map, or
+    the block's codes as the output. Kernels 1, 3, 5, strides 1..2, paddings up to k // 2, sizes
+    4..7, every weight kind, PE left to the caller; constants calibrated on a few random images."""
+    kind, wbits = [("int", 4), ("post", 3), ("post", 4), ("pot", 3), ("int", 2)][rng.integers(0, 5)]
+    bits = int(rng.integers(2, 5))
+    hi = (1 << bits) - 1
+    c_in, size = int(rng.integers(1, 4)), int(rng.integers(4, 8))
+    c, c2 = int(rng.integers(2, 6)), int(rng.integers(2, 9))
+    signed_in = bool(rng.integers(0, 2))
+    images = rng.integers(-128, 128, (6, c_in, size, size)) if signed_in else rng.integers(0, 8, (6, c_in, size, size))
+    nodes = [inp((c_in, size, size), bits=8 if signed_in else 3, signed=signed_in)]
+    weights, res = {}, {}
+
+    def grow(*new, output=None):
+        nodes.extend(new)
+        graph = Graph.from_dict({"nodes": nodes, "output": output or new[-1]["name"]})
+        weights.update({k: v for k, v in random_weights(graph, rng).items() if k not in weights})
+        res.update(run_graph(graph, weights, images))
+
+    def geometry(size):
+        k = int(rng.choice([k for k in (1, 3, 5) if k <= size]))
+        return k, int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1))
+
+    use_asq = bool(rng.integers(0, 3) == 0)
+    k, s, p = geometry(size)
+    stem_kind, stem_bits, stem_act = ("int", 8, 8) if signed_in else (kind, wbits, 3)
+    spread = _acc_std(stem_kind, stem_bits, stem_act, signed_in, c_in * k * k)
+    stem_req = (_requant(rng, c, spread, 0, formats.Y_MAX, 100, "y", 4, positive=True) if use_asq
+                else _requant(rng, c, spread, 0, hi, hi))
+    grow(conv("stem", "x", c_in, c, k, s, stem_req, stem_act, signed_in, stem_kind, stem_bits, pad=p))
+    size1 = res["stem"].shape[-1]
+    k, s, p = geometry(size1)
+    identity = use_asq or bool(rng.integers(0, 2))
+    if identity:
+        c2, s, p = c, 1, k // 2
+    c1 = conv("c1", "stem", c, c2, k, s, _requant(rng, c2, _acc_std(kind, wbits, bits, False, c * k * k), 0, hi, hi),
+              bits, kind=kind, wbits=wbits, pad=p)
+    if use_asq:
+        c1["act_in"] = _asq_act_in(rng, res["stem"], bits)
+        c1["requant"]["G"] = formats.BETA_FRAC
+    grow(c1)
+    size2 = res["c1"].shape[-1]
+    k2 = int(rng.choice([1, 3]))
+    main = conv("c2", "c1", c2, c2, k2, 1, None, bits, kind=kind, wbits=wbits, pad=k2 // 2)
+    spread = _acc_std(kind, wbits, bits, False, c2 * k2 * k2)
+    if identity:
+        skip, skip_spread, extra = "stem", 100 if use_asq else hi / 2, []
+    else:
+        sc_s, sc_p = next(((ss, pp) for ss in (1, 2, 3, 4) for pp in (0, 1)
+                           if (size1 + 2 * pp - 1) // ss + 1 == size2), (None, None))
+        if sc_s is None:  # no 1x1 shortcut lands there: the main branch keeps the map instead
+            c1.update(stride=1, pad=k // 2)
+            nodes.pop()
+            grow(c1)
+            sc_s, sc_p = 1, 0
+        skip, skip_spread = "sc", _acc_std(kind, wbits, bits, False, c)
+        extra = [conv("sc", "stem", c, c2, 1, sc_s, None, bits, kind=kind, wbits=wbits, pad=sc_p)]
+    add_req = _requant(rng, c2, spread, 0, hi, hi / 3, skip_spread=skip_spread)
+    grow(main, *extra, {"name": "b", "op": "add", "inputs": ["c2", skip], "requant": add_req})
+    tail = int(rng.integers(0, 3))
+    if tail < 2:
+        if tail == 0:
+            grow({"name": "gap", "op": "gap", "inputs": ["b"],
+                  "requant": _requant(rng, c2, hi / 2 * res["b"].shape[-1] ** 2, 0, 255, 100, positive=True)})
+            src, n_in, act_bits = "gap", c2, 8
+        else:
+            src, n_in, act_bits = "b", int(np.prod(res["b"].shape[1:])), bits
+        head = fc("fc", "flat", n_in, 3, _requant(rng, 3, _acc_std("int", 8, act_bits, False, n_in), None, None,
+                                                  1 << 10, "logits", 8), act_bits=act_bits)
+        head["requant"]["lo"] = head["requant"]["hi"] = None
+        grow({"name": "flat", "op": "flatten", "inputs": [src]}, head)
+    graph = Graph.from_dict({"nodes": nodes, "output": nodes[-1]["name"]})
+    return graph, weights, images

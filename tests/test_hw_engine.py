@@ -13,7 +13,17 @@ from golden.graph import Graph, run_graph
 from hw.rtl.engine.core import GraphEngine
 from hw.rtl.engine.epilogue import TwoTermRequantizer
 from hw.rtl.engine.planner import plan_graph
-from tests.engine_graphs import asq_block, conv, inp, mini_resnet, pointwise_graph, random_weights, req, residual_chain
+from tests.engine_graphs import (
+    asq_block,
+    conv,
+    inp,
+    mini_resnet,
+    pointwise_graph,
+    random_graph,
+    random_weights,
+    req,
+    residual_chain,
+)
 
 
 def run_engine(engine, images, stall_rng=None):
@@ -87,7 +97,7 @@ def test_plan_of_a_mini_resnet_fuses_the_adds_and_the_gap_into_the_steps():
     # shapes and sizes
     assert (steps["b2c1"].c_in, steps["b2c1"].h_out, steps["b2c1"].stride, steps["b2c1"].groups) == (4, 4, 2, 2)
     assert (steps["fc"].c_in, steps["fc"].h_in, steps["fc"].groups) == (8, 1, 3)
-    assert sum(s.weight_words for s in plan.steps) == len(plan.weight_words)
+    assert sum(s.weight_words for s in plan.steps) == sum(len(rom) for rom in plan.weight_roms)
     for s in plan.steps:
         if s.kind == "conv":
             assert s.weight_words == s.groups * s.c_in * s.kernel ** 2
@@ -124,7 +134,9 @@ def test_memory_map_is_json_and_complete():
     mm = json.loads(json.dumps(plan.memory_map()))
     assert mm["activation"]["words"] == plan.act_words and mm["activation"]["word_bits"] == plan.act_width
     assert {t["name"] for t in mm["activation"]["tensors"]} == set(plan.tensors)
-    assert mm["weights"]["words"] == len(plan.weight_words) and mm["weights"]["word_bits"] == 4 * 8
+    roms = [(r["word_bits"], r["words"]) for r in mm["weights"]["roms"]]
+    assert roms == [(4 * 8, 9 + 24), (4 * 3, 36 * 2 + 72 + 8 + 144)]  # int8: stem, fc; POST: the rest
+    assert mm["weights"]["bits"] == 32 * 33 + 12 * 296
     assert [a["kind"] for a in mm["arrays"]] == ["int", "post"]
     assert mm["descriptors"]["count"] == len(plan.steps) and mm["input"] == "x" and mm["output"] == "fc"
 
@@ -266,5 +278,28 @@ def test_the_engine_logic_does_not_grow_with_the_number_of_layers():
         return Counter(re.findall(r"^\s*cell (\S+)", text, re.M)), engine.plan
 
     (one, plan_one), (six, plan_six) = cells(1), cells(6)
-    assert one == six and one["$memwr_v2"] == 1 and one["$memrd_v2"] == 6
+    assert one == six and one["$memwr_v2"] == 1  # one activation memory, written by one port
     assert (len(plan_one.steps), len(plan_six.steps)) == (1 + 2 * 1, 1 + 2 * 6)  # stem, then c1 and c2 + add
+
+
+def _random_case(seed):
+    rng = np.random.default_rng(seed)
+    graph, weights, images = random_graph(rng)
+    return graph, weights, images[:2], plan_graph(graph, weights, pe=int(rng.integers(1, 6))), rng
+
+
+@pytest.mark.parametrize("seed", [2, 3, 10])
+def test_engine_on_random_graphs_bit_exact(seed):
+    graph, weights, images, plan, rng = _random_case(seed)
+    got, _ = run_engine(GraphEngine(plan), images, rng)
+    assert np.array_equal(got, _expected(graph, weights, images))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(30))
+def test_engine_on_many_random_graphs_bit_exact(seed):
+    """Kernels 1/3/5, strides, paddings, every weight kind, identity and 1x1 shortcuts, ASQ units,
+    GAP and flatten heads, PE 1..5, random stalls."""
+    graph, weights, images, plan, rng = _random_case(seed)
+    got, _ = run_engine(GraphEngine(plan), images, rng)
+    assert np.array_equal(got, _expected(graph, weights, images))

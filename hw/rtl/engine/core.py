@@ -7,7 +7,8 @@ Built from an :class:`hw.rtl.engine.planner.EnginePlan`. What it holds, and what
 - one activation memory (the planner's depth: the live tensors at the busiest step, not the sum of
   all layers), one write port and two read ports (the MAC operand or a pointwise source, and the
   skip branch);
-- one weight ROM (PE codes per word) and one constant table (``M``, ``A``, ``B'`` per channel);
+- a weight ROM per MAC array (PE codes of the array's width per word) and one constant table
+  (``M``, ``A``, ``B'`` per channel);
 - one MAC array per weight format of the graph (:class:`hw.rtl.mac.MacArray` of
   :class:`hw.rtl.mul.MulLane` s: POST, POT, int), PE output channels by one input per cycle, its
   accumulator as wide as the widest layer's;
@@ -83,9 +84,6 @@ class GraphEngine(wiring.Component):
         self.m_width = arith.signed_width(min(c[0] for c in consts), max(c[0] for c in consts))
         self.a_width = arith.signed_width(min(c[1] for c in consts), max(c[1] for c in consts))
         self.b_width = arith.signed_width(min(c[2] for c in consts), max(c[2] for c in consts))
-        bounds = [b for s in steps for b in (s.lo, s.hi) if b is not None] + [0]
-        if min(bounds) < -(1 << (self.word_width - 1)) or max(bounds) >= 1 << (self.word_width - 1):
-            raise ValueError("GraphEngine: a clamp bound does not fit the activation word")
         a = self.addr_shape
         self.desc_layout = data.StructLayout({
             "kind": range(len(STEP_KINDS)), "array": _uint(len(plan.arrays)),
@@ -103,7 +101,7 @@ class GraphEngine(wiring.Component):
             "pe_hw_out": _uint(max(self.pe * s.h_out * s.w_out for s in steps)),
             "groups": _uint(max(s.groups for s in steps)),
             "items": _uint(max(s.items for s in steps)),
-            "weight_base": _uint(max(len(plan.weight_words), 1)),
+            "weight_base": _uint(max(len(rom) for rom in plan.weight_roms)),
             "const_base": _uint(len(consts)),
             "shift": _uint(max(s.shift for s in steps)),
             "lo": signed(self.word_width), "hi": signed(self.word_width),
@@ -122,6 +120,13 @@ class GraphEngine(wiring.Component):
     def descriptors(self) -> list:
         """The descriptor ROM's words (dicts of :attr:`desc_layout`'s fields), one per step."""
         t = self.plan.tensors
+        # A clamp bound beyond the activation word never binds (every value is proved inside the
+        # word, docs/arithmetic.md 7.2), so it is held at the word's end.
+        w_lo, w_hi = -(1 << (self.word_width - 1)), (1 << (self.word_width - 1)) - 1
+
+        def bound(v):
+            return 0 if v is None else min(max(v, w_lo), w_hi)
+
         words = []
         for s in self.plan.steps:
             words.append({
@@ -135,7 +140,7 @@ class GraphEngine(wiring.Component):
                 "pad_w": s.pad * s.w_in, "c_out": s.c_out, "w_out": s.w_out, "hw_out": s.h_out * s.w_out,
                 "pe_hw_out": self.pe * s.h_out * s.w_out, "groups": s.groups, "items": s.items,
                 "weight_base": s.weight_base, "const_base": s.const_base, "shift": s.shift,
-                "lo": 0 if s.lo is None else s.lo, "hi": 0 if s.hi is None else s.hi,
+                "lo": bound(s.lo), "hi": bound(s.hi),
             })
         return words
 
@@ -165,12 +170,12 @@ class GraphEngine(wiring.Component):
         operand_rd = act_mem.read_port()   # MAC operands, pointwise sources, the output
         skip_rd = act_mem.read_port()      # the skip branch
         act_wr = act_mem.write_port()
-        w_bits = plan.w_bits
-        w_layout = data.ArrayLayout(unsigned(w_bits), pe)
-        words = [sum((c & ((1 << w_bits) - 1)) << (w_bits * p) for p, c in enumerate(wd)) for wd in plan.weight_words]
-        m.submodules.weight_rom = weight_rom = memory.Memory(shape=unsigned(w_bits * pe), depth=max(len(words), 1),
-                                                             init=words or [0])
-        weight_rd = weight_rom.read_port()
+        weight_rds = []
+        for k, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
+            w_layout = data.ArrayLayout(unsigned(spec.w_bits), pe)
+            m.submodules[f"weight_rom{k}"] = weight_rom = memory.Memory(shape=w_layout, depth=max(len(rom), 1),
+                                                                        init=rom or [[0] * pe])
+            weight_rds.append(weight_rom.read_port())
         c_layout = data.StructLayout({"M": signed(self.m_width), "A": signed(self.a_width), "B": signed(self.b_width)})
         m.submodules.const_rom = const_rom = memory.Memory(
             shape=c_layout, depth=len(plan.constants),
@@ -205,7 +210,7 @@ class GraphEngine(wiring.Component):
         cw = self.coord_width
         group = Signal(d_layout["groups"].shape)
         gchan = Signal(range(plan.act_words + pe * 2))    # group * PE
-        gofs_w = Signal(range(max(len(words), 1) + 1))    # group * items
+        gofs_w = Signal(range(max(len(rom) for rom in plan.weight_roms) + 1))    # group * items
         gofs_o = Signal(signed(cw + 1))                    # group * PE * hw_out
         ox = Signal(signed(cw))
         oys, oxs = Signal(signed(cw)), Signal(signed(cw))  # oy * stride, ox * stride
@@ -244,9 +249,9 @@ class GraphEngine(wiring.Component):
             a = operand_rd.data[:spec.act_bits]
             m.d.comb += [mac.valid.eq(mac_valid & (d.array == k)), mac.first.eq(mac_first), mac.last.eq(mac_last),
                          mac.a[0].eq(Mux(mac_inside, a.as_signed() if spec.act_signed else a, 0))]
-            w_word = data.View(w_layout, weight_rd.data)
+            m.d.comb += weight_rds[k].addr.eq(d.weight_base + gofs_w + witem)
             for p in range(pe):
-                m.d.comb += mac.w[p][0].eq(w_word[p][:spec.w_bits])
+                m.d.comb += mac.w[p][0].eq(weight_rds[k].data[p])
         mac_done = Signal()
         m.d.comb += mac_done.eq(sum(mac.done for mac in arrays) != 0)
         acc_now = Signal(signed(acc_width))
@@ -273,7 +278,6 @@ class GraphEngine(wiring.Component):
             rq.lo.eq(d.lo), rq.hi.eq(d.hi), rq.has_lo.eq(d.has_lo), rq.has_hi.eq(d.has_hi),
             const_rd.addr.eq(d.const_base + gchan + lane),
             skip_rd.addr.eq(d.skip + out_ofs),
-            weight_rd.addr.eq(d.weight_base + gofs_w + witem),
         ]
         # The requantizer's output: the destination word, and the GAP sums of the group's lanes.
         out_tag = data.View(tag_layout, rq.o.payload.tag)

@@ -23,8 +23,9 @@ the flat order). Every stored tensor lives in one activation memory at a base ad
 liveness: a tensor occupies its words from the step that writes it to the last step that reads it,
 and tensors whose lives overlap never share a word (so a step never overwrites what it reads).
 On a residual network this is the ping-pong pair plus the skip buffer of the block input. All
-weights sit in one ROM (a word holds the PE codes of one input position) and all per-channel
-constants in one table; the descriptors hold the base addresses.
+weights of a MAC array sit in its one ROM (a word holds the PE codes of one input position, each as
+wide as the array's weights: 3-bit POST codes are not stored in the 8-bit slots of the int layers)
+and all per-channel constants in one table; the descriptors hold the base addresses.
 
 :func:`plan_graph` refuses (``asqhw.errors.UserError``, naming the node) what the engine does not
 run yet: max and average pools, grouped convolutions, a beta on a skip branch or on a
@@ -147,8 +148,9 @@ class EnginePlan:
     input, output : str
         The tensors loaded before and read after the run.
     arrays : list of ArraySpec
-    weight_words : list of list of int
-        The weight ROM: each word the PE raw codes (``ArraySpec.w_bits`` wide, zero-padded).
+    weight_roms : list of list of list of int
+        Per MAC array its weight ROM: each word the PE raw codes (``ArraySpec.w_bits`` wide,
+        zero-padded channels).
     constants : list of tuple
         The constant table: ``(M, A, B)`` per channel of every step, in step order.
     act_words : int
@@ -163,10 +165,9 @@ class EnginePlan:
     input: str
     output: str
     arrays: list
-    weight_words: list
+    weight_roms: list
     constants: list
     act_words: int
-    w_bits: int = field(default=1)
     asq_configs: list = field(default_factory=list)
 
     @property
@@ -188,6 +189,7 @@ class EnginePlan:
         per step its base; ``descriptors``: count; ``input``/``output``: tensor names.
         """
         tensors = sorted(self.tensors.values(), key=lambda t: (t.base, t.first))
+        roms = list(zip(self.arrays, self.weight_roms, strict=True))
         return {
             "pe": self.pe,
             "activation": {
@@ -197,8 +199,10 @@ class EnginePlan:
                              "words": t.words, "live": [t.first, t.last]} for t in tensors],
             },
             "weights": {
-                "word_bits": self.pe * self.w_bits, "words": len(self.weight_words),
-                "layers": [{"step": s.name, "base": s.weight_base, "words": s.weight_words, "array": s.array}
+                "bits": sum(self.pe * a.w_bits * len(rom) for a, rom in roms),
+                "roms": [{"array": k, "word_bits": self.pe * a.w_bits, "words": len(rom)}
+                         for k, (a, rom) in enumerate(roms)],
+                "layers": [{"step": s.name, "array": s.array, "base": s.weight_base, "words": s.weight_words}
                            for s in self.steps if s.kind == "conv"],
             },
             "constants": {"entries": len(self.constants),
@@ -390,13 +394,13 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
         raise UserError(f"engine: the graph's output {graph.output!r} is not written by any step")
     _liveness(steps, tensors, input_name, output_name)
     act_words = _allocate(tensors)
-    arrays, weight_words, w_bits = _weights(graph, steps, conv_nodes, weights, pe)
+    arrays, weight_roms = _weights(graph, steps, conv_nodes, weights, pe)
     constants = []
     for step in steps:
         step.const_base = len(constants)
         constants += list(zip(step.M, step.A, step.B, strict=True))
     return EnginePlan(pe=pe, steps=steps, tensors=tensors, input=input_name, output=output_name, arrays=arrays,
-                      weight_words=weight_words, constants=constants, act_words=act_words, w_bits=w_bits,
+                      weight_roms=weight_roms, constants=constants, act_words=act_words,
                       asq_configs=asq_configs)
 
 
@@ -431,7 +435,7 @@ def _allocate(tensors) -> int:
 
 
 def _weights(graph, steps, conv_nodes, weights, pe):
-    """The MAC arrays, and the weight ROM in the order each conv step reads it: per group of PE
+    """The MAC arrays, and their weight ROMs in the order each conv step reads them: per group of PE
     output channels, per input channel, per kernel row and column, one word of PE codes."""
     keys: dict = {}
     for step in steps:
@@ -452,8 +456,7 @@ def _weights(graph, steps, conv_nodes, weights, pe):
         arrays.append(ArraySpec(kind=kind, w_bits=w_bits, act_bits=act_bits, act_signed=signed,
                                 acc_width=max(acc_width, prod)))
     index = {key: k for k, key in enumerate(keys)}
-    word_bits = max([a.w_bits for a in arrays] + [1])
-    words: list = []
+    roms: list = [[] for _ in arrays]
     for step in steps:
         if step.kind != "conv":
             continue
@@ -462,7 +465,9 @@ def _weights(graph, steps, conv_nodes, weights, pe):
         w = np.asarray(weights[node.name], dtype=np.int64).reshape(step.c_out, step.c_in, step.kernel, step.kernel)
         if spec.kind == formats.INT:
             w = w & ((1 << spec.w_bits) - 1)  # sign-extended to the array's width, as raw bits
-        step.array, step.weight_base = index[_array_key(node)], len(words)
+        step.array = index[_array_key(node)]
+        words = roms[step.array]
+        step.weight_base = len(words)
         for g in range(step.groups):
             for ci in range(step.c_in):
                 for ky in range(step.kernel):
@@ -470,4 +475,4 @@ def _weights(graph, steps, conv_nodes, weights, pe):
                         words.append([int(w[c, ci, ky, kx]) if c < step.c_out else 0
                                       for c in range(g * pe, (g + 1) * pe)])
         step.weight_words = len(words) - step.weight_base
-    return arrays, words, word_bits
+    return arrays, roms
