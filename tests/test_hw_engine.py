@@ -111,28 +111,33 @@ def test_liveness_never_shares_a_word_between_live_tensors(seed):
         plan = plan_graph(graph, weights, pe=int(rng.integers(1, 5)))
         tensors = list(plan.tensors.values())
         for k, a in enumerate(tensors):
-            assert 0 <= a.base and a.base + a.words <= plan.act_words
+            assert 0 <= a.base and a.base + a.words <= plan.banks[a.bank][1] and a.width <= plan.banks[a.bank][0]
             for b in tensors[k + 1:]:
-                assert not _overlap(a, b), (a.name, b.name)
+                assert a.bank != b.bank or not _overlap(a, b), (a.name, b.name)
         for s in plan.steps:  # a step never writes over what it reads
             for w in (s.dst, s.gap):
                 for r in (s.src, s.skip):
                     if w and r:
-                        assert not _overlap(plan.tensors[w], plan.tensors[r]), (s.name, w, r)
-        assert plan.act_words < plan.memory_map()["activation"]["words_without_reuse"]
+                        assert plan.tensors[w].bank != plan.tensors[r].bank or not _overlap(
+                            plan.tensors[w], plan.tensors[r]), (s.name, w, r)
+        assert plan.act_bits < plan.memory_map()["activation"]["bits_without_reuse"]
 
 
 def test_activation_memory_does_not_grow_with_depth():
     """Ping-pong plus the skip: a deeper chain of identity blocks needs no more words."""
-    sizes = [plan_graph(*residual_chain(np.random.default_rng(0), blocks), pe=4).act_words for blocks in (1, 3, 8)]
-    assert sizes[0] == sizes[1] == sizes[2] == 64 + 3 * 4 * 8 * 8
+    banks = [plan_graph(*residual_chain(np.random.default_rng(0), blocks), pe=4).banks for blocks in (1, 3, 8)]
+    # the 8-bit input in its own bank, then three 4-channel 8x8 maps of 3-bit codes
+    assert banks[0] == banks[1] == banks[2] == [(4, 3 * 4 * 8 * 8), (8, 64)]
 
 
 def test_memory_map_is_json_and_complete():
     graph, weights = mini_resnet(np.random.default_rng(1))
     plan = plan_graph(graph, weights, pe=4)
     mm = json.loads(json.dumps(plan.memory_map()))
-    assert mm["activation"]["words"] == plan.act_words and mm["activation"]["word_bits"] == plan.act_width
+    # codes in a 4-bit bank; the input, the shortcut's accumulator, GAP sums and logits in a wide one
+    assert [(b["word_bits"], b["words"]) for b in mm["activation"]["banks"]] == plan.banks
+    assert plan.banks[0][0] == 4 and plan.banks[1][0] == plan.act_width == 15
+    assert {t.name for t in plan.tensors.values() if t.bank == 1} == {"x", "b2sc", "gap.sum", "gap", "fc"}
     assert {t["name"] for t in mm["activation"]["tensors"]} == set(plan.tensors)
     roms = [(r["word_bits"], r["words"]) for r in mm["weights"]["roms"]]
     assert roms == [(4 * 8, 9 + 24), (4 * 3, 36 * 2 + 72 + 8 + 144)]  # int8: stem, fc; POST: the rest
@@ -278,7 +283,7 @@ def test_the_engine_logic_does_not_grow_with_the_number_of_layers():
         return Counter(re.findall(r"^\s*cell (\S+)", text, re.M)), engine.plan
 
     (one, plan_one), (six, plan_six) = cells(1), cells(6)
-    assert one == six and one["$memwr_v2"] == 1  # one activation memory, written by one port
+    assert one == six and one["$memwr_v2"] == len(plan_one.banks)  # one write port per activation bank
     assert (len(plan_one.steps), len(plan_six.steps)) == (1 + 2 * 1, 1 + 2 * 6)  # stem, then c1 and c2 + add
 
 

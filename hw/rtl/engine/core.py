@@ -4,9 +4,10 @@ Built from an :class:`hw.rtl.engine.planner.EnginePlan`. What it holds, and what
 
 - a descriptor ROM (one word per step: shapes, stride, padding, base addresses of the source,
   skip, destination and GAP tensors, of the weights and of the constants, the shift and clamp);
-- one activation memory (the planner's depth: the live tensors at the busiest step, not the sum of
-  all layers), one write port and two read ports (the MAC operand or a pointwise source, and the
-  skip branch);
+- one activation memory in one or two banks by width (narrow codes; wide accumulators, ``y``,
+  sums and logits), each of the planner's depth (the live tensors at the busiest step, not the sum
+  of all layers), one write port and two read ports (the MAC operand or a pointwise source, and
+  the skip branch), the descriptor naming each tensor's bank;
 - a weight ROM per MAC array (PE codes of the array's width per word) and one constant table
   (``M``, ``A``, ``B'`` per channel);
 - one MAC array per weight format of the graph (:class:`hw.rtl.mac.MacArray` of
@@ -88,6 +89,7 @@ class GraphEngine(wiring.Component):
         self.desc_layout = data.StructLayout({
             "kind": range(len(STEP_KINDS)), "array": _uint(len(plan.arrays)),
             "src": a, "skip": a, "dst": a, "gap": a,
+            "src_bank": 1, "skip_bank": 1, "dst_bank": 1, "gap_bank": 1,
             "write_dst": 1, "has_gap": 1, "has_lo": 1, "has_hi": 1, "beta": 1,
             "asq_sel": _uint(max(len(plan.asq_configs) - 1, 1)),
             "c_in": _uint(max(s.c_in for s in steps)), "h_in": _uint(max(s.h_in for s in steps)),
@@ -133,6 +135,8 @@ class GraphEngine(wiring.Component):
                 "kind": STEP_KINDS.index(s.kind), "array": s.array,
                 "src": t[s.src].base, "skip": t[s.skip].base if s.skip else 0,
                 "dst": t[s.dst].base if s.dst else 0, "gap": t[s.gap].base if s.gap else 0,
+                "src_bank": t[s.src].bank, "skip_bank": t[s.skip].bank if s.skip else 0,
+                "dst_bank": t[s.dst].bank if s.dst else 0, "gap_bank": t[s.gap].bank if s.gap else 0,
                 "write_dst": s.dst is not None, "has_gap": s.gap is not None,
                 "has_lo": s.lo is not None, "has_hi": s.hi is not None, "beta": s.beta, "asq_sel": s.asq,
                 "c_in": s.c_in, "h_in": s.h_in, "w_in": s.w_in, "hw_in": s.h_in * s.w_in,
@@ -166,10 +170,23 @@ class GraphEngine(wiring.Component):
         # ------------------------------------------------------------------ memories
         m.submodules.desc_rom = desc_rom = memory.Memory(shape=d_layout, depth=len(plan.steps),
                                                          init=self.descriptors())
-        m.submodules.act_mem = act_mem = memory.Memory(shape=word, depth=plan.act_words, init=[])
-        operand_rd = act_mem.read_port()   # MAC operands, pointwise sources, the output
-        skip_rd = act_mem.read_port()      # the skip branch
-        act_wr = act_mem.write_port()
+        # The activation banks behind one set of ports: an address goes to every bank, the data
+        # comes from the bank selected in the cycle of the address, a write enables one bank.
+        operand_rd = _Port(self.addr_shape, word)   # MAC operands, pointwise sources, the output
+        skip_rd = _Port(self.addr_shape, word)      # the skip branch
+        act_wr = _Port(self.addr_shape, word)
+        operand_bank, skip_bank, write_bank = Signal(), Signal(), Signal()
+        operand_bank_q, skip_bank_q = Signal(), Signal()
+        m.d.sync += [operand_bank_q.eq(operand_bank), skip_bank_q.eq(skip_bank)]
+        for b, (bits, words) in enumerate(plan.banks):
+            m.submodules[f"act_bank{b}"] = bank = memory.Memory(shape=signed(bits), depth=words, init=[])
+            rd0, rd1, wr = bank.read_port(), bank.read_port(), bank.write_port()
+            m.d.comb += [rd0.addr.eq(operand_rd.addr), rd1.addr.eq(skip_rd.addr),
+                         wr.addr.eq(act_wr.addr), wr.data.eq(act_wr.data), wr.en.eq(act_wr.en & (write_bank == b))]
+            with m.If(operand_bank_q == b):
+                m.d.comb += operand_rd.data.eq(rd0.data)
+            with m.If(skip_bank_q == b):
+                m.d.comb += skip_rd.data.eq(rd1.data)
         weight_rds = []
         for k, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
             w_layout = data.ArrayLayout(unsigned(spec.w_bits), pe)
@@ -230,6 +247,7 @@ class GraphEngine(wiring.Component):
         in_words = plan.tensors[plan.input].words
         out_base = plan.tensors[plan.output].base
         out_words = plan.tensors[plan.output].words
+        out_bank = plan.tensors[plan.output].bank
 
         with m.If(running):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -293,10 +311,13 @@ class GraphEngine(wiring.Component):
                 with m.Case(p):
                     m.d.comb += flush_value.eq(gsum[p])
         load = Signal()
+        m.d.comb += [operand_bank.eq(d.src_bank), skip_bank.eq(d.skip_bank), write_bank.eq(d.dst_bank)]
         with m.If(load):
-            m.d.comb += [act_wr.addr.eq(in_base + count), act_wr.data.eq(self.i.payload), act_wr.en.eq(self.i.valid)]
+            m.d.comb += [act_wr.addr.eq(in_base + count), act_wr.data.eq(self.i.payload), act_wr.en.eq(self.i.valid),
+                         write_bank.eq(plan.tensors[plan.input].bank)]
         with m.Elif(flush):
-            m.d.comb += [act_wr.addr.eq(d.gap + gchan + lane), act_wr.data.eq(flush_value), act_wr.en.eq(chan_ok)]
+            m.d.comb += [act_wr.addr.eq(d.gap + gchan + lane), act_wr.data.eq(flush_value), act_wr.en.eq(chan_ok),
+                         write_bank.eq(d.gap_bank)]
         if asq is not None:
             with m.Elif(asq.c.valid):  # the ASQ unit's codes (its requantizer is idle then)
                 m.d.comb += [act_wr.addr.eq(asq.c.payload.tag), act_wr.data.eq(asq.c.payload.code), act_wr.en.eq(1)]
@@ -396,10 +417,10 @@ class GraphEngine(wiring.Component):
             if asq is not None:
                 self._asq_states(m, asq, d, operand_rd, count, pix, gchan, wait, beta_reg, asq_regs)
             with m.State("OUT_ADDR"):
-                m.d.comb += operand_rd.addr.eq(out_base + count)
+                m.d.comb += [operand_rd.addr.eq(out_base + count), operand_bank.eq(out_bank)]
                 m.next = "OUT_SEND"
             with m.State("OUT_SEND"):
-                m.d.comb += [operand_rd.addr.eq(out_base + count), self.o.valid.eq(1),
+                m.d.comb += [operand_rd.addr.eq(out_base + count), operand_bank.eq(out_bank), self.o.valid.eq(1),
                              self.o.payload.value.eq(operand_rd.data), self.o.payload.last.eq(count == out_words - 1)]
                 with m.If(self.o.ready):
                     m.d.sync += count.eq(count + 1)
@@ -467,6 +488,13 @@ class GraphEngine(wiring.Component):
             m.d.sync += wait.eq(wait + 1)
             with m.If(wait == AsqUnit.CODE_LATENCY + 2):
                 m.next = "NEXT_STEP"
+
+
+class _Port:
+    """Address, data and enable signals standing for the same port of every activation bank."""
+
+    def __init__(self, addr_shape, data_shape):
+        self.addr, self.data, self.en = Signal(addr_shape), Signal(data_shape), Signal()
 
 
 def _select(acc, lane, pe):

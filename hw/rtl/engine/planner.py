@@ -76,6 +76,8 @@ class TensorPlan:
     first: int = -1
     last: int = -1
     base: int = 0
+    #: The activation bank holding it (see :attr:`EnginePlan.banks`).
+    bank: int = 0
 
     @property
     def words(self) -> int:
@@ -153,8 +155,10 @@ class EnginePlan:
         zero-padded channels).
     constants : list of tuple
         The constant table: ``(M, A, B)`` per channel of every step, in step order.
-    act_words : int
-        Depth of the activation memory (the largest address in use, plus one).
+    banks : list of tuple
+        The activation memory's banks, ``(word_bits, words)`` each: the tensors are split by width
+        into at most two banks (narrow codes; wide accumulators, ``y``, sums, logits) when that
+        stores fewer bits than one bank as wide as the widest value, each placed by liveness.
     asq_configs : list of tuple
         ``(golden.arith.AsqConstants, channels, pixels, y_max)`` per asq step, in order.
     """
@@ -167,13 +171,23 @@ class EnginePlan:
     arrays: list
     weight_roms: list
     constants: list
-    act_words: int
+    banks: list
     asq_configs: list = field(default_factory=list)
 
     @property
     def act_width(self) -> int:
-        """Width of an activation memory word: the widest stored value."""
+        """Width of the engine's activation data path: the widest stored value."""
         return max(t.width for t in self.tensors.values())
+
+    @property
+    def act_words(self) -> int:
+        """Depth of the deepest bank (sets the address width)."""
+        return max(words for _, words in self.banks)
+
+    @property
+    def act_bits(self) -> int:
+        """Bits of activation memory, all banks."""
+        return sum(bits * words for bits, words in self.banks)
 
     @property
     def acc_width(self) -> int:
@@ -183,20 +197,24 @@ class EnginePlan:
     def memory_map(self) -> dict:
         """The memory map as a JSON-ready dict (for report.json).
 
-        ``activation``: word width, depth, the depth a buffer per tensor would need
-        (``words_without_reuse``) and every tensor's base, size and live steps; ``weights``: word
-        width (PE codes), depth, and per conv/fc step its base and size; ``constants``: entries and
-        per step its base; ``descriptors``: count; ``input``/``output``: tensor names.
+        ``activation``: the banks (word width, depth), the bits in all, the bits a buffer per
+        tensor as wide as the widest would need (``bits_without_reuse``) and every tensor's bank,
+        base, size and live steps (``[first, last]``: -1 the input, the step count the output);
+        ``weights``: per MAC array its ROM (word width: PE codes, depth), the bits in all, and per
+        conv/fc step its array, base and size; ``constants``: entries and per step its base;
+        ``descriptors``: count and each step's nodes; ``arrays``: the MAC arrays;
+        ``asq_units``: ASQ configurations; ``input``/``output``: tensor names.
         """
-        tensors = sorted(self.tensors.values(), key=lambda t: (t.base, t.first))
+        tensors = sorted(self.tensors.values(), key=lambda t: (t.bank, t.base, t.first))
         roms = list(zip(self.arrays, self.weight_roms, strict=True))
         return {
             "pe": self.pe,
             "activation": {
-                "word_bits": self.act_width, "words": self.act_words,
-                "words_without_reuse": sum(t.words for t in self.tensors.values()),
-                "tensors": [{"name": t.name, "shape": list(t.shape), "bits": t.width, "base": t.base,
-                             "words": t.words, "live": [t.first, t.last]} for t in tensors],
+                "banks": [{"word_bits": bits, "words": words} for bits, words in self.banks],
+                "bits": self.act_bits,
+                "bits_without_reuse": self.act_width * sum(t.words for t in self.tensors.values()),
+                "tensors": [{"name": t.name, "shape": list(t.shape), "bits": t.width, "bank": t.bank,
+                             "base": t.base, "words": t.words, "live": [t.first, t.last]} for t in tensors],
             },
             "weights": {
                 "bits": sum(self.pe * a.w_bits * len(rom) for a, rom in roms),
@@ -393,14 +411,14 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
     if output_name == input_name or output_name not in tensors:
         raise UserError(f"engine: the graph's output {graph.output!r} is not written by any step")
     _liveness(steps, tensors, input_name, output_name)
-    act_words = _allocate(tensors)
+    banks = _allocate_banks(tensors)
     arrays, weight_roms = _weights(graph, steps, conv_nodes, weights, pe)
     constants = []
     for step in steps:
         step.const_base = len(constants)
         constants += list(zip(step.M, step.A, step.B, strict=True))
     return EnginePlan(pe=pe, steps=steps, tensors=tensors, input=input_name, output=output_name, arrays=arrays,
-                      weight_roms=weight_roms, constants=constants, act_words=act_words,
+                      weight_roms=weight_roms, constants=constants, banks=banks,
                       asq_configs=asq_configs)
 
 
@@ -418,11 +436,31 @@ def _liveness(steps, tensors, input_name, output_name) -> None:
         t.last = max(t.last, t.first)
 
 
+def _allocate_banks(tensors) -> list:
+    """Split the tensors by width into the banks storing the fewest bits (one bank on a tie), place
+    each bank's by liveness; returns ``[(word_bits, words)]`` and sets every tensor's bank and base."""
+    values = list(tensors.values())
+    best = None
+    for narrow in sorted({t.width for t in values}, reverse=True):
+        groups = [g for g in ([t for t in values if t.width <= narrow], [t for t in values if t.width > narrow]) if g]
+        banks = [(max(t.width for t in g), _allocate(g)) for g in groups]
+        bits = sum(w * d for w, d in banks)
+        if best is None or bits < best[0]:
+            best = (bits, narrow)
+    groups = [g for g in ([t for t in values if t.width <= best[1]], [t for t in values if t.width > best[1]]) if g]
+    banks = []
+    for index, group in enumerate(groups):
+        for t in group:
+            t.bank = index
+        banks.append((max(t.width for t in group), _allocate(group)))
+    return banks
+
+
 def _allocate(tensors) -> int:
     """First fit by liveness: each tensor, in order of its first step, takes the lowest base where it
     overlaps no placed tensor that is live at the same time. Returns the memory's depth."""
     placed: list = []
-    for t in sorted(tensors.values(), key=lambda t: (t.first, -t.words, t.name)):
+    for t in sorted(tensors, key=lambda t: (t.first, -t.words, t.name)):
         busy = sorted((p.base, p.base + p.words) for p in placed if p.first <= t.last and t.first <= p.last)
         base = 0
         for lo, hi in busy:
@@ -431,7 +469,7 @@ def _allocate(tensors) -> int:
             base = max(base, hi)
         t.base = base
         placed.append(t)
-    return max(t.base + t.words for t in tensors.values())
+    return max(t.base + t.words for t in tensors)
 
 
 def _weights(graph, steps, conv_nodes, weights, pe):
