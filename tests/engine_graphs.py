@@ -209,8 +209,9 @@ def random_graph(rng):
     """A random small graph of what the engine runs: a stem, one residual block (identity, or a 1x1
     shortcut whose stride and padding land on the main branch's map; with an ASQ unit in front of the
     block's first conv, the skip is the stem's ``y``), then a GAP head, an fc on the flattened map, or
-    the block's codes as the output. Kernels 1, 3, 5, strides 1..2, paddings up to k // 2, sizes
-    4..7, every weight kind, PE left to the caller; constants calibrated on a few random images."""
+    the block's codes as the output; the block's first conv grouped (or depthwise) at random, an
+    average pool after the block at random. Kernels 1, 3, 5, strides 1..2, paddings up to k // 2,
+    sizes 4..7, every weight kind, PE left to the caller; constants calibrated on a few random images."""
     kind, wbits = [("int", 4), ("post", 3), ("post", 4), ("pot", 3), ("int", 2)][rng.integers(0, 5)]
     bits = int(rng.integers(2, 5))
     hi = (1 << bits) - 1
@@ -248,6 +249,13 @@ def random_graph(rng):
     if use_asq:
         c1["act_in"] = _asq_act_in(rng, res["stem"], bits)
         c1["requant"]["G"] = formats.BETA_FRAC
+    groups = int(rng.choice([g for g in range(1, c + 1) if c % g == 0 and c2 % g == 0]))
+    if groups > 1:  # grouped (depthwise when groups == c == c2)
+        c1["groups"] = groups
+        c1["weight"]["shape"][1] = c // groups
+        c1["requant"] = _requant(rng, c2, _acc_std(kind, wbits, bits, False, c // groups * k * k), 0, hi, hi)
+        if use_asq:
+            c1["requant"]["G"] = formats.BETA_FRAC
     grow(c1)
     size2 = res["c1"].shape[-1]
     k2 = int(rng.choice([1, 3]))
@@ -267,14 +275,23 @@ def random_graph(rng):
         extra = [conv("sc", "stem", c, c2, 1, sc_s, None, bits, kind=kind, wbits=wbits, pad=sc_p)]
     add_req = _requant(rng, c2, spread, 0, hi, hi / 3, skip_spread=skip_spread)
     grow(main, *extra, {"name": "b", "op": "add", "inputs": ["c2", skip], "requant": add_req})
+    if rng.integers(0, 3) == 0:  # an average pool of the block's codes
+        k = int(rng.integers(2, 4))
+        pool = {"name": "pool", "op": "avgpool", "inputs": ["b"], "kernel": k, "stride": int(rng.integers(1, 3)),
+                "pad": int(rng.integers(0, k // 2 + 1)),
+                "requant": _requant(rng, c2, hi / 2 * k * k, 0, hi, hi / 2, positive=True)}
+        if (res["b"].shape[-1] + 2 * pool["pad"] - k) >= 0:
+            grow(pool)
+            res["b"] = res["pool"]
+    block_out = nodes[-1]["name"]
     tail = int(rng.integers(0, 3))
     if tail < 2:
         if tail == 0:
-            grow({"name": "gap", "op": "gap", "inputs": ["b"],
+            grow({"name": "gap", "op": "gap", "inputs": [block_out],
                   "requant": _requant(rng, c2, hi / 2 * res["b"].shape[-1] ** 2, 0, 255, 100, positive=True)})
             src, n_in, act_bits = "gap", c2, 8
         else:
-            src, n_in, act_bits = "b", int(np.prod(res["b"].shape[1:])), bits
+            src, n_in, act_bits = block_out, int(np.prod(res["b"].shape[1:])), bits
         head = fc("fc", "flat", n_in, 3, _requant(rng, 3, _acc_std("int", 8, act_bits, False, n_in), None, None,
                                                   1 << 10, "logits", 8), act_bits=act_bits)
         head["requant"]["lo"] = head["requant"]["hi"] = None

@@ -30,8 +30,9 @@ cycles : Out(32)
     Cycles of the last image, from its first input beat to its last output beat (counting while
     it runs).
 
-Schedule (per step, in descriptor order): for each group of PE output channels, for each output
-pixel, conv steps issue the ``c_in k k`` input positions, one per cycle (activation and weight
+Schedule (per step, in descriptor order): for each group of PE output channels (within one
+convolution group), for each output pixel, conv steps issue the ``c_in / groups * k k`` input
+positions, one per cycle (activation and weight
 reads: 1 cycle; the array: :attr:`MacArray.LATENCY`), then PE cycles feed the accumulators to the
 requantizer (the skip value and the constants read on the way); pointwise steps feed PE stored
 values per pixel. After each group the engine waits for the requantizer to empty
@@ -92,7 +93,11 @@ class GraphEngine(wiring.Component):
             "src_bank": 1, "skip_bank": 1, "dst_bank": 1, "gap_bank": 1,
             "write_dst": 1, "has_gap": 1, "has_lo": 1, "has_hi": 1, "beta": 1,
             "asq_sel": _uint(max(len(plan.asq_configs) - 1, 1)),
-            "c_in": _uint(max(s.c_in for s in steps)), "h_in": _uint(max(s.h_in for s in steps)),
+            "c_in": _uint(max(s.c_in // s.conv_groups for s in steps)),
+            "cout_g": _uint(max(s.cout_g for s in steps)), "pgroups": _uint(max(s.pgroups for s in steps)),
+            "in_group": _uint(max(s.c_in // s.conv_groups * s.h_in * s.w_in for s in steps)),
+            "out_group": _uint(max(s.cout_g * s.h_out * s.w_out for s in steps)),
+            "h_in": _uint(max(s.h_in for s in steps)),
             "w_in": _uint(max(s.w_in for s in steps)), "hw_in": _uint(max(s.h_in * s.w_in for s in steps)),
             "kernel": _uint(max(s.kernel for s in steps)), "stride": _uint(max(s.stride for s in steps)),
             "pad": _uint(max(s.pad for s in steps)),
@@ -139,7 +144,9 @@ class GraphEngine(wiring.Component):
                 "dst_bank": t[s.dst].bank if s.dst else 0, "gap_bank": t[s.gap].bank if s.gap else 0,
                 "write_dst": s.dst is not None, "has_gap": s.gap is not None,
                 "has_lo": s.lo is not None, "has_hi": s.hi is not None, "beta": s.beta, "asq_sel": s.asq,
-                "c_in": s.c_in, "h_in": s.h_in, "w_in": s.w_in, "hw_in": s.h_in * s.w_in,
+                "c_in": s.c_in // s.conv_groups, "cout_g": s.cout_g, "pgroups": s.pgroups,
+                "in_group": s.c_in // s.conv_groups * s.h_in * s.w_in, "out_group": s.cout_g * s.h_out * s.w_out,
+                "h_in": s.h_in, "w_in": s.w_in, "hw_in": s.h_in * s.w_in,
                 "kernel": s.kernel, "stride": s.stride, "pad": s.pad, "stride_w": s.stride * s.w_in,
                 "pad_w": s.pad * s.w_in, "c_out": s.c_out, "w_out": s.w_out, "hw_out": s.h_out * s.w_out,
                 "pe_hw_out": self.pe * s.h_out * s.w_out, "groups": s.groups, "items": s.items,
@@ -228,7 +235,13 @@ class GraphEngine(wiring.Component):
         group = Signal(d_layout["groups"].shape)
         gchan = Signal(range(plan.act_words + pe * 2))    # group * PE
         gofs_w = Signal(range(max(len(rom) for rom in plan.weight_roms) + 1))    # group * items
-        gofs_o = Signal(signed(cw + 1))                    # group * PE * hw_out
+        gofs_o = Signal(signed(cw + 1))                    # first channel of the group * hw_out
+        # Within a convolution group: the PE group's index and first channel; the group's offsets.
+        jgroup = Signal(d_layout["pgroups"].shape)
+        jchan = Signal(range(max(s.cout_g for s in plan.steps) + pe + 1))
+        cg_chan = Signal.like(gchan)
+        cg_in = Signal(signed(cw + 2))
+        cg_out = Signal(signed(cw + 2))
         ox = Signal(signed(cw))
         oys, oxs = Signal(signed(cw)), Signal(signed(cw))  # oy * stride, ox * stride
         oys_w = Signal(signed(cw + 1))                      # oy * stride * w_in
@@ -256,7 +269,7 @@ class GraphEngine(wiring.Component):
         iy = oys + ky - d.pad
         ix = oxs + kx - d.pad
         inside = (iy >= 0) & (iy < d.h_in) & (ix >= 0) & (ix < d.w_in)
-        operand_addr = d.src + ci_off + oys_w + ky_w - d.pad_w + oxs + kx - d.pad
+        operand_addr = d.src + cg_in + ci_off + oys_w + ky_w - d.pad_w + oxs + kx - d.pad
         last_item = (ci == d.c_in - 1) & (ky == d.kernel - 1) & (kx == d.kernel - 1)
         issue, issue_first, issue_last = Signal(), Signal(), Signal()
         mac_valid, mac_first, mac_last, mac_inside = Signal(), Signal(), Signal(), Signal()
@@ -281,7 +294,7 @@ class GraphEngine(wiring.Component):
         # Drain stage: one channel of the group per cycle into the requantizer (after a 1-cycle read).
         out_ofs = gofs_o + lane_hw + pix
         drain = Signal()
-        chan_ok = (gchan + lane) < d.c_out
+        chan_ok = ((jchan + lane) < d.cout_g) & ((gchan + lane) < d.c_out)
         feed_valid, feed_acc, feed_pointwise = Signal(), Signal(signed(acc_width)), Signal()
         feed_tag = Signal(tag_layout)
         m.d.sync += [feed_valid.eq(drain & chan_ok), feed_acc.eq(acc_now), feed_pointwise.eq(d.kind == 1),
@@ -347,6 +360,7 @@ class GraphEngine(wiring.Component):
             with m.State("DESC"):  # the descriptor ROM's read
                 m.next = "START"
             with m.State("START"):
+                m.d.sync += [jgroup.eq(0), jchan.eq(0), cg_chan.eq(0), cg_in.eq(0), cg_out.eq(0)]
                 m.d.sync += [d.eq(desc_rd.data), group.eq(0), gchan.eq(0), gofs_w.eq(0), gofs_o.eq(0), lane.eq(0),
                              lane_hw.eq(0), *start_pixel_loop(), *start_items()]
                 m.d.sync += [g.eq(0) for g in gsum]
@@ -400,8 +414,13 @@ class GraphEngine(wiring.Component):
                     m.d.sync += [lane.eq(0), *[g.eq(0) for g in gsum]]
                     m.next = "NEXT_GROUP"
             with m.State("NEXT_GROUP"):
-                m.d.sync += [group.eq(group + 1), gchan.eq(gchan + pe), gofs_w.eq(gofs_w + d.items),
-                             gofs_o.eq(gofs_o + d.pe_hw_out), lane.eq(0), lane_hw.eq(0)]
+                m.d.sync += [group.eq(group + 1), gofs_w.eq(gofs_w + d.items), lane.eq(0), lane_hw.eq(0),
+                             jgroup.eq(jgroup + 1), jchan.eq(jchan + pe), gchan.eq(gchan + pe),
+                             gofs_o.eq(gofs_o + d.pe_hw_out)]
+                with m.If(jgroup == d.pgroups - 1):  # the next convolution group
+                    m.d.sync += [jgroup.eq(0), jchan.eq(0), cg_chan.eq(cg_chan + d.cout_g),
+                                 gchan.eq(cg_chan + d.cout_g), cg_in.eq(cg_in + d.in_group),
+                                 cg_out.eq(cg_out + d.out_group), gofs_o.eq(cg_out + d.out_group)]
                 with m.If(group == d.groups - 1):
                     m.next = "NEXT_STEP"
                 with m.Elif(d.kind == 0):

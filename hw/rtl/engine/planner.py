@@ -28,8 +28,13 @@ wide as the array's weights: 3-bit POST codes are not stored in the 8-bit slots 
 and all per-channel constants in one table; the descriptors hold the base addresses.
 
 :func:`plan_graph` refuses (``asqhw.errors.UserError``, naming the node) what the engine does not
-run yet: max and average pools, grouped convolutions, a beta on a skip branch or on a
-value a pointwise step requantizes.
+run yet: max pools, a beta on a skip branch or on a value a pointwise step requantizes, a raw
+accumulator carrying a beta stored for a later node.
+
+Grouped convolutions (depthwise included) run as convolutions whose PE groups never straddle two
+convolution groups (a depthwise layer keeps one lane of PE busy); an average pool runs as a
+depthwise convolution with weights 1 on a MAC array of its own (2-bit int weights, activations as
+wide as the pooled values), its requantizer (``1/(k k)`` folded in) or the identity after it.
 """
 
 from __future__ import annotations
@@ -123,17 +128,31 @@ class StepPlan:
     weight_base: int = 0
     weight_words: int = 0
     const_base: int = 0
-    #: Passes over the output map, one per PE output channels.
+    #: Passes over the output map: ``conv_groups * pgroups`` PE groups of output channels.
     groups: int = 1
+    #: The engine's PE (set by the plan).
+    pe: int = 1
     #: conv steps: the main term is multiplied by the beta of the ASQ step before (the register).
     beta: bool = False
     #: asq steps: the index of the ASQ unit's configuration.
     asq: int = 0
+    #: conv steps: the convolution's groups (input channels ``c_in / conv_groups`` per output).
+    conv_groups: int = 1
+
+    @property
+    def cout_g(self) -> int:
+        """Output channels per convolution group."""
+        return self.c_out // self.conv_groups
+
+    @property
+    def pgroups(self) -> int:
+        """PE groups per convolution group (a PE group never straddles two convolution groups)."""
+        return -(-self.cout_g // self.pe)
 
     @property
     def items(self) -> int:
-        """Input positions summed per output value: ``c_in k k``."""
-        return self.c_in * self.kernel * self.kernel
+        """Input positions summed per output value: ``(c_in / conv_groups) k k``."""
+        return self.c_in // self.conv_groups * self.kernel * self.kernel
 
 
 @dataclass
@@ -262,7 +281,13 @@ def _identity(channels: int, lo=None, hi=None):
     return (1,) * channels, (0,) * channels, (0,) * channels, 0, lo, hi
 
 
-def _array_key(node: ConvNode):
+#: Weight code of an average pool's depthwise convolution (a 2-bit int 1).
+POOL_WEIGHT_BITS = 2
+
+
+def _array_key(node):
+    if isinstance(node, PoolNode):
+        return ("int", "pool")
     w = node.weight
     return ("int", 0) if w.kind == formats.INT else (w.kind, w.bits)
 
@@ -322,19 +347,20 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
                               lo=None, hi=None, asq=len(asq_configs) - 1))
         return codes
 
-    def conv_step(node: ConvNode, name, nodes, consts, skip=None):
+    def conv_step(node, name, nodes, consts, skip=None):
         info = graph.info(node.name)
-        beta = node.act_in.asq is not None
+        beta = isinstance(node, ConvNode) and node.act_in.asq is not None
         src = tensors[asq_step(node) if beta else stored(node.inputs[0])]
         c_in, h_in, w_in = src.shape
         if node.op == "fc":
             c_in, h_in, w_in = src.words, 1, 1
         out = _map_shape(info.shape)
         M, A, B, S, lo, hi = consts
+        groups = c_in if isinstance(node, PoolNode) else node.groups or 1
         return StepPlan(index=len(steps), name=name, nodes=nodes, kind="conv", src=src.name, dst=name, skip=skip,
                         c_in=c_in, h_in=h_in, w_in=w_in, c_out=out[0], h_out=out[1], w_out=out[2],
                         kernel=node.kernel or 1, stride=node.stride or 1, pad=node.pad or 0,
-                        M=M, A=A, B=B, shift=S, lo=lo, hi=hi, beta=beta)
+                        M=M, A=A, B=B, shift=S, lo=lo, hi=hi, beta=beta, conv_groups=groups)
 
     def pointwise_step(name, nodes, src, consts, skip=None):
         c, h, w = tensors[src].shape
@@ -348,8 +374,6 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
         if isinstance(node, InputNode):
             tensor(node.name, info.shape, info.lo, info.hi)
         elif isinstance(node, ConvNode):
-            if node.op == "conv" and node.groups != 1:
-                _refuse(node, f"groups={node.groups}")
             if node.name in fused_main:
                 continue
             c_out = info.shape[0]
@@ -384,6 +408,14 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
             steps.append(step)
         elif isinstance(node, FlattenNode):
             alias[node.name] = stored(node.inputs[0])
+        elif isinstance(node, PoolNode) and node.op == "avgpool":
+            # A depthwise convolution with weights 1 (the window sum, zero padding) on its own array.
+            consts = (_identity(info.shape[0]) if node.requant is None
+                      else _requant_constants(node.requant, info.shape[0], False, at=node.name))
+            step = conv_step(node, node.name, (node.name,), consts)
+            tensor(node.name, info.shape, info.lo, info.hi)
+            steps.append(step)
+            conv_nodes[step.name] = node
         elif isinstance(node, PoolNode) and node.op == "gap":
             producer = next((s for s in reversed(steps) if s.dst == stored(node.inputs[0])), None)
             if producer is None or producer.gap is not None:
@@ -407,7 +439,8 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
                 step.dst in (s.src, s.skip) for s in steps):
             del tensors[step.dst]
             step.dst = None
-        step.groups = -(-step.c_out // pe)
+        step.pe = pe
+        step.groups = step.conv_groups * step.pgroups
     if output_name == input_name or output_name not in tensors:
         raise UserError(f"engine: the graph's output {graph.output!r} is not written by any step")
     _liveness(steps, tensors, input_name, output_name)
@@ -482,10 +515,18 @@ def _weights(graph, steps, conv_nodes, weights, pe):
         node = conv_nodes[step.name]
         info = graph.info(node.name)
         key = _array_key(node)
-        act = node.act_in
-        act_bits = act.bits + (0 if act.signed or node.weight.kind != formats.INT else 1)
+        if isinstance(node, PoolNode):
+            x = graph.info(node.inputs[0])
+            # the MAC array's accumulators are signed: the sum's signed width (sum_width is unsigned
+            # for an unsigned input)
+            node_w_bits, act_bits = POOL_WEIGHT_BITS, arith.signed_width(min(x.lo, 0), x.hi)
+            acc_width = arith.signed_width(*info.sum_range)
+        else:
+            act = node.act_in
+            node_w_bits, acc_width = node.weight.bits, info.acc_width
+            act_bits = act.bits + (0 if act.signed or node.weight.kind != formats.INT else 1)
         w_bits, a_bits, acc = keys.get(key, (0, 0, 0))
-        keys[key] = (max(w_bits, node.weight.bits), max(a_bits, act_bits), max(acc, info.acc_width))
+        keys[key] = (max(w_bits, node_w_bits), max(a_bits, act_bits), max(acc, acc_width))
     arrays = []
     for (kind, _), (w_bits, act_bits, acc_width) in keys.items():
         signed = kind == formats.INT
@@ -500,17 +541,23 @@ def _weights(graph, steps, conv_nodes, weights, pe):
             continue
         node = conv_nodes[step.name]
         spec = arrays[index[_array_key(node)]]
-        w = np.asarray(weights[node.name], dtype=np.int64).reshape(step.c_out, step.c_in, step.kernel, step.kernel)
+        cin_g = step.c_in // step.conv_groups
+        if isinstance(node, PoolNode):
+            w = np.ones((step.c_out, 1, step.kernel, step.kernel), dtype=np.int64)
+        else:
+            w = np.asarray(weights[node.name], dtype=np.int64).reshape(step.c_out, cin_g, step.kernel, step.kernel)
         if spec.kind == formats.INT:
             w = w & ((1 << spec.w_bits) - 1)  # sign-extended to the array's width, as raw bits
         step.array = index[_array_key(node)]
         words = roms[step.array]
         step.weight_base = len(words)
-        for g in range(step.groups):
-            for ci in range(step.c_in):
-                for ky in range(step.kernel):
-                    for kx in range(step.kernel):
-                        words.append([int(w[c, ci, ky, kx]) if c < step.c_out else 0
-                                      for c in range(g * pe, (g + 1) * pe)])
+        cout_g = step.cout_g
+        for cg in range(step.conv_groups):
+            for j in range(step.pgroups):
+                for ci in range(cin_g):
+                    for ky in range(step.kernel):
+                        for kx in range(step.kernel):
+                            words.append([int(w[cg * cout_g + c, ci, ky, kx]) if c < cout_g else 0
+                                          for c in range(j * pe, (j + 1) * pe)])
         step.weight_words = len(words) - step.weight_base
     return arrays, roms
