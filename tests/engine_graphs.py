@@ -210,7 +210,7 @@ def random_graph(rng):
     shortcut whose stride and padding land on the main branch's map; with an ASQ unit in front of the
     block's first conv, the skip is the stem's ``y``), then a GAP head, an fc on the flattened map, or
     the block's codes as the output; the block's first conv grouped (or depthwise) at random, an
-    average pool after the block at random. Kernels 1, 3, 5, strides 1..2, paddings up to k // 2,
+    average or max pool after the block at random. Kernels 1, 3, 5, strides 1..2, paddings up to k // 2,
     sizes 4..7, every weight kind, PE left to the caller; constants calibrated on a few random images."""
     kind, wbits = [("int", 4), ("post", 3), ("post", 4), ("pot", 3), ("int", 2)][rng.integers(0, 5)]
     bits = int(rng.integers(2, 5))
@@ -275,11 +275,14 @@ def random_graph(rng):
         extra = [conv("sc", "stem", c, c2, 1, sc_s, None, bits, kind=kind, wbits=wbits, pad=sc_p)]
     add_req = _requant(rng, c2, spread, 0, hi, hi / 3, skip_spread=skip_spread)
     grow(main, *extra, {"name": "b", "op": "add", "inputs": ["c2", skip], "requant": add_req})
-    if rng.integers(0, 3) == 0:  # an average pool of the block's codes
+    if rng.integers(0, 3) == 0:  # an average or max pool of the block's codes
         k = int(rng.integers(2, 4))
         pool = {"name": "pool", "op": "avgpool", "inputs": ["b"], "kernel": k, "stride": int(rng.integers(1, 3)),
                 "pad": int(rng.integers(0, k // 2 + 1)),
                 "requant": _requant(rng, c2, hi / 2 * k * k, 0, hi, hi / 2, positive=True)}
+        if rng.integers(0, 2):
+            pool.update(op="maxpool")
+            del pool["requant"]
         if (res["b"].shape[-1] + 2 * pool["pad"] - k) >= 0:
             grow(pool)
             res["b"] = res["pool"]

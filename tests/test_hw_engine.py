@@ -146,13 +146,16 @@ def test_memory_map_is_json_and_complete():
     assert mm["descriptors"]["count"] == len(plan.steps) and mm["input"] == "x" and mm["output"] == "fc"
 
 
-def test_max_pools_are_refused_by_name():
+def test_max_pools_run_on_the_max_array_padding_never_chosen():
     rng = np.random.default_rng(0)
-    nodes = [inp((4, 6, 6), bits=3, signed=False),
-             {"name": "p", "op": "maxpool", "inputs": ["x"], "kernel": 2, "stride": 2, "pad": 0}]
+    nodes = [inp((3, 7, 7), bits=8, signed=True),
+             {"name": "p", "op": "maxpool", "inputs": ["x"], "kernel": 3, "stride": 2, "pad": 1}]
     graph = Graph.from_dict({"nodes": nodes, "output": "p"})
-    with pytest.raises(UserError, match="node 'p' \\(maxpool\\)"):
-        plan_graph(graph, random_weights(graph, rng), pe=2)
+    plan = plan_graph(graph, {}, pe=2)
+    assert plan.arrays[0].kind == "max" and plan.steps[0].conv_groups == 3
+    images = rng.integers(-128, 0, (2, 3, 7, 7))  # all negative: a padded 0 would win
+    got, _ = run_engine(GraphEngine(plan), images)
+    assert np.array_equal(got, _expected(graph, {}, images))
 
 
 def test_grouped_convolutions_and_average_pools_keep_pe_groups_inside_a_convolution_group():
@@ -315,7 +318,7 @@ def _random_case(seed):
     return graph, weights, images[:2], plan_graph(graph, weights, pe=int(rng.integers(1, 6))), rng
 
 
-@pytest.mark.parametrize("seed", [3, 4, 11])  # ASQ; grouped with a shortcut; an average pool and GAP
+@pytest.mark.parametrize("seed", [3, 4, 11, 18])  # ASQ; grouped + shortcut; average pool + GAP; max pool
 def test_engine_on_random_graphs_bit_exact(seed):
     graph, weights, images, plan, rng = _random_case(seed)
     got, _ = run_engine(GraphEngine(plan), images, rng)
@@ -326,7 +329,7 @@ def test_engine_on_random_graphs_bit_exact(seed):
 @pytest.mark.parametrize("seed", range(30))
 def test_engine_on_many_random_graphs_bit_exact(seed):
     """Kernels 1/3/5, strides, paddings, every weight kind, grouped and depthwise convolutions,
-    identity and 1x1 shortcuts, ASQ units, average pools, GAP and flatten heads, PE 1..5, random
+    identity and 1x1 shortcuts, ASQ units, average and max pools, GAP and flatten heads, PE 1..5, random
     stalls."""
     graph, weights, images, plan, rng = _random_case(seed)
     got, _ = run_engine(GraphEngine(plan), images, rng)

@@ -11,8 +11,9 @@ Built from an :class:`hw.rtl.engine.planner.EnginePlan`. What it holds, and what
 - a weight ROM per MAC array (PE codes of the array's width per word) and one constant table
   (``M``, ``A``, ``B'`` per channel);
 - one MAC array per weight format of the graph (:class:`hw.rtl.mac.MacArray` of
-  :class:`hw.rtl.mul.MulLane` s: POST, POT, int), PE output channels by one input per cycle, its
-  accumulator as wide as the widest layer's;
+  :class:`hw.rtl.mul.MulLane` s: POST, POT, int; average pools: int with weights 1), PE output
+  channels by one input per cycle, its accumulator as wide as the widest layer's, and a
+  :class:`hw.rtl.engine.maxarray.MaxArray` for max pools;
 - one requantizer (:class:`hw.rtl.engine.epilogue.TwoTermRequantizer`) for every step, the
   residual add's skip term included, and PE GAP sums on its output.
 
@@ -47,6 +48,7 @@ from amaranth.lib.wiring import In, Out
 from golden import arith
 from hw.rtl.asq import AsqConfig, AsqUnit
 from hw.rtl.engine.epilogue import TwoTermRequantizer
+from hw.rtl.engine.maxarray import MaxArray
 from hw.rtl.engine.planner import STEP_KINDS, EnginePlan
 from hw.rtl.mac import MacArray
 
@@ -209,8 +211,11 @@ class GraphEngine(wiring.Component):
         # ------------------------------------------------------------------ MAC arrays
         arrays = []
         for k, spec in enumerate(plan.arrays):
-            mac = MacArray(spec.kind, spec.w_bits, spec.act_bits, spec.act_signed, pe=pe, simd=1,
-                           acc_width=spec.acc_width, frac_bits=self.post_frac_bits)
+            if spec.kind == "max":
+                mac = MaxArray(spec.act_bits, pe=pe)
+            else:
+                mac = MacArray(spec.kind, spec.w_bits, spec.act_bits, spec.act_signed, pe=pe, simd=1,
+                               acc_width=spec.acc_width, frac_bits=self.post_frac_bits)
             m.submodules[f"mac{k}"] = mac
             arrays.append(mac)
         acc_width = plan.acc_width
@@ -280,6 +285,9 @@ class GraphEngine(wiring.Component):
             a = operand_rd.data[:spec.act_bits]
             m.d.comb += [mac.valid.eq(mac_valid & (d.array == k)), mac.first.eq(mac_first), mac.last.eq(mac_last),
                          mac.a[0].eq(Mux(mac_inside, a.as_signed() if spec.act_signed else a, 0))]
+            if spec.kind == "max":
+                m.d.comb += mac.inside.eq(mac_inside)
+                continue
             m.d.comb += weight_rds[k].addr.eq(d.weight_base + gofs_w + witem)
             for p in range(pe):
                 m.d.comb += mac.w[p][0].eq(weight_rds[k].data[p])

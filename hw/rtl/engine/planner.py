@@ -28,13 +28,14 @@ wide as the array's weights: 3-bit POST codes are not stored in the 8-bit slots 
 and all per-channel constants in one table; the descriptors hold the base addresses.
 
 :func:`plan_graph` refuses (``asqhw.errors.UserError``, naming the node) what the engine does not
-run yet: max pools, a beta on a skip branch or on a value a pointwise step requantizes, a raw
+run yet: a beta on a skip branch or on a value a pointwise step requantizes, a raw
 accumulator carrying a beta stored for a later node.
 
 Grouped convolutions (depthwise included) run as convolutions whose PE groups never straddle two
 convolution groups (a depthwise layer keeps one lane of PE busy); an average pool runs as a
 depthwise convolution with weights 1 on a MAC array of its own (2-bit int weights, activations as
-wide as the pooled values), its requantizer (``1/(k k)`` folded in) or the identity after it.
+wide as the pooled values), its requantizer (``1/(k k)`` folded in) or the identity after it; a max
+pool likewise on a max array (:class:`hw.rtl.engine.maxarray.MaxArray`), the identity after it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class ArraySpec:
 
     ``int`` weights of any width share one array (codes sign-extended to ``w_bits``, activations
     signed ``act_bits`` wide, wide enough for every int layer's signed or unsigned codes); POST and
-    POT get one array per weight width (their codes are not nested), unsigned activations.
+    POT get one array per weight width (their codes are not nested), unsigned activations; average
+    pools an int array of their own (weights 1); max pools a ``max`` array (no weights).
     """
 
     kind: str
@@ -287,7 +289,7 @@ POOL_WEIGHT_BITS = 2
 
 def _array_key(node):
     if isinstance(node, PoolNode):
-        return ("int", "pool")
+        return ("max", 0) if node.op == "maxpool" else ("int", "pool")
     w = node.weight
     return ("int", 0) if w.kind == formats.INT else (w.kind, w.bits)
 
@@ -408,6 +410,12 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
             steps.append(step)
         elif isinstance(node, FlattenNode):
             alias[node.name] = stored(node.inputs[0])
+        elif isinstance(node, PoolNode) and node.op == "maxpool":
+            # A depthwise step on the max array (a running max of the window), the identity after it.
+            step = conv_step(node, node.name, (node.name,), _identity(info.shape[0]))
+            tensor(node.name, info.shape, info.lo, info.hi)
+            steps.append(step)
+            conv_nodes[step.name] = node
         elif isinstance(node, PoolNode) and node.op == "avgpool":
             # A depthwise convolution with weights 1 (the window sum, zero padding) on its own array.
             consts = (_identity(info.shape[0]) if node.requant is None
@@ -515,7 +523,11 @@ def _weights(graph, steps, conv_nodes, weights, pe):
         node = conv_nodes[step.name]
         info = graph.info(node.name)
         key = _array_key(node)
-        if isinstance(node, PoolNode):
+        if isinstance(node, PoolNode) and node.op == "maxpool":
+            x = graph.info(node.inputs[0])
+            node_w_bits = 1
+            act_bits = acc_width = arith.signed_width(min(x.lo, 0), max(x.hi, 0))
+        elif isinstance(node, PoolNode):
             x = graph.info(node.inputs[0])
             # the MAC array's accumulators are signed: the sum's signed width (sum_width is unsigned
             # for an unsigned input)
@@ -529,9 +541,9 @@ def _weights(graph, steps, conv_nodes, weights, pe):
         keys[key] = (max(w_bits, node_w_bits), max(a_bits, act_bits), max(acc, acc_width))
     arrays = []
     for (kind, _), (w_bits, act_bits, acc_width) in keys.items():
-        signed = kind == formats.INT
+        signed = kind in (formats.INT, "max")
         # The accumulator holds at least one product of the array (MacArray's own check).
-        prod = product_shape(kind, w_bits, act_bits, signed, graph.post_frac_bits).width
+        prod = 1 if kind == "max" else product_shape(kind, w_bits, act_bits, signed, graph.post_frac_bits).width
         arrays.append(ArraySpec(kind=kind, w_bits=w_bits, act_bits=act_bits, act_signed=signed,
                                 acc_width=max(acc_width, prod)))
     index = {key: k for k, key in enumerate(keys)}
@@ -542,6 +554,9 @@ def _weights(graph, steps, conv_nodes, weights, pe):
         node = conv_nodes[step.name]
         spec = arrays[index[_array_key(node)]]
         cin_g = step.c_in // step.conv_groups
+        if spec.kind == "max":
+            step.array = index[_array_key(node)]
+            continue  # no weights
         if isinstance(node, PoolNode):
             w = np.ones((step.c_out, 1, step.kernel, step.kernel), dtype=np.int64)
         else:
