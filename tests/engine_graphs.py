@@ -67,7 +67,7 @@ def _requant(rng, channels, spread, lo, hi, target, output="codes", frac_bits=0,
     return req(M, B, S, lo, hi, output, frac_bits, A=A)
 
 
-def mini_resnet(rng, size=8, c1=4, c2=8, bits=3, kind="post", n_classes=10):
+def mini_resnet(rng, size=8, c1=4, c2=8, bits=3, kind="post", n_classes=10, post_frac_bits=2):
     """stem (int8 3x3) -> identity block -> strided block with a 1x1 shortcut -> GAP -> flatten -> fc.
 
     Constants are random, scaled so that codes spread over their range (some clamp, most do not).
@@ -97,7 +97,7 @@ def mini_resnet(rng, size=8, c1=4, c2=8, bits=3, kind="post", n_classes=10):
            _requant(rng, n_classes, _acc_std("int", 8, 8, False, c2), None, None, 1 << 10, "logits", 8)),
     ]
     nodes[-1]["requant"]["lo"] = nodes[-1]["requant"]["hi"] = None
-    graph = Graph.from_dict({"nodes": nodes, "output": "fc"})
+    graph = Graph.from_dict({"nodes": nodes, "output": "fc"}, post_frac_bits)
     return graph, random_weights(graph, rng)
 
 

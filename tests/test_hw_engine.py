@@ -189,9 +189,10 @@ def test_grouped_convolutions_and_average_pools_keep_pe_groups_inside_a_convolut
 # ----------------------------------------------------------------------------- engine in simulation
 
 
-def test_engine_runs_a_mini_resnet_bit_exact():
+@pytest.mark.parametrize("post_frac_bits", [2, 3])
+def test_engine_runs_a_mini_resnet_bit_exact(post_frac_bits):
     rng = np.random.default_rng(1)
-    graph, weights = mini_resnet(rng)
+    graph, weights = mini_resnet(rng, post_frac_bits=post_frac_bits)
     images = rng.integers(-128, 128, (1, 1, 8, 8))
     engine = GraphEngine(plan_graph(graph, weights, pe=4))
     got, cycles = run_engine(engine, images)

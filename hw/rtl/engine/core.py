@@ -33,12 +33,14 @@ cycles : Out(32)
 
 Schedule (per step, in descriptor order): for each group of PE output channels (within one
 convolution group), for each output pixel, conv steps issue the ``c_in / groups * k k`` input
-positions, one per cycle (activation and weight
-reads: 1 cycle; the array: :attr:`MacArray.LATENCY`), then PE cycles feed the accumulators to the
-requantizer (the skip value and the constants read on the way); pointwise steps feed PE stored
-values per pixel. After each group the engine waits for the requantizer to empty
-(:attr:`TwoTermRequantizer.LATENCY`) and writes the group's GAP sums. So a conv step takes about
-``groups * H_out W_out * (c_in k k + PE + 4) + groups * 10`` cycles.
+positions, one per cycle (activation and weight reads: 1 cycle; the array:
+:attr:`MacArray.LATENCY`), then PE cycles feed the accumulators to the requantizer (the skip value
+and the constants read on the way); pointwise steps feed PE stored values per pixel. After each
+group the engine waits for the requantizer to empty (:attr:`TwoTermRequantizer.latency`) and
+writes the group's GAP sums. So a conv step takes about
+``groups * H_out W_out * (c_in / conv_groups * k k + PE + 5) + groups * 12`` cycles. An asq step
+reads its ``y`` map twice, one value per cycle (into the unit's GAP, then through its quantizer),
+with the adapter's :meth:`AsqUnit.beta_cycles` between.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -64,19 +66,17 @@ class GraphEngine(wiring.Component):
     Parameters
     ----------
     plan : hw.rtl.engine.planner.EnginePlan
-    post_frac_bits : int
-        POST table precision of the graph.
 
     Latency: one image takes :meth:`estimate_cycles` cycles (about); throughput: one image at a
     time (the next image's input is taken after the last output beat).
     """
 
-    def __init__(self, plan: EnginePlan, post_frac_bits: int = 2):
+    def __init__(self, plan: EnginePlan):
         if not isinstance(plan, EnginePlan):
             raise TypeError("GraphEngine needs an EnginePlan (hw.rtl.engine.planner.plan_graph)")
         if not plan.steps:
             raise ValueError("GraphEngine: the plan has no steps")
-        self.plan, self.post_frac_bits = plan, post_frac_bits
+        self.plan, self.post_frac_bits = plan, plan.post_frac_bits
         steps = plan.steps
         self.pe = plan.pe
         self.word_width = plan.act_width

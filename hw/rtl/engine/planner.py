@@ -182,6 +182,8 @@ class EnginePlan:
         stores fewer bits than one bank as wide as the widest value, each placed by liveness.
     asq_configs : list of tuple
         ``(golden.arith.AsqConstants, channels, pixels, y_max)`` per asq step, in order.
+    post_frac_bits : int
+        The graph's POST table precision (the MAC arrays' tables).
     """
 
     pe: int
@@ -194,6 +196,7 @@ class EnginePlan:
     constants: list
     banks: list
     asq_configs: list = field(default_factory=list)
+    post_frac_bits: int = formats.DEFAULT_POST_FRAC_BITS
 
     @property
     def act_width(self) -> int:
@@ -460,7 +463,7 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
         constants += list(zip(step.M, step.A, step.B, strict=True))
     return EnginePlan(pe=pe, steps=steps, tensors=tensors, input=input_name, output=output_name, arrays=arrays,
                       weight_roms=weight_roms, constants=constants, banks=banks,
-                      asq_configs=asq_configs)
+                      asq_configs=asq_configs, post_frac_bits=graph.post_frac_bits)
 
 
 def _liveness(steps, tensors, input_name, output_name) -> None:
