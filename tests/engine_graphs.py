@@ -301,3 +301,41 @@ def random_graph(rng):
         grow({"name": "flat", "op": "flatten", "inputs": [src]}, head)
     graph = Graph.from_dict({"nodes": nodes, "output": nodes[-1]["name"]})
     return graph, weights, images
+
+
+def resnet(rng, size=32, c_in=3, widths=(16, 32, 64), blocks=3, bits=3, kind="post", n_classes=10):
+    """A CIFAR-style ResNet (ResNet-20 by default: 3 stages of 3 basic blocks, 1x1 strided shortcuts
+    where the shape changes, GAP, fc) with random weights and constants scaled so that codes spread
+    over their range: 8-bit signed input and int8 stem and fc, BITS-bit codes and ``kind`` weights
+    inside."""
+    hi = (1 << bits) - 1
+    nodes = [inp((c_in, size, size)),
+             conv("stem", "x", c_in, widths[0], 3, 1,
+                  _requant(rng, widths[0], _acc_std("int", 8, 8, True, 9 * c_in), 0, hi, hi),
+                  act_bits=8, signed=True, kind="int", wbits=8)]
+    prev, cin = "stem", widths[0]
+    for stage, cout in enumerate(widths):
+        for block in range(blocks):
+            stride = 2 if stage and not block else 1
+            b = f"s{stage + 1}b{block + 1}"
+            spread = _acc_std(kind, bits, bits, False, 9 * cin)
+            nodes.append(conv(f"{b}c1", prev, cin, cout, 3, stride, _requant(rng, cout, spread, 0, hi, hi), bits,
+                              kind=kind, wbits=bits))
+            nodes.append(conv(f"{b}c2", f"{b}c1", cout, cout, 3, 1, None, bits, kind=kind, wbits=bits))
+            skip, skip_spread = prev, hi / 2
+            if stride != 1 or cin != cout:
+                nodes.append(conv(f"{b}sc", prev, cin, cout, 1, stride, None, bits, kind=kind, wbits=bits, pad=0))
+                skip, skip_spread = f"{b}sc", _acc_std(kind, bits, bits, False, cin)
+            nodes.append({"name": b, "op": "add", "inputs": [f"{b}c2", skip],
+                          "requant": _requant(rng, cout, _acc_std(kind, bits, bits, False, 9 * cout), 0, hi, hi / 3,
+                                              skip_spread=skip_spread)})
+            prev, cin = b, cout
+    side = size // 2 ** (len(widths) - 1)
+    nodes += [{"name": "gap", "op": "gap", "inputs": [prev],
+               "requant": _requant(rng, cin, hi / 2 * side * side, 0, 255, 100, positive=True)},
+              {"name": "flat", "op": "flatten", "inputs": ["gap"]},
+              fc("fc", "flat", cin, n_classes,
+                 _requant(rng, n_classes, _acc_std("int", 8, 8, False, cin), None, None, 1 << 10, "logits", 8))]
+    nodes[-1]["requant"]["lo"] = nodes[-1]["requant"]["hi"] = None
+    graph = Graph.from_dict({"nodes": nodes, "output": "fc"})
+    return graph, random_weights(graph, rng)
