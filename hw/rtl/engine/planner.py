@@ -3,8 +3,9 @@
 The descriptor-driven engine (:class:`hw.rtl.engine.core.GraphEngine`) runs a graph as a list of
 *steps*, one descriptor each, in order:
 
-- ``conv``: a convolution or fc layer on the MAC array, one group of PE output channels and one
-  output pixel at a time, its accumulators through the engine's requantizer. A conv whose raw
+- ``conv``: a convolution (grouped and depthwise too), an fc layer, an average or a max pool
+  (below) on a MAC array, one group of PE output channels and one output pixel at a time, its
+  accumulators through the engine's requantizer. A conv whose raw
   accumulator feeds only the main branch of a residual ``add`` is fused with it: the step runs at
   the add's place, reads the skip branch at the position it writes and uses the add's two-term
   requantizer. A conv without requantizer that is not fused (a 1x1 shortcut) stores its raw
@@ -19,10 +20,12 @@ The descriptor-driven engine (:class:`hw.rtl.engine.core.GraphEngine`) runs a gr
 
 A ``gap`` is not a step: its producer's step sums every value it writes per channel (on the way
 out of the requantizer) and stores the sums; a ``flatten`` is free (the stored (C, H, W) order is
-the flat order). Every stored tensor lives in one activation memory at a base address chosen by
+the flat order). Every stored tensor lives in the activation memory at a base address chosen by
 liveness: a tensor occupies its words from the step that writes it to the last step that reads it,
 and tensors whose lives overlap never share a word (so a step never overwrites what it reads).
-On a residual network this is the ping-pong pair plus the skip buffer of the block input. All
+On a residual network this is the ping-pong pair plus the skip buffer of the block input. The
+memory has one or two banks by value width (narrow codes apart from wide accumulators, ``y``,
+sums and logits) when two store fewer bits, each bank placed by liveness on its own. All
 weights of a MAC array sit in its one ROM (a word holds the PE codes of one input position, each as
 wide as the array's weights: 3-bit POST codes are not stored in the 8-bit slots of the int layers)
 and all per-channel constants in one table; the descriptors hold the base addresses.
