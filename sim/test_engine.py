@@ -1,0 +1,150 @@
+"""The descriptor-driven graph engine as Verilog on Verilator, against golden.graph.run_graph.
+
+cocotb side (:func:`engine_matches_golden`): a :class:`sim.streams.StreamDriver` sends each
+image's input codes on ``i`` with random idle cycles, a :class:`sim.streams.StreamMonitor` takes
+the output values from ``o`` with random back-pressure; every image's values must equal golden's
+(the pytest side computed them and passed them in a ``.npz`` file). The testbench writes a JSON
+summary: images, mismatches (image, index, expected, got), cycles per image, simulated cycles per
+second.
+
+pytest side: the Verilog goes through :func:`hw.eda.verilog.verilog_text` (the project's one
+conversion path) and cocotb's runner (:func:`sim.runner.run_cocotb`). Graphs: the engine tests'
+mini ResNet and random graphs (``tests/engine_graphs.py``), and ResNet-20 (16/32/64 channels,
+32 x 32 x 3, BITS 3 POST inside, 8-bit int at the edges) with random weights and constants.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import cocotb
+import numpy as np
+import pytest
+from cocotb.triggers import ReadOnly, RisingEdge
+
+from sim.tb import CLOCK_NS, pack_fields, start_clock_and_reset, start_watchdog, tb_params, tb_rng, unpack_fields
+
+
+@cocotb.test()
+async def engine_matches_golden(dut):
+    """Every image through the engine; every output value equal to golden's."""
+    from asqhw.atomic import atomic_write_text
+    from sim.streams import StreamDriver, StreamMonitor
+
+    params = tb_params()
+    vectors = np.load(params["vectors"])
+    images, expected = vectors["images"], vectors["expected"]
+    in_bits, out_bits, stall = params["in_bits"], params["out_bits"], params["stall"]
+    await start_clock_and_reset(dut, idle=[dut.i__valid])
+    state = {"beats": [], "outputs": [], "cycles": []}
+
+    def unpack(value):
+        if not value.is_resolvable:
+            raise AssertionError(f"o__payload has X/Z bits while valid: {value}")
+        return unpack_fields(value.to_unsigned(), [(out_bits, True), (1, False)])
+
+    async def read_cycles():
+        await ReadOnly()
+        state["cycles"].append(dut.cycles.value.to_unsigned())
+
+    def on_beat(beat):
+        value, last = beat
+        state["beats"].append(value)
+        if last:
+            state["outputs"].append(state["beats"])
+            state["beats"] = []
+            cocotb.start_soon(read_cycles())
+
+    monitor = StreamMonitor(dut, "o", unpack=unpack, callback=on_beat, rng=tb_rng("o"),
+                            stall_prob=stall).start(keep=False)
+    driver = StreamDriver(dut, "i", rng=tb_rng("i"), idle_prob=stall,
+                          pack=lambda code: pack_fields([(code, in_bits, True)]))
+    watchdog = start_watchdog(len(images) * 2 * (params["cycles_model"] + 1000), f"{len(images)} images")
+    t0, sim0 = time.perf_counter(), cocotb.utils.get_sim_time("ns")
+    for image in images:
+        await driver.send_all([int(c) for c in np.asarray(image).ravel()])
+        await monitor.wait_count(sum(len(o) for o in state["outputs"]) + expected.shape[1])
+    await RisingEdge(dut.clk)
+    wall = time.perf_counter() - t0
+    sim_cycles = (cocotb.utils.get_sim_time("ns") - sim0) / CLOCK_NS
+    monitor.stop()
+    watchdog.cancel()
+    mismatches = [{"image": n, "index": k, "expected": int(want[k]), "got": int(got[k])}
+                  for n, (got, want) in enumerate(zip(state["outputs"], expected, strict=False))
+                  for k in range(len(want)) if len(got) != len(want) or got[k] != want[k]]
+    summary = {"images": len(state["outputs"]), "mismatches": len(mismatches), "first_mismatches": mismatches[:20],
+               "cycles_per_image": float(np.mean(state["cycles"])) if state["cycles"] else None,
+               "cycles_model": params["cycles_model"], "sim_cycles": sim_cycles, "wall_s": wall,
+               "cycles_per_s": sim_cycles / wall if wall else None}
+    atomic_write_text(params["summary"], json.dumps(summary, indent=1) + "\n")
+    assert summary["images"] == len(images), summary
+    assert not mismatches, summary
+
+
+# ----------------------------------------------------------------------------- pytest side
+
+
+def run_engine_rtl(graph, weights, images, *, pe, out_dir, simulator="verilator", stall=0.2, seed=1) -> dict:
+    """Build the engine of ``graph`` as Verilog, run ``images`` through it on ``simulator``.
+
+    Returns the testbench's summary (raises :class:`sim.runner.SimulationFailed` on a mismatch).
+    """
+    from golden.graph import run_graph
+    from hw.eda.verilog import verilog_text
+    from hw.rtl.engine.core import GraphEngine
+    from hw.rtl.engine.planner import plan_graph
+    from sim.runner import run_cocotb
+    from sim.tb import params_env
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engine = GraphEngine(plan_graph(graph, weights, pe=pe))
+    verilog = out_dir / "graph_engine.v"
+    verilog.write_text(verilog_text(engine, name="graph_engine"))
+    expected = run_graph(graph, weights, images)[graph.output]
+    np.savez(out_dir / "vectors.npz", images=np.asarray(images), expected=expected.reshape(len(images), -1))
+    summary = out_dir / "summary.json"
+    params = {"vectors": str(out_dir / "vectors.npz"), "in_bits": engine.in_width, "out_bits": engine.word_width,
+              "stall": stall, "seed": seed, "cycles_model": engine.estimate_cycles(), "summary": str(summary)}
+    run_cocotb(simulator=simulator, sources=[verilog], toplevel="graph_engine", test_module="sim.test_engine",
+               build_dir=out_dir / f"build-{simulator}", extra_env=params_env(**params), seed=seed,
+               build_log=out_dir / "build.log")
+    return json.loads(summary.read_text())
+
+
+@pytest.mark.sim
+def test_mini_resnet_on_verilator(tmp_path):
+    from tests.engine_graphs import mini_resnet
+
+    rng = np.random.default_rng(1)
+    graph, weights = mini_resnet(rng)
+    images = rng.integers(-128, 128, (4, 1, 8, 8))
+    summary = run_engine_rtl(graph, weights, images, pe=4, out_dir=tmp_path)
+    assert summary["images"] == 4 and summary["mismatches"] == 0
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("seed", [3, 4, 11, 18])
+def test_random_graphs_on_verilator(seed, tmp_path):
+    from tests.engine_graphs import random_graph
+
+    rng = np.random.default_rng(seed)
+    graph, weights, images = random_graph(rng)
+    summary = run_engine_rtl(graph, weights, images[:3], pe=int(rng.integers(1, 6)), out_dir=tmp_path, seed=seed)
+    assert summary["images"] == 3 and summary["mismatches"] == 0
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_resnet20_on_verilator(tmp_path):
+    """ResNet-20 (random weights and constants, codes spread over their range): 8 images, every
+    logit equal to golden's, with random stalls on both streams."""
+    from tests.engine_graphs import resnet
+
+    rng = np.random.default_rng(0)
+    graph, weights = resnet(rng)
+    images = rng.integers(-128, 128, (8, 3, 32, 32))
+    summary = run_engine_rtl(graph, weights, images, pe=4, out_dir=tmp_path)
+    print(f"\nResNet-20 on Verilator: {summary['cycles_per_image']:.0f} cycles/image (model "
+          f"{summary['cycles_model']}), {summary['cycles_per_s']:.0f} cycles/s, {summary['wall_s']:.0f} s")
+    assert summary["images"] == 8 and summary["mismatches"] == 0
