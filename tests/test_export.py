@@ -145,8 +145,15 @@ def _edit_manifest(path: Path, edit) -> None:
 
 
 def test_other_format_version_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m.update(format_version=FORMAT_VERSION + 98))
+    with pytest.raises(UserError, match=r"manifest\.json: format_version 99 is not supported "
+                       r"\(this asqhw reads 1 and 2\)"):
+        read_bundle(bundle_copy)
+
+
+def test_a_chain_manifest_claiming_format_2_is_refused(bundle_copy):
     _edit_manifest(bundle_copy, lambda m: m.update(format_version=FORMAT_VERSION + 1))
-    with pytest.raises(UserError, match=r"manifest\.json: format_version 2 is not supported"):
+    with pytest.raises(UserError, match=r"manifest\.json: field 'layers' unknown here"):
         read_bundle(bundle_copy)
 
 

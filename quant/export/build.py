@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from asqhw.atomic import check_writable
@@ -199,3 +200,109 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
     return _write_export(model, dict(meta), outdir, progress, post_frac_bits)
 
 
+
+
+# ----------------------------------------------------------------------------- format 2 (graphs)
+
+
+@torch.no_grad()
+def graph_input_lut(model, first_layer: str, pixel_max: int, input_shape) -> list:
+    """The first quantized layer's input code of every pixel value, through the model's own
+    normalisation (its forward up to that layer): lossless and one table for every position, or
+    refused."""
+    pixels = torch.arange(pixel_max + 1, dtype=torch.float32) / float(pixel_max)
+    images = pixels.reshape(-1, 1, 1, 1).expand(-1, *input_shape).contiguous()
+    layer = model.get_submodule(first_layer)
+    seen = {}
+
+    def grab(mod, args):
+        seen["codes"] = layer.act_quant.codes(args[0])
+        raise _StopForward
+
+    hook = layer.register_forward_pre_hook(grab)
+    try:
+        model.eval()
+        model(images)
+    except _StopForward:
+        pass
+    finally:
+        hook.remove()
+    codes = seen["codes"].reshape(pixel_max + 1, -1)
+    if not bool((codes == codes[:, :1]).all()):
+        raise UserError(f"the input normalisation gives {first_layer} different codes for one pixel value at "
+                        "different positions or channels: a bundle's input is one pixel table")
+    lut = [int(v) for v in codes[:, 0]]
+    if len(set(lut)) != len(lut):
+        merged = sorted(p for p in range(len(lut)) if lut.count(lut[p]) > 1)
+        raise UserError(f"the {first_layer} input step {float(layer.act_quant.step):g} maps pixels {merged} to shared "
+                        "codes: the input coding must be lossless (give the model a fixed lossless input_step)")
+    return lut
+
+
+class _StopForward(Exception):
+    pass
+
+
+def build_graph_bundle(model, meta: dict, net, progress: bool = True, post_frac_bits: int | None = None):
+    """The format-2 bundle (:class:`golden.graph.GraphBundle`) of a quantized model of network ``net``:
+    its graph and constants from the training split (:func:`quant.export.graph.export_graph`), the
+    golden model on the whole test split, fidelity (flips, free running, teacher forced) and vectors."""
+    from golden.bundle import VECTORS, InputSpec
+    from golden.graph import (
+        GRAPH_FORMAT_VERSION,
+        GraphBundle,
+        graph_vector_arrays,
+        parse_graph_manifest,
+        predictions,
+        run_graph,
+    )
+    from quant.export.fidelity import graph_free_running, graph_teacher_forced
+    from quant.export.graph import export_graph
+
+    bits = int(meta["bits"])
+    frac_bits = resolve_post_frac_bits(post_frac_bits, bits)
+    with single_thread():
+        x_train, _, x_test, y_test = net.split()
+        steps = tqdm(total=4, desc="export", disable=not progress, leave=False)
+        ex = export_graph(model, x_train, post_frac_bits=frac_bits)
+        steps.update()
+        first_layer = ex.conv_layer[ex.graph.consumers("input")[0]]
+        lut = graph_input_lut(model, first_layer, net.pixel_max, tuple(net.input_shape))
+        aq = model.get_submodule(first_layer).act_quant
+        inp = InputSpec(shape=tuple(net.input_shape), pixel_max=net.pixel_max, bits=int(aq.bits),
+                        signed=bool(aq.signed), step=float(aq.step.detach().double()), lut=tuple(lut))
+        pixels = net.pixels(x_test)
+        codes = np.asarray(lut, dtype=np.int64)[pixels]
+        trace_test = float_trace(model, x_test)
+        if not np.array_equal(codes, trace_test.codes[first_layer].reshape(codes.shape)):
+            raise UserError(f"input LUT disagrees with the float model's {first_layer} input codes (report a bug)")
+        result = run_graph(ex.graph, ex.weights, codes)
+        steps.update()
+        labels = y_test.numpy()
+        float_pred = trace_test.logits.argmax(axis=1)
+        pred = predictions(ex.graph, result)
+        accuracy = {
+            "split": net.split_name, "n_test": int(len(labels)),
+            "float": float((float_pred == labels).mean()), "golden": float((pred == labels).mean()),
+            "flips": int((float_pred != pred).sum()),
+            "nodes": graph_free_running(ex.graph, result, ex, model, x_test),
+            "teacher_forced": graph_teacher_forced(ex, model, x_test),
+        }
+        steps.update()
+        man = {"format_version": GRAPH_FORMAT_VERSION, "model": net.name, "scheme": meta["scheme"], "bits": bits,
+               "post_frac_bits": frac_bits, "input": inp.to_dict(), "graph": ex.graph.to_dict(), "accuracy": accuracy,
+               "vectors": VECTORS}
+        manifest = parse_graph_manifest(man, f"{net.name} export")
+        vectors = graph_vector_arrays(ex.graph, result, pixels, labels, float_pred)
+        steps.update()
+        steps.close()
+    return GraphBundle(manifest=manifest, weights=ex.weights, vectors=vectors)
+
+
+def export_graph_model(model, meta: dict, net, outdir, progress: bool = True, post_frac_bits: int | None = None,
+                       update_shipped: bool = False):
+    """Build the format-2 bundle of ``model`` (network ``net``) and write it to ``outdir`` atomically."""
+    check_target(outdir, update_shipped)
+    bundle = build_graph_bundle(model, meta, net, progress=progress, post_frac_bits=post_frac_bits)
+    write_bundle(bundle, outdir)
+    return bundle

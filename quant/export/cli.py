@@ -59,7 +59,16 @@ def format_report(report: dict) -> str:
         for row in report["beta_spread"]:
             lines.append(f"{row['layer']:<12}{row['distinct']:>9d}{row['min']:>9.4f}{row['median']:>9.4f}"
                          f"{row['max']:>9.4f}{100 * row['spread']:>17.2f}%")
-    if "float_top1" in report:
+    if "float_top1" in report and "nodes" in report:
+        lines.append(f"float top-1 {report['float_top1']:.2f} %, {report['flips']} predictions differ")
+        lines.append(f"{'node':<28}{'output':>8}{'differ':>10}{'max diff':>10}")
+        for row in report["nodes"]:
+            lines.append(f"{row['node']:<28}{row['output']:>8}{row['differ']:>10.5f}{row['max_diff']:>10d}")
+        bad = [row["node"] for row in report["teacher_forced"]
+               if not all(v for k, v in row.items() if k.endswith("within_bound"))]
+        lines.append(f"teacher forced: {len(report['teacher_forced'])} checks, "
+                     + ("every bound holds" if not bad else f"bounds broken at {', '.join(bad)}"))
+    elif "float_top1" in report:
         lines.append(f"float top-1 {report['float_top1']:.2f} %, {report['flips']} predictions differ")
         lines.append(f"{'layer input':<12}{'codes differ':>14}{'max |dcode|':>13}{'max err/step':>14}")
         for row in report["layers"]:
