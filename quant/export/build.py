@@ -48,7 +48,7 @@ def code_bound(accuracy: dict) -> float:
     every requantizer that outputs codes and every ASQ unit (``accuracy["teacher_forced"]``)."""
     bounds = [0.0]
     for row in accuracy["teacher_forced"]:
-        if row["requant_output"] == "codes":
+        if row.get("requant_output") == "codes":
             bounds.append(row["requant_max_bound"])
         if "asq_bound_max" in row:
             bounds.append(row["asq_bound_max"])
@@ -176,12 +176,14 @@ def _write_export(model, meta: dict, outdir, progress: bool, post_frac_bits: int
 
 
 def export_checkpoint(checkpoint, outdir, progress: bool = True,
-                      post_frac_bits: int | None = None, update_shipped: bool = False) -> Bundle:
+                      post_frac_bits: int | None = None, update_shipped: bool = False, graph: bool = False):
     """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F] [--update-shipped]``: load a checkpoint,
     export its bundle.
 
     ``post_frac_bits`` is F of the POST table; None takes ``formats.default_post_frac_bits(bits)``.
     ``update_shipped`` allows an ``outdir`` inside the repository's ``models/`` (:func:`check_shipped`).
+    ``graph`` writes a format-2 (graph) bundle (:func:`build_graph_bundle`); a network the chain
+    exporter does not know (no ``bn_of``) always gets one.
     """
     from quant.checkpoint import model_of, read_checkpoint
 
@@ -197,6 +199,11 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
         raise UserError(f"{checkpoint}: field 'scheme' is {meta.get('scheme')!r}; export needs a "
                         "quantized checkpoint (train with --scheme asq, asq+post, ...)")
     model, meta = model_of(meta, checkpoint)
+    net = network_for(meta, str(checkpoint))
+    if graph or not net.bn_of:
+        bundle = build_graph_bundle(model, dict(meta), net, progress=progress, post_frac_bits=post_frac_bits)
+        write_bundle(bundle, outdir)
+        return bundle
     return _write_export(model, dict(meta), outdir, progress, post_frac_bits)
 
 
@@ -246,7 +253,34 @@ class _StopForward(Exception):
 def build_graph_bundle(model, meta: dict, net, progress: bool = True, post_frac_bits: int | None = None):
     """The format-2 bundle (:class:`golden.graph.GraphBundle`) of a quantized model of network ``net``:
     its graph and constants from the training split (:func:`quant.export.graph.export_graph`), the
-    golden model on the whole test split, fidelity (flips, free running, teacher forced) and vectors."""
+    golden model on the whole test split, fidelity (flips, free running, teacher forced) and vectors.
+
+    ``post_frac_bits`` None: as :func:`build_bundle`, the smallest F from the default up whose bound
+    E (:func:`code_bound`) is below one code for a model with POST weights.
+    """
+    from quant.quantize import quantized_layers
+
+    bits = int(meta["bits"])
+    if post_frac_bits is not None:
+        return _build_graph_bundle(model, meta, net, progress, resolve_post_frac_bits(post_frac_bits, bits))
+    frac_bits = formats.default_post_frac_bits(bits)
+    has_post = any(getattr(layer.weight_quant, "kind", None) == formats.POST for _, layer in quantized_layers(model))
+    if not has_post:
+        return _build_graph_bundle(model, meta, net, progress, frac_bits)
+    tried = {}
+    while True:
+        bundle = _build_graph_bundle(model, meta, net, progress, frac_bits)
+        tried[str(frac_bits)] = code_bound(bundle.manifest.accuracy)
+        if tried[str(frac_bits)] < 1.0 or frac_bits == formats.MAX_POST_FRAC_BITS:
+            break
+        frac_bits += 1
+    search = {"rule": "smallest F from the default up with E < 1", "E": tried}
+    accuracy = {**bundle.manifest.accuracy, "post_frac_bits_search": search}
+    return dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, accuracy=accuracy))
+
+
+def _build_graph_bundle(model, meta: dict, net, progress: bool, frac_bits: int):
+    """:func:`build_graph_bundle` with the POST table's F given."""
     from golden.bundle import VECTORS, InputSpec
     from golden.graph import (
         GRAPH_FORMAT_VERSION,
@@ -260,7 +294,6 @@ def build_graph_bundle(model, meta: dict, net, progress: bool = True, post_frac_
     from quant.export.graph import export_graph
 
     bits = int(meta["bits"])
-    frac_bits = resolve_post_frac_bits(post_frac_bits, bits)
     with single_thread():
         x_train, _, x_test, y_test = net.split()
         steps = tqdm(total=4, desc="export", disable=not progress, leave=False)

@@ -23,6 +23,9 @@ def register(subparsers) -> None:
     export.add_argument("--update-shipped", action="store_true",
                         help="allow an OUTDIR inside the repository's models/ folder, replacing a shipped "
                         "bundle (make export passes it); without it such an OUTDIR is refused")
+    export.add_argument("--graph", action="store_true",
+                        help="write a format-2 (graph) bundle, docs/arithmetic.md section 7 (networks other than "
+                        "the digits chain always get one)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=run_export)
 
@@ -31,7 +34,8 @@ def run_export(args) -> int:
     from quant.export.build import export_checkpoint
 
     bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet,
-                               post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped)
+                               post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped,
+                               graph=getattr(args, "graph", False))
     man = bundle.manifest
     acc = man.accuracy
     print(f"{args.outdir}: {man.scheme} bits={man.bits} "

@@ -197,7 +197,11 @@ def _op_name(n: fx.Node, modules: dict) -> str:
         return type(modules[n.target]).__name__
     if n.op == "call_method":
         return f"Tensor.{n.target}"
-    return getattr(n.target, "__qualname__", getattr(n.target, "__name__", str(n.target)))
+    name = getattr(n.target, "__name__", str(n.target))
+    for prefix, space in (("torch", torch), ("torch.nn.functional", F), ("operator", operator)):
+        if getattr(space, name, None) is n.target:
+            return f"{prefix}.{name}"
+    return name
 
 
 def _pair(v, what: str, where: str) -> int:
@@ -221,6 +225,7 @@ class _Exporter:
         self.conv_layer: dict = {}
         self.requants: dict = {}
         self.env: dict = {}
+        self.fx_nodes = {n.name: n for n in gm.graph.nodes}
         self.first_layer = next((name for name, m in model.named_modules() if isinstance(m, QConv2d | QLinear)),
                                 None)
         if self.first_layer is None:
@@ -272,10 +277,20 @@ class _Exporter:
             name = self._name(fx_name)
             self._add_node({"name": name, "op": value.op, "inputs": [src], **value.params}, self.kinds[src])
             self.fx_of[name] = fx_name
+        elif len(value.terms) == 2 and fmt.kind != "y" and self._users(fx_name) > 1:
+            # A sum read in several formats (a block output: y for the next skip, codes for the next
+            # conv) is added once, into y, and requantized from there.
+            y = self._materialize(value, Format("y"), fx_name, where)
+            term = Term(node=y, scale_in=1.0, w_scale=None, exp2=-self.kinds[y][1], rounded=1)
+            name = self._requantize(replace(value, terms=[term], bias=np.zeros(value.shape[0])), fmt, fx_name, where)
         else:
             name = self._requantize(value, fmt, fx_name, where)
         self.cache[key] = name
         return name
+
+    def _users(self, fx_name: str) -> int:
+        node = self.fx_nodes.get(fx_name)
+        return 1 if node is None else len(node.users)
 
     def _y_frac(self, fx_name: str) -> int:
         top = max(abs(self.stats.lo[fx_name]), abs(self.stats.hi[fx_name]))
@@ -633,6 +648,8 @@ class _Exporter:
             self.fx_of[src] = self.fx_of.pop(name)
         for obj in self.nodes.values():
             obj["inputs"] = [renamed.get(i, i) for i in obj["inputs"]]
+        for info in self.requants.values():
+            info["terms"] = [replace(t, node=renamed.get(t.node, t.node)) for t in info["terms"]]
         return renamed.get(output, output)
 
 
