@@ -1193,3 +1193,70 @@ def pixels_to_input(man: GraphManifest, pixels) -> np.ndarray:
     if pixels.dtype.kind not in "iu" or (pixels.size and (pixels.min() < 0 or pixels.max() > top)):
         raise UserError(f"input pixels must be integers 0..{top}")
     return np.asarray(man.input.lut, dtype=np.int64)[pixels]
+
+
+# ----------------------------------------------------------------------------- graph -> format-1 chain
+
+
+def chain_layers(graph: Graph) -> tuple:
+    """The format-1 layers (:class:`golden.bundle.Layer`) of a chain-shaped graph, the inverse of
+    :func:`graph_from_chain`.
+
+    A chain: ``input``, then conv/fc nodes each reading the previous one and each with its
+    requantizer (a ``flatten`` allowed before an fc), the last one the output. The requantizers'
+    recorded widths are format 1's (section 3's symmetric bound), so the layers equal those a
+    format-1 export of the same network records. Raises :class:`UserError` naming the first node
+    that breaks the chain.
+    """
+    from golden.bundle import Layer, Requant
+
+    layers = []
+    prev = None
+    for node, info in zip(graph.nodes, graph.infos, strict=True):
+        at = f"node {node.name!r}"
+        if node.op == "input":
+            prev = node.name
+            continue
+        if node.inputs != (prev,):
+            raise UserError(f"{at}: not a chain (reads {list(node.inputs)}, the previous node is {prev!r})")
+        if node.op == "flatten":
+            prev = node.name
+            continue
+        if not isinstance(node, ConvNode) or node.requant is None:
+            raise UserError(f"{at}: a chain holds conv/fc layers with their requantizers only, not {node.op!r}"
+                            + (" without a requantizer" if isinstance(node, ConvNode) else ""))
+        r = node.requant
+        g_max = formats.BETA_MAX if r.G else 1
+        acc_bound = info.fan_in * max(-info.product_range[0], info.product_range[1])
+        t_bound = acc_bound * max(abs(m) for m in r.M) * g_max + max(abs(b) for b in r.B) * (1 << r.G)
+        out_bound = int(arith.rshift_round(t_bound, r.S + r.G)) + 1
+        out_width = arith.signed_width(-out_bound, out_bound) if r.hi is None else arith.unsigned_width(r.hi)
+        requant = Requant(M=r.M, B=r.B, S=r.S, G=r.G, output=r.output, lo=r.lo, hi=r.hi, frac_bits=r.frac_bits,
+                          M_width=arith.signed_width(min(r.M), max(r.M)),
+                          B_width=arith.signed_width(min(min(r.B), 0), max(max(r.B), 0)),
+                          t_width=arith.signed_width(-t_bound, t_bound), out_width=out_width)
+        conv = node.op == "conv"
+        if conv and node.groups != 1:
+            raise UserError(f"{at}: groups {node.groups}; a format-1 chain has dense convolutions only")
+        layers.append(Layer(name=node.name, kind=node.op, in_shape=tuple(graph.info(prev).shape),
+                            out_shape=tuple(info.shape), kernel=node.kernel, stride=node.stride, pad=node.pad,
+                            fan_in=info.fan_in, act_in=node.act_in, weight=node.weight,
+                            product_range=tuple(info.product_range), acc_width=info.acc_width, requant=requant))
+        prev = node.name
+    if prev != graph.output:
+        raise UserError(f"node {graph.output!r}: the output is not the last layer of the chain")
+    return tuple(layers)
+
+
+def chain_bundle(bundle: GraphBundle):
+    """A chain-shaped format-2 bundle as the format-1 :class:`golden.bundle.Bundle` the hardware
+    generator reads (same layers, weights and input; no vectors: a graph bundle stores per-node
+    vectors for a few images only). The manifest is validated as a format-1 manifest."""
+    from golden.bundle import FORMAT_VERSION, Bundle, Manifest, parse_manifest
+
+    man = bundle.manifest
+    chain = Manifest(format_version=FORMAT_VERSION, model=man.model, scheme=man.scheme, bits=man.bits,
+                     post_frac_bits=man.post_frac_bits, input=man.input, layers=chain_layers(man.graph),
+                     accuracy=man.accuracy)
+    chain = parse_manifest(chain.to_dict(), f"{bundle.path or 'bundle'} (as a chain)")
+    return Bundle(manifest=chain, weights=dict(bundle.weights), vectors={}, path=bundle.path)

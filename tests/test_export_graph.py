@@ -203,6 +203,17 @@ def test_graph_bundle_reads_back_and_agrees_with_the_float_model(digits_graph):
         read.layers  # noqa: B018 - a chain reader given a graph gets one line, not an AttributeError
 
 
+def test_a_chain_shaped_graph_bundle_gives_the_format_1_layers(digits_graph):
+    from golden.graph import chain_bundle
+
+    bundle, out, _, _ = digits_graph
+    chain = chain_bundle(read_bundle(out))
+    shipped = load_bundle(ROOT / "models" / "digits-b3", vectors=False)
+    assert chain.layers == shipped.layers and chain.manifest.input == shipped.manifest.input
+    for layer in shipped.layers:
+        np.testing.assert_array_equal(chain.weights[layer.name], shipped.weights[layer.name])
+
+
 def test_graph_export_is_byte_for_byte_reproducible(digits_graph, tmp_path):
     _, out, model, meta = digits_graph
     again = tmp_path / "again"
