@@ -9,7 +9,8 @@ def register(subparsers) -> None:
     """Add the ``export`` subcommand."""
     export = subparsers.add_parser(
         "export", help="write the model bundle (manifest, .mem weights, golden vectors) of a checkpoint",
-        description="Fold a trained quantized checkpoint (of an exportable network: digits) into the "
+        description="Fold a trained quantized checkpoint (of an exportable network: digits, or ResNet-20 on "
+        "digits32 as a graph) into the "
         "integer model the hardware implements (docs/arithmetic.md) and write the bundle folder OUTDIR: "
         "manifest.json, one $readmemh .mem file per weight memory and vectors.npz (golden vectors of "
         "the network's test split: the 360 digits test images). OUTDIR is replaced atomically; one inside "
