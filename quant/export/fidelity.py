@@ -400,8 +400,7 @@ def graph_teacher_forced(export, model, x: torch.Tensor, batch: int = 128) -> li
         for start in range(0, len(x), batch):
             xb = x[start:start + batch]
             rec = _Recorder(gm, keep)
-            rec.run(xb)
-            trace = float_trace(model, xb)
+            trace = float_trace(model, xb, forward=rec.run)
             for name, info in export.requants.items():
                 if info["fx"].endswith("_src"):  # a clamp moved before a max pool: no float value of its own
                     continue

@@ -177,11 +177,12 @@ class _Stats(fx.Interpreter):
 
 
 @torch.no_grad()
-def node_stats(gm: fx.GraphModule, x: torch.Tensor, batch: int = 256) -> _Stats:
+def node_stats(model, gm: fx.GraphModule, x: torch.Tensor, batch: int = 256):
+    """The fx nodes' statistics and the float trace (:func:`quant.export.trace.float_trace`) of ``x``,
+    in one pass."""
     stats = _Stats(gm)
-    for start in range(0, len(x), batch):
-        stats.run(x[start:start + batch])
-    return stats
+    trace = float_trace(model, x, batch=batch, forward=stats.run)
+    return stats, trace
 
 
 # ----------------------------------------------------------------------------- the exporter
@@ -682,8 +683,7 @@ def export_graph(model: nn.Module, x_calib: torch.Tensor, post_frac_bits: int | 
     model.eval()
     gm = trace_model(model)
     with single_thread():
-        stats = node_stats(gm, x_calib)
-        trace = float_trace(model, x_calib)
+        stats, trace = node_stats(model, gm, x_calib)
     exporter = _Exporter(model, gm, stats, trace, post_frac_bits)
     output = exporter.run(tuple(x_calib.shape[1:]))
     output = exporter.fuse(output)
