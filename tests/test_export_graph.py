@@ -181,13 +181,19 @@ def test_an_unsupported_op_is_refused_with_its_name_and_node(cls, op, node):
 # ----------------------------------------------------------------------------- format-2 bundles
 
 
+CHECKPOINT = ROOT / "models" / "checkpoints" / "digits-b3.pt"
+
+
 @pytest.fixture(scope="module")
 def digits_graph(tmp_path_factory):
-    """The digits-b3 checkpoint exported as a format-2 bundle."""
-    model, meta = load_checkpoint(ROOT / "models" / "checkpoints" / "digits-b3.pt")
+    """The digits-b3 checkpoint exported as a format-2 bundle (``asqhw export --graph``)."""
+    from asqhw.cli import main
+
+    model, meta = load_checkpoint(CHECKPOINT)
     out = tmp_path_factory.mktemp("graph") / "digits-b3-graph"
-    bundle = export_graph_model(model, dict(meta), network_for(meta), out, progress=False)
-    return bundle, out, model, meta
+    assert main(["export", str(CHECKPOINT), str(out), "--graph", "--quiet"]) == 0
+    bundle = read_bundle(out)
+    return replace(bundle, manifest=replace(bundle.manifest, files=None, sha256=None)), out, model, meta
 
 
 def test_graph_bundle_reads_back_and_agrees_with_the_float_model(digits_graph):
@@ -234,6 +240,10 @@ def test_eval_golden_reads_a_graph_bundle(digits_graph, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["format_version"] == 2 and report["vectors_match"] and report["flips"] == 0
     assert report["golden_top1"] > 95 and _within_bounds(report["teacher_forced"])
+    assert main(["eval", str(CHECKPOINT), "--golden", str(out), "--json"]) == 0  # measured again from the checkpoint
+    again = json.loads(capsys.readouterr().out)
+    assert again["float_source"] == "checkpoint" and again["teacher_forced"] == report["teacher_forced"]
+    assert again["nodes"] == report["nodes"] and again["flips"] == 0
 
 
 def _edited(src: Path, dst: Path, edit) -> Path:
