@@ -10,6 +10,10 @@ Two views of the per-layer error (docs/arithmetic.md, section 6):
   (requantizer: ``E = (|acc| g + 2^G) / 2^(S+G+1) + |acc| |m_c| |g 2^-G - beta s / s_q|``, so a
   code differs by at most ``floor(E + eps) + 1``; ASQ unit: beta within ``beta_bound``, codes by
   at most ``floor(U + eps) + 1``).
+
+Graphs (format 2, docs/arithmetic.md 7.10): :func:`graph_free_running` and
+:func:`graph_teacher_forced` do the same per requantizer node (a sum of terms, each a conv/fc
+accumulator or a rounded ``y``), :func:`graph_golden_report` is ``eval --golden`` of a graph bundle.
 """
 
 from __future__ import annotations
