@@ -101,6 +101,16 @@ def test_resnet20_graph_has_both_shortcuts_and_every_bound_holds():
     assert _within_bounds(graph_teacher_forced(ex, model, x[:3]))
 
 
+def test_resnet18_max_pool_is_applied_to_codes_and_to_the_skip_y():
+    model, x = _calibrated("resnet18", "lsq+pot", 4, size=64, n=4)
+    ex = export_graph(model, x)
+    g = ex.graph
+    pools = [n for n in g.nodes if n.op == "maxpool"]
+    assert sorted(g.info(p.name).kind for p in pools) == ["codes", "y"]  # layer1.0.conv1's codes, its skip's y
+    assert all(g.info(p.name).shape == (64, 16, 16) for p in pools)
+    assert _within_bounds(graph_teacher_forced(ex, model, x[:2]))
+
+
 def test_mobilenet_v2_exports_as_a_graph():
     model, x = _calibrated("mobilenet_v2", "lsq", 4, n=4)
     ex = export_graph(model, x)
