@@ -188,7 +188,11 @@ class Requantizer:
             raise UserError(f"{at}: lo {lo} > hi {hi}")
         if output == "codes" and req.get("frac_bits", 0) != 0:
             raise UserError(f"{at}: codes have frac_bits 0")
-        return cls(S=_int(req, "S", at, 0), G=_int(req, "G", at, 0), output=output, lo=lo, hi=hi,
+        shift, beta_frac = _int(req, "S", at, 0), _int(req, "G", at, 0)
+        if shift + beta_frac > MAX_WIDTH:
+            raise UserError(f"{at}: shift S + G = {shift + beta_frac} exceeds the {MAX_WIDTH} bits the golden model "
+                            "computes in")
+        return cls(S=shift, G=beta_frac, output=output, lo=lo, hi=hi,
                    frac_bits=_int(req, "frac_bits", at, 0), **lists)
 
     def to_dict(self, widths: dict) -> dict:

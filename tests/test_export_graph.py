@@ -335,3 +335,37 @@ def test_resnet20_graph_bundle_round_trip(tmp_path):
     codes = np.asarray(read.manifest.input.lut)[read.vectors["pixels"]]
     result = run_graph(read.graph, read.weights, codes)
     np.testing.assert_array_equal(result[read.graph.output], read.vectors["logits"])
+
+
+def _leaves(obj, path=()):
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(obj, list) and obj:
+        for i, value in enumerate(obj):
+            yield from _leaves(value, (*path, i))
+    else:
+        yield path
+
+
+def test_any_mutated_graph_manifest_is_refused_in_one_line_or_reads(digits_graph):
+    """Every field of a format-2 manifest replaced by a value of another type or range: a one-line
+    UserError, or (a value that still makes sense) a manifest that parses; never another exception."""
+    from golden.bundle import parse_any_manifest
+
+    _, out, _, _ = digits_graph
+    man = json.loads((out / "manifest.json").read_text())
+    paths = [p for p in _leaves(man) if p and p[0] != "accuracy"]
+    rng = np.random.default_rng(0)
+    replacements = [None, "x", -1, 0, 2**70, 1.5, True, [], {}]
+    for index in rng.choice(len(paths), size=200, replace=False):
+        path = paths[index]
+        bad = json.loads(json.dumps(man))
+        obj = bad
+        for key in path[:-1]:
+            obj = obj[key]
+        obj[path[-1]] = replacements[rng.integers(len(replacements))]
+        try:
+            parse_any_manifest(bad, "manifest.json")
+        except UserError as err:
+            assert "\n" not in str(err), (path, str(err))
