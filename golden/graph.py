@@ -1004,8 +1004,9 @@ def graph_from_chain(manifest: Manifest) -> Graph:
 # ----------------------------------------------------------------------------- the format-2 bundle
 
 #: Per-node golden vectors are stored for the first this many test images (predictions and logits
-#: for every test image): enough for RTL runs, small enough for a ResNet's activations.
-NODE_VECTOR_IMAGES = 32
+#: for every test image): enough for an RTL run (any other image's are recomputed from its pixels
+#: by :func:`run_graph`), small enough to ship a ResNet-20 bundle (about 2 MB of vectors).
+NODE_VECTOR_IMAGES = 8
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,7 @@ def test_graph_bundle_reads_back_and_agrees_with_the_float_model(digits_graph):
     assert isinstance(read, GraphBundle) and replace(read.manifest, files=None, sha256=None) == bundle.manifest
     acc = read.manifest.accuracy
     assert acc["n_test"] == 360 and acc["flips"] <= 0.01 * 360 and _within_bounds(acc["teacher_forced"])
-    assert len(read.vectors["pred"]) == 360 and read.vectors["conv2"].shape == (32, 16, 4, 4)
+    assert len(read.vectors["pred"]) == 360 and read.vectors["conv2"].shape == (8, 16, 4, 4)
     with pytest.raises(UserError, match="format-2 .* no layer chain"):
         read.layers  # noqa: B018 - a chain reader given a graph gets one line, not an AttributeError
 
