@@ -369,3 +369,42 @@ def test_any_mutated_graph_manifest_is_refused_in_one_line_or_reads(digits_graph
             parse_any_manifest(bad, "manifest.json")
         except UserError as err:
             assert "\n" not in str(err), (path, str(err))
+
+
+# ----------------------------------------------------------------------------- shipped ResNet-20 bundles
+
+SHIPPED_R20 = {bits: ROOT / "models" / f"resnet20-digits32-b{bits}" for bits in (3, 4)}
+
+
+@pytest.mark.parametrize("bits", sorted(SHIPPED_R20))
+def test_shipped_resnet20_bundles_reproduce_their_vectors(bits):
+    """The shipped ResNet-20 graph bundles (digits32, NOT CIFAR-10): at most 1 % flips, every
+    teacher-forced bound held at export, and golden gives every stored node vector again."""
+    from golden.graph import pixels_to_input, predictions
+
+    bundle = read_bundle(SHIPPED_R20[bits])
+    man = bundle.manifest
+    assert (man.format_version, man.model, man.scheme, man.bits) == (2, "resnet20-digits32", "asq+post", bits)
+    acc = man.accuracy
+    assert acc["n_test"] == 360 and acc["flips"] <= 0.01 * acc["n_test"] and _within_bounds(acc["teacher_forced"])
+    k = len(bundle.vectors["input"])
+    assert k == 8 and sum(n.op == "add" for n in man.graph.nodes) == 9
+    result = run_graph(man.graph, bundle.weights, pixels_to_input(man, bundle.vectors["pixels"][:k]))
+    for key, stored in bundle.vectors.items():
+        if key in result:
+            np.testing.assert_array_equal(result[key], stored, err_msg=key)
+    np.testing.assert_array_equal(result[man.graph.output], bundle.vectors["logits"][:k])
+    np.testing.assert_array_equal(predictions(man.graph, result), bundle.vectors["pred"][:k])
+
+
+@pytest.mark.slow
+def test_shipped_resnet20_bundle_is_its_checkpoints_export(tmp_path):
+    """``asqhw export`` of the shipped ResNet-20 3-bit checkpoint gives the shipped bundle byte for byte."""
+    from asqhw.cli import main
+
+    out = tmp_path / "r20"
+    assert main(["export", str(ROOT / "models" / "checkpoints" / "resnet20-digits32-b3.pt"), str(out), "--quiet"]) == 0
+    shipped = SHIPPED_R20[3]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in shipped.iterdir())
+    for file in shipped.iterdir():
+        assert (out / file.name).read_bytes() == file.read_bytes(), file.name
