@@ -1009,6 +1009,11 @@ def graph_from_chain(manifest: Manifest) -> Graph:
 NODE_VECTOR_IMAGES = 8
 
 
+#: What a reader of format-1 chains (the hardware generator) says when handed a graph.
+_NO_CHAIN = ("{what}: a format-2 (graph) bundle has no layer chain; this command reads format-1 bundles "
+             "(digits); golden.graph.chain_bundle converts a chain-shaped graph")
+
+
 @dataclass(frozen=True)
 class GraphManifest:
     """The parsed ``manifest.json`` of a format-2 bundle (``docs/arithmetic.md`` 7.8).
@@ -1051,6 +1056,10 @@ class GraphManifest:
 
         return json.dumps(self.to_dict(), indent=1) + "\n"
 
+    @property
+    def layers(self):
+        raise UserError(_NO_CHAIN.format(what="manifest"))
+
     def weight_specs(self) -> list:
         """``(node name, WeightSpec)`` of every conv/fc node, in graph order."""
         return [(n.name, n.weight) for n in self.graph.nodes if isinstance(n, ConvNode)]
@@ -1076,8 +1085,7 @@ class GraphBundle:
 
     @property
     def layers(self):
-        raise UserError(f"{self.path or 'bundle'}: a format-2 (graph) bundle has no layer chain; this command "
-                        "reads format-1 bundles (digits)")
+        raise UserError(_NO_CHAIN.format(what=self.path or "bundle"))
 
 
 def parse_graph_manifest(man: dict, where: str) -> GraphManifest:

@@ -15,7 +15,10 @@ from golden.bundle import Bundle, Layer, read_bundle
 
 
 def load_bundle(path, vectors: bool = True) -> Bundle:
-    """Read and validate a bundle folder (see :mod:`golden.bundle`)."""
+    """Read and validate a bundle folder (see :mod:`golden.bundle`); a bundle already read is returned
+    as it is (a caller handed a format-2 bundle then gets its one-line refusal, not a type error)."""
+    if hasattr(path, "manifest") and hasattr(path, "weights"):
+        return path
     return read_bundle(path, vectors=vectors)
 
 

@@ -408,3 +408,12 @@ def test_shipped_resnet20_bundle_is_its_checkpoints_export(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in shipped.iterdir())
     for file in shipped.iterdir():
         assert (out / file.name).read_bytes() == file.read_bytes(), file.name
+
+
+def test_the_chain_generator_refuses_a_graph_bundle_in_one_line(digits_graph, tmp_path, capsys):
+    from asqhw.cli import main
+
+    _, out, _, _ = digits_graph
+    assert main(["verilog", "--model", str(out), "--out", str(tmp_path / "v"), "--no-lint"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "format-2 (graph) bundle has no layer chain" in err and "\n" not in err
