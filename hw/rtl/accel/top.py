@@ -102,7 +102,7 @@ class AsqAccel(wiring.Component):
         self.max_pixels = max(la.out_pixels for la in plan.layers)
         self.requant = Requantizer([la.requant for la in plan.layers], acc_width=self.acc_width,
                                    channels=max(la.groups * la.pe for la in plan.layers),
-                                   tag_width=max(self.max_pixels - 1, 1).bit_length())
+                                   tag_width=max(self.max_pixels - 1, 1).bit_length(), side_ram=True)
         self.asq_layers = [la for la in plan.layers if la.asq_in is not None]
         self.asq = None
         if self.asq_layers:
@@ -110,7 +110,7 @@ class AsqAccel(wiring.Component):
                        for la in self.asq_layers]
             self.pix_bits = max(max(la.in_pixels - 1 for la in self.asq_layers), 1).bit_length()
             chan_bits = max(max(la.c_in - 1 for la in self.asq_layers), 1).bit_length()
-            self.asq = AsqUnit(configs, tag_width=chan_bits + self.pix_bits)
+            self.asq = AsqUnit(configs, tag_width=chan_bits + self.pix_bits, side_ram=True)
         # Built here so that its parameter checks (the logits' width) run before elaboration.
         self.output = ArgmaxOutput(plan.n_logits, value_width=self.requant.out_width,
                                    chan_shape=self.requant.o.payload.chan.shape())
@@ -125,8 +125,9 @@ class AsqAccel(wiring.Component):
     # ------------------------------------------------------------------ cycle model
 
     def drain_cycles(self) -> int:
-        """Cycles of DRAIN<L>: the last set through the engine, the serializer and the requantizer."""
-        return self.plan.pe + MAC_LATENCY + Requantizer.LATENCY
+        """Cycles of DRAIN<L>: the last set out of the address generator, through the engine, the
+        serializer and the requantizer."""
+        return self.plan.pe + AddressGenerator.LATENCY + MAC_LATENCY + Requantizer.LATENCY
 
     def cycles_per_inference(self) -> int:
         """Clock cycles per image with no stalls on either stream (what ``cycles`` reads)."""
