@@ -307,7 +307,9 @@ class AsqUnit(wiring.Component):
         # The last step's data stops the issue (the ROM answers one cycle after its address).
         stop = a_valid & port.data.end & port.data.end_beta
         issuing = ~issued_all & ~stop
-        # One multiplier: the MLP's weight x input, and in state Q, beta x s_code.
+        # One multiplier: the MLP's weight x input, and in state Q, beta x s_code. ``in_q`` is a
+        # register (set on entering Q, cleared on leaving it), not a decode of the FSM state, so
+        # that the operand selection adds no logic levels before the multiplier.
         in_q = Signal()
         s_code = Signal(unsigned(max(c.k.s_code for c in self.configs).bit_length()))
         self._per_config(m, s_code, [c.k.s_code for c in self.configs])
@@ -400,13 +402,13 @@ class AsqUnit(wiring.Component):
             with m.State("CLAMP"):
                 m.d.sync += self.beta.eq(Mux(s2_reg < beta_min, beta_min,
                                              Mux(s2_reg > beta_max, beta_max, s2_reg)))
-                m.d.sync += q_wait.eq(0)
+                m.d.sync += [q_wait.eq(0), in_q.eq(1)]
                 m.next = "Q"
             with m.State("Q"):
                 # beta x s_code through the multiplier's pipeline: taken after its latency.
-                m.d.comb += in_q.eq(1)
                 m.d.sync += q_wait.eq(q_wait + 1)
                 with m.If(q_wait == self.mul_latency):
+                    m.d.sync += in_q.eq(0)
                     # The skipped top bits of the numerator start as the remainder (see divide_skip).
                     numerator = Signal(unsigned(self.num_width))
                     m.d.comb += numerator.eq(one_r + (product >> 1))
