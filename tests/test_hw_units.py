@@ -46,7 +46,8 @@ def _random_spec(rng, n, *, G, lo, hi, S):
     return RequantSpec(M=M, B=B, S=S, G=G, lo=lo, hi=hi, g_max=(1 << 14) - 1 if G else 1)
 
 
-def test_requantizer_random_and_extreme_against_golden():
+@pytest.mark.parametrize("side_ram", [False, True])
+def test_requantizer_random_and_extreme_against_golden(side_ram):
     rng = np.random.default_rng(5)
     acc_width = 22
     specs = [
@@ -54,7 +55,7 @@ def test_requantizer_random_and_extreme_against_golden():
         _random_spec(rng, 16, G=10, lo=0, hi=(1 << 16) - 1, S=14),  # y for an ASQ unit, ASQ input
         _random_spec(rng, 10, G=0, lo=None, hi=None, S=12),        # logits
     ]
-    rq = Requantizer(specs, acc_width=acc_width, channels=16, tag_width=6)
+    rq = Requantizer(specs, acc_width=acc_width, channels=16, tag_width=6, side_ram=side_ram)
     amax = 1 << (acc_width - 1)
     items = []
     for layer, spec in enumerate(specs):
@@ -134,6 +135,7 @@ def _run_asq(unit, sel, ymap):
             ctx.set(unit.q.payload, {"y": y, "tag": i % 64})
             await ctx.tick()
             if ctx.get(unit.c.valid):
+                assert ctx.get(unit.c.payload.tag) == len(codes) % 64  # the beat's tag comes with it
                 codes[len(codes)] = ctx.get(unit.c.payload.code)
         res["codes"] = np.array([codes[i] for i in range(len(flat))]).reshape(ymap.shape)
 
@@ -144,15 +146,16 @@ def _run_asq(unit, sel, ymap):
     return res
 
 
-@pytest.mark.parametrize("channels,hidden,hw", [(16, 4, 4), (4, 0, 3), (8, 2, 2)])
-def test_asq_unit_against_golden(channels, hidden, hw):
+@pytest.mark.parametrize("channels,hidden,hw,side_ram", [(16, 4, 4, True), (4, 0, 3, False), (8, 2, 2, False),
+                                                    (8, 2, 2, True)])
+def test_asq_unit_against_golden(channels, hidden, hw, side_ram):
     rng = np.random.default_rng(channels * 10 + hw)
     y_max = (1 << 16) - 1
     configs = []
     for qmax in (7, 15):
         consts = _random_asq(rng, channels, hidden=hidden, qmax=qmax)
         configs.append(AsqConfig(consts, channels, hw * hw, y_max))
-    unit = AsqUnit(configs, tag_width=6)
+    unit = AsqUnit(configs, tag_width=6, side_ram=side_ram)
     for sel, cfg in enumerate(configs):
         for trial in range(2):
             scale = [300, 4000][trial]

@@ -19,7 +19,8 @@ Hardware, one unit shared by every ASQ layer input of the network (``sel`` picks
   write take a stage of their own, so no path chains the multiplier, the accumulator and the
   memory write), the same multiplier forms
   ``q = s_code * beta``, then a restoring divider forms ``r`` one quotient bit per cycle
-  (``R + 1`` cycles). Rounding shifts share one adder each: the per-configuration constants
+  (``R + 1`` cycles less the leading numerator bits below ``s_code * beta_min``, whose quotient
+  bits are known to be 0). Rounding shifts share one adder each: the per-configuration constants
   (shifts, bounds, ``s_code``, ``2^R``) are selected by ``sel``, the arithmetic is not duplicated. ``busy`` is high
   until ``beta`` and ``r`` are valid; :meth:`AsqUnit.beta_cycles` gives the exact count.
 - ``q`` stream: the buffered ``y`` map, one value per cycle, comes back as codes on ``c`` after
@@ -34,6 +35,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import reciprocal, rshift_round, signed_width
+from hw.rtl.delay import memory_delay
 from hw.rtl.dsp import PipelinedProduct
 from hw.rtl.mul import pipelined_logic_product, pipelined_logic_product_latency
 
@@ -89,6 +91,9 @@ class AsqConfig:
             self.sum2_max = sum(abs(int(w)) for w in consts.W2) * self.z_max + abs(int(consts.b2))
         self.q_max = consts.s_code * consts.beta_max
         self.num_width = consts.R + 1  # 2^R + (q >> 1) < 2^(R+1) since q <= 2^R
+        # The numerator's top ``lead_zeros`` bits are below q_min = s_code * beta_min <= q: their
+        # quotient bits are 0 and they pass to the remainder unchanged, so the divider skips them.
+        self.lead_zeros = min((consts.s_code * consts.beta_min).bit_length() - 1, consts.R)
         self.r_max = reciprocal(consts.s_code * consts.beta_min, consts.R)
 
     def mlp_steps(self) -> list[MlpStep]:
@@ -116,6 +121,11 @@ class AsqUnit(wiring.Component):
     Parameters
     ----------
     configs : list of AsqConfig
+    tag_width : int
+        Width of the opaque tag a ``q`` beat carries to its code.
+    side_ram : bool
+        Carry the tag beside the quantizer's pipeline in a block RAM
+        (:func:`hw.rtl.delay.memory_delay`) instead of flip-flops: the same values, fewer logic cells.
 
     Ports
     -----
@@ -140,8 +150,9 @@ class AsqUnit(wiring.Component):
     #: and clamp).
     CODE_LATENCY = PipelinedProduct.LATENCY + 1
 
-    def __init__(self, configs, tag_width=1):
+    def __init__(self, configs, tag_width=1, side_ram=False):
         configs = list(configs)
+        self.side_ram = side_ram
         if not configs:
             raise ValueError("AsqUnit needs at least one AsqConfig")
         self.configs = configs
@@ -186,10 +197,19 @@ class AsqUnit(wiring.Component):
         """Cycles from the one with ``start`` high to the first with ``busy`` low, config ``k``.
 
         1 (start) + MLP steps (with padding, :meth:`rom_steps`) + 2 + the multiplier's latency
-        (pipeline) + 1 (beta) + 1 + the multiplier's latency (q = s_code * beta) + R + 1 (divider)
-        + 1 (result).
+        (pipeline) + 1 (beta's rounding) + 1 (its clamp) + 1 + the multiplier's latency
+        (q = s_code * beta) + R + 1 (divider, its last step writes the result), less the
+        numerator's leading bits the divider skips, known to give zero quotient bits
+        (:meth:`divide_skip`).
         """
-        return len(self.rom_steps(self.configs[k])) + self.num_width + 6 + 2 * self.mul_latency
+        return (len(self.rom_steps(self.configs[k])) + self.num_width - self.divide_skip(k) + 6
+                + 2 * self.mul_latency)
+
+    def divide_skip(self, k: int) -> int:
+        """Numerator bits (of the unit's ``num_width``) the divider takes at once for config ``k``:
+        the zero-extension above its own ``R + 1`` bits and its top bits below ``q_min``."""
+        cfg = self.configs[k]
+        return self.num_width - cfg.num_width + cfg.lead_zeros
 
     def rom_steps(self, cfg) -> list[MlpStep]:
         """The MLP steps the unit walks: ``cfg.mlp_steps()`` with idle steps (weight 0) before the
@@ -287,7 +307,9 @@ class AsqUnit(wiring.Component):
         # The last step's data stops the issue (the ROM answers one cycle after its address).
         stop = a_valid & port.data.end & port.data.end_beta
         issuing = ~issued_all & ~stop
-        # One multiplier: the MLP's weight x input, and in state Q, beta x s_code.
+        # One multiplier: the MLP's weight x input, and in state Q, beta x s_code. ``in_q`` is a
+        # register (set on entering Q, cleared on leaving it), not a decode of the FSM state, so
+        # that the operand selection adds no logic levels before the multiplier.
         in_q = Signal()
         s_code = Signal(unsigned(max(c.k.s_code for c in self.configs).bit_length()))
         self._per_config(m, s_code, [c.k.s_code for c in self.configs])
@@ -332,6 +354,7 @@ class AsqUnit(wiring.Component):
         with m.If(h_pending):  # the GAP is idle while the MLP runs
             m.d.comb += [z_wr.en.eq(1), z_wr.addr.eq(h_addr), z_wr.data.eq(h_relu)]
         s2 = self._rshift_round(m, total, [c.k.S2 for c in self.configs], "s2")
+        s2_reg = Signal.like(s2, name="s2_reg", reset_less=True)
         beta_min = Signal(unsigned(self.beta_width))
         beta_max = Signal(unsigned(self.beta_width))
         self._per_config(m, beta_min, [c.k.beta_min for c in self.configs])
@@ -372,43 +395,62 @@ class AsqUnit(wiring.Component):
                         m.d.sync += [issued_all.eq(0), step_valid.eq(0), a_valid.eq(0), neuron.eq(0)]
                         m.next = "BETA"
             with m.State("BETA"):
-                m.d.sync += self.beta.eq(Mux(s2 < beta_min, beta_min, Mux(s2 > beta_max, beta_max, s2)))
-                m.d.sync += q_wait.eq(0)
+                # The rounding adder here, the clamp's comparisons in the next cycle: no path
+                # chains the two.
+                m.d.sync += s2_reg.eq(s2)
+                m.next = "CLAMP"
+            with m.State("CLAMP"):
+                m.d.sync += self.beta.eq(Mux(s2_reg < beta_min, beta_min,
+                                             Mux(s2_reg > beta_max, beta_max, s2_reg)))
+                m.d.sync += [q_wait.eq(0), in_q.eq(1)]
                 m.next = "Q"
             with m.State("Q"):
                 # beta x s_code through the multiplier's pipeline: taken after its latency.
-                m.d.comb += in_q.eq(1)
                 m.d.sync += q_wait.eq(q_wait + 1)
                 with m.If(q_wait == self.mul_latency):
-                    m.d.sync += [q.eq(product), num.eq(one_r + (product >> 1)), bit.eq(self.num_width),
-                                 rem.eq(0), quo.eq(0)]
+                    m.d.sync += in_q.eq(0)
+                    # The skipped top bits of the numerator start as the remainder (see divide_skip).
+                    numerator = Signal(unsigned(self.num_width))
+                    m.d.comb += numerator.eq(one_r + (product >> 1))
+                    m.d.sync += [q.eq(product), quo.eq(0)]
+                    with m.Switch(self.sel):
+                        for k in range(len(self.configs)):
+                            skip = self.divide_skip(k)
+                            with m.Case(k):
+                                m.d.sync += [num.eq(numerator << skip), bit.eq(self.num_width - skip),
+                                             rem.eq(numerator >> (self.num_width - skip))]
                     m.next = "DIVIDE"
             with m.State("DIVIDE"):
                 # Restoring division, most significant numerator bit first.
                 trial = Signal(unsigned(self.q_width + 2))
                 m.d.comb += trial.eq((rem << 1) | num[-1])
                 m.d.sync += num.eq(num << 1)
+                quo_next = Signal.like(quo, name="quo_next")
                 with m.If(trial >= q):
-                    m.d.sync += [rem.eq(trial - q), quo.eq((quo << 1) | 1)]
+                    m.d.sync += rem.eq(trial - q)
+                    m.d.comb += quo_next.eq((quo << 1) | 1)
                 with m.Else():
-                    m.d.sync += [rem.eq(trial), quo.eq(quo << 1)]
-                m.d.sync += bit.eq(bit - 1)
-                with m.If(bit == 1):
-                    m.next = "DONE"
-            with m.State("DONE"):
-                m.d.sync += [r.eq(quo), self.busy.eq(0)]
-                m.next = "IDLE"
+                    m.d.sync += rem.eq(trial)
+                    m.d.comb += quo_next.eq(quo << 1)
+                m.d.sync += [quo.eq(quo_next), bit.eq(bit - 1)]
+                with m.If(bit == 1):  # the last quotient bit: the result
+                    m.d.sync += [r.eq(quo_next), self.busy.eq(0)]
+                    m.next = "IDLE"
         return r
 
     def _quantizer(self, m, r):
         m.submodules.y_times_r = y_r = PipelinedProduct(unsigned(self.y_width), unsigned(self.r_width))
         m.d.comb += [y_r.a.eq(self.q.payload.y), y_r.b.eq(r), y_r.valid.eq(self.q.valid)]
         v, tag = self.q.valid, self.q.payload.tag
+        if self.side_ram:
+            m.d.comb += self.c.payload.tag.eq(memory_delay(m, tag, self.CODE_LATENCY, "tag_delay"))
         for k in range(1, y_r.LATENCY + 1):  # the beat's valid and tag travel beside the product
             v_k, tag_k = Signal(name=f"q_valid{k}"), Signal.like(tag, name=f"q_tag{k}", reset_less=True)
             m.d.sync += [v_k.eq(v), tag_k.eq(tag)]
             v, tag = v_k, tag_k
-        m.d.sync += [self.c.valid.eq(v), self.c.payload.tag.eq(tag)]
+        m.d.sync += self.c.valid.eq(v)
+        if not self.side_ram:
+            m.d.sync += self.c.payload.tag.eq(tag)
         rounded = self._rshift_round(m, y_r.p, [c.k.code_shift for c in self.configs], "code_full")
         qmax = Signal(unsigned(self.code_width))
         self._per_config(m, qmax, [c.k.qmax for c in self.configs])

@@ -20,11 +20,12 @@ and the clamp are shared by all layers (only constants are selected per layer).
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import signed_width
+from hw.rtl.delay import memory_delay
 from hw.rtl.dsp import PipelinedProduct
 
 
@@ -112,6 +113,9 @@ class Requantizer(wiring.Component):
         Largest channel count of a layer (including PE padding); sizes ``chan``.
     tag_width : int
         Width of an opaque tag carried alongside (the output pixel index).
+    side_ram : bool
+        Carry the tag, and the channel after its last ROM read, through the pipeline in a block RAM
+        (:func:`hw.rtl.delay.memory_delay`) instead of flip-flops: the same values, fewer logic cells.
 
     Ports
     -----
@@ -130,7 +134,7 @@ class Requantizer(wiring.Component):
     #: Builds the two product units from their operand shapes (a proof replaces them by free outputs).
     product_unit = PipelinedProduct
 
-    def __init__(self, specs, acc_width, channels, tag_width=1):
+    def __init__(self, specs, acc_width, channels, tag_width=1, side_ram=False):
         specs = list(specs)
         if not specs:
             raise ValueError("Requantizer needs at least one RequantSpec")
@@ -138,6 +142,7 @@ class Requantizer(wiring.Component):
             raise ValueError(f"Requantizer channels={channels} smaller than a layer's "
                              f"{max(len(s.M) for s in specs)} channels")
         self.specs, self.acc_width, self.channels = specs, acc_width, channels
+        self.side_ram = side_ram
         self.g_width = max(max(s.g_max for s in specs).bit_length(), 1)
         self.m_width = max(signed_width(min(s.M), max(s.M)) for s in specs)
         self.b_width = max(signed_width(min(s.rounded_bias + (0,)), max(s.rounded_bias + (0,)))
@@ -221,8 +226,12 @@ class Requantizer(wiring.Component):
         t = Signal(signed(self.t_width), reset_less=True)
         m.d.sync += t.eq(times_m.p + bias)
         # Stage 9 -> 10: shift (a slice per layer, the rounding is in B'), clamp.
-        m.d.sync += [self.o.valid.eq(v[last]), self.o.payload.chan.eq(chan[last]),
-                     self.o.payload.tag.eq(tag[last])]
+        if self.side_ram:
+            chan_last, tag_last = self._side_ram(m, last)
+        else:
+            chan_last, tag_last = chan[last], tag[last]
+        m.d.sync += [self.o.valid.eq(v[last]), self.o.payload.chan.eq(chan_last),
+                     self.o.payload.tag.eq(tag_last)]
         shifted = Signal(signed(self.t_width))
         bounds = [b for s in self.specs for b in (s.lo, s.hi) if b is not None] + [0]
         bound_shape = signed(signed_width(min(bounds), max(bounds)))
@@ -239,3 +248,9 @@ class Requantizer(wiring.Component):
         value = Mux(has_lo & (shifted < lo), lo, Mux(has_hi & (shifted > hi), hi, shifted))
         m.d.sync += self.o.payload.value.eq(value)
         return m
+
+    def _side_ram(self, m, last):
+        """The input's channel and tag at stage ``last``, through a block RAM delay line."""
+        chan_in, tag_in = self.i.payload.chan, self.i.payload.tag
+        both = memory_delay(m, Cat(chan_in, tag_in), last, "side_delay")
+        return both[:len(chan_in)], both[len(chan_in):]

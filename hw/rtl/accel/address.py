@@ -38,8 +38,10 @@ class AddressGenerator(wiring.Component):
     A group's last set waits while the serializer may still be busy with the previous group (only
     when a group is shorter than PE sets): ``PE`` cycles must separate two group ends.
 
-    Latency 0 (the addresses and the issue record of a set come in the cycle it is issued);
-    throughput one set per cycle but for those waits (:meth:`issue_cycles` counts them).
+    Latency :attr:`LATENCY`: the addresses and the issue record of a set come from registers, one
+    cycle after the loop counters reach it (so no path chains the counters' index arithmetic into
+    the memories' address inputs); throughput one set per cycle but for those waits
+    (:meth:`issue_cycles` counts them).
 
     Parameters
     ----------
@@ -59,14 +61,17 @@ class AddressGenerator(wiring.Component):
     run : In(1)
         Issue sets of ``layer`` (one per cycle, but for the serializer waits).
     issue : Out(issue_layout)
-        The set issued this cycle (``valid`` low: none).
+        The set issued this cycle (``valid`` low: none), registered.
     act_addr : Out(unsigned)
         Read address of ``layer``'s activation buffer (0 for padding).
     rom_addr : Out(unsigned)
         Read address of the weight ROM of ``layer``'s engine.
     done : Out(1)
-        The layer's final set is issued this cycle.
+        The counters reach the layer's final set this cycle (it is on ``issue`` in the next).
     """
+
+    #: Cycles from the counters reaching a set to its record on ``issue`` and its addresses.
+    LATENCY = 1
 
     def __init__(self, layers, *, pe: int, rom_bases: dict, pix_shape):
         layers = list(layers)
@@ -114,7 +119,11 @@ class AddressGenerator(wiring.Component):
         ck = Signal(range(max(la.chunks for la in layers) + 1))
         # Cycles since the last group end, up to PE: a group end waits until the serializer is free.
         since = Signal(range(self.pe + 1), init=self.pe)
-        issue = self.issue
+        # The set the counters are at; registered onto the outputs.
+        issue = Signal.like(self.issue, name="issue_next")
+        act_addr = Signal.like(self.act_addr, name="act_addr_next")
+        rom_addr = Signal.like(self.rom_addr, name="rom_addr_next")
+        m.d.sync += [self.issue.eq(issue), self.act_addr.eq(act_addr), self.rom_addr.eq(rom_addr)]
         m.d.comb += issue.grp.eq(grp)
         with m.If(issue.valid & issue.last):
             m.d.sync += since.eq(1)
@@ -134,8 +143,8 @@ class AddressGenerator(wiring.Component):
                         fire = ~last | (since >= la.pe)
                         addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
                         m.d.comb += [
-                            self.act_addr.eq(Mux(inb, addr, 0)),
-                            self.rom_addr.eq(self.rom_bases[la.index]
+                            act_addr.eq(Mux(inb, addr, 0)),
+                            rom_addr.eq(self.rom_bases[la.index]
                                              + ((grp * la.kernel + ky) * la.kernel + kx) * la.chunks + ck),
                             issue.valid.eq(fire), issue.first.eq((ky == 0) & (kx == 0) & (ck == 0)),
                             issue.last.eq(last), issue.inb.eq(inb), issue.pix.eq(oy * la.w_out + ox),

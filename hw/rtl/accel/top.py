@@ -44,14 +44,18 @@ from hw.rtl.mac import MacArray
 from hw.rtl.plan import WIDE_ACT_BITS, WIDE_W_BITS, NetPlan
 from hw.rtl.requant import Requantizer
 
-#: Cycles from a set's issue to its engine's ``done``: the buffer and ROM reads, then the array.
-MAC_LATENCY = READ_LATENCY + MacArray.LATENCY
+#: Cycles from a set's issue to its engine's ``done``: the buffer and ROM reads, the operand
+#: register (the layer's activation lanes selected and registered, so that no path chains the
+#: selection into an engine's multipliers), then the array.
+OPERAND_LATENCY = 1
+MAC_LATENCY = READ_LATENCY + OPERAND_LATENCY + MacArray.LATENCY
 
 
 @dataclass(frozen=True)
 class Engine:
     """A MAC array with its weight ROM's read port and the layers it runs."""
 
+    name: str
     mac: MacArray
     rom: object  # memory.ReadPort
     layers: list
@@ -102,7 +106,7 @@ class AsqAccel(wiring.Component):
         self.max_pixels = max(la.out_pixels for la in plan.layers)
         self.requant = Requantizer([la.requant for la in plan.layers], acc_width=self.acc_width,
                                    channels=max(la.groups * la.pe for la in plan.layers),
-                                   tag_width=max(self.max_pixels - 1, 1).bit_length())
+                                   tag_width=max(self.max_pixels - 1, 1).bit_length(), side_ram=True)
         self.asq_layers = [la for la in plan.layers if la.asq_in is not None]
         self.asq = None
         if self.asq_layers:
@@ -110,7 +114,7 @@ class AsqAccel(wiring.Component):
                        for la in self.asq_layers]
             self.pix_bits = max(max(la.in_pixels - 1 for la in self.asq_layers), 1).bit_length()
             chan_bits = max(max(la.c_in - 1 for la in self.asq_layers), 1).bit_length()
-            self.asq = AsqUnit(configs, tag_width=chan_bits + self.pix_bits)
+            self.asq = AsqUnit(configs, tag_width=chan_bits + self.pix_bits, side_ram=True)
         # Built here so that its parameter checks (the logits' width) run before elaboration.
         self.output = ArgmaxOutput(plan.n_logits, value_width=self.requant.out_width,
                                    chan_shape=self.requant.o.payload.chan.shape())
@@ -125,8 +129,9 @@ class AsqAccel(wiring.Component):
     # ------------------------------------------------------------------ cycle model
 
     def drain_cycles(self) -> int:
-        """Cycles of DRAIN<L>: the last set through the engine, the serializer and the requantizer."""
-        return self.plan.pe + MAC_LATENCY + Requantizer.LATENCY
+        """Cycles of DRAIN<L>: the last set out of the address generator, through the engine, the
+        serializer and the requantizer."""
+        return self.plan.pe + AddressGenerator.LATENCY + MAC_LATENCY + Requantizer.LATENCY
 
     def cycles_per_inference(self) -> int:
         """Clock cycles per image with no stalls on either stream (what ``cycles`` reads)."""
@@ -168,7 +173,7 @@ class AsqAccel(wiring.Component):
             layers = plan.engine_layers(name)
             rom, bases = weight_rom(layers, pe=plan.pe, simd=simd, w_bits=w_bits)
             m.submodules[f"weights_{name}"] = rom
-            engines.append(Engine(mac, rom.read_port(), layers))
+            engines.append(Engine(name, mac, rom.read_port(), layers))
             rom_bases.update(bases)
         y_buffer = None
         if self.asq is not None:
@@ -205,14 +210,20 @@ class AsqAccel(wiring.Component):
         plan = self.plan
         for buf in buffers:
             m.d.comb += buf.read_addr.eq(loops.act_addr)
-        # The set being read (stage 1), then its engine's two stages (2, 3: the sums are done).
+        # The set being read (stage 1), its operands registered (stage 2), then its engine's two
+        # stages (3, 4: the sums are done).
         read_stage = Signal(loops.issue.shape())
+        operand_stage = Signal(loops.issue.shape())
         late = data.StructLayout({"valid": 1, "pix": loops.issue.pix.shape(), "grp": loops.issue.grp.shape()})
-        mac_stages = [Signal(late, name=f"issue_stage{k}") for k in range(2, MAC_LATENCY + 1)]
-        m.d.sync += read_stage.eq(loops.issue)
-        for prev, stage in zip([read_stage, *mac_stages], mac_stages, strict=False):
+        mac_stages = [Signal(late, name=f"issue_stage{k}") for k in range(3, MAC_LATENCY + 1)]
+        m.d.sync += [read_stage.eq(loops.issue), operand_stage.eq(read_stage)]
+        for prev, stage in zip([operand_stage, *mac_stages], mac_stages, strict=False):
             m.d.sync += [stage.valid.eq(prev.valid), stage.pix.eq(prev.pix), stage.grp.eq(prev.grp)]
         done_stage = mac_stages[-1]
+        # The weight ROMs are read a cycle late, so that their words come with the registered
+        # activations.
+        rom_addr = Signal.like(loops.rom_addr, name="rom_addr_late")
+        m.d.sync += rom_addr.eq(loops.rom_addr)
 
         m.submodules.serializer = ser = Serializer(
             pe=plan.pe, acc_width=self.acc_width, payload=self.requant.i.payload.shape(),
@@ -221,16 +232,19 @@ class AsqAccel(wiring.Component):
         wiring.connect(m, ser.o, self.requant.i)
         for engine in engines:
             mac = engine.mac
-            m.d.comb += [engine.rom.addr.eq(loops.rom_addr), mac.valid.eq(0), mac.first.eq(read_stage.first),
-                         mac.last.eq(read_stage.last), mac.w.eq(engine.rom.data)]
+            mac_valid = Signal(name=f"{engine.name}_valid")
+            mac_a = Signal.like(mac.a, name=f"{engine.name}_a", reset_less=True)
+            m.d.comb += [engine.rom.addr.eq(rom_addr), mac.valid.eq(mac_valid), mac.first.eq(operand_stage.first),
+                         mac.last.eq(operand_stage.last), mac.w.eq(engine.rom.data), mac.a.eq(mac_a)]
+            m.d.sync += mac_valid.eq(0)
             with m.Switch(layer):
                 for la in engine.layers:
                     with m.Case(la.index):
-                        m.d.comb += mac.valid.eq(read_stage.valid)
+                        m.d.sync += mac_valid.eq(read_stage.valid)
                         lanes = buffers[la.index].read_data
                         for s in range(la.simd):
                             value = lanes[s].as_signed() if la.act_signed else lanes[s]
-                            m.d.comb += mac.a[s].eq(Mux(read_stage.inb, value, 0))
+                            m.d.sync += mac_a[s].eq(Mux(read_stage.inb, value, 0))
                         m.d.comb += [ser.done.eq(mac.done)]
                         m.d.comb += [ser.acc[k].eq(mac.acc[k]) for k in range(plan.pe)]
 
