@@ -170,3 +170,52 @@ def test_fixed_and_oscillator_clocks_route_once():
     calls.clear()
     _, _, _, info = choose_clock(_router(lambda mhz: [40.0], calls), get_board("icebreaker"), None)
     assert calls == [12.0] and info["mode"] == "oscillator" and info["pll"] is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Real place and route with the PLL in
+
+
+@pytest.mark.synth
+def test_pll_clocked_board_top_is_timed_at_the_chosen_setting_on_every_seed(tmp_path):
+    import json
+
+    from test_synth_link import SumNet
+
+    from hw.eda.synth import synthesize_top
+
+    out = tmp_path / "icebreaker"
+    report = synthesize_top(SumNet(4), "icebreaker", out, design={"top": "sumnet"}, macs_per_cycle=1, cycles=10,
+                            input_bytes=4, seeds=2, progress=False, clock="auto")
+    clock = report["clock"]
+    assert clock["source"] == "pll" and clock["mode"] == "auto" and report["ok"] is True
+    assert report["clock_mhz"] == clock["mhz"] == pytest.approx(clock["pll"]["f_out"])
+    assert report["fmax_mhz"]["min"] >= report["clock_mhz"] > 12.0
+    # nextpnr timed the PLL output at its frequency (derived from the 12 MHz pin and the dividers)
+    assert report["fmax_mhz"]["constraint"] == pytest.approx(report["clock_mhz"], rel=2e-3)
+    assert report["untimed_paths"]["count"] == 0 and report["clock_met_all_seeds"] is True
+    assert clock["slack_ns"]["min"] >= 0 and set(clock["slack_ns"]["seeds"]) == {"1", "2"}
+    p = clock["pll"]["params"]
+    assert clock["mhz"] == pytest.approx(12.0 / (p["DIVR"] + 1) * (p["DIVF"] + 1) / 2 ** p["DIVQ"])
+    assert report["link"]["divisor"] == round(report["clock_mhz"] * 1e6 / 115200)
+    # the search ends on a met setting with no faster PLL setting under the slowest seed's Fmax
+    from hw.eda.pll import fastest_at_most
+
+    assert fastest_at_most("ice40", 12.0, report["fmax_mhz"]["min"]).f_out <= clock["mhz"] + 1e-9 or \
+        len(clock["passes"]) > 3
+    assert json.loads((out / "report.json").read_text())["clock"]["pll"]["params"] == p
+    assert (out / "board_top.bin").stat().st_size > 100_000
+
+
+@pytest.mark.synth
+def test_ecp5_pll_at_a_fixed_frequency_is_timed_there(tmp_path):
+    from test_synth_link import SumNet
+
+    from hw.eda.synth import synthesize_top
+
+    report = synthesize_top(SumNet(4), "ulx3s", tmp_path / "ulx3s", design={"top": "sumnet"}, macs_per_cycle=1,
+                            cycles=10, input_bytes=4, seeds=1, progress=False, clock=50.0)
+    assert report["clock"]["pll"]["params"] == {"CLKI_DIV": 1, "CLKFB_DIV": 2, "CLKOP_DIV": 12, "CLKOP_CPHASE": 6,
+                                                "CLKOP_FPHASE": 0}
+    assert report["fmax_mhz"]["constraint"] == pytest.approx(50.0) and report["ok"] is True
+    assert report["untimed_paths"]["count"] == 0

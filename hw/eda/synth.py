@@ -359,6 +359,35 @@ def place_and_route(top, board: str, build_dir, *, name: str = "top", seed: int 
     return report
 
 
+def pack_only(top, board: str, build_dir, *, name: str = "top", synth_opts: str | None = None) -> PnrReport:
+    """Synthesize ``top`` for ``board`` and let nextpnr pack it, without placing or routing.
+
+    The packer decides the logic-cell count (placement and routing do not change it), so this measures
+    a design's logic cells in the time of a Yosys run; the estimator is calibrated and checked by it.
+    The report has no Fmax; ``cells`` holds Yosys' counts.
+    """
+    from hw.eda.fit import _tool_output_to
+
+    apply_env()
+    spec = get_board(board)
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # nextpnr still writes a bitstream of the unplaced design and names every cell it could not
+        # place in it: that goes to a log, not the terminal
+        with _tool_output_to(build_dir / f"{name}.pack.log"):
+            spec.platform().build(
+                top, name=name, build_dir=str(build_dir), do_program=False,
+                synth_opts=spec.synth_opts if synth_opts is None else synth_opts,
+                nextpnr_opts=f"--pack-only --report {name}.report.json", **_build_overrides(name),
+            )
+    except subprocess.CalledProcessError as err:
+        raise _fit_error(spec, build_dir, name, err) from None
+    report = read_nextpnr_report(build_dir / f"{name}.report.json", board=board, device=spec.device)
+    report.cells = read_yosys_stat(build_dir / f"{name}.stat.json")
+    return report
+
+
 def nextpnr_command(build_dir, name: str) -> list[str]:
     """The nextpnr command line of the build script Amaranth wrote in ``build_dir``."""
     script = Path(build_dir) / f"build_{name}.sh"
