@@ -664,6 +664,9 @@ BOARD_TOP = "board_top"
 #: Place-and-route passes the PLL search makes before it settles (a last one may rebuild the
 #: fastest setting that was met, when a faster try missed).
 PLL_PASSES = 4
+#: A met setting is kept unless a faster one under its slowest seed's Fmax gains at least this much
+#: (seed-to-seed Fmax varies by a few per cent; chasing less costs passes for noise).
+PLL_MIN_GAIN = 0.02
 #: How far the clock nextpnr constrains may lie from the PLL output (it rounds the period to ps).
 CONSTRAINT_TOLERANCE = 0.002
 
@@ -709,8 +712,8 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
     and returns ``(reports, note, link, MHz)``. ``"auto"`` starts at the fastest setting not above the
     estimate's Fmax (``estimate["fmax_mhz"]``, else the board's ``pll_start_mhz``) and moves to the
     fastest setting not above the minimum Fmax over the seeds until a setting is met on every seed and
-    no faster one lies under its Fmax; a design slower than the PLL's slowest output falls back to the
-    oscillator. A failed routing raises :class:`_RouteFailed`.
+    no setting :data:`PLL_MIN_GAIN` faster lies under its Fmax; a design slower than the PLL's slowest
+    output falls back to the oscillator. A failed routing raises :class:`_RouteFailed`.
     """
     from hw.eda.pll import fastest_at_most
 
@@ -769,8 +772,8 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
             if setting is None:
                 break
             setting = None
-        elif met and faster.f_out <= mhz_of(setting):
-            break  # met, and nothing faster fits under its Fmax
+        elif met and faster.f_out < mhz_of(setting) * (1 + PLL_MIN_GAIN):
+            break  # met, and nothing worth trying fits under its Fmax
         else:
             setting = faster
         if mhz_of(setting) in tried:
