@@ -177,11 +177,18 @@ def main(argv=None) -> dict:
                     rows.append(row)
                     print(f"   ok={row['ok']} clock {row['clock']['mhz']} MHz, Fmax min {row['fmax_mhz']['min']} "
                           f"MHz, {row['logic_cells']} LC, {row.get('images_per_s_compute')} images/s", flush=True)
+                    # written after every row: a long run that is stopped keeps what it measured
+                    result = _write(args, current, rows, complete=False)
+    result = _write(args, current, rows, complete=True)
+    print(f"wrote {args.out}")
+    return result
+
+
+def _write(args, current: str, rows: list, *, complete: bool) -> dict:
     result = {"machine": platform.machine(), "python": platform.python_version(), "baseline": args.baseline,
-              "current": current, "seeds": args.seeds, "rows": rows}
+              "current": current, "seeds": args.seeds, "complete": complete, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
     return result
 
 

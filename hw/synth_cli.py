@@ -207,8 +207,9 @@ def run_fit(args) -> int:
     result = find_fit(bundle, board.name, mul=args.mul, max_par=args.max_par, seeds=args.seeds, out_dir=out,
                       log=lambda text: print(text, file=sys.stderr, flush=True))
     best = result["best"]
-    emit(args, result, f"{board.name}: PE={best['pe']} SIMD={best['simd']}: {best['inferences_per_s']:.0f} "
-         f"inferences/s at {best['clock_mhz']} MHz, {best['lut4']} LUT4, Fmax {best['fmax_mhz']:.1f} MHz\n"
+    emit(args, result, f"{board.name}: PE={best['pe']} SIMD={best['simd']}: {best['inferences_per_s_at_clock']:.0f} "
+         f"inferences/s at {best['clock_mhz']:g} MHz, {best['logic_cells']} logic cells, {best['lut4']} LUT4, "
+         f"Fmax {best['fmax_mhz']:.1f} MHz\n"
          f"{result['counts_text']}\nresult: {out / 'fit.json'}")
     return 0
 

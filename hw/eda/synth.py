@@ -663,7 +663,7 @@ BOARD_TOP = "board_top"
 
 #: Place-and-route passes the PLL search makes before it settles (a last one may rebuild the
 #: fastest setting that was met, when a faster try missed).
-PLL_PASSES = 4
+PLL_PASSES = 3
 #: A met setting is kept unless a faster one under its slowest seed's Fmax gains at least this much
 #: (seed-to-seed Fmax varies by a few per cent; chasing less costs passes for noise).
 PLL_MIN_GAIN = 0.02
