@@ -165,11 +165,11 @@ def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1,
             tried.append(entry)
             say(f"    does not work: {'; '.join(entry['failed'])} (tool log: {out_dir / name}.log)")
             continue
+        clock_mhz = report.get("clock_mhz", spec.clock_mhz)
         entry.update(lut4=report["resources"]["lut4"]["used"], fmax_mhz=report["fmax_mhz"]["median"],
                      logic_cells=report["resources"].get("logic_cells", {}).get("used"),
-                     fmax_min_mhz=report["fmax_mhz"]["min"], clock_mhz=report["clock_mhz"],
-                     clock=report.get("clock"),
-                     inferences_per_s_at_clock=round(report["clock_mhz"] * 1e6 / cand["cycles_per_inference"], 1))
+                     fmax_min_mhz=report["fmax_mhz"].get("min"), clock_mhz=clock_mhz, clock=report.get("clock"),
+                     inferences_per_s_at_clock=round(clock_mhz * 1e6 / cand["cycles_per_inference"], 1))
         tried.append(entry)
         best = entry
         say(f"    fits: {entry['logic_cells']} logic cells, {entry['lut4']} LUT4, Fmax {entry['fmax_mhz']:.1f} MHz "
