@@ -4,7 +4,7 @@
 For each (BITS, PE, SIMD): the shipped bundle's accelerator behind the UART link, synthesized by
 Yosys for the board and packed by nextpnr (``--pack-only``: the packer fixes the logic-cell count,
 placement and routing do not change it), and the estimate of the same design. Writes
-``build/calibrate-lc/<board>.json`` with every sample and the weights
+``benchmarks/results/lc_calibration.json`` with every sample and the weights
 :func:`hw.eda.estimate.calibrate_logic_cells` fits to them. Not part of ``make bench`` (its name has
 no ``bench_`` prefix): run it when the generator's area changes.
 
@@ -49,9 +49,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--board", default="icebreaker")
     parser.add_argument("--designs", default=DESIGNS, help="BITSxPExSIMD, comma-separated")
     parser.add_argument("--build", type=Path, default=ROOT / "build" / "calibrate-lc")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lc_calibration.json")
     args = parser.parse_args(argv)
     samples = []
-    path = args.build / f"{args.board}.json"
+    path = args.out
     for design in args.designs.split(","):
         bits, pe, simd = (int(x) for x in design.split("x"))
         sample = measure(bits, pe, simd, args.board, args.build)
@@ -62,7 +63,7 @@ def main(argv=None) -> dict:
               f"{sample['ff']} FF (estimate {sample['estimate']['ff']})", flush=True)
         fit = calibrate_logic_cells([(s["estimate"]["lut4"], s["estimate"]["ff"], s["logic_cells"])
                                      for s in samples])
-        args.build.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"board": args.board, "samples": samples, "lc_weights": fit}, indent=1))
     print(f"fitted LC weights {fit}; wrote {path}")
     return {"samples": samples, "lc_weights": fit}
