@@ -209,6 +209,8 @@ def test_pll_clocked_board_top_is_timed_at_the_chosen_setting_on_every_seed(tmp_
 
 
 @pytest.mark.synth
+# the ULX3S's uart resource has more lines than rx/tx, which hw.rtl.uart.LinkOnBoard requests the old way
+@pytest.mark.filterwarnings("ignore:Using platform.request without:DeprecationWarning")
 def test_ecp5_pll_at_a_fixed_frequency_is_timed_there(tmp_path):
     from test_synth_link import SumNet
 
