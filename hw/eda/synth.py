@@ -841,15 +841,22 @@ def _untimed_text(untimed: dict) -> str:
 
 
 def _estimate_error(estimate: dict, report: dict) -> dict:
-    """Relative error of the estimate against what synthesis measured (LUT4, BRAM, DSP)."""
+    """Relative error of the estimate against what synthesis measured (logic cells, LUT4, BRAM, DSP,
+    and the estimated Fmax against the slowest seed's)."""
     measured = report.get("resources")
     if measured is None:  # the generic target has no LUTs to compare with
         return {}
     out = {}
-    for key, est_key in (("lut4", "lut4"), ("block_ram", "bram"), ("dsp", "dsp")):
+    for key, est_key in (("logic_cells", "logic_cells"), ("lut4", "lut4"), ("block_ram", "bram"), ("dsp", "dsp")):
+        if key not in measured or est_key not in estimate:
+            continue
         used = measured[key]["used"]
         out[key] = {"estimate": estimate[est_key], "synthesis": used,
                     "error": None if used == 0 else round((estimate[est_key] - used) / used, 3)}
+    fmax = (report.get("fmax_mhz") or {}).get("min")
+    if fmax and "fmax_mhz" in estimate:
+        out["fmax_mhz"] = {"estimate": estimate["fmax_mhz"], "synthesis": fmax,
+                           "error": round((estimate["fmax_mhz"] - fmax) / fmax, 3)}
     return out
 
 
