@@ -759,6 +759,7 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
     start = (estimate or {}).get("fmax_mhz") or board.pll_start_mhz
     setting = fastest_at_most(board.family, board.clock_mhz, start)
     met_any, best_met, tried = False, None, set()
+    slowest_missed = float("inf")
     result = None
     for _ in range(PLL_PASSES):
         tried.add(mhz_of(setting))
@@ -767,7 +768,12 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
         met = met_at(setting, f_min)
         if met and (not met_any or mhz_of(setting) > mhz_of(best_met)):
             met_any, best_met = True, setting
-        faster = fastest_at_most(board.family, board.clock_mhz, f_min)
+        if not met:
+            slowest_missed = min(slowest_missed, mhz_of(setting))
+        # nextpnr reaches more at a lower target (its placer relaxes paths with slack), so a setting's
+        # Fmax says little about faster ones: never try again at or above a setting that missed
+        ceiling = min(f_min, slowest_missed * (1 - 1e-9))
+        faster = fastest_at_most(board.family, board.clock_mhz, ceiling)
         if faster is None:  # slower than the PLL's slowest output: the oscillator, if not tried
             if setting is None:
                 break
