@@ -144,6 +144,12 @@ def _synth(tree: Path, board: str, bits: int, seeds: int, out: Path, extra=()) -
     return json.loads(report_path.read_text()), wall
 
 
+def _describe() -> str:
+    """This tree's commit (``-dirty`` when it has uncommitted changes)."""
+    done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def _env_default(name, default):
     return os.environ.get(name) or default
 
@@ -160,8 +166,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     boards = [b for b in args.boards.split(",") if b]
     bits_list = [int(b) for b in args.bits.split(",") if b]
-    current = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                             text=True).stdout.strip() or "unknown"
+    current = _describe()
     rows = []
     with tempfile.TemporaryDirectory(prefix="asqhw-baseline-") as tmp:
         base = _baseline_tree(args.baseline, Path(tmp))
@@ -169,6 +174,8 @@ def main(argv=None) -> dict:
         for board in boards:
             for bits in bits_list:
                 for side, tree, rev, extra in sides:
+                    if side == "current":  # the tree as this synthesis reads it
+                        rev = current = _describe()
                     out = args.build / f"{side}-{board}-b{bits}"
                     print(f"== {side} ({rev}) {board} BITS={bits}", flush=True)
                     report, wall = _synth(tree, board, bits, args.seeds, out, extra)
