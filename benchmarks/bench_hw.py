@@ -13,8 +13,10 @@ flip-flops, block RAMs, DSPs, the clock the bitstream runs at (and its PLL setti
 the MAC array's use (MAC-bound cycles over cycles: the share of cycles the array steps), images per
 second of compute at that clock, and over the link: what the link carries (its rate from
 :func:`link_images_per_s`, which asks :mod:`hw.link` when it offers ``link_budget``) and the lesser of
-the two. A design that fails (does not fit, misses its clock, leaves a path untimed) is a row with
-``ok: false`` and its problems, not a crash: the figures of both sides are what the bench is for.
+the two. A design that fails (does not fit, misses its clock, leaves a path untimed, or does not even
+elaborate) is a row with ``ok: false`` and its problems, not a crash: the figures of both sides are
+what the bench is for. hw.json is written after every row; ``--resume`` continues a run that
+stopped (its rows are marked ``resumed``: each baseline/current pair still comes from one run).
 
 Writes ``benchmarks/results/hw.json`` (atomically). Long: each synthesis places and routes
 ``--seeds`` times (the PLL search two or three times that).
@@ -138,10 +140,22 @@ def _synth(tree: Path, board: str, bits: int, seeds: int, out: Path, extra=()) -
     done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     report_path = out / "report.json"
-    if not report_path.exists():
-        raise SystemExit(f"bench_hw: {' '.join(argv)} in {tree} wrote no report (exit {done.returncode}):\n"
-                         + "\n".join((done.stderr or done.stdout).splitlines()[-12:]))
+    if not report_path.exists():  # it failed before synthesis: a row that says why
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        why = f"asqhw synth exit {done.returncode} before any report: " + " | ".join(tail)
+        return {"ok": False, "problems": [why]}, wall
     return json.loads(report_path.read_text()), wall
+
+
+def _resumed_rows(args) -> list:
+    """The rows of an unfinished ``args.out`` measured against the same baseline (``--resume``)."""
+    try:
+        earlier = json.loads(args.out.read_text())
+    except (OSError, ValueError):
+        return []
+    if earlier.get("complete") or earlier.get("baseline") != args.baseline:
+        return []
+    return [{**row, "resumed": True} for row in earlier.get("rows", [])]
 
 
 def _describe() -> str:
@@ -163,17 +177,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--build", type=Path, default=ROOT / "build" / "bench-hw",
                         help="where the syntheses are kept (default build/bench-hw)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows of an unfinished hw.json of the same baseline and run only the rest")
     args = parser.parse_args(argv)
     boards = [b for b in args.boards.split(",") if b]
     bits_list = [int(b) for b in args.bits.split(",") if b]
     current = _describe()
-    rows = []
+    rows = _resumed_rows(args) if args.resume else []
+    done_keys = {(r["side"], r["board"], r["bits"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="asqhw-baseline-") as tmp:
         base = _baseline_tree(args.baseline, Path(tmp))
         sides = (("baseline", base, args.baseline, ()), ("current", ROOT, current, ("--clock", "auto")))
         for board in boards:
             for bits in bits_list:
                 for side, tree, rev, extra in sides:
+                    if (side, board, bits) in done_keys:
+                        continue
                     if side == "current":  # the tree as this synthesis reads it
                         rev = current = _describe()
                     out = args.build / f"{side}-{board}-b{bits}"
