@@ -148,12 +148,13 @@ def _synth(tree: Path, board: str, bits: int, seeds: int, out: Path, extra=()) -
 
 
 def _resumed_rows(args) -> list:
-    """The rows of an unfinished ``args.out`` measured against the same baseline (``--resume``)."""
+    """The rows of an earlier ``args.out`` measured against the same baseline (``--resume``): a run that
+    stopped, or one with fewer boards or BITS."""
     try:
         earlier = json.loads(args.out.read_text())
     except (OSError, ValueError):
         return []
-    if earlier.get("complete") or earlier.get("baseline") != args.baseline:
+    if earlier.get("baseline") != args.baseline:
         return []
     return [{**row, "resumed": True} for row in earlier.get("rows", [])]
 
@@ -178,7 +179,7 @@ def main(argv=None) -> dict:
                         help="where the syntheses are kept (default build/bench-hw)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--resume", action="store_true",
-                        help="keep the rows of an unfinished hw.json of the same baseline and run only the rest")
+                        help="keep the rows of an earlier hw.json of the same baseline and run only the rest")
     args = parser.parse_args(argv)
     boards = [b for b in args.boards.split(",") if b]
     bits_list = [int(b) for b in args.bits.split(",") if b]
