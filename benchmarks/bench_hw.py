@@ -110,11 +110,10 @@ def summarize(report: dict) -> dict:
         "macs_per_cycle": report.get("macs_per_cycle"),
         "mac_array_use": round(mac_bound / cycles, 3) if mac_bound and cycles else None,
     }
-    if cycles and clock_mhz:
+    if cycles and clock_mhz and fmax.get("min"):  # only a design that was placed and routed runs
         compute = clock_mhz * 1e6 / cycles
         row["images_per_s_compute"] = round(compute, 1)
-        if fmax.get("min"):
-            row["images_per_s_compute_at_fmax_min"] = round(fmax["min"] * 1e6 / cycles, 1)
+        row["images_per_s_compute_at_fmax_min"] = round(fmax["min"] * 1e6 / cycles, 1)
         link = link_images_per_s(report)
         if link:
             row["link"] = link
