@@ -199,11 +199,15 @@ def test_pll_clocked_board_top_is_timed_at_the_chosen_setting_on_every_seed(tmp_
     p = clock["pll"]["params"]
     assert clock["mhz"] == pytest.approx(12.0 / (p["DIVR"] + 1) * (p["DIVF"] + 1) / 2 ** p["DIVQ"])
     assert report["link"]["divisor"] == round(report["clock_mhz"] * 1e6 / 115200)
-    # the search ends on a met setting with no faster PLL setting under the slowest seed's Fmax
+    # the search ends on a met setting with no setting worth trying (2 % faster, under the slowest
+    # seed's Fmax and below every setting that missed) left, or rebuilds the best met one
     from hw.eda.pll import fastest_at_most
+    from hw.eda.synth import PLL_MIN_GAIN, PLL_PASSES
 
-    assert fastest_at_most("ice40", 12.0, report["fmax_mhz"]["min"]).f_out <= clock["mhz"] + 1e-9 or \
-        len(clock["passes"]) > 3
+    missed = [p["mhz"] for p in clock["passes"] if not p["met_all_seeds"]]
+    ceiling = min([report["fmax_mhz"]["min"], *(m - 1e-6 for m in missed)])
+    assert fastest_at_most("ice40", 12.0, ceiling).f_out < clock["mhz"] * (1 + PLL_MIN_GAIN) or \
+        len(clock["passes"]) == PLL_PASSES + 1
     assert json.loads((out / "report.json").read_text())["clock"]["pll"]["params"] == p
     assert (out / "board_top.bin").stat().st_size > 100_000
 
