@@ -737,8 +737,9 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
         passes.append({"mhz": mhz, "fmax_min": fmax["min"], "fmax_median": fmax["median"],
                        "constraint_mhz": fmax["constraint"],
                        "met_all_seeds": fmax["min"] >= max(mhz, fmax["constraint"] or 0)})
-        if fmax["constraint"] is None or abs(fmax["constraint"] - mhz) > CONSTRAINT_TOLERANCE * mhz:
-            # nextpnr timed the design against another clock than the one it runs at
+        if setting is not None and (fmax["constraint"] is None
+                                    or abs(fmax["constraint"] - mhz) > CONSTRAINT_TOLERANCE * mhz):
+            # nextpnr timed the PLL's output against another clock than the one it makes
             raise _RouteFailed(UserError(f"nextpnr constrained the clock to {fmax['constraint']} MHz, not the "
                                          f"{mhz} MHz it runs at; the PLL output is not timed"), link, info)
         return reports, note, link, fmax["min"]
