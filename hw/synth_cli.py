@@ -40,7 +40,8 @@ def _register_synth(subparsers):
 
     p = subparsers.add_parser(
         "synth", help="synthesize, place and route the accelerator for a board (report.json)",
-        description="Wrap asq_accel for BOARD (UART link at 115200 baud, clocked by the board oscillator), "
+        description="Wrap asq_accel for BOARD (UART link at 115200 baud, clocked by the board's PLL at the "
+        "fastest setting that meets timing over the seeds, see --clock), "
         "synthesize, place and route it with nextpnr over --seeds seeds and pack the bitstream, all under "
         "build/synth/<board>-b<bits>/ with report.json. BOARD=generic: technology-independent Yosys "
         "synthesis, gate and flip-flop counts. Fails (exit 2) with the figures when the design does not "
@@ -50,10 +51,29 @@ def _register_synth(subparsers):
     add_board(p, BOARDS)
     _design_args(p)
     p.add_argument("--seeds", type=int, default=3, help="nextpnr seeds for Fmax (default 3)")
+    p.add_argument("--clock", type=_clock_arg, default="auto", metavar="auto|osc|MHZ",
+                   help="auto (default): the board's PLL at the fastest setting that meets timing on every "
+                   "seed, chosen by placing and routing; osc: the board oscillator, no PLL; MHZ: the PLL's "
+                   "fastest setting at or under MHZ")
     p.add_argument("--out", type=Path, help="output folder (default build/synth/<board>-b<bits>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json(p)
     p.set_defaults(handler=run_synth)
+
+
+def _clock_arg(text: str):
+    """``--clock``: "auto", "osc" (None: the oscillator) or a frequency in MHz."""
+    import argparse
+
+    if text in ("auto", "osc"):
+        return None if text == "osc" else text
+    try:
+        mhz = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, osc or a frequency in MHz") from None
+    if not 0 < mhz < 1000:
+        raise argparse.ArgumentTypeError(f"{text} MHz is not a clock an FPGA runs at")
+    return mhz
 
 
 def _board_of(args, fpga_only=False) -> str:
@@ -93,7 +113,7 @@ def run_synth(args) -> int:
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else \
         (lambda text: print(text, flush=True))
     report = synthesize_accelerator(bundle, board.name, out, pe=args.pe, simd=args.simd, mul=args.mul,
-                                    seeds=args.seeds, progress=not args.quiet,
+                                    seeds=args.seeds, progress=not args.quiet, clock=args.clock,
                                     on_estimate=lambda est: say(format_estimate(est)))
     emit(args, report, format_report(report) + f"\nreport: {out / 'report.json'}")
     return 0
@@ -119,11 +139,18 @@ def format_report(report: dict) -> str:
     for key, v in report["resources"].items():
         lines.append(f"  {key:12s} {v['used']:6d} / {v['available']}")
     f = report["fmax_mhz"]
+    clock = report.get("clock") or {}
+    source = "PLL clock" if clock.get("source") == "pll" else "board clock"
     lines.append(f"  Fmax median {f['median']:.2f} MHz, min {f['min']:.2f} MHz over {len(f['seeds'])} seeds; "
-                 f"board clock {report['clock_mhz']} MHz {'met' if report['clock_met'] else 'MISSED'}")
+                 f"{source} {report['clock_mhz']} MHz {'met' if report['clock_met'] else 'MISSED'}")
+    if clock.get("pll"):
+        slack = (clock.get("slack_ns") or {}).get("min")
+        tried = ", ".join(f"{p['mhz']:g}" for p in clock.get("passes", []))
+        lines.append(f"  PLL {clock['pll']['params']} from {clock['oscillator_mhz']} MHz ({clock['mode']}; "
+                     f"tried {tried} MHz); worst slack {slack} ns")
     ips = report["inferences_per_s"]
     lines.append(f"  {report['macs_per_cycle']} MACs/cycle, {report['cycles_per_inference']} cycles/inference: "
-                 f"{ips['at_board_clock']:.0f} inferences/s at the board clock, {ips['at_fmax_median']:.0f} at Fmax")
+                 f"{ips['at_board_clock']:.0f} inferences/s at the clock, {ips['at_fmax_median']:.0f} at Fmax")
     for key, v in report.get("estimate_vs_synthesis", {}).items():
         err = "n/a" if v["error"] is None else f"{100 * v['error']:+.1f} %"
         lines.append(f"  estimate {key}: {v['estimate']} vs {v['synthesis']} ({err})")
@@ -180,8 +207,9 @@ def run_fit(args) -> int:
     result = find_fit(bundle, board.name, mul=args.mul, max_par=args.max_par, seeds=args.seeds, out_dir=out,
                       log=lambda text: print(text, file=sys.stderr, flush=True))
     best = result["best"]
-    emit(args, result, f"{board.name}: PE={best['pe']} SIMD={best['simd']}: {best['inferences_per_s']:.0f} "
-         f"inferences/s at {best['clock_mhz']} MHz, {best['lut4']} LUT4, Fmax {best['fmax_mhz']:.1f} MHz\n"
+    emit(args, result, f"{board.name}: PE={best['pe']} SIMD={best['simd']}: {best['inferences_per_s_at_clock']:.0f} "
+         f"inferences/s at {best['clock_mhz']:g} MHz, {best['logic_cells']} logic cells, {best['lut4']} LUT4, "
+         f"Fmax {best['fmax_mhz']:.1f} MHz\n"
          f"{result['counts_text']}\nresult: {out / 'fit.json'}")
     return 0
 

@@ -279,3 +279,37 @@ def test_estimate_is_within_25_percent_of_yosys_on_held_out_arrays(tmp_path, des
     measured = Resources.from_cells(cells, get_board("icebreaker")).lut4
     estimate = estimate_design(make_array(design, bits, pe, simd), "icebreaker", use_dsp=False)["lut4"]
     assert abs(estimate - measured) <= 0.25 * measured, (estimate, measured)
+
+
+def test_estimate_gives_logic_cells_and_fmax_and_fit_judges_by_logic_cells(monkeypatch):
+    from hw.eda import estimate
+    from hw.eda.fit import LC_SLACK, clearly_too_big
+
+    est = estimate_design(MulReg(4, 4), "icebreaker")
+    w = estimate.LC_WEIGHTS["ice40"]
+    assert est["logic_cells"] == round(w["lut4"] * est["lut4"] + w["ff"] * est["ff"])
+    assert est["logic_cells"] >= est["lut4"] * w["lut4"]
+    # a fuller device routes slower
+    assert estimate.estimate_fmax(5000, 5280, "ice40") < estimate.estimate_fmax(500, 5280, "ice40")
+    assert 10 < estimate.estimate_fmax(5000, 5280, "ice40") < 60
+    # fit skips on logic cells even when the LUT4 alone would pass
+    cand = {"estimate": {"logic_cells": round(LC_SLACK * 5280) + 1, "lut4": 4000, "bram": 1}}
+    assert "logic cells" in clearly_too_big(cand, "icebreaker")
+    cand["estimate"]["logic_cells"] = 5280
+    assert clearly_too_big(cand, "icebreaker") is None
+
+
+@pytest.mark.synth
+def test_logic_cell_estimate_is_within_10_percent_of_nextpnr_on_the_default_design(tmp_path):
+    """The shipped BITS=3 accelerator at the generator's PE x SIMD, behind its link, packed by nextpnr."""
+    from hw.eda.estimate import estimate_accelerator
+    from hw.eda.generate import build_top
+    from hw.eda.synth import load_bundle_for, pack_only
+    from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD
+    from hw.rtl.uart import LinkOnBoard
+
+    top = build_top(load_bundle_for(None, 3), pe=DEFAULT_PE, simd=DEFAULT_SIMD)
+    est = estimate_accelerator(top.plan, "icebreaker")
+    packed = pack_only(LinkOnBoard(top, 12e6), "icebreaker", tmp_path, name="board_top")
+    assert abs(est["logic_cells"] - packed.logic_used) <= 0.10 * packed.logic_used, (est["logic_cells"],
+                                                                                     packed.logic_used)

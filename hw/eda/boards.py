@@ -58,6 +58,11 @@ class Board:
         ``"logic"``, ``"lut4"``, ``"bram"``, ``"dsp"`` -> how many the device has.
     platform_factory : callable or None
         Builds the amaranth-boards platform.
+    clock_resource : str or None
+        The platform resource of the oscillator, which feeds the PLL (:mod:`hw.rtl.clocking`).
+    pll_start_mhz : float or None
+        Where the PLL search starts when no Fmax estimate is at hand (:mod:`hw.eda.synth`): near what
+        the default accelerator reaches (iCE40 about 21-23 MHz over seeds, ECP5 about 45-48 MHz).
     """
 
     name: str
@@ -72,6 +77,8 @@ class Board:
     dsp_cells: tuple = ()
     capacity: dict = field(default_factory=dict)
     platform_factory: object = None
+    clock_resource: str | None = None
+    pll_start_mhz: float | None = None
 
     def platform(self):
         """A fresh amaranth-boards platform object (raises UserError for the generic target)."""
@@ -90,7 +97,7 @@ BOARDS = {
         logic_cell="ICESTORM_LC", lut_weights={"SB_LUT4": 1}, ff_prefixes=("SB_DFF",),
         bram_cells=("SB_RAM40_4K",), dsp_cells=("SB_MAC16",),
         capacity={"logic": 5280, "lut4": 5280, "bram": 30, "dsp": 8},
-        platform_factory=_icebreaker_platform,
+        platform_factory=_icebreaker_platform, clock_resource="clk12", pll_start_mhz=24.0,
     ),
     "ulx3s": Board(
         name="ulx3s", family="ecp5", device="LFE5U-85F", clock_mhz=25.0, synth_opts="-abc9 -nowidelut",
@@ -98,7 +105,7 @@ BOARDS = {
         ff_prefixes=("TRELLIS_FF",),
         bram_cells=("DP16KD",), dsp_cells=("MULT18X18D",),
         capacity={"logic": 83640, "lut4": 83640, "bram": 208, "dsp": 156},
-        platform_factory=_ulx3s_platform,
+        platform_factory=_ulx3s_platform, clock_resource="clk25", pll_start_mhz=45.0,
     ),
     "generic": Board(
         name="generic", family="generic", device="generic", clock_mhz=None, synth_opts="",

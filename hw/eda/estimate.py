@@ -26,6 +26,18 @@ Amaranth adds when it widens operands) are not counted. Then one calibration fac
 ``asqhw compare`` (docs/results.md gives estimate against synthesis for every design there and for
 the default accelerator).
 
+Logic cells (what a device is full of, and what ``asqhw fit`` judges by): an iCE40 logic cell holds
+one LUT4, its carry and one flip-flop; a flip-flop that its own LUT does not feed (a register after a
+block RAM, a DSP or another register) takes a cell of its own, and Yosys' LUT4 count is below the
+priced one. :data:`LC_WEIGHTS` turns the estimated LUT4 and flip-flops into logic cells (fitted to
+placed-and-routed designs, see there). ECP5 counts LUT4s as its logic (``TRELLIS_COMB``; flip-flops
+sit beside them in the slice).
+
+Fmax: the slowest path's delay grows with how full the device is (routing detours dominate the
+critical paths, 60-70 % of their delay on the measured designs): :data:`FMAX_MODEL` gives the period
+as a constant plus a term in the logic-cell use, fitted to the same designs. It is a first guess for
+the PLL search and the ranking in ``asqhw fit``, not a timing analysis: nextpnr's figure decides.
+
 Cycles: the generator's own cycle model (:meth:`hw.rtl.accel.AsqAccel.cycles_per_inference`, checked
 against simulation by the hw tests) and the MAC-bound lower limit ``sum(items)``.
 """
@@ -55,6 +67,24 @@ LUT_WEIGHTS = {
              "shift": 0.224},
 }
 KINDS = ("arith", "compare", "logic", "multiply", "mux", "rom", "shift")
+#: Logic cells = ``lut4`` x estimated LUT4 + ``ff`` x estimated flip-flops, per family (see the module
+#: docstring). iCE40: fitted (:func:`calibrate_logic_cells`, ``benchmarks/calibrate_lc.py``) to
+#: nextpnr's packed ICESTORM_LC counts of the accelerator (models/digits-b*, BITS x PE x SIMD
+#: 3x2x2, 3x4x2, 3x4x4, 3x8x4, 2x4x4 and 4x4x4); the priced LUT4 run high by about as much as the
+#: flip-flops that take a cell of their own, so the fit leaves the flip-flop term at 0. All six within
+#: 3 % (benchmarks/results/lc_calibration.json); the LUT4 alone runs 17-33 % high.
+LC_WEIGHTS = {
+    "ice40": {"lut4": 0.999, "ff": 0.0},
+    "ecp5": {"lut4": 1.0, "ff": 0.0},
+}
+#: Estimated period (ns) = ``base_ns`` + ``per_use_ns`` x logic-cell use (0..1), per family
+#: (:func:`calibrate_fmax`): iCE40 from nextpnr's Fmax of a 32-bit adder behind the UART (7 % of the
+#: UP5K, 37.8 MHz) and of the default accelerator (99 %, 21.7 MHz, seeds 21.1-22.5). ECP5 has no
+#: model yet (one accelerator measurement is not a fit): its PLL search starts at the board's
+#: ``pll_start_mhz``.
+FMAX_MODEL = {
+    "ice40": {"base_ns": 24.9, "per_use_ns": 21.3},
+}
 #: Memories smaller than this many bits are not put in block RAM by Yosys: on iCE40 they become
 #: flip-flops (RAM) or LUT ROM; on ECP5 distributed RAM (16 bits per LUT4), which Yosys prefers
 #: up to a few kbit.
@@ -299,13 +329,31 @@ def estimate_design(component, board: str, *, use_dsp: bool | None = None) -> di
     dsp = pricer.place_multipliers(spec.capacity.get("dsp", 0))
     weights = LUT_WEIGHTS.get(spec.family, dict.fromkeys(KINDS, 1.0))
     lut4 = sum(n * weights[kind] for kind, n in pricer.lut.items())
-    return {
+    out = {
         "lut4": round(lut4),
         "ff": pricer.ff,
         "bram": pricer.bram,
         "dsp": dsp,
         "lut4_by_kind": dict(sorted(pricer.lut.items())),
     }
+    if spec.family in LC_WEIGHTS:
+        out["logic_cells"] = logic_cells(lut4, pricer.ff, spec.family)
+    if spec.family in FMAX_MODEL:
+        out["fmax_mhz"] = estimate_fmax(out["logic_cells"], spec.capacity["logic"], spec.family)
+    return out
+
+
+def logic_cells(lut4: float, ff: int, family: str) -> int:
+    """Logic cells of ``lut4`` estimated LUT4 and ``ff`` flip-flops (:data:`LC_WEIGHTS`)."""
+    w = LC_WEIGHTS[family]
+    return round(w["lut4"] * lut4 + w["ff"] * ff)
+
+
+def estimate_fmax(cells: int, capacity: int, family: str) -> float:
+    """Estimated Fmax (MHz) of a design of ``cells`` logic cells on a device of ``capacity`` (:data:`FMAX_MODEL`)."""
+    model = FMAX_MODEL[family]
+    use = min(cells / capacity, 1.0)
+    return round(1e3 / (model["base_ns"] + model["per_use_ns"] * use), 1)
 
 
 def estimate_accelerator(plan, board: str) -> dict:
@@ -322,7 +370,9 @@ def estimate_accelerator(plan, board: str) -> dict:
 
 def format_estimate(est: dict) -> str:
     """One line for ``asqhw verilog`` / ``asqhw synth``."""
-    return (f"estimate: {est['lut4']} LUT4, {est['ff']} FF, {est['bram']} BRAM, {est['dsp']} DSP; "
+    cells = f"{est['logic_cells']} logic cells, " if "logic_cells" in est else ""
+    fmax = f", Fmax ~{est['fmax_mhz']:g} MHz" if "fmax_mhz" in est else ""
+    return (f"estimate: {cells}{est['lut4']} LUT4, {est['ff']} FF, {est['bram']} BRAM, {est['dsp']} DSP{fmax}; "
             f"{est.get('cycles_per_inference', '?')} cycles/inference "
             f"(MAC-bound {est.get('cycles_mac_bound', '?')})")
 
@@ -350,6 +400,28 @@ def calibrate(samples) -> dict:
     w, _ = nnls(a, imp)
     by_group = dict(zip(groups, (round(float(x), 3) for x in w), strict=True))
     return {k: by_group[WEIGHT_GROUPS[k]] for k in KINDS}
+
+
+def calibrate_logic_cells(samples) -> dict:
+    """Fit :data:`LC_WEIGHTS` for one family: ``samples`` are (estimated LUT4, estimated FF, measured
+    logic cells); non-negative least squares on the relative error."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    a = np.array([[lut / lc, ff / lc] for lut, ff, lc in samples], dtype=float)
+    w, _ = nnls(a, np.ones(len(samples)))
+    return {"lut4": round(float(w[0]), 3), "ff": round(float(w[1]), 3)}
+
+
+def calibrate_fmax(samples) -> dict:
+    """Fit :data:`FMAX_MODEL` for one family: ``samples`` are (logic-cell use 0..1, measured Fmax MHz);
+    least squares on the period."""
+    import numpy as np
+
+    use = np.array([u for u, _ in samples], dtype=float)
+    period = np.array([1e3 / f for _, f in samples], dtype=float)
+    slope, base = np.polyfit(use, period, 1)
+    return {"base_ns": round(float(base), 2), "per_use_ns": round(float(slope), 2)}
 
 
 def estimate_lines(bundle, *, pe, simd, mul=None, bits=None, boards=("icebreaker", "ulx3s")) -> str:

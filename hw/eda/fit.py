@@ -3,9 +3,11 @@
 Search: every power-of-two PE and SIMD up to a limit that the generator accepts for the bundle is a
 candidate; candidates are tried in order of inferences per second at the board clock (the
 generator's cycle model), best first. The resource estimate (:mod:`hw.eda.estimate`) skips those that
-clearly cannot fit (LUT4 over 1.25x the device or more block RAMs than it has), and the rest are
-placed and routed, one after the other, until one fits and meets the board clock. Every try is
-kept in ``fit.json``.
+clearly cannot fit (logic cells over the device by more than the estimate's error, LUT4 over 1.25x
+the device, or more block RAMs than it has), and the rest are placed and routed, one after the other,
+clocked by the board's PLL at the fastest setting that meets timing (the search starts at the
+estimated Fmax), until one fits and meets its clock. Every try is kept in ``fit.json``, with its
+estimated logic cells and Fmax beside what place and route measured.
 """
 
 import contextlib
@@ -20,6 +22,9 @@ from hw.eda.boards import get_board
 
 #: An estimate this far over the device is not worth placing and routing.
 ESTIMATE_SLACK = 1.25
+#: The logic-cell estimate's error on the calibrated designs is within 10 %: a design estimated
+#: over the device by more than that does not fit.
+LC_SLACK = 1.10
 
 
 def candidates(bundle, board: str, *, mul=None, max_par: int = 16) -> list[dict]:
@@ -39,7 +44,10 @@ def candidates(bundle, board: str, *, mul=None, max_par: int = 16) -> list[dict]
             est = estimate_accelerator(plan, board)
             cycles = est["cycles_per_inference"]
             out.append({"pe": pe, "simd": simd, "cycles_per_inference": cycles,
-                        "inferences_per_s": spec.clock_mhz * 1e6 / cycles, "estimate": est})
+                        "inferences_per_s": spec.clock_mhz * 1e6 / cycles,
+                        "inferences_per_s_at_estimated_fmax": round(est["fmax_mhz"] * 1e6 / cycles, 1)
+                        if "fmax_mhz" in est else None,
+                        "estimate": est})
     out.sort(key=lambda c: (-c["inferences_per_s"], c["pe"] * c["simd"]))
     return out
 
@@ -48,6 +56,8 @@ def clearly_too_big(cand: dict, board: str) -> str | None:
     """Why the estimate rules ``cand`` out, or None."""
     spec = get_board(board)
     est = cand["estimate"]
+    if "logic_cells" in est and est["logic_cells"] > LC_SLACK * spec.capacity["logic"]:
+        return f"estimate {est['logic_cells']} logic cells > {LC_SLACK} x {spec.capacity['logic']}"
     if est["lut4"] > ESTIMATE_SLACK * spec.capacity["lut4"]:
         return f"estimate {est['lut4']} LUT4 > {ESTIMATE_SLACK} x {spec.capacity['lut4']}"
     if est["bram"] > spec.capacity["bram"]:
@@ -97,8 +107,11 @@ def counts_text(result: dict) -> str:
     return text + (f", {untried} slower not tried" if untried else "")
 
 
-def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1, out_dir, log=None) -> dict:
+def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1, out_dir, log=None,
+             clock="auto") -> dict:
     """Search as the module docstring says; write ``out_dir/fit.json``; return it.
+
+    ``clock``: how each candidate is clocked (:func:`hw.eda.synth.synthesize_top`; default the PLL search).
 
     ``log`` (a callable taking a line, or None) hears one line per placed-and-routed candidate with
     honest counts; the tools' own output goes to ``out_dir/pe<P>-simd<S>.log``. A search that finds
@@ -126,6 +139,8 @@ def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1,
         reason = clearly_too_big(cand, board)
         entry = {k: cand[k] for k in ("pe", "simd", "cycles_per_inference", "inferences_per_s")}
         entry["estimate_lut4"] = cand["estimate"]["lut4"]
+        entry["estimate_logic_cells"] = cand["estimate"].get("logic_cells")
+        entry["estimate_fmax_mhz"] = cand["estimate"].get("fmax_mhz")
         if reason:
             entry["skipped"] = reason
             tried.append(entry)
@@ -133,8 +148,9 @@ def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1,
         routed += 1
         name = f"pe{cand['pe']}-simd{cand['simd']}"
         say(f"[{routed}/{len(to_route)}] PE={cand['pe']} SIMD={cand['simd']}: "
-            f"{cand['inferences_per_s']:.0f} inferences/s if it fits (estimate {cand['estimate']['lut4']} "
-            f"LUT4); placing and routing")
+            f"{cand['inferences_per_s']:.0f} inferences/s at {spec.clock_mhz} MHz if it fits (estimate "
+            f"{cand['estimate'].get('logic_cells', '?')} logic cells, {cand['estimate']['lut4']} LUT4, Fmax "
+            f"~{cand['estimate'].get('fmax_mhz', '?')} MHz); placing and routing")
         top = build_top(bundle, pe=cand["pe"], simd=cand["simd"], mul=mul)
         design = {"top": "asq_accel", "pe": cand["pe"], "simd": cand["simd"]}
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,17 +159,21 @@ def find_fit(bundle, board: str, *, mul=None, max_par: int = 16, seeds: int = 1,
                 report = synthesize_top(top, board, out_dir / name, design=design,
                                         macs_per_cycle=cand["pe"] * cand["simd"],
                                         cycles=cand["cycles_per_inference"], input_bytes=top.plan.input_codes,
-                                        seeds=seeds, progress=False)
+                                        estimate=cand["estimate"], seeds=seeds, progress=False, clock=clock)
         except UserError as err:
             entry["failed"] = _why_failed(err)
             tried.append(entry)
             say(f"    does not work: {'; '.join(entry['failed'])} (tool log: {out_dir / name}.log)")
             continue
+        clock_mhz = report.get("clock_mhz", spec.clock_mhz)
         entry.update(lut4=report["resources"]["lut4"]["used"], fmax_mhz=report["fmax_mhz"]["median"],
-                     clock_mhz=spec.clock_mhz)
+                     logic_cells=report["resources"].get("logic_cells", {}).get("used"),
+                     fmax_min_mhz=report["fmax_mhz"].get("min"), clock_mhz=clock_mhz, clock=report.get("clock"),
+                     inferences_per_s_at_clock=round(clock_mhz * 1e6 / cand["cycles_per_inference"], 1))
         tried.append(entry)
         best = entry
-        say(f"    fits: {entry['lut4']} LUT4, Fmax {entry['fmax_mhz']:.1f} MHz >= {spec.clock_mhz} MHz")
+        say(f"    fits: {entry['logic_cells']} logic cells, {entry['lut4']} LUT4, Fmax {entry['fmax_mhz']:.1f} MHz "
+            f">= clock {entry['clock_mhz']:g} MHz")
         break
     skipped = sum("skipped" in t for t in tried)
     result = {"board": board, "best": best, "tried": tried,

@@ -359,6 +359,35 @@ def place_and_route(top, board: str, build_dir, *, name: str = "top", seed: int 
     return report
 
 
+def pack_only(top, board: str, build_dir, *, name: str = "top", synth_opts: str | None = None) -> PnrReport:
+    """Synthesize ``top`` for ``board`` and let nextpnr pack it, without placing or routing.
+
+    The packer decides the logic-cell count (placement and routing do not change it), so this measures
+    a design's logic cells in the time of a Yosys run; the estimator is calibrated and checked by it.
+    The report has no Fmax; ``cells`` holds Yosys' counts.
+    """
+    from hw.eda.fit import _tool_output_to
+
+    apply_env()
+    spec = get_board(board)
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # nextpnr still writes a bitstream of the unplaced design and names every cell it could not
+        # place in it: that goes to a log, not the terminal
+        with _tool_output_to(build_dir / f"{name}.pack.log"):
+            spec.platform().build(
+                top, name=name, build_dir=str(build_dir), do_program=False,
+                synth_opts=spec.synth_opts if synth_opts is None else synth_opts,
+                nextpnr_opts=f"--pack-only --report {name}.report.json", **_build_overrides(name),
+            )
+    except subprocess.CalledProcessError as err:
+        raise _fit_error(spec, build_dir, name, err) from None
+    report = read_nextpnr_report(build_dir / f"{name}.report.json", board=board, device=spec.device)
+    report.cells = read_yosys_stat(build_dir / f"{name}.stat.json")
+    return report
+
+
 def nextpnr_command(build_dir, name: str) -> list[str]:
     """The nextpnr command line of the build script Amaranth wrote in ``build_dir``."""
     script = Path(build_dir) / f"build_{name}.sh"
@@ -525,11 +554,13 @@ def _route_with_dsp_fallback(top, board: Board, build_dir, name, seeds, progress
 
 
 def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, mul=None, seeds: int = 3,
-                           baud: int | None = None, progress: bool = True, on_estimate=None) -> dict:
+                           baud: int | None = None, progress: bool = True, on_estimate=None,
+                           clock="auto") -> dict:
     """Build ``asq_accel`` for ``bundle`` on ``board``; write ``out_dir`` with ``report.json``.
 
     See :func:`synthesize_top`; this adds the accelerator's design figures and its estimate
-    (handed to ``on_estimate`` before synthesis starts, when given).
+    (handed to ``on_estimate`` before synthesis starts, when given). ``clock`` defaults to ``"auto"``:
+    the fastest PLL setting that meets timing over the seeds, searched from the estimated Fmax.
     """
     from hw.eda.estimate import estimate_accelerator
     from hw.eda.generate import TOP_NAME, build_top
@@ -539,29 +570,38 @@ def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, m
     top = build_top(bundle, pe=pe or DEFAULT_PE, simd=simd or DEFAULT_SIMD, mul=mul)
     plan = top.plan
     design = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
-              "scheme": bundle.manifest.scheme, "bundle": str(getattr(bundle, "path", "") or "")}
+              "scheme": bundle.manifest.scheme, "bundle": str(getattr(bundle, "path", "") or ""),
+              "n_logits": plan.n_logits}
     estimate = estimate_accelerator(plan, spec.name)
     if on_estimate is not None:
         on_estimate(estimate)
     return synthesize_top(top, spec.name, out_dir, design=design, macs_per_cycle=plan.pe * plan.simd,
                           cycles=top.cycles_per_inference(), input_bytes=plan.input_codes,
-                          estimate=estimate, seeds=seeds, baud=baud, progress=progress)
+                          estimate=estimate, seeds=seeds, baud=baud, progress=progress, clock=clock)
 
 
 def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: int, cycles: int,
                    input_bytes: int, estimate: dict | None = None, seeds: int = 3, baud: int | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, clock=None) -> dict:
     """Synthesize a stream component (``i``/``o`` streams) for ``board``; write ``out_dir/report.json``.
 
-    FPGA boards: ``top`` behind the UART link (:class:`hw.rtl.uart.LinkOnBoard`), clocked by the board
-    oscillator, through :func:`route_seeds` (bitstream from seed 1, Fmax over ``seeds`` seeds).
-    ``generic``: ``top``'s Verilog through Yosys ``synth`` (gate and flip-flop counts by type).
-    The folder is written atomically and keeps its report even when the design fails to fit or to
-    meet the clock; then a :class:`UserError` with the figures is raised. Returns the report.
+    FPGA boards: ``top`` behind the UART link (:class:`hw.rtl.uart.LinkOnBoard`) through
+    :func:`route_seeds` (bitstream from seed 1, Fmax over ``seeds`` seeds), clocked as ``clock`` says:
+
+    - ``None``: the board oscillator itself, no PLL;
+    - a number (MHz): the board's PLL at its fastest setting not above that;
+    - ``"auto"``: the PLL at the fastest setting that meets timing on every seed, chosen by
+      :func:`choose_clock` (place and route at a first setting, then at the fastest setting under
+      the minimum Fmax, until a setting is met and no faster one is under its Fmax).
+
+    ``report["clock"]`` says how the clock was chosen: the PLL setting, the slack per seed at it, and
+    every setting tried. ``generic``: ``top``'s Verilog through Yosys ``synth`` (gate and flip-flop
+    counts by type). The folder is written atomically and keeps its report even when the design fails
+    to fit or to meet the clock; then a :class:`UserError` with the figures is raised. Returns the report.
     """
     from tqdm import tqdm
 
-    from hw.rtl.uart import DEFAULT_BAUD, LinkOnBoard
+    from hw.rtl.uart import DEFAULT_BAUD
 
     spec = get_board(board)
     name = design.get("top", "top")
@@ -578,18 +618,32 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
             report["ok"] = True
         else:
             link_baud = baud or DEFAULT_BAUD
-            wrapped = LinkOnBoard(top, spec.clock_mhz * 1e6, baud=link_baud)
-            report["clock_mhz"] = spec.clock_mhz
-            report["link"] = {"kind": "uart", "baud": link_baud, "divisor": wrapped.link.divisor,
-                              "bytes_in_per_image": input_bytes * wrapped.link.in_bytes,
-                              "bytes_out_per_beat": wrapped.link.out_bytes}
             bar = tqdm(total=seeds, desc=f"place and route {spec.name}", unit="seed", disable=not progress)
-            try:
+
+            def route(setting):
+                """Place and route at ``setting`` (None: the oscillator); (reports, note, link, MHz)."""
+                wrapped, mhz = _board_top(top, spec, setting, link_baud)
+                bar.reset(total=seeds)
+                bar.set_description(f"place and route {spec.name} at {mhz:g} MHz")
+                inner = _inner_link(wrapped)
+                link = {"kind": "uart", "baud": link_baud, "divisor": inner.divisor,
+                        "bytes_in_per_image": input_bytes * inner.in_bytes, "bytes_out_per_beat": inner.out_bytes}
                 reports, note = _route_with_dsp_fallback(wrapped, spec, tmp, BOARD_TOP, seeds, bar)
-            except UserError as err:
-                reports, note, failure = None, None, err
+                return reports, note, link, mhz
+
+            try:
+                reports, note, link, clock_info = choose_clock(route, spec, clock, estimate=estimate)
+            except _RouteFailed as err:
+                reports, note, failure = None, None, err.cause
+                link, clock_info = err.link, err.clock_info
             bar.close()
-            report.update(_board_figures(reports, tmp, spec, cycles, note))
+            report["clock_mhz"] = clock_info["mhz"]
+            report["clock"] = clock_info
+            report["link"] = link
+            report.update(_board_figures(reports, tmp, spec, cycles, note, clock_mhz=clock_info["mhz"],
+                                         all_seeds=clock_info["mode"] == "auto"))
+            if reports is not None:
+                clock_info["slack_ns"] = _slack(reports, clock_info["mhz"])
             if failure is None and not report["ok"]:
                 failure = UserError("timing not met")
         if estimate is not None:
@@ -604,8 +658,146 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
 BOARD_TOP = "board_top"
 
 
-def _board_figures(reports, build_dir, board: Board, cycles: int, note) -> dict:
-    """Resources, Fmax over seeds, clock check and throughput of a routed (or failed) design."""
+# ----------------------------------------------------------------------------------------------
+# The clock: the board oscillator, or its PLL at a setting the flow chooses
+
+#: Place-and-route passes the PLL search makes before it settles (a last one may rebuild the
+#: fastest setting that was met, when a faster try missed).
+PLL_PASSES = 3
+#: A met setting is kept unless a faster one under its slowest seed's Fmax gains at least this much
+#: (seed-to-seed Fmax varies by a few per cent; chasing less costs passes for noise).
+PLL_MIN_GAIN = 0.02
+#: How far the clock nextpnr constrains may lie from the PLL output (it rounds the period to ps).
+CONSTRAINT_TOLERANCE = 0.002
+
+
+class _RouteFailed(Exception):
+    """Place and route failed during the clock search; carries what the report needs."""
+
+    def __init__(self, cause, link, clock_info):
+        super().__init__(str(cause))
+        self.cause, self.link, self.clock_info = cause, link, clock_info
+
+
+def _board_top(top, board: Board, setting, baud: int):
+    """``top`` behind the UART link, clocked by the oscillator (``setting`` None) or the PLL;
+    returns the board top and its clock (MHz)."""
+    from hw.rtl.clocking import PllClocked
+    from hw.rtl.uart import LinkOnBoard
+
+    if setting is None:
+        return LinkOnBoard(top, board.clock_mhz * 1e6, baud=baud), board.clock_mhz
+    return (PllClocked(LinkOnBoard(top, setting.f_out * 1e6, baud=baud), setting, board.clock_resource),
+            setting.f_out)
+
+
+def _inner_link(board_top):
+    """The :class:`hw.rtl.uart.StreamLink` inside a board top made by :func:`_board_top`."""
+    inner = getattr(board_top, "inner", board_top)
+    return inner.link
+
+
+def _slack(reports: list[PnrReport], mhz: float) -> dict:
+    """Setup slack (ns) of the slowest path at ``mhz``, per seed and the least of them."""
+    per_seed = {str(r.seed): round(1e3 / mhz - 1e3 / r.fmax, 3) if r.fmax > 0 else None for r in reports}
+    known = [v for v in per_seed.values() if v is not None]
+    return {"seeds": per_seed, "min": min(known, default=None)}
+
+
+def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
+    """Route at the clock ``clock`` asks for (see :func:`synthesize_top`); return the last routing's
+    ``(reports, note, link, clock_info)``.
+
+    ``route(setting)`` places and routes at a :class:`hw.eda.pll.PllSetting` (None: the oscillator)
+    and returns ``(reports, note, link, MHz)``. ``"auto"`` starts at the fastest setting not above the
+    estimate's Fmax (``estimate["fmax_mhz"]``, else the board's ``pll_start_mhz``) and moves to the
+    fastest setting not above the minimum Fmax over the seeds until a setting is met on every seed and
+    no setting :data:`PLL_MIN_GAIN` faster lies under its Fmax; a design slower than the PLL's slowest
+    output falls back to the oscillator. A failed routing raises :class:`_RouteFailed`.
+    """
+    from hw.eda.pll import fastest_at_most
+
+    passes = []
+    info = {"mode": "oscillator" if clock is None else "auto" if clock == "auto" else "fixed",
+            "source": "oscillator", "mhz": board.clock_mhz, "oscillator_mhz": board.clock_mhz,
+            "pll": None, "passes": passes}
+
+    def mhz_of(setting):
+        return board.clock_mhz if setting is None else setting.f_out
+
+    def run(setting):
+        info.update(source="oscillator" if setting is None else "pll", mhz=mhz_of(setting),
+                    pll=None if setting is None else setting.to_dict())
+        try:
+            reports, note, link, mhz = route(setting)
+        except UserError as err:
+            passes.append({"mhz": mhz_of(setting), "routed": False})
+            raise _RouteFailed(err, None, info) from None
+        fmax = fmax_summary(reports)
+        passes.append({"mhz": mhz, "fmax_min": fmax["min"], "fmax_median": fmax["median"],
+                       "constraint_mhz": fmax["constraint"],
+                       "met_all_seeds": fmax["min"] >= max(mhz, fmax["constraint"] or 0)})
+        if setting is not None and (fmax["constraint"] is None
+                                    or abs(fmax["constraint"] - mhz) > CONSTRAINT_TOLERANCE * mhz):
+            # nextpnr timed the PLL's output against another clock than the one it makes
+            raise _RouteFailed(UserError(f"nextpnr constrained the clock to {fmax['constraint']} MHz, not the "
+                                         f"{mhz} MHz it runs at; the PLL output is not timed"), link, info)
+        return reports, note, link, fmax["min"]
+
+    def met_at(setting, f_min):
+        return passes[-1]["met_all_seeds"] and f_min >= mhz_of(setting)
+
+    if clock is None:
+        reports, note, link, _ = run(None)
+        return reports, note, link, info
+    if clock != "auto":
+        setting = fastest_at_most(board.family, board.clock_mhz, float(clock))
+        if setting is None:
+            raise UserError(f"the {board.name} PLL makes nothing at or under {clock} MHz from its "
+                            f"{board.clock_mhz} MHz oscillator")
+        reports, note, link, _ = run(setting)
+        return reports, note, link, info
+    start = (estimate or {}).get("fmax_mhz") or board.pll_start_mhz
+    setting = fastest_at_most(board.family, board.clock_mhz, start)
+    met_any, best_met, tried = False, None, set()
+    slowest_missed = float("inf")
+    result = None
+    for _ in range(PLL_PASSES):
+        tried.add(mhz_of(setting))
+        result = run(setting)
+        f_min = result[3]
+        met = met_at(setting, f_min)
+        if met and (not met_any or mhz_of(setting) > mhz_of(best_met)):
+            met_any, best_met = True, setting
+        if not met:
+            slowest_missed = min(slowest_missed, mhz_of(setting))
+        # nextpnr reaches more at a lower target (its placer relaxes paths with slack), so a setting's
+        # Fmax says little about faster ones: never try again at or above a setting that missed
+        ceiling = min(f_min, slowest_missed * (1 - 1e-9))
+        faster = fastest_at_most(board.family, board.clock_mhz, ceiling)
+        if faster is None:  # slower than the PLL's slowest output: the oscillator, if not tried
+            if setting is None:
+                break
+            setting = None
+        elif met and faster.f_out < mhz_of(setting) * (1 + PLL_MIN_GAIN):
+            break  # met, and nothing worth trying fits under its Fmax
+        else:
+            setting = faster
+        if mhz_of(setting) in tried:
+            break
+    if met_any and mhz_of(best_met) != info["mhz"]:
+        result = run(best_met)  # the last try missed: rebuild the fastest setting that was met
+    reports, note, link, _ = result
+    return reports, note, link, info
+
+
+def _board_figures(reports, build_dir, board: Board, cycles: int, note, *, clock_mhz: float | None = None,
+                   all_seeds: bool = False) -> dict:
+    """Resources, Fmax over seeds, clock check and throughput of a routed (or failed) design.
+
+    ``clock_mhz``: the clock the design runs at (default the board oscillator); ``all_seeds``: the
+    design is ``ok`` only when every seed meets it (the PLL search promises that), not only seed 1.
+    """
     stat = Path(build_dir) / f"{BOARD_TOP}.stat.json"
     cells = read_yosys_stat(stat) if stat.exists() else {}
     resources = _resources_block(reports, cells, board)
@@ -615,7 +807,7 @@ def _board_figures(reports, build_dir, board: Board, cycles: int, note) -> dict:
                    problems=_problems(resources, build_dir) or ["nextpnr failed; see the .tim log"])
         return out
     fmax = fmax_summary(reports)
-    clock = board.clock_mhz
+    clock = board.clock_mhz if clock_mhz is None else clock_mhz
     bitstream_fmax = fmax["seeds"]["1"]
     untimed = untimed_paths(Path(build_dir) / f"{BOARD_TOP}.json", reports)
     out.update({
@@ -629,10 +821,12 @@ def _board_figures(reports, build_dir, board: Board, cycles: int, note) -> dict:
                              "at_fmax_median": round(fmax["median"] * 1e6 / cycles, 1),
                              "at_fmax_min": round(fmax["min"] * 1e6 / cycles, 1)},
     })
-    out["ok"] = out["clock_met"] and untimed["count"] == 0
+    out["ok"] = out["clock_met"] and untimed["count"] == 0 and (out["clock_met_all_seeds"] or not all_seeds)
     problems = []
     if not out["clock_met"]:
         problems.append(f"Fmax {bitstream_fmax:.2f} MHz (seed 1, the bitstream) < board clock {clock} MHz")
+    elif all_seeds and not out["clock_met_all_seeds"]:
+        problems.append(f"Fmax {fmax['min']:.2f} MHz (slowest seed) < clock {clock} MHz")
     if untimed["count"]:
         problems.append(_untimed_text(untimed))
     if problems:
@@ -654,15 +848,22 @@ def _untimed_text(untimed: dict) -> str:
 
 
 def _estimate_error(estimate: dict, report: dict) -> dict:
-    """Relative error of the estimate against what synthesis measured (LUT4, BRAM, DSP)."""
+    """Relative error of the estimate against what synthesis measured (logic cells, LUT4, BRAM, DSP,
+    and the estimated Fmax against the slowest seed's)."""
     measured = report.get("resources")
     if measured is None:  # the generic target has no LUTs to compare with
         return {}
     out = {}
-    for key, est_key in (("lut4", "lut4"), ("block_ram", "bram"), ("dsp", "dsp")):
+    for key, est_key in (("logic_cells", "logic_cells"), ("lut4", "lut4"), ("block_ram", "bram"), ("dsp", "dsp")):
+        if key not in measured or est_key not in estimate:
+            continue
         used = measured[key]["used"]
         out[key] = {"estimate": estimate[est_key], "synthesis": used,
                     "error": None if used == 0 else round((estimate[est_key] - used) / used, 3)}
+    fmax = (report.get("fmax_mhz") or {}).get("min")
+    if fmax and "fmax_mhz" in estimate:
+        out["fmax_mhz"] = {"estimate": estimate["fmax_mhz"], "synthesis": fmax,
+                           "error": round((estimate["fmax_mhz"] - fmax) / fmax, 3)}
     return out
 
 

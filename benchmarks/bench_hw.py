@@ -1,0 +1,234 @@
+"""Hardware figures of the accelerator on the boards: today's design beside a fixed older one, one run.
+
+For every board and BITS asked for, ``asqhw synth`` places and routes the shipped digits bundle's
+accelerator (generator defaults) twice in this one run, one after the other:
+
+- ``baseline``: the tree of commit :data:`BASELINE_COMMIT` (``git archive`` into a temporary folder),
+  its own ``asqhw synth`` with its own shipped bundle: clocked by the board oscillator;
+- ``current``: this tree's ``asqhw synth``: clocked by the board's PLL at the fastest setting that
+  meets timing on every seed (``--clock auto``).
+
+Each row: Fmax (median and minimum over the seeds), paths nextpnr did not time, logic cells, LUT4,
+flip-flops, block RAMs, DSPs, the clock the bitstream runs at (and its PLL setting), cycles per image,
+the MAC array's use (MAC-bound cycles over cycles: the share of cycles the array steps), images per
+second of compute at that clock, and over the link: what the link carries (its rate from
+:func:`link_images_per_s`, which asks :mod:`hw.link` when it offers ``link_budget``) and the lesser of
+the two. A design that fails (does not fit, misses its clock, leaves a path untimed, or does not even
+elaborate) is a row with ``ok: false`` and its problems, not a crash: the figures of both sides are
+what the bench is for. hw.json is written after every row; ``--resume`` continues a run that
+stopped (its rows are marked ``resumed``: each baseline/current pair still comes from one run).
+
+Writes ``benchmarks/results/hw.json`` (atomically). Long: each synthesis places and routes
+``--seeds`` times (the PLL search two or three times that).
+
+Usage: ``python benchmarks/bench_hw.py [--boards icebreaker,ulx3s] [--bits 3,4] [--seeds 3]
+[--baseline COMMIT] [--out ...]``; ``ASQHW_BENCH_HW_BOARDS`` / ``ASQHW_BENCH_HW_BITS`` /
+``ASQHW_BENCH_HW_SEEDS`` set the defaults (for ``make bench``).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from asqhw.atomic import atomic_write_text  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "hw.json"
+#: The design the current one is measured against: the generator before PLL clocking and the
+#: speed work (BITS 3 default design: 12 MHz oscillator clock, about 21 MHz Fmax, 5242 logic cells).
+BASELINE_COMMIT = "64e0a6f"
+#: UART framing when :mod:`hw.link` offers no budget function: 8N1, 10 line bits per byte.
+LINE_BITS_PER_BYTE = 10
+
+
+def link_images_per_s(report: dict) -> dict:
+    """Bytes per image and images per second the board link of ``report`` carries.
+
+    Uses :func:`hw.link.rates.link_budget` when this tree has it (the link's own account of its
+    framing and reply), else the UART's 8N1 framing over the report's bytes in and out per image.
+    A report that already holds the link's budget (``images_per_s_pipelined``) is taken as it is.
+    """
+    link = dict(report.get("link") or {})
+    if not link:
+        return {}
+    if "images_per_s_pipelined" in link:
+        return link
+    n_logits = (report.get("design") or {}).get("n_logits") or 10  # the digits network when not recorded
+    bytes_out = link.get("bytes_out_per_image", (n_logits + 1) * link.get("bytes_out_per_beat", 5))
+    try:
+        from hw.link.rates import link_budget
+    except ImportError:
+        link_budget = None
+    if link_budget is not None:
+        budget = link_budget(input_bytes=link["bytes_in_per_image"], n_logits=n_logits, baud=link["baud"],
+                             out_beat_bytes=link.get("bytes_out_per_beat", 5))
+        return {**link, **budget, "rate_from": "hw.link.rates.link_budget"}
+    per_s = link["baud"] / LINE_BITS_PER_BYTE
+    return {**link, "bytes_out_per_image": bytes_out, "bytes_per_s": per_s,
+            "images_per_s_pipelined": round(per_s / max(link["bytes_in_per_image"], bytes_out), 1),
+            "images_per_s_one_at_a_time": round(per_s / (link["bytes_in_per_image"] + bytes_out), 1),
+            "rate_from": "8N1 framing of the report's bytes per image"}
+
+
+def summarize(report: dict) -> dict:
+    """One row of hw.json from a synthesis ``report.json`` (either tree's)."""
+    res = report.get("resources", {})
+    est = report.get("estimate") or {}
+    cycles = report.get("cycles_per_inference")
+    clock = report.get("clock") or {"source": "oscillator", "mhz": report.get("clock_mhz")}
+    clock_mhz = report.get("clock_mhz")
+    fmax = report.get("fmax_mhz") or {}
+    mac_bound = est.get("cycles_mac_bound")
+    row = {
+        "ok": bool(report.get("ok")),
+        "problems": report.get("problems", []),
+        "design": report.get("design"),
+        "clock": {"source": clock.get("source"), "mhz": clock_mhz,
+                  "pll": (clock.get("pll") or {}).get("params"), "passes": clock.get("passes"),
+                  "slack_ns_min": (clock.get("slack_ns") or {}).get("min")},
+        "fmax_mhz": {"median": fmax.get("median"), "min": fmax.get("min"), "seeds": fmax.get("seeds")},
+        "untimed_paths": (report.get("untimed_paths") or {}).get("count"),
+        "logic_cells": res.get("logic_cells", {}).get("used"),
+        "logic_cells_available": res.get("logic_cells", {}).get("available"),
+        "lut4": res.get("lut4", {}).get("used"),
+        "flip_flops": res.get("flip_flops", {}).get("used"),
+        "bram": res.get("block_ram", {}).get("used"),
+        "dsp": res.get("dsp", {}).get("used"),
+        "estimate": {k: est.get(k) for k in ("lut4", "logic_cells", "ff", "bram", "dsp", "fmax_mhz") if k in est},
+        "cycles_per_image": cycles,
+        "cycles_mac_bound": mac_bound,
+        "macs_per_cycle": report.get("macs_per_cycle"),
+        "mac_array_use": round(mac_bound / cycles, 3) if mac_bound and cycles else None,
+    }
+    if cycles and clock_mhz and fmax.get("min"):  # only a design that was placed and routed runs
+        compute = clock_mhz * 1e6 / cycles
+        row["images_per_s_compute"] = round(compute, 1)
+        row["images_per_s_compute_at_fmax_min"] = round(fmax["min"] * 1e6 / cycles, 1)
+        link = link_images_per_s(report)
+        if link:
+            row["link"] = link
+            # the host sends the next image after the reply unless the link buffers more (a window)
+            carried = link["images_per_s_pipelined"] if link.get("window", 1) > 1 else \
+                link["images_per_s_one_at_a_time"]
+            row["images_per_s_over_link"] = round(min(compute, carried), 1)
+    return row
+
+
+def _baseline_tree(commit: str, where: Path) -> Path:
+    """Unpack ``commit`` of this repository into ``where`` (``git archive``: tracked files only)."""
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit], check=True,
+                          capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(where, filter="data")
+    return where
+
+
+def _synth(tree: Path, board: str, bits: int, seeds: int, out: Path, extra=()) -> tuple[dict, float]:
+    """``asqhw synth`` of ``tree`` (run from it, importing it); its report and the wall time."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    argv = [sys.executable, "-m", "asqhw.cli", "synth", "--board", board, "--bits", str(bits),
+            "--seeds", str(seeds), "--out", str(out), "--quiet", *extra]
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    report_path = out / "report.json"
+    if not report_path.exists():  # it failed before synthesis: a row that says why
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        why = f"asqhw synth exit {done.returncode} before any report: " + " | ".join(tail)
+        return {"ok": False, "problems": [why]}, wall
+    return json.loads(report_path.read_text()), wall
+
+
+def _resumed_rows(args) -> list:
+    """The rows of an earlier ``args.out`` measured against the same baseline (``--resume``): a run that
+    stopped, or one with fewer boards or BITS."""
+    try:
+        earlier = json.loads(args.out.read_text())
+    except (OSError, ValueError):
+        return []
+    if earlier.get("baseline") != args.baseline:
+        return []
+    return [{**row, "resumed": True} for row in earlier.get("rows", [])]
+
+
+def _describe() -> str:
+    """This tree's commit (``-dirty`` when it has uncommitted changes)."""
+    done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def _env_default(name, default):
+    return os.environ.get(name) or default
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--boards", default=_env_default("ASQHW_BENCH_HW_BOARDS", "icebreaker,ulx3s"))
+    parser.add_argument("--bits", default=_env_default("ASQHW_BENCH_HW_BITS", "3,4"))
+    parser.add_argument("--seeds", type=int, default=int(_env_default("ASQHW_BENCH_HW_SEEDS", "3")))
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="commit of the older design")
+    parser.add_argument("--build", type=Path, default=ROOT / "build" / "bench-hw",
+                        help="where the syntheses are kept (default build/bench-hw)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--rescan", action="store_true",
+                        help="recompute every row of hw.json from its report.json (no synthesis)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows of an earlier hw.json of the same baseline and run only the rest")
+    args = parser.parse_args(argv)
+    boards = [b for b in args.boards.split(",") if b]
+    bits_list = [int(b) for b in args.bits.split(",") if b]
+    if args.rescan:
+        earlier = json.loads(args.out.read_text())
+        keep = ("side", "commit", "board", "bits", "seeds", "wall_s", "report", "resumed")
+        rows = [{**{k: r[k] for k in keep if k in r}, **summarize(json.loads(Path(r["report"]).read_text()))}
+                if Path(r["report"]).exists() else r for r in earlier["rows"]]
+        args.baseline, args.seeds = earlier["baseline"], earlier["seeds"]
+        return _write(args, earlier["current"], rows, complete=earlier.get("complete", False))
+    current = _describe()
+    rows = _resumed_rows(args) if args.resume else []
+    done_keys = {(r["side"], r["board"], r["bits"]) for r in rows}
+    with tempfile.TemporaryDirectory(prefix="asqhw-baseline-") as tmp:
+        base = _baseline_tree(args.baseline, Path(tmp))
+        sides = (("baseline", base, args.baseline, ()), ("current", ROOT, current, ("--clock", "auto")))
+        for board in boards:
+            for bits in bits_list:
+                for side, tree, rev, extra in sides:
+                    if (side, board, bits) in done_keys:
+                        continue
+                    if side == "current":  # the tree as this synthesis reads it
+                        rev = current = _describe()
+                    out = args.build / f"{side}-{board}-b{bits}"
+                    print(f"== {side} ({rev}) {board} BITS={bits}", flush=True)
+                    report, wall = _synth(tree, board, bits, args.seeds, out, extra)
+                    row = {"side": side, "commit": rev, "board": board, "bits": bits, "seeds": args.seeds,
+                           **summarize(report), "wall_s": round(wall, 1), "report": str(out / "report.json")}
+                    rows.append(row)
+                    print(f"   ok={row['ok']} clock {row['clock']['mhz']} MHz, Fmax min {row['fmax_mhz']['min']} "
+                          f"MHz, {row['logic_cells']} LC, {row.get('images_per_s_compute')} images/s", flush=True)
+                    # written after every row: a long run that is stopped keeps what it measured
+                    result = _write(args, current, rows, complete=False)
+    result = _write(args, current, rows, complete=True)
+    print(f"wrote {args.out}")
+    return result
+
+
+def _write(args, current: str, rows: list, *, complete: bool) -> dict:
+    result = {"machine": platform.machine(), "python": platform.python_version(), "baseline": args.baseline,
+              "current": current, "seeds": args.seeds, "complete": complete, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
