@@ -102,7 +102,9 @@ def resources_table(report: dict) -> str:
         n = len(fmax["seeds"])
         what = f"Fmax (median, min over {n} seeds)" if n > 1 else "Fmax (1 seed)"
         value = f"{fmax['median']:.1f}, {fmax['min']:.1f} MHz" if n > 1 else f"{fmax['median']:.1f} MHz"
-        lines.append(f"| {what} | {value} | board clock {report['clock_mhz']:g} MHz |")
+        clock = report.get("clock") or {}
+        source = "PLL" if clock.get("source") == "pll" else "board"
+        lines.append(f"| {what} | {value} | {source} clock {report['clock_mhz']:g} MHz |")
         lines.append(f"| untimed paths | {report['untimed_paths']['count']} | |")
     else:
         lines.append(f"| Fmax | not placed | board clock {report['clock_mhz']:g} MHz |")
