@@ -42,6 +42,10 @@ from asqhw.errors import UserError
 from golden import arith, formats
 
 FORMAT_VERSION = 1
+#: A graph bundle's format (``golden.graph``; docs/arithmetic.md section 7).
+GRAPH_FORMAT_VERSION = 2
+#: Every format version this reader reads.
+VERSIONS = (FORMAT_VERSION, GRAPH_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 VECTORS = "vectors.npz"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -374,6 +378,10 @@ class Manifest:
     files: dict | None = None
     sha256: str | None = None
 
+    def weight_specs(self) -> list:
+        """``(layer name, WeightSpec)`` of every layer, in order (the weight memories)."""
+        return [(layer.name, layer.weight) for layer in self.layers]
+
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
             if layer.name == name:
@@ -507,6 +515,17 @@ def read_npz(path: Path, data: bytes | None = None) -> dict:
 # ----------------------------------------------------------------------------- manifest checks
 
 
+def parse_any_manifest(man: dict, where: str = MANIFEST):
+    """A manifest of any format this reader reads: a :class:`Manifest` (format 1, a chain) or a
+    :class:`golden.graph.GraphManifest` (format 2, a graph)."""
+    version = man.get("format_version") if isinstance(man, dict) else None
+    if type(version) is int and version == GRAPH_FORMAT_VERSION:
+        from golden.graph import parse_graph_manifest
+
+        return parse_graph_manifest(man, where)
+    return parse_manifest(man, where)
+
+
 def parse_manifest(man: dict, where: str = MANIFEST) -> Manifest:
     """Validate the JSON object of a manifest and return its :class:`Manifest`.
 
@@ -519,8 +538,8 @@ def parse_manifest(man: dict, where: str = MANIFEST) -> Manifest:
     version = _need(man, "format_version", where, int)
     if version != FORMAT_VERSION:
         raise UserError(
-            f"{where}: format_version {version} is not supported (this asqhw reads {FORMAT_VERSION}); "
-            "re-export the bundle with this version's `asqhw export`"
+            f"{where}: format_version {version} is not supported (this asqhw reads "
+            f"{' and '.join(map(str, VERSIONS))}); re-export the bundle with this version's `asqhw export`"
         )
     model, scheme = (_need(man, key, where, str) for key in ("model", "scheme"))
     bits = _need(man, "bits", where, int)
@@ -735,19 +754,23 @@ def named_files(man: Manifest) -> list:
 
 
 def _check_file_names(man: Manifest, where: str) -> None:
-    """Every named file is a plain name inside the bundle folder, named once."""
-    names = named_files(man)
+    check_file_names(named_files(man), man.files, where)
+
+
+def check_file_names(names: list, files: dict | None, where: str) -> None:
+    """Every named file is a plain name inside the bundle folder, named once, and ``files`` (the
+    recorded checksums, when present) lists exactly them."""
     for name in names:
         if not name or "/" in name or "\\" in name or name in (".", "..", MANIFEST):
             raise UserError(f"{where}: file name {name!r} is not a plain file name in the bundle "
                             "folder (no folders, no '..', not absolute); re-export the bundle")
     if len(set(names)) != len(names):
         raise UserError(f"{where}: a file name is used twice ({names}); re-export the bundle")
-    if man.files is not None:
-        if sorted(man.files) != sorted(names):
-            raise UserError(f"{where}: field 'files' lists {sorted(man.files)}, the manifest names "
+    if files is not None:
+        if sorted(files) != sorted(names):
+            raise UserError(f"{where}: field 'files' lists {sorted(files)}, the manifest names "
                             f"{sorted(names)}; re-export the bundle")
-        for name, digest in man.files.items():
+        for name, digest in files.items():
             if not isinstance(digest, str) or len(digest) != 64 \
                     or any(c not in "0123456789abcdef" for c in digest):
                 raise UserError(f"{where}: field 'files' entry {name!r} is not a SHA-256 hex digest")
@@ -875,8 +898,9 @@ def bundle_folder(model, bits: int) -> Path:
     return path
 
 
-def read_manifest(path) -> Manifest:
-    """Parse and validate ``manifest.json`` of the bundle folder ``path``."""
+def read_manifest(path):
+    """Parse and validate ``manifest.json`` of the bundle folder ``path``: a :class:`Manifest`
+    (format 1) or a :class:`golden.graph.GraphManifest` (format 2)."""
     path = Path(path)
     file = path / MANIFEST
     if not path.exists() and old_dir(path).is_dir():
@@ -894,7 +918,7 @@ def read_manifest(path) -> Manifest:
         raise UserError(f"{file}: missing; re-export the bundle with `asqhw export`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{file}: not valid JSON ({err}); re-export the bundle") from None
-    manifest = parse_manifest(man, str(file))
+    manifest = parse_any_manifest(man, str(file))
     # After the checks by meaning (their errors name the field), whether anything changed at all.
     for key in ("files", "sha256"):
         if getattr(manifest, key) is None:
@@ -932,8 +956,9 @@ def _check_digest(man: Manifest, file: Path, data: bytes) -> None:
                         f"with the manifest's 'files'); re-export the bundle with `asqhw export`")
 
 
-def read_bundle(path, vectors: bool = True) -> Bundle:
-    """Read and validate the bundle folder ``path`` (weights from their ``.mem`` files).
+def read_bundle(path, vectors: bool = True):
+    """Read and validate the bundle folder ``path`` (weights from their ``.mem`` files): a
+    :class:`Bundle` for format 1, a :class:`golden.graph.GraphBundle` for format 2.
 
     Every file the manifest names must lie in the folder and have the SHA-256 the manifest records;
     the vectors (when read) must hold one entry per test image (:func:`check_vectors`).
@@ -941,10 +966,10 @@ def read_bundle(path, vectors: bool = True) -> Bundle:
     path = Path(path)
     man = read_manifest(path)
     weights = {}
-    for layer in man.layers:
-        w = layer.weight
+    specs = man.weight_specs()
+    for name, w in specs:
         file = path / w.mem
-        data = _bundle_file(path, w.mem, f"layers[{layer.name}].weight.mem")
+        data = _bundle_file(path, w.mem, f"{'graph node' if man.format_version == 2 else 'layers'}[{name}].weight.mem")
         try:
             text = data.decode("ascii")
         except UnicodeDecodeError:
@@ -952,14 +977,23 @@ def read_bundle(path, vectors: bool = True) -> Bundle:
         # The format first (its errors say more), then whether the words are the exported ones.
         raw = parse_mem(text, w.bits, flat_size(w.shape), str(file))
         _check_digest(man, file, data)
-        weights[layer.name] = weight_codes(raw, w.kind, w.bits).reshape(w.shape)
+        weights[name] = weight_codes(raw, w.kind, w.bits).reshape(w.shape)
     vecs = {}
     if vectors and man.vectors:
         file = path / man.vectors
         data = _bundle_file(path, man.vectors, "vectors")
         vecs = read_npz(file, data)
-        check_vectors(man, vecs, str(file))
+        if man.format_version == GRAPH_FORMAT_VERSION:
+            from golden.graph import check_graph_vectors
+
+            check_graph_vectors(man, vecs, str(file))
+        else:
+            check_vectors(man, vecs, str(file))
         _check_digest(man, file, data)
+    if man.format_version == GRAPH_FORMAT_VERSION:
+        from golden.graph import GraphBundle
+
+        return GraphBundle(manifest=man, weights=weights, vectors=vecs, path=path)
     return Bundle(manifest=man, weights=weights, vectors=vecs, path=path)
 
 
@@ -1000,18 +1034,17 @@ def write_bundle(bundle: Bundle, outdir) -> Path:
     """
     outdir = Path(outdir)
     contents = {}
-    for layer in bundle.layers:
-        w = layer.weight
-        codes = np.asarray(bundle.weights[layer.name])
+    for name, w in bundle.manifest.weight_specs():
+        codes = np.asarray(bundle.weights[name])
         if list(codes.shape) != list(w.shape):
-            raise UserError(f"{outdir}: weights of {layer.name} have shape {list(codes.shape)}, "
+            raise UserError(f"{outdir}: weights of {name} have shape {list(codes.shape)}, "
                             f"manifest says {list(w.shape)}")
         contents[w.mem] = mem_text(weight_raw(codes, w.kind, w.bits), w.bits).encode("ascii")
     if bundle.manifest.vectors:
         contents[bundle.manifest.vectors] = npz_bytes(bundle.vectors)
     files = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-    manifest = parse_manifest(dataclasses.replace(bundle.manifest, files=files, sha256=None).to_dict(),
-                              f"{outdir}/{MANIFEST}")
+    manifest = parse_any_manifest(dataclasses.replace(bundle.manifest, files=files, sha256=None).to_dict(),
+                                  f"{outdir}/{MANIFEST}")
     text = dataclasses.replace(manifest, sha256=manifest.digest()).text()
     with atomic_dir(outdir) as tmp:
         for name, data in contents.items():

@@ -49,7 +49,7 @@ BUNDLE_SCHEMES = {(act if kind == INT else f"{act}+{kind}"): (act, kind)
                   for act in ("lsq", "asq") for kind in WEIGHT_KINDS}
 #: Networks a bundle can be of (the exporter's registry, ``quant.export.networks.NETWORKS``, has
 #: exactly these names; a test keeps the two equal).
-NETWORK_NAMES = ("digits", "digits-vary")
+NETWORK_NAMES = ("digits", "digits-vary", "resnet20-digits32")
 
 # ----------------------------------------------------------------------------- offered widths
 

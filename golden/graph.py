@@ -45,7 +45,16 @@ import numpy as np
 
 from asqhw.errors import UserError
 from golden import arith, formats
-from golden.bundle import ActIn, AsqParams, Manifest, WeightSpec, check_count, int_tuple, json_value
+from golden.bundle import (
+    GRAPH_FORMAT_VERSION,
+    ActIn,
+    AsqParams,
+    Manifest,
+    WeightSpec,
+    check_count,
+    int_tuple,
+    json_value,
+)
 from golden.model import accumulate_codes
 
 #: Every operation a format-2 graph may contain.
@@ -179,7 +188,11 @@ class Requantizer:
             raise UserError(f"{at}: lo {lo} > hi {hi}")
         if output == "codes" and req.get("frac_bits", 0) != 0:
             raise UserError(f"{at}: codes have frac_bits 0")
-        return cls(S=_int(req, "S", at, 0), G=_int(req, "G", at, 0), output=output, lo=lo, hi=hi,
+        shift, beta_frac = _int(req, "S", at, 0), _int(req, "G", at, 0)
+        if shift + beta_frac > MAX_WIDTH:
+            raise UserError(f"{at}: shift S + G = {shift + beta_frac} exceeds the {MAX_WIDTH} bits the golden model "
+                            "computes in")
+        return cls(S=shift, G=beta_frac, output=output, lo=lo, hi=hi,
                    frac_bits=_int(req, "frac_bits", at, 0), **lists)
 
     def to_dict(self, widths: dict) -> dict:
@@ -986,3 +999,277 @@ def graph_from_chain(manifest: Manifest) -> Graph:
                               weight=layer.weight, requant=requant))
         prev, prev_shape = layer.name, tuple(layer.out_shape)
     return Graph.build(nodes, prev, manifest.post_frac_bits, "graph_from_chain")
+
+
+# ----------------------------------------------------------------------------- the format-2 bundle
+
+#: Per-node golden vectors are stored for the first this many test images (predictions and logits
+#: for every test image): enough for an RTL run (any other image's are recomputed from its pixels
+#: by :func:`run_graph`), small enough to ship a ResNet-20 bundle (about 2 MB of vectors).
+NODE_VECTOR_IMAGES = 8
+
+
+#: What a reader of format-1 chains (the hardware generator) says when handed a graph.
+_NO_CHAIN = ("{what}: a format-2 (graph) bundle has no layer chain; this command reads format-1 bundles "
+             "(digits); golden.graph.chain_bundle converts a chain-shaped graph")
+
+
+@dataclass(frozen=True)
+class GraphManifest:
+    """The parsed ``manifest.json`` of a format-2 bundle (``docs/arithmetic.md`` 7.8).
+
+    As :class:`golden.bundle.Manifest`, with ``graph`` (a validated :class:`Graph`) instead of
+    ``layers``; ``files`` and ``sha256`` are the checksums :func:`golden.bundle.write_bundle` records.
+    """
+
+    format_version: int
+    model: str
+    scheme: str
+    bits: int
+    post_frac_bits: int
+    input: object
+    graph: Graph
+    accuracy: dict
+    vectors: str | None = None
+    files: dict | None = None
+    sha256: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"format_version": self.format_version, "model": self.model, "scheme": self.scheme, "bits": self.bits,
+               "post_frac_bits": self.post_frac_bits, "input": self.input.to_dict(), "graph": self.graph.to_dict(),
+               "accuracy": self.accuracy}
+        for key in ("vectors", "files", "sha256"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+    def digest(self) -> str:
+        """SHA-256 of the JSON object without ``sha256`` (as :meth:`golden.bundle.Manifest.digest`)."""
+        import hashlib
+        import json
+
+        text = json.dumps(replace(self, sha256=None).to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def text(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    @property
+    def layers(self):
+        raise UserError(_NO_CHAIN.format(what="manifest"))
+
+    def weight_specs(self) -> list:
+        """``(node name, WeightSpec)`` of every conv/fc node, in graph order."""
+        return [(n.name, n.weight) for n in self.graph.nodes if isinstance(n, ConvNode)]
+
+    def named_files(self) -> list:
+        return [w.mem for _, w in self.weight_specs()] + ([self.vectors] if self.vectors else [])
+
+
+@dataclass(frozen=True)
+class GraphBundle:
+    """A format-2 bundle in memory: ``manifest`` (:class:`GraphManifest`), ``weights`` (codes per
+    conv/fc node, as :func:`run_graph` takes them), ``vectors`` (see :func:`graph_vector_shapes`)
+    and ``path``."""
+
+    manifest: GraphManifest
+    weights: dict
+    vectors: dict
+    path: object = None
+
+    @property
+    def graph(self) -> Graph:
+        return self.manifest.graph
+
+    @property
+    def layers(self):
+        raise UserError(_NO_CHAIN.format(what=self.path or "bundle"))
+
+
+def parse_graph_manifest(man: dict, where: str) -> GraphManifest:
+    """Validate the JSON object of a format-2 manifest (``format_version`` 2) and return it typed."""
+    from golden import bundle as b
+
+    if not isinstance(man, dict):
+        raise UserError(f"{where}: top level must be a JSON object")
+    version = b._need(man, "format_version", where, int)
+    if version != GRAPH_FORMAT_VERSION:
+        raise UserError(f"{where}: format_version {version} is not a graph bundle's ({GRAPH_FORMAT_VERSION})")
+    known = ("format_version", "model", "scheme", "bits", "post_frac_bits", "input", "graph", "accuracy", "vectors",
+             "files", "sha256")
+    _no_unknown(man, known, where)
+    model, scheme = (b._need(man, key, where, str) for key in ("model", "scheme"))
+    if not model:
+        raise UserError(f"{where}: field 'model' is empty")
+    if scheme not in formats.BUNDLE_SCHEMES:
+        raise UserError(f"{where}: field 'scheme' is {scheme!r}, not a quantization scheme "
+                        f"({', '.join(formats.BUNDLE_SCHEMES)})")
+    bits = b._need(man, "bits", where, int)
+    if bits not in formats.INT_BITS:
+        raise UserError(f"{where}: bits {bits} outside {formats.range_text(formats.INT_BITS)}")
+    post_frac_bits = b._need(man, "post_frac_bits", where, int)
+    b._within(post_frac_bits, 0, formats.MAX_POST_FRAC_BITS, where, "post_frac_bits")
+    inp = b.InputSpec.from_dict(b._need(man, "input", where, dict), f"{where}: input")
+    b._check_input(inp, f"{where}: input")
+    graph = Graph.from_dict(b._need(man, "graph", where, dict), post_frac_bits, f"{where}: graph")
+    first = next(n for n in graph.nodes if n.op == "input")
+    if (tuple(first.shape), first.bits, first.signed) != (tuple(inp.shape), inp.bits, inp.signed):
+        raise UserError(f"{where}: graph input node {first.name!r} (shape {list(first.shape)}, bits {first.bits}, "
+                        f"signed {first.signed}) disagrees with field 'input'")
+    for node in graph.nodes:
+        if isinstance(node, ConvNode):
+            at = f"{where}: graph: node {node.name!r}"
+            act, w = node.act_in, node.weight
+            b._all_finite([act.step], f"{at}.act_in", "step", positive=True)
+            b._all_finite(w.scale, f"{at}.weight", "scale", positive=True)
+            b._within(w.unit_exp, -b._INT64_BITS, b._INT64_BITS, f"{at}.weight", "unit_exp")
+            if w.unit_exp != arith.weight_unit_exponent(w.kind, w.bits, post_frac_bits):
+                raise UserError(f"{at}.weight: field 'unit_exp' is {w.unit_exp}, expected "
+                                f"{arith.weight_unit_exponent(w.kind, w.bits, post_frac_bits)}; re-export the bundle")
+            if act.asq is not None:
+                b._check_asq(act.asq, act.bits, f"{at}.act_in.asq")
+                if node.requant is not None and node.requant.G != act.asq.G:
+                    raise UserError(f"{at}.requant: G {node.requant.G} disagrees with the ASQ beta's {act.asq.G}")
+    accuracy = b._need(man, "accuracy", where, dict)
+    vectors = b._optional(man, "vectors", where, str)
+    files = b._optional(man, "files", where, dict)
+    sha256 = b._optional(man, "sha256", where, str)
+    manifest = GraphManifest(format_version=version, model=model, scheme=scheme, bits=bits,
+                             post_frac_bits=post_frac_bits, input=inp, graph=graph, accuracy=accuracy,
+                             vectors=vectors, files=files, sha256=sha256)
+    b.check_file_names(manifest.named_files(), manifest.files, where)
+    return manifest
+
+
+def graph_vector_shapes(man: GraphManifest, n: int, k: int) -> dict:
+    """The shape of every golden vector of a format-2 bundle: for all ``n`` test images ``pixels``,
+    ``labels``, ``float_pred``, ``pred`` and ``logits`` (the output node's values); for the first
+    ``k`` (``min(n, NODE_VECTOR_IMAGES)``) every node's output that is not a raw sum (``acc``)
+    under the node's name, and for a conv/fc node with an ASQ input ``<node>.in`` (its codes) and
+    ``<node>.beta``."""
+    g = man.graph
+    shapes = {"pixels": (n, *man.input.shape), "labels": (n,), "float_pred": (n,), "pred": (n,),
+              "logits": (n, *g.info(g.output).shape)}
+    for node, info in zip(g.nodes, g.infos, strict=True):
+        if info.kind != "acc":
+            shapes[node.name] = (k, *info.shape)
+        if isinstance(node, ConvNode) and node.act_in.asq is not None:
+            shapes[f"{node.name}.in"] = (k, *g.info(node.inputs[0]).shape)
+            shapes[f"{node.name}.beta"] = (k,)
+    return shapes
+
+
+def graph_vector_arrays(graph: Graph, result: dict, pixels, labels, float_pred, k: int | None = None) -> dict:
+    """The golden vectors of a format-2 bundle from :func:`run_graph`'s ``result`` (see
+    :func:`graph_vector_shapes`), each in the smallest integer type that holds it."""
+    from golden.model import _smallest_int
+
+    n = len(labels)
+    k = min(n, NODE_VECTOR_IMAGES) if k is None else k
+    out = {"pixels": np.asarray(pixels).astype(np.uint8) if np.max(pixels, initial=0) < 256 else np.asarray(pixels),
+           "labels": np.asarray(labels), "float_pred": np.asarray(float_pred), "pred": predictions(graph, result),
+           "logits": result[graph.output]}
+    for node, info in zip(graph.nodes, graph.infos, strict=True):
+        if info.kind != "acc":
+            out[node.name] = result[node.name][:k]
+        if isinstance(node, ConvNode) and node.act_in.asq is not None:
+            out[f"{node.name}.in"] = result[f"{node.name}.in"][:k]
+            out[f"{node.name}.beta"] = result[f"{node.name}.beta"][:k]
+    return {key: _smallest_int(v) for key, v in out.items()}
+
+
+def check_graph_vectors(man: GraphManifest, vecs: dict, where: str) -> None:
+    """The vectors hold exactly the keys of :func:`graph_vector_shapes`, integer arrays of those shapes."""
+    n = man.accuracy.get("n_test")
+    if type(n) is not int:
+        n = np.shape(vecs["pixels"])[0] if "pixels" in vecs and np.ndim(vecs["pixels"]) else 0
+    shapes = graph_vector_shapes(man, n, min(n, NODE_VECTOR_IMAGES))
+    if sorted(vecs) != sorted(shapes):
+        missing = sorted(set(shapes) - set(vecs)) or sorted(set(vecs) - set(shapes))
+        raise UserError(f"{where}: keys differ from the graph's (first difference: {missing[0]!r}); re-export the "
+                        "bundle")
+    for key, shape in shapes.items():
+        arr = vecs[key]
+        if arr.dtype.kind not in "iu" or arr.shape != shape:
+            raise UserError(f"{where}: {key!r} is {arr.dtype} {list(arr.shape)}, expected integers of shape "
+                            f"{list(shape)}; re-export the bundle")
+    if n and (vecs["pixels"].min() < 0 or vecs["pixels"].max() > man.input.pixel_max):
+        raise UserError(f"{where}: 'pixels' outside 0..{man.input.pixel_max}; re-export the bundle")
+
+
+def pixels_to_input(man: GraphManifest, pixels) -> np.ndarray:
+    """The graph input codes of integer pixels (``0 .. pixel_max``) through the manifest's ``input.lut``."""
+    pixels = np.asarray(pixels)
+    top = man.input.pixel_max
+    if pixels.dtype.kind not in "iu" or (pixels.size and (pixels.min() < 0 or pixels.max() > top)):
+        raise UserError(f"input pixels must be integers 0..{top}")
+    return np.asarray(man.input.lut, dtype=np.int64)[pixels]
+
+
+# ----------------------------------------------------------------------------- graph -> format-1 chain
+
+
+def chain_layers(graph: Graph) -> tuple:
+    """The format-1 layers (:class:`golden.bundle.Layer`) of a chain-shaped graph, the inverse of
+    :func:`graph_from_chain`.
+
+    A chain: ``input``, then conv/fc nodes each reading the previous one and each with its
+    requantizer (a ``flatten`` allowed before an fc), the last one the output. The requantizers'
+    recorded widths are format 1's (section 3's symmetric bound), so the layers equal those a
+    format-1 export of the same network records. Raises :class:`UserError` naming the first node
+    that breaks the chain.
+    """
+    from golden.bundle import Layer, Requant
+
+    layers = []
+    prev = None
+    for node, info in zip(graph.nodes, graph.infos, strict=True):
+        at = f"node {node.name!r}"
+        if node.op == "input":
+            prev = node.name
+            continue
+        if node.inputs != (prev,):
+            raise UserError(f"{at}: not a chain (reads {list(node.inputs)}, the previous node is {prev!r})")
+        if node.op == "flatten":
+            prev = node.name
+            continue
+        if not isinstance(node, ConvNode) or node.requant is None:
+            raise UserError(f"{at}: a chain holds conv/fc layers with their requantizers only, not {node.op!r}"
+                            + (" without a requantizer" if isinstance(node, ConvNode) else ""))
+        r = node.requant
+        g_max = formats.BETA_MAX if r.G else 1
+        acc_bound = info.fan_in * max(-info.product_range[0], info.product_range[1])
+        t_bound = acc_bound * max(abs(m) for m in r.M) * g_max + max(abs(b) for b in r.B) * (1 << r.G)
+        out_bound = int(arith.rshift_round(t_bound, r.S + r.G)) + 1
+        out_width = arith.signed_width(-out_bound, out_bound) if r.hi is None else arith.unsigned_width(r.hi)
+        requant = Requant(M=r.M, B=r.B, S=r.S, G=r.G, output=r.output, lo=r.lo, hi=r.hi, frac_bits=r.frac_bits,
+                          M_width=arith.signed_width(min(r.M), max(r.M)),
+                          B_width=arith.signed_width(min(min(r.B), 0), max(max(r.B), 0)),
+                          t_width=arith.signed_width(-t_bound, t_bound), out_width=out_width)
+        conv = node.op == "conv"
+        if conv and node.groups != 1:
+            raise UserError(f"{at}: groups {node.groups}; a format-1 chain has dense convolutions only")
+        layers.append(Layer(name=node.name, kind=node.op, in_shape=tuple(graph.info(prev).shape),
+                            out_shape=tuple(info.shape), kernel=node.kernel, stride=node.stride, pad=node.pad,
+                            fan_in=info.fan_in, act_in=node.act_in, weight=node.weight,
+                            product_range=tuple(info.product_range), acc_width=info.acc_width, requant=requant))
+        prev = node.name
+    if prev != graph.output:
+        raise UserError(f"node {graph.output!r}: the output is not the last layer of the chain")
+    return tuple(layers)
+
+
+def chain_bundle(bundle: GraphBundle):
+    """A chain-shaped format-2 bundle as the format-1 :class:`golden.bundle.Bundle` the hardware
+    generator reads (same layers, weights and input; no vectors: a graph bundle stores per-node
+    vectors for a few images only). The manifest is validated as a format-1 manifest."""
+    from golden.bundle import FORMAT_VERSION, Bundle, Manifest, parse_manifest
+
+    man = bundle.manifest
+    chain = Manifest(format_version=FORMAT_VERSION, model=man.model, scheme=man.scheme, bits=man.bits,
+                     post_frac_bits=man.post_frac_bits, input=man.input, layers=chain_layers(man.graph),
+                     accuracy=man.accuracy)
+    chain = parse_manifest(chain.to_dict(), f"{bundle.path or 'bundle'} (as a chain)")
+    return Bundle(manifest=chain, weights=dict(bundle.weights), vectors={}, path=bundle.path)

@@ -15,7 +15,10 @@ from golden.bundle import Bundle, Layer, read_bundle
 
 
 def load_bundle(path, vectors: bool = True) -> Bundle:
-    """Read and validate a bundle folder (see :mod:`golden.bundle`)."""
+    """Read and validate a bundle folder (see :mod:`golden.bundle`); a bundle already read is returned
+    as it is (a caller handed a format-2 bundle then gets its one-line refusal, not a type error)."""
+    if hasattr(path, "manifest") and hasattr(path, "weights"):
+        return path
     return read_bundle(path, vectors=vectors)
 
 
@@ -92,7 +95,8 @@ def accumulate_codes(codes_in: np.ndarray, weights: np.ndarray, kind: str, bits:
     table = arith.post_table(act_bits, frac_bits) if kind == formats.POST else None
     acc = np.zeros((cols.shape[0], weights.shape[0], cols.shape[2]), dtype=np.int64)
     for coeff, uses_table in weight_terms(weights.reshape(weights.shape[0], -1), kind, bits, frac_bits):
-        acc += np.matmul(coeff.astype(np.int64), table[cols] if uses_table else cols)
+        # einsum: the same integer sums as matmul, 3-4x faster on int64 (which has no BLAS)
+        acc += np.einsum("of,nfp->nop", coeff.astype(np.int64), table[cols] if uses_table else cols)
     return acc
 
 

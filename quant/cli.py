@@ -154,8 +154,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--golden", type=Path, metavar="BUNDLE",
-                        help="also evaluate the golden integer model of BUNDLE on its network's test split, "
-                        "beside the float model, with a per-layer error table")
+                        help="also evaluate the golden integer model of BUNDLE (format 1, a chain, or 2, a graph) "
+                        "on its network's test split, beside the float model, with a per-layer (per-node) error table")
 
 
 def float_eval(args) -> dict:

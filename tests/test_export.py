@@ -145,8 +145,15 @@ def _edit_manifest(path: Path, edit) -> None:
 
 
 def test_other_format_version_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m.update(format_version=FORMAT_VERSION + 98))
+    with pytest.raises(UserError, match=r"manifest\.json: format_version 99 is not supported "
+                       r"\(this asqhw reads 1 and 2\)"):
+        read_bundle(bundle_copy)
+
+
+def test_a_chain_manifest_claiming_format_2_is_refused(bundle_copy):
     _edit_manifest(bundle_copy, lambda m: m.update(format_version=FORMAT_VERSION + 1))
-    with pytest.raises(UserError, match=r"manifest\.json: format_version 2 is not supported"):
+    with pytest.raises(UserError, match=r"manifest\.json: field 'layers' unknown here"):
         read_bundle(bundle_copy)
 
 
@@ -200,11 +207,11 @@ def test_corrupt_vectors_are_refused(bundle_copy):
 def test_checkpoint_of_unknown_model_is_refused(exported, tmp_path):
     ckpt, _ = exported
     payload = torch.load(ckpt, weights_only=True)
-    payload["model"] = "resnet20"
+    payload["model"] = "resnet18"
     bad = tmp_path / "resnet.pt"
     torch.save(payload, bad)
     out = tmp_path / "out"
-    with pytest.raises(UserError, match=r"resnet\.pt: field 'model' is 'resnet20'"):
+    with pytest.raises(UserError, match=r"resnet\.pt: field 'model' is 'resnet18'"):
         from quant.export.build import export_checkpoint
 
         export_checkpoint(bad, out, progress=False)
@@ -388,8 +395,12 @@ def test_a_checkpoint_finds_its_network_by_model_and_data():
     assert (vary.name, vary.model, vary.pixel_max) == ("digits-vary", "digits", 255)
     with pytest.raises(UserError, match="trained on data 'mnist'"):
         network_for({"model": "digits", "config": {"data": "mnist"}})
-    with pytest.raises(UserError, match="export supports the digits model only"):
-        network_for({"model": "resnet20", "config": {}})
+    r20 = network_for({"model": "resnet20", "config": {"data": "digits32"}})
+    assert (r20.name, r20.input_shape, r20.pixel_max, r20.bn_of) == ("resnet20-digits32", [3, 32, 32], 16, {})
+    with pytest.raises(UserError, match="the resnet20 model was trained on data '/data/cifar'; export knows digits32"):
+        network_for({"model": "resnet20", "config": {"data": "/data/cifar"}})
+    with pytest.raises(UserError, match="export supports the models digits, resnet20 only"):
+        network_for({"model": "resnet18", "config": {}})
 
 
 def test_shipped_models_need_update_shipped(exported, tmp_path, monkeypatch, capsys):

@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from asqhw.atomic import check_writable
@@ -47,7 +48,7 @@ def code_bound(accuracy: dict) -> float:
     every requantizer that outputs codes and every ASQ unit (``accuracy["teacher_forced"]``)."""
     bounds = [0.0]
     for row in accuracy["teacher_forced"]:
-        if row["requant_output"] == "codes":
+        if row.get("requant_output") == "codes":
             bounds.append(row["requant_max_bound"])
         if "asq_bound_max" in row:
             bounds.append(row["asq_bound_max"])
@@ -175,12 +176,14 @@ def _write_export(model, meta: dict, outdir, progress: bool, post_frac_bits: int
 
 
 def export_checkpoint(checkpoint, outdir, progress: bool = True,
-                      post_frac_bits: int | None = None, update_shipped: bool = False) -> Bundle:
+                      post_frac_bits: int | None = None, update_shipped: bool = False, graph: bool = False):
     """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F] [--update-shipped]``: load a checkpoint,
     export its bundle.
 
     ``post_frac_bits`` is F of the POST table; None takes ``formats.default_post_frac_bits(bits)``.
     ``update_shipped`` allows an ``outdir`` inside the repository's ``models/`` (:func:`check_shipped`).
+    ``graph`` writes a format-2 (graph) bundle (:func:`build_graph_bundle`); a network the chain
+    exporter does not know (no ``bn_of``) always gets one.
     """
     from quant.checkpoint import model_of, read_checkpoint
 
@@ -196,6 +199,143 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
         raise UserError(f"{checkpoint}: field 'scheme' is {meta.get('scheme')!r}; export needs a "
                         "quantized checkpoint (train with --scheme asq, asq+post, ...)")
     model, meta = model_of(meta, checkpoint)
+    net = network_for(meta, str(checkpoint))
+    if graph or not net.bn_of:
+        bundle = build_graph_bundle(model, dict(meta), net, progress=progress, post_frac_bits=post_frac_bits)
+        write_bundle(bundle, outdir)
+        return bundle
     return _write_export(model, dict(meta), outdir, progress, post_frac_bits)
 
 
+
+
+# ----------------------------------------------------------------------------- format 2 (graphs)
+
+
+@torch.no_grad()
+def graph_input_lut(model, first_layer: str, pixel_max: int, input_shape) -> list:
+    """The first quantized layer's input code of every pixel value, through the model's own
+    normalisation (its forward up to that layer): lossless and one table for every position, or
+    refused."""
+    pixels = torch.arange(pixel_max + 1, dtype=torch.float32) / float(pixel_max)
+    images = pixels.reshape(-1, 1, 1, 1).expand(-1, *input_shape).contiguous()
+    layer = model.get_submodule(first_layer)
+    seen = {}
+
+    def grab(mod, args):
+        seen["codes"] = layer.act_quant.codes(args[0])
+        raise _StopForward
+
+    hook = layer.register_forward_pre_hook(grab)
+    try:
+        model.eval()
+        model(images)
+    except _StopForward:
+        pass
+    finally:
+        hook.remove()
+    codes = seen["codes"].reshape(pixel_max + 1, -1)
+    if not bool((codes == codes[:, :1]).all()):
+        raise UserError(f"the input normalisation gives {first_layer} different codes for one pixel value at "
+                        "different positions or channels: a bundle's input is one pixel table")
+    lut = [int(v) for v in codes[:, 0]]
+    if len(set(lut)) != len(lut):
+        merged = sorted(p for p in range(len(lut)) if lut.count(lut[p]) > 1)
+        raise UserError(f"the {first_layer} input step {float(layer.act_quant.step):g} maps pixels {merged} to shared "
+                        "codes: the input coding must be lossless (give the model a fixed lossless input_step)")
+    return lut
+
+
+class _StopForward(Exception):
+    pass
+
+
+def build_graph_bundle(model, meta: dict, net, progress: bool = True, post_frac_bits: int | None = None):
+    """The format-2 bundle (:class:`golden.graph.GraphBundle`) of a quantized model of network ``net``:
+    its graph and constants from the training split (:func:`quant.export.graph.export_graph`), the
+    golden model on the whole test split, fidelity (flips, free running, teacher forced) and vectors.
+
+    ``post_frac_bits`` None: as :func:`build_bundle`, the smallest F from the default up whose bound
+    E (:func:`code_bound`) is below one code for a model with POST weights.
+    """
+    from quant.quantize import quantized_layers
+
+    bits = int(meta["bits"])
+    if post_frac_bits is not None:
+        return _build_graph_bundle(model, meta, net, progress, resolve_post_frac_bits(post_frac_bits, bits))
+    frac_bits = formats.default_post_frac_bits(bits)
+    has_post = any(getattr(layer.weight_quant, "kind", None) == formats.POST for _, layer in quantized_layers(model))
+    if not has_post:
+        return _build_graph_bundle(model, meta, net, progress, frac_bits)
+    tried = {}
+    while True:
+        bundle = _build_graph_bundle(model, meta, net, progress, frac_bits)
+        tried[str(frac_bits)] = code_bound(bundle.manifest.accuracy)
+        if tried[str(frac_bits)] < 1.0 or frac_bits == formats.MAX_POST_FRAC_BITS:
+            break
+        frac_bits += 1
+    search = {"rule": "smallest F from the default up with E < 1", "E": tried}
+    accuracy = {**bundle.manifest.accuracy, "post_frac_bits_search": search}
+    return dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, accuracy=accuracy))
+
+
+def _build_graph_bundle(model, meta: dict, net, progress: bool, frac_bits: int):
+    """:func:`build_graph_bundle` with the POST table's F given."""
+    from golden.bundle import VECTORS, InputSpec
+    from golden.graph import (
+        GRAPH_FORMAT_VERSION,
+        GraphBundle,
+        graph_vector_arrays,
+        parse_graph_manifest,
+        predictions,
+        run_graph,
+    )
+    from quant.export.fidelity import graph_free_running, graph_teacher_forced
+    from quant.export.graph import export_graph
+
+    bits = int(meta["bits"])
+    with single_thread():
+        x_train, _, x_test, y_test = net.split()
+        steps = tqdm(total=4, desc="export", disable=not progress, leave=False)
+        ex = export_graph(model, x_train, post_frac_bits=frac_bits)
+        steps.update()
+        first_layer = ex.conv_layer[ex.graph.consumers("input")[0]]
+        lut = graph_input_lut(model, first_layer, net.pixel_max, tuple(net.input_shape))
+        aq = model.get_submodule(first_layer).act_quant
+        inp = InputSpec(shape=tuple(net.input_shape), pixel_max=net.pixel_max, bits=int(aq.bits),
+                        signed=bool(aq.signed), step=float(aq.step.detach().double()), lut=tuple(lut))
+        pixels = net.pixels(x_test)
+        codes = np.asarray(lut, dtype=np.int64)[pixels]
+        trace_test = float_trace(model, x_test)
+        if not np.array_equal(codes, trace_test.codes[first_layer].reshape(codes.shape)):
+            raise UserError(f"input LUT disagrees with the float model's {first_layer} input codes (report a bug)")
+        result = run_graph(ex.graph, ex.weights, codes)
+        steps.update()
+        labels = y_test.numpy()
+        float_pred = trace_test.logits.argmax(axis=1)
+        pred = predictions(ex.graph, result)
+        accuracy = {
+            "split": net.split_name, "n_test": int(len(labels)),
+            "float": float((float_pred == labels).mean()), "golden": float((pred == labels).mean()),
+            "flips": int((float_pred != pred).sum()),
+            "nodes": graph_free_running(ex.graph, result, ex, model, x_test),
+            "teacher_forced": graph_teacher_forced(ex, model, x_test),
+        }
+        steps.update()
+        man = {"format_version": GRAPH_FORMAT_VERSION, "model": net.name, "scheme": meta["scheme"], "bits": bits,
+               "post_frac_bits": frac_bits, "input": inp.to_dict(), "graph": ex.graph.to_dict(), "accuracy": accuracy,
+               "vectors": VECTORS}
+        manifest = parse_graph_manifest(man, f"{net.name} export")
+        vectors = graph_vector_arrays(ex.graph, result, pixels, labels, float_pred)
+        steps.update()
+        steps.close()
+    return GraphBundle(manifest=manifest, weights=ex.weights, vectors=vectors)
+
+
+def export_graph_model(model, meta: dict, net, outdir, progress: bool = True, post_frac_bits: int | None = None,
+                       update_shipped: bool = False):
+    """Build the format-2 bundle of ``model`` (network ``net``) and write it to ``outdir`` atomically."""
+    check_target(outdir, update_shipped)
+    bundle = build_graph_bundle(model, meta, net, progress=progress, post_frac_bits=post_frac_bits)
+    write_bundle(bundle, outdir)
+    return bundle

@@ -14,7 +14,8 @@ def register(subparsers) -> None:
     """Add the ``export`` subcommand."""
     export = subparsers.add_parser(
         "export", help="write the model bundle (manifest, .mem weights, golden vectors) of a checkpoint",
-        description="Fold a trained quantized checkpoint (of an exportable network: digits) into the "
+        description="Fold a trained quantized checkpoint (of an exportable network: digits, or ResNet-20 on "
+        "digits32 as a graph) into the "
         "integer model the hardware implements (docs/arithmetic.md) and write the bundle folder OUTDIR: "
         "manifest.json, one $readmemh .mem file per weight memory and vectors.npz (golden vectors of "
         "the network's test split: the 360 digits test images). OUTDIR is replaced atomically; one inside "
@@ -37,6 +38,9 @@ def register(subparsers) -> None:
     export.add_argument("--update-shipped", action="store_true",
                         help="allow an OUTDIR inside the repository's models/ folder, replacing a shipped "
                         "bundle (make export passes it); without it such an OUTDIR is refused")
+    export.add_argument("--graph", action="store_true",
+                        help="write a format-2 (graph) bundle, docs/arithmetic.md section 7 (networks other than "
+                        "the digits chain always get one)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=run_export)
 
@@ -47,7 +51,8 @@ def run_export(args) -> int:
     if args.format in ("qonnx", "onnx"):
         return run_qonnx_export(args)
     bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet,
-                               post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped)
+                               post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped,
+                               graph=getattr(args, "graph", False))
     man = bundle.manifest
     acc = man.accuracy
     print(f"{args.outdir}: {man.scheme} bits={man.bits} "
@@ -90,7 +95,16 @@ def format_report(report: dict) -> str:
         for row in report["beta_spread"]:
             lines.append(f"{row['layer']:<12}{row['distinct']:>9d}{row['min']:>9.4f}{row['median']:>9.4f}"
                          f"{row['max']:>9.4f}{100 * row['spread']:>17.2f}%")
-    if "float_top1" in report:
+    if "float_top1" in report and "nodes" in report:
+        lines.append(f"float top-1 {report['float_top1']:.2f} %, {report['flips']} predictions differ")
+        lines.append(f"{'node':<28}{'output':>8}{'differ':>10}{'max diff':>10}")
+        for row in report["nodes"]:
+            lines.append(f"{row['node']:<28}{row['output']:>8}{row['differ']:>10.5f}{row['max_diff']:>10d}")
+        bad = [row["node"] for row in report["teacher_forced"]
+               if not all(v for k, v in row.items() if k.endswith("within_bound"))]
+        lines.append(f"teacher forced: {len(report['teacher_forced'])} checks, "
+                     + ("every bound holds" if not bad else f"bounds broken at {', '.join(bad)}"))
+    elif "float_top1" in report:
         lines.append(f"float top-1 {report['float_top1']:.2f} %, {report['flips']} predictions differ")
         lines.append(f"{'layer input':<12}{'codes differ':>14}{'max |dcode|':>13}{'max err/step':>14}")
         for row in report["layers"]:

@@ -108,8 +108,23 @@ DIGITS = _digits_network("digits", 16, "digits test (stratified, seed 0)")
 #: digits-vary (per-image exposure, 8-bit pixels; quant.data.digits_vary_split) on the same CNN.
 DIGITS_VARY = _digits_network("digits-vary", 255, "digits-vary test (stratified, seed 0; exposure seed 20240601)")
 
+def _digits32_split():
+    from quant.data import digits32_split
+
+    return digits32_split()
+
+
+#: ResNet-20 on digits32 (the digits images at 32x32x3, pixels 0..16; quant.data.digits32_split):
+#: NOT CIFAR-10. Exported as a graph (format 2): ``bn_of`` and the shapes are the chain exporter's
+#: and stay empty, the graph exporter reads the network from the model itself.
+RESNET20_DIGITS32 = Network(
+    name="resnet20-digits32", model="resnet20", data="digits32", bn_of={}, in_shapes={}, out_shapes={},
+    input_shape=[3, 32, 32], pixel_max=16, normalise=_digits_normalise(16), split=_digits32_split,
+    split_name="digits32 test (sklearn's 8x8 digits at 32x32x3, stratified, seed 0; NOT CIFAR-10)",
+)
+
 #: Every exportable network by name.
-NETWORKS = {net.name: net for net in (DIGITS, DIGITS_VARY)}
+NETWORKS = {net.name: net for net in (DIGITS, DIGITS_VARY, RESNET20_DIGITS32)}
 
 
 def supported_text() -> str:

@@ -37,8 +37,12 @@ class FloatTrace:
 
 
 @torch.no_grad()
-def float_trace(model, x: torch.Tensor, batch: int = 512) -> FloatTrace:
-    """Run the float model in eval mode, recording every activation quantizer's input and codes."""
+def float_trace(model, x: torch.Tensor, batch: int = 512, forward=None) -> FloatTrace:
+    """Run the float model in eval mode, recording every activation quantizer's input and codes.
+
+    ``forward``: what runs one batch (default ``model``), e.g. an fx interpreter of the same
+    modules recording more on the same pass.
+    """
     from quant.quantize import quantized_layers
 
     model.eval()
@@ -62,7 +66,7 @@ def float_trace(model, x: torch.Tensor, batch: int = 512) -> FloatTrace:
     logits = []
     try:
         for start in range(0, len(x), batch):
-            logits.append(model(x[start:start + batch]).double().numpy())
+            logits.append((forward or model)(x[start:start + batch]).double().numpy())
     finally:
         for h in hooks:
             h.remove()
