@@ -99,8 +99,11 @@ export: setup ## replace the shipped models/<DATA>-b<BITS> (+ models/checkpoints
 	install -D -m 644 build/train/$(TRAINED)/checkpoint.pt models/checkpoints/.$(TRAINED).pt.tmp
 	mv -f models/checkpoints/.$(TRAINED).pt.tmp models/checkpoints/$(TRAINED).pt
 
-sim: setup ## run the full test split through the RTL on SIM=icarus|verilator
-	$(ASQHW) sim --simulator $(SIM) --bits $(BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)
+# With MODEL=, BITS is passed only when given on the command line: a bundle's own BITS is the default.
+SIM_BITS := $(if $(MODEL),$(if $(filter command line,$(origin BITS)),--bits $(BITS)),--bits $(BITS))
+
+sim: setup ## run the full test split through the RTL on SIM=icarus|verilator (a graph bundle: its engine, verilator)
+	$(ASQHW) sim --simulator $(SIM) $(SIM_BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)
 
 synth: setup ## synthesize, place and route for BOARD=icebreaker|ulx3s|generic
 	$(ASQHW) synth --board $(BOARD) --bits $(BITS) $(GEN_OPTS)
