@@ -88,7 +88,8 @@ def run_engine_tb(verilog, codes, expected, work_dir, *, in_bits: int, out_bits:
     in_bits, out_bits : int
         The engine's input and output value widths.
     cycles_model : int
-        The engine's cycles per image without stalls (sets the testbench's timeout).
+        The engine's cycles per image without stalls (the testbench fails after twice as many
+        cycles without a transfer).
     seed : int
         The stall LFSR's seed (nonzero).
     max_images : int, optional
@@ -116,7 +117,7 @@ def run_engine_tb(verilog, codes, expected, work_dir, *, in_bits: int, out_bits:
     out_file = work_dir / "outputs.txt"
     t0 = time.perf_counter()
     binary = build_engine_tb(verilog, work_dir / "build", max_images=capacity, n_codes=codes.shape[1], n_out=n_out,
-                             in_bits=in_bits, out_bits=out_bits, timeout_cycles=capacity * 2 * (cycles_model + 1000),
+                             in_bits=in_bits, out_bits=out_bits, timeout_cycles=2 * (cycles_model + 1000),
                              log=work_dir / "build.log")
     build_s = time.perf_counter() - t0
     argv = [str(binary), f"+codes={work_dir / 'codes.hex'}", f"+expect={work_dir / 'expect.hex'}",

@@ -7,7 +7,8 @@
 //   +out=PATH     written: one line per output beat, "<image> <index> <value>" (decimal)
 //   +images=N     images to run (default and at most N_IMAGES, the files' capacity)
 //   +seed=S       the LFSR's seed (nonzero; default 1)
-// Parameters (-G NAME=VALUE): N_IMAGES, N_CODES, N_OUT, IN_BITS, OUT_BITS, TIMEOUT_CYCLES.
+// Parameters (-G NAME=VALUE): N_IMAGES, N_CODES, N_OUT, IN_BITS, OUT_BITS, TIMEOUT_CYCLES (the most
+// cycles without any transfer on either stream: a hung engine fails instead of running forever).
 //
 // Checks every output beat's value and its last flag (on the image's final value only). Input gaps
 // and output back-pressure come from an LFSR (an input beat is offered 7 cycles in 8, the output
@@ -47,7 +48,8 @@ module tb;
     integer in_k = 0;      // input codes transferred
     integer out_k = 0;     // output beats transferred
     integer errors = 0;
-    integer cycle = 0;
+    reg [63:0] cycle = 0;       // 64 bits: the whole test split is billions of cycles
+    integer quiet = 0;         // cycles since the last transfer
     integer out_file = 0;
     integer reset_cycles = 3;
     integer n_images = N_IMAGES;
@@ -87,8 +89,11 @@ module tb;
             report_cycles = 1'b0;
         end
         if (!rst) begin
-            if (i_valid && i_ready)
+            quiet = quiet + 1;
+            if (i_valid && i_ready) begin
                 in_k = in_k + 1;
+                quiet = 0;
+            end
             if (o_valid && o_ready) begin
                 if (out_file != 0)
                     $fwrite(out_file, "%0d %0d %0d\n", out_k / N_OUT, out_k % N_OUT, $signed(o_payload[OUT_BITS-1:0]));
@@ -100,6 +105,7 @@ module tb;
                     errors = errors + 1;
                 end
                 out_k = out_k + 1;
+                quiet = 0;
                 if (out_k % N_OUT == 0)
                     report_cycles = 1'b1;
             end
@@ -113,8 +119,9 @@ module tb;
                 $finish;
             end
         end
-        if (cycle > TIMEOUT_CYCLES) begin
-            $display("FAIL timeout after %0d cycles: %0d codes in, %0d values out", cycle, in_k, out_k);
+        if (quiet > TIMEOUT_CYCLES) begin
+            $display("FAIL timeout: %0d cycles without a transfer at cycle %0d: %0d codes in, %0d values out",
+                     quiet, cycle, in_k, out_k);
             $finish;
         end
     end

@@ -282,7 +282,7 @@ def _requant_constants(req, channels: int, with_skip: bool, main_beta: bool = Fa
     ``skip_beta``: the stored skip value already holds its beta (a raw accumulator stored times its
     beta), so ``A`` is not multiplied by ``2^G``."""
     G = req.G
-    if G and not main_beta:
+    if G and not (main_beta or skip_beta):
         raise UserError(f"engine: node {at!r}: a beta on a skip branch or on a requantized stored value "
                         "is not supported by the engine yet")
     shift = req.S + G
