@@ -151,7 +151,7 @@ def format_graph_summary(s: dict) -> str:
                      + (f", float {s['float_accuracy']:.4f}" if s.get("float_accuracy") is not None else ""))
     if s["cycles_per_image"] is not None:
         lines.append(f"cycles per image: {s['cycles_per_image']:.0f} (min {s['cycles_min']}, max {s['cycles_max']}; "
-                     f"{s['cycles_model']} without stalls; MAC bound {s['mac_bound_cycles']})")
+                     f"{s['cycles_model']} by the engine's schedule estimate; MAC bound {s['mac_bound_cycles']})")
     lines.append(f"simulation speed: {s['s_per_image']:.1f} s per image, {s['cycles_per_s']:.0f} cycles/s, "
                  f"{s['wall_s']:.1f} s for {s['images']} images (build {s['build_s']:.0f} s)")
     return "\n".join(lines)
