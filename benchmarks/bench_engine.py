@@ -34,7 +34,7 @@ PE_SWEEP = (1, 2, 4, 8, 16)
 
 def _bundle_figures(path: Path, images: int, pe: int) -> dict:
     from golden.bundle import read_bundle
-    from hw.eda.generate import build_engine, engine_figures
+    from hw.eda.generate import estimate_engine
     from sim.engine_tb import run_graph_bundle
 
     bundle = read_bundle(path)
@@ -45,7 +45,7 @@ def _bundle_figures(path: Path, images: int, pe: int) -> dict:
         raise SystemExit(f"bench_engine: {path} is not bit-exact on Verilator:\n{summary['report']}")
     sweep = {}
     for p in PE_SWEEP:
-        figures = engine_figures(build_engine(bundle, pe=p))
+        figures = estimate_engine(bundle, pe=p)
         sweep[str(p)] = {k: figures[k] for k in ("cycles_per_inference", "mac_bound_cycles", "mac_efficiency")}
     return {
         "bundle": str(path), "model": bundle.manifest.model, "bits": bundle.manifest.bits, "pe": pe,

@@ -170,6 +170,16 @@ def engine_figures(engine) -> dict:
             "mac_efficiency": round(bound / cycles, 4) if cycles else None}
 
 
+def estimate_engine(bundle, *, pe=DEFAULT_PE) -> dict:
+    """:func:`engine_figures` of a graph bundle's engine at ``pe``, without generating its Verilog."""
+    engine = build_engine(bundle, pe=pe)
+    # Built for its schedule only: never elaborated, which Amaranth would otherwise warn about.
+    for unit in (engine, engine.asq_unit):
+        if unit is not None:
+            unit._MustUse__silence = True
+    return engine_figures(engine)
+
+
 def memory_summary(memory_map: dict) -> str:
     """One line of an engine's memory map: activation banks and bits (and without reuse), weight
     and constant tables, descriptors."""
