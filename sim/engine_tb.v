@@ -89,6 +89,7 @@ module tb;
         cycle = cycle + 1;
         if (report_cycles) begin  // the cycles port counts up to the last beat: read it one edge later
             $display("IMAGE %0d CYCLES %0d", out_k / N_OUT - 1, cycles);
+            $fflush;  // stdout is a pipe to the runner's progress bar: not line-buffered
             report_cycles = 1'b0;
         end
         if (!rst) begin
