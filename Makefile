@@ -46,6 +46,8 @@ TRAIN_RUN := $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(FORCE)),--fo
 # Generator options are passed only when given, so each command keeps its own defaults.
 # MODEL is quoted: a bundle folder may have spaces in its path.
 GEN_OPTS := $(if $(MODEL),--model "$(MODEL)") $(if $(PE),--pe $(PE)) $(if $(SIMD),--simd $(SIMD)) $(if $(MUL),--mul $(MUL))
+# With MODEL=, BITS is passed only when given on the command line: a bundle's own BITS is the default.
+MODEL_BITS := $(if $(MODEL),$(if $(filter command line,$(origin BITS)),--bits $(BITS)),--bits $(BITS))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup icarus doctor test test-fast lint verilog train export sim synth compare bench clean
@@ -82,8 +84,8 @@ lint: setup ## ruff over the sources, and the import contract between the stages
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-verilog: setup ## generate build/verilog/b<BITS>/asq_accel.v from the shipped bundle (or MODEL=)
-	$(ASQHW) verilog --bits $(BITS) $(GEN_OPTS)
+verilog: setup ## generate build/verilog/b<BITS>/asq_accel.v from the shipped bundle (or MODEL=; a graph bundle: its engine)
+	$(ASQHW) verilog $(MODEL_BITS) $(GEN_OPTS)
 
 train: setup ## train the digits model for BITS (asq+post at 3/4 bits, asq at 2/8) on DATA=digits|digits-vary, or MODEL=resnet20 on DATA=digits32|cifar10 DATA_DIR=<folder> (RESUME=1 / FORCE=1 over an earlier run)
 ifeq ($(TRAIN_NETWORK),resnet20)
@@ -99,8 +101,8 @@ export: setup ## replace the shipped models/<DATA>-b<BITS> (+ models/checkpoints
 	install -D -m 644 build/train/$(TRAINED)/checkpoint.pt models/checkpoints/.$(TRAINED).pt.tmp
 	mv -f models/checkpoints/.$(TRAINED).pt.tmp models/checkpoints/$(TRAINED).pt
 
-sim: setup ## run the full test split through the RTL on SIM=icarus|verilator
-	$(ASQHW) sim --simulator $(SIM) --bits $(BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)
+sim: setup ## run the full test split through the RTL on SIM=icarus|verilator (a graph bundle: its engine, verilator)
+	$(ASQHW) sim --simulator $(SIM) $(MODEL_BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)
 
 synth: setup ## synthesize, place and route for BOARD=icebreaker|ulx3s|generic
 	$(ASQHW) synth --board $(BOARD) --bits $(BITS) $(GEN_OPTS)

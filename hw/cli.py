@@ -13,7 +13,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "verilog", help="generate the accelerator's Verilog from a model bundle",
         description="Write OUT/asq_accel.v (top module asq_accel) and OUT/manifest.json (the "
-                    "bundle's manifest plus the generator parameters and cycles per inference).")
+                    "bundle's manifest plus the generator parameters and cycles per inference). A graph "
+                    "(format-2) bundle generates the descriptor-driven engine instead: OUT/graph_engine.v "
+                    "(top graph_engine), its manifest adding the memory map and the cycles per image "
+                    "against the MAC bound.")
     add_bits_and_model(p)
     p.add_argument("--pe", type=int, default=DEFAULT_PE,
                    help=f"output channels in parallel, a power of two (default {DEFAULT_PE})")
@@ -21,7 +24,9 @@ def register(subparsers) -> None:
                    help=f"input channels in parallel, a power of two (default {DEFAULT_SIMD})")
     p.add_argument("--mul", default=None,
                    help="multiplier post|pot|int (default: the bundle's weight format)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default build/verilog/b<BITS>)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default build/verilog/b<BITS>; a graph bundle: "
+                        "build/verilog/<model>-b<BITS>)")
     p.add_argument("--no-lint", action="store_true", help="skip the verilator --lint-only check")
     add_json(p)
     p.set_defaults(handler=run_verilog)
@@ -34,6 +39,10 @@ def run_verilog(args) -> int:
         check_params(args.bits, args.pe, args.simd, args.mul)  # before reading or writing anything
     bits, model = resolve_bundle(args)
     check_params(bits, args.pe, args.simd, args.mul)
+    from hw.eda.generate import is_graph_bundle
+
+    if is_graph_bundle(model):
+        return run_engine_verilog(args, bits, model)
     out = args.out or Path("build") / "verilog" / f"b{bits}"
     check_writable(out, what="the Verilog folder", fix="pass --out with a writable folder", folder=True)
     check_report_writable(args)
@@ -52,6 +61,41 @@ def run_verilog(args) -> int:
              estimate_lines(model, pe=p["pe"], simd=p["simd"], mul=p["mul"], bits=p["bits"])]
     summary = {"paths": {k: str(v) for k, v in result["paths"].items()}, "params": p,
                "cycles_per_inference": result["cycles_per_inference"], "linted": not args.no_lint}
+    emit(args, summary, "\n".join(lines))
+    return 0
+
+
+def run_engine_verilog(args, bits, model) -> int:
+    """``asqhw verilog`` on a graph (format-2) bundle: the descriptor-driven engine's Verilog."""
+    from golden.bundle import read_manifest
+    from hw.eda.generate import generate_engine_verilog, memory_summary
+    from hw.options import check_report_writable, check_writable, emit
+
+    manifest = read_manifest(model)
+    if bits != manifest.bits:
+        raise UserError(f"--bits {bits}: the graph bundle {model} is BITS={manifest.bits}; its widths are fixed "
+                        "per node (drop --bits)")
+    if args.mul is not None:
+        raise UserError(f"--mul {args.mul}: a graph bundle runs each node's own weight format on the engine "
+                        "(drop --mul)")
+    if args.simd != DEFAULT_SIMD:
+        raise UserError(f"--simd {args.simd}: the graph engine takes one input position per cycle for PE output "
+                        "channels (drop --simd; --pe sets its parallelism)")
+    out = args.out or Path("build") / "verilog" / f"{manifest.model}-b{bits}"
+    check_writable(out, what="the Verilog folder", fix="pass --out with a writable folder", folder=True)
+    check_report_writable(args)
+    result = generate_engine_verilog(model, pe=args.pe, out_dir=out, check=None if args.no_lint else lint)
+    p = result["params"]
+    lines = [f"wrote {result['paths']['verilog']} and {result['paths']['manifest']}: graph engine of "
+             f"{manifest.model} BITS={p['bits']} PE={p['pe']}",
+             f"{result['cycles_per_inference']} cycles per image (the engine's schedule, without stalls); MAC "
+             f"bound {result['mac_bound_cycles']} cycles ({result['macs']} MACs / PE {p['pe']}): "
+             f"{100 * result['mac_efficiency']:.1f} % of the cycles multiply",
+             "memory map: " + memory_summary(result["memory_map"])]
+    summary = {"paths": {k: str(v) for k, v in result["paths"].items()}, "params": p,
+               **{k: result[k] for k in ("cycles_per_inference", "macs", "mac_bound_cycles", "mac_efficiency",
+                                         "memory_map")},
+               "linted": not args.no_lint}
     emit(args, summary, "\n".join(lines))
     return 0
 

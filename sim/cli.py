@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                    help="input channels per cycle, a power of two (default: the generator's)")
     p.add_argument("--mul", choices=WEIGHT_KINDS, default=None,
                    help="main engine multiplier (default: the bundle's)")
-    p.add_argument("--images", type=int, default=None,
+    p.add_argument("--images", "--count", dest="images", type=int, default=None,
                    help="simulate the first N images of the split (default: all)")
     p.add_argument("--stall", type=float, default=None,
                    help="probability of an idle input / stalled output cycle (default 0.2)")
@@ -66,6 +66,10 @@ def run(args) -> int:
     if args.images is not None and args.images < 1:
         raise UserError(f"--images {args.images}: simulate at least 1 image")
     check_report_writable(args)  # before the simulation, not after it
+    from hw.eda.generate import is_graph_bundle
+
+    if is_graph_bundle(bundle):
+        return run_graph(args, bits, bundle)
     stall = DEFAULT_STALL if args.stall is None else args.stall
     count = args.images
     if args.waves and count is None:
@@ -103,4 +107,51 @@ def format_summary(s: dict) -> str:
                  f"{s['wall_s']:.1f} s for {s['images']} images")
     if s.get("waves"):
         lines.append(f"waves: {s['waves']}")
+    return "\n".join(lines)
+
+
+def run_graph(args, bits, bundle) -> int:
+    """``asqhw sim`` on a graph (format-2) bundle: its engine on Verilator under the plain testbench."""
+    from golden.bundle import read_manifest
+    from hw.options import emit
+    from sim.engine_tb import run_graph_bundle
+    from sim.runner import SimulationFailed
+
+    manifest = read_manifest(bundle)
+    refused = [(args.simulator != "verilator", f"--simulator {args.simulator}: a graph bundle's engine runs on "
+                "verilator only (a ResNet-20 image is about 11 million cycles)"),
+               (bits != manifest.bits, f"--bits {bits}: the graph bundle is BITS={manifest.bits} (drop --bits)"),
+               (args.simd is not None, "--simd: the graph engine takes one input per cycle (drop --simd)"),
+               (args.mul is not None, "--mul: a graph bundle runs each node's own weight format (drop --mul)"),
+               (args.stall is not None, "--stall: the graph engine's testbench stalls both streams from an LFSR "
+                "(drop --stall; --seed sets it)"),
+               (args.waves, "--waves: not offered for the graph engine yet")]
+    for bad, why in refused:
+        if bad:
+            raise UserError(why)
+    try:
+        summary = run_graph_bundle(bundle, images=args.images, pe=args.pe, seed=args.seed, progress=True)
+    except SimulationFailed as err:
+        raise UserError(f"the simulation did not run: {err}") from None
+    emit(args, summary, format_graph_summary(summary))
+    return 0 if summary["passed"] else 1
+
+
+def format_graph_summary(s: dict) -> str:
+    """The lines ``asqhw sim`` prints for a graph bundle."""
+    d = s["design"]
+    lines = [f"verilator: graph_engine of {d['model']} BITS={d['bits']} PE={d['pe']}, {s['images']} images of "
+             f"{s['bundle']} (stalls: {s['stall']})"]
+    if s["passed"]:
+        lines.append("every output value equals golden.graph.run_graph")
+    else:
+        lines += [f"MISMATCH: the RTL differs from golden.graph.run_graph ({s['mismatches']} values)", s["report"]]
+    if s["rtl_accuracy"] is not None:
+        lines.append(f"accuracy: RTL {s['rtl_accuracy']:.4f}, golden {s['golden_accuracy']:.4f}"
+                     + (f", float {s['float_accuracy']:.4f}" if s.get("float_accuracy") is not None else ""))
+    if s["cycles_per_image"] is not None:
+        lines.append(f"cycles per image: {s['cycles_per_image']:.0f} (min {s['cycles_min']}, max {s['cycles_max']}; "
+                     f"{s['cycles_model']} by the engine's schedule estimate; MAC bound {s['mac_bound_cycles']})")
+    lines.append(f"simulation speed: {s['s_per_image']:.1f} s per image, {s['cycles_per_s']:.0f} cycles/s, "
+                 f"{s['wall_s']:.1f} s for {s['images']} images (build {s['build_s']:.0f} s)")
     return "\n".join(lines)

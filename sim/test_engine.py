@@ -11,6 +11,9 @@ pytest side: the Verilog goes through :func:`hw.eda.verilog.verilog_text` (the p
 conversion path) and cocotb's runner (:func:`sim.runner.run_cocotb`). Graphs: the engine tests'
 mini ResNet and random graphs (``tests/engine_graphs.py``), and ResNet-20 (16/32/64 channels,
 32 x 32 x 3, BITS 3 POST inside, 8-bit int at the edges) with random weights and constants.
+
+The shipped trained ResNet-20 bundles run under the plain Verilog testbench instead
+(:mod:`sim.engine_tb`: one Verilator binary, no cocotb), about 15 times faster per image.
 """
 
 import json
@@ -148,3 +151,65 @@ def test_resnet20_on_verilator(tmp_path):
     print(f"\nResNet-20 on Verilator: {summary['cycles_per_image']:.0f} cycles/image (model "
           f"{summary['cycles_model']}), {summary['cycles_per_s']:.0f} cycles/s, {summary['wall_s']:.0f} s")
     assert summary["images"] == 8 and summary["mismatches"] == 0
+
+
+@pytest.mark.sim
+def test_beta_on_the_skip_branch_on_verilator(tmp_path):
+    """A skip branch carrying an ASQ beta (stored times its beta) and a main branch without: bit-exact."""
+    from tests.engine_graphs import asq_block_add_inputs
+
+    rng = np.random.default_rng(2)
+    graph, weights = asq_block_add_inputs(rng, lambda names: names[::-1])
+    images = rng.integers(0, 8, (3, 2, 6, 6))
+    summary = run_engine_rtl(graph, weights, images, pe=4, out_dir=tmp_path)
+    assert summary["images"] == 3 and summary["mismatches"] == 0
+
+
+# ----------------------------------------------------------------------------- trained graph bundles
+# The plain Verilog testbench (sim/engine_tb.v) compiled by Verilator: a trained ResNet-20 image in
+# seconds, where the cocotb testbench above takes more than a minute.
+
+#: Test images of each trained ResNet-20 bundle run through its engine.
+TRAINED_IMAGES = 8
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet20-digits32-b3", "resnet20-digits32-b4"])
+def test_trained_resnet20_matches_golden_on_verilator(name):
+    """The first 8 test images of a shipped ResNet-20 bundle (digits at 32x32x3, NOT CIFAR-10): every
+    logit equal to golden.graph.run_graph's and to the bundle's stored vectors, with LFSR stalls on
+    both streams."""
+    from golden.bundle import SHIPPED_MODELS, read_bundle
+    from sim.engine_tb import run_graph_bundle
+
+    bundle = read_bundle(SHIPPED_MODELS / name)
+    summary = run_graph_bundle(bundle, images=TRAINED_IMAGES)
+    print(f"\n{name} on Verilator (plain testbench): {summary['s_per_image']:.1f} s/image, "
+          f"{summary['cycles_per_image']:.0f} cycles/image (model {summary['cycles_model']}, MAC bound "
+          f"{summary['mac_bound_cycles']}), build {summary['build_s']:.0f} s")
+    assert summary["passed"] and summary["images"] == TRAINED_IMAGES and summary["mismatches"] == 0, summary["report"]
+    assert all(c <= 2 * summary["cycles_model"] for c in summary["cycles"])
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_engine_testbench_catches_a_wrong_value(tmp_path):
+    """The plain testbench fails on an expected value off by one (it is not vacuous)."""
+    from golden.bundle import SHIPPED_MODELS, read_bundle
+    from golden.graph import pixels_to_input, run_graph
+    from hw.eda.generate import ENGINE_TOP_NAME, build_engine, engine_figures
+    from hw.eda.verilog import write_verilog
+    from sim.engine_tb import run_engine_tb
+
+    bundle = read_bundle(SHIPPED_MODELS / "resnet20-digits32-b3")
+    engine = build_engine(bundle)
+    verilog = write_verilog(engine, tmp_path / f"{ENGINE_TOP_NAME}.v", name=ENGINE_TOP_NAME)
+    codes = pixels_to_input(bundle.manifest, bundle.vectors["pixels"][:1])
+    expected = run_graph(bundle.graph, bundle.weights, codes)[bundle.graph.output].reshape(1, -1)
+    expected[0, 3] += 1
+    result = run_engine_tb(verilog, codes, expected, tmp_path, in_bits=engine.in_width, out_bits=engine.word_width,
+                           cycles_model=engine_figures(engine)["cycles_per_inference"])
+    assert not result["passed"] and result["mismatches"] == 1
+    assert result["first_mismatches"][0]["index"] == 3
+    assert any(line.startswith("FAIL image 0 index 3") for line in result["log"])

@@ -205,6 +205,17 @@ def asq_block(rng, size=6, c_in=2, c_mid=8, c=4, n_classes=5, calib=6):
     return graph, weights
 
 
+def asq_block_add_inputs(rng, inputs):
+    """:func:`asq_block` with its add's inputs rearranged by ``inputs`` (a function of the two names)."""
+    graph, weights = asq_block(rng)
+    nodes = graph.to_dict()["nodes"]
+    add = next(n for n in nodes if n["op"] == "add")
+    add["inputs"] = inputs(add["inputs"])
+    for key in ("M_width", "B_width", "t_width", "out_width"):  # derived: proved again
+        add["requant"].pop(key)
+    return Graph.from_dict({"nodes": nodes, "output": "fc"}), weights
+
+
 def random_graph(rng):
     """A random small graph of what the engine runs: a stem, one residual block (identity, or a 1x1
     shortcut whose stride and padding land on the main branch's map; with an ASQ unit in front of the

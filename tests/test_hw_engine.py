@@ -15,6 +15,7 @@ from hw.rtl.engine.epilogue import TwoTermRequantizer
 from hw.rtl.engine.planner import plan_graph
 from tests.engine_graphs import (
     asq_block,
+    asq_block_add_inputs,
     conv,
     inp,
     mini_resnet,
@@ -236,17 +237,22 @@ def test_engine_asq_blocks_bit_exact_with_stalls(seed, pe):
     assert np.array_equal(got, _expected(graph, weights, images))
 
 
-def test_a_beta_on_the_skip_branch_is_refused_by_name():
-    rng = np.random.default_rng(2)
-    graph, weights = asq_block(rng)
-    nodes = graph.to_dict()["nodes"]
-    add = next(n for n in nodes if n["op"] == "add")
-    add["inputs"] = add["inputs"][::-1]  # main: c1's y (no beta); skip: c2's accumulator (a beta)
-    for key in ("M_width", "B_width", "t_width", "out_width"):  # derived: proved again
-        add["requant"].pop(key)
-    swapped = Graph.from_dict({"nodes": nodes, "output": "fc"})
+def test_a_beta_on_the_skip_branch_is_stored_times_the_beta():
+    """main: c1's y (no beta); skip: c2's accumulator (a beta): stored as acc * beta, A without 2^G."""
+    graph, weights = asq_block_add_inputs(np.random.default_rng(2), lambda names: names[::-1])
+    plan = plan_graph(graph, weights, pe=4)
+    c2 = next(s for s in plan.steps if s.name == "c2")
+    assert c2.beta and c2.M == (1,) * 4 and c2.shift == 0
+    add = next(s for s in plan.steps if s.name == "b")
+    req = graph.node("b").requant
+    assert add.A == tuple(req.A) and add.M == tuple(m << req.G for m in req.M)
+    assert plan.tensors["c2"].width > arith.signed_width(graph.info("c2").lo, graph.info("c2").hi)
+
+
+def test_a_beta_accumulator_read_other_than_as_a_skip_is_refused_by_name():
+    graph, weights = asq_block_add_inputs(np.random.default_rng(2), lambda names: [names[0], names[0]])
     with pytest.raises(UserError, match="node 'c2'.*raw accumulator carrying a beta"):
-        plan_graph(swapped, weights, pe=4)
+        plan_graph(graph, weights, pe=4)
 
 
 @pytest.mark.slow

@@ -117,3 +117,118 @@ def unit_verilog(name: str, out_dir, *, bundle=None, pe=DEFAULT_PE, simd=DEFAULT
         except (TypeError, ValueError) as err:
             raise UserError(f"unit {name}: {err}") from None
     return write_verilog(unit, Path(out_dir) / f"{name}.v", name=name)
+
+
+# ----------------------------------------------------------------------------- graph bundles (format 2)
+
+#: Top module and file name of the descriptor-driven engine a graph bundle generates.
+ENGINE_TOP_NAME = "graph_engine"
+
+
+def is_graph_bundle(bundle_or_path) -> bool:
+    """Whether ``bundle_or_path`` (a bundle in memory or a bundle folder) is a format-2 graph bundle."""
+    from golden.bundle import GRAPH_FORMAT_VERSION, read_manifest
+
+    manifest = getattr(bundle_or_path, "manifest", None)
+    if manifest is None:
+        manifest = read_manifest(bundle_or_path)
+    return manifest.format_version == GRAPH_FORMAT_VERSION
+
+
+def build_engine(bundle, *, pe=DEFAULT_PE):
+    """The :class:`hw.rtl.engine.core.GraphEngine` of a graph bundle (a ``GraphBundle`` or its folder).
+
+    A graph the engine does not run is refused with one line (:class:`UserError` naming the node).
+    """
+    from golden.bundle import read_bundle
+    from hw.rtl.engine.core import GraphEngine
+    from hw.rtl.engine.planner import plan_graph
+
+    if not hasattr(bundle, "graph"):
+        bundle = read_bundle(bundle, vectors=False)
+    plan = plan_graph(bundle.graph, bundle.weights, pe=pe)
+    try:
+        return GraphEngine(plan)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"engine: {err}") from None
+
+
+def engine_figures(engine) -> dict:
+    """Cycles of one image (the engine's schedule, without stalls) against the MAC bound at its PE.
+
+    ``macs``: multiply-accumulates of one image (every conv, fc and average-pool step: output
+    values times inputs summed each); ``mac_bound_cycles``: ``macs / PE`` rounded up, the cycles of
+    an array doing PE MACs in every cycle; ``cycles_per_inference``: the engine's estimate
+    (:meth:`GraphEngine.estimate_cycles`); ``mac_efficiency``: bound / cycles.
+    """
+    plan = engine.plan
+    macs = sum(s.c_out * s.h_out * s.w_out * s.items for s in plan.steps
+               if s.kind == "conv" and plan.arrays[s.array].kind != "max")
+    cycles = engine.estimate_cycles()
+    bound = -(-macs // plan.pe)
+    return {"cycles_per_inference": cycles, "macs": macs, "mac_bound_cycles": bound,
+            "mac_efficiency": round(bound / cycles, 4) if cycles else None}
+
+
+def estimate_engine(bundle, *, pe=DEFAULT_PE) -> dict:
+    """:func:`engine_figures` of a graph bundle's engine at ``pe``, without generating its Verilog."""
+    engine = build_engine(bundle, pe=pe)
+    # Built for its schedule only: never elaborated, which Amaranth would otherwise warn about.
+    for unit in (engine, engine.asq_unit):
+        if unit is not None:
+            unit._MustUse__silence = True
+    return engine_figures(engine)
+
+
+def memory_summary(memory_map: dict) -> str:
+    """One line of an engine's memory map: activation banks and bits (and without reuse), weight
+    and constant tables, descriptors."""
+    act, w = memory_map["activation"], memory_map["weights"]
+    banks = " + ".join(f"{b['words']} x {b['word_bits']}" for b in act["banks"])
+    roms = " + ".join(f"{r['words']} x {r['word_bits']}" for r in w["roms"])
+    return (f"activations {banks} bits = {act['bits']} bits ({act['bits_without_reuse']} without reuse); "
+            f"weights {roms} bits = {w['bits']} bits; {memory_map['constants']['entries']} constant entries; "
+            f"{memory_map['descriptors']['count']} descriptors")
+
+
+def generate_engine_verilog(bundle, *, pe=DEFAULT_PE, out_dir, check=None) -> dict:
+    """Write ``graph_engine.v`` and ``manifest.json`` for a graph (format-2) bundle.
+
+    The manifest is the bundle's plus a ``generator`` section: the parameters, the cycles per image
+    against the MAC bound (:func:`engine_figures`), the memory map
+    (:meth:`hw.rtl.engine.planner.EnginePlan.memory_map`) and the ports. As :func:`generate_verilog`:
+    everything is checked before anything is written, ``out_dir`` appears complete or not at all,
+    and ``check`` (the Verilator lint) runs on the Verilog before the folder is moved into place.
+
+    Returns
+    -------
+    dict
+        ``paths`` (``verilog``, ``manifest``), ``params`` (bits, pe, simd, top, post_frac_bits),
+        ``cycles_per_inference``, ``macs``, ``mac_bound_cycles``, ``mac_efficiency``, ``memory_map``.
+    """
+    from golden.bundle import read_bundle
+
+    if not hasattr(bundle, "graph"):
+        bundle = read_bundle(bundle, vectors=False)
+    engine = build_engine(bundle, pe=pe)
+    plan = engine.plan
+    figures = engine_figures(engine)
+    memory_map = plan.memory_map()
+    params = {"top": ENGINE_TOP_NAME, "bits": bundle.manifest.bits, "pe": plan.pe, "simd": 1,
+              "post_frac_bits": plan.post_frac_bits}
+    manifest = bundle.manifest.to_dict()
+    manifest["generator"] = {
+        **params, **figures, "cycles_estimated": True,
+        "source_bundle": str(bundle.path) if bundle.path else None,
+        "memory_map": memory_map,
+        "ports": {"i__payload": engine.in_width, "o__payload": engine.word_width + 1, "cycles": 32,
+                  "o__payload.value": [0, engine.word_width], "o__payload.last": engine.word_width},
+    }
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        verilog = write_verilog(engine, tmp / f"{ENGINE_TOP_NAME}.v", name=ENGINE_TOP_NAME)
+        if check is not None:
+            check(verilog)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return {"paths": {"verilog": out_dir / f"{ENGINE_TOP_NAME}.v", "manifest": out_dir / "manifest.json"},
+            "params": params, **figures, "memory_map": memory_map}

@@ -30,9 +30,13 @@ weights of a MAC array sit in its one ROM (a word holds the PE codes of one inpu
 wide as the array's weights: 3-bit POST codes are not stored in the 8-bit slots of the int layers)
 and all per-channel constants in one table; the descriptors hold the base addresses.
 
+A raw accumulator carrying an ASQ beta that an add reads as its skip branch (a ResNet's 1x1
+shortcut after an ASQ input) is stored multiplied by its beta (the identity requantizer with the
+beta register), and the add's skip constants ``A`` are then not multiplied by ``2^G``.
+
 :func:`plan_graph` refuses (``asqhw.errors.UserError``, naming the node) what the engine does not
-run yet: a beta on a skip branch or on a value a pointwise step requantizes, a raw
-accumulator carrying a beta stored for a later node.
+run yet: a beta on a value a pointwise step requantizes (an add that is not fused), a raw
+accumulator carrying a beta read other than as an add's skip branch.
 
 Grouped convolutions (depthwise included) run as convolutions whose PE groups never straddle two
 convolution groups (a depthwise layer keeps one lane of PE busy); an average pool runs as a
@@ -270,17 +274,20 @@ def _map_shape(shape) -> tuple:
     return tuple(shape) if len(shape) == 3 else (int(shape[0]), 1, 1)
 
 
-def _requant_constants(req, channels: int, with_skip: bool, main_beta: bool = False, at: str = ""):
+def _requant_constants(req, channels: int, with_skip: bool, main_beta: bool = False, at: str = "",
+                       skip_beta: bool = False):
     """``(M, A, B', shift, lo, hi)`` of a golden requantizer for the engine's requantizer: a branch
     without beta multiplied by ``2^G`` here, ``B' = (B << G) + 2^(S+G-1)`` (the rounding half), shift
-    ``S + G``; ``main_beta``: the main term is multiplied by the beta register in the engine."""
+    ``S + G``; ``main_beta``: the main term is multiplied by the beta register in the engine;
+    ``skip_beta``: the stored skip value already holds its beta (a raw accumulator stored times its
+    beta), so ``A`` is not multiplied by ``2^G``."""
     G = req.G
-    if G and not main_beta:
+    if G and not (main_beta or skip_beta):
         raise UserError(f"engine: node {at!r}: a beta on a skip branch or on a requantized stored value "
                         "is not supported by the engine yet")
     shift = req.S + G
     half = (1 << (shift - 1)) if shift else 0
-    A = tuple(a << G for a in req.A) if with_skip else (0,) * channels
+    A = tuple(a if skip_beta else a << G for a in req.A) if with_skip else (0,) * channels
     M = tuple(req.M) if main_beta else tuple(mv << G for mv in req.M)
     return M, A, tuple((b << G) + half for b in req.B), shift, req.lo, req.hi
 
@@ -377,6 +384,7 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
                         c_in=c, h_in=h, w_in=w, c_out=c, h_out=h, w_out=w, M=M, A=A, B=B, shift=S, lo=lo, hi=hi)
 
     conv_nodes: dict = {}
+    beta_stored: set = set()  # raw accumulators stored times their beta
     for node in graph.nodes:
         info = graph.info(node.name)
         if isinstance(node, InputNode):
@@ -385,18 +393,29 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
             if node.name in fused_main:
                 continue
             c_out = info.shape[0]
+            lo, hi = info.lo, info.hi
             if node.requant is None and node.act_in.asq is not None:
-                _refuse(node, "a raw accumulator carrying a beta, stored for a later node,")
+                # A raw accumulator carrying a beta (a ResNet's 1x1 shortcut after an ASQ input) is
+                # stored times its beta (the requantizer's identity with the beta register), so the
+                # add reads a skip value without a beta of its own: ``skip * A`` is golden's
+                # ``acc * beta * A`` exactly. Only an add's skip branch may read it.
+                if any(not (isinstance(graph.node(c), AddNode) and graph.node(c).inputs[1] == node.name
+                            and graph.node(c).inputs[0] != node.name) for c in consumers[node.name]):
+                    _refuse(node, "a raw accumulator carrying a beta, read other than as an add's skip branch,")
+                beta_max = node.act_in.asq_constants().beta_max
+                lo, hi = min(info.lo * beta_max, 0), max(info.hi * beta_max, 0)
+                beta_stored.add(node.name)
             consts = (_identity(c_out) if node.requant is None
                       else _requant_constants(node.requant, c_out, False, node.act_in.asq is not None, node.name))
             step = conv_step(node, node.name, (node.name,), consts)
-            tensor(node.name, info.shape, info.lo, info.hi)
+            tensor(node.name, info.shape, lo, hi)
             steps.append(step)
             conv_nodes[step.name] = node
         elif isinstance(node, AddNode):
             main, skip = node.inputs
             main_beta = main in fused_main and graph.node(main).act_in.asq is not None
-            consts = _requant_constants(node.requant, info.shape[0], True, main_beta, node.name)
+            consts = _requant_constants(node.requant, info.shape[0], True, main_beta, node.name,
+                                        skip_beta=skip in beta_stored)
             if main in fused_main:
                 step = conv_step(graph.node(main), node.name, (main, node.name), consts, skip=stored(skip))
                 conv_nodes[step.name] = graph.node(main)
