@@ -32,6 +32,12 @@ DEFAULT_MODELS = [ROOT / "models" / f"resnet20-digits32-b{bits}" for bits in (3,
 PE_SWEEP = (1, 2, 4, 8, 16)
 
 
+def _shown(path) -> str:
+    """The bundle's path relative to the repository when it lies inside it (results do not name a checkout)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _bundle_figures(path: Path, images: int, pe: int) -> dict:
     from golden.bundle import read_bundle
     from hw.eda.generate import estimate_engine
@@ -48,7 +54,7 @@ def _bundle_figures(path: Path, images: int, pe: int) -> dict:
         figures = estimate_engine(bundle, pe=p)
         sweep[str(p)] = {k: figures[k] for k in ("cycles_per_inference", "mac_bound_cycles", "mac_efficiency")}
     return {
-        "bundle": str(path), "model": bundle.manifest.model, "bits": bundle.manifest.bits, "pe": pe,
+        "bundle": _shown(path), "model": bundle.manifest.model, "bits": bundle.manifest.bits, "pe": pe,
         "images": summary["images"], "s_per_image": summary["s_per_image"], "sim_wall_s": summary["wall_s"],
         "build_s": summary["build_s"], "total_wall_s": total, "stalls": summary["stall"],
         "cycles_per_image": summary["cycles_per_image"], "cycles_per_image_schedule": summary["cycles_model"],
