@@ -140,17 +140,19 @@ def test_random_graphs_on_verilator(seed, tmp_path):
 @pytest.mark.sim
 @pytest.mark.slow
 def test_resnet20_on_verilator(tmp_path):
-    """ResNet-20 (random weights and constants, codes spread over their range): 8 images, every
-    logit equal to golden's, with random stalls on both streams."""
+    """ResNet-20 (random weights and constants, codes spread over their range): 2 images through the
+    cocotb bench, every logit equal to golden's, with random stalls on both streams. (The 8-image runs
+    of the trained bundles go through the plain testbench below: about 4 s an image there against
+    about 85 s here.)"""
     from tests.engine_graphs import resnet
 
     rng = np.random.default_rng(0)
     graph, weights = resnet(rng)
-    images = rng.integers(-128, 128, (8, 3, 32, 32))
+    images = rng.integers(-128, 128, (2, 3, 32, 32))
     summary = run_engine_rtl(graph, weights, images, pe=4, out_dir=tmp_path)
     print(f"\nResNet-20 on Verilator: {summary['cycles_per_image']:.0f} cycles/image (model "
           f"{summary['cycles_model']}), {summary['cycles_per_s']:.0f} cycles/s, {summary['wall_s']:.0f} s")
-    assert summary["images"] == 8 and summary["mismatches"] == 0
+    assert summary["images"] == 2 and summary["mismatches"] == 0
 
 
 @pytest.mark.sim
