@@ -63,17 +63,25 @@ def build_bundle(model, meta: dict, progress: bool = True, post_frac_bits: int |
     (docs/arithmetic.md 2.2; the tried F and their E are recorded in ``accuracy["post_frac_bits_search"]``),
     otherwise the default.
     """
+    return _with_post_frac_bits(lambda f: _build_bundle(model, meta, progress, f), model, meta, post_frac_bits)
+
+
+def _with_post_frac_bits(build, model, meta: dict, post_frac_bits: int | None):
+    """``build(F)`` at the given F (checked), or at the smallest F from the default up whose bound E is
+    below one code when the model has POST weights (the tried F and their E recorded in
+    ``accuracy["post_frac_bits_search"]``), else at the default. One rule for chain and graph bundles."""
     from quant.quantize import quantized_layers
 
+    bits = int(meta["bits"])
     if post_frac_bits is not None:
-        return _build_bundle(model, meta, progress, resolve_post_frac_bits(post_frac_bits, int(meta["bits"])))
-    frac_bits = formats.default_post_frac_bits(int(meta["bits"]))
+        return build(resolve_post_frac_bits(post_frac_bits, bits))
+    frac_bits = formats.default_post_frac_bits(bits)
     has_post = any(getattr(layer.weight_quant, "kind", None) == formats.POST for _, layer in quantized_layers(model))
     if not has_post:
-        return _build_bundle(model, meta, progress, frac_bits)
+        return build(frac_bits)
     tried = {}
     while True:
-        bundle = _build_bundle(model, meta, progress, frac_bits)
+        bundle = build(frac_bits)
         tried[str(frac_bits)] = code_bound(bundle.manifest.accuracy)
         if tried[str(frac_bits)] < 1.0 or frac_bits == formats.MAX_POST_FRAC_BITS:
             break
@@ -258,25 +266,8 @@ def build_graph_bundle(model, meta: dict, net, progress: bool = True, post_frac_
     ``post_frac_bits`` None: as :func:`build_bundle`, the smallest F from the default up whose bound
     E (:func:`code_bound`) is below one code for a model with POST weights.
     """
-    from quant.quantize import quantized_layers
-
-    bits = int(meta["bits"])
-    if post_frac_bits is not None:
-        return _build_graph_bundle(model, meta, net, progress, resolve_post_frac_bits(post_frac_bits, bits))
-    frac_bits = formats.default_post_frac_bits(bits)
-    has_post = any(getattr(layer.weight_quant, "kind", None) == formats.POST for _, layer in quantized_layers(model))
-    if not has_post:
-        return _build_graph_bundle(model, meta, net, progress, frac_bits)
-    tried = {}
-    while True:
-        bundle = _build_graph_bundle(model, meta, net, progress, frac_bits)
-        tried[str(frac_bits)] = code_bound(bundle.manifest.accuracy)
-        if tried[str(frac_bits)] < 1.0 or frac_bits == formats.MAX_POST_FRAC_BITS:
-            break
-        frac_bits += 1
-    search = {"rule": "smallest F from the default up with E < 1", "E": tried}
-    accuracy = {**bundle.manifest.accuracy, "post_frac_bits_search": search}
-    return dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, accuracy=accuracy))
+    return _with_post_frac_bits(lambda f: _build_graph_bundle(model, meta, net, progress, f), model, meta,
+                                post_frac_bits)
 
 
 def _build_graph_bundle(model, meta: dict, net, progress: bool, frac_bits: int):
