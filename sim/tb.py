@@ -117,6 +117,14 @@ def unpack_fields(word: int, layout) -> list[int]:
     return out
 
 
+def unpack_value_last(value, width: int) -> list[int]:
+    """An output beat's ``o__payload`` (a cocotb value) as ``[signed value, last]``; X/Z bits while valid
+    fail the test."""
+    if not value.is_resolvable:
+        raise AssertionError(f"o__payload has X/Z bits while valid: {value}")
+    return unpack_fields(value.to_unsigned(), [(width, True), (1, False)])
+
+
 def pack_array(values, width: int, signed: bool = False) -> int:
     """Pack ``values`` as an Amaranth ``ArrayLayout(width, len(values))`` (element 0 at bit 0)."""
     return pack_fields([(v, width, signed) for v in values])
