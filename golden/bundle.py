@@ -1018,13 +1018,20 @@ def check_vectors(man: Manifest, vecs: dict, where: str) -> None:
     shapes = vector_shapes(man, n)
     if sorted(vecs) != sorted(shapes):
         raise UserError(f"{where}: keys {sorted(vecs)}, expected {sorted(shapes)}; re-export the bundle")
+    check_vector_arrays(vecs, shapes, man.input.pixel_max, where, " (one entry per test image)")
+
+
+def check_vector_arrays(vecs: dict, shapes: dict, pixel_max: int, where: str, shape_note: str = "") -> None:
+    """Every array of ``vecs`` (keys already equal to ``shapes``') integer and of its shape, and the
+    pixels within ``0..pixel_max``; a one-line UserError naming ``where`` otherwise (both formats)."""
     for key, shape in shapes.items():
         arr = vecs[key]
         if arr.dtype.kind not in "iu" or arr.shape != shape:
             raise UserError(f"{where}: {key!r} is {arr.dtype} {list(arr.shape)}, expected integers of "
-                            f"shape {list(shape)} (one entry per test image); re-export the bundle")
-    if n and (vecs["pixels"].min() < 0 or vecs["pixels"].max() > man.input.pixel_max):
-        raise UserError(f"{where}: 'pixels' outside 0..{man.input.pixel_max}; re-export the bundle")
+                            f"shape {list(shape)}{shape_note}; re-export the bundle")
+    pixels = vecs["pixels"]
+    if pixels.size and (pixels.min() < 0 or pixels.max() > pixel_max):
+        raise UserError(f"{where}: 'pixels' outside 0..{pixel_max}; re-export the bundle")
 
 
 def write_bundle(bundle: Bundle, outdir) -> Path:

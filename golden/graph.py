@@ -52,6 +52,7 @@ from golden.bundle import (
     Manifest,
     WeightSpec,
     check_count,
+    check_vector_arrays,
     int_tuple,
     json_value,
 )
@@ -1190,13 +1191,7 @@ def check_graph_vectors(man: GraphManifest, vecs: dict, where: str) -> None:
         missing = sorted(set(shapes) - set(vecs)) or sorted(set(vecs) - set(shapes))
         raise UserError(f"{where}: keys differ from the graph's (first difference: {missing[0]!r}); re-export the "
                         "bundle")
-    for key, shape in shapes.items():
-        arr = vecs[key]
-        if arr.dtype.kind not in "iu" or arr.shape != shape:
-            raise UserError(f"{where}: {key!r} is {arr.dtype} {list(arr.shape)}, expected integers of shape "
-                            f"{list(shape)}; re-export the bundle")
-    if n and (vecs["pixels"].min() < 0 or vecs["pixels"].max() > man.input.pixel_max):
-        raise UserError(f"{where}: 'pixels' outside 0..{man.input.pixel_max}; re-export the bundle")
+    check_vector_arrays(vecs, shapes, man.input.pixel_max, where)
 
 
 def pixels_to_input(man: GraphManifest, pixels) -> np.ndarray:
