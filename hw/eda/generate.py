@@ -65,14 +65,20 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
         "engines": {la.name: la.engine for la in plan.layers},
         "ports": port_summary(top),
     }
+    return {"paths": _write_design(top, TOP_NAME, manifest, out_dir, check), "params": params,
+            "cycles_per_inference": cycles}
+
+
+def _write_design(top, name: str, manifest: dict, out_dir, check) -> dict:
+    """``<name>.v`` and ``manifest.json`` written into ``out_dir`` at once (an atomic folder swap); the
+    Verilog passes ``check`` (e.g. a lint) before anything is replaced. Returns the two paths."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        verilog = write_verilog(top, tmp / f"{TOP_NAME}.v", name=TOP_NAME)
+        verilog = write_verilog(top, tmp / f"{name}.v", name=name)
         if check is not None:
             check(verilog)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    return {"paths": {"verilog": out_dir / f"{TOP_NAME}.v", "manifest": out_dir / "manifest.json"},
-            "params": params, "cycles_per_inference": cycles}
+    return {"verilog": out_dir / f"{name}.v", "manifest": out_dir / "manifest.json"}
 
 
 def port_summary(top: AsqAccel) -> dict:
@@ -224,11 +230,5 @@ def generate_engine_verilog(bundle, *, pe=DEFAULT_PE, out_dir, check=None) -> di
         "ports": {"i__payload": engine.in_width, "o__payload": engine.word_width + 1, "cycles": 32,
                   "o__payload.value": [0, engine.word_width], "o__payload.last": engine.word_width},
     }
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        verilog = write_verilog(engine, tmp / f"{ENGINE_TOP_NAME}.v", name=ENGINE_TOP_NAME)
-        if check is not None:
-            check(verilog)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    return {"paths": {"verilog": out_dir / f"{ENGINE_TOP_NAME}.v", "manifest": out_dir / "manifest.json"},
-            "params": params, **figures, "memory_map": memory_map}
+    return {"paths": _write_design(engine, ENGINE_TOP_NAME, manifest, out_dir, check), "params": params,
+            **figures, "memory_map": memory_map}
