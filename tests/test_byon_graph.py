@@ -45,6 +45,7 @@ def test_a_users_network_gets_a_name_of_its_own_and_a_shipped_data_set():
     net = user_network("my-resnet", "digits")
     assert (net.name, net.model, net.input_shape, net.pixel_max) == ("my-resnet", "my-resnet", [1, 8, 8], 16)
     assert net.split is DIGITS.split
+    assert user_network("mine", "digits32").input_shape == [3, 32, 32]  # the digits at 32x32x3
     with pytest.raises(UserError, match="'digits' is a shipped network's name"):
         user_network("digits")
     with pytest.raises(UserError, match="data 'cifar10': a user's network is trained on one of digits, "):
