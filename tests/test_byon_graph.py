@@ -85,3 +85,28 @@ def test_the_example_runs_bit_exact_on_verilator(example, tmp_path, one_thread, 
     assert "graph_engine of my-resnet BITS=3 PE=4, 2 images of" in out
     assert "every output value equals golden.graph.run_graph" in out
     assert "done in" in out
+
+
+DOC = EXAMPLE.parents[1] / "docs" / "byon.md"
+RUN = EXAMPLE.parents[1] / "docs" / "data" / "byon-graph-run.txt"
+#: Lines in the page's code blocks that are not output of the recorded run: commands, code, the
+#: network's sketch, the command-line refusal and the chain route.
+NOT_RECORDED = ("python ", "$ ", "asqhw: error:", "from ", "bundle = ", "...", "pixels/16", " ")
+
+
+def test_the_pages_figures_are_the_recorded_runs():
+    """Every output line docs/byon.md quotes, and the figures of its table, are in the recorded run
+    (docs/data/byon-graph-run.txt), not typed."""
+    record = RUN.read_text().splitlines()
+    blocks = DOC.read_text().split("```")[1::2]
+    quoted = [line for block in blocks for line in block.splitlines()[1:]
+              if line and not line.startswith(NOT_RECORDED)]
+    assert len(quoted) >= 15
+    missing = [line for line in quoted if line not in record]
+    assert not missing, f"quoted in docs/byon.md but not in {RUN.name}: {missing}"
+    text = RUN.read_text()
+    for figure in ("float: test top-1 99.17 %", "3-bit: test top-1 98.33 %", "golden 98.89 %, 2 of 360",
+                   "cycles per image: 106573", "108737 cycles per image", "MAC bound 90448", "56896 bits",
+                   "(160250 without reuse)", "61056 bits", "31.4 s for 360 images (build 51 s)", "done in 110 s",
+                   "F = 2", "360 images of build/byon-graph/bundle", "12 checks, every bound holds"):
+        assert figure in text, figure
