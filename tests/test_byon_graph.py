@@ -70,6 +70,11 @@ def test_the_example_exports_its_graph_and_writes_the_engine(example, tmp_path, 
     assert {"maxpool", "gap", "flatten", "fc"} <= {n["op"] for n in nodes.values()}
     assert manifest["accuracy"]["n_test"] == 360 and manifest["accuracy"]["golden"] > 0.5  # far above chance
     assert "golden top-1" in out and "every bound holds" in out  # asqhw eval --golden on the user's bundle
+    from quant.export.fidelity import golden_report
+
+    report = golden_report(tmp_path / "bundle")  # no network registered as 'my-resnet': the bundle's test split
+    assert report["vectors_match"] and report["n_test"] == 360
+    assert report["golden_top1"] == pytest.approx(100 * manifest["accuracy"]["golden"])
     assert "module graph_engine(" in (tmp_path / "verilog" / "graph_engine.v").read_text()
     assert "cycles per image" in out
     assert "refused: fx node 'act' (call_module act): op SiLU is not supported" in out

@@ -571,7 +571,8 @@ def graph_free_running(graph, result: dict, export, model, x: torch.Tensor, batc
 
 
 def graph_golden_report(bundle, bundle_path, checkpoint=None) -> dict:
-    """:func:`golden_report` of a format-2 bundle: golden top-1 on the network's test split, whether
+    """:func:`golden_report` of a format-2 bundle: golden top-1 on the network's test split (for a user's
+    own network, :func:`quant.export.networks.user_network`, the test split stored in the bundle), whether
     golden reproduces the stored vectors, and the float comparison (flips, per-node free-running
     table ``nodes``, ``teacher_forced``): from ``checkpoint`` when given (its graph, exported again,
     must equal the bundle's), else as recorded at export."""
