@@ -18,12 +18,13 @@ What it does (docs/byon.md explains each step):
 4. ``asqhw verilog`` generates the accelerator from the bundle; ``asqhw sim`` runs test images
    through it on Icarus and checks every logit against the golden model.
 
-The limit, today: the exporter and the accelerator run one topology, the digits chain
-``conv1 -> conv2 -> conv3 -> fc`` with the shapes and layer names below (each conv followed by its
-BatchNorm ``bnK`` and a ReLU, stride 1/2/2, fc on the flattened 32 x 2 x 2 map), on 8 x 8 images of
-sklearn's digits. A model of other layers, shapes or data is refused at export with a one-line error.
-What is yours: the module's code, its training (optimizer, epochs, seed, scheme and BITS), and what
-you do with the bundle.
+The limit of this route: the chain exporter and the per-layer digits accelerator run one topology,
+the digits chain ``conv1 -> conv2 -> conv3 -> fc`` with the shapes and layer names below (each conv
+followed by its BatchNorm ``bnK`` and a ReLU, stride 1/2/2, fc on the flattened 32 x 2 x 2 map), on
+8 x 8 images of sklearn's digits. A model of other layers, shapes or data is refused at export with a
+one-line error. What is yours: the module's code, its training (optimizer, epochs, seed, scheme and
+BITS), and what you do with the bundle. Other topologies (residual adds, pools, GAP, ...) take the
+graph route to the descriptor-driven engine: ``examples/byon_graph.py``.
 """
 
 import argparse

@@ -34,7 +34,7 @@ from golden.model import (
     weight_terms,
 )
 from quant.export.fold import bn_fold, float_requant, round_half_up
-from quant.export.networks import Network, network_of
+from quant.export.networks import NETWORKS, Network, network_of
 from quant.export.trace import float_trace, single_thread
 
 #: Relative float32 error allowance of the float model's own computation.
@@ -571,7 +571,8 @@ def graph_free_running(graph, result: dict, export, model, x: torch.Tensor, batc
 
 
 def graph_golden_report(bundle, bundle_path, checkpoint=None) -> dict:
-    """:func:`golden_report` of a format-2 bundle: golden top-1 on the network's test split, whether
+    """:func:`golden_report` of a format-2 bundle: golden top-1 on the network's test split (for a user's
+    own network, :func:`quant.export.networks.user_network`, the test split stored in the bundle), whether
     golden reproduces the stored vectors, and the float comparison (flips, per-node free-running
     table ``nodes``, ``teacher_forced``): from ``checkpoint`` when given (its graph, exported again,
     must equal the bundle's), else as recorded at export."""
@@ -579,12 +580,14 @@ def graph_golden_report(bundle, bundle_path, checkpoint=None) -> dict:
 
     man = bundle.manifest
     graph = man.graph
-    net = network_of(man.model, f"{bundle_path}")
-    x_train, _, x_test, y_test = net.split()
-    pixels = net.pixels(x_test)
+    if man.model in NETWORKS or checkpoint is not None or "labels" not in bundle.vectors:
+        net = network_of(man.model, f"{bundle_path}")
+        x_train, _, x_test, y_test = net.split()
+        pixels, labels = net.pixels(x_test), y_test.numpy()
+    else:  # a user's own network (quant.export.networks.user_network): its test split as exported
+        pixels, labels = np.asarray(bundle.vectors["pixels"]), np.asarray(bundle.vectors["labels"])
     result = run_graph(graph, bundle.weights, pixels_to_input(man, pixels))
     pred = predictions(graph, result)
-    labels = y_test.numpy()
     if bundle.vectors and len(bundle.vectors["pred"]) != len(labels):
         raise UserError(f"{bundle_path}: vectors hold {len(bundle.vectors['pred'])} images, the "
                         f"{man.model} test split has {len(labels)}; re-export the bundle")

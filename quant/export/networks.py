@@ -11,7 +11,7 @@ fields.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -145,6 +145,20 @@ def network_of(name: str, where: str = "") -> Network:
     if net is None:
         raise _unsupported(name, where)
     return net
+
+
+def user_network(name: str, data: str = "digits") -> Network:
+    """The :class:`Network` of a user's own model called ``name`` (the bundle's ``model``) trained on the
+    data set ``data`` of a shipped network (``digits``, ``digits-vary``, ``digits32``): that network's
+    split, input shape and pixel range. For :func:`quant.export.build.export_graph_model`: the graph
+    exporter reads the layers from the model itself."""
+    if name in NETWORKS:
+        raise UserError(f"{name!r} is a shipped network's name: give your model its own name")
+    base = next((net for net in NETWORKS.values() if net.data == data), None)
+    if base is None:
+        raise UserError(f"data {data!r}: a user's network is trained on one of "
+                        f"{', '.join(sorted({net.data for net in NETWORKS.values()}))}")
+    return replace(base, name=name, model=name, bn_of={}, in_shapes={}, out_shapes={})
 
 
 def network_for(meta: dict, where: str = "") -> Network:
