@@ -133,12 +133,31 @@ ENGINE_TOP_NAME = "graph_engine"
 
 def is_graph_bundle(bundle_or_path) -> bool:
     """Whether ``bundle_or_path`` (a bundle in memory or a bundle folder) is a format-2 graph bundle."""
-    from golden.bundle import GRAPH_FORMAT_VERSION, read_manifest
+    from golden.bundle import GRAPH_FORMAT_VERSION
+
+    return _manifest(bundle_or_path).format_version == GRAPH_FORMAT_VERSION
+
+
+def uses_engine(bundle_or_path) -> bool:
+    """Whether ``bundle_or_path`` (a bundle in memory or a bundle folder) runs on the graph engine
+    rather than on the chain accelerator.
+
+    True for a graph (format-2) bundle that is not chain-shaped (ResNet-20, ...). False for a
+    format-1 bundle and for a chain-shaped graph (the digits networks), which the chain accelerator
+    runs through its format-1 view (:func:`golden.graph.chain_bundle`, what
+    :func:`golden.model.load_bundle` returns): smaller and faster for them than the engine.
+    """
+    from golden.graph import is_chain
+
+    return is_graph_bundle(bundle_or_path) and not is_chain(_manifest(bundle_or_path).graph)
+
+
+def _manifest(bundle_or_path):
+    """The manifest of a bundle in memory, or the validated manifest of a bundle folder."""
+    from golden.bundle import read_manifest
 
     manifest = getattr(bundle_or_path, "manifest", None)
-    if manifest is None:
-        manifest = read_manifest(bundle_or_path)
-    return manifest.format_version == GRAPH_FORMAT_VERSION
+    return read_manifest(bundle_or_path) if manifest is None else manifest
 
 
 def build_engine(bundle, *, pe=DEFAULT_PE):
