@@ -1019,9 +1019,10 @@ def node_vector_images(graph: Graph, n: int) -> int:
     return n if is_chain(graph) else min(n, NODE_VECTOR_IMAGES)
 
 
-#: What a reader of format-1 chains (the hardware generator) says when handed a graph.
+#: What a reader of layer chains (the chain accelerator's generator) says when handed a graph read as it
+#: is (:func:`golden.model.load_bundle` gives a chain-shaped graph's chain view instead).
 _NO_CHAIN = ("{what}: a format-2 (graph) bundle has no layer chain; this command reads format-1 bundles "
-             "(digits); golden.graph.chain_bundle converts a chain-shaped graph")
+             "and chain-shaped graphs (digits: golden.model.load_bundle gives their chain view)")
 
 
 @dataclass(frozen=True)

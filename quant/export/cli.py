@@ -14,8 +14,8 @@ def register(subparsers) -> None:
     """Add the ``export`` subcommand."""
     export = subparsers.add_parser(
         "export", help="write the model bundle (manifest, .mem weights, golden vectors) of a checkpoint",
-        description="Fold a trained quantized checkpoint (of an exportable network: digits, or ResNet-20 on "
-        "digits32 as a graph) into the "
+        description="Fold a trained quantized checkpoint (of an exportable network: digits, digits-vary, or "
+        "ResNet-20 on digits32) into the "
         "integer model the hardware implements (docs/arithmetic.md) and write the bundle folder OUTDIR, "
         "bundle format 2 (a graph, docs/arithmetic.md section 7.8; format-1 bundles stay readable): "
         "manifest.json, one $readmemh .mem file per weight memory and vectors.npz (golden vectors of "
