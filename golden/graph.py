@@ -50,6 +50,7 @@ from golden.bundle import (
     ActIn,
     AsqParams,
     Manifest,
+    ManifestText,
     WeightSpec,
     check_count,
     check_vector_arrays,
@@ -1026,10 +1027,11 @@ _NO_CHAIN = ("{what}: a format-2 (graph) bundle has no layer chain; this command
 
 
 @dataclass(frozen=True)
-class GraphManifest:
+class GraphManifest(ManifestText):
     """The parsed ``manifest.json`` of a format-2 bundle (``docs/arithmetic.md`` 7.8).
 
-    As :class:`golden.bundle.Manifest`, with ``graph`` (a validated :class:`Graph`) instead of
+    As :class:`golden.bundle.Manifest` (its checksum and text from :class:`golden.bundle.ManifestText`),
+    with ``graph`` (a validated :class:`Graph`) instead of
     ``layers``; ``files`` and ``sha256`` are the checksums :func:`golden.bundle.write_bundle` records.
     """
 
@@ -1053,19 +1055,6 @@ class GraphManifest:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
-
-    def digest(self) -> str:
-        """SHA-256 of the JSON object without ``sha256`` (as :meth:`golden.bundle.Manifest.digest`)."""
-        import hashlib
-        import json
-
-        text = json.dumps(replace(self, sha256=None).to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-    def text(self) -> str:
-        import json
-
-        return json.dumps(self.to_dict(), indent=1) + "\n"
 
     @property
     def layers(self):

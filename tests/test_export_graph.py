@@ -2,9 +2,10 @@
 
 The strongest check: a digits checkpoint exported as a graph computes, in ``golden.graph.run_graph``,
 the same integers as ``golden.model.run`` on its chain (every layer's input codes, accumulators and
-logits), with the same constants, and its chain view equals the format-1 bundle once shipped. ResNet-20 and MobileNet-V2 are exported from
-random-init, briefly calibrated models (their shapes and both shortcut kinds are what matters), and
-every requantizer of the ResNet-20 graph is checked teacher forced against its bound.
+logits), with the same constants, and its chain view equals the format-1 bundle once shipped.
+ResNet-20 and MobileNet-V2 are exported from random-init, briefly calibrated models (their shapes and
+both shortcut kinds are what matters), and every requantizer of the ResNet-20 graph is checked
+teacher forced against its bound.
 """
 
 import json
