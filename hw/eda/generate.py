@@ -40,7 +40,7 @@ def build_top(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None) 
 
 def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None, out_dir,
                      check=None) -> dict:
-    """Write ``asq_accel.v`` and ``manifest.json`` (bundle manifest + ``generator`` section).
+    """Write ``asq_accel.v`` and ``manifest.json`` (the chain's manifest, format 1, + ``generator`` section).
 
     Everything is checked before anything is written; ``out_dir`` appears complete or not at all.
     ``check`` (``asqhw verilog`` passes its Verilator lint) is called with the
@@ -52,6 +52,7 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
         ``paths`` (``verilog``, ``manifest``), ``params`` (bits, mul, pe, simd, top),
         ``cycles_per_inference``.
     """
+    source_format = _manifest(bundle).format_version
     bundle = _load(bundle)
     top = build_top(bundle, pe=pe, simd=simd, mul=mul, bits=bits)
     plan = top.plan
@@ -62,6 +63,9 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
     manifest["generator"] = {
         **params, "cycles_per_inference": cycles,
         "source_bundle": str(bundle.path) if bundle.path else None,
+        # the manifest above is the chain (format 1) the accelerator implements: a chain-shaped graph's
+        # chain view when the source bundle is format 2
+        "source_format_version": source_format,
         "engines": {la.name: la.engine for la in plan.layers},
         "ports": port_summary(top),
     }
