@@ -434,6 +434,7 @@ def test_a_chain_shaped_graph_generates_the_chain_accelerator_byte_for_byte(digi
     assert not (tmp_path / "graph" / "graph_engine.v").exists()
     verilog = (tmp_path / "graph" / "asq_accel.v").read_bytes()
     assert verilog == (tmp_path / "chain" / "asq_accel.v").read_bytes() and b"module asq_accel(" in verilog
-    cycles = [json.loads((tmp_path / name / "manifest.json").read_text())["generator"]["cycles_per_inference"]
-              for name in ("graph", "chain")]
-    assert cycles[0] == cycles[1]
+    generators = [json.loads((tmp_path / name / "manifest.json").read_text())["generator"]
+                  for name in ("graph", "chain")]
+    assert generators[0]["cycles_per_inference"] == generators[1]["cycles_per_inference"]
+    assert [g["source_format_version"] for g in generators] == [2, 1]
