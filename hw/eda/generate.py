@@ -5,6 +5,10 @@
   parameters and the cycles per inference, written atomically into ``out_dir``.
 - :func:`unit_verilog` -> one unit (``mul_lane``, ``mac_array``, ``requant``, ``asq_unit``) as
   standalone Verilog, for unit testbenches.
+- :func:`uses_engine` -> which hardware runs a bundle: the descriptor-driven graph engine
+  (:func:`generate_engine_verilog`) for a graph that is not a chain, else the chain accelerator
+  above (format-1 bundles and chain-shaped graphs such as the digits bundles, read as chains by
+  :func:`golden.model.load_bundle`).
 """
 
 import json
