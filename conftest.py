@@ -46,3 +46,14 @@ def shipped_checkpoint():
     """``shipped_checkpoint(bits)``: the checkpoint the shipped ``digits-b<bits>`` was exported from
     (``shipped_checkpoint(name)``: that of ``models/<name>``)."""
     return lambda key: SHIPPED_MODELS / "checkpoints" / f"{key if isinstance(key, str) else f'digits-b{key}'}.pt"
+
+
+@pytest.fixture(scope="session")
+def format1_bundle():
+    """The folder of a format-1 bundle (a layer chain), as asqhw wrote them before every export became
+    a graph: the digits-b3 bundle once shipped (``tests/data/digits-b3-format1``), read by the
+    format-1 reader that users' older bundles still go through. Its chain equals the chain view of
+    today's shipped ``models/digits-b3``."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent / "tests" / "data" / "digits-b3-format1"

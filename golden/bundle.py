@@ -355,8 +355,24 @@ class Layer:
         return _record_dict(self, omit_none=("kernel", "stride", "pad"))
 
 
+class ManifestText:
+    """What both manifest records (:class:`Manifest`, :class:`golden.graph.GraphManifest`) share: the
+    checksum of their JSON object and its canonical text, both from their ``to_dict``."""
+
+    def digest(self) -> str:
+        """SHA-256 of this manifest's JSON object without its ``sha256`` field, keys sorted and no
+        spaces (so the file's layout and key order do not matter, its values do)."""
+        text = json.dumps(dataclasses.replace(self, sha256=None).to_dict(), sort_keys=True,
+                          separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def text(self) -> str:
+        """The canonical JSON text (what :func:`write_bundle` writes)."""
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(ManifestText):
     """The parsed ``manifest.json``: every field, validated (see :meth:`from_dict`).
 
     ``accuracy`` is the exporter's free-form record (a dict); ``vectors`` the vectors file name or
@@ -391,17 +407,6 @@ class Manifest:
     def to_dict(self) -> dict:
         """The JSON object, field for field in the file's order."""
         return _record_dict(self, omit_none=("vectors", "files", "sha256"))
-
-    def digest(self) -> str:
-        """SHA-256 of this manifest's JSON object without its ``sha256`` field, keys sorted and no
-        spaces (so the file's layout and key order do not matter, its values do)."""
-        text = json.dumps(dataclasses.replace(self, sha256=None).to_dict(), sort_keys=True,
-                          separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-    def text(self) -> str:
-        """The canonical JSON text (what :func:`write_bundle` writes)."""
-        return json.dumps(self.to_dict(), indent=1) + "\n"
 
     @classmethod
     def from_dict(cls, man: dict, where: str = MANIFEST) -> Manifest:

@@ -50,6 +50,7 @@ from golden.bundle import (
     ActIn,
     AsqParams,
     Manifest,
+    ManifestText,
     WeightSpec,
     check_count,
     check_vector_arrays,
@@ -1004,22 +1005,33 @@ def graph_from_chain(manifest: Manifest) -> Graph:
 
 # ----------------------------------------------------------------------------- the format-2 bundle
 
-#: Per-node golden vectors are stored for the first this many test images (predictions and logits
-#: for every test image): enough for an RTL run (any other image's are recomputed from its pixels
-#: by :func:`run_graph`), small enough to ship a ResNet-20 bundle (about 2 MB of vectors).
+#: Per-node golden vectors of a graph that is not a chain are stored for the first this many test
+#: images (predictions and logits for every test image): enough for an RTL run (any other image's
+#: are recomputed from its pixels by :func:`run_graph`), small enough to ship a ResNet-20 bundle
+#: (about 2 MB of vectors). A chain-shaped graph (digits) stores them for every test image
+#: (:func:`node_vector_images`).
 NODE_VECTOR_IMAGES = 8
 
 
-#: What a reader of format-1 chains (the hardware generator) says when handed a graph.
+def node_vector_images(graph: Graph, n: int) -> int:
+    """How many of the ``n`` test images a bundle of ``graph`` stores per-node vectors for: all ``n``
+    for a chain-shaped graph (:func:`is_chain`: it runs on the chain accelerator, whose simulation
+    checks every layer's codes on every image of the split), else ``min(n, NODE_VECTOR_IMAGES)``."""
+    return n if is_chain(graph) else min(n, NODE_VECTOR_IMAGES)
+
+
+#: What a reader of layer chains (the chain accelerator's generator) says when handed a graph read as it
+#: is (:func:`golden.model.load_bundle` gives a chain-shaped graph's chain view instead).
 _NO_CHAIN = ("{what}: a format-2 (graph) bundle has no layer chain; this command reads format-1 bundles "
-             "(digits); golden.graph.chain_bundle converts a chain-shaped graph")
+             "and chain-shaped graphs (digits: golden.model.load_bundle gives their chain view)")
 
 
 @dataclass(frozen=True)
-class GraphManifest:
+class GraphManifest(ManifestText):
     """The parsed ``manifest.json`` of a format-2 bundle (``docs/arithmetic.md`` 7.8).
 
-    As :class:`golden.bundle.Manifest`, with ``graph`` (a validated :class:`Graph`) instead of
+    As :class:`golden.bundle.Manifest` (its checksum and text from :class:`golden.bundle.ManifestText`),
+    with ``graph`` (a validated :class:`Graph`) instead of
     ``layers``; ``files`` and ``sha256`` are the checksums :func:`golden.bundle.write_bundle` records.
     """
 
@@ -1043,19 +1055,6 @@ class GraphManifest:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
-
-    def digest(self) -> str:
-        """SHA-256 of the JSON object without ``sha256`` (as :meth:`golden.bundle.Manifest.digest`)."""
-        import hashlib
-        import json
-
-        text = json.dumps(replace(self, sha256=None).to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-    def text(self) -> str:
-        import json
-
-        return json.dumps(self.to_dict(), indent=1) + "\n"
 
     @property
     def layers(self):
@@ -1147,7 +1146,7 @@ def parse_graph_manifest(man: dict, where: str) -> GraphManifest:
 def graph_vector_shapes(man: GraphManifest, n: int, k: int) -> dict:
     """The shape of every golden vector of a format-2 bundle: for all ``n`` test images ``pixels``,
     ``labels``, ``float_pred``, ``pred`` and ``logits`` (the output node's values); for the first
-    ``k`` (``min(n, NODE_VECTOR_IMAGES)``) every node's output that is not a raw sum (``acc``)
+    ``k`` (:func:`node_vector_images`) every node's output that is not a raw sum (``acc``)
     under the node's name, and for a conv/fc node with an ASQ input ``<node>.in`` (its codes) and
     ``<node>.beta``."""
     g = man.graph
@@ -1168,7 +1167,7 @@ def graph_vector_arrays(graph: Graph, result: dict, pixels, labels, float_pred, 
     from golden.model import _smallest_int
 
     n = len(labels)
-    k = min(n, NODE_VECTOR_IMAGES) if k is None else k
+    k = node_vector_images(graph, n) if k is None else k
     out = {"pixels": np.asarray(pixels).astype(np.uint8) if np.max(pixels, initial=0) < 256 else np.asarray(pixels),
            "labels": np.asarray(labels), "float_pred": np.asarray(float_pred), "pred": predictions(graph, result),
            "logits": result[graph.output]}
@@ -1186,7 +1185,7 @@ def check_graph_vectors(man: GraphManifest, vecs: dict, where: str) -> None:
     n = man.accuracy.get("n_test")
     if type(n) is not int:
         n = np.shape(vecs["pixels"])[0] if "pixels" in vecs and np.ndim(vecs["pixels"]) else 0
-    shapes = graph_vector_shapes(man, n, min(n, NODE_VECTOR_IMAGES))
+    shapes = graph_vector_shapes(man, n, node_vector_images(man.graph, n))
     if sorted(vecs) != sorted(shapes):
         missing = sorted(set(shapes) - set(vecs)) or sorted(set(vecs) - set(shapes))
         raise UserError(f"{where}: keys differ from the graph's (first difference: {missing[0]!r}); re-export the "
@@ -1256,15 +1255,47 @@ def chain_layers(graph: Graph) -> tuple:
     return tuple(layers)
 
 
+def is_chain(graph: Graph) -> bool:
+    """Whether ``graph`` is chain-shaped (:func:`chain_layers` takes it): the chain accelerator runs it."""
+    try:
+        chain_layers(graph)
+    except UserError:
+        return False
+    return True
+
+
+def chain_vectors(graph: Graph, vectors: dict) -> dict:
+    """The format-1 golden vectors (:func:`golden.bundle.vector_shapes`) of a chain-shaped graph's
+    vectors: every image's ``pixels``, ``labels``, ``float_pred``, ``pred``, ``logits``, and per layer
+    ``<layer>.in`` (the codes it reads: its ASQ unit's ``<layer>.in``, else its input node's output)
+    and ``<layer>.beta``. Empty when ``vectors`` is (a bundle read without them)."""
+    if not vectors:
+        return {}
+    out = {key: vectors[key] for key in ("pixels", "labels", "float_pred", "pred", "logits")}
+    for layer in chain_layers(graph):
+        node = graph.node(layer.name)
+        if node.act_in.asq is not None:
+            out[f"{layer.name}.in"] = vectors[f"{layer.name}.in"]
+            out[f"{layer.name}.beta"] = vectors[f"{layer.name}.beta"]
+        else:
+            out[f"{layer.name}.in"] = vectors[node.inputs[0]]
+    return out
+
+
 def chain_bundle(bundle: GraphBundle):
-    """A chain-shaped format-2 bundle as the format-1 :class:`golden.bundle.Bundle` the hardware
-    generator reads (same layers, weights and input; no vectors: a graph bundle stores per-node
-    vectors for a few images only). The manifest is validated as a format-1 manifest."""
-    from golden.bundle import FORMAT_VERSION, Bundle, Manifest, parse_manifest
+    """A chain-shaped format-2 bundle as the format-1 :class:`golden.bundle.Bundle` the chain
+    accelerator's generator, estimator and simulation read (same layers, weights and input, and the
+    vectors in format 1's keys, :func:`chain_vectors`). The manifest is validated as a format-1
+    manifest and the vectors as format-1 vectors."""
+    from golden.bundle import FORMAT_VERSION, Bundle, Manifest, check_vectors, parse_manifest
 
     man = bundle.manifest
+    where = f"{bundle.path or 'bundle'} (as a chain)"
     chain = Manifest(format_version=FORMAT_VERSION, model=man.model, scheme=man.scheme, bits=man.bits,
                      post_frac_bits=man.post_frac_bits, input=man.input, layers=chain_layers(man.graph),
                      accuracy=man.accuracy)
-    chain = parse_manifest(chain.to_dict(), f"{bundle.path or 'bundle'} (as a chain)")
-    return Bundle(manifest=chain, weights=dict(bundle.weights), vectors={}, path=bundle.path)
+    chain = parse_manifest(chain.to_dict(), where)
+    vectors = chain_vectors(man.graph, bundle.vectors)
+    if vectors:
+        check_vectors(chain, vectors, where)
+    return Bundle(manifest=chain, weights=dict(bundle.weights), vectors=vectors, path=bundle.path)

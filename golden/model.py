@@ -15,11 +15,20 @@ from golden.bundle import Bundle, Layer, read_bundle
 
 
 def load_bundle(path, vectors: bool = True) -> Bundle:
-    """Read and validate a bundle folder (see :mod:`golden.bundle`); a bundle already read is returned
-    as it is (a caller handed a format-2 bundle then gets its one-line refusal, not a type error)."""
-    if hasattr(path, "manifest") and hasattr(path, "weights"):
-        return path
-    return read_bundle(path, vectors=vectors)
+    """The chain (:class:`Bundle`) of a bundle folder or of a bundle already read: what :func:`run` and
+    the chain accelerator take.
+
+    A format-1 bundle is returned as read (:func:`golden.bundle.read_bundle`); a chain-shaped
+    format-2 bundle (the digits networks) as its format-1 view (:func:`golden.graph.chain_bundle`:
+    the same layers, weights and vectors). Any other graph is returned as it is, so a chain reader
+    handed it gives its one-line refusal, not a type error.
+    """
+    from golden.graph import GraphBundle, chain_bundle, is_chain
+
+    bundle = path if hasattr(path, "manifest") and hasattr(path, "weights") else read_bundle(path, vectors=vectors)
+    if isinstance(bundle, GraphBundle) and is_chain(bundle.graph):
+        return chain_bundle(bundle)
+    return bundle
 
 
 def pixels_to_codes(bundle: Bundle, pixels) -> np.ndarray:

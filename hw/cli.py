@@ -13,8 +13,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "verilog", help="generate the accelerator's Verilog from a model bundle",
         description="Write OUT/asq_accel.v (top module asq_accel) and OUT/manifest.json (the "
-                    "bundle's manifest plus the generator parameters and cycles per inference). A graph "
-                    "(format-2) bundle generates the descriptor-driven engine instead: OUT/graph_engine.v "
+                    "bundle's manifest plus the generator parameters and cycles per inference) for a chain: a "
+                    "format-1 bundle or a chain-shaped graph (the digits bundles). Any other graph "
+                    "bundle (ResNet-20, ...) generates the descriptor-driven engine instead: OUT/graph_engine.v "
                     "(top graph_engine), its manifest adding the memory map and the cycles per image "
                     "against the MAC bound.")
     add_bits_and_model(p)
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--mul", default=None,
                    help="multiplier post|pot|int (default: the bundle's weight format)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default build/verilog/b<BITS>; a graph bundle: "
+                   help="output folder (default build/verilog/b<BITS>; a bundle run on the engine: "
                         "build/verilog/<model>-b<BITS>)")
     p.add_argument("--no-lint", action="store_true", help="skip the verilator --lint-only check")
     add_json(p)
@@ -39,9 +40,9 @@ def run_verilog(args) -> int:
         check_params(args.bits, args.pe, args.simd, args.mul)  # before reading or writing anything
     bits, model = resolve_bundle(args)
     check_params(bits, args.pe, args.simd, args.mul)
-    from hw.eda.generate import is_graph_bundle
+    from hw.eda.generate import uses_engine
 
-    if is_graph_bundle(model):
+    if uses_engine(model):
         return run_engine_verilog(args, bits, model)
     out = args.out or Path("build") / "verilog" / f"b{bits}"
     check_writable(out, what="the Verilog folder", fix="pass --out with a writable folder", folder=True)

@@ -273,7 +273,9 @@ def run_host(args) -> int:
     vectors = path / "vectors.npz"
     if not vectors.exists():
         raise UserError(f"no golden vectors at {vectors}; pass --model BUNDLE or run make export BITS={bits}")
-    data = np.load(vectors)
+    from golden.model import load_bundle
+
+    data = load_bundle(path).vectors  # the chain's vectors (format 1's keys) of either bundle format
     count = args.count or (2 if args.simulate else len(data["labels"]))
     if not 1 <= count <= len(data["labels"]):
         raise UserError(f"--count {count} must be 1..{len(data['labels'])}")

@@ -66,9 +66,9 @@ def run(args) -> int:
     if args.images is not None and args.images < 1:
         raise UserError(f"--images {args.images}: simulate at least 1 image")
     check_report_writable(args)  # before the simulation, not after it
-    from hw.eda.generate import is_graph_bundle
+    from hw.eda.generate import uses_engine
 
-    if is_graph_bundle(bundle):
+    if uses_engine(bundle):
         return run_graph(args, bits, bundle)
     stall = DEFAULT_STALL if args.stall is None else args.stall
     count = args.images

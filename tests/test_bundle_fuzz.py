@@ -6,6 +6,9 @@ changed. Reading it must then either raise :class:`asqhw.errors.UserError` with 
 (what ``asqhw`` prints as ``asqhw: error: ...`` with exit status 2) or, where the mutation is
 harmless, give a bundle whose golden results are those of the intact bundle: never another
 exception (a traceback on the command line) and never a silently different result.
+
+Both formats: the shipped digits-b3 (format 2, a graph, computed by :func:`golden.graph.run_graph`)
+and the same network as a format-1 chain (``tests/data/digits-b3-format1``, :func:`golden.model.run`).
 """
 
 import dataclasses
@@ -20,21 +23,35 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asqhw.errors import UserError
-from golden.bundle import MANIFEST, npz_bytes, parse_manifest, read_bundle, read_npz
+from golden.bundle import MANIFEST, npz_bytes, parse_any_manifest, read_bundle, read_npz
+from golden.graph import GraphBundle, pixels_to_input, run_graph
 from golden.model import pixels_to_codes, run
 
 BUNDLE = "digits-b3"
 N_IMAGES = 24
 
 
-@pytest.fixture(scope="module")
-def intact(shipped_bundle):
+def golden(bundle, pixels) -> dict:
+    """The golden model's results of ``pixels``: :func:`run_graph` of a graph (every node), :func:`run`
+    of a chain."""
+    if isinstance(bundle, GraphBundle):
+        return run_graph(bundle.graph, bundle.weights, pixels_to_input(bundle.manifest, pixels))
+    return run(bundle, pixels_to_codes(bundle, pixels))
+
+
+@pytest.fixture(scope="module", params=[2, 1], ids=["format2", "format1"])
+def intact(request, shipped_bundle, format1_bundle):
     """The intact bundle's folder, manifest JSON, the images run and their golden results."""
-    path = shipped_bundle(BUNDLE)
+    path = shipped_bundle(BUNDLE) if request.param == 2 else format1_bundle
     bundle = read_bundle(path)
     pixels = bundle.vectors["pixels"][:N_IMAGES]
-    result = run(bundle, pixels_to_codes(bundle, pixels))
-    return path, json.loads((path / MANIFEST).read_text()), pixels, result
+    return path, json.loads((path / MANIFEST).read_text()), pixels, golden(bundle, pixels)
+
+
+def weight_files(manifest: dict) -> list:
+    """The ``.mem`` file names a manifest JSON object names (a chain's layers or a graph's nodes)."""
+    items = manifest["graph"]["nodes"] if "graph" in manifest else manifest["layers"]
+    return [item["weight"]["mem"] for item in items if "weight" in item]
 
 
 def locations(obj, prefix=()):
@@ -71,7 +88,7 @@ def mutations(draw, manifest):
         where = draw(st.sampled_from(sorted(locations(manifest), key=repr)))
         return (kind, where, draw(JSON_VALUES) if kind == "set" else None)
     if kind in ("mem_line", "mem_truncate"):
-        layer = draw(st.sampled_from([layer["weight"]["mem"] for layer in manifest["layers"]]))
+        layer = draw(st.sampled_from(weight_files(manifest)))
         return (kind, layer, draw(st.integers(0, 200)), draw(st.sampled_from(["0", "7", "f", "zz", "", "00", "-1"])))
     if kind == "vectors_drop":
         return (kind, draw(st.sampled_from(["pixels", "pred", "logits", "labels", "conv2.in", "conv3.beta"])))
@@ -122,7 +139,7 @@ def test_a_mutated_bundle_is_refused_on_one_line_or_computes_the_same(intact, da
             assert "\n" not in str(err) and str(err).strip(), repr(str(err))
             return
         # accepted: only a harmless mutation may be, and then nothing it computes differs
-        result = run(bundle, pixels_to_codes(bundle, pixels))
+        result = golden(bundle, pixels)
         for key, value in expected.items():
             assert np.array_equal(result[key], value), (mutation, key)
 
@@ -138,16 +155,17 @@ def test_checks_by_meaning_leave_no_value_that_crashes_the_golden_model(intact, 
     man = json.loads(json.dumps(manifest))
     _get(man, where[:-1])[where[-1]] = data.draw(JSON_VALUES, label="value")
     try:
-        parsed = parse_manifest(man)
+        parsed = parse_any_manifest(man)
     except UserError as err:
         assert "\n" not in str(err) and str(err).strip(), repr(str(err))
         return
     intact_bundle = read_bundle(path)
-    weights = {new.name: intact_bundle.weights[old.name]  # a renamed layer keeps its weights
-               for new, old in zip(parsed.layers, intact_bundle.layers, strict=True)}
+    weights = {new: intact_bundle.weights[old]  # a renamed layer or node keeps its weights
+               for (new, _), (old, _) in zip(parsed.weight_specs(), intact_bundle.manifest.weight_specs(),
+                                             strict=True)}
     bundle = dataclasses.replace(intact_bundle, manifest=parsed, weights=weights)
     with np.errstate(all="raise"):
-        run(bundle, pixels_to_codes(bundle, pixels))
+        golden(bundle, pixels)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -5,6 +5,11 @@ Each case here was once read without a word (and gave a wrong accuracy or a huge
 in a ZeroDivision/Overflow/Index/TypeError. Reading (:func:`golden.bundle.read_bundle`) must now
 raise :class:`asqhw.errors.UserError` naming the field; ``asqhw eval --golden`` and ``asqhw verilog``
 must print one ``asqhw: error:`` line and exit with status 2.
+
+Every manifest case runs on both formats: the shipped digits-b3 (format 2, a graph) and the same
+network as a format-1 chain (``tests/data/digits-b3-format1``, the format users' older bundles have).
+A case names its field by the format-1 path (``layers[i]...``); on a graph it is the same field of
+the node ``graph.nodes[i + 1]`` (node 0 is the input).
 """
 
 import hashlib
@@ -17,15 +22,20 @@ import pytest
 from asqhw.cli import main
 from asqhw.errors import UserError
 from golden import formats
-from golden.bundle import MANIFEST, npz_bytes, parse_manifest, read_bundle, read_npz
+from golden.bundle import MANIFEST, npz_bytes, parse_any_manifest, read_bundle, read_npz
 
 BUNDLE = "digits-b3"  # ASQ+POST, 3 bits: conv1 (LSQ int8), conv2/conv3 (ASQ, POST), fc (logits)
 
 
-@pytest.fixture
-def bundle_copy(tmp_path, shipped_bundle):
+def original(fmt: int, shipped_bundle, format1_bundle):
+    """The bundle folder of format ``fmt``: the shipped digits-b3 (2) or its format-1 chain (1)."""
+    return shipped_bundle(BUNDLE) if fmt == 2 else format1_bundle
+
+
+@pytest.fixture(params=[2, 1], ids=["format2", "format1"])
+def bundle_copy(request, tmp_path, shipped_bundle, format1_bundle):
     path = tmp_path / BUNDLE
-    shutil.copytree(shipped_bundle(BUNDLE), path)
+    shutil.copytree(original(request.param, shipped_bundle, format1_bundle), path)
     return path
 
 
@@ -36,12 +46,26 @@ def edit_manifest(path, edit) -> None:
     (path / MANIFEST).write_text(json.dumps(man, indent=1))
 
 
-def set_at(man: dict, keys: tuple, value) -> None:
-    """``man[k0][k1]...[kn] = value``."""
+def at(man: dict, keys: tuple) -> tuple:
+    """``keys`` (a format-1 path) in ``man``'s format: ``("layers", i, ...)`` is
+    ``("graph", "nodes", i + 1, ...)`` in a graph manifest."""
+    if keys[:1] == ("layers",) and "graph" in man:
+        return ("graph", "nodes", keys[1] + 1, *keys[2:]) if len(keys) > 1 else ("graph", "nodes")
+    return keys
+
+
+def get_at(man: dict, keys: tuple):
+    """``man[k0][k1]...[kn]`` (``keys`` a format-1 path, :func:`at`)."""
     obj = man
-    for key in keys[:-1]:
+    for key in at(man, keys):
         obj = obj[key]
-    obj[keys[-1]] = value
+    return obj
+
+
+def set_at(man: dict, keys: tuple, value) -> None:
+    """``man[k0][k1]...[kn] = value`` (``keys`` a format-1 path, :func:`at`)."""
+    keys = at(man, keys)
+    get_at(man, keys[:-1])[keys[-1]] = value
 
 
 def rehash(path, name: str) -> None:
@@ -51,7 +75,7 @@ def rehash(path, name: str) -> None:
 
     def edit(man):
         man["files"][name] = digest
-        man["sha256"] = parse_manifest(man).digest()
+        man["sha256"] = parse_any_manifest(man).digest()
 
     edit_manifest(path, edit)
 
@@ -112,11 +136,33 @@ MEANING_CASES = [
 ]
 
 
-@pytest.mark.parametrize("keys, value, names", [c[1:] for c in MEANING_CASES],
-                         ids=[c[0] for c in MEANING_CASES])
-def test_a_value_of_impossible_meaning_is_refused(bundle_copy, keys, value, names):
+#: What the graph (format-2) reader says where its words differ from the chain reader's: it checks a
+#: recorded width or range against the one it derives from the graph, and names the node and field.
+#: A graph records no network name check, scheme or BITS of its own beyond its nodes': those three
+#: edits are refused by the manifest's checksum alone.
+GRAPH_NAMES = {
+    "ASQ qmax 10^6": r"qmax 1000000 disagrees with bits 3",
+    "beta_max < beta_min": r"node 'conv2'\.requant: t_width 44 recorded, 36 proved",
+    "requant B 2^70": r"node 'conv2'\.requant: t needs 82 bits",
+    "requant M 2^20": r"node 'conv2'\.requant: M outside the 16-bit multiplier range",
+    "requant M_width 40": r"M_width 40 recorded, 16 proved",
+    "requant lo > hi": r"lo 70000 > hi 65535",
+    "requant hi not the next codes' max": r"node 'conv3'\.requant: out_width 8 recorded, 7 proved",
+    "acc_width 200": r"node 'conv2': acc_width 200 recorded, 15 derived",
+    "acc_width 1 short": r"node 'conv2': acc_width 14 recorded, 15 derived",
+    "product_range widened": r"product_range \[-113, 112\] recorded, \[-112, 112\] derived",
+    "fan_in 1": r"fan_in 1 recorded, 144 derived",
+    "model resnet18": r"changed since export",
+    "scheme of other weights": r"changed since export",
+    "bits 4 on 3-bit layers": r"changed since export",
+}
+
+
+@pytest.mark.parametrize("case, keys, value, names", MEANING_CASES, ids=[c[0] for c in MEANING_CASES])
+def test_a_value_of_impossible_meaning_is_refused(bundle_copy, case, keys, value, names):
     edit_manifest(bundle_copy, lambda man: set_at(man, keys, value))
-    with pytest.raises(UserError, match=names) as err:
+    graph = "graph" in json.loads((bundle_copy / MANIFEST).read_text())
+    with pytest.raises(UserError, match=GRAPH_NAMES.get(case, names) if graph else names) as err:
         read_bundle(bundle_copy)
     assert "\n" not in str(err.value) and MANIFEST in str(err.value)
 
@@ -185,15 +231,16 @@ def test_a_manifest_without_checksums_is_refused(bundle_copy, field):
 def test_a_constant_changed_to_another_valid_value_is_refused(bundle_copy):
     """In range, so only the manifest's own checksum can tell: refused rather than computed with."""
     edit_manifest(bundle_copy, lambda man: set_at(man, (*CONV2, "requant", "M", 0),
-                                                  man["layers"][1]["requant"]["M"][0] + 1))
+                                                  get_at(man, (*CONV2, "requant", "M", 0)) + 1))
     with pytest.raises(UserError, match=r"manifest\.json changed since export.*re-export"):
         read_bundle(bundle_copy)
 
 
-def test_a_manifest_laid_out_differently_is_the_same_bundle(bundle_copy, shipped_bundle):
+def test_a_manifest_laid_out_differently_is_the_same_bundle(bundle_copy, shipped_bundle, format1_bundle):
     man = json.loads((bundle_copy / MANIFEST).read_text())
     (bundle_copy / MANIFEST).write_text(json.dumps(man, indent=4, sort_keys=True))
-    assert read_bundle(bundle_copy).manifest == read_bundle(shipped_bundle(BUNDLE)).manifest
+    fmt = man["format_version"]
+    assert read_bundle(bundle_copy).manifest == read_bundle(original(fmt, shipped_bundle, format1_bundle)).manifest
 
 
 def _rewrite_vectors(path, change) -> None:
@@ -206,7 +253,7 @@ def _rewrite_vectors(path, change) -> None:
 @pytest.mark.parametrize("change, names", [
     (lambda v: v.pop("pred"), "keys"),
     (lambda v: v.__setitem__("extra", np.zeros(3, np.uint8)), "keys"),
-    (lambda v: v.update({k: a[:10] for k, a in v.items()}), "one entry per test image"),
+    (lambda v: v.update({k: a[:10] for k, a in v.items()}), r"one entry per test image|of shape \[360,"),
     (lambda v: v.__setitem__("logits", v["logits"][:, :5]), "'logits'"),
     (lambda v: v.__setitem__("conv2.in", v["conv2.in"].astype(np.float32)), "'conv2.in' is float32"),
     (lambda v: v.__setitem__("pixels", v["pixels"] + 100), "'pixels' outside"),

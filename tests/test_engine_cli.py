@@ -9,7 +9,7 @@ import pytest
 from asqhw.cli import main
 from asqhw.errors import UserError
 from golden.bundle import SHIPPED_MODELS
-from hw.eda.generate import generate_engine_verilog, is_graph_bundle
+from hw.eda.generate import generate_engine_verilog, is_graph_bundle, uses_engine
 
 RESNET20_B3 = SHIPPED_MODELS / "resnet20-digits32-b3"
 
@@ -58,9 +58,12 @@ def test_a_graph_the_engine_refuses_is_one_line_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_format1_bundles_are_not_graph_bundles():
-    assert is_graph_bundle(RESNET20_B3)
-    assert not is_graph_bundle(SHIPPED_MODELS / "digits-b3")
+def test_only_graphs_that_are_not_chains_run_on_the_engine(format1_bundle):
+    """ResNet-20 runs on the engine; the digits graphs (chain-shaped) and format-1 bundles on the chain
+    accelerator."""
+    assert is_graph_bundle(RESNET20_B3) and uses_engine(RESNET20_B3)
+    assert is_graph_bundle(SHIPPED_MODELS / "digits-b3") and not uses_engine(SHIPPED_MODELS / "digits-b3")
+    assert not is_graph_bundle(format1_bundle) and not uses_engine(format1_bundle)
 
 
 @pytest.mark.parametrize("option, message", [

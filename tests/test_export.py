@@ -1,4 +1,9 @@
-"""asqhw export: bundles of briefly trained digits models (all schemes' paths), round trips, errors."""
+"""asqhw export: bundles of briefly trained digits models (all schemes' paths), round trips, errors.
+
+``asqhw export`` writes format 2 (a graph); the format-1 reader keeps its tests on the format-1 bundle
+of the same model (:func:`quant.export.build.export_model`, the chain the format-2 bundle's chain view
+equals).
+"""
 
 import json
 import shutil
@@ -11,7 +16,7 @@ import torch
 from asqhw.cli import main as asqhw_main
 from asqhw.errors import UserError
 from golden import arith, formats
-from golden.bundle import FORMAT_VERSION, read_bundle, write_bundle
+from golden.bundle import FORMAT_VERSION, GRAPH_FORMAT_VERSION, read_bundle, write_bundle
 from golden.model import load_bundle, pixels_to_codes, run
 from quant.export.fidelity import golden_report
 
@@ -60,6 +65,19 @@ def exported(request, tmp_path_factory):
     return ckpt, out
 
 
+@pytest.fixture(scope="module")
+def exported_chain(exported, tmp_path_factory):
+    """The format-1 bundle (a chain) of the same checkpoint as ``exported``'s format-2 bundle."""
+    from quant.checkpoint import load_checkpoint
+    from quant.export.build import export_model
+
+    ckpt, _ = exported
+    model, meta = load_checkpoint(ckpt)
+    out = tmp_path_factory.mktemp("chain") / "bundle"
+    export_model(model, dict(meta), out, progress=False)
+    return out
+
+
 def _files(path: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
 
@@ -67,17 +85,32 @@ def _files(path: Path) -> dict:
 def test_bundle_contents(exported):
     _, out = exported
     man = json.loads((out / "manifest.json").read_text())
-    assert man["format_version"] == FORMAT_VERSION
-    assert [ly["name"] for ly in man["layers"]] == ["conv1", "conv2", "conv3", "fc"]
+    assert man["format_version"] == GRAPH_FORMAT_VERSION and "layers" not in man
+    assert [n["name"] for n in man["graph"]["nodes"]] == ["input", "conv1", "conv2", "conv3", "flatten", "fc"]
     assert set(_files(out)) == {"manifest.json", "vectors.npz", "conv1.weights.mem",
                                 "conv2.weights.mem", "conv3.weights.mem", "fc.weights.mem"}
     # one $readmemh word per weight: 144, 2304, 4608, 1280
     counts = [len((out / f"{n}.weights.mem").read_text().split()) for n in ("conv1", "conv2", "conv3", "fc")]
     assert counts == [144, 2304, 4608, 1280]
     assert sum(len(b) for b in _files(out).values()) < 1_000_000
-    for layer in man["layers"]:
-        assert all(-(2**15) <= m < 2**15 for m in layer["requant"]["M"])
-        assert layer["requant"]["t_width"] < 63
+    for node in man["graph"]["nodes"][1:]:
+        if node["op"] in ("conv", "fc"):
+            assert all(-(2**15) <= m < 2**15 for m in node["requant"]["M"])
+            assert node["requant"]["t_width"] < 63
+
+
+def test_the_chain_view_of_the_export_is_the_format_1_export(exported, exported_chain):
+    """The format-2 bundle's chain view (what the chain accelerator reads) equals the format-1 export
+    of the same model: layers, input, weights and every golden vector."""
+    _, out = exported
+    view, chain = load_bundle(out), read_bundle(exported_chain)
+    assert chain.manifest.format_version == FORMAT_VERSION
+    assert view.layers == chain.layers and view.manifest.input == chain.manifest.input
+    assert view.manifest.post_frac_bits == chain.manifest.post_frac_bits
+    assert all(np.array_equal(view.weights[k], chain.weights[k]) for k in chain.weights)
+    assert sorted(view.vectors) == sorted(chain.vectors)
+    for key, value in chain.vectors.items():
+        assert np.array_equal(view.vectors[key], value) and view.vectors[key].dtype == value.dtype, key
 
 
 def test_export_load_export_is_byte_for_byte(exported, tmp_path):
@@ -105,6 +138,16 @@ def test_weights_in_mem_files_are_the_quantizers_codes(exported):
 def test_golden_agrees_with_float_model(exported):
     ckpt, out = exported
     report = golden_report(out, ckpt)
+    assert report["format_version"] == GRAPH_FORMAT_VERSION and report["vectors_match"]
+    assert report["flips"] <= 2
+    assert abs(report["golden_top1"] - report["float_top1"]) <= 100 * 2 / 360
+    for row in report["teacher_forced"]:
+        assert all(v for k, v in row.items() if k.endswith("within_bound")), row
+
+
+def test_golden_agrees_with_float_model_on_a_format_1_bundle(exported, exported_chain):
+    ckpt, _ = exported
+    report = golden_report(exported_chain, ckpt)
     assert report["vectors_match"]
     assert report["flips"] <= 2
     assert abs(report["golden_top1"] - report["float_top1"]) <= 100 * 2 / 360
@@ -131,10 +174,10 @@ def test_golden_vectors_are_reproduced_from_pixels(exported):
 
 
 @pytest.fixture
-def bundle_copy(exported, tmp_path):
-    _, out = exported
+def bundle_copy(exported_chain, tmp_path):
+    """A copy of the format-1 bundle, for the format-1 reader's refusals."""
     dst = tmp_path / "b"
-    shutil.copytree(out, dst)
+    shutil.copytree(exported_chain, dst)
     return dst
 
 
@@ -232,6 +275,7 @@ def test_cli_reports_errors_and_leaves_nothing_behind(exported, tmp_path, capsys
 
 def test_failed_export_keeps_the_old_bundle(exported, tmp_path, monkeypatch):
     """A failure half-way (here: inside the golden run) leaves an existing OUTDIR as it was."""
+    import golden.graph
     import quant.export.build
 
     ckpt, out = exported
@@ -242,7 +286,7 @@ def test_failed_export_keeps_the_old_bundle(exported, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise UserError("simulated failure")
 
-    monkeypatch.setattr(quant.export.build, "run", boom)
+    monkeypatch.setattr(golden.graph, "run_graph", boom)
     with pytest.raises(UserError, match="simulated failure"):
         quant.export.build.export_checkpoint(ckpt, dst, progress=False)
     assert _files(dst) == before
@@ -269,7 +313,7 @@ def test_default_post_frac_bits_is_recorded(exported):
 def test_post_frac_bits_option_sets_the_table_precision(exported, tmp_path, capsys):
     """--post-frac-bits F: recorded, in the unit exponent, the product range and the golden run."""
     ckpt, out = exported
-    man0 = json.loads((out / "manifest.json").read_text())
+    layers0 = load_bundle(out).layers
     dst = tmp_path / "f2"
     assert asqhw_main(["export", str(ckpt), str(dst), "--post-frac-bits", "2", "--quiet"]) == 0
     assert "post_frac_bits=2" in capsys.readouterr().out
@@ -285,9 +329,9 @@ def test_post_frac_bits_option_sets_the_table_precision(exported, tmp_path, caps
             # hand rule: the largest product is amax << (K/2) << F (it beats T[amax] << (K/2 - 1))
             assert list(layer.product_range) == [-((amax << (k // 2)) << 2), (amax << (k // 2)) << 2]
         else:  # F does not touch int/POT layers
-            same = next(ly for ly in man0["layers"] if ly["name"] == layer.name)
-            assert list(layer.product_range) == same["product_range"]
-            assert w.unit_exp == same["weight"]["unit_exp"]
+            same = next(ly for ly in layers0 if ly.name == layer.name)
+            assert layer.product_range == same.product_range
+            assert w.unit_exp == same.weight.unit_exp
     result = run(bundle, pixels_to_codes(bundle, bundle.vectors["pixels"]))
     assert np.array_equal(result["logits"], bundle.vectors["logits"])
 
@@ -315,13 +359,18 @@ def test_hw_params_of_a_layer(exported):
     assert (p["asq"] is not None) == (layer.act_in.quant == "asq")
 
 
-def test_eval_golden_cli_json(exported, capsys):
+@pytest.mark.parametrize("version", [GRAPH_FORMAT_VERSION, FORMAT_VERSION])
+def test_eval_golden_cli_json(exported, exported_chain, capsys, version):
     ckpt, out = exported
+    out = out if version == GRAPH_FORMAT_VERSION else exported_chain
     assert asqhw_main(["eval", str(ckpt), "--golden", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["float_source"] == "checkpoint"
     assert report["n_test"] == 360 and report["flips"] <= 2
-    assert [row["layer"] for row in report["layers"]] == ["conv1", "conv2", "conv3", "fc", "logits"]
+    if version == FORMAT_VERSION:
+        assert [row["layer"] for row in report["layers"]] == ["conv1", "conv2", "conv3", "fc", "logits"]
+    else:
+        assert [row["node"] for row in report["nodes"]] == ["conv1", "conv2", "conv3"]
     # golden top-1 recomputed from the labels equals what the exporter recorded
     man = json.loads((out / "manifest.json").read_text())
     assert report["golden_top1"] == pytest.approx(100 * man["accuracy"]["golden"])
@@ -350,13 +399,16 @@ def test_eval_golden_reports_the_beta_spread_of_every_asq_layer(exported, capsys
         assert f"{100 * row['spread']:.2f}%" in line and str(row["distinct"]) in line.split()
 
 
-def test_golden_report_without_checkpoint_uses_the_export_record(exported):
+@pytest.mark.parametrize("version", [GRAPH_FORMAT_VERSION, FORMAT_VERSION])
+def test_golden_report_without_checkpoint_uses_the_export_record(exported, exported_chain, version):
     _, out = exported
+    out = out if version == GRAPH_FORMAT_VERSION else exported_chain
     report = golden_report(out)
     man = json.loads((out / "manifest.json").read_text())
     assert report["float_source"] == "export"
     assert report["flips"] == man["accuracy"]["flips"]
-    assert report["layers"] == man["accuracy"]["layers"]
+    table = "nodes" if version == GRAPH_FORMAT_VERSION else "layers"
+    assert report[table] == man["accuracy"][table]
 
 
 def test_export_refuses_to_replace_a_folder_that_is_not_a_bundle(exported, tmp_path):

@@ -1,10 +1,11 @@
 """The graph exporter (quant.export.graph) and format-2 bundles (golden.graph, golden.bundle).
 
 The strongest check: a digits checkpoint exported as a graph computes, in ``golden.graph.run_graph``,
-the same integers as ``golden.model.run`` on its shipped format-1 bundle (every layer's input codes,
-accumulators and logits), with the same constants. ResNet-20 and MobileNet-V2 are exported from
-random-init, briefly calibrated models (their shapes and both shortcut kinds are what matters), and
-every requantizer of the ResNet-20 graph is checked teacher forced against its bound.
+the same integers as ``golden.model.run`` on its chain (every layer's input codes, accumulators and
+logits), with the same constants, and its chain view equals the format-1 bundle once shipped.
+ResNet-20 and MobileNet-V2 are exported from random-init, briefly calibrated models (their shapes and
+both shortcut kinds are what matters), and every requantizer of the ResNet-20 graph is checked
+teacher forced against its bound.
 """
 
 import json
@@ -196,12 +197,12 @@ CHECKPOINT = ROOT / "models" / "checkpoints" / "digits-b3.pt"
 
 @pytest.fixture(scope="module")
 def digits_graph(tmp_path_factory):
-    """The digits-b3 checkpoint exported as a format-2 bundle (``asqhw export --graph``)."""
+    """The digits-b3 checkpoint exported as a format-2 bundle (``asqhw export``)."""
     from asqhw.cli import main
 
     model, meta = load_checkpoint(CHECKPOINT)
     out = tmp_path_factory.mktemp("graph") / "digits-b3-graph"
-    assert main(["export", str(CHECKPOINT), str(out), "--graph", "--quiet"]) == 0
+    assert main(["export", str(CHECKPOINT), str(out), "--quiet"]) == 0
     bundle = read_bundle(out)
     return replace(bundle, manifest=replace(bundle.manifest, files=None, sha256=None)), out, model, meta
 
@@ -214,20 +215,29 @@ def test_graph_bundle_reads_back_and_agrees_with_the_float_model(digits_graph):
     assert isinstance(read, GraphBundle) and replace(read.manifest, files=None, sha256=None) == bundle.manifest
     acc = read.manifest.accuracy
     assert acc["n_test"] == 360 and acc["flips"] <= 0.01 * 360 and _within_bounds(acc["teacher_forced"])
-    assert len(read.vectors["pred"]) == 360 and read.vectors["conv2"].shape == (8, 16, 4, 4)
+    # a chain-shaped graph keeps every node's values for the whole split (its RTL checks all of them)
+    assert len(read.vectors["pred"]) == 360 and read.vectors["conv2"].shape == (360, 16, 4, 4)
     with pytest.raises(UserError, match="format-2 .* no layer chain"):
         read.layers  # noqa: B018 - a chain reader given a graph gets one line, not an AttributeError
 
 
-def test_a_chain_shaped_graph_bundle_gives_the_format_1_layers(digits_graph):
+def test_a_chain_shaped_graph_bundle_gives_the_format_1_layers(digits_graph, format1_bundle):
+    """Its chain view equals the format-1 bundle of the same checkpoint once shipped: layers, input,
+    weights, and every vector the chain accelerator's simulation checks."""
     from golden.graph import chain_bundle
 
     bundle, out, _, _ = digits_graph
     chain = chain_bundle(read_bundle(out))
-    shipped = load_bundle(ROOT / "models" / "digits-b3", vectors=False)
-    assert chain.layers == shipped.layers and chain.manifest.input == shipped.manifest.input
-    for layer in shipped.layers:
-        np.testing.assert_array_equal(chain.weights[layer.name], shipped.weights[layer.name])
+    old = read_bundle(format1_bundle)
+    assert old.manifest.format_version == 1
+    assert chain.layers == old.layers and chain.manifest.input == old.manifest.input
+    for layer in old.layers:
+        np.testing.assert_array_equal(chain.weights[layer.name], old.weights[layer.name])
+    assert sorted(chain.vectors) == sorted(old.vectors)
+    for key, value in old.vectors.items():
+        np.testing.assert_array_equal(chain.vectors[key], value)
+        assert chain.vectors[key].dtype == value.dtype, key
+    assert load_bundle(out).layers == old.layers  # what every chain reader gets
 
 
 def test_graph_export_is_byte_for_byte_reproducible(digits_graph, tmp_path):
@@ -410,11 +420,21 @@ def test_shipped_resnet20_bundle_is_its_checkpoints_export(tmp_path):
         assert (out / file.name).read_bytes() == file.read_bytes(), file.name
 
 
-def test_the_generator_builds_the_graph_engine_of_a_graph_bundle(digits_graph, tmp_path):
-    """``asqhw verilog`` on a graph bundle generates the descriptor-driven engine (not the chain's
-    accelerator, whose reader refuses a graph in one line: see the read-back test above)."""
+def test_a_chain_shaped_graph_generates_the_chain_accelerator_byte_for_byte(digits_graph, format1_bundle, tmp_path):
+    """``asqhw verilog`` on the digits graph runs the chain accelerator (``uses_engine`` is False: it is
+    smaller and faster for a chain than the engine), and writes the very Verilog, cycle for cycle, that
+    the format-1 bundle of the same checkpoint gives."""
     from asqhw.cli import main
+    from hw.eda.generate import uses_engine
 
     _, out, _, _ = digits_graph
-    assert main(["verilog", "--model", str(out), "--out", str(tmp_path / "v"), "--no-lint"]) == 0
-    assert "module graph_engine(" in (tmp_path / "v" / "graph_engine.v").read_text()
+    assert not uses_engine(out) and not uses_engine(format1_bundle)
+    for name, model in (("graph", out), ("chain", format1_bundle)):
+        assert main(["verilog", "--model", str(model), "--out", str(tmp_path / name), "--no-lint"]) == 0
+    assert not (tmp_path / "graph" / "graph_engine.v").exists()
+    verilog = (tmp_path / "graph" / "asq_accel.v").read_bytes()
+    assert verilog == (tmp_path / "chain" / "asq_accel.v").read_bytes() and b"module asq_accel(" in verilog
+    generators = [json.loads((tmp_path / name / "manifest.json").read_text())["generator"]
+                  for name in ("graph", "chain")]
+    assert generators[0]["cycles_per_inference"] == generators[1]["cycles_per_inference"]
+    assert [g["source_format_version"] for g in generators] == [2, 1]

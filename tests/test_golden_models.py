@@ -1,4 +1,8 @@
-"""The default bundles shipped under models/: golden vs float, worst cases, reproducibility."""
+"""The default bundles shipped under models/: golden vs float, worst cases, reproducibility.
+
+The digits bundles are format 2 (graphs); the chain-level checks below run on their chain view
+(:func:`golden.model.load_bundle`, :func:`golden.graph.chain_bundle`), what the chain accelerator reads.
+"""
 
 from pathlib import Path
 
@@ -62,14 +66,37 @@ def test_golden_agrees_with_float_on_the_test_split(report):
 
 
 def test_every_stage_within_the_documented_bound(report):
+    ops = [row["op"] for row in report["teacher_forced"]]
+    assert ops.count("asq") == 2 and len(ops) == 6  # conv1, conv2, conv3, fc and the two ASQ units
     for row in report["teacher_forced"]:
+        if row["op"] == "asq":
+            assert row["beta_within_bound"] and row["asq_within_bound"], row
+            assert row["asq_bound_max"] < 1.0 and row["asq_max_code_diff"] <= 1
+            continue
         assert row["requant_within_bound"], row
         if row["requant_output"] == "codes":
             assert row["requant_max_bound"] < 1.0  # so a code moves by at most one
             assert row["requant_max_diff"] <= 1
-        if "beta_within_bound" in row:
-            assert row["beta_within_bound"] and row["asq_within_bound"], row
-            assert row["asq_bound_max"] < 1.0 and row["asq_max_code_diff"] <= 1
+
+
+def test_shipped_bundle_is_a_chain_shaped_graph_with_every_images_vectors(shipped, shipped_bundle):
+    """Format 2, chain-shaped (so it runs on the chain accelerator, not the engine), with every
+    node's golden values for all 360 test images: those the chain accelerator's simulation checks."""
+    from golden.graph import GraphBundle, is_chain, run_graph
+    from hw.eda.generate import is_graph_bundle, uses_engine
+
+    name, view = shipped
+    graph_bundle = read_bundle(shipped_bundle(name))
+    assert isinstance(graph_bundle, GraphBundle) and graph_bundle.manifest.format_version == 2
+    assert is_chain(graph_bundle.graph) and is_graph_bundle(shipped_bundle(name))
+    assert not uses_engine(shipped_bundle(name)) and not uses_engine(graph_bundle)
+    vec = graph_bundle.vectors
+    result = run_graph(graph_bundle.graph, graph_bundle.weights, np.asarray(view.manifest.input.lut)[vec["pixels"]])
+    for node in graph_bundle.graph.nodes:
+        if node.name in vec:
+            assert len(vec[node.name]) == 360 and np.array_equal(vec[node.name], result[node.name]), node.name
+    assert {f"{layer.name}.in" for layer in view.layers} <= set(view.vectors)
+    assert all(len(v) == 360 for v in view.vectors.values())
 
 
 def test_vectors_are_golden_of_the_pixels(shipped):
@@ -209,11 +236,16 @@ def test_importing_golden_does_not_import_torch():
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_reexport_of_the_shipped_checkpoint_is_the_shipped_bundle(name, tmp_path, shipped_bundle, shipped_checkpoint):
-    """`make export BITS=B [DATA=...]` from the shipped checkpoint gives the shipped bundle, byte for byte."""
+    """`make export BITS=B [DATA=...]` from the shipped checkpoint gives the shipped (format-2) bundle,
+    byte for byte, every time: two exports, the same SHA-256 of every file as the shipped one's."""
+    import hashlib
+
     from quant.export.build import export_checkpoint
 
-    export_checkpoint(shipped_checkpoint(name), tmp_path / "again", progress=False)
-    for path in shipped_bundle(name).iterdir():
-        assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
-    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(
-        p.name for p in shipped_bundle(name).iterdir())
+    def hashes(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    shipped = hashes(shipped_bundle(name))
+    for again in (tmp_path / "again", tmp_path / "twice"):
+        export_checkpoint(shipped_checkpoint(name), again, progress=False)
+        assert hashes(again) == shipped

@@ -5,6 +5,10 @@
   parameters and the cycles per inference, written atomically into ``out_dir``.
 - :func:`unit_verilog` -> one unit (``mul_lane``, ``mac_array``, ``requant``, ``asq_unit``) as
   standalone Verilog, for unit testbenches.
+- :func:`uses_engine` -> which hardware runs a bundle: the descriptor-driven graph engine
+  (:func:`generate_engine_verilog`) for a graph that is not a chain, else the chain accelerator
+  above (format-1 bundles and chain-shaped graphs such as the digits bundles, read as chains by
+  :func:`golden.model.load_bundle`).
 """
 
 import json
@@ -40,7 +44,7 @@ def build_top(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None) 
 
 def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits=None, out_dir,
                      check=None) -> dict:
-    """Write ``asq_accel.v`` and ``manifest.json`` (bundle manifest + ``generator`` section).
+    """Write ``asq_accel.v`` and ``manifest.json`` (the chain's manifest, format 1, + ``generator`` section).
 
     Everything is checked before anything is written; ``out_dir`` appears complete or not at all.
     ``check`` (``asqhw verilog`` passes its Verilator lint) is called with the
@@ -52,6 +56,7 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
         ``paths`` (``verilog``, ``manifest``), ``params`` (bits, mul, pe, simd, top),
         ``cycles_per_inference``.
     """
+    source_format = _manifest(bundle).format_version
     bundle = _load(bundle)
     top = build_top(bundle, pe=pe, simd=simd, mul=mul, bits=bits)
     plan = top.plan
@@ -62,6 +67,9 @@ def generate_verilog(bundle, *, pe=DEFAULT_PE, simd=DEFAULT_SIMD, mul=None, bits
     manifest["generator"] = {
         **params, "cycles_per_inference": cycles,
         "source_bundle": str(bundle.path) if bundle.path else None,
+        # the manifest above is the chain (format 1) the accelerator implements: a chain-shaped graph's
+        # chain view when the source bundle is format 2
+        "source_format_version": source_format,
         "engines": {la.name: la.engine for la in plan.layers},
         "ports": port_summary(top),
     }
@@ -133,12 +141,31 @@ ENGINE_TOP_NAME = "graph_engine"
 
 def is_graph_bundle(bundle_or_path) -> bool:
     """Whether ``bundle_or_path`` (a bundle in memory or a bundle folder) is a format-2 graph bundle."""
-    from golden.bundle import GRAPH_FORMAT_VERSION, read_manifest
+    from golden.bundle import GRAPH_FORMAT_VERSION
+
+    return _manifest(bundle_or_path).format_version == GRAPH_FORMAT_VERSION
+
+
+def uses_engine(bundle_or_path) -> bool:
+    """Whether ``bundle_or_path`` (a bundle in memory or a bundle folder) runs on the graph engine
+    rather than on the chain accelerator.
+
+    True for a graph (format-2) bundle that is not chain-shaped (ResNet-20, ...). False for a
+    format-1 bundle and for a chain-shaped graph (the digits networks), which the chain accelerator
+    runs through its format-1 view (:func:`golden.graph.chain_bundle`, what
+    :func:`golden.model.load_bundle` returns): smaller and faster for them than the engine.
+    """
+    from golden.graph import is_chain
+
+    return is_graph_bundle(bundle_or_path) and not is_chain(_manifest(bundle_or_path).graph)
+
+
+def _manifest(bundle_or_path):
+    """The manifest of a bundle in memory, or the validated manifest of a bundle folder."""
+    from golden.bundle import read_manifest
 
     manifest = getattr(bundle_or_path, "manifest", None)
-    if manifest is None:
-        manifest = read_manifest(bundle_or_path)
-    return manifest.format_version == GRAPH_FORMAT_VERSION
+    return read_manifest(bundle_or_path) if manifest is None else manifest
 
 
 def build_engine(bundle, *, pe=DEFAULT_PE):

@@ -1,9 +1,14 @@
 """The bundle of a trained quantized model: constants, golden vectors, accuracy; written atomically.
 
-:func:`export_checkpoint` is ``asqhw export CHECKPOINT OUTDIR``: it checks the checkpoint, derives
-the constants from the training split (:mod:`quant.export.fold`), runs the golden model on the
-whole test split, records golden-vs-float fidelity (:mod:`quant.export.fidelity`) and writes the
-bundle (:func:`golden.bundle.write_bundle`).
+:func:`export_checkpoint` is ``asqhw export CHECKPOINT OUTDIR``: it checks the checkpoint, traces
+the network into a graph and derives its constants from the training split
+(:mod:`quant.export.graph`), runs the golden model on the whole test split, records golden-vs-float
+fidelity (:mod:`quant.export.fidelity`) and writes the bundle, format 2 for every network
+(:func:`build_graph_bundle`, :func:`golden.bundle.write_bundle`).
+
+:func:`build_bundle` and :func:`export_model` build the digits chain as a format-1 bundle
+(:mod:`quant.export.fold`): the same layers as the chain view of its format-2 bundle
+(:func:`golden.graph.chain_bundle`), kept for the Python callers that fold a model in memory.
 
 The repository's ``models/`` folder holds the shipped (tracked) bundles: a write anywhere under it
 needs ``update_shipped`` (``asqhw export --update-shipped``, which ``make export`` passes), so an
@@ -184,14 +189,13 @@ def _write_export(model, meta: dict, outdir, progress: bool, post_frac_bits: int
 
 
 def export_checkpoint(checkpoint, outdir, progress: bool = True,
-                      post_frac_bits: int | None = None, update_shipped: bool = False, graph: bool = False):
+                      post_frac_bits: int | None = None, update_shipped: bool = False):
     """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F] [--update-shipped]``: load a checkpoint,
-    export its bundle.
+    export its bundle, format 2 (a graph, :func:`build_graph_bundle`) for every network.
 
-    ``post_frac_bits`` is F of the POST table; None takes ``formats.default_post_frac_bits(bits)``.
+    ``post_frac_bits`` is F of the POST table; None: the smallest F from
+    ``formats.default_post_frac_bits(bits)`` up whose bound E is below one code (:func:`build_bundle`).
     ``update_shipped`` allows an ``outdir`` inside the repository's ``models/`` (:func:`check_shipped`).
-    ``graph`` writes a format-2 (graph) bundle (:func:`build_graph_bundle`); a network the chain
-    exporter does not know (no ``bn_of``) always gets one.
     """
     from quant.checkpoint import model_of, read_checkpoint
 
@@ -208,11 +212,9 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
                         "quantized checkpoint (train with --scheme asq, asq+post, ...)")
     model, meta = model_of(meta, checkpoint)
     net = network_for(meta, str(checkpoint))
-    if graph or not net.bn_of:
-        bundle = build_graph_bundle(model, dict(meta), net, progress=progress, post_frac_bits=post_frac_bits)
-        write_bundle(bundle, outdir)
-        return bundle
-    return _write_export(model, dict(meta), outdir, progress, post_frac_bits)
+    bundle = build_graph_bundle(model, dict(meta), net, progress=progress, post_frac_bits=post_frac_bits)
+    write_bundle(bundle, outdir)
+    return bundle
 
 
 

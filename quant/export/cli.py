@@ -14,9 +14,10 @@ def register(subparsers) -> None:
     """Add the ``export`` subcommand."""
     export = subparsers.add_parser(
         "export", help="write the model bundle (manifest, .mem weights, golden vectors) of a checkpoint",
-        description="Fold a trained quantized checkpoint (of an exportable network: digits, or ResNet-20 on "
-        "digits32 as a graph) into the "
-        "integer model the hardware implements (docs/arithmetic.md) and write the bundle folder OUTDIR: "
+        description="Fold a trained quantized checkpoint (of an exportable network: digits, digits-vary, or "
+        "ResNet-20 on digits32) into the "
+        "integer model the hardware implements (docs/arithmetic.md) and write the bundle folder OUTDIR, "
+        "bundle format 2 (a graph, docs/arithmetic.md section 7.8; format-1 bundles stay readable): "
         "manifest.json, one $readmemh .mem file per weight memory and vectors.npz (golden vectors of "
         "the network's test split: the 360 digits test images). OUTDIR is replaced atomically; one inside "
         "the repository's models/ (the shipped bundles) needs --update-shipped. With --format qonnx, "
@@ -38,9 +39,6 @@ def register(subparsers) -> None:
     export.add_argument("--update-shipped", action="store_true",
                         help="allow an OUTDIR inside the repository's models/ folder, replacing a shipped "
                         "bundle (make export passes it); without it such an OUTDIR is refused")
-    export.add_argument("--graph", action="store_true",
-                        help="write a format-2 (graph) bundle, docs/arithmetic.md section 7 (networks other than "
-                        "the digits chain always get one)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=run_export)
 
@@ -51,8 +49,7 @@ def run_export(args) -> int:
     if args.format in ("qonnx", "onnx"):
         return run_qonnx_export(args)
     bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet,
-                               post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped,
-                               graph=getattr(args, "graph", False))
+                               post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped)
     man = bundle.manifest
     acc = man.accuracy
     print(f"{args.outdir}: {man.scheme} bits={man.bits} "

@@ -23,11 +23,10 @@ import torch
 
 from asqhw.errors import UserError
 from golden import arith, formats
-from golden.bundle import Bundle, Layer
+from golden.bundle import GRAPH_FORMAT_VERSION, Bundle, Layer, read_bundle
 from golden.model import (
     accumulate,
     layer_columns,
-    load_bundle,
     pixels_to_codes,
     requant_layer,
     run,
@@ -281,9 +280,9 @@ def golden_report(bundle_path, checkpoint=None) -> dict:
         (``float_source: "checkpoint"``), or without one as recorded at export time
         (``float_source: "export"``; flips against the float predictions stored in the vectors).
     """
-    bundle = load_bundle(bundle_path)
+    bundle = read_bundle(bundle_path)
     man = bundle.manifest
-    if man.format_version == 2:
+    if man.format_version == GRAPH_FORMAT_VERSION:
         return graph_golden_report(bundle, bundle_path, checkpoint)
     net = network_of(man.model, f"{bundle_path}")
     _, _, x_test, y_test = net.split()
