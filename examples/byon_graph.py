@@ -20,7 +20,7 @@ What it does (docs/byon.md explains each step and what each prints):
    quantized the same way loads it back: a checkpoint holds the state, your class the architecture.
 4. :func:`quant.export.build.export_graph_model` traces it with torch.fx and writes a format-2 (graph)
    bundle, with golden against float on the 360 test images (flips, teacher-forced bounds). This is
-   the Python route: ``asqhw export CHECKPOINT OUTDIR --graph`` rebuilds only the project's own models
+   the Python route: ``asqhw export CHECKPOINT OUTDIR`` rebuilds only the project's own models
    (by the name a checkpoint records), not a class defined in your script.
 5. ``asqhw eval --golden``, ``asqhw verilog --model`` (the descriptor-driven engine, ``graph_engine.v``)
    and ``asqhw sim --model`` (N test images on Verilator, every output against
