@@ -1088,6 +1088,14 @@ class GraphBundle:
         raise UserError(_NO_CHAIN.format(what=self.path or "bundle"))
 
 
+def _middle_layers(graph: Graph) -> set:
+    """Names of the conv/fc nodes at the manifest's BITS and scheme: all but the first ones (fed by
+    the input node) and the last (the classifier), which stay 8-bit as in a format-1 chain."""
+    ops = {n.name: n.op for n in graph.nodes}
+    convs = [n for n in graph.nodes if isinstance(n, ConvNode)]
+    return {n.name for n in convs[:-1] if ops.get(n.inputs[0]) != "input"}
+
+
 def parse_graph_manifest(man: dict, where: str) -> GraphManifest:
     """Validate the JSON object of a format-2 manifest (``format_version`` 2) and return it typed."""
     from golden import bundle as b
@@ -1118,10 +1126,18 @@ def parse_graph_manifest(man: dict, where: str) -> GraphManifest:
     if (tuple(first.shape), first.bits, first.signed) != (tuple(inp.shape), inp.bits, inp.signed):
         raise UserError(f"{where}: graph input node {first.name!r} (shape {list(first.shape)}, bits {first.bits}, "
                         f"signed {first.signed}) disagrees with field 'input'")
+    act_quant, weight_kind = formats.BUNDLE_SCHEMES[scheme]
+    middle = _middle_layers(graph)
     for node in graph.nodes:
         if isinstance(node, ConvNode):
             at = f"{where}: graph: node {node.name!r}"
             act, w = node.act_in, node.weight
+            if node.name in middle:
+                # What the manifest claims (BITS, scheme) must be what its layers are, as in format 1.
+                b._equal(act.bits, bits, f"{at}.act_in", "bits", f"the manifest's bits {bits}")
+                b._equal(w.bits, bits, f"{at}.weight", "bits", f"the manifest's bits {bits}")
+                b._equal(act.quant, act_quant, f"{at}.act_in", "quant", f"scheme {scheme!r}")
+                b._equal(w.kind, weight_kind, f"{at}.weight", "kind", f"scheme {scheme!r}")
             b._all_finite([act.step], f"{at}.act_in", "step", positive=True)
             b._all_finite(w.scale, f"{at}.weight", "scale", positive=True)
             b._within(w.unit_exp, -b._INT64_BITS, b._INT64_BITS, f"{at}.weight", "unit_exp")

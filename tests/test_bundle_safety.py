@@ -138,8 +138,8 @@ MEANING_CASES = [
 
 #: What the graph (format-2) reader says where its words differ from the chain reader's: it checks a
 #: recorded width or range against the one it derives from the graph, and names the node and field.
-#: A graph records no network name check, scheme or BITS of its own beyond its nodes': those three
-#: edits are refused by the manifest's checksum alone.
+#: Its network name is free (a user's own network is named by its user): that edit is refused by the
+#: manifest's checksum alone. Its BITS and scheme must be its middle layers', as in format 1.
 GRAPH_NAMES = {
     "ASQ qmax 10^6": r"qmax 1000000 disagrees with bits 3",
     "beta_max < beta_min": r"node 'conv2'\.requant: t_width 44 recorded, 36 proved",
@@ -153,8 +153,9 @@ GRAPH_NAMES = {
     "product_range widened": r"product_range \[-113, 112\] recorded, \[-112, 112\] derived",
     "fan_in 1": r"fan_in 1 recorded, 144 derived",
     "model resnet18": r"changed since export",
-    "scheme of other weights": r"changed since export",
-    "bits 4 on 3-bit layers": r"changed since export",
+    "scheme of other weights": r"node 'conv2'\.act_in: field 'quant' is 'asq', expected 'lsq'|"
+                               r"node 'conv2'\.weight: field 'kind' is 'post', expected 'int'",
+    "bits 4 on 3-bit layers": r"node 'conv2'\.act_in: field 'bits' is 3, expected 4",
 }
 
 
