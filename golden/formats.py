@@ -112,16 +112,17 @@ def check_weight_format(kind: str, bits: int) -> None:
 
 
 def default_post_frac_bits(bits: int) -> int:
-    """F that ``asqhw export`` gives a BITS-bit model unless ``--post-frac-bits`` says otherwise.
+    """The first F ``asqhw export`` tries for a BITS-bit model unless ``--post-frac-bits`` says otherwise.
 
     The trade-off (docs/arithmetic.md 2.2, measured at BITS 3 and 4): F sets the width of every POST
     product, so of the adder trees and accumulators (a few LUT4 per MAC per bit of F on the iCE40
     and ECP5, docs/results.md), while the table's rounding moves an accumulator by up to
     ``2^((e-1)/2) / 2`` LSB per odd product, an error whose weight in the next layer's code halves
-    with every bit of F. The rule: the smallest F for which the teacher-forced bound E of section 6
-    (with the actual table error ``|acc - acc*|`` of each input) stays below one code on the shipped
-    models, i.e. given the same input no golden code moves by more than one from the float model's.
-    That is F = 2 at both shipped POST widths (E = 0.94 at BITS 3, 0.65 at BITS 4).
+    with every bit of F. The exporter takes, for each checkpoint, the smallest F from this one up for
+    which the teacher-forced bound E of section 6 (with the actual table error ``|acc - acc*|`` of each
+    input) stays below one code, i.e. given the same input no golden code moves by more than one from
+    the float model's, and stops with the figures when none does. The shipped digits checkpoints get
+    F = 3 at BITS 3 (E = 1.06 at F = 2) and F = 2 at BITS 4 (docs/results.md).
     BITS = 2 has no odd exponent (K = 0): the table is never read and F would only append zero
     bits, so it is 0. BITS = 5 (no shipped model) takes the same 2.
     """

@@ -26,11 +26,11 @@ Accuracy on digits: a model trained with the same recipe and seed for each weigh
 its test top-1 from :mod:`quant.train`.
 
 The POST table precision F (``post_frac_bits``) sets the width of every POST product, so of the adder
-trees and accumulators. The POST designs are built at the exporter's default F for their BITS
-(:func:`golden.formats.default_post_frac_bits`); the shared-table design is also measured at every F of
+trees and accumulators. The POST designs are built at the shipped bundle's F for their BITS
+(:func:`shipped_frac_bits`); the shared-table design is also measured at every F of
 :data:`FRAC_SWEEP` (LUT4 only), beside what each F does to golden's faithfulness to the float model
 (:func:`golden_fidelity`: the shipped checkpoint exported at that F), which is the trade-off the
-default is chosen on.
+exporter chooses F on.
 """
 
 import json
@@ -77,10 +77,23 @@ FRAC_SWEEP = (1, 2, 3, 4, 5, 6)
 CHECKPOINTS = Path("models/checkpoints")
 
 
-def default_frac_bits(bits: int) -> int:
-    """The exporter's F at ``bits`` (:func:`golden.formats.default_post_frac_bits`): the arrays' default."""
-    from golden import formats
+#: The shipped bundles whose table precision F the POST arrays are built at.
+SHIPPED = Path("models")
 
+
+def shipped_frac_bits(bits: int) -> int:
+    """F of the POST arrays at ``bits``: the shipped ``digits-b<bits>`` bundle's ``post_frac_bits``
+    (the F the exporter chose for that checkpoint: the smallest from
+    :func:`golden.formats.default_post_frac_bits` up whose bound E is below one code), or that
+    starting F where no POST bundle of ``bits`` is shipped."""
+    from golden import formats
+    from golden.bundle import read_manifest
+
+    folder = SHIPPED / f"digits-b{bits}"
+    if (folder / "manifest.json").is_file():
+        manifest = read_manifest(folder)
+        if "post" in manifest.scheme:
+            return manifest.post_frac_bits
     return formats.default_post_frac_bits(bits)
 
 
@@ -91,7 +104,7 @@ def acc_width_for(array_kind: str, bits: int, frac_bits: int | None = None) -> i
     """
     from hw.rtl.mul import product_shape
 
-    f = default_frac_bits(bits) if frac_bits is None else frac_bits
+    f = shipped_frac_bits(bits) if frac_bits is None else frac_bits
     return product_shape(array_kind, bits, bits, False, f).width + math.ceil(math.log2(FAN_IN))
 
 
@@ -212,7 +225,7 @@ def make_array(design: str, bits: int, pe: int, simd: int, frac_bits: int | None
     if design not in DESIGNS:
         raise UserError(f"design {design!r} unknown; choose one of {', '.join(DESIGNS)}")
     kind, private, _ = DESIGNS[design]
-    f = default_frac_bits(bits) if frac_bits is None else frac_bits
+    f = shipped_frac_bits(bits) if frac_bits is None else frac_bits
     acc = acc_width_for(kind, bits, f)
     if private == "2acc":  # its sums hold shifts of the activation only: no fractional bits
         k = (1 << (bits - 1)) - 2
@@ -325,7 +338,7 @@ def measure_luts(design, board, bits, pe, simd, build_dir, frac_bits: int | None
     from hw.eda.verilog import write_verilog
 
     build_dir = Path(build_dir)
-    f = (default_frac_bits(bits) if frac_bits is None else frac_bits) if DESIGNS[design][0] == "post" else None
+    f = (shipped_frac_bits(bits) if frac_bits is None else frac_bits) if DESIGNS[design][0] == "post" else None
     verilog = write_verilog(make_array(design, bits, pe, simd, f), build_dir / "mac_array.v", name="mac_array")
     cells = synth_cells(verilog, "mac_array", board, build_dir, synth_opts=synth_opts_for(design, board))
     if board == "generic":

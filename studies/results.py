@@ -13,7 +13,7 @@ from pathlib import Path
 from string import Template
 
 from asqhw.atomic import atomic_write_bytes, atomic_write_text
-from studies.compare import DESIGN_TITLES, DESIGNS, Row, default_frac_bits
+from studies.compare import DESIGN_TITLES, DESIGNS, Row, shipped_frac_bits
 
 PLOT_NAME = "results-accuracy-vs-luts.png"
 BOARD_TITLES = {"icebreaker": "iCE40 UP5K", "ulx3s": "ECP5-85F", "generic": "generic gates (NAND2 eq.)"}
@@ -77,7 +77,7 @@ def generic_table(rows: list[Row]) -> str:
 def _pw(kind: str, bits: int, frac_bits: int | None = None) -> int:
     from hw.rtl.mul import product_shape
 
-    f = default_frac_bits(bits) if frac_bits is None else frac_bits
+    f = shipped_frac_bits(bits) if frac_bits is None else frac_bits
     return product_shape(kind, bits, bits, False, f).width
 
 
@@ -121,7 +121,7 @@ def frac_table(rows: list[Row]) -> str:
                 ok = ok and ratio is not None and ratio <= BUDGET
                 cells += [f"{got[0].lut4_per_mac:.1f}", "-" if ratio is None else f"{ratio:.3f}"]
             faithful = fid is not None and fid.flips is not None and fid.flips <= 2 and fid.code_bound < 1
-            mark = " (default)" if f == default_frac_bits(bits) else ""
+            mark = " (shipped)" if f == shipped_frac_bits(bits) else ""
             lines.append(
                 f"| {bits} | {f}{mark} | {_pw('post', bits, f)} | " + " | ".join(cells) + " | "
                 + ("-" if fid is None or fid.flips is None else
@@ -132,12 +132,12 @@ def frac_table(rows: list[Row]) -> str:
 
 
 def frac_text(rows: list[Row]) -> str:
-    """The F trade-off in words, with the exporter's default F for each BITS of the sweep."""
+    """The F trade-off in words, with the shipped bundles' F for each BITS of the sweep."""
     sweep = sweep_rows(rows)
     if not sweep:
         return ""
     bits_seen = sorted({r.bits for r in sweep})
-    return _fill("frac_text", defaults=", ".join(f"BITS {b}: F = {default_frac_bits(b)}" for b in bits_seen))
+    return _fill("frac_text", defaults=", ".join(f"BITS {b}: F = {shipped_frac_bits(b)}" for b in bits_seen))
 
 
 def _metric(row: Row) -> float:
@@ -236,7 +236,7 @@ def render(rows: list[Row], *, seeds: int, extra: str = "", epochs=None) -> str:
         "page",
         pe=rows[0].pe,
         simd=rows[0].simd,
-        fracs=", ".join(f"F = {default_frac_bits(b)} at {b} bits" for b in bits_seen),
+        fracs=", ".join(f"F = {shipped_frac_bits(b)} at {b} bits" for b in bits_seen),
         seeds=seeds,
         seeds_noun="seed" if seeds == 1 else "seeds",
         epochs_note="" if epochs is None else _fill("epochs_note", epochs=epochs),
@@ -279,7 +279,7 @@ def _analysis(rows: list[Row]) -> str:
         "analysis",
         widths=", ".join(f"{b} bits: POST {_pw('post', b)}, POT {_pw('pot', b)}, int {_pw('int', b)}"
                          for b in bits_seen),
-        fracs=", ".join(f"{default_frac_bits(b)} at {b} bits" for b in bits_seen),
+        fracs=", ".join(f"{shipped_frac_bits(b)} at {b} bits" for b in bits_seen),
         frac_verdict=_frac_verdict(sweep),
     )]
     return "\n".join(lines)
@@ -290,7 +290,7 @@ def _frac_verdict(rows: list[Row]) -> str:
     out = []
     main = main_rows(rows)
     for bits in sorted({r.bits for r in sweep_rows(rows)}):
-        f0 = default_frac_bits(bits)
+        f0 = shipped_frac_bits(bits)
         worst = {}
         for f in sorted({r.frac_bits for r in sweep_rows(rows) if r.bits == bits}):
             ratios_f = []

@@ -114,8 +114,10 @@ def test_two_sum_post_array_equals_its_spec():
 def test_accumulator_width_is_product_plus_guard_bits():
     # 3-bit POST, F = 6: largest product T[7] << 0 = 634 or (7 << 1) << 6 = 896 -> 10 bits + sign
     assert acc_width_for("post", 3, 6) == (896).bit_length() + 1 + math.ceil(math.log2(144))
-    # the default F = 2: T[7] = 40 or (7 << 1) << 2 = 56 -> 6 bits + sign
-    assert acc_width_for("post", 3) == (56).bit_length() + 1 + math.ceil(math.log2(144)) == 15
+    # F = 2: T[7] = 40 or (7 << 1) << 2 = 56 -> 6 bits + sign
+    assert acc_width_for("post", 3, 2) == (56).bit_length() + 1 + math.ceil(math.log2(144)) == 15
+    # no F given: the shipped digits-b3 bundle's F = 3: T[7] = 79 or (7 << 1) << 3 = 112 -> 7 bits + sign
+    assert acc_width_for("post", 3) == (112).bit_length() + 1 + math.ceil(math.log2(144)) == 16
     assert acc_width_for("int", 4) == (15 * 8).bit_length() + 1 + 8
 
 
@@ -155,10 +157,18 @@ def _sweep(f, lut, flips, bound):
                golden_top1=99.0, code_bound=bound)
 
 
-def test_frac_sweep_rows_stay_out_of_the_main_table_and_fill_their_own():
+@pytest.fixture
+def no_shipped_bundles(tmp_path, monkeypatch):
+    """No shipped bundle: the POST arrays take the exporter's first F (2 at 3 bits)."""
+    import studies.compare as compare
+
+    monkeypatch.setattr(compare, "SHIPPED", tmp_path)
+
+
+def test_frac_sweep_rows_stay_out_of_the_main_table_and_fill_their_own(no_shipped_bundles):
     from studies.results import frac_table
 
-    # POT costs 360 LUT4; budget 1.25x = 450. F = 1: 440 (1.222x) but E = 1.2; F = 2 (the default): 480
+    # POT costs 360 LUT4; budget 1.25x = 450. F = 1: 440 (1.222x) but E = 1.2; F = 2 (shipped): 480
     # (1.333x), E = 0.6.
     rows = _rows() + [_sweep(1, 440, 1, 1.2), _sweep(2, 480, 0, 0.6)]
     assert table(rows) == table(_rows())
@@ -166,9 +176,9 @@ def test_frac_sweep_rows_stay_out_of_the_main_table_and_fill_their_own():
     lines = frac_table(rows).splitlines()
     assert len(lines) == 2 + 2
     assert lines[2].startswith("| 3 | 1 | ") and "| 110.0 | 1.222 | 1 | 99.00 | 1.20 | no |" in lines[2]
-    assert lines[3].startswith("| 3 | 2 (default) | ") and "| 120.0 | 1.333 | 0 | 99.00 | 0.60 | no |" in lines[3]
+    assert lines[3].startswith("| 3 | 2 (shipped) | ") and "| 120.0 | 1.333 | 0 | 99.00 | 0.60 | no |" in lines[3]
     text = render(rows, seeds=3)
-    assert "At 3 bits the default F = 2 costs up to 1.33x POT, ABOVE the 1.25x budget; F <= 1 would be" in text
+    assert "At 3 bits the shipped F = 2 costs up to 1.33x POT, ABOVE the 1.25x budget; F <= 1 would be" in text
     assert "faithful (at most 2 flips and E < 1) only from F = 2 up" in text
 
 
@@ -182,7 +192,17 @@ def test_sweep_rows_are_kept_per_frac_bits_and_main_rows_replaced(tmp_path):
     assert sorted((r.sweep, r.frac_bits, r.lut4) for r in rows) == [(False, 4, 390), (True, 2, 440), (True, 4, 480)]
 
 
-def test_page_words_come_from_the_template_with_every_figure_filled():
+def test_post_arrays_take_the_shipped_bundles_f(tmp_path, monkeypatch):
+    import studies.compare as compare
+
+    # the shipped digits bundles: F = 3 at BITS 3 (E >= 1 at F = 2), F = 2 at BITS 4
+    assert [compare.shipped_frac_bits(b) for b in (3, 4)] == [3, 2]
+    # no shipped POST bundle of that width: the exporter's first try
+    monkeypatch.setattr(compare, "SHIPPED", tmp_path)
+    assert [compare.shipped_frac_bits(b) for b in (2, 3, 4)] == [0, 2, 2]
+
+
+def test_page_words_come_from_the_template_with_every_figure_filled(no_shipped_bundles):
     from studies.results import _blocks
 
     rows = _rows() + [_sweep(1, 400, 1, 1.2), _sweep(2, 430, 0, 0.6)]  # F = 2: 1.19x POT, within
@@ -191,17 +211,17 @@ def test_page_words_come_from_the_template_with_every_figure_filled():
     assert "a 2 x 2 (PE x SIMD) MAC array" in text
     assert "median and minimum over 1 seed (median = minimum with one seed)" in text
     assert "(`quant`, same recipe and seed, 5 epochs instead of the recipe's 30 to keep the run short)" in text
-    assert "The exporter's default (BITS 3: F = 2; `golden.formats.default_post_frac_bits`)" in text
-    assert "At 3 bits the default F = 2 keeps POST within 1.25x POT on every device (at most 1.19x)." in text
+    assert "for the shipped checkpoints that is BITS 3: F = 2 (marked \"shipped\")" in text
+    assert "At 3 bits the shipped F = 2 keeps POST within 1.25x POT on every device (at most 1.19x)." in text
     assert "Signed product widths in these arrays (3 bits: POST 7, POT 6, int 6)" in text
     assert text.endswith("speaks the same protocol to the design simulated in-process.\n\n")
     no_sweep = render(_rows(), seeds=3)
     assert "same recipe and seed) trained once" in no_sweep
     assert "over 3 seeds (median" in no_sweep
     assert "## The POST table precision F\n\n\n\n\n\n## What it shows" in no_sweep  # no sweep, no F text
-    # a default F above the budget with no cheaper F measured
+    # a shipped F above the budget with no cheaper F measured
     above = render(_rows() + [_sweep(2, 480, 0, 0.6), _sweep(3, 500, 0, 0.6)], seeds=3)
-    assert "the default F = 2 costs up to 1.33x POT, ABOVE the 1.25x budget; no F of the sweep is within it." in above
+    assert "the shipped F = 2 costs up to 1.33x POT, ABOVE the 1.25x budget; no F of the sweep is within it." in above
     assert {"page", "analysis", "frac_text", "synth_section"} <= set(_blocks())
 
 
