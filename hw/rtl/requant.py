@@ -126,6 +126,8 @@ class Requantizer(wiring.Component):
     i : In(stream.Signature({acc, chan, tag}, always_ready=True))
     o : Out(stream.Signature({value, chan, tag}, always_ready=True))
         Latency :attr:`LATENCY`, one value per cycle; the consumer takes every beat.
+    o_layer : Out(range(len(specs)))
+        The layer of the value on ``o`` (layers may follow each other back to back).
     """
 
     #: ``acc * g`` and ``* M_c`` (each :attr:`PipelinedProduct.LATENCY`), bias, clamp.
@@ -161,6 +163,7 @@ class Requantizer(wiring.Component):
             "o": Out(stream.Signature(data.StructLayout({
                 "value": signed(self.out_width), "chan": chan_shape, "tag": tag_shape,
             }), always_ready=True)),
+            "o_layer": Out(range(max(len(specs), 2))),
         })
 
     def _rom(self, m, name, field, width):
@@ -231,7 +234,7 @@ class Requantizer(wiring.Component):
         else:
             chan_last, tag_last = chan[last], tag[last]
         m.d.sync += [self.o.valid.eq(v[last]), self.o.payload.chan.eq(chan_last),
-                     self.o.payload.tag.eq(tag_last)]
+                     self.o.payload.tag.eq(tag_last), self.o_layer.eq(layer[last])]
         shifted = Signal(signed(self.t_width))
         bounds = [b for s in self.specs for b in (s.lo, s.hi) if b is not None] + [0]
         bound_shape = signed(signed_width(min(bounds), max(bounds)))

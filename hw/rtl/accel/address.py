@@ -5,15 +5,16 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
-def issue_layout(pix_shape, grp_shape) -> data.StructLayout:
+def issue_layout(pix_shape, grp_shape, layer_shape) -> data.StructLayout:
     """One issued input set, as it follows its data through the engine.
 
     ``valid``: a set is issued; ``first`` / ``last``: it starts / ends its group's sums; ``inb``:
     its activations are inside the map (else padding, read as zero); ``pix``: its output pixel;
-    ``grp``: its group of PE output channels.
+    ``grp``: its group of PE output channels; ``layer``: its layer (the next layer's sets may
+    follow it before its sums are out of the pipeline).
     """
     return data.StructLayout({"valid": 1, "first": 1, "last": 1, "inb": 1, "pix": pix_shape,
-                              "grp": grp_shape})
+                              "grp": grp_shape, "layer": layer_shape})
 
 
 def in_bounds(layer, iy, ix):
@@ -86,10 +87,11 @@ class AddressGenerator(wiring.Component):
         act_depth = max((la.c_in // la.simd) * la.in_pixels for la in layers)
         rom_depth = max(rom_bases[la.index] + la.groups * la.group_items for la in layers)
         grp_shape = Shape.cast(range(max(la.groups for la in layers) + 1))
+        layer_shape = Shape.cast(range(len(layers) + 1))
         super().__init__({
-            "layer": In(range(len(layers) + 1)),
+            "layer": In(layer_shape),
             "run": In(1),
-            "issue": Out(issue_layout(pix_shape, grp_shape)),
+            "issue": Out(issue_layout(pix_shape, grp_shape, layer_shape)),
             "act_addr": Out(range(act_depth)),
             "rom_addr": Out(range(rom_depth)),
             "done": Out(1),
@@ -124,7 +126,7 @@ class AddressGenerator(wiring.Component):
         act_addr = Signal.like(self.act_addr, name="act_addr_next")
         rom_addr = Signal.like(self.rom_addr, name="rom_addr_next")
         m.d.sync += [self.issue.eq(issue), self.act_addr.eq(act_addr), self.rom_addr.eq(rom_addr)]
-        m.d.comb += issue.grp.eq(grp)
+        m.d.comb += [issue.grp.eq(grp), issue.layer.eq(self.layer)]
         with m.If(issue.valid & issue.last):
             m.d.sync += since.eq(1)
         with m.Elif(since < self.pe):
