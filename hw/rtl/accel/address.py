@@ -68,11 +68,17 @@ class AddressGenerator(wiring.Component):
     rom_addr : Out(unsigned)
         Read address of the weight ROM of ``layer``'s engine.
     done : Out(1)
-        The counters reach the layer's final set this cycle (it is on ``issue`` in the next).
+        Registered: the layer's final set was issued by the counters in the previous cycle (it is
+        on ``issue`` now); the counters issue nothing in this cycle, so the layer's RUN phase
+        ends with it (:data:`DONE_CYCLES`) and the next layer's sets may follow at once.
     """
 
     #: Cycles from the counters reaching a set to its record on ``issue`` and its addresses.
     LATENCY = 1
+    #: The cycle after a layer's final set in which ``done`` is high and nothing is issued (so the
+    #: sequencer's reaction to the end of a layer starts from a register, not from the counters'
+    #: bound comparisons).
+    DONE_CYCLES = 1
 
     def __init__(self, layers, *, pe: int, rom_bases: dict, pix_shape):
         layers = list(layers)
@@ -132,6 +138,7 @@ class AddressGenerator(wiring.Component):
         with m.Elif(since < self.pe):
             m.d.sync += since.eq(since + 1)
 
+        m.d.sync += self.done.eq(0)  # one cycle, after the final set (set in ``_advance``)
         with m.If(self.run):
             with m.Switch(self.layer):
                 for la in layers:
@@ -142,7 +149,7 @@ class AddressGenerator(wiring.Component):
                         m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
                         inb = in_bounds(la, iy, ix)
                         last = (ky == la.kernel - 1) & (kx == la.kernel - 1) & (ck == la.chunks - 1)
-                        fire = ~last | (since >= la.pe)
+                        fire = (~last | (since >= la.pe)) & ~self.done
                         addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
                         m.d.comb += [
                             act_addr.eq(Mux(inb, addr, 0)),
@@ -170,4 +177,4 @@ class AddressGenerator(wiring.Component):
         done_all = 1
         for w in wraps:
             done_all = done_all & w
-        m.d.comb += self.done.eq(done_all)
+        m.d.sync += self.done.eq(done_all)

@@ -139,8 +139,8 @@ class LayerTiming:
     """Where one layer's phases fall (cycles from the image's first input beat)."""
 
     run: int  # first RUN cycle
-    issue: int  # RUN cycles (address generator counter cycles, waits included)
-    drain: int  # cycles after RUN before the next phase (DRAIN<L>)
+    issue: int  # cycles of the loops (waits included); RUN<L> ends AddressGenerator.DONE_CYCLES later
+    drain: int  # cycles after RUN<L> before the next phase (DRAIN<L>)
     asq: int | None = None  # for an ASQ input of this layer: the cycle of ASQ<L> (the unit's start)
     qpass: int | None = None  # and the first QPASS<L> cycle
     qpass_run: int | None = None  # RUN<L>'s start, counted from the first QPASS<L> cycle
@@ -226,11 +226,13 @@ def schedule(plan, asq_beta_cycles=None) -> Schedule:
         timings.append(timing)
         writes = {key: timing.run + w for key, w in output_writes(la, sets).items()}
         last_end = timing.run + timing.issue - 1
-        free = last_end + 1
+        # RUN<L> ends with the address generator's registered ``done``, a cycle after the last set.
+        free = last_end + 1 + AddressGenerator.DONE_CYCLES
         nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
         if nxt is not None and nxt.asq_in is not None:
-            # Every y into the GAP before the adapter starts, and the last pass done with the unit.
-            timing.drain = max(drain_full, pass_end - free)
+            # Every y into the GAP before the adapter starts (drain_full cycles after the last
+            # set), and the last pass done with the unit.
+            timing.drain = max(last_end + 1 + drain_full, pass_end) - free
             free += timing.drain
     # OUT: logit c is read at OUT + c (its address; the beats follow back to back), after its write.
     out = free

@@ -48,7 +48,7 @@ class Sequencer(wiring.Component):
     run : Out(1)
         RUN phase: the address generator issues ``layer``'s sets.
     run_done : In(1)
-        The address generator issues the layer's final set.
+        The address generator issued the layer's final set in the previous cycle (a register).
     g_layer : In(range)
         The layer whose input beta ``g`` gives (the one entering the requantizer).
     g : Out(g_shape)
