@@ -149,14 +149,7 @@ class AddressGenerator(wiring.Component):
                         m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
                         inb = in_bounds(la, iy, ix)
                         last = (ky == la.kernel - 1) & (kx == la.kernel - 1) & (ck == la.chunks - 1)
-                        if la.group_items < la.pe:
-                            fire = (~last | (since >= la.pe)) & ~self.done
-                        else:
-                            # A group of PE sets or more is never held back: its end comes at least
-                            # PE cycles after the previous one (the layer's first, at least PE - 1
-                            # cycles after the start, follows the ``done`` cycle). So ``fire`` does
-                            # not wait for the bound comparisons.
-                            fire = ~self.done
+                        fire = (~last | (since >= la.pe)) & ~self.done
                         addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
                         m.d.comb += [
                             act_addr.eq(Mux(inb, addr, 0)),
