@@ -15,9 +15,9 @@ Hardware, one unit shared by every ASQ layer input of the network (``sel`` picks
   ``z[chan] = y``), one per cycle, while the previous layer writes its ``y`` map.
 - ``start``: the adapter MLP runs sequentially on one multiplier (one weight x input per cycle,
   ``C * C/4 + C/4`` cycles for ``C >= 8``, ``C`` for ``C < 8``; the multiplier's operands are
-  registered, then shift-and-add logic registered every two adder levels, the accumulation and each hidden value's rounding and
-  write take a stage of their own, so no path chains the multiplier, the accumulator and the
-  memory write), the same multiplier forms
+  registered, then shift-and-add logic registered every two adder levels, the accumulation and
+  each hidden value's rounding and write take a stage of their own, so no path chains the
+  multiplier, the accumulator and the memory write), the same multiplier forms
   ``q = s_code * beta``, then a restoring divider forms ``r`` one quotient bit per cycle
   (``R + 1`` cycles less the leading numerator bits below ``s_code * beta_min``, whose quotient
   bits are known to be 0). Rounding shifts share one adder each: the per-configuration constants

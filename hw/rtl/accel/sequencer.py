@@ -5,7 +5,6 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 
-
 class Sequencer(wiring.Component):
     """Runs the phases of an inference and counts its cycles.
 

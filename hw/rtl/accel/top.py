@@ -44,7 +44,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.rtl.accel.address import AddressGenerator
 from hw.rtl.accel.argmax import ArgmaxOutput, output_layout
-from hw.rtl.accel.buffers import READ_LATENCY, ActivationBuffer, weight_rom
+from hw.rtl.accel.buffers import ActivationBuffer, weight_rom
 from hw.rtl.accel.schedule import MAC_LATENCY, Schedule, schedule
 from hw.rtl.accel.sequencer import Sequencer
 from hw.rtl.accel.serializer import Serializer
