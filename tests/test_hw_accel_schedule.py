@@ -121,3 +121,25 @@ def test_logits_without_back_pressure_take_the_model_cycles():
     sim.add_testbench(bench)
     sim.run()
     assert seen == [0] + [1] * (n + 1)
+
+
+def test_layers_whose_first_reads_wait_past_the_pass_end_wait_in_qwait(monkeypatch, shipped_bundle):
+    """A schedule that starts an ASQ input's loops after its quantizing pass ends (here forced: the
+    codes taken to arrive 1100 cycles late, beyond conv2's 1024-cycle pass) waits in QWAIT<L>;
+    the design stays bit-exact and its counter equals the model plus the stalls."""
+    from golden.model import load_bundle, run
+    from hw.rtl.accel import schedule as schedule_module
+    from tests.test_hw_top import simulate
+
+    monkeypatch.setattr(schedule_module, "CODE_WRITE_DELAY", 1100)
+    bundle = load_bundle(shipped_bundle(3))
+    top = build_top(bundle, pe=4, simd=4)
+    sched = top.schedule()
+    assert sched.layers[1].qpass_run > 1024 and sched.layers[2].qpass_run > 256
+    images = bundle.vectors["conv1.in"][:2]
+    golden = run(bundle, images)
+    got = simulate(top, images, seed=7, p_in_idle=0.1, p_out_stall=0.3)
+    for n, (logits, cls, cycles, stalls) in enumerate(got):
+        assert logits == [int(v) for v in golden["logits"][n]]
+        assert cls == int(golden["pred"][n])
+        assert cycles == top.cycles_per_inference() + stalls

@@ -12,8 +12,9 @@ class Sequencer(wiring.Component):
     generator issues layer ``L``'s sets), DRAIN<L> (``drains[L]`` cycles, none when the next phase
     may start at once), for an ASQ input of layer ``L``: ASQ<L> (start the unit), ASQWAIT<L> (until
     beta and the reciprocal are ready), QPASS<L> (the buffered ``y`` map, one address per cycle,
-    through the unit's quantizer, pixel-major; ``L``'s loops start at its ``qpass_run[L]``-th cycle and go on in
-    RUN<L>); then OUT until the class beat. The cycle counts come from
+    through the unit's quantizer, pixel-major; ``L``'s loops start at its ``qpass_run[L]``-th cycle
+    and go on in RUN<L>, or, when that is at or after the pass's end, QWAIT<L> waits for it); then OUT
+    until the class beat. The cycle counts come from
     :func:`hw.rtl.accel.schedule.schedule`, which places each phase after the writes it reads.
 
     Latency and throughput: one inference at a time; :meth:`hw.rtl.accel.AsqAccel.cycles_per_inference`
@@ -26,7 +27,7 @@ class Sequencer(wiring.Component):
         Cycles of DRAIN<L> after each layer's RUN (0: none).
     qpass_run : dict of int to int
         For each layer with an ASQ input: the QPASS cycle (from 0) in which its loops start, at
-        least 1 and below the pass's length.
+        least 1 (at or after the pass's length: QWAIT<L> waits until then).
     g_shape : Shape
         Shape of the requantizer's beta input ``g``.
     asq_tag_shape, asq_sel_shape : Shape
@@ -78,8 +79,8 @@ class Sequencer(wiring.Component):
             if drains.get(la.index, -1) < 0:
                 raise ValueError(f"Sequencer drains lacks layer {la.name} or is negative")
         for la in self.asq_layers:
-            if not 1 <= qpass_run.get(la.index, 0) < la.c_in * la.in_pixels:
-                raise ValueError(f"Sequencer qpass_run of {la.name} must be within 1..{la.c_in * la.in_pixels - 1}")
+            if qpass_run.get(la.index, 0) < 1:
+                raise ValueError(f"Sequencer qpass_run of {la.name} must be at least 1")
         for la in layers[:-1]:
             if layers[la.index + 1].asq_in is not None and drains[la.index] < 1:
                 raise ValueError(f"Sequencer: {la.name} needs a drain before the ASQ phase")
@@ -195,14 +196,25 @@ class Sequencer(wiring.Component):
             # The layer's loops start at pass cycle ``qpass_run`` (a register set the cycle before,
             # at index qpass_run - 1) and run on into RUN<L> (the schedule keeps every read after
             # its code's write).
-            before = self.qpass_run[nxt.index] - 1
-            with m.If((pix == before // nxt.c_in) & (chan == before % nxt.c_in)):
-                m.d.sync += early.eq(1)
-            m.d.comb += self.run.eq(early)
+            n = nxt.c_in * nxt.in_pixels
+            start = self.qpass_run[nxt.index]
+            if start < n:
+                before = start - 1
+                with m.If((pix == before // nxt.c_in) & (chan == before % nxt.c_in)):
+                    m.d.sync += early.eq(1)
+                m.d.comb += self.run.eq(early)
             with m.If(chan == nxt.c_in - 1):
                 m.d.sync += [chan.eq(0), pix.eq(pix + 1)]
                 with m.If(pix == nxt.in_pixels - 1):
                     m.d.sync += [pix.eq(0), early.eq(0)]
-                    m.next = f"RUN{nxt.index}"
+                    m.next = f"RUN{nxt.index}" if start <= n else f"QWAIT{nxt.index}"
             with m.Else():
                 m.d.sync += chan.eq(chan + 1)
+        if start > n:
+            # The loops' first reads need codes the pass writes in its last cycles: wait for them.
+            with m.State(f"QWAIT{nxt.index}"):
+                wait = Signal(range(start - n), name=f"qwait_{nxt.name}")
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(wait == start - n - 1):
+                    m.d.sync += wait.eq(0)
+                    m.next = f"RUN{nxt.index}"
