@@ -14,10 +14,10 @@ Hardware, one unit shared by every ASQ layer input of the network (``sel`` picks
 - GAP: ``C`` accumulators in a small memory, ``z[chan] += y`` for each ``gap`` beat (``first``:
   ``z[chan] = y``), one per cycle, while the previous layer writes its ``y`` map.
 - ``start``: the adapter MLP runs sequentially on one multiplier (one weight x input per cycle,
-  ``C * C/4 + C/4`` cycles for ``C >= 8``, ``C`` for ``C < 8``; the multiplier is shift-and-add
-  logic registered every two adder levels, the accumulation and each hidden value's rounding and
-  write take a stage of their own, so no path chains the multiplier, the accumulator and the
-  memory write), the same multiplier forms
+  ``C * C/4 + C/4`` cycles for ``C >= 8``, ``C`` for ``C < 8``; the multiplier's operands are
+  registered, then shift-and-add logic registered every two adder levels, the accumulation and
+  each hidden value's rounding and write take a stage of their own, so no path chains the
+  multiplier, the accumulator and the memory write), the same multiplier forms
   ``q = s_code * beta``, then a restoring divider forms ``r`` one quotient bit per cycle
   (``R + 1`` cycles less the leading numerator bits below ``s_code * beta_min``, whose quotient
   bits are known to be 0). Rounding shifts share one adder each: the per-configuration constants
@@ -149,6 +149,8 @@ class AsqUnit(wiring.Component):
     #: Cycles from a ``q`` beat to its code on ``c`` (``y * r`` on registered DSP blocks, then round
     #: and clamp).
     CODE_LATENCY = PipelinedProduct.LATENCY + 1
+    #: The adapter multiplier's operand registers.
+    MUL_OPERAND_LATENCY = 1
 
     def __init__(self, configs, tag_width=1, side_ram=False):
         configs = list(configs)
@@ -176,8 +178,10 @@ class AsqUnit(wiring.Component):
         s_code_width = max(c.k.s_code for c in configs).bit_length()
         #: Weight width of the adapter multiplier (an MLP weight, or ``s_code`` for ``q``).
         self.mul_b_width = max(self.w_width, s_code_width + 1)
-        #: Cycles of the adapter multiplier (shift-and-add, registered every two adder levels).
-        self.mul_latency = pipelined_logic_product_latency(self.mul_b_width)
+        #: Cycles of the adapter multiplier: its operands registered (so that no path runs from
+        #: the GAP memory's data through the operand select into the partial products), then
+        #: shift-and-add logic registered every two adder levels.
+        self.mul_latency = self.MUL_OPERAND_LATENCY + pipelined_logic_product_latency(self.mul_b_width)
         chan_shape = unsigned(max(self.channels - 1, 1).bit_length())
         super().__init__({
             "sel": In(range(max(len(configs), 2))),
@@ -313,13 +317,14 @@ class AsqUnit(wiring.Component):
         in_q = Signal()
         s_code = Signal(unsigned(max(c.k.s_code for c in self.configs).bit_length()))
         self._per_config(m, s_code, [c.k.s_code for c in self.configs])
-        operand = Mux(in_q, self.beta, z_rd.data)
-        weight = Signal(signed(self.mul_b_width))
-        m.d.comb += weight.eq(Mux(in_q, s_code, step.weight))
+        operand = Signal(unsigned(max(len(self.beta), len(z_rd.data))), name="mlp_operand", reset_less=True)
+        weight = Signal(signed(self.mul_b_width), name="mlp_weight", reset_less=True)
+        m.d.sync += [operand.eq(Mux(in_q, self.beta, z_rd.data)), weight.eq(Mux(in_q, s_code, step.weight))]
         product = Signal(signed(max(self.z_width, self.h_width, self.beta_width) + 1 + self.mul_b_width))
         # Shift-and-add logic: this small product stays out of the DSP blocks (docs/hardware.md);
         # registered every two adder levels, the step's flags travel beside it.
         product_out, latency = pipelined_logic_product(m, operand, weight, name="mlp_product")
+        latency += self.MUL_OPERAND_LATENCY
         assert latency == self.mul_latency
         m.d.comb += product.eq(product_out)
         done = Signal(port.data.shape(), name="step_done")  # the step whose product is on ``product``

@@ -95,6 +95,27 @@ class RequantSpec:
         return lo, hi
 
 
+def shifted_below(t, shift: int, lo: int):
+    """``(t >> shift) < lo`` (floor shift, constant ``lo``) as a test on ``t``: ``t < lo << shift``;
+    for ``lo = 0`` the sign bit."""
+    if lo == 0 and t.shape().signed:
+        return t[-1]
+    return t < (lo << shift)
+
+
+def shifted_above(t, shift: int, hi: int):
+    """``(t >> shift) > hi`` (floor shift, constant ``hi``) as a test on ``t``: ``t >= (hi + 1) <<
+    shift``; for ``hi + 1 = 2^e`` and a signed ``t``: not negative and a bit at ``e + shift`` or
+    above set (an OR of high bits, no comparator)."""
+    top = hi + 1
+    if t.shape().signed and top > 0 and top & (top - 1) == 0:
+        e = top.bit_length() - 1 + shift
+        if e >= len(t) - 1:
+            return 0  # t < 2^(len - 1) <= 2^e: never
+        return ~t[-1] & t[e:-1].any()
+    return t >= (top << shift)
+
+
 def _extra_half(spec) -> int:
     """The rounding half that cannot be folded into ``B'`` (only when ``S = 0 < G``)."""
     return (1 << (spec.G - 1)) if spec.S == 0 and spec.G else 0
@@ -126,6 +147,8 @@ class Requantizer(wiring.Component):
     i : In(stream.Signature({acc, chan, tag}, always_ready=True))
     o : Out(stream.Signature({value, chan, tag}, always_ready=True))
         Latency :attr:`LATENCY`, one value per cycle; the consumer takes every beat.
+    o_layer : Out(range(len(specs)))
+        The layer of the value on ``o`` (layers may follow each other back to back).
     """
 
     #: ``acc * g`` and ``* M_c`` (each :attr:`PipelinedProduct.LATENCY`), bias, clamp.
@@ -161,6 +184,7 @@ class Requantizer(wiring.Component):
             "o": Out(stream.Signature(data.StructLayout({
                 "value": signed(self.out_width), "chan": chan_shape, "tag": tag_shape,
             }), always_ready=True)),
+            "o_layer": Out(range(max(len(specs), 2))),
         })
 
     def _rom(self, m, name, field, width):
@@ -231,21 +255,24 @@ class Requantizer(wiring.Component):
         else:
             chan_last, tag_last = chan[last], tag[last]
         m.d.sync += [self.o.valid.eq(v[last]), self.o.payload.chan.eq(chan_last),
-                     self.o.payload.tag.eq(tag_last)]
+                     self.o.payload.tag.eq(tag_last), self.o_layer.eq(layer[last])]
+        # The saturation tests look at ``t`` itself against each layer's constant bounds (a sign
+        # bit, or a few high bits ORed, for the usual bounds), in parallel with the shift, instead
+        # of comparing the selected shifted value with selected bounds.
         shifted = Signal(signed(self.t_width))
         bounds = [b for s in self.specs for b in (s.lo, s.hi) if b is not None] + [0]
         bound_shape = signed(signed_width(min(bounds), max(bounds)))
         lo, hi = Signal(bound_shape), Signal(bound_shape)
-        has_lo, has_hi = Signal(), Signal()
+        below, above = Signal(), Signal()
         with m.Switch(layer[last]):
             for k, spec in enumerate(self.specs):
                 with m.Case(k):
                     m.d.comb += shifted.eq(t >> spec.shift)
                     if spec.lo is not None:
-                        m.d.comb += [lo.eq(spec.lo), has_lo.eq(1)]
+                        m.d.comb += [lo.eq(spec.lo), below.eq(shifted_below(t, spec.shift, spec.lo))]
                     if spec.hi is not None:
-                        m.d.comb += [hi.eq(spec.hi), has_hi.eq(1)]
-        value = Mux(has_lo & (shifted < lo), lo, Mux(has_hi & (shifted > hi), hi, shifted))
+                        m.d.comb += [hi.eq(spec.hi), above.eq(shifted_above(t, spec.shift, spec.hi))]
+        value = Mux(below, lo, Mux(above, hi, shifted))
         m.d.sync += self.o.payload.value.eq(value)
         return m
 

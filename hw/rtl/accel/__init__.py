@@ -12,6 +12,10 @@ Components (each a :class:`amaranth.lib.wiring.Component`):
   passes, output) and the cycle counter;
 - :class:`~hw.rtl.accel.top.AsqAccel`: builds the above for a plan and wires them to the MAC
   engines, the requantizer and the ASQ unit.
+
+:func:`hw.rtl.accel.schedule.schedule` (plain Python) places the phases at generation time, each
+as early as the writes it reads allow; the sequencer's phase lengths and the cycle model come
+from it.
 """
 
 from hw.rtl.accel.argmax import OUT_WIDTH, output_layout

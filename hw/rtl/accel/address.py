@@ -5,15 +5,16 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
-def issue_layout(pix_shape, grp_shape) -> data.StructLayout:
+def issue_layout(pix_shape, grp_shape, layer_shape) -> data.StructLayout:
     """One issued input set, as it follows its data through the engine.
 
     ``valid``: a set is issued; ``first`` / ``last``: it starts / ends its group's sums; ``inb``:
     its activations are inside the map (else padding, read as zero); ``pix``: its output pixel;
-    ``grp``: its group of PE output channels.
+    ``grp``: its group of PE output channels; ``layer``: its layer (the next layer's sets may
+    follow it before its sums are out of the pipeline).
     """
     return data.StructLayout({"valid": 1, "first": 1, "last": 1, "inb": 1, "pix": pix_shape,
-                              "grp": grp_shape})
+                              "grp": grp_shape, "layer": layer_shape})
 
 
 def in_bounds(layer, iy, ix):
@@ -67,11 +68,17 @@ class AddressGenerator(wiring.Component):
     rom_addr : Out(unsigned)
         Read address of the weight ROM of ``layer``'s engine.
     done : Out(1)
-        The counters reach the layer's final set this cycle (it is on ``issue`` in the next).
+        Registered: the layer's final set was issued by the counters in the previous cycle (it is
+        on ``issue`` now); the counters issue nothing in this cycle, so the layer's RUN phase
+        ends with it (:data:`DONE_CYCLES`) and the next layer's sets may follow at once.
     """
 
     #: Cycles from the counters reaching a set to its record on ``issue`` and its addresses.
     LATENCY = 1
+    #: The cycle after a layer's final set in which ``done`` is high and nothing is issued (so the
+    #: sequencer's reaction to the end of a layer starts from a register, not from the counters'
+    #: bound comparisons).
+    DONE_CYCLES = 1
 
     def __init__(self, layers, *, pe: int, rom_bases: dict, pix_shape):
         layers = list(layers)
@@ -86,10 +93,11 @@ class AddressGenerator(wiring.Component):
         act_depth = max((la.c_in // la.simd) * la.in_pixels for la in layers)
         rom_depth = max(rom_bases[la.index] + la.groups * la.group_items for la in layers)
         grp_shape = Shape.cast(range(max(la.groups for la in layers) + 1))
+        layer_shape = Shape.cast(range(len(layers) + 1))
         super().__init__({
-            "layer": In(range(len(layers) + 1)),
+            "layer": In(layer_shape),
             "run": In(1),
-            "issue": Out(issue_layout(pix_shape, grp_shape)),
+            "issue": Out(issue_layout(pix_shape, grp_shape, layer_shape)),
             "act_addr": Out(range(act_depth)),
             "rom_addr": Out(range(rom_depth)),
             "done": Out(1),
@@ -124,12 +132,13 @@ class AddressGenerator(wiring.Component):
         act_addr = Signal.like(self.act_addr, name="act_addr_next")
         rom_addr = Signal.like(self.rom_addr, name="rom_addr_next")
         m.d.sync += [self.issue.eq(issue), self.act_addr.eq(act_addr), self.rom_addr.eq(rom_addr)]
-        m.d.comb += issue.grp.eq(grp)
+        m.d.comb += [issue.grp.eq(grp), issue.layer.eq(self.layer)]
         with m.If(issue.valid & issue.last):
             m.d.sync += since.eq(1)
         with m.Elif(since < self.pe):
             m.d.sync += since.eq(since + 1)
 
+        m.d.sync += self.done.eq(0)  # one cycle, after the final set (set in ``_advance``)
         with m.If(self.run):
             with m.Switch(self.layer):
                 for la in layers:
@@ -140,7 +149,7 @@ class AddressGenerator(wiring.Component):
                         m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
                         inb = in_bounds(la, iy, ix)
                         last = (ky == la.kernel - 1) & (kx == la.kernel - 1) & (ck == la.chunks - 1)
-                        fire = ~last | (since >= la.pe)
+                        fire = (~last | (since >= la.pe)) & ~self.done
                         addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
                         m.d.comb += [
                             act_addr.eq(Mux(inb, addr, 0)),
@@ -168,4 +177,4 @@ class AddressGenerator(wiring.Component):
         done_all = 1
         for w in wraps:
             done_all = done_all & w
-        m.d.comb += self.done.eq(done_all)
+        m.d.sync += self.done.eq(done_all)

@@ -36,10 +36,13 @@ def output_layout() -> data.StructLayout:
 class ArgmaxOutput(wiring.Component):
     """Holds the logits of an image, then sends them in class order and the class (argmax) last.
 
-    The logits live in a small memory (no register file and read multiplexers). While ``active``,
-    each logit takes :data:`CYCLES_PER_LOGIT` cycles without back-pressure (its read, its beat) and
-    the class one more (:data:`CLASS_BEAT_CYCLES`); the running maximum is updated as each logit
-    beat is taken, so the class is the first index of the largest logit.
+    The logits live in a small memory (no register file and read multiplexers). While ``active``:
+    the first logit's read (:data:`FIRST_READ_CYCLES`), then one beat per cycle without
+    back-pressure (the next logit is read in the cycle its predecessor's beat is taken), the class
+    last (:data:`CLASS_BEAT_CYCLES`); the running maximum is updated as each logit beat is taken, so
+    the class is the first index of the largest logit. Logit ``c``'s address is presented ``c``
+    cycles after ``active`` rises (later under back-pressure), so a write up to the cycle before
+    is seen: the logits may still be arriving while the first ones go out.
 
     Parameters
     ----------
@@ -62,8 +65,10 @@ class ArgmaxOutput(wiring.Component):
         The class beat is taken this cycle.
     """
 
-    #: A logit's read from the memory, then its beat.
-    CYCLES_PER_LOGIT = 2
+    #: The first logit's read from the memory, before its beat.
+    FIRST_READ_CYCLES = 1
+    #: One beat per logit.
+    CYCLES_PER_LOGIT = 1
     #: The class beat (the maximum is already known).
     CLASS_BEAT_CYCLES = 1
 
@@ -85,7 +90,7 @@ class ArgmaxOutput(wiring.Component):
     @classmethod
     def cycles(cls, n_logits: int) -> int:
         """Cycles from ``active`` to ``done`` with ``o`` never stalled."""
-        return n_logits * cls.CYCLES_PER_LOGIT + cls.CLASS_BEAT_CYCLES
+        return cls.FIRST_READ_CYCLES + n_logits * cls.CYCLES_PER_LOGIT + cls.CLASS_BEAT_CYCLES
 
     def elaborate(self, platform):
         m = Module()
@@ -96,21 +101,23 @@ class ArgmaxOutput(wiring.Component):
                      wp.data.eq(self.write.payload.value)]
 
         index = Signal(range(self.n_logits + 1))
-        fresh = Signal()  # the memory's data is the logit at ``index`` (one cycle after its address)
+        fresh = Signal()  # the memory's data is the logit at ``index`` (read from the 2nd active cycle)
         best_val = Signal(self.value_shape)
         best_idx = Signal(range(self.n_logits + 1))
         with m.If(self.active):
             is_class = index == self.n_logits
             logit = rp.data
-            m.d.comb += [rp.addr.eq(index), self.o.payload.last.eq(is_class),
+            taken = self.o.valid & self.o.ready
+            # The next logit's address as soon as this one's beat is taken, so beats go back to back.
+            m.d.comb += [rp.addr.eq(Mux(taken, index + 1, index)), self.o.payload.last.eq(is_class),
                          self.o.valid.eq(is_class | fresh),
                          self.o.payload.value.eq(Mux(is_class, best_idx, logit))]
             m.d.sync += fresh.eq(1)
-            with m.If(self.o.valid & self.o.ready):
-                m.d.sync += [index.eq(index + 1), fresh.eq(0)]
+            with m.If(taken):
+                m.d.sync += index.eq(index + 1)
                 with m.If(~is_class & ((index == 0) | (logit > best_val))):
                     m.d.sync += [best_val.eq(logit), best_idx.eq(index)]
                 with m.If(is_class):
-                    m.d.sync += index.eq(0)
+                    m.d.sync += [index.eq(0), fresh.eq(0)]
                     m.d.comb += self.done.eq(1)
         return m

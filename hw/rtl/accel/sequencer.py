@@ -4,23 +4,18 @@ from amaranth.hdl import Module, ResetSignal, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl.accel.buffers import READ_LATENCY
-from hw.rtl.asq import AsqUnit
-
-#: The ASQ phase's own cycle, the one that starts the unit; ``AsqUnit.beta_cycles`` follow.
-ASQ_START_CYCLES = 1
-#: After a quantizing pass's last ``y`` address: the ``y`` buffer read, then the unit's quantizer.
-QPASS_DRAIN_CYCLES = READ_LATENCY + AsqUnit.CODE_LATENCY
-
 
 class Sequencer(wiring.Component):
     """Runs the phases of an inference and counts its cycles.
 
     Phases, unrolled per layer at generation time: LOAD (the image's codes), RUN<L> (the address
-    generator issues layer ``L``'s sets), DRAIN<L> (``drain_cycles`` until its last value is
-    written), for an ASQ input of layer ``L``: ASQ<L> (start the unit), ASQWAIT<L> (until beta and
-    the reciprocal are ready), QPASS<L> (the buffered ``y`` map, one address per cycle, through the
-    unit's quantizer), QDRAIN<L> (:data:`QPASS_DRAIN_CYCLES`); then OUT until the class beat.
+    generator issues layer ``L``'s sets), DRAIN<L> (``drains[L]`` cycles, none when the next phase
+    may start at once), for an ASQ input of layer ``L``: ASQ<L> (start the unit), ASQWAIT<L> (until
+    beta and the reciprocal are ready), QPASS<L> (the buffered ``y`` map, one address per cycle,
+    through the unit's quantizer, pixel-major; ``L``'s loops start at its ``qpass_run[L]``-th cycle
+    and go on in RUN<L>, or, when that is at or after the pass's end, QWAIT<L> waits for it); then OUT
+    until the class beat. The cycle counts come from
+    :func:`hw.rtl.accel.schedule.schedule`, which places each phase after the writes it reads.
 
     Latency and throughput: one inference at a time; :meth:`hw.rtl.accel.AsqAccel.cycles_per_inference`
     gives its cycles with no stalls.
@@ -28,8 +23,11 @@ class Sequencer(wiring.Component):
     Parameters
     ----------
     layers : list of hw.rtl.plan.LayerPlan
-    drain_cycles : int
-        Cycles of each DRAIN phase.
+    drains : dict of int to int
+        Cycles of DRAIN<L> after each layer's RUN (0: none).
+    qpass_run : dict of int to int
+        For each layer with an ASQ input: the QPASS cycle (from 0) in which its loops start, at
+        least 1 (at or after the pass's length: QWAIT<L> waits until then).
     g_shape : Shape
         Shape of the requantizer's beta input ``g``.
     asq_tag_shape, asq_sel_shape : Shape
@@ -50,9 +48,11 @@ class Sequencer(wiring.Component):
     run : Out(1)
         RUN phase: the address generator issues ``layer``'s sets.
     run_done : In(1)
-        The address generator issues the layer's final set.
+        The address generator issued the layer's final set in the previous cycle (a register).
+    g_layer : In(range)
+        The layer whose input beta ``g`` gives (the one entering the requantizer).
     g : Out(g_shape)
-        The running layer's input beta code (1 when its input is not ASQ).
+        That layer's input beta code (1 when its input is not ASQ).
     asq_sel, asq_start : Out
         The ASQ unit's configuration and start.
     asq_busy, asq_beta : In
@@ -69,15 +69,22 @@ class Sequencer(wiring.Component):
         Cycles of the current / last inference.
     """
 
-    def __init__(self, layers, *, drain_cycles: int, g_shape, asq_tag_shape=1, asq_sel_shape=1,
+    def __init__(self, layers, *, drains: dict, qpass_run: dict, g_shape, asq_tag_shape=1, asq_sel_shape=1,
                  asq_beta_width: int = 1, asq_pix_bits: int = 1):
         layers = list(layers)
         if not layers:
             raise ValueError("Sequencer needs at least one layer, got none")
-        if drain_cycles < 1:
-            raise ValueError(f"Sequencer drain_cycles={drain_cycles} must be >= 1")
-        self.layers, self.drain_cycles = layers, drain_cycles
         self.asq_layers = [la for la in layers if la.asq_in is not None]
+        for la in layers:
+            if drains.get(la.index, -1) < 0:
+                raise ValueError(f"Sequencer drains lacks layer {la.name} or is negative")
+        for la in self.asq_layers:
+            if qpass_run.get(la.index, 0) < 1:
+                raise ValueError(f"Sequencer qpass_run of {la.name} must be at least 1")
+        for la in layers[:-1]:
+            if layers[la.index + 1].asq_in is not None and drains[la.index] < 1:
+                raise ValueError(f"Sequencer: {la.name} needs a drain before the ASQ phase")
+        self.layers, self.drains, self.qpass_run = layers, dict(drains), dict(qpass_run)
         self.asq_beta_width, self.asq_pix_bits = asq_beta_width, asq_pix_bits
         first = layers[0]
         y_depth = max([la.c_in * la.in_pixels for la in self.asq_layers] + [2])
@@ -85,7 +92,7 @@ class Sequencer(wiring.Component):
             "in_valid": In(1), "in_ready": Out(1), "load": Out(1),
             "load_chan": Out(range(first.c_in + 1)), "load_pix": Out(range(first.in_pixels + 1)),
             "layer": Out(range(len(layers) + 1)), "run": Out(1), "run_done": In(1),
-            "g": Out(g_shape),
+            "g_layer": In(range(len(layers) + 1)), "g": Out(g_shape),
             "asq_sel": Out(asq_sel_shape), "asq_start": Out(1), "asq_busy": In(1),
             "asq_beta": In(unsigned(asq_beta_width)),
             "y_addr": Out(range(y_depth)), "q_valid": Out(1), "q_tag": Out(asq_tag_shape),
@@ -100,9 +107,9 @@ class Sequencer(wiring.Component):
         n_in = first.c_in * first.in_pixels
         load_n = Signal(range(n_in + 1))
         counting = Signal()
-        drain = Signal(range(self.drain_cycles))
+        drain = Signal(range(max(self.drains.values()) + 1))
         betas = {la.index: Signal(unsigned(self.asq_beta_width), name=f"beta_{la.name}") for la in self.asq_layers}
-        with m.Switch(self.layer):
+        with m.Switch(self.g_layer):
             for la in layers:
                 with m.Case(la.index):
                     m.d.comb += self.g.eq(betas[la.index] if la.index in betas else 1)
@@ -112,6 +119,7 @@ class Sequencer(wiring.Component):
         m.d.sync += self.q_valid.eq(0)
         qpass_chan = Signal(range(max([la.c_in for la in self.asq_layers] + [1]) + 1))
         qpass_pix = Signal(range(max([la.in_pixels for la in self.asq_layers] + [1]) + 1))
+        qpass_early = Signal()  # the layer's loops run alongside the rest of the pass
 
         with m.FSM(name="seq"):
             with m.State("LOAD"):
@@ -132,11 +140,15 @@ class Sequencer(wiring.Component):
                 with m.State(f"RUN{la.index}"):
                     m.d.comb += self.run.eq(1)
                     with m.If(self.run_done):
-                        m.next = f"DRAIN{la.index}"
-                self._drain_state(m, la, drain)
+                        if self.drains[la.index]:
+                            m.next = f"DRAIN{la.index}"
+                        else:
+                            self._after_drain(m, la)
+                if self.drains[la.index]:
+                    self._drain_state(m, la, drain)
                 nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
                 if nxt is not None and nxt.asq_in is not None:
-                    self._asq_states(m, nxt, betas, qpass_chan, qpass_pix)
+                    self._asq_states(m, nxt, betas, qpass_chan, qpass_pix, qpass_early)
             with m.State("OUT"):
                 m.d.comb += self.out_active.eq(1)
                 with m.If(self.out_done):
@@ -144,25 +156,29 @@ class Sequencer(wiring.Component):
                     m.next = "LOAD"
         return m
 
-    def _drain_state(self, m, la, drain):
+    def _after_drain(self, m, la):
+        """Enter the phase after layer ``la``'s RUN and drain."""
         layers = self.layers
+        nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
+        if nxt is None:
+            m.next = "OUT"
+        elif nxt.asq_in is not None:
+            # A register, not the FSM state: ``sel`` steers the ASQ unit's constants.
+            m.d.sync += self.asq_sel.eq(self.asq_layers.index(nxt))
+            m.next = f"ASQ{nxt.index}"
+        else:
+            m.d.sync += self.layer.eq(nxt.index)
+            m.next = f"RUN{nxt.index}"
+
+    def _drain_state(self, m, la, drain):
         with m.State(f"DRAIN{la.index}"):
-            with m.If(drain == self.drain_cycles - 1):
+            with m.If(drain == self.drains[la.index] - 1):
                 m.d.sync += drain.eq(0)
-                nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
-                if nxt is None:
-                    m.next = "OUT"
-                elif nxt.asq_in is not None:
-                    # A register, not the FSM state: ``sel`` steers the ASQ unit's constants.
-                    m.d.sync += self.asq_sel.eq(self.asq_layers.index(nxt))
-                    m.next = f"ASQ{nxt.index}"
-                else:
-                    m.d.sync += self.layer.eq(nxt.index)
-                    m.next = f"RUN{nxt.index}"
+                self._after_drain(m, la)
             with m.Else():
                 m.d.sync += drain.eq(drain + 1)
 
-    def _asq_states(self, m, nxt, betas, chan, pix):
+    def _asq_states(self, m, nxt, betas, chan, pix, early):
         """ASQ<L>: beta and reciprocal; QPASS<L>: quantize the buffered y into L's input buffer."""
         with m.State(f"ASQ{nxt.index}"):
             m.d.comb += self.asq_start.eq(1)
@@ -173,18 +189,32 @@ class Sequencer(wiring.Component):
                 m.d.sync += betas[nxt.index].eq(self.asq_beta)
                 m.next = f"QPASS{nxt.index}"
         with m.State(f"QPASS{nxt.index}"):
-            m.d.comb += self.y_addr.eq(chan * nxt.in_pixels + pix)
+            # Pixel-major (the y buffer's order): every channel of a pixel, then the next pixel, so
+            # that the layer's loops find the pixels they read early in the pass.
+            m.d.comb += self.y_addr.eq(pix * nxt.c_in + chan)
             m.d.sync += [self.q_valid.eq(1), self.q_tag.eq(chan << self.asq_pix_bits | pix)]
-            with m.If(pix == nxt.in_pixels - 1):
-                m.d.sync += [pix.eq(0), chan.eq(chan + 1)]
-                with m.If(chan == nxt.c_in - 1):
-                    m.d.sync += chan.eq(0)
-                    m.next = f"QDRAIN{nxt.index}"
+            # The layer's loops start at pass cycle ``qpass_run`` (a register set the cycle before,
+            # at index qpass_run - 1) and run on into RUN<L> (the schedule keeps every read after
+            # its code's write).
+            n = nxt.c_in * nxt.in_pixels
+            start = self.qpass_run[nxt.index]
+            if start < n:
+                before = start - 1
+                with m.If((pix == before // nxt.c_in) & (chan == before % nxt.c_in)):
+                    m.d.sync += early.eq(1)
+                m.d.comb += self.run.eq(early)
+            with m.If(chan == nxt.c_in - 1):
+                m.d.sync += [chan.eq(0), pix.eq(pix + 1)]
+                with m.If(pix == nxt.in_pixels - 1):
+                    m.d.sync += [pix.eq(0), early.eq(0)]
+                    m.next = f"RUN{nxt.index}" if start <= n else f"QWAIT{nxt.index}"
             with m.Else():
-                m.d.sync += pix.eq(pix + 1)
-        with m.State(f"QDRAIN{nxt.index}"):
-            drain = Signal(range(QPASS_DRAIN_CYCLES), name=f"qdrain_{nxt.name}")
-            m.d.sync += drain.eq(drain + 1)
-            with m.If(drain == QPASS_DRAIN_CYCLES - 1):
-                m.d.sync += drain.eq(0)
-                m.next = f"RUN{nxt.index}"
+                m.d.sync += chan.eq(chan + 1)
+        if start > n:
+            # The loops' first reads need codes the pass writes in its last cycles: wait for them.
+            with m.State(f"QWAIT{nxt.index}"):
+                wait = Signal(range(start - n), name=f"qwait_{nxt.name}")
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(wait == start - n - 1):
+                    m.d.sync += wait.eq(0)
+                    m.next = f"RUN{nxt.index}"

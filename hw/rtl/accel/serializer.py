@@ -23,19 +23,23 @@ class Serializer(wiring.Component):
         pixel): the requantizer's input layout.
     grp_shape, pix_shape : Shape
         Shapes of the group and pixel index inputs.
+    layer_shape : Shape
+        Shape of the layer index carried beside the sums.
 
     Ports
     -----
     done : In(1)
         ``acc`` holds a finished group (one cycle pulse).
     acc : In(ArrayLayout(signed(acc_width), pe))
-    grp, pix : In
-        The group and output pixel of ``acc``.
+    grp, pix, layer : In
+        The group, output pixel and layer of ``acc``.
     o : Out(stream.Signature(payload, always_ready=True))
         Channel ``grp * PE + k`` of the group in the ``k``-th cycle after ``done``.
+    o_layer : Out(layer_shape)
+        The layer of the sum on ``o``.
     """
 
-    def __init__(self, *, pe: int, acc_width: int, payload, grp_shape, pix_shape):
+    def __init__(self, *, pe: int, acc_width: int, payload, grp_shape, pix_shape, layer_shape=1):
         if pe < 1:
             raise ValueError(f"Serializer pe={pe} must be >= 1")
         if acc_width < 1:
@@ -49,7 +53,9 @@ class Serializer(wiring.Component):
             "acc": In(data.ArrayLayout(signed(acc_width), pe)),
             "grp": In(grp_shape),
             "pix": In(pix_shape),
+            "layer": In(layer_shape),
             "o": Out(stream.Signature(payload, always_ready=True)),
+            "o_layer": Out(layer_shape),
         })
 
     def elaborate(self, platform):
@@ -62,7 +68,7 @@ class Serializer(wiring.Component):
         pix = Signal.like(self.pix, name="held_pix")
         with m.If(self.done):
             m.d.sync += [h.eq(self.acc[k]) for k, h in enumerate(held)]
-            m.d.sync += [left.eq(pe), idx.eq(0), grp.eq(self.grp), pix.eq(self.pix)]
+            m.d.sync += [left.eq(pe), idx.eq(0), grp.eq(self.grp), pix.eq(self.pix), self.o_layer.eq(self.layer)]
         with m.Elif(left != 0):
             m.d.sync += [held[k].eq(held[k + 1]) for k in range(pe - 1)]
             m.d.sync += [left.eq(left - 1), idx.eq(idx + 1)]

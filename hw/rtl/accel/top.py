@@ -21,11 +21,19 @@ Phases (:class:`~hw.rtl.accel.sequencer.Sequencer`, unrolled per layer at genera
    accumulators go to the serializer that feeds the shared requantizer one per cycle. Requantized
    values are written to the next layer's input buffer (codes), to the ``y`` buffer and the ASQ
    unit's GAP (when the next input is ASQ), or to the logits.
-3. DRAIN<L>: until the last value of the layer is written (:meth:`AsqAccel.drain_cycles`).
+3. DRAIN<L>: for an ASQ next input, until the last value of the layer is written
+   (:meth:`AsqAccel.drain_cycles`); otherwise only as long as the next phase's first reads need
+   (often none: the next layer's loops start while this one's sums drain, each value carrying its
+   layer down the engine, serializer and requantizer).
 4. For an ASQ next input: ASQ<L+1>: beta and the reciprocal (:class:`hw.rtl.asq.AsqUnit`), then
    QPASS<L+1>: the buffered ``y`` map, one value per cycle, through the unit's quantizer into the
-   next layer's input buffer, and QDRAIN<L+1> until its last code is written.
-5. OUT: the logits and the class on ``o``; then back to LOAD.
+   next layer's input buffer; RUN<L+1> starts during the pass, as soon as its reads follow the
+   writes.
+5. OUT: the logits and the class on ``o`` (while the last logits may still be written); then back
+   to LOAD.
+
+:func:`hw.rtl.accel.schedule.schedule` places the phases at generation time; the cycle model and
+the sequencer's phase lengths both come from it.
 """
 
 from dataclasses import dataclass
@@ -36,19 +44,14 @@ from amaranth.lib.wiring import In, Out
 
 from hw.rtl.accel.address import AddressGenerator
 from hw.rtl.accel.argmax import ArgmaxOutput, output_layout
-from hw.rtl.accel.buffers import READ_LATENCY, ActivationBuffer, weight_rom
-from hw.rtl.accel.sequencer import ASQ_START_CYCLES, QPASS_DRAIN_CYCLES, Sequencer
+from hw.rtl.accel.buffers import ActivationBuffer, weight_rom
+from hw.rtl.accel.schedule import MAC_LATENCY, Schedule, schedule
+from hw.rtl.accel.sequencer import Sequencer
 from hw.rtl.accel.serializer import Serializer
 from hw.rtl.asq import AsqConfig, AsqUnit
 from hw.rtl.mac import MacArray
 from hw.rtl.plan import WIDE_ACT_BITS, WIDE_W_BITS, NetPlan
 from hw.rtl.requant import Requantizer
-
-#: Cycles from a set's issue to its engine's ``done``: the buffer and ROM reads, the operand
-#: register (the layer's activation lanes selected and registered, so that no path chains the
-#: selection into an engine's multipliers), then the array.
-OPERAND_LATENCY = 1
-MAC_LATENCY = READ_LATENCY + OPERAND_LATENCY + MacArray.LATENCY
 
 
 @dataclass(frozen=True)
@@ -129,22 +132,17 @@ class AsqAccel(wiring.Component):
     # ------------------------------------------------------------------ cycle model
 
     def drain_cycles(self) -> int:
-        """Cycles of DRAIN<L>: the last set out of the address generator, through the engine, the
-        serializer and the requantizer."""
+        """Cycles of a full DRAIN<L> (before an ASQ phase): the last set out of the address
+        generator, through the engine, the serializer and the requantizer."""
         return self.plan.pe + AddressGenerator.LATENCY + MAC_LATENCY + Requantizer.LATENCY
+
+    def schedule(self) -> Schedule:
+        """Where every phase of an inference falls (:func:`hw.rtl.accel.schedule.schedule`)."""
+        return schedule(self.plan, None if self.asq is None else self.asq.beta_cycles)
 
     def cycles_per_inference(self) -> int:
         """Clock cycles per image with no stalls on either stream (what ``cycles`` reads)."""
-        plan = self.plan
-        total = plan.input_codes
-        for la in plan.layers:
-            total += AddressGenerator.issue_cycles(la) + self.drain_cycles()
-            if la.index + 1 < len(plan.layers) and plan.layers[la.index + 1].asq_in is not None:
-                nxt = plan.layers[la.index + 1]
-                k = self.asq_layers.index(nxt)
-                total += (ASQ_START_CYCLES + self.asq.beta_cycles(k) + nxt.c_in * nxt.in_pixels
-                          + QPASS_DRAIN_CYCLES)
-        return total + ArgmaxOutput.cycles(plan.n_logits)
+        return self.schedule().cycles
 
     # ------------------------------------------------------------------ elaboration
 
@@ -188,25 +186,30 @@ class AsqAccel(wiring.Component):
         if self.asq is not None:
             asq_ports = dict(asq_tag_shape=self.asq.q.payload.tag.shape(), asq_sel_shape=self.asq.sel.shape(),
                              asq_beta_width=self.asq.beta_width, asq_pix_bits=self.pix_bits)
-        m.submodules.sequencer = seq = Sequencer(plan.layers, drain_cycles=self.drain_cycles(),
+        sched = self.schedule()
+        drains = {la.index: t.drain for la, t in zip(plan.layers, sched.layers, strict=True)}
+        qpass_run = {la.index: t.qpass_run for la, t in zip(plan.layers, sched.layers, strict=True)
+                     if t.qpass_run is not None}
+        m.submodules.sequencer = seq = Sequencer(plan.layers, drains=drains, qpass_run=qpass_run,
                                                  g_shape=rq.g.shape(), **asq_ports)
-        m.d.comb += [rq.layer.eq(seq.layer), rq.g.eq(seq.g), loops.layer.eq(seq.layer), loops.run.eq(seq.run),
+        m.d.comb += [rq.g.eq(seq.g), loops.layer.eq(seq.layer), loops.run.eq(seq.run),
                      seq.run_done.eq(loops.done), output.active.eq(seq.out_active), seq.out_done.eq(output.done),
                      self.cycles.eq(seq.cycles)]
         # LOAD: the image's codes into the first layer's input.
         m.d.comb += [self.i.ready.eq(seq.in_ready), seq.in_valid.eq(self.i.valid)]
         write_value(m, buffers[0], seq.load_chan, seq.load_pix, self.i.payload, seq.load)
 
-        self._engines(m, loops, buffers, engines, seq.layer)
-        self._requant_sink(m, buffers, y_buffer, seq.layer)
+        self._engines(m, loops, buffers, engines, seq)
+        self._requant_sink(m, buffers, y_buffer, rq.o_layer)
         if self.asq is not None:
             self._asq_pass(m, seq, buffers, y_buffer)
         return m
 
     # datapath -------------------------------------------------------------
 
-    def _engines(self, m, loops, buffers, engines, layer):
-        """Issued sets through the buffer/ROM reads into the running engine, its sums to the serializer."""
+    def _engines(self, m, loops, buffers, engines, seq):
+        """Issued sets through the buffer/ROM reads into their layer's engine, its sums to the
+        serializer and on to the requantizer, each with its layer."""
         plan = self.plan
         for buf in buffers:
             m.d.comb += buf.read_addr.eq(loops.act_addr)
@@ -214,11 +217,13 @@ class AsqAccel(wiring.Component):
         # stages (3, 4: the sums are done).
         read_stage = Signal(loops.issue.shape())
         operand_stage = Signal(loops.issue.shape())
-        late = data.StructLayout({"valid": 1, "pix": loops.issue.pix.shape(), "grp": loops.issue.grp.shape()})
+        late = data.StructLayout({"valid": 1, "pix": loops.issue.pix.shape(), "grp": loops.issue.grp.shape(),
+                                  "layer": loops.issue.layer.shape()})
         mac_stages = [Signal(late, name=f"issue_stage{k}") for k in range(3, MAC_LATENCY + 1)]
         m.d.sync += [read_stage.eq(loops.issue), operand_stage.eq(read_stage)]
         for prev, stage in zip([operand_stage, *mac_stages], mac_stages, strict=False):
-            m.d.sync += [stage.valid.eq(prev.valid), stage.pix.eq(prev.pix), stage.grp.eq(prev.grp)]
+            m.d.sync += [stage.valid.eq(prev.valid), stage.pix.eq(prev.pix), stage.grp.eq(prev.grp),
+                         stage.layer.eq(prev.layer)]
         done_stage = mac_stages[-1]
         # The weight ROMs are read a cycle late, so that their words come with the registered
         # activations.
@@ -227,9 +232,11 @@ class AsqAccel(wiring.Component):
 
         m.submodules.serializer = ser = Serializer(
             pe=plan.pe, acc_width=self.acc_width, payload=self.requant.i.payload.shape(),
-            grp_shape=done_stage.grp.shape(), pix_shape=done_stage.pix.shape())
-        m.d.comb += [ser.grp.eq(done_stage.grp), ser.pix.eq(done_stage.pix)]
+            grp_shape=done_stage.grp.shape(), pix_shape=done_stage.pix.shape(),
+            layer_shape=done_stage.layer.shape())
+        m.d.comb += [ser.grp.eq(done_stage.grp), ser.pix.eq(done_stage.pix), ser.layer.eq(done_stage.layer)]
         wiring.connect(m, ser.o, self.requant.i)
+        m.d.comb += [self.requant.layer.eq(ser.o_layer), seq.g_layer.eq(ser.o_layer)]
         for engine in engines:
             mac = engine.mac
             mac_valid = Signal(name=f"{engine.name}_valid")
@@ -237,7 +244,7 @@ class AsqAccel(wiring.Component):
             m.d.comb += [engine.rom.addr.eq(rom_addr), mac.valid.eq(mac_valid), mac.first.eq(operand_stage.first),
                          mac.last.eq(operand_stage.last), mac.w.eq(engine.rom.data), mac.a.eq(mac_a)]
             m.d.sync += mac_valid.eq(0)
-            with m.Switch(layer):
+            with m.Switch(read_stage.layer):
                 for la in engine.layers:
                     with m.Case(la.index):
                         m.d.sync += mac_valid.eq(read_stage.valid)
@@ -245,6 +252,9 @@ class AsqAccel(wiring.Component):
                         for s in range(la.simd):
                             value = lanes[s].as_signed() if la.act_signed else lanes[s]
                             m.d.sync += mac_a[s].eq(Mux(read_stage.inb, value, 0))
+            with m.Switch(done_stage.layer):
+                for la in engine.layers:
+                    with m.Case(la.index):
                         m.d.comb += [ser.done.eq(mac.done)]
                         m.d.comb += [ser.acc[k].eq(mac.acc[k]) for k in range(plan.pe)]
 
@@ -267,7 +277,8 @@ class AsqAccel(wiring.Component):
                             write_value(m, buffers[nxt.index], out.chan, out.tag, out.value, en)
                     elif la.output == "y":
                         gap = self.asq.gap
-                        m.d.comb += [y_write.addr.eq(out.chan * la.out_pixels + out.tag),
+                        # Pixel-major, the order of the quantizing pass.
+                        m.d.comb += [y_write.addr.eq(out.tag * la.c_out + out.chan),
                                      y_write.data.eq(out.value), y_write.en.eq(en)]
                         m.d.comb += [gap.valid.eq(en), gap.payload.chan.eq(out.chan),
                                      gap.payload.y.eq(out.value),
