@@ -693,9 +693,9 @@ def memory_refusal(fit: dict, board: Board, what: str) -> str:
                  "initialise SPRAM: weights there need loading at run time) and the engine's activation banks "
                  "(two read ports and a write port) do not map onto single-port SPRAM")
     return (f"{what} needs at least {fit['blocks_data']} {fit['block_cell']} block RAMs and {board.name} "
-            f"({board.device}) has {fit['blocks_available']} ({fit['bram_kbit_available']} kbit): ROM {fit['kbit']['rom']:g} kbit + RAM "
-            f"{fit['kbit']['ram']:g} kbit ({parts}){spram}. Fix: a board with more block RAM (ulx3s) or a smaller "
-            "network")
+            f"({board.device}) has {fit['blocks_available']} ({fit['bram_kbit_available']} kbit): "
+            f"ROM {fit['kbit']['rom']:g} kbit + RAM {fit['kbit']['ram']:g} kbit ({parts}){spram}. "
+            "Fix: a board with more block RAM (ulx3s) or a smaller network")
 
 
 def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, baud: int | None = None,
