@@ -210,8 +210,11 @@ def _default(name):
 def format_report(report: dict) -> str:
     """A few lines a person reads after ``asqhw synth``."""
     d = report["design"]
-    lines = [f"{report['board']} ({report['device']}): {d.get('top')} BITS={d.get('bits')} MUL={d.get('mul')} "
-             f"PE={d.get('pe')} SIMD={d.get('simd')}"]
+    if d.get("engine"):
+        head = f"{d.get('top')} of {d.get('model')} BITS={d.get('bits')} PE={d.get('pe')}"
+    else:
+        head = f"{d.get('top')} BITS={d.get('bits')} MUL={d.get('mul')} PE={d.get('pe')} SIMD={d.get('simd')}"
+    lines = [f"{report['board']} ({report['device']}): {head}"]
     if "generic" in report:
         g = report["generic"]
         lines.append(f"  gates {g['gates']}, flip-flops {g['flip_flops']}, {g['nand2_equivalents']} NAND2 equivalents")
@@ -239,6 +242,10 @@ def format_report(report: dict) -> str:
 
         lines.append(f"  MAC bound {engine['mac_bound_cycles']} cycles ({100 * engine['mac_efficiency']:.1f} % of the "
                      "cycles multiply); memory map: " + memory_summary(engine["memory_map"]))
+        fit = engine.get("block_memory")
+        if fit and "resources" in report:
+            lines.append(f"  block RAM: {report['resources']['block_ram']['used']} {fit['block_cell']} used, "
+                         f"{fit['blocks']} planned before synthesis (at least {fit['blocks_data']})")
     link = report.get("link")
     if link and "images_per_s_over_link" in link:
         lines.append(f"  link: {link['baud']} baud, {link['reply']} reply, window {link['window']}: "
