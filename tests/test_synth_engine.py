@@ -192,3 +192,30 @@ def test_synth_refuses_a_baud_its_fixed_clock_cannot_make_before_any_work(tmp_pa
     assert main(["synth", "--board", "icebreaker", "--window", "40", "--reply", "class", "--out", str(out)]) == 2
     assert "input buffer" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------- place and route (slow)
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_the_digits_graph_engine_places_and_routes_on_the_ulx3s_with_its_memory_map(tmp_path, shipped_checkpoint):
+    import json
+
+    bundle, out = tmp_path / "digits-graph", tmp_path / "ulx3s"
+    assert main(["export", str(shipped_checkpoint(3)), str(bundle), "--graph", "--quiet"]) == 0
+    assert main(["synth", "--board", "ulx3s", "--model", str(bundle), "--seeds", "1", "--clock", "25", "--quiet",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["ok"] and report["untimed_paths"]["count"] == 0 and report["design"]["top"] == "graph_engine"
+    engine = report["engine"]
+    assert engine["memory_map"]["descriptors"]["count"] == 6
+    assert engine["cycles_per_inference"] > engine["mac_bound_cycles"]
+    assert report["cycles_per_inference"] == engine["cycles_per_inference"]
+    # what the plan said before synthesis: an upper estimate and a floor of the block RAMs used
+    fit = engine["block_memory"]
+    assert fit["blocks_data"] <= report["resources"]["block_ram"]["used"] <= fit["blocks"]
+    images_per_s = report["inferences_per_s"]["at_board_clock"]
+    assert images_per_s == pytest.approx(25e6 / engine["cycles_per_inference"], rel=1e-2)
+    link = report["link"]
+    assert link["bytes_in_per_image"] == 64 and link["bytes_out_per_image"] == 10 * link["bytes_out_per_beat"]
