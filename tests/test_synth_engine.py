@@ -123,6 +123,28 @@ def test_make_synth_passes_a_bundles_own_bits():
         "--reply", "class", "--window", "3"]
 
 
+def test_synthesize_engine_hands_the_engine_and_its_figures_to_the_board_flow(monkeypatch, tmp_path):
+    import hw.eda.synth
+    from hw.rtl.engine.core import GraphEngine
+
+    seen = {}
+
+    def capture(top, board, out_dir, **kwargs):
+        seen.update(kwargs, top=top, board=board)
+        return {}
+
+    monkeypatch.setattr(hw.eda.synth, "synthesize_top", capture)
+    hw.eda.synth.synthesize_engine(RESNET20_B3, "ulx3s", tmp_path / "o", pe=2, seeds=3, clock="auto", progress=False)
+    assert isinstance(seen["top"], GraphEngine) and seen["top"].pe == 2 and seen["board"] == "ulx3s"
+    engine = seen["extra"]["engine"]
+    assert engine["memory_map"]["pe"] == 2 and engine["cycles_per_inference"] == seen["cycles"]
+    assert engine["mac_bound_cycles"] == -(-engine["macs"] // 2) and engine["block_memory"]["fits"]
+    assert seen["input_bytes"] == 3 * 32 * 32 and seen["out_beats"] == 10 and seen["macs_per_cycle"] == 2
+    assert seen["link_options"] == {"fifo_depth": 0} and seen["reply"] == "logits"
+    assert seen["design"]["engine"] and seen["design"]["model"] == "resnet20-digits32"
+    assert not (tmp_path / "o").exists()
+
+
 # ------------------------------------------------------------------------------------------ the link
 
 
