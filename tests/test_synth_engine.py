@@ -175,6 +175,31 @@ def test_board_top_at_12_mbaud_with_the_class_reply(shipped_bundle):
         _board_top(top, board, slow, 12_000_000, options)
 
 
+def test_the_auto_clock_passes_over_settings_that_cannot_make_the_baud():
+    from hw.eda.pll import fastest_at_most
+    from hw.eda.synth import PnrReport, _makes_baud, choose_clock
+
+    board = get_board("icebreaker")
+    calls = []
+
+    def route(setting):
+        mhz = board.clock_mhz if setting is None else setting.f_out
+        calls.append(mhz)
+        report = PnrReport("icebreaker", "iCE40UP5K", "ICESTORM_LC", 1, 5280, fmax_mhz={"clk": 26.0},
+                           constraint_mhz={"clk": mhz})
+        return [report], None, {"kind": "uart"}, mhz
+
+    # 25.875 MHz (the fastest setting under 26) makes 3 Mbaud 4 % off at divisor 9, and 25.5 and
+    # 25.125 miss too: the search takes the fastest one that makes it within 2 %, 24.375 MHz (divisor 8)
+    assert fastest_at_most("ice40", 12.0, 26.0).f_out == 25.875 and not _makes_baud(board, 3_000_000, 25.875)
+    _, _, _, info = choose_clock(route, board, "auto", estimate={"fmax_mhz": 26.0},
+                                 usable=lambda mhz: _makes_baud(board, 3_000_000, mhz))
+    assert calls == [24.375] and info["mhz"] == 24.375 and info["passes"][-1]["met_all_seeds"]
+    calls.clear()
+    choose_clock(route, board, "auto", estimate={"fmax_mhz": 26.0})
+    assert calls[0] == 25.875
+
+
 def test_link_rates_one_image_at_a_time_add_line_and_compute():
     block = {"bytes_in_per_image": 64, "bytes_out_per_image": 55, "bytes_per_s": 11_520.0, "window": 1}
     rates = _link_rates(block, cycles=12_000, mhz=12.0)

@@ -810,7 +810,8 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
                 return reports, note, link, mhz
 
             try:
-                reports, note, link, clock_info = choose_clock(route, spec, clock, estimate=estimate)
+                reports, note, link, clock_info = choose_clock(route, spec, clock, estimate=estimate,
+                                                               usable=lambda mhz: _makes_baud(spec, link_baud, mhz))
             except _RouteFailed as err:
                 reports, note, failure = None, None, err.cause
                 link, clock_info = err.link, err.clock_info
@@ -898,6 +899,15 @@ def check_link_baud(board: Board, baud: int, clock_hz: float) -> int:
         raise UserError(f"--baud {baud}: {err}") from None
 
 
+def _makes_baud(board: Board, baud: int, mhz: float) -> bool:
+    """Whether a ``mhz`` clock makes ``baud`` on ``board`` (:func:`check_link_baud` without the error)."""
+    try:
+        check_link_baud(board, baud, mhz * 1e6)
+    except UserError:
+        return False
+    return True
+
+
 def _link_block(stream_link, baud: int, *, reply: str, window: int, input_beats: int, out_beats: int) -> dict:
     """``report["link"]`` before the clock is known: the rate, divisor, reply, buffer and bytes per image."""
     from hw.link.rates import LINE_BITS_PER_BYTE
@@ -940,7 +950,7 @@ def _slack(reports: list[PnrReport], mhz: float) -> dict:
     return {"seeds": per_seed, "min": min(known, default=None)}
 
 
-def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
+def choose_clock(route, board: Board, clock, *, estimate: dict | None = None, usable=None):
     """Route at the clock ``clock`` asks for (see :func:`synthesize_top`); return the last routing's
     ``(reports, note, link, clock_info)``.
 
@@ -950,8 +960,17 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
     fastest setting not above the minimum Fmax over the seeds until a setting is met on every seed and
     no setting :data:`PLL_MIN_GAIN` faster lies under its Fmax; a design slower than the PLL's slowest
     output falls back to the oscillator. A failed routing raises :class:`_RouteFailed`.
+    ``usable(MHz) -> bool`` (default: every clock): the search passes over PLL settings it rejects
+    (a clock that cannot make the link's baud rate).
     """
     from hw.eda.pll import fastest_at_most
+
+    def fastest(ceiling):
+        """The fastest setting at or under ``ceiling`` that ``usable`` takes (None: none)."""
+        setting = fastest_at_most(board.family, board.clock_mhz, ceiling)
+        while setting is not None and usable is not None and not usable(setting.f_out):
+            setting = fastest_at_most(board.family, board.clock_mhz, setting.f_out * (1 - 1e-9))
+        return setting
 
     passes = []
     info = {"mode": "oscillator" if clock is None else "auto" if clock == "auto" else "fixed",
@@ -994,7 +1013,7 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
         reports, note, link, _ = run(setting)
         return reports, note, link, info
     start = (estimate or {}).get("fmax_mhz") or board.pll_start_mhz
-    setting = fastest_at_most(board.family, board.clock_mhz, start)
+    setting = fastest(start)
     met_any, best_met, tried = False, None, set()
     slowest_missed = float("inf")
     result = None
@@ -1010,7 +1029,7 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
         # nextpnr reaches more at a lower target (its placer relaxes paths with slack), so a setting's
         # Fmax says little about faster ones: never try again at or above a setting that missed
         ceiling = min(f_min, slowest_missed * (1 - 1e-9))
-        faster = fastest_at_most(board.family, board.clock_mhz, ceiling)
+        faster = fastest(ceiling)
         if faster is None:  # slower than the PLL's slowest output: the oscillator, if not tried
             if setting is None:
                 break
