@@ -1136,5 +1136,9 @@ def _failure_text(report: dict, out_dir: Path, cause: Exception) -> str:
         lines.append("  Fix (untimed paths): register each DSP product's operands, pipeline and output "
                      "inside the block (hw.rtl.dsp.PipelinedProduct), or keep the product in logic")
     if not report.get("clock_met", True) or not report.get("fits", True):
-        lines.append("  Fix: a smaller --pe/--simd (asqhw fit BOARD finds the largest that fits and meets the clock)")
+        if report.get("design", {}).get("engine"):
+            lines.append("  Fix: a smaller --pe (the graph engine's MAC lanes), or a larger board")
+        else:
+            lines.append("  Fix: a smaller --pe/--simd (asqhw fit BOARD finds the largest that fits and meets the "
+                         "clock)")
     return "\n".join(lines)
