@@ -246,6 +246,8 @@ def test_synth_refuses_a_baud_its_fixed_clock_cannot_make_before_any_work(tmp_pa
 
 @pytest.mark.synth
 @pytest.mark.slow
+# the ULX3S uart resource's rts/dtr pins are requested whole by LinkOnBoard's dir={"rx", "tx"}
+@pytest.mark.filterwarnings("ignore:Using platform.request without:DeprecationWarning")
 def test_the_digits_graph_engine_places_and_routes_on_the_ulx3s_with_its_memory_map(tmp_path, shipped_checkpoint):
     import json
 
