@@ -46,6 +46,8 @@ TRAIN_RUN := $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(FORCE)),--fo
 # Generator options are passed only when given, so each command keeps its own defaults.
 # MODEL is quoted: a bundle folder may have spaces in its path.
 GEN_OPTS := $(if $(MODEL),--model "$(MODEL)") $(if $(PE),--pe $(PE)) $(if $(SIMD),--simd $(SIMD)) $(if $(MUL),--mul $(MUL))
+# Synthesis options, passed only when given: nextpnr seeds, the clock, the link (`asqhw synth --help`).
+SYNTH_OPTS := $(if $(SEEDS),--seeds $(SEEDS)) $(if $(CLOCK),--clock $(CLOCK)) $(if $(BAUD),--baud $(BAUD)) $(if $(REPLY),--reply $(REPLY)) $(if $(WINDOW),--window $(WINDOW))
 # With MODEL=, BITS is passed only when given on the command line: a bundle's own BITS is the default.
 MODEL_BITS := $(if $(MODEL),$(if $(filter command line,$(origin BITS)),--bits $(BITS)),--bits $(BITS))
 
@@ -104,8 +106,8 @@ export: setup ## replace the shipped models/<DATA>-b<BITS> (+ models/checkpoints
 sim: setup ## run the full test split through the RTL on SIM=icarus|verilator (a graph bundle: its engine, verilator)
 	$(ASQHW) sim --simulator $(SIM) $(MODEL_BITS) $(if $(filter 1,$(WAVES)),--waves) $(GEN_OPTS)
 
-synth: setup ## synthesize, place and route for BOARD=icebreaker|ulx3s|generic
-	$(ASQHW) synth --board $(BOARD) --bits $(BITS) $(GEN_OPTS)
+synth: setup ## synthesize, place and route for BOARD=icebreaker|ulx3s|generic (MODEL=<graph bundle>: its engine; SEEDS= CLOCK= BAUD= REPLY= WINDOW=)
+	$(ASQHW) synth --board $(BOARD) $(MODEL_BITS) $(GEN_OPTS) $(SYNTH_OPTS)
 
 compare: setup ## POST vs POT vs integer MACs on UP5K and ECP5: docs/results.md
 	$(ASQHW) compare

@@ -55,7 +55,16 @@ def _register_synth(subparsers):
                    help="auto (default): the board's PLL at the fastest setting that meets timing on every "
                    "seed, chosen by placing and routing; osc: the board oscillator, no PLL; MHZ: the PLL's "
                    "fastest setting at or under MHZ")
-    p.add_argument("--out", type=Path, help="output folder (default build/synth/<board>-b<bits>)")
+    p.add_argument("--baud", type=int, help="UART rate of the link `asqhw host` talks to (default 115200); "
+                   "iCEBreaker: a rate its FT2232H makes (12 MHz / n, up to 12000000), checked against the "
+                   "design clock (at least 4 clocks per bit)")
+    p.add_argument("--reply", choices=("logits", "class"), default="logits",
+                   help="what the board sends back per image: every logit then the class (default), or the "
+                   "class alone in one byte")
+    p.add_argument("--window", type=int, default=1, help="images the host may keep in flight (default 1); more "
+                   "builds an input buffer of (window - 1) images")
+    p.add_argument("--out", type=Path, help="output folder (default build/synth/<board>-b<bits>; a graph bundle: "
+                   "build/synth/<board>-<model>-b<bits>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json(p)
     p.set_defaults(handler=run_synth)
@@ -96,25 +105,98 @@ def _load_checked(model, bits):
     return bundle
 
 
+def _check_link_args(args, board) -> None:
+    """``--baud``/``--window`` before anything is read: a rate the board's bridge (or, with a fixed
+    clock, the clock) cannot make, or no image in flight."""
+    from hw.eda.synth import check_link_baud
+    from hw.link.rates import check_baud
+
+    if args.window < 1:
+        raise UserError(f"--window {args.window}: keep at least 1 image in flight")
+    if args.baud is None or not board.is_fpga:
+        return
+    if board.name == "icebreaker":
+        check_baud(args.baud)  # the FT2232H alone; the clock is checked at each setting tried
+    if args.clock != "auto":
+        from hw.eda.pll import fastest_at_most
+
+        mhz = board.clock_mhz
+        if args.clock is not None:
+            setting = fastest_at_most(board.family, board.clock_mhz, float(args.clock))
+            mhz = setting.f_out if setting is not None else mhz
+        check_link_baud(board, args.baud, mhz * 1e6)
+
+
 def run_synth(args) -> int:
     from hw.eda.boards import get_board
     from hw.eda.estimate import format_estimate
+    from hw.eda.generate import uses_engine
     from hw.eda.synth import synthesize_accelerator
     from hw.options import check_report_writable, check_writable, emit, resolve_bundle
 
     board = get_board(_board_of(args))
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} must be at least 1")
+    _check_link_args(args, board)
     bits, model = resolve_bundle(args)
+    if uses_engine(model):
+        return run_engine_synth(args, board, bits, model)
     out = args.out or BUILD / "synth" / f"{board.name}-b{bits}"
     check_writable(out, what="the synthesis folder", fix="pass --out with a writable folder", folder=True)
     check_report_writable(args)
     bundle = _load_checked(model, bits)
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else \
-        (lambda text: print(text, flush=True))
+    say = _say(args)
     report = synthesize_accelerator(bundle, board.name, out, pe=args.pe, simd=args.simd, mul=args.mul,
                                     seeds=args.seeds, progress=not args.quiet, clock=args.clock,
+                                    baud=args.baud, reply=args.reply, window=args.window,
                                     on_estimate=lambda est: say(format_estimate(est)))
+    emit(args, report, format_report(report) + f"\nreport: {out / 'report.json'}")
+    return 0
+
+
+def _say(args):
+    """Print a line now: on stderr under --json (stdout holds the JSON), else on stdout."""
+    if args.json:
+        return lambda text: print(text, file=sys.stderr, flush=True)
+    return lambda text: print(text, flush=True)
+
+
+def run_engine_synth(args, board, bits, model) -> int:
+    """``asqhw synth`` on a graph (format-2) bundle: the descriptor-driven engine on the board."""
+    from golden.bundle import read_manifest
+    from hw.eda.generate import memory_summary
+    from hw.eda.synth import synthesize_engine
+    from hw.options import check_report_writable, check_writable, emit
+
+    manifest = read_manifest(model)
+    if bits != manifest.bits:
+        raise UserError(f"--bits {bits}: the graph bundle {model} is BITS={manifest.bits}; its widths are fixed "
+                        "per node (drop --bits)")
+    if args.mul is not None:
+        raise UserError(f"--mul {args.mul}: a graph bundle runs each node's own weight format on the engine "
+                        "(drop --mul)")
+    if args.simd is not None and args.simd != _default("simd"):
+        raise UserError(f"--simd {args.simd}: the graph engine takes one input position per cycle for PE output "
+                        "channels (drop --simd; --pe sets its parallelism)")
+    if args.reply != "logits":
+        raise UserError(f"--reply {args.reply}: the graph engine sends its output values and no class beat "
+                        "(drop --reply)")
+    out = args.out or BUILD / "synth" / f"{board.name}-{manifest.model}-b{bits}"
+    check_writable(out, what="the synthesis folder", fix="pass --out with a writable folder", folder=True)
+    check_report_writable(args)
+    say = _say(args)
+
+    def on_plan(info):
+        say(f"graph engine of {manifest.model} BITS={bits} PE={info['memory_map']['pe']}: "
+            f"{info['cycles_per_inference']} cycles per image (schedule), MAC bound {info['mac_bound_cycles']}")
+        say("memory map: " + memory_summary(info["memory_map"]))
+        fit = info.get("block_memory")
+        if fit:
+            say(f"block memory: {fit['blocks']} of {fit['blocks_available']} {fit['block_cell']} "
+                f"(ROM {fit['kbit']['rom']:g} kbit, RAM {fit['kbit']['ram']:g} kbit)")
+
+    report = synthesize_engine(model, board.name, out, pe=args.pe, seeds=args.seeds, baud=args.baud,
+                               window=args.window, progress=not args.quiet, clock=args.clock, on_plan=on_plan)
     emit(args, report, format_report(report) + f"\nreport: {out / 'report.json'}")
     return 0
 
@@ -128,8 +210,11 @@ def _default(name):
 def format_report(report: dict) -> str:
     """A few lines a person reads after ``asqhw synth``."""
     d = report["design"]
-    lines = [f"{report['board']} ({report['device']}): {d.get('top')} BITS={d.get('bits')} MUL={d.get('mul')} "
-             f"PE={d.get('pe')} SIMD={d.get('simd')}"]
+    if d.get("engine"):
+        head = f"{d.get('top')} of {d.get('model')} BITS={d.get('bits')} PE={d.get('pe')}"
+    else:
+        head = f"{d.get('top')} BITS={d.get('bits')} MUL={d.get('mul')} PE={d.get('pe')} SIMD={d.get('simd')}"
+    lines = [f"{report['board']} ({report['device']}): {head}"]
     if "generic" in report:
         g = report["generic"]
         lines.append(f"  gates {g['gates']}, flip-flops {g['flip_flops']}, {g['nand2_equivalents']} NAND2 equivalents")
@@ -150,7 +235,22 @@ def format_report(report: dict) -> str:
                      f"tried {tried} MHz); worst slack {slack} ns")
     ips = report["inferences_per_s"]
     lines.append(f"  {report['macs_per_cycle']} MACs/cycle, {report['cycles_per_inference']} cycles/inference: "
-                 f"{ips['at_board_clock']:.0f} inferences/s at the clock, {ips['at_fmax_median']:.0f} at Fmax")
+                 f"{ips['at_board_clock']:g} inferences/s at the clock, {ips['at_fmax_median']:g} at Fmax")
+    engine = report.get("engine")
+    if engine:
+        from hw.eda.generate import memory_summary
+
+        lines.append(f"  MAC bound {engine['mac_bound_cycles']} cycles ({100 * engine['mac_efficiency']:.1f} % of the "
+                     "cycles multiply); memory map: " + memory_summary(engine["memory_map"]))
+        fit = engine.get("block_memory")
+        if fit and "resources" in report:
+            lines.append(f"  block RAM: {report['resources']['block_ram']['used']} {fit['block_cell']} used, "
+                         f"{fit['blocks']} planned before synthesis (at least {fit['blocks_data']})")
+    link = report.get("link")
+    if link and "images_per_s_over_link" in link:
+        lines.append(f"  link: {link['baud']} baud, {link['reply']} reply, window {link['window']}: "
+                     f"{link['bytes_in_per_image']} bytes in, {link['bytes_out_per_image']} out per image; "
+                     f"{link['images_per_s_over_link']:g} images/s over the link")
     for key, v in report.get("estimate_vs_synthesis", {}).items():
         err = "n/a" if v["error"] is None else f"{100 * v['error']:+.1f} %"
         lines.append(f"  estimate {key}: {v['estimate']} vs {v['synthesis']} ({err})")

@@ -518,6 +518,10 @@ def _resources_block(reports: list[PnrReport] | None, cells: dict, board: Board)
         "block_ram": {"used": res.bram, "available": board.capacity["bram"]},
         "dsp": {"used": res.dsp, "available": board.capacity["dsp"]},
     }
+    spram = SPRAM.get(board.device)
+    if spram:
+        block["spram"] = {"used": sum(n for cell, n in cells.items() if cell == spram["cell"]),
+                          "available": spram["count"]}
     if reports:
         util = reports[0].utilization
         block["logic_cells"] = {"type": board.logic_cell, **util[board.logic_cell]}
@@ -554,21 +558,29 @@ def _route_with_dsp_fallback(top, board: Board, build_dir, name, seeds, progress
 
 
 def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, mul=None, seeds: int = 3,
-                           baud: int | None = None, progress: bool = True, on_estimate=None,
-                           clock="auto") -> dict:
+                           baud: int | None = None, reply: str = "logits", window: int = 1,
+                           progress: bool = True, on_estimate=None, clock="auto") -> dict:
     """Build ``asq_accel`` for ``bundle`` on ``board``; write ``out_dir`` with ``report.json``.
 
     See :func:`synthesize_top`; this adds the accelerator's design figures and its estimate
     (handed to ``on_estimate`` before synthesis starts, when given). ``clock`` defaults to ``"auto"``:
     the fastest PLL setting that meets timing over the seeds, searched from the estimated Fmax.
+    ``baud``, ``reply`` and ``window`` build the link ``asqhw host`` talks to
+    (:func:`hw.link.board.link_options`): the line rate, every logit or the class alone, and the
+    images the input buffer lets the host keep in flight.
     """
     from hw.eda.estimate import estimate_accelerator
     from hw.eda.generate import TOP_NAME, build_top
+    from hw.link.board import link_options
     from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD
 
     spec = get_board(board)
     top = build_top(bundle, pe=pe or DEFAULT_PE, simd=simd or DEFAULT_SIMD, mul=mul)
     plan = top.plan
+    try:
+        options = link_options(top, reply=reply, window=window)
+    except ValueError as err:
+        raise UserError(f"--reply {reply} --window {window}: {err}") from None
     design = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
               "scheme": bundle.manifest.scheme, "bundle": str(getattr(bundle, "path", "") or ""),
               "n_logits": plan.n_logits}
@@ -577,12 +589,170 @@ def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, m
         on_estimate(estimate)
     return synthesize_top(top, spec.name, out_dir, design=design, macs_per_cycle=plan.pe * plan.simd,
                           cycles=top.cycles_per_inference(), input_bytes=plan.input_codes,
-                          estimate=estimate, seeds=seeds, baud=baud, progress=progress, clock=clock)
+                          estimate=estimate, seeds=seeds, baud=baud, progress=progress, clock=clock,
+                          link_options=options, reply=reply, window=window,
+                          out_beats=1 if reply == "class" else plan.n_logits + 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The graph engine on a board: its block memories, checked before synthesis
+
+#: Block-memory shapes (words, bits per word) each family's block RAM offers, and what Yosys'
+#: ``memory_libmap`` counts one block as (``cost`` in its ``brams*.txt``). A memory takes, per shape,
+#: ceil(bits / shape bits) x ceil(words / shape words) blocks, and Yosys maps it to the cheapest.
+#: iCE40 ``SB_RAM40_4K`` (4 kbit); ECP5 ``DP16KD`` (18 kbit; 36 bits wide as a simple dual-port RAM).
+BLOCK_SHAPES = {
+    "ice40": {"cell": "SB_RAM40_4K", "bits": 4096, "cost": 64,
+              "shapes": ((256, 16), (512, 8), (1024, 4), (2048, 2))},
+    "ecp5": {"cell": "DP16KD", "bits": 18432, "cost": 128,
+             "shapes": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))},
+}
+#: What ``memory_libmap`` counts a ROM bit built of logic as (its default ``-logic-cost-rom``): a
+#: ROM goes into logic when that is cheaper than its blocks (e.g. a short, wide descriptor ROM).
+LOGIC_COST_ROM = 1 / 16
+#: Single-port RAMs that the bitstream cannot initialise: the UP5K's four 16384 x 16 SB_SPRAM256KA.
+SPRAM = {"iCE40UP5K": {"cell": "SB_SPRAM256KA", "count": 4, "words": 16384, "bits": 16}}
+
+
+def blocks_for(words: int, bits: int, family: str) -> int:
+    """The fewest block RAMs of ``family`` a ``words`` x ``bits`` memory takes (one shape throughout)."""
+    shapes = BLOCK_SHAPES[family]["shapes"]
+    return min(-(-bits // sb) * -(-words // sw) for sw, sb in shapes)
+
+
+def engine_memories(engine) -> list[dict]:
+    """The engine's memories: name, kind (``ram`` written at run time, ``rom`` set by the
+    bitstream), words, bits per word, copies (an activation bank has a write port, the operand
+    read port and, when some step adds a skip branch, a second read port; a block RAM has one read
+    and one write port, so Yosys builds one copy per read port) and ``data``: the activation banks
+    and weight ROMs, whose every bit holds a value (Yosys may trim constant bits off the others)."""
+    plan = engine.plan
+    reads = 2 if any(s.skip for s in plan.steps) else 1
+    out = [{"name": f"activation bank {b}", "kind": "ram", "words": words, "word_bits": bits, "copies": reads,
+            "data": True} for b, (bits, words) in enumerate(plan.banks)]
+    out += [{"name": f"weight ROM {k} ({a.kind})", "kind": "rom", "words": max(len(rom), 1),
+             "word_bits": plan.pe * a.w_bits, "copies": 1, "data": True}
+            for k, (a, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True))]
+    out.append({"name": "constant table", "kind": "rom", "words": len(plan.constants),
+                "word_bits": engine.m_width + engine.a_width + engine.b_width, "copies": 1})
+    out.append({"name": "descriptor ROM", "kind": "rom", "words": len(plan.steps),
+                "word_bits": engine.desc_layout.size, "copies": 1})
+    asq = engine.asq_unit
+    if asq is not None:
+        out.append({"name": "ASQ GAP memory", "kind": "ram", "words": asq.channels + asq.hidden_max,
+                    "word_bits": max(asq.z_width, asq.h_width), "copies": 1})
+        index_bits = max(asq.channels + asq.hidden_max - 1, 1).bit_length()
+        out.append({"name": "ASQ step ROM", "kind": "rom", "copies": 1,
+                    "words": sum(len(asq.rom_steps(cfg)) for cfg in asq.configs),
+                    "word_bits": index_bits + asq.w_width + 3})
+    for mem in out:
+        mem["kbit"] = round(mem["words"] * mem["word_bits"] * mem["copies"] / 1024, 1)
+    return out
+
+
+def block_memory_fit(memories: list[dict], board: Board) -> dict:
+    """What ``memories`` (:func:`engine_memories`) take of ``board``'s block RAM (and its SPRAM).
+
+    Each memory gets ``blocks`` (the fewest that hold it, times its copies) and ``in_logic`` (a
+    ROM that Yosys builds of logic instead, being cheaper so: :data:`LOGIC_COST_ROM`). Returns them
+    with ``blocks`` in all (an estimate: Yosys may trim constant bits off the small ROMs),
+    ``blocks_data`` (the activation banks and weight ROMs alone: a floor) against
+    ``blocks_available``, the kbit needed by kind against the block RAM's and the SPRAM's kbit, and
+    ``fits``: the floor fits (a design refused by it cannot fit; one that passes may still not).
+    """
+    bram = BLOCK_SHAPES[board.family]
+    out = []
+    for m in memories:
+        blocks = m["copies"] * blocks_for(m["words"], m["word_bits"], board.family)
+        in_logic = (m["kind"] == "rom"
+                    and m["words"] * m["word_bits"] * LOGIC_COST_ROM < blocks * bram["cost"])
+        out.append({**m, "blocks": 0 if in_logic else blocks, "in_logic": in_logic})
+    spram = SPRAM.get(board.device)
+    blocks = sum(m["blocks"] for m in out)
+    data_blocks = sum(m["blocks"] for m in out if m.get("data"))
+    return {
+        "memories": out, "block_cell": bram["cell"], "blocks": blocks, "blocks_data": data_blocks,
+        "blocks_available": board.capacity["bram"],
+        "kbit": {kind: round(sum(m["kbit"] for m in out if m["kind"] == kind), 1) for kind in ("rom", "ram")},
+        "bram_kbit_available": board.capacity["bram"] * bram["bits"] // 1024,
+        "spram_kbit_available": spram["count"] * spram["words"] * spram["bits"] // 1024 if spram else 0,
+        "spram_used": 0,
+        "fits": data_blocks <= board.capacity["bram"],
+    }
+
+
+def memory_refusal(fit: dict, board: Board, what: str) -> str:
+    """One line: why ``what`` does not fit ``board``'s block memory, with the kbit per memory."""
+    parts = ", ".join(f"{m['name']} {m['words']} x {m['word_bits']}"
+                      + (f" x{m['copies']} read ports" if m["copies"] > 1 else "") + f" = {m['kbit']:g} kbit"
+                      + (" in logic" if m["in_logic"] else f" in {m['blocks']}")
+                      for m in fit["memories"])
+    spram = ""
+    if fit["spram_kbit_available"]:
+        spram = (f"; its {fit['spram_kbit_available']} kbit of SPRAM cannot hold the ROMs (the bitstream does not "
+                 "initialise SPRAM: weights there need loading at run time) and the engine's activation banks "
+                 "(two read ports and a write port) do not map onto single-port SPRAM")
+    return (f"{what} needs at least {fit['blocks_data']} {fit['block_cell']} block RAMs and {board.name} "
+            f"({board.device}) has {fit['blocks_available']} ({fit['bram_kbit_available']} kbit): "
+            f"ROM {fit['kbit']['rom']:g} kbit + RAM {fit['kbit']['ram']:g} kbit ({parts}){spram}. "
+            "Fix: a board with more block RAM (ulx3s) or a smaller network")
+
+
+def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, baud: int | None = None,
+                      window: int = 1, progress: bool = True, clock="auto", on_plan=None) -> dict:
+    """Build the descriptor-driven engine of a graph (format-2) bundle on ``board``; write ``out_dir``.
+
+    The engine's memories are checked against the board's block RAM first
+    (:func:`block_memory_fit`): a design that cannot fit is refused with one line
+    (:func:`memory_refusal`) before anything is synthesized or written. Then as
+    :func:`synthesize_top`, the engine behind the UART link (every output value sent back,
+    ``window - 1`` images buffered); report.json gains ``engine``: the memory map
+    (:meth:`hw.rtl.engine.planner.EnginePlan.memory_map`), the block memories against the board's,
+    cycles per image (the engine's schedule, without stalls) and the MAC bound (:func:`hw.eda.generate.engine_figures`),
+    and images/s at the clock met. ``on_plan`` is called with that block before synthesis starts.
+    """
+    from golden.bundle import read_bundle
+    from hw.eda.generate import ENGINE_TOP_NAME, build_engine, engine_figures
+    from hw.link.board import MAX_FIFO_BYTES
+    from hw.rtl.plan import DEFAULT_PE
+
+    spec = get_board(board)
+    if not hasattr(bundle, "graph"):
+        bundle = read_bundle(bundle, vectors=False)
+    engine = build_engine(bundle, pe=pe or DEFAULT_PE)
+    plan = engine.plan
+    figures = engine_figures(engine)
+    model = bundle.manifest.model
+    info = {**figures, "cycles_estimated": True, "memory_map": plan.memory_map()}
+    if spec.is_fpga:
+        fit = block_memory_fit(engine_memories(engine), spec)
+        info["block_memory"] = fit
+        if not fit["fits"]:
+            raise UserError(memory_refusal(fit, spec, f"the {model} engine (PE {plan.pe})"))
+    input_beats = plan.tensors[plan.input].words
+    in_bytes = -(-engine.in_width // 8)
+    fifo = (window - 1) * input_beats * in_bytes
+    if window < 1 or fifo > MAX_FIFO_BYTES:
+        raise UserError(f"--window {window}: {window} images in flight need a {fifo}-byte input buffer; at most "
+                        f"{MAX_FIFO_BYTES} bytes ({MAX_FIFO_BYTES // (input_beats * in_bytes) + 1} images of "
+                        f"{input_beats * in_bytes} bytes) are offered")
+    if on_plan is not None:
+        on_plan(info)
+    design = {"top": ENGINE_TOP_NAME, "engine": True, "model": model, "bits": bundle.manifest.bits, "pe": plan.pe,
+              "simd": 1, "scheme": bundle.manifest.scheme, "bundle": str(getattr(bundle, "path", "") or ""),
+              "n_out": plan.tensors[plan.output].words}
+    report = synthesize_top(engine, spec.name, out_dir, design=design, macs_per_cycle=plan.pe,
+                            cycles=figures["cycles_per_inference"], input_bytes=input_beats, seeds=seeds,
+                            baud=baud, progress=progress, clock=clock, link_options={"fifo_depth": fifo},
+                            reply="logits", window=window, out_beats=plan.tensors[plan.output].words,
+                            extra={"engine": info})
+    return report
 
 
 def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: int, cycles: int,
                    input_bytes: int, estimate: dict | None = None, seeds: int = 3, baud: int | None = None,
-                   progress: bool = True, clock=None) -> dict:
+                   progress: bool = True, clock=None, link_options: dict | None = None, reply: str = "logits",
+                   window: int = 1, out_beats: int | None = None, extra: dict | None = None) -> dict:
     """Synthesize a stream component (``i``/``o`` streams) for ``board``; write ``out_dir/report.json``.
 
     FPGA boards: ``top`` behind the UART link (:class:`hw.rtl.uart.LinkOnBoard`) through
@@ -598,6 +768,13 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
     every setting tried. ``generic``: ``top``'s Verilog through Yosys ``synth`` (gate and flip-flop
     counts by type). The folder is written atomically and keeps its report even when the design fails
     to fit or to meet the clock; then a :class:`UserError` with the figures is raised. Returns the report.
+
+    The link: ``baud`` (default 115200), checked at every clock tried against the board's USB bridge
+    and the clock (:func:`check_link_baud`; a clock that cannot make it fails the build, naming the
+    fastest rate it makes); ``link_options``: :class:`hw.rtl.uart.StreamLink`'s keyword arguments (the
+    reply filter, the input buffer); ``reply``, ``window`` and ``out_beats`` (beats sent back per
+    image, default one) describe it in ``report["link"]``, with the images/s the line allows and
+    what the board keeps up over it. ``extra``: more top-level report entries.
     """
     from tqdm import tqdm
 
@@ -606,7 +783,9 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
     spec = get_board(board)
     name = design.get("top", "top")
     report = {"board": spec.name, "device": spec.device, "design": design,
-              "macs_per_cycle": macs_per_cycle, "cycles_per_inference": cycles, "estimate": estimate}
+              "macs_per_cycle": macs_per_cycle, "cycles_per_inference": cycles, "estimate": estimate,
+              **(extra or {})}
+    link_options = link_options or {}
     failure = None
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
@@ -622,17 +801,17 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
 
             def route(setting):
                 """Place and route at ``setting`` (None: the oscillator); (reports, note, link, MHz)."""
-                wrapped, mhz = _board_top(top, spec, setting, link_baud)
+                wrapped, mhz = _board_top(top, spec, setting, link_baud, link_options)
                 bar.reset(total=seeds)
                 bar.set_description(f"place and route {spec.name} at {mhz:g} MHz")
-                inner = _inner_link(wrapped)
-                link = {"kind": "uart", "baud": link_baud, "divisor": inner.divisor,
-                        "bytes_in_per_image": input_bytes * inner.in_bytes, "bytes_out_per_beat": inner.out_bytes}
+                link = _link_block(_inner_link(wrapped), link_baud, reply=reply, window=window,
+                                   input_beats=input_bytes, out_beats=out_beats or 1)
                 reports, note = _route_with_dsp_fallback(wrapped, spec, tmp, BOARD_TOP, seeds, bar)
                 return reports, note, link, mhz
 
             try:
-                reports, note, link, clock_info = choose_clock(route, spec, clock, estimate=estimate)
+                reports, note, link, clock_info = choose_clock(route, spec, clock, estimate=estimate,
+                                                               usable=lambda mhz: _makes_baud(spec, link_baud, mhz))
             except _RouteFailed as err:
                 reports, note, failure = None, None, err.cause
                 link, clock_info = err.link, err.clock_info
@@ -644,6 +823,8 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
                                          all_seeds=clock_info["mode"] == "auto"))
             if reports is not None:
                 clock_info["slack_ns"] = _slack(reports, clock_info["mhz"])
+            if link is not None:
+                link.update(_link_rates(link, cycles, clock_info["mhz"]))
             if failure is None and not report["ok"]:
                 failure = UserError("timing not met")
         if estimate is not None:
@@ -679,16 +860,81 @@ class _RouteFailed(Exception):
         self.cause, self.link, self.clock_info = cause, link, clock_info
 
 
-def _board_top(top, board: Board, setting, baud: int):
-    """``top`` behind the UART link, clocked by the oscillator (``setting`` None) or the PLL;
-    returns the board top and its clock (MHz)."""
+def _board_top(top, board: Board, setting, baud: int, link_options: dict | None = None):
+    """``top`` behind the UART link (``link_options``: :class:`hw.rtl.uart.StreamLink`'s reply
+    filter and input buffer), clocked by the oscillator (``setting`` None) or the PLL; returns the
+    board top and its clock (MHz). UserError when that clock cannot make ``baud``."""
     from hw.rtl.clocking import PllClocked
     from hw.rtl.uart import LinkOnBoard
 
+    mhz = board.clock_mhz if setting is None else setting.f_out
+    check_link_baud(board, baud, mhz * 1e6)
+    link = LinkOnBoard(top, mhz * 1e6, baud=baud, **(link_options or {}))
     if setting is None:
-        return LinkOnBoard(top, board.clock_mhz * 1e6, baud=baud), board.clock_mhz
-    return (PllClocked(LinkOnBoard(top, setting.f_out * 1e6, baud=baud), setting, board.clock_resource),
-            setting.f_out)
+        return link, mhz
+    return PllClocked(link, setting, board.clock_resource), mhz
+
+
+#: The fastest rate of the ULX3S's USB bridge (an FT231X; the iCEBreaker's FT2232H is checked
+#: rate by rate by :func:`hw.link.rates.check_baud`).
+FT231X_MAX_BAUD = 3_000_000
+
+
+def check_link_baud(board: Board, baud: int, clock_hz: float) -> int:
+    """The UART divisor for ``baud`` at ``clock_hz`` on ``board``; UserError naming what cannot make it.
+
+    iCEBreaker: the FT2232H's rates and the clock (:func:`hw.link.rates.check_baud`, whose refusal
+    names the fastest rate the clock makes). Other boards: the clock, and the ULX3S bridge's 3 Mbaud.
+    """
+    from hw.link.rates import check_baud
+    from hw.rtl.uart import divisor_for
+
+    if board.name == "icebreaker":
+        return check_baud(baud, clock_hz)
+    if board.name == "ulx3s" and baud > FT231X_MAX_BAUD:
+        raise UserError(f"--baud {baud}: the ULX3S's FT231X makes at most {FT231X_MAX_BAUD} baud")
+    try:
+        return divisor_for(clock_hz, baud)
+    except ValueError as err:
+        raise UserError(f"--baud {baud}: {err}") from None
+
+
+def _makes_baud(board: Board, baud: int, mhz: float) -> bool:
+    """Whether a ``mhz`` clock makes ``baud`` on ``board`` (:func:`check_link_baud` without the error)."""
+    try:
+        check_link_baud(board, baud, mhz * 1e6)
+    except UserError:
+        return False
+    return True
+
+
+def _link_block(stream_link, baud: int, *, reply: str, window: int, input_beats: int, out_beats: int) -> dict:
+    """``report["link"]`` before the clock is known: the rate, divisor, reply, buffer and bytes per image."""
+    from hw.link.rates import LINE_BITS_PER_BYTE
+
+    bytes_in, bytes_out = input_beats * stream_link.in_bytes, out_beats * stream_link.out_bytes
+    per_s = baud / LINE_BITS_PER_BYTE
+    return {"kind": "uart", "baud": baud, "divisor": stream_link.divisor, "reply": reply, "window": window,
+            "fifo_bytes": stream_link.fifo_depth, "bytes_in_per_image": bytes_in,
+            "bytes_out_per_beat": stream_link.out_bytes, "bytes_out_per_image": bytes_out, "bytes_per_s": per_s,
+            "images_per_s_pipelined": round(per_s / max(bytes_in, bytes_out), 1),
+            "images_per_s_one_at_a_time": round(per_s / (bytes_in + bytes_out), 1)}
+
+
+def _link_rates(link: dict, cycles: int, mhz: float) -> dict:
+    """Images/s of the board over its link at ``mhz``: one image at a time, the bytes in, the compute
+    and the bytes out follow each other; with images in flight the slower of line and compute sets it
+    (USB latency not counted)."""
+    compute_s = cycles / (mhz * 1e6)
+    line_s = {"in": link["bytes_in_per_image"] / link["bytes_per_s"],
+              "out": link["bytes_out_per_image"] / link["bytes_per_s"]}
+    if link["window"] > 1:
+        per_image = max(compute_s, line_s["in"], line_s["out"])
+    else:
+        per_image = line_s["in"] + compute_s + line_s["out"]
+    return {"images_per_s_over_link": round(1 / per_image, 1),
+            "limited_by": "compute" if compute_s >= max(line_s.values()) and link["window"] > 1 else
+                          ("line" if link["window"] > 1 else "line and compute in turn")}
 
 
 def _inner_link(board_top):
@@ -704,7 +950,7 @@ def _slack(reports: list[PnrReport], mhz: float) -> dict:
     return {"seeds": per_seed, "min": min(known, default=None)}
 
 
-def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
+def choose_clock(route, board: Board, clock, *, estimate: dict | None = None, usable=None):
     """Route at the clock ``clock`` asks for (see :func:`synthesize_top`); return the last routing's
     ``(reports, note, link, clock_info)``.
 
@@ -714,8 +960,17 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
     fastest setting not above the minimum Fmax over the seeds until a setting is met on every seed and
     no setting :data:`PLL_MIN_GAIN` faster lies under its Fmax; a design slower than the PLL's slowest
     output falls back to the oscillator. A failed routing raises :class:`_RouteFailed`.
+    ``usable(MHz) -> bool`` (default: every clock): the search passes over PLL settings it rejects
+    (a clock that cannot make the link's baud rate).
     """
     from hw.eda.pll import fastest_at_most
+
+    def fastest(ceiling):
+        """The fastest setting at or under ``ceiling`` that ``usable`` takes (None: none)."""
+        setting = fastest_at_most(board.family, board.clock_mhz, ceiling)
+        while setting is not None and usable is not None and not usable(setting.f_out):
+            setting = fastest_at_most(board.family, board.clock_mhz, setting.f_out * (1 - 1e-9))
+        return setting
 
     passes = []
     info = {"mode": "oscillator" if clock is None else "auto" if clock == "auto" else "fixed",
@@ -758,7 +1013,7 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
         reports, note, link, _ = run(setting)
         return reports, note, link, info
     start = (estimate or {}).get("fmax_mhz") or board.pll_start_mhz
-    setting = fastest_at_most(board.family, board.clock_mhz, start)
+    setting = fastest(start)
     met_any, best_met, tried = False, None, set()
     slowest_missed = float("inf")
     result = None
@@ -774,7 +1029,7 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None):
         # nextpnr reaches more at a lower target (its placer relaxes paths with slack), so a setting's
         # Fmax says little about faster ones: never try again at or above a setting that missed
         ceiling = min(f_min, slowest_missed * (1 - 1e-9))
-        faster = fastest_at_most(board.family, board.clock_mhz, ceiling)
+        faster = fastest(ceiling)
         if faster is None:  # slower than the PLL's slowest output: the oscillator, if not tried
             if setting is None:
                 break
@@ -881,5 +1136,9 @@ def _failure_text(report: dict, out_dir: Path, cause: Exception) -> str:
         lines.append("  Fix (untimed paths): register each DSP product's operands, pipeline and output "
                      "inside the block (hw.rtl.dsp.PipelinedProduct), or keep the product in logic")
     if not report.get("clock_met", True) or not report.get("fits", True):
-        lines.append("  Fix: a smaller --pe/--simd (asqhw fit BOARD finds the largest that fits and meets the clock)")
+        if report.get("design", {}).get("engine"):
+            lines.append("  Fix: a smaller --pe (the graph engine's MAC lanes), or a larger board")
+        else:
+            lines.append("  Fix: a smaller --pe/--simd (asqhw fit BOARD finds the largest that fits and meets the "
+                         "clock)")
     return "\n".join(lines)
