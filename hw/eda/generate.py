@@ -168,11 +168,6 @@ def _manifest(bundle_or_path):
     return read_manifest(bundle_or_path) if manifest is None else manifest
 
 
-def uses_engine(bundle_or_path) -> bool:
-    """Whether ``bundle_or_path`` runs on the descriptor-driven engine (else on the chain accelerator)."""
-    return is_graph_bundle(bundle_or_path)
-
-
 def build_engine(bundle, *, pe=DEFAULT_PE):
     """The :class:`hw.rtl.engine.core.GraphEngine` of a graph bundle (a ``GraphBundle`` or its folder).
 
