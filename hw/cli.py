@@ -68,20 +68,10 @@ def run_verilog(args) -> int:
 
 def run_engine_verilog(args, bits, model) -> int:
     """``asqhw verilog`` on a graph (format-2) bundle: the descriptor-driven engine's Verilog."""
-    from golden.bundle import read_manifest
     from hw.eda.generate import generate_engine_verilog, memory_summary
-    from hw.options import check_report_writable, check_writable, emit
+    from hw.options import check_report_writable, check_writable, emit, graph_bundle_manifest
 
-    manifest = read_manifest(model)
-    if bits != manifest.bits:
-        raise UserError(f"--bits {bits}: the graph bundle {model} is BITS={manifest.bits}; its widths are fixed "
-                        "per node (drop --bits)")
-    if args.mul is not None:
-        raise UserError(f"--mul {args.mul}: a graph bundle runs each node's own weight format on the engine "
-                        "(drop --mul)")
-    if args.simd != DEFAULT_SIMD:
-        raise UserError(f"--simd {args.simd}: the graph engine takes one input position per cycle for PE output "
-                        "channels (drop --simd; --pe sets its parallelism)")
+    manifest = graph_bundle_manifest(model, bits, args.mul, args.simd)
     out = args.out or Path("build") / "verilog" / f"{manifest.model}-b{bits}"
     check_writable(out, what="the Verilog folder", fix="pass --out with a writable folder", folder=True)
     check_report_writable(args)

@@ -92,3 +92,23 @@ def emit(args, result: dict, text: str) -> None:
     else:
         print(text)
     sys.stdout.flush()
+
+
+def graph_bundle_manifest(model, bits: int, mul, simd):
+    """The manifest of the graph (format-2) bundle ``model``, after refusing the chain accelerator's
+    options that do not apply to the graph engine: a ``bits`` other than the bundle's, any ``mul``,
+    and a ``simd`` other than the generator's default (the engine's parallelism is ``--pe``)."""
+    from golden.bundle import read_manifest
+    from hw.rtl.plan import DEFAULT_SIMD
+
+    manifest = read_manifest(model)
+    if bits != manifest.bits:
+        raise UserError(f"--bits {bits}: the graph bundle {model} is BITS={manifest.bits}; its widths are fixed "
+                        "per node (drop --bits)")
+    if mul is not None:
+        raise UserError(f"--mul {mul}: a graph bundle runs each node's own weight format on the engine "
+                        "(drop --mul)")
+    if simd not in (None, DEFAULT_SIMD):
+        raise UserError(f"--simd {simd}: the graph engine takes one input position per cycle for PE output "
+                        "channels (drop --simd; --pe sets its parallelism)")
+    return manifest

@@ -163,21 +163,11 @@ def _say(args):
 
 def run_engine_synth(args, board, bits, model) -> int:
     """``asqhw synth`` on a graph (format-2) bundle: the descriptor-driven engine on the board."""
-    from golden.bundle import read_manifest
     from hw.eda.generate import memory_summary
     from hw.eda.synth import synthesize_engine
-    from hw.options import check_report_writable, check_writable, emit
+    from hw.options import check_report_writable, check_writable, emit, graph_bundle_manifest
 
-    manifest = read_manifest(model)
-    if bits != manifest.bits:
-        raise UserError(f"--bits {bits}: the graph bundle {model} is BITS={manifest.bits}; its widths are fixed "
-                        "per node (drop --bits)")
-    if args.mul is not None:
-        raise UserError(f"--mul {args.mul}: a graph bundle runs each node's own weight format on the engine "
-                        "(drop --mul)")
-    if args.simd is not None and args.simd != _default("simd"):
-        raise UserError(f"--simd {args.simd}: the graph engine takes one input position per cycle for PE output "
-                        "channels (drop --simd; --pe sets its parallelism)")
+    manifest = graph_bundle_manifest(model, bits, args.mul, args.simd)
     if args.reply != "logits":
         raise UserError(f"--reply {args.reply}: the graph engine sends its output values and no class beat "
                         "(drop --reply)")
