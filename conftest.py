@@ -13,6 +13,8 @@ Test tiers are pytest markers (``pyproject.toml``): ``sim`` (runs Icarus or Veri
 ``make test-fast`` runs what carries none of them.
 """
 
+from pathlib import Path
+
 import pytest
 
 from golden.bundle import SHIPPED_MODELS
@@ -54,6 +56,29 @@ def format1_bundle():
     a graph: the digits-b3 bundle once shipped (``tests/data/digits-b3-format1``), read by the
     format-1 reader that users' older bundles still go through. Its chain equals the chain view of
     today's shipped ``models/digits-b3``."""
-    from pathlib import Path
-
     return Path(__file__).resolve().parent / "tests" / "data" / "digits-b3-format1"
+
+
+@pytest.fixture(scope="session")
+def load_example():
+    """``load_example(name)``: the script ``examples/<name>.py`` imported as a module (the examples
+    are not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "examples" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def one_thread():
+    """Restores torch's thread count after a test whose code under test sets one thread (the examples)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -1,32 +1,17 @@
 """examples/byon_digits.py runs (a user's own nn.Module to a bundle, Verilog and simulation), and a
 model outside the supported chain is refused at export with a one-line error."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 from asqhw.errors import UserError
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "byon_digits.py"
-
 
 @pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location("byon_digits", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)  # the example trains on one thread
+def example(load_example):
+    return load_example("byon_digits")
 
 
 def test_the_example_reaches_the_verilog(example, tmp_path, one_thread, capsys):

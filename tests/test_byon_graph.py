@@ -2,7 +2,6 @@
 training, a checkpoint, the graph exporter, ``asqhw eval --golden``, the engine's Verilog and Verilator,
 bit-exact; and an unsupported op in it refused at export in one line naming the op and the fx node."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,18 +14,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "byon_graph.py"
 
 
 @pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location("byon_graph", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)  # the example trains on one thread
+def example(load_example):
+    return load_example("byon_graph")
 
 
 def test_an_unsupported_op_in_the_users_module_is_refused_in_one_line(example, tmp_path, one_thread):
