@@ -93,6 +93,12 @@ def check_payload(payload, path) -> dict:
     if bits is not None and (type(bits) is not int or bits not in INT_BITS):
         raise UserError(f"checkpoint {path}: field 'bits' is {bits!r}; BITS must be "
                         f"{range_text(INT_BITS)}; retrain it")
+    config = payload.get("config")
+    for key in ("model", "scheme", "bits"):
+        # The run's settings record what it trained: a field edited since disagrees with them.
+        if isinstance(config, dict) and key in config and config[key] != payload.get(key):
+            raise UserError(f"checkpoint {path}: field {key!r} is {payload.get(key)!r} but the run's config "
+                            f"trained {config[key]!r} (edited since training); retrain it or pass another checkpoint")
     classes = payload.get("num_classes")
     if classes is not None and (type(classes) is not int or not 2 <= classes <= MAX_CLASSES):
         raise UserError(f"checkpoint {path}: field 'num_classes' is {classes!r}, not a class count "

@@ -332,3 +332,19 @@ def test_a_checkpoint_with_impossible_metadata_is_refused(tmp_path, shipped_chec
     assert main(["eval", str(path)]) == 2
     line = one_line_error(capsys)
     assert str(path) in line
+
+
+@pytest.mark.parametrize("key, value", [("bits", 2), ("bits", 4), ("scheme", "asq"), ("model", "resnet20")])
+def test_a_checkpoint_field_edited_since_training_is_refused(tmp_path, shipped_checkpoint, key, value):
+    # a 3-bit asq+post digits run relabelled: its weights would load into another model and compute
+    # other logits without a word
+    import torch
+
+    from quant.checkpoint import load_checkpoint
+
+    payload = torch.load(shipped_checkpoint(3), map_location="cpu", weights_only=True)
+    payload[key] = value
+    path = tmp_path / "edited.pt"
+    torch.save(payload, path)
+    with pytest.raises(UserError, match=rf"field '{key}' is '?{value}'? but the run's config trained"):
+        load_checkpoint(path)
