@@ -258,6 +258,7 @@ def test_post_frac_bits_refused(tmp_path, capsys):
 def _checkpoint_with(tmp_path, **fields) -> Path:
     payload = torch.load(CHECKPOINTS / "digits-b3.pt", map_location="cpu", weights_only=True)
     payload.update(fields)
+    payload["config"] = {**payload["config"], **fields}  # as a run of that model or scheme records it
     path = tmp_path / "edited.pt"
     torch.save(payload, path)
     return path
