@@ -126,19 +126,62 @@ class AddressGenerator(wiring.Component):
         kx = Signal(range(max(la.kernel for la in layers) + 1))
         ck = Signal(range(max(la.chunks for la in layers) + 1))
         # Cycles since the last group end, up to PE: a group end waits until the serializer is free.
-        since = Signal(range(self.pe + 1), init=self.pe)
+        # Kept from registers only: ``since_prev`` is its value one cycle ago, ``ended`` (the
+        # registered issue) says a group ended in the previous cycle, so that no path runs from
+        # the loop bounds' comparisons into the counter.
+        since_prev = Signal(range(self.pe + 1), init=self.pe)
+        ended = self.issue.valid & self.issue.last
+        since_now = Mux(ended, 1, Mux(since_prev < self.pe, since_prev + 1, self.pe))
+        since = Signal.like(since_prev, name="since")
+        m.d.comb += since.eq(since_now)
+        m.d.sync += since_prev.eq(since)
         # The set the counters are at; registered onto the outputs.
         issue = Signal.like(self.issue, name="issue_next")
         act_addr = Signal.like(self.act_addr, name="act_addr_next")
         rom_addr = Signal.like(self.rom_addr, name="rom_addr_next")
         m.d.sync += [self.issue.eq(issue), self.act_addr.eq(act_addr), self.rom_addr.eq(rom_addr)]
         m.d.comb += [issue.grp.eq(grp), issue.layer.eq(self.layer)]
-        with m.If(issue.valid & issue.last):
-            m.d.sync += since.eq(1)
-        with m.Elif(since < self.pe):
-            m.d.sync += since.eq(since + 1)
 
-        m.d.sync += self.done.eq(0)  # one cycle, after the final set (set in ``_advance``)
+        # Loop counters, innermost first, each with its per-layer bound.
+        loops = [("ck", ck, lambda la: la.chunks), ("kx", kx, lambda la: la.kernel),
+                 ("ky", ky, lambda la: la.kernel), ("grp", grp, lambda la: la.groups),
+                 ("ox", ox, lambda la: la.w_out), ("oy", oy, lambda la: la.h_out)]
+        # Each counter's "at its bound" test is a register, set when the counter steps, so that
+        # the step decisions (``fire``, the carries, ``done``) start from flip-flops instead of
+        # per-layer comparisons. Between layers (``fresh``: every counter is 0 and the next layer
+        # is not known yet) a counter is at its bound when the layer's bound is 1.
+        fresh = Signal(init=1)
+        at_end, at_end_next = [], []
+        for name, counter, bound in loops:
+            flag = Signal(name=f"{name}_at_end")
+            bound_one = Signal(name=f"{name}_bound_one")
+            becomes_end = Signal(name=f"{name}_becomes_end")  # counter + 1 is at the bound
+            with m.Switch(self.layer):
+                for la in layers:
+                    with m.Case(la.index):
+                        m.d.comb += bound_one.eq(bound(la) == 1)
+                        if bound(la) >= 2:
+                            m.d.comb += becomes_end.eq(counter == bound(la) - 2)
+            at_end.append(Mux(fresh, bound_one, flag))
+            at_end_next.append((flag, Mux(at_end[-1], bound_one, becomes_end), bound_one))
+        last = at_end[0] & at_end[1] & at_end[2]
+        fire = Signal()
+        m.d.comb += fire.eq(self.run & (~last | (since >= self.pe)) & ~self.done)
+        carry = fire
+        for (_, counter, _), end, (flag, flag_next, bound_one) in zip(loops, at_end, at_end_next, strict=True):
+            with m.If(carry):
+                m.d.sync += [counter.eq(Mux(end, 0, counter + 1)), flag.eq(flag_next)]
+            with m.Elif(fresh):  # the counter stays at 0 in the new layer
+                m.d.sync += flag.eq(bound_one)
+            carry = carry & end
+        # ``carry`` is now: every counter wraps, the layer's final set fires.
+        m.d.sync += self.done.eq(carry)  # one cycle, after the final set
+        with m.If(carry):
+            m.d.sync += fresh.eq(1)
+        with m.Elif(fire):
+            m.d.sync += fresh.eq(0)
+        m.d.comb += [issue.valid.eq(fire), issue.first.eq(self.run & (ky == 0) & (kx == 0) & (ck == 0)),
+                     issue.last.eq(self.run & last)]
         with m.If(self.run):
             with m.Switch(self.layer):
                 for la in layers:
@@ -148,33 +191,11 @@ class AddressGenerator(wiring.Component):
                         ix = Signal(signed(width), name=f"ix_{la.name}")
                         m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
                         inb = in_bounds(la, iy, ix)
-                        last = (ky == la.kernel - 1) & (kx == la.kernel - 1) & (ck == la.chunks - 1)
-                        fire = (~last | (since >= la.pe)) & ~self.done
                         addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
                         m.d.comb += [
                             act_addr.eq(Mux(inb, addr, 0)),
                             rom_addr.eq(self.rom_bases[la.index]
                                              + ((grp * la.kernel + ky) * la.kernel + kx) * la.chunks + ck),
-                            issue.valid.eq(fire), issue.first.eq((ky == 0) & (kx == 0) & (ck == 0)),
-                            issue.last.eq(last), issue.inb.eq(inb), issue.pix.eq(oy * la.w_out + ox),
+                            issue.inb.eq(inb), issue.pix.eq(oy * la.w_out + ox),
                         ]
-                        with m.If(fire):
-                            self._advance(m, la, [(ck, la.chunks), (kx, la.kernel), (ky, la.kernel),
-                                                  (grp, la.groups), (ox, la.w_out), (oy, la.h_out)])
         return m
-
-    def _advance(self, m, la, counters):
-        """Step the counters, innermost first; ``done`` when every one wraps."""
-        wraps = []
-        for counter, bound in counters:
-            at_end = counter == bound - 1
-            carry = 1
-            for w in wraps:
-                carry = carry & w
-            with m.If(carry):
-                m.d.sync += counter.eq(Mux(at_end, 0, counter + 1))
-            wraps.append(at_end)
-        done_all = 1
-        for w in wraps:
-            done_all = done_all & w
-        m.d.sync += self.done.eq(done_all)
