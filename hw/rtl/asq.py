@@ -486,7 +486,13 @@ class AsqUnit(wiring.Component):
         m.d.sync += self.c.valid.eq(v)
         if not self.side_ram:
             m.d.sync += self.c.payload.tag.eq(tag)
-        rounded = self._rshift_round(m, y_r.p, [c.k.code_shift for c in self.configs], "code_full")
+        shifts = [c.k.code_shift for c in self.configs]
+        rounded = self._rshift_round(m, y_r.p, shifts, "code_full")
         qmax = Signal(unsigned(self.code_width))
         self._per_config(m, qmax, [c.k.qmax for c in self.configs])
-        m.d.sync += self.c.payload.code.eq(Mux(rounded > qmax, qmax, rounded))
+        # The clamp tests the product itself against the smallest product that rounds above qmax
+        # (beside the rounding adder, not after it): (p + half) >> s > qmax <=> p >= ((qmax + 1) << s) - half.
+        limits = [((c.k.qmax + 1) << n) - self._half(n) for c, n in zip(self.configs, shifts, strict=True)]
+        limit = Signal(unsigned(max(max(limits).bit_length(), 1)), name="code_limit")
+        self._per_config(m, limit, limits)
+        m.d.sync += self.c.payload.code.eq(Mux(y_r.p >= limit, qmax, rounded))
