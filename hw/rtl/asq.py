@@ -404,6 +404,7 @@ class AsqUnit(wiring.Component):
         bit = Signal(range(self.num_width + 1))
         q_wait = Signal(range(self.mul_latency + 1))
         r = Signal(unsigned(self.r_width))
+        dividing = Signal()
 
         with m.FSM():
             with m.State("IDLE"):
@@ -454,23 +455,26 @@ class AsqUnit(wiring.Component):
                             with m.Case(k):
                                 m.d.sync += [num.eq(numerator << skip), bit.eq(self.num_width - skip),
                                              rem.eq(numerator >> (self.num_width - skip))]
+                    m.d.sync += dividing.eq(1)
                     m.next = "DIVIDE"
             with m.State("DIVIDE"):
-                # Restoring division, most significant numerator bit first.
-                trial = Signal(unsigned(self.q_width + 2))
-                m.d.comb += trial.eq((rem << 1) | num[-1])
-                m.d.sync += num.eq(num << 1)
-                quo_next = Signal.like(quo, name="quo_next")
-                with m.If(trial >= q):
-                    m.d.sync += rem.eq(trial - q)
-                    m.d.comb += quo_next.eq((quo << 1) | 1)
-                with m.Else():
-                    m.d.sync += rem.eq(trial)
-                    m.d.comb += quo_next.eq(quo << 1)
-                m.d.sync += [quo.eq(quo_next), bit.eq(bit - 1)]
-                with m.If(bit == 1):  # the last quotient bit: the result
-                    m.d.sync += [r.eq(quo_next), self.busy.eq(0)]
+                with m.If(bit == 1):
                     m.next = "IDLE"
+        # Restoring division, most significant numerator bit first, while ``dividing`` (a register
+        # beside the FSM, so that the divider's subtraction is not merged with the FSM's other
+        # adders behind a state-decoded operand select). One subtraction gives both the trial's
+        # sign and the new remainder.
+        with m.If(dividing):
+            trial = Signal(unsigned(self.q_width + 2))
+            m.d.comb += trial.eq((rem << 1) | num[-1])
+            diff = Signal(signed(self.q_width + 3), name="trial_diff")
+            m.d.comb += diff.eq(trial - q)
+            fits = ~diff[-1]
+            quo_next = Signal.like(quo, name="quo_next")
+            m.d.comb += quo_next.eq((quo << 1) | fits)
+            m.d.sync += [num.eq(num << 1), rem.eq(Mux(fits, diff, trial)), quo.eq(quo_next), bit.eq(bit - 1)]
+            with m.If(bit == 1):  # the last quotient bit: the result
+                m.d.sync += [r.eq(quo_next), self.busy.eq(0), dividing.eq(0)]
         return r
 
     def _quantizer(self, m, r):
