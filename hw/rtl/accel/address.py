@@ -182,20 +182,21 @@ class AddressGenerator(wiring.Component):
             m.d.sync += fresh.eq(0)
         m.d.comb += [issue.valid.eq(fire), issue.first.eq(self.run & (ky == 0) & (kx == 0) & (ck == 0)),
                      issue.last.eq(self.run & last)]
-        with m.If(self.run):
-            with m.Switch(self.layer):
-                for la in layers:
-                    with m.Case(la.index):
-                        width = max(la.h_in, la.w_in, la.pad + 1).bit_length() + 2
-                        iy = Signal(signed(width), name=f"iy_{la.name}")
-                        ix = Signal(signed(width), name=f"ix_{la.name}")
-                        m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
-                        inb = in_bounds(la, iy, ix)
-                        addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
-                        m.d.comb += [
-                            act_addr.eq(Mux(inb, addr, 0)),
-                            rom_addr.eq(self.rom_bases[la.index]
-                                             + ((grp * la.kernel + ky) * la.kernel + kx) * la.chunks + ck),
-                            issue.inb.eq(inb), issue.pix.eq(oy * la.w_out + ox),
-                        ]
+        # The addresses and the set's other fields are not gated by ``run`` (``valid`` is), so
+        # that no path runs from the sequencer's state through the index arithmetic.
+        with m.Switch(self.layer):
+            for la in layers:
+                with m.Case(la.index):
+                    width = max(la.h_in, la.w_in, la.pad + 1).bit_length() + 2
+                    iy = Signal(signed(width), name=f"iy_{la.name}")
+                    ix = Signal(signed(width), name=f"ix_{la.name}")
+                    m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
+                    inb = in_bounds(la, iy, ix)
+                    addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
+                    m.d.comb += [
+                        act_addr.eq(Mux(inb, addr, 0)),
+                        rom_addr.eq(self.rom_bases[la.index]
+                                         + ((grp * la.kernel + ky) * la.kernel + kx) * la.chunks + ck),
+                        issue.inb.eq(inb), issue.pix.eq(oy * la.w_out + ox),
+                    ]
         return m
