@@ -58,7 +58,8 @@ class AddressGenerator(wiring.Component):
     Ports
     -----
     layer : In(range)
-        The layer being run (held during its RUN phase).
+        The layer being run (held during its RUN phase). Layers run in their order, the first
+        after the last (the counters' bound flags are loaded for the next layer when one ends).
     run : In(1)
         Issue sets of ``layer`` (one per cycle, but for the serializer waits).
     issue : Out(issue_layout)
@@ -148,38 +149,35 @@ class AddressGenerator(wiring.Component):
                  ("ox", ox, lambda la: la.w_out), ("oy", oy, lambda la: la.h_out)]
         # Each counter's "at its bound" test is a register, set when the counter steps, so that
         # the step decisions (``fire``, the carries, ``done``) start from flip-flops instead of
-        # per-layer comparisons. Between layers (``fresh``: every counter is 0 and the next layer
-        # is not known yet) a counter is at its bound when the layer's bound is 1.
-        fresh = Signal(init=1)
-        at_end, at_end_next = [], []
+        # per-layer comparisons. Layers run in order, the first after the last: in the ``done``
+        # cycle (nothing fires) every flag is loaded for the next layer, whose counters start at
+        # 0 (at its bound when the bound is 1); at reset, for the first layer.
+        nxt = {la.index: layers[(k + 1) % len(layers)] for k, la in enumerate(layers)}
+        at_end = []
         for name, counter, bound in loops:
-            flag = Signal(name=f"{name}_at_end")
-            bound_one = Signal(name=f"{name}_bound_one")
+            flag = Signal(name=f"{name}_at_end", init=bound(layers[0]) == 1)
+            bound_one = Signal(name=f"{name}_bound_one")  # in this layer: the bound is 1
+            next_bound_one = Signal(name=f"{name}_next_bound_one")  # in the next layer
             becomes_end = Signal(name=f"{name}_becomes_end")  # counter + 1 is at the bound
             with m.Switch(self.layer):
                 for la in layers:
                     with m.Case(la.index):
-                        m.d.comb += bound_one.eq(bound(la) == 1)
+                        m.d.comb += [bound_one.eq(bound(la) == 1), next_bound_one.eq(bound(nxt[la.index]) == 1)]
                         if bound(la) >= 2:
                             m.d.comb += becomes_end.eq(counter == bound(la) - 2)
-            at_end.append(Mux(fresh, bound_one, flag))
-            at_end_next.append((flag, Mux(at_end[-1], bound_one, becomes_end), bound_one))
-        last = at_end[0] & at_end[1] & at_end[2]
+            at_end.append((flag, Mux(flag, bound_one, becomes_end), next_bound_one))
+        last = at_end[0][0] & at_end[1][0] & at_end[2][0]
         fire = Signal()
         m.d.comb += fire.eq(self.run & (~last | (since >= self.pe)) & ~self.done)
         carry = fire
-        for (_, counter, _), end, (flag, flag_next, bound_one) in zip(loops, at_end, at_end_next, strict=True):
+        for (_, counter, _), (flag, flag_next, next_bound_one) in zip(loops, at_end, strict=True):
             with m.If(carry):
-                m.d.sync += [counter.eq(Mux(end, 0, counter + 1)), flag.eq(flag_next)]
-            with m.Elif(fresh):  # the counter stays at 0 in the new layer
-                m.d.sync += flag.eq(bound_one)
-            carry = carry & end
+                m.d.sync += [counter.eq(Mux(flag, 0, counter + 1)), flag.eq(flag_next)]
+            with m.Elif(self.done):
+                m.d.sync += flag.eq(next_bound_one)
+            carry = carry & flag
         # ``carry`` is now: every counter wraps, the layer's final set fires.
         m.d.sync += self.done.eq(carry)  # one cycle, after the final set
-        with m.If(carry):
-            m.d.sync += fresh.eq(1)
-        with m.Elif(fire):
-            m.d.sync += fresh.eq(0)
         m.d.comb += [issue.valid.eq(fire), issue.first.eq(self.run & (ky == 0) & (kx == 0) & (ck == 0)),
                      issue.last.eq(self.run & last)]
         # The addresses and the set's other fields are not gated by ``run`` (``valid`` is), so
