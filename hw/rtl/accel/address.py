@@ -126,16 +126,11 @@ class AddressGenerator(wiring.Component):
         ky = Signal(range(max(la.kernel for la in layers) + 1))
         kx = Signal(range(max(la.kernel for la in layers) + 1))
         ck = Signal(range(max(la.chunks for la in layers) + 1))
-        # Cycles since the last group end, up to PE: a group end waits until the serializer is free.
-        # Kept from registers only: ``since_prev`` is its value one cycle ago, ``ended`` (the
-        # registered issue) says a group ended in the previous cycle, so that no path runs from
-        # the loop bounds' comparisons into the counter.
-        since_prev = Signal(range(self.pe + 1), init=self.pe)
-        ended = self.issue.valid & self.issue.last
-        since_now = Mux(ended, 1, Mux(since_prev < self.pe, since_prev + 1, self.pe))
-        since = Signal.like(since_prev, name="since")
-        m.d.comb += since.eq(since_now)
-        m.d.sync += since_prev.eq(since)
+        # Cycles since the last group end, up to PE: a group end waits until the serializer is free
+        # (``free``: the count reaches PE, a register computed with the count, so that a group
+        # end's test is a flip-flop).
+        since = Signal(range(self.pe + 1), init=self.pe)
+        free = Signal(init=1)
         # The set the counters are at; registered onto the outputs.
         issue = Signal.like(self.issue, name="issue_next")
         act_addr = Signal.like(self.act_addr, name="act_addr_next")
@@ -168,16 +163,22 @@ class AddressGenerator(wiring.Component):
             at_end.append((flag, Mux(flag, bound_one, becomes_end), next_bound_one))
         last = at_end[0][0] & at_end[1][0] & at_end[2][0]
         fire = Signal()
-        m.d.comb += fire.eq(self.run & (~last | (since >= self.pe)) & ~self.done)
-        carry = fire
+        m.d.comb += fire.eq(self.run & (~last | free) & ~self.done)
+        with m.If(fire & last):
+            m.d.sync += [since.eq(1), free.eq(self.pe <= 1)]
+        with m.Elif(since < self.pe):
+            m.d.sync += [since.eq(since + 1), free.eq(since + 1 >= self.pe)]
+        # Each counter steps when every inner one is at its bound: the AND of their flags, each
+        # formed from the flags themselves (not chained through the outer counters' carries).
+        inner = 1
         for (_, counter, _), (flag, flag_next, next_bound_one) in zip(loops, at_end, strict=True):
-            with m.If(carry):
+            with m.If(fire & inner):
                 m.d.sync += [counter.eq(Mux(flag, 0, counter + 1)), flag.eq(flag_next)]
             with m.Elif(self.done):
                 m.d.sync += flag.eq(next_bound_one)
-            carry = carry & flag
-        # ``carry`` is now: every counter wraps, the layer's final set fires.
-        m.d.sync += self.done.eq(carry)  # one cycle, after the final set
+            inner = inner & flag
+        # ``fire & inner`` is now: every counter wraps, the layer's final set fires.
+        m.d.sync += self.done.eq(fire & inner)  # one cycle, after the final set
         m.d.comb += [issue.valid.eq(fire), issue.first.eq(self.run & (ky == 0) & (kx == 0) & (ck == 0)),
                      issue.last.eq(self.run & last)]
         # The addresses and the set's other fields are not gated by ``run`` (``valid`` is), so
