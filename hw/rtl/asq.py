@@ -20,9 +20,11 @@ Hardware, one unit shared by every ASQ layer input of the network (``sel`` picks
   multiplier, the accumulator and the memory write), the same multiplier forms
   ``q = s_code * beta``, then a restoring divider forms ``r`` one quotient bit per cycle
   (``R + 1`` cycles less the leading numerator bits below ``s_code * beta_min``, whose quotient
-  bits are known to be 0). Rounding shifts share one adder each: the per-configuration constants
-  (shifts, bounds, ``s_code``, ``2^R``) are selected by ``sel``, the arithmetic is not duplicated. ``busy`` is high
-  until ``beta`` and ``r`` are valid; :meth:`AsqUnit.beta_cycles` gives the exact count.
+  bits are known to be 0). The MLP's rounding shifts need no adder: each neuron's sum starts from
+  its bias plus the rounding half of its shift (a constant, loaded into a register one neuron
+  ahead), so ``rshift_round`` is the shift alone. The per-configuration constants (shifts, biases,
+  bounds, ``s_code``, ``2^R``) are selected by ``sel``, the arithmetic is not duplicated. ``busy``
+  is high until ``beta`` and ``r`` are valid; :meth:`AsqUnit.beta_cycles` gives the exact count.
 - ``q`` stream: the buffered ``y`` map, one value per cycle, comes back as codes on ``c`` after
   :attr:`AsqUnit.CODE_LATENCY` cycles (``y * r`` on registered DSP blocks,
   :class:`hw.rtl.dsp.PipelinedProduct`, then round and clamp); no back-pressure.
@@ -164,9 +166,11 @@ class AsqUnit(wiring.Component):
         self.w_width = max(signed_width(min(s.weight for s in c.mlp_steps()),
                                         max(s.weight for s in c.mlp_steps()))
                            for c in configs)
-        bias = [b for c in configs for b in self._biases(c)]
+        bias = [b for c in configs for b in self._rounding_biases(c)]
         self.b_width = signed_width(min(bias), max(bias))
-        s_max = max(max(c.sum1_max, c.sum2_max) for c in configs)
+        # A neuron's sum starts from its bias plus the rounding half of its shift.
+        s_max = max(max(c.sum1_max + self._half(c.k.S1 if c.hidden else 0), c.sum2_max + self._half(c.k.S2))
+                    for c in configs)
         self.sum_width = signed_width(-s_max, s_max) + 1
         self.h_width = max(max(c.h_max for c in configs).bit_length(), 1)
         self.beta_width = max(c.k.beta_max for c in configs).bit_length()
@@ -257,6 +261,24 @@ class AsqUnit(wiring.Component):
         """Bias of each neuron in MLP order (b1[0..H-1], then b2)."""
         return [s.bias for s in cfg.mlp_steps() if s.bias is not None]
 
+    @staticmethod
+    def _half(shift):
+        """The rounding half of ``rshift_round(x, shift)``: ``(x + half) >> shift``."""
+        return (1 << (shift - 1)) if shift else 0
+
+    @classmethod
+    def _rounding_biases(cls, cfg):
+        """Each neuron's bias plus the rounding half of its output shift (S1 for a hidden neuron,
+        S2 for beta), in MLP order: the sum then needs only the shift, no rounding adder."""
+        biases = cls._biases(cfg)
+        return [b + cls._half(cfg.k.S2 if n == len(biases) - 1 else cfg.k.S1) for n, b in enumerate(biases)]
+
+    def _shift(self, m, value, shifts, name):
+        """``value >> shifts[sel]`` (a slice per configuration)."""
+        out = Signal(signed(len(value)), name=name)
+        self._per_config(m, out, [value >> n for n in shifts])
+        return out
+
     def _step_rom(self, m):
         """ROM of MLP steps: (memory address of the input, weight, has bias, neuron end kind).
 
@@ -335,16 +357,23 @@ class AsqUnit(wiring.Component):
                               (Signal(port.data.shape(), name=f"step_p{k}"), Signal(name=f"step_p{k}_valid")))
             m.d.sync += [nxt.eq(flags), nxt_valid.eq(flags_valid & in_mlp)]
             flags, flags_valid = nxt, nxt_valid
-        # Neuron number (counts processed neuron ends) selects the bias from a constant table.
+        # Neuron number (counts processed neuron ends). The bias of the current neuron is a
+        # register, loaded from a constant table indexed by the neuron number a cycle ahead (the
+        # next neuron's bias at each neuron end, neuron 0's at ``start``), so that no path runs
+        # from the table's select through the accumulator's adder.
         neuron = Signal(range(max(len(self._biases(c)) for c in self.configs) + 1))
-        bias = Signal(signed(self.b_width))
+        bias = Signal(signed(self.b_width), reset_less=True)
+        bias_first = Signal(signed(self.b_width))
+        bias_next = Signal(signed(self.b_width))
         with m.Switch(self.sel):
             for k, cfg in enumerate(self.configs):
+                biases = self._rounding_biases(cfg)
                 with m.Case(k):
+                    m.d.comb += bias_first.eq(biases[0])
                     with m.Switch(neuron):
-                        for n, b in enumerate(self._biases(cfg)):
+                        for n, b in enumerate(biases[1:]):
                             with m.Case(n):
-                                m.d.comb += bias.eq(b)
+                                m.d.comb += bias_next.eq(b)
         base = Mux(done.has_bias, bias, total)
         new_total = Signal(signed(self.sum_width))
         m.d.comb += new_total.eq(base + product)
@@ -352,13 +381,14 @@ class AsqUnit(wiring.Component):
         h_sum = Signal(signed(self.sum_width), reset_less=True)
         h_addr = Signal.like(z_wr.addr, reset_less=True)
         h_pending = Signal()
-        h_new = self._rshift_round(m, h_sum, [c.k.S1 for c in self.configs], "h_new")
+        # The bias carried the rounding half: the shift alone rounds (the same for beta below).
+        h_new = self._shift(m, h_sum, [c.k.S1 for c in self.configs], "h_new")
         h_relu = Signal(unsigned(self.h_width))
         m.d.comb += h_relu.eq(Mux(h_new < 0, 0, h_new))
         m.d.sync += h_pending.eq(0)
         with m.If(h_pending):  # the GAP is idle while the MLP runs
             m.d.comb += [z_wr.en.eq(1), z_wr.addr.eq(h_addr), z_wr.data.eq(h_relu)]
-        s2 = self._rshift_round(m, total, [c.k.S2 for c in self.configs], "s2")
+        s2 = self._shift(m, total, [c.k.S2 for c in self.configs], "s2")
         s2_reg = Signal.like(s2, name="s2_reg", reset_less=True)
         beta_min = Signal(unsigned(self.beta_width))
         beta_max = Signal(unsigned(self.beta_width))
@@ -374,11 +404,12 @@ class AsqUnit(wiring.Component):
         bit = Signal(range(self.num_width + 1))
         q_wait = Signal(range(self.mul_latency + 1))
         r = Signal(unsigned(self.r_width))
+        dividing = Signal()
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += pc.eq(pc_base)
+                    m.d.sync += [pc.eq(pc_base), bias.eq(bias_first)]
                     m.d.sync += self.busy.eq(1)
                     m.next = "MLP"
             with m.State("MLP"):
@@ -393,7 +424,7 @@ class AsqUnit(wiring.Component):
                 with m.If(done_valid):
                     m.d.sync += total.eq(new_total)
                     with m.If(done.end):
-                        m.d.sync += neuron.eq(neuron + 1)
+                        m.d.sync += [neuron.eq(neuron + 1), bias.eq(bias_next)]
                     with m.If(done.end & ~done.end_beta):
                         m.d.sync += [h_sum.eq(new_total), h_addr.eq(self.channels + neuron), h_pending.eq(1)]
                     with m.If(done.end & done.end_beta):
@@ -424,23 +455,26 @@ class AsqUnit(wiring.Component):
                             with m.Case(k):
                                 m.d.sync += [num.eq(numerator << skip), bit.eq(self.num_width - skip),
                                              rem.eq(numerator >> (self.num_width - skip))]
+                    m.d.sync += dividing.eq(1)
                     m.next = "DIVIDE"
             with m.State("DIVIDE"):
-                # Restoring division, most significant numerator bit first.
-                trial = Signal(unsigned(self.q_width + 2))
-                m.d.comb += trial.eq((rem << 1) | num[-1])
-                m.d.sync += num.eq(num << 1)
-                quo_next = Signal.like(quo, name="quo_next")
-                with m.If(trial >= q):
-                    m.d.sync += rem.eq(trial - q)
-                    m.d.comb += quo_next.eq((quo << 1) | 1)
-                with m.Else():
-                    m.d.sync += rem.eq(trial)
-                    m.d.comb += quo_next.eq(quo << 1)
-                m.d.sync += [quo.eq(quo_next), bit.eq(bit - 1)]
-                with m.If(bit == 1):  # the last quotient bit: the result
-                    m.d.sync += [r.eq(quo_next), self.busy.eq(0)]
+                with m.If(bit == 1):
                     m.next = "IDLE"
+        # Restoring division, most significant numerator bit first, while ``dividing`` (a register
+        # beside the FSM, so that the divider's subtraction is not merged with the FSM's other
+        # adders behind a state-decoded operand select). One subtraction gives both the trial's
+        # sign and the new remainder.
+        with m.If(dividing):
+            trial = Signal(unsigned(self.q_width + 2))
+            m.d.comb += trial.eq((rem << 1) | num[-1])
+            diff = Signal(signed(self.q_width + 3), name="trial_diff")
+            m.d.comb += diff.eq(trial - q)
+            fits = ~diff[-1]
+            quo_next = Signal.like(quo, name="quo_next")
+            m.d.comb += quo_next.eq((quo << 1) | fits)
+            m.d.sync += [num.eq(num << 1), rem.eq(Mux(fits, diff, trial)), quo.eq(quo_next), bit.eq(bit - 1)]
+            with m.If(bit == 1):  # the last quotient bit: the result
+                m.d.sync += [r.eq(quo_next), self.busy.eq(0), dividing.eq(0)]
         return r
 
     def _quantizer(self, m, r):
@@ -456,7 +490,13 @@ class AsqUnit(wiring.Component):
         m.d.sync += self.c.valid.eq(v)
         if not self.side_ram:
             m.d.sync += self.c.payload.tag.eq(tag)
-        rounded = self._rshift_round(m, y_r.p, [c.k.code_shift for c in self.configs], "code_full")
+        shifts = [c.k.code_shift for c in self.configs]
+        rounded = self._rshift_round(m, y_r.p, shifts, "code_full")
         qmax = Signal(unsigned(self.code_width))
         self._per_config(m, qmax, [c.k.qmax for c in self.configs])
-        m.d.sync += self.c.payload.code.eq(Mux(rounded > qmax, qmax, rounded))
+        # The clamp tests the product itself against the smallest product that rounds above qmax
+        # (beside the rounding adder, not after it): (p + half) >> s > qmax <=> p >= ((qmax + 1) << s) - half.
+        limits = [((c.k.qmax + 1) << n) - self._half(n) for c, n in zip(self.configs, shifts, strict=True)]
+        limit = Signal(unsigned(max(max(limits).bit_length(), 1)), name="code_limit")
+        self._per_config(m, limit, limits)
+        m.d.sync += self.c.payload.code.eq(Mux(y_r.p >= limit, qmax, rounded))

@@ -58,7 +58,8 @@ class AddressGenerator(wiring.Component):
     Ports
     -----
     layer : In(range)
-        The layer being run (held during its RUN phase).
+        The layer being run (held during its RUN phase). Layers run in their order, the first
+        after the last (the counters' bound flags are loaded for the next layer when one ends).
     run : In(1)
         Issue sets of ``layer`` (one per cycle, but for the serializer waits).
     issue : Out(issue_layout)
@@ -125,56 +126,76 @@ class AddressGenerator(wiring.Component):
         ky = Signal(range(max(la.kernel for la in layers) + 1))
         kx = Signal(range(max(la.kernel for la in layers) + 1))
         ck = Signal(range(max(la.chunks for la in layers) + 1))
-        # Cycles since the last group end, up to PE: a group end waits until the serializer is free.
+        # Cycles since the last group end, up to PE: a group end waits until the serializer is free
+        # (``free``: the count reaches PE, a register computed with the count, so that a group
+        # end's test is a flip-flop).
         since = Signal(range(self.pe + 1), init=self.pe)
+        free = Signal(init=1)
         # The set the counters are at; registered onto the outputs.
         issue = Signal.like(self.issue, name="issue_next")
         act_addr = Signal.like(self.act_addr, name="act_addr_next")
         rom_addr = Signal.like(self.rom_addr, name="rom_addr_next")
         m.d.sync += [self.issue.eq(issue), self.act_addr.eq(act_addr), self.rom_addr.eq(rom_addr)]
         m.d.comb += [issue.grp.eq(grp), issue.layer.eq(self.layer)]
-        with m.If(issue.valid & issue.last):
-            m.d.sync += since.eq(1)
-        with m.Elif(since < self.pe):
-            m.d.sync += since.eq(since + 1)
 
-        m.d.sync += self.done.eq(0)  # one cycle, after the final set (set in ``_advance``)
-        with m.If(self.run):
+        # Loop counters, innermost first, each with its per-layer bound.
+        loops = [("ck", ck, lambda la: la.chunks), ("kx", kx, lambda la: la.kernel),
+                 ("ky", ky, lambda la: la.kernel), ("grp", grp, lambda la: la.groups),
+                 ("ox", ox, lambda la: la.w_out), ("oy", oy, lambda la: la.h_out)]
+        # Each counter's "at its bound" test is a register, set when the counter steps, so that
+        # the step decisions (``fire``, the carries, ``done``) start from flip-flops instead of
+        # per-layer comparisons. Layers run in order, the first after the last: in the ``done``
+        # cycle (nothing fires) every flag is loaded for the next layer, whose counters start at
+        # 0 (at its bound when the bound is 1); at reset, for the first layer.
+        nxt = {la.index: layers[(k + 1) % len(layers)] for k, la in enumerate(layers)}
+        at_end = []
+        for name, counter, bound in loops:
+            flag = Signal(name=f"{name}_at_end", init=bound(layers[0]) == 1)
+            bound_one = Signal(name=f"{name}_bound_one")  # in this layer: the bound is 1
+            next_bound_one = Signal(name=f"{name}_next_bound_one")  # in the next layer
+            becomes_end = Signal(name=f"{name}_becomes_end")  # counter + 1 is at the bound
             with m.Switch(self.layer):
                 for la in layers:
                     with m.Case(la.index):
-                        width = max(la.h_in, la.w_in, la.pad + 1).bit_length() + 2
-                        iy = Signal(signed(width), name=f"iy_{la.name}")
-                        ix = Signal(signed(width), name=f"ix_{la.name}")
-                        m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
-                        inb = in_bounds(la, iy, ix)
-                        last = (ky == la.kernel - 1) & (kx == la.kernel - 1) & (ck == la.chunks - 1)
-                        fire = (~last | (since >= la.pe)) & ~self.done
-                        addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
-                        m.d.comb += [
-                            act_addr.eq(Mux(inb, addr, 0)),
-                            rom_addr.eq(self.rom_bases[la.index]
-                                             + ((grp * la.kernel + ky) * la.kernel + kx) * la.chunks + ck),
-                            issue.valid.eq(fire), issue.first.eq((ky == 0) & (kx == 0) & (ck == 0)),
-                            issue.last.eq(last), issue.inb.eq(inb), issue.pix.eq(oy * la.w_out + ox),
-                        ]
-                        with m.If(fire):
-                            self._advance(m, la, [(ck, la.chunks), (kx, la.kernel), (ky, la.kernel),
-                                                  (grp, la.groups), (ox, la.w_out), (oy, la.h_out)])
+                        m.d.comb += [bound_one.eq(bound(la) == 1), next_bound_one.eq(bound(nxt[la.index]) == 1)]
+                        if bound(la) >= 2:
+                            m.d.comb += becomes_end.eq(counter == bound(la) - 2)
+            at_end.append((flag, Mux(flag, bound_one, becomes_end), next_bound_one))
+        last = at_end[0][0] & at_end[1][0] & at_end[2][0]
+        fire = Signal()
+        m.d.comb += fire.eq(self.run & (~last | free) & ~self.done)
+        with m.If(fire & last):
+            m.d.sync += [since.eq(1), free.eq(self.pe <= 1)]
+        with m.Elif(since < self.pe):
+            m.d.sync += [since.eq(since + 1), free.eq(since + 1 >= self.pe)]
+        # Each counter steps when every inner one is at its bound: the AND of their flags, each
+        # formed from the flags themselves (not chained through the outer counters' carries).
+        inner = 1
+        for (_, counter, _), (flag, flag_next, next_bound_one) in zip(loops, at_end, strict=True):
+            with m.If(fire & inner):
+                m.d.sync += [counter.eq(Mux(flag, 0, counter + 1)), flag.eq(flag_next)]
+            with m.Elif(self.done):
+                m.d.sync += flag.eq(next_bound_one)
+            inner = inner & flag
+        # ``fire & inner`` is now: every counter wraps, the layer's final set fires.
+        m.d.sync += self.done.eq(fire & inner)  # one cycle, after the final set
+        m.d.comb += [issue.valid.eq(fire), issue.first.eq(self.run & (ky == 0) & (kx == 0) & (ck == 0)),
+                     issue.last.eq(self.run & last)]
+        # The addresses and the set's other fields are not gated by ``run`` (``valid`` is), so
+        # that no path runs from the sequencer's state through the index arithmetic.
+        with m.Switch(self.layer):
+            for la in layers:
+                with m.Case(la.index):
+                    width = max(la.h_in, la.w_in, la.pad + 1).bit_length() + 2
+                    iy = Signal(signed(width), name=f"iy_{la.name}")
+                    ix = Signal(signed(width), name=f"ix_{la.name}")
+                    m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
+                    inb = in_bounds(la, iy, ix)
+                    addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
+                    m.d.comb += [
+                        act_addr.eq(Mux(inb, addr, 0)),
+                        rom_addr.eq(self.rom_bases[la.index]
+                                         + ((grp * la.kernel + ky) * la.kernel + kx) * la.chunks + ck),
+                        issue.inb.eq(inb), issue.pix.eq(oy * la.w_out + ox),
+                    ]
         return m
-
-    def _advance(self, m, la, counters):
-        """Step the counters, innermost first; ``done`` when every one wraps."""
-        wraps = []
-        for counter, bound in counters:
-            at_end = counter == bound - 1
-            carry = 1
-            for w in wraps:
-                carry = carry & w
-            with m.If(carry):
-                m.d.sync += counter.eq(Mux(at_end, 0, counter + 1))
-            wraps.append(at_end)
-        done_all = 1
-        for w in wraps:
-            done_all = done_all & w
-        m.d.sync += self.done.eq(done_all)

@@ -119,7 +119,11 @@ class Sequencer(wiring.Component):
         m.d.sync += self.q_valid.eq(0)
         qpass_chan = Signal(range(max([la.c_in for la in self.asq_layers] + [1]) + 1))
         qpass_pix = Signal(range(max([la.in_pixels for la in self.asq_layers] + [1]) + 1))
-        qpass_early = Signal()  # the layer's loops run alongside the rest of the pass
+        # ``run`` is a register, set and cleared with the state changes that enter and leave
+        # RUN<L> (and in QPASS<L> at the cycle the layer's loops start), not a decode of the FSM
+        # state: it gates every step of the address generator's counters.
+        run = Signal(name="run_reg")
+        m.d.comb += self.run.eq(run)
 
         with m.FSM(name="seq"):
             with m.State("LOAD"):
@@ -134,21 +138,21 @@ class Sequencer(wiring.Component):
                         m.d.sync += self.load_pix.eq(self.load_pix + 1)
                     with m.If(load_n == n_in - 1):
                         m.d.sync += [load_n.eq(0), self.load_chan.eq(0), self.load_pix.eq(0),
-                                     self.layer.eq(first.index)]
+                                     self.layer.eq(first.index), run.eq(1)]
                         m.next = f"RUN{first.index}"
             for la in layers:
                 with m.State(f"RUN{la.index}"):
-                    m.d.comb += self.run.eq(1)
                     with m.If(self.run_done):
                         if self.drains[la.index]:
+                            m.d.sync += run.eq(0)
                             m.next = f"DRAIN{la.index}"
                         else:
-                            self._after_drain(m, la)
+                            self._after_drain(m, la, run)
                 if self.drains[la.index]:
-                    self._drain_state(m, la, drain)
+                    self._drain_state(m, la, drain, run)
                 nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
                 if nxt is not None and nxt.asq_in is not None:
-                    self._asq_states(m, nxt, betas, qpass_chan, qpass_pix, qpass_early)
+                    self._asq_states(m, nxt, betas, qpass_chan, qpass_pix, run)
             with m.State("OUT"):
                 m.d.comb += self.out_active.eq(1)
                 with m.If(self.out_done):
@@ -156,29 +160,30 @@ class Sequencer(wiring.Component):
                     m.next = "LOAD"
         return m
 
-    def _after_drain(self, m, la):
+    def _after_drain(self, m, la, run):
         """Enter the phase after layer ``la``'s RUN and drain."""
         layers = self.layers
         nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
         if nxt is None:
+            m.d.sync += run.eq(0)
             m.next = "OUT"
         elif nxt.asq_in is not None:
             # A register, not the FSM state: ``sel`` steers the ASQ unit's constants.
-            m.d.sync += self.asq_sel.eq(self.asq_layers.index(nxt))
+            m.d.sync += [self.asq_sel.eq(self.asq_layers.index(nxt)), run.eq(0)]
             m.next = f"ASQ{nxt.index}"
         else:
-            m.d.sync += self.layer.eq(nxt.index)
+            m.d.sync += [self.layer.eq(nxt.index), run.eq(1)]
             m.next = f"RUN{nxt.index}"
 
-    def _drain_state(self, m, la, drain):
+    def _drain_state(self, m, la, drain, run):
         with m.State(f"DRAIN{la.index}"):
             with m.If(drain == self.drains[la.index] - 1):
                 m.d.sync += drain.eq(0)
-                self._after_drain(m, la)
+                self._after_drain(m, la, run)
             with m.Else():
                 m.d.sync += drain.eq(drain + 1)
 
-    def _asq_states(self, m, nxt, betas, chan, pix, early):
+    def _asq_states(self, m, nxt, betas, chan, pix, run):
         """ASQ<L>: beta and reciprocal; QPASS<L>: quantize the buffered y into L's input buffer."""
         with m.State(f"ASQ{nxt.index}"):
             m.d.comb += self.asq_start.eq(1)
@@ -201,12 +206,11 @@ class Sequencer(wiring.Component):
             if start < n:
                 before = start - 1
                 with m.If((pix == before // nxt.c_in) & (chan == before % nxt.c_in)):
-                    m.d.sync += early.eq(1)
-                m.d.comb += self.run.eq(early)
+                    m.d.sync += run.eq(1)
             with m.If(chan == nxt.c_in - 1):
                 m.d.sync += [chan.eq(0), pix.eq(pix + 1)]
                 with m.If(pix == nxt.in_pixels - 1):
-                    m.d.sync += [pix.eq(0), early.eq(0)]
+                    m.d.sync += [pix.eq(0), run.eq(start <= n)]
                     m.next = f"RUN{nxt.index}" if start <= n else f"QWAIT{nxt.index}"
             with m.Else():
                 m.d.sync += chan.eq(chan + 1)
@@ -216,5 +220,5 @@ class Sequencer(wiring.Component):
                 wait = Signal(range(start - n), name=f"qwait_{nxt.name}")
                 m.d.sync += wait.eq(wait + 1)
                 with m.If(wait == start - n - 1):
-                    m.d.sync += wait.eq(0)
+                    m.d.sync += [wait.eq(0), run.eq(1)]
                     m.next = f"RUN{nxt.index}"
