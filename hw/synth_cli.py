@@ -149,7 +149,7 @@ def run_synth(args) -> int:
     report = synthesize_accelerator(bundle, board.name, out, pe=args.pe, simd=args.simd, mul=args.mul,
                                     seeds=args.seeds, progress=not args.quiet, clock=args.clock,
                                     baud=args.baud, reply=args.reply, window=args.window,
-                                    on_estimate=lambda est: say(format_estimate(est)))
+                                    on_estimate=lambda est: say(format_estimate(est, board.family)))
     emit(args, report, format_report(report) + f"\nreport: {out / 'report.json'}")
     return 0
 

@@ -300,13 +300,15 @@ def test_estimate_gives_logic_cells_and_fmax_and_fit_judges_by_logic_cells(monke
     w = estimate.LC_WEIGHTS["ice40"]
     assert est["logic_cells"] == round(w["lut4"] * est["lut4"] + w["ff"] * est["ff"])
     assert est["logic_cells"] >= est["lut4"] * w["lut4"]
-    # a fuller device routes slower
-    assert estimate.estimate_fmax(5000, 5280, "ice40") < estimate.estimate_fmax(500, 5280, "ice40")
+    # a fuller device is never estimated faster (on the calibration designs, 76-96 % of the UP5K, it
+    # was not slower either: the model is a constant period until a calibration shows a slope)
+    assert estimate.estimate_fmax(5000, 5280, "ice40") <= estimate.estimate_fmax(500, 5280, "ice40")
     assert 10 < estimate.estimate_fmax(5000, 5280, "ice40") < 60
-    # fit skips on logic cells even when the LUT4 alone would pass
-    cand = {"estimate": {"logic_cells": round(LC_SLACK["ice40"] * 5280) + 1, "lut4": 4000, "bram": 1}}
+    # fit skips on logic cells even when the LUT4 alone would pass: a design is placed only when its
+    # estimate fits with the estimate's largest measured error added
+    cand = {"estimate": {"logic_cells": 5280, "lut4": 4000, "bram": 1}}
     assert "logic cells" in clearly_too_big(cand, "icebreaker")
-    cand["estimate"]["logic_cells"] = 5280
+    cand["estimate"]["logic_cells"] = int(5280 / LC_SLACK["ice40"])
     assert clearly_too_big(cand, "icebreaker") is None
 
 
