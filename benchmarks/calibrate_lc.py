@@ -213,7 +213,8 @@ def main(argv=None) -> dict:
     arrays = earlier.get("arrays", [])
 
     def write():
-        result = {"board": args.board, "samples": samples, "arrays": arrays,
+        result = {"board": args.board, **({"rtl_note": earlier["rtl_note"]} if "rtl_note" in earlier else {}),
+                  "samples": samples, "arrays": arrays,
                   "fitted": fit(samples, args.board, arrays) if samples else {},
                   "errors_with_current_weights": errors(samples, family),
                   "array_errors_with_current_weights": array_errors(arrays, family),
