@@ -171,7 +171,7 @@ def markdown_table(result: dict) -> str:
     """Per design point: measured, the estimate when the sample ran (before) and with today's weights
     (after), with errors; for the estimator's documentation."""
     def pct(est, measured):
-        return f"{100 * (est - measured) / measured:+.0f} %" if est is not None and measured else "-"
+        return f"{100 * (est - measured) / measured:+.1f} %" if est is not None and measured else "-"
 
     lines = ["| design (BITS x PE x SIMD) | LC measured | LC estimate before -> after | LUT4 measured "
              "| LUT4 estimate before -> after | Fmax measured (MHz) | Fmax estimate before -> after |",
