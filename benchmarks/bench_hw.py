@@ -272,7 +272,8 @@ def main(argv=None) -> dict:
     done_keys = {(r["side"], r["board"], r["bits"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="asqhw-baseline-") as tmp:
         base = _baseline_tree(args.baseline, Path(tmp))
-        sides = (("baseline", base, args.baseline, _clock_options(base)), ("current", ROOT, current, ("--clock", "auto")))
+        sides = (("baseline", base, args.baseline, _clock_options(base)),
+                 ("current", ROOT, current, ("--clock", "auto")))
         for board in boards:
             for bits in bits_list:
                 for side, tree, rev, extra in sides:

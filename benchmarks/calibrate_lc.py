@@ -184,7 +184,8 @@ def markdown_table(result: dict) -> str:
             f"({pct(before.get('logic_cells'), s.get('logic_cells'))}) -> {lc.get('estimate', '-')} "
             f"({pct(lc.get('estimate'), s.get('logic_cells'))}) | {s['lut4']} | {before['lut4']} "
             f"({pct(before['lut4'], s['lut4'])}) -> {lut['estimate']} ({pct(lut['estimate'], s['lut4'])}) | "
-            f"{s.get('fmax_mhz', '-')} | {before.get('fmax_mhz') or '-'} ({pct(before.get('fmax_mhz'), s.get('fmax_mhz'))})"
+            f"{s.get('fmax_mhz', '-')} | {before.get('fmax_mhz') or '-'} "
+            f"({pct(before.get('fmax_mhz'), s.get('fmax_mhz'))})"
             f" -> {f.get('estimate', '-')} ({pct(f.get('estimate'), s.get('fmax_mhz'))}) |")
     return "\n".join(lines)
 

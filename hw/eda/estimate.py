@@ -62,8 +62,10 @@ from hw.eda.verilog import top_ports
 #: counted 4 times) and of the 12 MAC arrays of ``asqhw compare`` per family (4 x 4, BITS 3 and 4).
 #: Known miss: the arrays' estimates stay within about 25 % (iCE40) and 35 % (ECP5, DSP arrays low).
 LUT_WEIGHTS = {
-    "ice40": {"arith": 0.491, "compare": 0.491, "logic": 0.569, "multiply": 1.789, "mux": 0.569, "rom": 0.569, "shift": 0.569},
-    "ecp5": {"arith": 0.657, "compare": 0.657, "logic": 0.61, "multiply": 1.877, "mux": 0.61, "rom": 0.61, "shift": 0.61},
+    "ice40": {"arith": 0.491, "compare": 0.491, "logic": 0.569, "multiply": 1.789, "mux": 0.569, "rom": 0.569,
+              "shift": 0.569},
+    "ecp5": {"arith": 0.657, "compare": 0.657, "logic": 0.61, "multiply": 1.877, "mux": 0.61, "rom": 0.61,
+             "shift": 0.61},
 }
 KINDS = ("arith", "compare", "logic", "multiply", "mux", "rom", "shift")
 #: Logic cells = ``lut4`` x estimated LUT4 + ``ff`` x estimated flip-flops, per family (see the module
@@ -415,7 +417,8 @@ def format_estimate(est: dict, family: str | None = None) -> str:
     the calibration designs (:data:`ESTIMATE_ERROR`) beside it."""
     cells = f"{est['logic_cells']} logic cells{_within(family, 'logic_cells')}, " if "logic_cells" in est else ""
     fmax = f", Fmax ~{est['fmax_mhz']:g} MHz{_within(family, 'fmax_mhz')}" if est.get("fmax_mhz") else ""
-    return (f"estimate: {cells}{est['lut4']} LUT4{_within(family, 'lut4')}, {est['ff']} FF, {est['bram']} BRAM, {est['dsp']} DSP{fmax}; "
+    return (f"estimate: {cells}{est['lut4']} LUT4{_within(family, 'lut4')}, {est['ff']} FF, {est['bram']} BRAM, "
+            f"{est['dsp']} DSP{fmax}; "
             f"{est.get('cycles_per_inference', '?')} cycles/inference "
             f"(MAC-bound {est.get('cycles_mac_bound', '?')})")
 
