@@ -21,8 +21,12 @@ elaborate) is a row with ``ok: false`` and its problems, not a crash: the figure
 what the bench is for. hw.json is written after every row; ``--resume`` continues a run that
 stopped (its rows are marked ``resumed``: each baseline/current pair still comes from one run).
 
-Writes ``benchmarks/results/hw.json`` (atomically). Long: each synthesis places and routes
-``--seeds`` times (the PLL search two or three times that).
+Writes ``benchmarks/results/hw.json`` (atomically) with every row and, per board and BITS, the two
+sides next to each other (``side_by_side``; the end of the run prints it as a Markdown table). Long:
+each synthesis places and routes ``--seeds`` times (the PLL search two or three times that): the
+default run (both boards, BITS 3 and 4, 3 seeds, 8 syntheses) takes about 45 minutes on 2 idle cores
+(a side: iCEBreaker BITS 3 about 3 minutes, BITS 4 2 minutes as it does not place, ULX3S about 9
+minutes), several times that on busy ones.
 
 Usage: ``python benchmarks/bench_hw.py [--boards icebreaker,ulx3s] [--bits 3,4] [--seeds 3]
 [--baseline COMMIT] [--out ...]``; ``ASQHW_BENCH_HW_BOARDS`` / ``ASQHW_BENCH_HW_BITS`` /
