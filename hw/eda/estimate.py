@@ -32,11 +32,11 @@ block RAM, a DSP or another register) takes a cell of its own. An ECP5 ``TRELLIS
 or half a carry cell; flip-flops sit beside them in the slice. :data:`LC_WEIGHTS` turns the estimated
 LUT4 and flip-flops into logic cells, fitted to nextpnr's packed counts of the same design points.
 
-Fmax: the slowest path's delay grows with how full the device is (routing detours dominate the
-critical paths, 60-70 % of their delay on the measured designs): :data:`FMAX_MODEL` gives the period
-as a constant plus a term in the logic-cell use, fitted to the same designs (one nextpnr seed each);
-on the ECP5, where the designs fill a few per cent of the device, a constant. It is a first guess for
-the PLL search, not a timing analysis: nextpnr's figure decides.
+Fmax: :data:`FMAX_MODEL` gives the period as a constant plus a term in the logic-cell use, fitted to
+the same designs (one nextpnr seed each). On them a fuller device was not slower (76-96 % of the UP5K,
+a few per cent of the ECP5: the critical paths lie in the design's own logic), so today both models
+are a constant period. It is a first guess for the PLL search, not a timing analysis: nextpnr's
+figure decides, and RTL with other critical paths needs the calibration run again.
 
 Every figure's largest error on the calibration designs is :data:`ESTIMATE_ERROR`, which the estimate
 lines print beside it and ``asqhw fit`` uses as its margin; ``tests/test_estimate_calibration.py``
