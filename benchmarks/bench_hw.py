@@ -57,7 +57,7 @@ OUT = Path(__file__).resolve().parent / "results" / "hw.json"
 #: seeds on the PLL, 5076 logic cells). It is the last design measured end to end, it has the PLL
 #: search and the link options (so both sides are clocked alike), and it builds on both boards; the
 #: older 64e0a6f baseline does not elaborate for the ULX3S (a reset-less sync domain), and the
-#: 7799-cycle design (c2b08a6) is on record as the ``current`` rows of the run at 64e0a6f.
+#: 7799-cycle design (c2b08a6) is on record as the ``current`` rows of the hw.json of commit f25f7a2.
 BASELINE_COMMIT = "ccf6ebb"
 #: UART framing when :mod:`hw.link` offers no budget function: 8N1, 10 line bits per byte.
 LINE_BITS_PER_BYTE = 10
