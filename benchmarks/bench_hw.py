@@ -4,9 +4,12 @@ For every board and BITS asked for, ``asqhw synth`` places and routes the shippe
 accelerator (generator defaults) twice in this one run, one after the other:
 
 - ``baseline``: the tree of commit :data:`BASELINE_COMMIT` (``git archive`` into a temporary folder),
-  its own ``asqhw synth`` with its own shipped bundle: clocked by the board oscillator;
-- ``current``: this tree's ``asqhw synth``: clocked by the board's PLL at the fastest setting that
-  meets timing on every seed (``--clock auto``).
+  its own ``asqhw synth`` with its own shipped bundle;
+- ``current``: this tree's ``asqhw synth``.
+
+Both are clocked by the board's PLL at the fastest setting that meets timing on every seed
+(``--clock auto``; a baseline tree older than the PLL search runs at the board oscillator), so the
+two sides differ by their design, not by how they are clocked.
 
 Each row: Fmax (median and minimum over the seeds), paths nextpnr did not time, logic cells, LUT4,
 flip-flops, block RAMs, DSPs, the clock the bitstream runs at (and its PLL setting), cycles per image,
@@ -18,8 +21,12 @@ elaborate) is a row with ``ok: false`` and its problems, not a crash: the figure
 what the bench is for. hw.json is written after every row; ``--resume`` continues a run that
 stopped (its rows are marked ``resumed``: each baseline/current pair still comes from one run).
 
-Writes ``benchmarks/results/hw.json`` (atomically). Long: each synthesis places and routes
-``--seeds`` times (the PLL search two or three times that).
+Writes ``benchmarks/results/hw.json`` (atomically) with every row and, per board and BITS, the two
+sides next to each other (``side_by_side``; the end of the run prints it as a Markdown table). Long:
+each synthesis places and routes ``--seeds`` times (the PLL search two or three times that): the
+default run (both boards, BITS 3 and 4, 3 seeds, 8 syntheses) takes about 45 minutes on 2 idle cores
+(a side: iCEBreaker BITS 3 about 3 minutes, BITS 4 2 minutes as it does not place, ULX3S about 9
+minutes), several times that on busy ones.
 
 Usage: ``python benchmarks/bench_hw.py [--boards icebreaker,ulx3s] [--bits 3,4] [--seeds 3]
 [--baseline COMMIT] [--out ...]``; ``ASQHW_BENCH_HW_BOARDS`` / ``ASQHW_BENCH_HW_BITS`` /
@@ -30,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tarfile
@@ -44,9 +52,13 @@ sys.path.insert(0, str(ROOT))
 from asqhw.atomic import atomic_write_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "hw.json"
-#: The design the current one is measured against: the generator before PLL clocking and the
-#: speed work (BITS 3 default design: 12 MHz oscillator clock, about 21 MHz Fmax, 5242 logic cells).
-BASELINE_COMMIT = "64e0a6f"
+#: The design the current one is measured against: main at ccf6ebb, the digits default design of
+#: docs/data/hardware-icebreaker-b3.json (BITS 3: 6671 cycles per image, 28.58 MHz minimum over 3
+#: seeds on the PLL, 5076 logic cells). It is the last design measured end to end, it has the PLL
+#: search and the link options (so both sides are clocked alike), and it builds on both boards; the
+#: older 64e0a6f baseline does not elaborate for the ULX3S (a reset-less sync domain), and the
+#: 7799-cycle design (c2b08a6) is on record as the ``current`` rows of the hw.json of commit f25f7a2.
+BASELINE_COMMIT = "ccf6ebb"
 #: UART framing when :mod:`hw.link` offers no budget function: 8N1, 10 line bits per byte.
 LINE_BITS_PER_BYTE = 10
 
@@ -80,6 +92,15 @@ def link_images_per_s(report: dict) -> dict:
             "rate_from": "8N1 framing of the report's bytes per image"}
 
 
+def _packed_over(report: dict) -> int | None:
+    """The logic cells nextpnr packed for a design that did not place (its "used > available" problem)."""
+    for problem in report.get("problems", []):
+        match = re.match(r"(ICESTORM_LC|TRELLIS_COMB): (\d+) used > \d+ available \(nextpnr\)", problem)
+        if match:
+            return int(match.group(2))
+    return None
+
+
 def summarize(report: dict) -> dict:
     """One row of hw.json from a synthesis ``report.json`` (either tree's)."""
     res = report.get("resources", {})
@@ -98,13 +119,14 @@ def summarize(report: dict) -> dict:
                   "slack_ns_min": (clock.get("slack_ns") or {}).get("min")},
         "fmax_mhz": {"median": fmax.get("median"), "min": fmax.get("min"), "seeds": fmax.get("seeds")},
         "untimed_paths": (report.get("untimed_paths") or {}).get("count"),
-        "logic_cells": res.get("logic_cells", {}).get("used"),
+        "logic_cells": res.get("logic_cells", {}).get("used") or _packed_over(report),
         "logic_cells_available": res.get("logic_cells", {}).get("available"),
         "lut4": res.get("lut4", {}).get("used"),
         "flip_flops": res.get("flip_flops", {}).get("used"),
         "bram": res.get("block_ram", {}).get("used"),
         "dsp": res.get("dsp", {}).get("used"),
         "estimate": {k: est.get(k) for k in ("lut4", "logic_cells", "ff", "bram", "dsp", "fmax_mhz") if k in est},
+        "estimate_error": {k: v.get("error") for k, v in (report.get("estimate_vs_synthesis") or {}).items()},
         "cycles_per_image": cycles,
         "cycles_mac_bound": mac_bound,
         "macs_per_cycle": report.get("macs_per_cycle"),
@@ -147,6 +169,61 @@ def _synth(tree: Path, board: str, bits: int, seeds: int, out: Path, extra=()) -
         why = f"asqhw synth exit {done.returncode} before any report: " + " | ".join(tail)
         return {"ok": False, "problems": [why]}, wall
     return json.loads(report_path.read_text()), wall
+
+
+def _clock_options(tree: Path) -> tuple:
+    """``--clock auto`` when ``tree``'s ``asqhw synth`` has the PLL search, else nothing (the oscillator)."""
+    cli = tree / "hw" / "synth_cli.py"
+    return ("--clock", "auto") if cli.exists() and '"--clock"' in cli.read_text() else ()
+
+
+#: The figures set side by side per board and BITS (:func:`side_by_side`).
+COMPARED = ("ok", "clock", "fmax_mhz", "untimed_paths", "logic_cells", "lut4", "bram", "dsp", "cycles_per_image",
+            "mac_array_use", "images_per_s_compute", "images_per_s_over_link")
+
+
+def side_by_side(rows: list) -> list:
+    """One entry per board and BITS: the baseline's and the current design's figures next to each other."""
+    out = []
+    for board, bits in dict.fromkeys((r["board"], r["bits"]) for r in rows):
+        pair = {"board": board, "bits": bits}
+        for side in ("baseline", "current"):
+            row = next((r for r in rows if (r["board"], r["bits"], r["side"]) == (board, bits, side)), None)
+            if row is None:
+                continue
+            figures = {k: row.get(k) for k in COMPARED}
+            figures["clock"] = (row.get("clock") or {}).get("mhz")
+            figures["clock_source"] = (row.get("clock") or {}).get("source")
+            figures["fmax_mhz"] = {k: (row.get("fmax_mhz") or {}).get(k) for k in ("median", "min")}
+            if not row.get("ok"):
+                figures["problems"] = row.get("problems")
+            pair[side] = {"commit": row.get("commit"), **figures}
+        out.append(pair)
+    return out
+
+
+def table(pairs: list) -> str:
+    """The side-by-side figures as a Markdown table (printed at the end of a run)."""
+    def cell(v):
+        return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+    head = ("board", "BITS", "side", "ok", "clock MHz", "Fmax med/min", "untimed", "LC", "LUT4", "BRAM", "DSP",
+            "cycles", "MAC use", "img/s compute", "img/s link")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in pairs:
+        for side in ("baseline", "current"):
+            f = p.get(side)
+            if f is None:
+                continue
+            fm = f["fmax_mhz"]
+            lines.append("| " + " | ".join([p["board"], str(p["bits"]), f"{side} {f['commit']}", cell(f["ok"]),
+                                            f"{cell(f['clock'])} ({f['clock_source']})",
+                                            f"{cell(fm['median'])} / {cell(fm['min'])}",
+                                            *(cell(f[k]) for k in ("untimed_paths", "logic_cells", "lut4", "bram",
+                                                                   "dsp", "cycles_per_image", "mac_array_use",
+                                                                   "images_per_s_compute",
+                                                                   "images_per_s_over_link"))]) + " |")
+    return "\n".join(lines)
 
 
 def _resumed_rows(args) -> list:
@@ -199,7 +276,8 @@ def main(argv=None) -> dict:
     done_keys = {(r["side"], r["board"], r["bits"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="asqhw-baseline-") as tmp:
         base = _baseline_tree(args.baseline, Path(tmp))
-        sides = (("baseline", base, args.baseline, ()), ("current", ROOT, current, ("--clock", "auto")))
+        sides = (("baseline", base, args.baseline, _clock_options(base)),
+                 ("current", ROOT, current, ("--clock", "auto")))
         for board in boards:
             for bits in bits_list:
                 for side, tree, rev, extra in sides:
@@ -218,13 +296,15 @@ def main(argv=None) -> dict:
                     # written after every row: a long run that is stopped keeps what it measured
                     result = _write(args, current, rows, complete=False)
     result = _write(args, current, rows, complete=True)
+    print(table(result["side_by_side"]))
     print(f"wrote {args.out}")
     return result
 
 
 def _write(args, current: str, rows: list, *, complete: bool) -> dict:
     result = {"machine": platform.machine(), "python": platform.python_version(), "baseline": args.baseline,
-              "current": current, "seeds": args.seeds, "complete": complete, "rows": rows}
+              "current": current, "seeds": args.seeds, "complete": complete, "rows": rows,
+              "side_by_side": side_by_side(rows)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     return result

@@ -149,7 +149,7 @@ def run_synth(args) -> int:
     report = synthesize_accelerator(bundle, board.name, out, pe=args.pe, simd=args.simd, mul=args.mul,
                                     seeds=args.seeds, progress=not args.quiet, clock=args.clock,
                                     baud=args.baud, reply=args.reply, window=args.window,
-                                    on_estimate=lambda est: say(format_estimate(est)))
+                                    on_estimate=lambda est: say(format_estimate(est, board.family)))
     emit(args, report, format_report(report) + f"\nreport: {out / 'report.json'}")
     return 0
 
@@ -259,7 +259,9 @@ def _register_fit(subparsers):
     p = subparsers.add_parser(
         "fit", help="find the largest PE x SIMD that fits BOARD and meets its clock",
         description="Try PE x SIMD in order of inferences per second, largest first: the resource estimate "
-        "skips what clearly cannot fit, then each remaining candidate is placed and routed until one fits "
+        "skips what might not fit (logic cells or LUT4 over the device once raised by the estimate's largest "
+        "measured error, or more block RAMs than it has), then each remaining candidate is placed and routed "
+        "until one fits "
         "and meets the board clock. Writes OUT/fit.json (default build/fit/<board>-b<bits>); a fit.json "
         "that holds a result is replaced only by another result.",
     )

@@ -196,7 +196,7 @@ def test_estimate_prices_a_multiplier_in_logic_or_on_a_dsp():
 
 
 class Rams(wiring.Component):
-    """A 16 x ``depth`` RAM (sync read) and a 3 x 64 one (192 bits: too small for block RAM)."""
+    """A 16 x ``depth`` RAM (sync read) and a 3 x 64 one (192 bits)."""
 
     def __init__(self, depth=256):
         self.depth = depth
@@ -214,13 +214,24 @@ class Rams(wiring.Component):
 
 
 def test_estimate_counts_block_rams_by_aspect_ratio():
+    # Yosys 0.70 (memory_libmap) puts both RAMs in block RAM on iCE40: 192 bits of flip-flops cost
+    # more than one SB_RAM40_4K (tests below check it against Yosys)
     ice = estimate_design(Rams(), "icebreaker")
-    assert ice["bram"] == 1  # 256 x 16 is one SB_RAM40_4K; the 192-bit RAM is not a block RAM
-    assert ice["ff"] >= 192  # ... it is flip-flops on iCE40
-    assert estimate_design(Rams(1024), "icebreaker")["bram"] == 4  # 4 x (256 x 16) or 4 x (1024 x 4)
-    ecp5 = estimate_design(Rams(), "ulx3s")  # 4 kbit: distributed RAM on ECP5, 16 bits per LUT4
-    assert ecp5["bram"] == 0 and ecp5["lut4_by_kind"]["rom"] == 4096 // 16 + 192 // 16
+    assert ice["bram"] == 2  # 256 x 16 is one SB_RAM40_4K, the 3 x 64 RAM another
+    assert estimate_design(Rams(1024), "icebreaker")["bram"] == 5  # 4 x (256 x 16) or 4 x (1024 x 4), + 1
+    ecp5 = estimate_design(Rams(), "ulx3s")  # 4 kbit: one DP16KD; 192 bits: distributed RAM, 16 bits per LUT4
+    assert ecp5["bram"] == 1 and ecp5["lut4_by_kind"]["rom"] == 192 // 16
     assert estimate_design(Rams(1024), "ulx3s")["bram"] == 1  # 1024 x 18 DP16KD
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+def test_estimated_block_rams_are_yosys_block_rams(tmp_path, board):
+    from hw.eda.verilog import write_verilog
+
+    path = write_verilog(Rams(), tmp_path / "rams.v", name="rams")
+    measured = Resources.from_cells(synth_cells(path, "rams", board, tmp_path / "y"), get_board(board)).bram
+    assert estimate_design(Rams(), board)["bram"] == measured
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,13 +300,15 @@ def test_estimate_gives_logic_cells_and_fmax_and_fit_judges_by_logic_cells(monke
     w = estimate.LC_WEIGHTS["ice40"]
     assert est["logic_cells"] == round(w["lut4"] * est["lut4"] + w["ff"] * est["ff"])
     assert est["logic_cells"] >= est["lut4"] * w["lut4"]
-    # a fuller device routes slower
-    assert estimate.estimate_fmax(5000, 5280, "ice40") < estimate.estimate_fmax(500, 5280, "ice40")
+    # a fuller device is never estimated faster (on the calibration designs, 76-96 % of the UP5K, it
+    # was not slower either: the model is a constant period until a calibration shows a slope)
+    assert estimate.estimate_fmax(5000, 5280, "ice40") <= estimate.estimate_fmax(500, 5280, "ice40")
     assert 10 < estimate.estimate_fmax(5000, 5280, "ice40") < 60
-    # fit skips on logic cells even when the LUT4 alone would pass
-    cand = {"estimate": {"logic_cells": round(LC_SLACK * 5280) + 1, "lut4": 4000, "bram": 1}}
+    # fit skips on logic cells even when the LUT4 alone would pass: a design is placed only when its
+    # estimate fits with the estimate's largest measured error added
+    cand = {"estimate": {"logic_cells": 5280, "lut4": 4000, "bram": 1}}
     assert "logic cells" in clearly_too_big(cand, "icebreaker")
-    cand["estimate"]["logic_cells"] = 5280
+    cand["estimate"]["logic_cells"] = int(5280 / LC_SLACK["ice40"])
     assert clearly_too_big(cand, "icebreaker") is None
 
 

@@ -14,29 +14,33 @@ a closed-form cost in LUT4s, flip-flops, block RAMs and DSPs, from its operand w
 - multiplexers and assignment lists: one LUT4 per bit; variable shifts: a barrel shifter,
   ``width * stages / 2`` (two mux stages per LUT4 where the inputs allow).
 - bitwise logic: one LUT4 per 3 bits (it merges into neighbouring LUTs).
-- memories: synchronous-read memories of at least :data:`MIN_BRAM_BITS` go to block RAM, counted
-  as the best of the device's aspect ratios (iCE40 4 kbit: 256x16 .. 2048x2; ECP5 18 kbit: 512x36
-  .. 16384x1); smaller or asynchronous-read ones become LUT ROM or ECP5 distributed RAM (16 bits
-  per LUT4), or on iCE40 (RAMs) flip-flops.
+- memories: a synchronous-read memory goes to block RAM where that is cheaper by Yosys' own costs
+  (:data:`MEMORY_COST`), counted as the best of the device's aspect ratios (iCE40 4 kbit: 256x16 ..
+  2048x2; ECP5 18 kbit: 512x36 .. 16384x1); the others become LUT ROM or ECP5 distributed RAM (16
+  bits per LUT4), or on iCE40 (RAMs) flip-flops.
 - flip-flops: one per register bit.
 
 Operand widths are the *effective* widths: sign-extension copies and constant-zero top bits (which
-Amaranth adds when it widens operands) are not counted. Then one calibration factor per family
-(:data:`LUT_SCALE`) accounts for what Yosys/ABC merges; it was set once from the MAC arrays of
-``asqhw compare`` (docs/results.md gives estimate against synthesis for every design there and for
-the default accelerator).
+Amaranth adds when it widens operands) are not counted. Then one weight per group of kinds and family
+(:data:`LUT_WEIGHTS`) accounts for what Yosys/ABC merges; :func:`calibrate` fits them to Yosys' LUT4
+of the accelerator at several design points (``benchmarks/calibrate_lc.py``) and of the MAC arrays
+of ``asqhw compare``.
 
 Logic cells (what a device is full of, and what ``asqhw fit`` judges by): an iCE40 logic cell holds
 one LUT4, its carry and one flip-flop; a flip-flop that its own LUT does not feed (a register after a
-block RAM, a DSP or another register) takes a cell of its own, and Yosys' LUT4 count is below the
-priced one. :data:`LC_WEIGHTS` turns the estimated LUT4 and flip-flops into logic cells (fitted to
-placed-and-routed designs, see there). ECP5 counts LUT4s as its logic (``TRELLIS_COMB``; flip-flops
-sit beside them in the slice).
+block RAM, a DSP or another register) takes a cell of its own. An ECP5 ``TRELLIS_COMB`` is one LUT4
+or half a carry cell; flip-flops sit beside them in the slice. :data:`LC_WEIGHTS` turns the estimated
+LUT4 and flip-flops into logic cells, fitted to nextpnr's packed counts of the same design points.
 
-Fmax: the slowest path's delay grows with how full the device is (routing detours dominate the
-critical paths, 60-70 % of their delay on the measured designs): :data:`FMAX_MODEL` gives the period
-as a constant plus a term in the logic-cell use, fitted to the same designs. It is a first guess for
-the PLL search and the ranking in ``asqhw fit``, not a timing analysis: nextpnr's figure decides.
+Fmax: :data:`FMAX_MODEL` gives the period as a constant plus a term in the logic-cell use, fitted to
+the same designs (one nextpnr seed each). On them a fuller device was not slower (76-96 % of the UP5K,
+a few per cent of the ECP5: the critical paths lie in the design's own logic), so today both models
+are a constant period. It is a first guess for the PLL search, not a timing analysis: nextpnr's
+figure decides, and RTL with other critical paths needs the calibration run again.
+
+Every figure's largest error on the calibration designs is :data:`ESTIMATE_ERROR`, which the estimate
+lines print beside it and ``asqhw fit`` uses as its margin; ``tests/test_estimate_calibration.py``
+fails when a recorded design is estimated worse than that.
 
 Cycles: the generator's own cycle model (:meth:`hw.rtl.accel.AsqAccel.cycles_per_inference`, checked
 against simulation by the hw tests) and the MAC-bound lower limit ``sum(items)``.
@@ -53,42 +57,55 @@ from hw.eda.verilog import top_ports
 
 #: Estimated LUT4 = sum over kinds of (priced LUT4 of that kind x its weight), per family. The
 #: weights say how much of each priced element survives Yosys/ABC; :func:`calibrate` fitted them
-#: (non-negative least squares) to Yosys' counts of the compare arrays and the default accelerator.
+#: (non-negative least squares on the relative error, one weight per group of :data:`WEIGHT_GROUPS`)
+#: to Yosys' LUT4 of the accelerator at the design points of ``benchmarks/calibrate_lc.py`` (each
+#: counted 4 times) and of the 12 MAC arrays of ``asqhw compare`` per family (4 x 4, BITS 3 and 4).
+#: Known miss: the arrays' estimates stay within about 25 % (iCE40) and 35 % (ECP5, DSP arrays low).
 LUT_WEIGHTS = {
-    # Fitted by calibrate() on Yosys' counts of the 12 compare arrays (4 x 4, BITS 3 and 4, DSPs off)
-    # and of the default accelerator on the board (models/digits-b3, PE x SIMD 4 x 4, counted twice):
-    # the accelerator 20 % high, the arrays within 26 %. Known miss: small multipliers in tall, narrow
-    # arrays are over-priced (a 4-bit integer 8 x 2 array: +40 %).
-    "ice40": {"arith": 0.959, "compare": 0.959, "multiply": 1.753, "logic": 0.354, "mux": 0.354, "rom": 0.354,
-              "shift": 0.354},
-    # The same on ECP5 (the accelerator: models/digits-b4, counted 6 times): the accelerator within
-    # 10 %, the arrays within 15 % except the DSP arrays (27 % low).
-    "ecp5": {"arith": 1.621, "compare": 1.621, "multiply": 1.749, "logic": 0.224, "mux": 0.224, "rom": 0.224,
-             "shift": 0.224},
+    "ice40": {"arith": 0.695, "compare": 0.695, "logic": 0.474, "multiply": 1.772, "mux": 0.474, "rom": 0.474,
+              "shift": 0.474},
+    "ecp5": {"arith": 0.951, "compare": 0.951, "logic": 0.471, "multiply": 1.858, "mux": 0.471, "rom": 0.471,
+             "shift": 0.471},
 }
 KINDS = ("arith", "compare", "logic", "multiply", "mux", "rom", "shift")
 #: Logic cells = ``lut4`` x estimated LUT4 + ``ff`` x estimated flip-flops, per family (see the module
-#: docstring). iCE40: fitted (:func:`calibrate_logic_cells`, ``benchmarks/calibrate_lc.py``) to
-#: nextpnr's packed ICESTORM_LC counts of the accelerator (models/digits-b*, BITS x PE x SIMD
-#: 3x2x2, 3x4x2, 3x4x4, 3x8x4, 2x4x4 and 4x4x4); the priced LUT4 run high by about as much as the
-#: flip-flops that take a cell of their own, so the fit leaves the flip-flop term at 0. All six within
-#: 3 % (benchmarks/results/lc_calibration.json); the LUT4 alone runs 17-33 % high.
+#: docstring), fitted (:func:`calibrate_logic_cells`) to nextpnr's packed ``ICESTORM_LC`` /
+#: ``TRELLIS_COMB`` counts of the accelerator (with its link) at the calibration design points.
 LC_WEIGHTS = {
-    "ice40": {"lut4": 0.999, "ff": 0.0},
-    "ecp5": {"lut4": 1.0, "ff": 0.0},
+    "ice40": {"lut4": 0.698, "ff": 0.877},
+    "ecp5": {"lut4": 0.843, "ff": 0.454},
 }
 #: Estimated period (ns) = ``base_ns`` + ``per_use_ns`` x logic-cell use (0..1), per family
-#: (:func:`calibrate_fmax`): iCE40 from nextpnr's Fmax of a 32-bit adder behind the UART (7 % of the
-#: UP5K, 37.8 MHz) and of the default accelerator (99 %, 21.7 MHz, seeds 21.1-22.5). ECP5 has no
-#: model yet (one accelerator measurement is not a fit): its PLL search starts at the board's
-#: ``pll_start_mhz``.
+#: (:func:`calibrate_fmax`), fitted to nextpnr's Fmax (one seed, on the PLL) of the calibration
+#: design points that place. On both boards a fuller device was not slower on those points, so the
+#: model is a constant period: it knows nothing of the critical paths, and moves only when the
+#: calibration is run again on changed RTL.
 FMAX_MODEL = {
-    "ice40": {"base_ns": 24.9, "per_use_ns": 21.3},
+    "ice40": {"base_ns": 31.99, "per_use_ns": 0.0},
+    "ecp5": {"base_ns": 20.66, "per_use_ns": 0.0},
 }
-#: Memories smaller than this many bits are not put in block RAM by Yosys: on iCE40 they become
-#: flip-flops (RAM) or LUT ROM; on ECP5 distributed RAM (16 bits per LUT4), which Yosys prefers
-#: up to a few kbit.
-MIN_BRAM_BITS = {"ice40": 256, "ecp5": 8192}
+#: The estimate's largest relative error (|estimate - measured| / measured) on the calibration designs
+#: (``benchmarks/calibrate_lc.py``; ``benchmarks/results/estimate_calibration_<board>.json`` holds every
+#: design's error with these weights), per family and figure: logic cells against nextpnr's packed
+#: count, LUT4 against Yosys', Fmax against nextpnr's (one seed). ``asqhw fit`` places a design only
+#: when its estimate fits the device even if it is this much low; the estimate lines state it.
+#: Measured at the RTL of l-timing bbe525c (largest: iCE40 1.9 % logic cells, 7.6 % LUT4, 10.5 % Fmax
+#: at 3x2x2; ECP5 1.2 %, 8.3 %, 3.2 %), rounded up to whole per cent. These are errors on the designs
+#: the weights were fitted to; a change of the RTL can move the estimate further until the calibration
+#: is run again (the weights fitted at ccf6ebb's RTL put bbe525c's default design 3.5 % low in logic
+#: cells and 13 % low in Fmax).
+ESTIMATE_ERROR = {
+    "ice40": {"logic_cells": 0.02, "lut4": 0.08, "fmax_mhz": 0.11},
+    "ecp5": {"logic_cells": 0.02, "lut4": 0.09, "fmax_mhz": 0.04},
+}
+#: How Yosys' ``memory_libmap`` chooses between block RAM and logic for a synchronous-read memory: the
+#: cheaper of ``block`` per block RAM and, per bit in logic, ``ram_bit`` (a memory with a write port:
+#: iCE40 flip-flops, ECP5 distributed RAM) or ``rom_bit`` (a ROM in LUTs). Checked against Yosys 0.70
+#: on the accelerator (iCE40: an 80-bit RAM and a 2048-bit ROM go to block RAM; ECP5: a 1024-bit RAM
+#: and a 2048-bit ROM stay in logic, a 3072-bit RAM and a 2760-bit ROM do not) and on
+#: ``tests/test_synth.py``'s ``Rams``.
+MEMORY_COST = {"ice40": {"block": 64, "ram_bit": 1.0, "rom_bit": 1 / 16},
+               "ecp5": {"block": 128, "ram_bit": 1 / 16, "rom_bit": 1 / 16}}
 #: Block RAM aspect ratios (width, depth) per family.
 BRAM_SHAPES = {
     "ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
@@ -228,6 +245,7 @@ class _Pricer:
     def _module(self, mod):
         sync_read = {c.params["MEMID"] for c in mod.cells
                      if c.type == "$memrd_v2" and c.params["CLK_ENABLE"] == "1"}
+        written = {c.params["MEMID"] for c in mod.cells if c.type == "$memwr_v2"}
         # Cells Amaranth adds around a variable part-select or a division (not operators of the
         # design, so priced as nothing).
         shift_amounts = [tuple(c.ports["B"]) for c in mod.cells if c.type == "$shift"]
@@ -237,7 +255,7 @@ class _Pricer:
             if kind in ("$dff", "$adff"):
                 self.ff += int(cell.params["WIDTH"])
             elif kind == "$meminit_v2":
-                self._memory(cell, cell.params["MEMID"] in sync_read)
+                self._memory(cell, cell.params["MEMID"] in sync_read, cell.params["MEMID"] in written)
             elif kind == "$mul" and tuple(cell.ports["Y"]) in shift_amounts:
                 continue
             elif kind == "$mux" and tuple(cell.ports["B"]) in quotients:
@@ -286,12 +304,16 @@ class _Pricer:
             return
         self.multipliers.append((a, b, a * b + a + b))  # partial products and the final adder
 
-    def _memory(self, init, sync):
+    def _memory(self, init, sync, written):
         width, depth = int(init.params["WIDTH"]), int(init.params["WORDS"])
         bits = width * depth
-        if sync and self.family in BRAM_SHAPES and bits >= MIN_BRAM_BITS[self.family]:
-            self.bram += _bram_count(width, depth, self.family)
-        elif self.family == "ecp5" or "1" in init.ports["DATA"]:  # LUT ROM, or ECP5 distributed RAM
+        cost = MEMORY_COST.get(self.family)
+        if sync and cost is not None:
+            blocks = _bram_count(width, depth, self.family)
+            if bits * cost["ram_bit" if written else "rom_bit"] > cost["block"] * blocks:
+                self.bram += blocks
+                return
+        if self.family == "ecp5" or "1" in init.ports["DATA"]:  # LUT ROM, or ECP5 distributed RAM
             self.lut["rom"] += math.ceil(bits / 16)
         else:  # a small iCE40 RAM: one flip-flop per bit
             self.ff += bits
@@ -327,19 +349,34 @@ def estimate_design(component, board: str, *, use_dsp: bool | None = None) -> di
     text = rtlil.convert(component, name="top", emit_src=False, ports=top_ports(component))
     pricer.price(_parse_rtlil(text))
     dsp = pricer.place_multipliers(spec.capacity.get("dsp", 0))
-    weights = LUT_WEIGHTS.get(spec.family, dict.fromkeys(KINDS, 1.0))
-    lut4 = sum(n * weights[kind] for kind, n in pricer.lut.items())
+    figures = estimate_from_kinds(pricer.lut, pricer.ff, spec.family, capacity=spec.capacity.get("logic"))
     out = {
-        "lut4": round(lut4),
+        "lut4": figures["lut4"],
         "ff": pricer.ff,
         "bram": pricer.bram,
         "dsp": dsp,
         "lut4_by_kind": dict(sorted(pricer.lut.items())),
     }
-    if spec.family in LC_WEIGHTS:
-        out["logic_cells"] = logic_cells(lut4, pricer.ff, spec.family)
-    if spec.family in FMAX_MODEL:
-        out["fmax_mhz"] = estimate_fmax(out["logic_cells"], spec.capacity["logic"], spec.family)
+    out.update({k: figures[k] for k in ("logic_cells", "fmax_mhz") if k in figures})
+    return out
+
+
+def estimate_from_kinds(lut4_by_kind: dict, ff: int, family: str, *, capacity: int | None = None,
+                        lut_weights: dict | None = None) -> dict:
+    """LUT4 (``lut4``, and unrounded ``lut4_raw``), logic cells and Fmax from the priced LUT4 per kind
+    and the flip-flops (what :func:`estimate_design` adds up); ``capacity``: the device's logic cells
+    (for the Fmax; default the family's board). ``lut_weights``: other weights than :data:`LUT_WEIGHTS`."""
+    weights = lut_weights or LUT_WEIGHTS.get(family, dict.fromkeys(KINDS, 1.0))
+    lut4 = sum(n * weights[kind] for kind, n in lut4_by_kind.items())
+    out = {"lut4_raw": lut4, "lut4": round(lut4)}
+    if family in LC_WEIGHTS:
+        out["logic_cells"] = logic_cells(lut4, ff, family)
+        if family in FMAX_MODEL:
+            if capacity is None:
+                from hw.eda.boards import BOARDS
+
+                capacity = next(b.capacity["logic"] for b in BOARDS.values() if b.family == family)
+            out["fmax_mhz"] = estimate_fmax(out["logic_cells"], capacity, family)
     return out
 
 
@@ -349,9 +386,12 @@ def logic_cells(lut4: float, ff: int, family: str) -> int:
     return round(w["lut4"] * lut4 + w["ff"] * ff)
 
 
-def estimate_fmax(cells: int, capacity: int, family: str) -> float:
-    """Estimated Fmax (MHz) of a design of ``cells`` logic cells on a device of ``capacity`` (:data:`FMAX_MODEL`)."""
-    model = FMAX_MODEL[family]
+def estimate_fmax(cells: int, capacity: int, family: str) -> float | None:
+    """Estimated Fmax (MHz) of a design of ``cells`` logic cells on a device of ``capacity``
+    (:data:`FMAX_MODEL`; None for a family without a model)."""
+    model = FMAX_MODEL.get(family)
+    if model is None:
+        return None
     use = min(cells / capacity, 1.0)
     return round(1e3 / (model["base_ns"] + model["per_use_ns"] * use), 1)
 
@@ -368,11 +408,18 @@ def estimate_accelerator(plan, board: str) -> dict:
     return out
 
 
-def format_estimate(est: dict) -> str:
-    """One line for ``asqhw verilog`` / ``asqhw synth``."""
-    cells = f"{est['logic_cells']} logic cells, " if "logic_cells" in est else ""
-    fmax = f", Fmax ~{est['fmax_mhz']:g} MHz" if "fmax_mhz" in est else ""
-    return (f"estimate: {cells}{est['lut4']} LUT4, {est['ff']} FF, {est['bram']} BRAM, {est['dsp']} DSP{fmax}; "
+def _within(family: str | None, key: str) -> str:
+    err = ESTIMATE_ERROR.get(family, {}).get(key) if family else None
+    return f" (+-{100 * err:.0f} %)" if err is not None else ""
+
+
+def format_estimate(est: dict, family: str | None = None) -> str:
+    """One line for ``asqhw verilog`` / ``asqhw synth``; with ``family``, each figure's largest error on
+    the calibration designs (:data:`ESTIMATE_ERROR`) beside it."""
+    cells = f"{est['logic_cells']} logic cells{_within(family, 'logic_cells')}, " if "logic_cells" in est else ""
+    fmax = f", Fmax ~{est['fmax_mhz']:g} MHz{_within(family, 'fmax_mhz')}" if est.get("fmax_mhz") else ""
+    return (f"estimate: {cells}{est['lut4']} LUT4{_within(family, 'lut4')}, {est['ff']} FF, {est['bram']} BRAM, "
+            f"{est['dsp']} DSP{fmax}; "
             f"{est.get('cycles_per_inference', '?')} cycles/inference "
             f"(MAC-bound {est.get('cycles_mac_bound', '?')})")
 
@@ -420,8 +467,16 @@ def calibrate_fmax(samples) -> dict:
 
     use = np.array([u for u, _ in samples], dtype=float)
     period = np.array([1e3 / f for _, f in samples], dtype=float)
-    slope, base = np.polyfit(use, period, 1)
-    return {"base_ns": round(float(base), 2), "per_use_ns": round(float(slope), 2)}
+    if np.ptp(use) >= MIN_USE_SPREAD:
+        slope, base = np.polyfit(use, period, 1)
+        if slope > 0:
+            return {"base_ns": round(float(base), 2), "per_use_ns": round(float(slope), 2)}
+    # the samples tell no slope (too close in use, or a fuller design was not slower): a constant period
+    return {"base_ns": round(float(period.mean()), 2), "per_use_ns": 0.0}
+
+
+#: :func:`calibrate_fmax` fits a slope in the device's use only when the samples' use spans this much.
+MIN_USE_SPREAD = 0.10
 
 
 def estimate_lines(bundle, *, pe, simd, mul=None, bits=None, boards=("icebreaker", "ulx3s")) -> str:
@@ -437,6 +492,7 @@ def estimate_lines(bundle, *, pe, simd, mul=None, bits=None, boards=("icebreaker
         spec = get_board(name)
         est = estimate_accelerator(plan, name)
         cap = spec.capacity
-        lines.append(f"{name} ({spec.device}) {format_estimate(est)}; device: {cap['lut4']} LUT4, "
+        lines.append(f"{name} ({spec.device}) {format_estimate(est, spec.family)}; device: {cap['logic']} logic "
+                     f"cells, {cap['lut4']} LUT4, "
                      f"{cap['bram']} BRAM, {cap['dsp']} DSP")
     return "\n".join(lines)

@@ -2,9 +2,12 @@
 
 Search: every power-of-two PE and SIMD up to a limit that the generator accepts for the bundle is a
 candidate; candidates are tried in order of inferences per second at the board clock (the
-generator's cycle model), best first. The resource estimate (:mod:`hw.eda.estimate`) skips those that
-clearly cannot fit (logic cells over the device by more than the estimate's error, LUT4 over 1.25x
-the device, or more block RAMs than it has), and the rest are placed and routed, one after the other,
+generator's cycle model), best first. The resource estimate (:mod:`hw.eda.estimate`) rules out
+every candidate that might not fit: a design is placed only when its logic cells, and its LUT4,
+estimated higher by the estimate's largest measured error (:data:`hw.eda.estimate.ESTIMATE_ERROR`),
+still fit the device, and its block RAMs do. So fit never places and routes a design that the estimate,
+off by as much as on its worst calibration design, would put over the device (a design that fits
+only by less than that margin is left to ``asqhw synth``). The rest are placed and routed, one after the other,
 clocked by the board's PLL at the fastest setting that meets timing (the search starts at the
 estimated Fmax), until one fits and meets its clock. Every try is kept in ``fit.json``, with its
 estimated logic cells and Fmax beside what place and route measured.
@@ -20,11 +23,22 @@ from asqhw.atomic import atomic_write_text
 from asqhw.errors import UserError
 from hw.eda.boards import get_board
 
-#: An estimate this far over the device is not worth placing and routing.
+#: LUT4 margin of a family without a measured error.
 ESTIMATE_SLACK = 1.25
-#: The logic-cell estimate's error on the calibrated designs is within 10 %: a design estimated
-#: over the device by more than that does not fit.
-LC_SLACK = 1.10
+
+
+def _slack(family: str, key: str, default: float) -> float:
+    from hw.eda.estimate import ESTIMATE_ERROR
+
+    err = ESTIMATE_ERROR.get(family, {}).get(key)
+    return default if err is None else round(1 + err, 3)
+
+
+#: Per family: a candidate is placed only when its logic-cell estimate times this factor fits the
+#: device (1 + the largest error of the logic-cell estimate against nextpnr on the calibration designs).
+LC_SLACK = {family: _slack(family, "logic_cells", 1.10) for family in ("ice40", "ecp5")}
+#: The same for the LUT4 estimate (against Yosys' LUT4).
+LUT4_SLACK = {family: _slack(family, "lut4", ESTIMATE_SLACK) for family in ("ice40", "ecp5")}
 
 
 def candidates(bundle, board: str, *, mul=None, max_par: int = 16) -> list[dict]:
@@ -53,13 +67,18 @@ def candidates(bundle, board: str, *, mul=None, max_par: int = 16) -> list[dict]
 
 
 def clearly_too_big(cand: dict, board: str) -> str | None:
-    """Why the estimate rules ``cand`` out, or None."""
+    """Why the estimate rules ``cand`` out (it might not fit), or None."""
     spec = get_board(board)
     est = cand["estimate"]
-    if "logic_cells" in est and est["logic_cells"] > LC_SLACK * spec.capacity["logic"]:
-        return f"estimate {est['logic_cells']} logic cells > {LC_SLACK} x {spec.capacity['logic']}"
-    if est["lut4"] > ESTIMATE_SLACK * spec.capacity["lut4"]:
-        return f"estimate {est['lut4']} LUT4 > {ESTIMATE_SLACK} x {spec.capacity['lut4']}"
+    lc_slack = LC_SLACK.get(spec.family, 1.10)
+    cap = spec.capacity["logic"]
+    if "logic_cells" in est and est["logic_cells"] * lc_slack > cap:
+        return (f"estimate {est['logic_cells']} logic cells, {round(est['logic_cells'] * lc_slack)} if it is "
+                f"{100 * (lc_slack - 1):.0f} % low (its largest measured error) > {cap}")
+    lut_slack = LUT4_SLACK.get(spec.family, ESTIMATE_SLACK)
+    if est["lut4"] * lut_slack > spec.capacity["lut4"]:
+        return (f"estimate {est['lut4']} LUT4, {round(est['lut4'] * lut_slack)} if it is "
+                f"{100 * (lut_slack - 1):.0f} % low > {spec.capacity['lut4']}")
     if est["bram"] > spec.capacity["bram"]:
         return f"estimate {est['bram']} block RAMs > {spec.capacity['bram']}"
     return None
