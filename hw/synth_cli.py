@@ -367,6 +367,9 @@ def run_host(args) -> int:
 
         graph_bundle_manifest(path, bits, args.mul, args.simd)
         engine = _host_engine(path, args.pe)
+        if engine.in_width > 8:
+            raise UserError(f"the graph engine of {path} takes {engine.in_width}-bit input codes; the host sends "
+                            "one signed byte per code (int8 inputs only)")
     vectors = path / "vectors.npz"
     if not vectors.exists():
         raise UserError(f"no golden vectors at {vectors}; pass --model BUNDLE or run make export BITS={bits}")
