@@ -59,8 +59,8 @@ def _register_synth(subparsers):
                    "iCEBreaker: a rate its FT2232H makes (12 MHz / n, up to 12000000), checked against the "
                    "design clock (at least 4 clocks per bit)")
     p.add_argument("--reply", choices=("logits", "class"), default="logits",
-                   help="what the board sends back per image: every logit then the class (default), or the "
-                   "class alone in one byte")
+                   help="what the board sends back per image: every logit then the class (default; the graph "
+                   "engine: its output values, the host takes the class), or the class alone in one byte")
     p.add_argument("--window", type=int, default=1, help="images the host may keep in flight (default 1); more "
                    "builds an input buffer of (window - 1) images")
     p.add_argument("--out", type=Path, help="output folder (default build/synth/<board>-b<bits>; a graph bundle: "
@@ -168,9 +168,6 @@ def run_engine_synth(args, board, bits, model) -> int:
     from hw.options import check_report_writable, check_writable, emit, graph_bundle_manifest
 
     manifest = graph_bundle_manifest(model, bits, args.mul, args.simd)
-    if args.reply != "logits":
-        raise UserError(f"--reply {args.reply}: the graph engine sends its output values and no class beat "
-                        "(drop --reply)")
     out = args.out or BUILD / "synth" / f"{board.name}-{manifest.model}-b{bits}"
     check_writable(out, what="the synthesis folder", fix="pass --out with a writable folder", folder=True)
     check_report_writable(args)
@@ -186,7 +183,8 @@ def run_engine_synth(args, board, bits, model) -> int:
                 f"(ROM {fit['kbit']['rom']:g} kbit, RAM {fit['kbit']['ram']:g} kbit)")
 
     report = synthesize_engine(model, board.name, out, pe=args.pe, seeds=args.seeds, baud=args.baud,
-                               window=args.window, progress=not args.quiet, clock=args.clock, on_plan=on_plan)
+                               window=args.window, progress=not args.quiet, clock=args.clock, on_plan=on_plan,
+                               reply=args.reply)
     emit(args, report, format_report(report) + f"\nreport: {out / 'report.json'}")
     return 0
 
@@ -332,7 +330,8 @@ def _register_host(subparsers):
     p.add_argument("--clock-mhz", type=float, help="the design clock of the bitstream: refuse a --baud it cannot "
                    "make (default with --simulate: 12, the iCEBreaker's oscillator)")
     p.add_argument("--reply", choices=REPLIES, default="logits", help="what the board sends back per image: every "
-                   "logit then the class (default), or the class alone, one byte (a bitstream built for it)")
+                   "logit then the class (default; the graph engine of a graph bundle: its output values, the class "
+                   "taken here), or the class alone, one byte (a bitstream built for it)")
     p.add_argument("--window", type=int, default=1, help="images in flight (default 1: each image after the "
                    "previous reply); more needs a bitstream with an input buffer of (window - 1) images")
     p.add_argument("--count", type=int, help="images to send, at least 1 (default: all 360; 2 with --simulate)")
@@ -362,26 +361,46 @@ def run_host(args) -> int:
     divisor = check_baud(baud, None if clock_mhz is None else clock_mhz * 1e6)
     bits, path = resolve_bundle(args)
     check_report_writable(args)
+    from hw.eda.generate import uses_engine
+
+    engine = None
+    if uses_engine(path):  # a graph that is not a chain: the board runs the graph engine
+        from hw.options import graph_bundle_manifest
+
+        graph_bundle_manifest(path, bits, args.mul, args.simd)
+        engine = _host_engine(path, args.pe)
+        if engine.in_width > 8:
+            raise UserError(f"the graph engine of {path} takes {engine.in_width}-bit input codes; the host sends "
+                            "one signed byte per code (int8 inputs only)")
     vectors = path / "vectors.npz"
     if not vectors.exists():
         raise UserError(f"no golden vectors at {vectors}; pass --model BUNDLE or run make export BITS={bits}")
     from golden.model import load_bundle
 
-    data = load_bundle(path).vectors  # the chain's vectors (format 1's keys) of either bundle format
+    bundle = load_bundle(path)
+    data = bundle.vectors  # the chain's vectors (format 1's keys) of either bundle format; a graph's own
     count = args.count or (2 if args.simulate else len(data["labels"]))
     if not 1 <= count <= len(data["labels"]):
         raise UserError(f"--count {count} must be 1..{len(data['labels'])}")
-    codes = data["conv1.in"][:count].reshape(count, -1)
-    golden_cls, golden_logits = data["pred"][:count], data["logits"][:count]
+    if engine is None:
+        codes = data["conv1.in"][:count].reshape(count, -1)
+    else:
+        from golden.graph import pixels_to_input
+
+        codes = pixels_to_input(bundle.manifest, data["pixels"][:count]).reshape(count, -1)
+    golden_cls, golden_logits = data["pred"][:count], data["logits"][:count].reshape(count, -1)
     if args.simulate:
         # Without --baud the link runs at the fewest cycles per bit (the protocol, not the rate, is tested).
-        port = _simulated_port(args, path, bits, divisor if args.baud else None)
+        port = _simulated_port(args, path, bits, divisor if args.baud else None, engine=engine)
     else:
         port = SerialPort(args.port, baud=baud)
+    from hw.link.host import EngineBeats
+
+    beats = None if engine is None else EngineBeats(engine.word_width)
     started = time.perf_counter()
     with tqdm(total=count, desc="images", unit="img") as bar:
         results = run_images(port, codes, classes=golden_logits.shape[1], progress=bar, reply=args.reply,
-                             window=args.window)
+                             window=args.window, engine=beats)
     seconds = time.perf_counter() - started
     classes = np.array([r.cls for r in results])
     agree = int((classes == golden_cls).sum())
@@ -399,8 +418,10 @@ def run_host(args) -> int:
         lines = [f"{count} images: accuracy {correct / count:.4f}; classes equal golden on {agree} (class-only "
                  "reply: no logits)"]
     if args.baud or args.reply != "logits" or args.window != 1:
-        link = link_budget(input_bytes=codes.shape[1], n_logits=golden_logits.shape[1], baud=baud,
-                           reply=args.reply)
+        n_logits, beat_bytes = golden_logits.shape[1], {}
+        if beats is not None:  # the engine's beats; its logits reply has no class beat after the values
+            n_logits, beat_bytes = n_logits - (args.reply == "logits"), {"out_beat_bytes": beats.bytes}
+        link = link_budget(input_bytes=codes.shape[1], n_logits=n_logits, baud=baud, reply=args.reply, **beat_bytes)
         link.update(window=args.window,
                     measured=_measured_rate(port, count, clock_mhz, seconds, link["bytes_out_per_image"]))
         summary["link"] = link
@@ -437,13 +458,34 @@ def _link_line(link: dict) -> str:
             f"{link['window']}{seen}")
 
 
-def _simulated_port(args, bundle_path, bits, divisor=None):
+def _host_engine(bundle_path, pe):
+    """The graph engine of ``bundle_path`` at ``pe`` (its output word sets the logits reply's beats)."""
+    from hw.eda.generate import build_engine
+
+    engine = build_engine(bundle_path, pe=pe or _default("pe"))
+    for unit in (engine, engine.asq_unit):  # simulated only with --simulate
+        if unit is not None:
+            unit._MustUse__silence = True
+    return engine
+
+
+def _simulated_port(args, bundle_path, bits, divisor=None, engine=None):
     from golden.model import load_bundle
     from hw.eda.generate import build_top
     from hw.link.board import accel_link
     from hw.link.host import SimulatedBoard
     from hw.rtl.uart import MIN_DIVISOR
 
+    if engine is not None:
+        from hw.link.engine_board import engine_link, input_bytes, reply_beats
+
+        divisor = divisor or MIN_DIVISOR
+        try:
+            link = engine_link(engine, divisor=divisor, reply=args.reply, window=args.window)
+        except ValueError as err:
+            raise UserError(f"--reply {args.reply} --window {args.window}: {err}") from None
+        line_cycles = 10 * divisor * (input_bytes(engine) + link.out_bytes * reply_beats(engine, args.reply))
+        return SimulatedBoard(link, max_cycles=4 * engine.estimate_cycles() + 2 * line_cycles + 200_000)
     top = build_top(load_bundle(bundle_path, vectors=False), pe=args.pe or _default("pe"),
                     simd=args.simd or _default("simd"), mul=args.mul, bits=bits)
     divisor = divisor or MIN_DIVISOR

@@ -199,7 +199,10 @@ class Peer:
             pass
 
     def close(self):
+        # The master is closed only once the thread is back in (or out of) its read: closed earlier,
+        # its number may go to the next test's pty, which this thread would then answer.
         os.close(self.slave)
+        self.thread.join(timeout=1)
         os.close(self.master)
 
 

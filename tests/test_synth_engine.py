@@ -97,7 +97,6 @@ def test_synth_refuses_resnet20_on_the_icebreaker_before_anything_is_written(tmp
     (["--simd", "8"], "--simd 8: the graph engine takes one input position per cycle"),
     (["--mul", "int"], "--mul int: a graph bundle runs each node's own weight format"),
     (["--bits", "4"], "--bits 4: the graph bundle"),
-    (["--reply", "class"], "--reply class: the graph engine sends its output values and no class beat"),
     (["--window", "2"], "--window 2: 2 images in flight need a 3072-byte input buffer"),
 ])
 def test_synth_refuses_chain_options_against_a_graph_bundle(argv, message, tmp_path, capsys, no_synthesis):

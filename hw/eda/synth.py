@@ -699,7 +699,8 @@ def memory_refusal(fit: dict, board: Board, what: str) -> str:
 
 
 def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, baud: int | None = None,
-                      window: int = 1, progress: bool = True, clock="auto", on_plan=None) -> dict:
+                      window: int = 1, progress: bool = True, clock="auto", on_plan=None,
+                      reply: str = "logits") -> dict:
     """Build the descriptor-driven engine of a graph (format-2) bundle on ``board``; write ``out_dir``.
 
     The engine's memories are checked against the board's block RAM first
@@ -710,10 +711,13 @@ def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, b
     (:meth:`hw.rtl.engine.planner.EnginePlan.memory_map`), the block memories against the board's,
     cycles per image (the engine's schedule, without stalls) and the MAC bound (:func:`hw.eda.generate.engine_figures`),
     and images/s at the clock met. ``on_plan`` is called with that block before synthesis starts.
+    ``reply``: ``"logits"`` (every output value) or ``"class"`` (the class alone, one byte; the engine
+    then goes behind the link with its class beat, :mod:`hw.link.engine_board`).
     """
     from golden.bundle import read_bundle
     from hw.eda.generate import ENGINE_TOP_NAME, build_engine, engine_figures
     from hw.link.board import MAX_FIFO_BYTES
+    from hw.link.engine_board import engine_link_options, engine_link_top, reply_beats
     from hw.rtl.plan import DEFAULT_PE
 
     spec = get_board(board)
@@ -736,15 +740,19 @@ def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, b
         raise UserError(f"--window {window}: {window} images in flight need a {fifo}-byte input buffer; at most "
                         f"{MAX_FIFO_BYTES} bytes ({MAX_FIFO_BYTES // (input_beats * in_bytes) + 1} images of "
                         f"{input_beats * in_bytes} bytes) are offered")
+    try:
+        reply_options = engine_link_options(engine, reply=reply, window=window)
+    except ValueError as err:
+        raise UserError(f"--reply {reply}: {err}") from None
     if on_plan is not None:
         on_plan(info)
     design = {"top": ENGINE_TOP_NAME, "engine": True, "model": model, "bits": bundle.manifest.bits, "pe": plan.pe,
               "simd": 1, "scheme": bundle.manifest.scheme, "bundle": str(getattr(bundle, "path", "") or ""),
               "n_out": plan.tensors[plan.output].words}
-    report = synthesize_top(engine, spec.name, out_dir, design=design, macs_per_cycle=plan.pe,
-                            cycles=figures["cycles_per_inference"], input_bytes=input_beats, seeds=seeds,
-                            baud=baud, progress=progress, clock=clock, link_options={"fifo_depth": fifo},
-                            reply="logits", window=window, out_beats=plan.tensors[plan.output].words,
+    report = synthesize_top(engine_link_top(engine, reply), spec.name, out_dir, design=design,
+                            macs_per_cycle=plan.pe, cycles=figures["cycles_per_inference"], input_bytes=input_beats,
+                            seeds=seeds, baud=baud, progress=progress, clock=clock, link_options=reply_options,
+                            reply=reply, window=window, out_beats=reply_beats(engine, reply),
                             extra={"engine": info})
     return report
 

@@ -9,6 +9,11 @@ Protocol (the board side is :class:`hw.rtl.uart.StreamLink` around ``asq_accel``
   ``last``): the logits with ``last = 0`` in class order, then the predicted class with ``last = 1``;
 - board -> host, reply ``"class"`` (built with the class-only reply): one byte per image, the class.
 
+The graph engine (a graph bundle that is not a chain, :mod:`hw.link.engine_board`) takes its input
+codes the same way and has the same class-only reply; its logits reply is its own output beats
+(:class:`EngineBeats`: the values only, no class beat), and the host takes the class, the first
+largest value, as the golden model does.
+
 The boards' serial lines have no flow control: the host keeps at most ``window`` images in flight
 (sent, reply not yet read), and a board built with an input buffer of ``(window - 1) * image bytes``
 (:func:`hw.link.board.fifo_depth_for`) holds the ones it has not started. ``window = 1`` (the default
@@ -66,22 +71,52 @@ def _hex(raw: bytes) -> str:
     return " ".join(f"{b:02x}" for b in raw)
 
 
-def classify(port, codes, *, classes: int | None = None, max_beats: int = 1024, reply: str = "logits") -> Result:
+@dataclass(frozen=True)
+class EngineBeats:
+    """The graph engine's logits reply: per output value one beat of :attr:`bytes` bytes, little-endian,
+    the value in ``width`` bits (two's complement) and ``last`` (bit ``width``) on the final value;
+    nothing above it. No class beat: the class is the first largest value."""
+
+    width: int
+
+    @property
+    def bytes(self) -> int:
+        return -(-(self.width + 1) // 8)
+
+    def layout(self) -> str:
+        return (f"{self.bytes}-byte beats: a little-endian signed {self.width}-bit value, then bit {self.width} set "
+                "on the last value and nothing above it")
+
+    def decode(self, raw: bytes) -> tuple[int, bool] | None:
+        """(signed value, last) of one beat; None when bits above ``last`` are set."""
+        word = int.from_bytes(raw, "little")
+        if word >> (self.width + 1):
+            return None
+        value = word & ((1 << self.width) - 1)
+        return value - (1 << self.width) if value >> (self.width - 1) else value, bool(word >> self.width)
+
+
+def classify(port, codes, *, classes: int | None = None, max_beats: int = 1024, reply: str = "logits",
+             engine: EngineBeats | None = None) -> Result:
     """Send one image's codes through ``port`` and read its reply (:func:`read_reply`)."""
     port.write(encode_codes(codes))
-    return read_reply(port, classes=classes, max_beats=max_beats, reply=reply)
+    return read_reply(port, classes=classes, max_beats=max_beats, reply=reply, engine=engine)
 
 
-def read_reply(port, *, classes: int | None = None, max_beats: int = 1024, reply: str = "logits") -> Result:
+def read_reply(port, *, classes: int | None = None, max_beats: int = 1024, reply: str = "logits",
+               engine: EngineBeats | None = None) -> Result:
     """Read one image's reply from ``port``: beats up to the class (``last``), or the class byte.
 
     Every beat is checked against the protocol (the byte above the value holds only ``last``), and
     with ``classes`` the answer must be exactly ``classes`` logits then a class in ``0..classes-1``
     (a class-only reply: a class in that range): anything else raises :class:`UserError` saying what
-    was received and what was expected.
+    was received and what was expected. ``engine``: the board runs the graph engine, whose logits
+    reply is :class:`EngineBeats` (the class-only reply is the same byte).
     """
     if reply not in REPLIES:
         raise ValueError(f"reply {reply!r} is not one of {REPLIES}")
+    if engine is not None and reply == "logits":
+        return _read_engine_logits(port, engine, classes=classes, max_beats=max_beats)
     if reply == "class":
         raw = port.read(1)
         if len(raw) != 1:
@@ -115,12 +150,39 @@ def read_reply(port, *, classes: int | None = None, max_beats: int = 1024, reply
     raise UserError(f"no class beat after {max_beats} beats: the board does not speak this protocol")
 
 
+def _read_engine_logits(port, engine: EngineBeats, *, classes: int | None, max_beats: int) -> Result:
+    """The graph engine's output values up to the ``last`` one; the class is the first largest."""
+    logits = []
+    for _ in range(max_beats):
+        raw = port.read(engine.bytes)
+        if len(raw) != engine.bytes:
+            got = f" ({_hex(raw)})" if raw else ""
+            raise UserError(f"the board answered {len(raw)} of {engine.bytes} bytes of a beat{got} before "
+                            "the timeout; check the port, the baud rate and that the bitstream is loaded")
+        beat = engine.decode(raw)
+        if beat is None:
+            raise UserError(f"the board sent {_hex(raw)} as beat {len(logits)} of an image; expected the graph "
+                            f"engine's {engine.layout()}; {PROTOCOL_FIX}")
+        value, last = beat
+        logits.append(value)
+        if last:
+            if classes is not None and len(logits) != classes:
+                raise UserError(f"the board answered {len(logits)} values; expected {classes} (the graph engine's "
+                                f"{engine.layout()}); {PROTOCOL_FIX}")
+            return Result(logits=logits, cls=int(np.argmax(logits)))
+        if classes is not None and len(logits) >= classes:
+            raise UserError(f"the board sent {classes} values without the last one marked (last beat {_hex(raw)}); "
+                            f"expected the graph engine's {engine.layout()}; {PROTOCOL_FIX}")
+    raise UserError(f"no last value after {max_beats} beats: the board does not speak the graph engine's protocol")
+
+
 def run_images(port, images, *, classes: int | None = None, progress=None, reply: str = "logits",
-               window: int = 1) -> list[Result]:
+               window: int = 1, engine: EngineBeats | None = None) -> list[Result]:
     """Send every image in ``images`` (N x codes) and read the replies, ``window`` images in flight.
 
     ``window = 1`` sends each image after the previous reply; more keeps the link busy while the
     board computes, and needs a board that buffers ``window - 1`` images. ``progress``: a tqdm bar or None.
+    ``engine``: the board runs the graph engine (:func:`read_reply`).
     """
     if window < 1:
         raise ValueError(f"window {window} must be at least 1 image")
@@ -131,7 +193,7 @@ def run_images(port, images, *, classes: int | None = None, progress=None, reply
             port.write(encode_codes(images[sent]))
             sent += 1
         try:
-            results.append(read_reply(port, classes=classes, reply=reply))
+            results.append(read_reply(port, classes=classes, reply=reply, engine=engine))
         except UserError as err:
             if window == 1:
                 raise

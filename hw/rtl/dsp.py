@@ -64,6 +64,9 @@ class PipelinedProduct(wiring.Component):
     ----------
     a_shape, b_shape : Shape
         Operand shapes (signed or unsigned, any width).
+    input_stage : bool
+        A plain register in logic in front of each operand (see the module notes): the operands
+        may come from anything, at :attr:`latency` ``LATENCY + 1``.
 
     Ports
     -----
@@ -74,10 +77,6 @@ class PipelinedProduct(wiring.Component):
         it must not be a constant).
     p : Out(signed or unsigned)
         The product of the operands of :attr:`latency` cycles before.
-
-    input_stage : bool
-        A plain register in logic in front of each operand (see the module notes): the operands
-        may come from anything, at :attr:`latency` ``LATENCY + 1``.
     """
 
     def __init__(self, a_shape, b_shape, *, input_stage=False):

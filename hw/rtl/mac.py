@@ -77,7 +77,7 @@ class MacArray(wiring.Component):
     def latency_for(cls, kind: str, *, registered_dsp: bool = False) -> int:
         """:attr:`latency` of an array of ``kind`` built with ``registered_dsp``."""
         if registered_dsp and kind == "int":
-            return PipelinedProduct.LATENCY + 1 + 1  # input stage + the block's stages + sum, accumulate
+            return PipelinedProduct.LATENCY + 1 + 1  # the product with its input stage, then the accumulator
         return cls.LATENCY
 
     def __init__(self, kind, w_bits, act_bits, act_signed=False, *, pe=1, simd=1, acc_width=32,

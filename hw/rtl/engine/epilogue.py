@@ -51,7 +51,7 @@ class TwoTermRequantizer(wiring.Component):
     shift : In(range(max_shift + 1))
     lo, hi : In(signed(out_width))
     has_lo, has_hi : In(1)
-        The clamp; these five are sampled at the output stage (hold them while values are in flight).
+        The shift and the clamp, sampled in the last two stages (hold them while values are in flight).
     o : Out(stream.Signature({value, tag}, always_ready=True))
         Latency :attr:`latency` cycles (:attr:`LATENCY`, plus :attr:`BETA_LATENCY` for the
         ``acc * g`` stage when ``g_width > 1``); throughput one value per cycle.
@@ -61,8 +61,8 @@ class TwoTermRequantizer(wiring.Component):
     or 1), which would otherwise leave its blocks' operand registers in logic and the blocks untimed.
     """
 
-    #: The two products (registered DSP pieces), the sum, the shift and clamp.
-    LATENCY = PipelinedProduct.LATENCY + 2
+    #: The two products (registered DSP pieces), the sum, the shift, the clamp.
+    LATENCY = PipelinedProduct.LATENCY + 3
     #: The ``acc * g`` stage: a product with its input stage.
     BETA_LATENCY = PipelinedProduct.LATENCY + 1
 
@@ -127,9 +127,14 @@ class TwoTermRequantizer(wiring.Component):
         t_tag = Signal.like(tag, reset_less=True)
         t_valid = Signal()
         m.d.sync += [t.eq(main.p + skip_term + bias), t_tag.eq(tag), t_valid.eq(valid)]
-        shifted = Signal(signed(self.t_width))
-        m.d.comb += shifted.eq(t >> self.shift)  # arithmetic: floor, the half is in B'
+        # The shift by a run-time amount (a barrel shifter as wide as t) and the clamp (comparisons as
+        # wide) each take a cycle: together they were the engine's critical path.
+        shifted = Signal(signed(self.t_width), reset_less=True)
+        s_tag = Signal.like(tag, reset_less=True)
+        s_valid = Signal()
+        m.d.sync += [shifted.eq(t >> self.shift),  # arithmetic: floor, the half is in B'
+                     s_tag.eq(t_tag), s_valid.eq(t_valid)]
         value = Mux(self.has_lo & (shifted < self.lo), self.lo,
                     Mux(self.has_hi & (shifted > self.hi), self.hi, shifted))
-        m.d.sync += [self.o.payload.value.eq(value), self.o.payload.tag.eq(t_tag), self.o.valid.eq(t_valid)]
+        m.d.sync += [self.o.payload.value.eq(value), self.o.payload.tag.eq(s_tag), self.o.valid.eq(s_valid)]
         return m
