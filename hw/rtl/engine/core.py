@@ -43,7 +43,7 @@ reads its ``y`` map twice, one value per cycle (into the unit's GAP, then throug
 with the adapter's :meth:`AsqUnit.beta_cycles` between.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -51,8 +51,17 @@ from golden import arith
 from hw.rtl.asq import AsqConfig, AsqUnit
 from hw.rtl.engine.epilogue import TwoTermRequantizer
 from hw.rtl.engine.maxarray import MaxArray
-from hw.rtl.engine.planner import STEP_KINDS, EnginePlan
+from hw.rtl.engine.planner import STEP_KINDS, EnginePlan, weight_space
+from hw.rtl.engine.weightram import WeightRam
 from hw.rtl.mac import MacArray
+
+
+#: Where the engine keeps its weights: ``rom`` (block RAM set by the bitstream), ``ram`` (a RAM loaded
+#: at run time over the input stream, an Amaranth ``Memory``), ``spram`` (the same, built of the
+#: UP5K's ``SB_SPRAM256KA``).
+WEIGHT_STORES = ("rom", "ram", "spram")
+#: The loader protocol's command bytes (the low byte of a command beat, see the module notes).
+LOAD_WEIGHTS_COMMAND, IMAGE_COMMAND = 0x57, 0x49
 
 
 def _uint(top: int):
@@ -66,17 +75,26 @@ class GraphEngine(wiring.Component):
     Parameters
     ----------
     plan : hw.rtl.engine.planner.EnginePlan
+    weight_store : str
+        One of :data:`WEIGHT_STORES` (see the module notes: ``ram``/``spram`` add the loader).
 
     Latency: one image takes :meth:`estimate_cycles` cycles (about); throughput: one image at a
     time (the next image's input is taken after the last output beat).
     """
 
-    def __init__(self, plan: EnginePlan):
+    def __init__(self, plan: EnginePlan, weight_store: str = "rom"):
+        if weight_store not in WEIGHT_STORES:
+            raise ValueError(f"GraphEngine: weight store {weight_store!r} is not one of {WEIGHT_STORES}")
         if not isinstance(plan, EnginePlan):
             raise TypeError("GraphEngine needs an EnginePlan (hw.rtl.engine.planner.plan_graph)")
         if not plan.steps:
             raise ValueError("GraphEngine: the plan has no steps")
         self.plan, self.post_frac_bits = plan, plan.post_frac_bits
+        self.weight_store = weight_store
+        #: Whether the weights are loaded at run time (the input stream's loader protocol).
+        self.loaded = weight_store != "rom"
+        #: The loaded weight store's layout (:func:`hw.rtl.engine.planner.weight_space`).
+        self.weight_space = weight_space(plan)
         steps = plan.steps
         self.pe = plan.pe
         self.word_width = plan.act_width
@@ -110,18 +128,22 @@ class GraphEngine(wiring.Component):
             "pe_hw_out": _uint(max(self.pe * s.h_out * s.w_out for s in steps)),
             "groups": _uint(max(s.groups for s in steps)),
             "items": _uint(max(s.items for s in steps)),
-            "weight_base": _uint(max(len(rom) for rom in plan.weight_roms)),
+            "weight_base": _uint(self.weight_space.depth if self.loaded
+                                 else max(len(rom) for rom in plan.weight_roms)),
             "const_base": _uint(len(consts)),
             "shift": _uint(max(s.shift for s in steps)),
             "lo": signed(self.word_width), "hi": signed(self.word_width),
         })
         self.in_width = plan.tensors[plan.input].width
+        #: Bits of an ``i`` beat: the input codes' width, or with the loader whole bytes (a beat
+        #: carries a command or weight byte too; the link sends ``ceil(in_width / 8)`` bytes a beat).
+        self.beat_width = 8 * -(-self.in_width // 8) if self.loaded else self.in_width
         self.asq_configs = [AsqConfig(k, c, pixels, y_max) for k, c, pixels, y_max in plan.asq_configs]
         #: The one ASQ unit serving every asq step (None without ASQ inputs).
         self.asq_unit = (AsqUnit(self.asq_configs, tag_width=self.addr_shape.width) if self.asq_configs
                          else None)
         super().__init__({
-            "i": In(stream.Signature(signed(self.in_width))),
+            "i": In(stream.Signature(signed(self.beat_width))),
             "o": Out(stream.Signature(data.StructLayout({"value": signed(self.word_width), "last": 1}))),
             "cycles": Out(32),
         })
@@ -152,7 +174,8 @@ class GraphEngine(wiring.Component):
                 "kernel": s.kernel, "stride": s.stride, "pad": s.pad, "stride_w": s.stride * s.w_in,
                 "pad_w": s.pad * s.w_in, "c_out": s.c_out, "w_out": s.w_out, "hw_out": s.h_out * s.w_out,
                 "pe_hw_out": self.pe * s.h_out * s.w_out, "groups": s.groups, "items": s.items,
-                "weight_base": s.weight_base, "const_base": s.const_base, "shift": s.shift,
+                "weight_base": s.weight_base + (self.weight_space.bases[s.array] if self.loaded else 0),
+                "const_base": s.const_base, "shift": s.shift,
                 "lo": bound(s.lo), "hi": bound(s.hi),
             })
         return words
@@ -197,11 +220,23 @@ class GraphEngine(wiring.Component):
             with m.If(skip_bank_q == b):
                 m.d.comb += skip_rd.data.eq(rd1.data)
         weight_rds = []
-        for k, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
-            w_layout = data.ArrayLayout(unsigned(spec.w_bits), pe)
-            m.submodules[f"weight_rom{k}"] = weight_rom = memory.Memory(shape=w_layout, depth=max(len(rom), 1),
-                                                                        init=rom or [[0] * pe])
-            weight_rds.append(weight_rom.read_port())
+        weight_ram = None
+        if self.loaded:
+            # One run-time-loaded store for every array: one read at a time (the step's array),
+            # each array's word in the low bits of an address.
+            space = self.weight_space
+            m.submodules.weight_ram = weight_ram = WeightRam(
+                space.depth, space.lanes, cells="spram" if self.weight_store == "spram" else "memory")
+            for spec in plan.arrays:
+                view = _Port(unsigned(len(weight_ram.addr)), data.ArrayLayout(unsigned(spec.w_bits), pe))
+                m.d.comb += view.data.eq(weight_ram.rdata[:pe * spec.w_bits])
+                weight_rds.append(view)
+        else:
+            for k, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
+                w_layout = data.ArrayLayout(unsigned(spec.w_bits), pe)
+                m.submodules[f"weight_rom{k}"] = weight_rom = memory.Memory(shape=w_layout, depth=max(len(rom), 1),
+                                                                            init=rom or [[0] * pe])
+                weight_rds.append(weight_rom.read_port())
         c_layout = data.StructLayout({"M": signed(self.m_width), "A": signed(self.a_width), "B": signed(self.b_width)})
         m.submodules.const_rom = const_rom = memory.Memory(
             shape=c_layout, depth=len(plan.constants),
@@ -288,7 +323,11 @@ class GraphEngine(wiring.Component):
             if spec.kind == "max":
                 m.d.comb += mac.inside.eq(mac_inside)
                 continue
-            m.d.comb += weight_rds[k].addr.eq(d.weight_base + gofs_w + witem)
+            if weight_ram is not None:
+                with m.If(d.array == k):
+                    m.d.comb += weight_ram.addr.eq(d.weight_base + gofs_w + witem)
+            else:
+                m.d.comb += weight_rds[k].addr.eq(d.weight_base + gofs_w + witem)
             for p in range(pe):
                 m.d.comb += mac.w[p][0].eq(weight_rds[k].data[p])
         mac_done = Signal()
@@ -334,7 +373,8 @@ class GraphEngine(wiring.Component):
         load = Signal()
         m.d.comb += [operand_bank.eq(d.src_bank), skip_bank.eq(d.skip_bank), write_bank.eq(d.dst_bank)]
         with m.If(load):
-            m.d.comb += [act_wr.addr.eq(in_base + count), act_wr.data.eq(self.i.payload), act_wr.en.eq(self.i.valid),
+            code = self.i.payload[:self.in_width].as_signed() if self.loaded else self.i.payload
+            m.d.comb += [act_wr.addr.eq(in_base + count), act_wr.data.eq(code), act_wr.en.eq(self.i.valid),
                          write_bank.eq(plan.tensors[plan.input].bank)]
         with m.Elif(flush):
             m.d.comb += [act_wr.addr.eq(d.gap + gchan + lane), act_wr.data.eq(flush_value), act_wr.en.eq(chan_ok),
@@ -356,6 +396,8 @@ class GraphEngine(wiring.Component):
         asq_regs = self._asq_wiring(m, asq, d, operand_rd) if asq is not None else None
 
         with m.FSM():
+            if self.loaded:  # the first state: the loader's command
+                self._loader_states(m, weight_ram, in_words)
             with m.State("LOAD"):
                 m.d.comb += [load.eq(1), self.i.ready.eq(1)]
                 with m.If(self.i.valid):
@@ -454,9 +496,75 @@ class GraphEngine(wiring.Component):
                     m.next = "OUT_ADDR"
                     with m.If(count == out_words - 1):
                         m.d.sync += [count.eq(0), running.eq(0)]
-                        m.next = "LOAD"
+                        m.next = "COMMAND" if self.loaded else "LOAD"
         return m
 
+
+    def _loader_states(self, m, weight_ram, in_words):
+        """The loader protocol (module notes): commands, the weight words and their checksum, the
+        acknowledgement beat, and images dropped while no weights are loaded."""
+        space = self.weight_space
+        beats_per_word = 2 if self.beat_width == 8 else 1
+        loaded = Signal()                       # a load's checksum matched
+        addr = Signal(range(space.depth + 1))
+        lane = Signal(range(space.lanes + 1))
+        low = Signal(8)                         # a word's first byte (byte beats)
+        high = Signal()                         # the next beat is a word's second byte
+        word = Signal(16)
+        total = Signal(16)
+        ack_ok = Signal()
+        skipped = Signal(range(in_words + 1))
+        beat = self.i.payload.as_unsigned()
+        if beats_per_word == 2:
+            m.d.comb += word.eq(beat[:8] << 8 | low)
+            word_done = high
+        else:
+            m.d.comb += word.eq(beat[:16])
+            word_done = Const(1)
+        with m.State("COMMAND"):
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += [addr.eq(0), lane.eq(0), high.eq(0), total.eq(0), skipped.eq(0)]
+                with m.If(beat[:8] == LOAD_WEIGHTS_COMMAND):
+                    m.d.sync += loaded.eq(0)
+                    m.next = "WEIGHTS"
+                with m.Elif(beat[:8] == IMAGE_COMMAND):
+                    with m.If(loaded):
+                        m.next = "LOAD"
+                    with m.Else():
+                        m.next = "SKIP"
+                # any other byte is dropped
+        with m.State("WEIGHTS"):
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += [high.eq(~high), low.eq(beat[:8])]
+                with m.If(word_done):
+                    m.d.comb += [weight_ram.addr.eq(addr), weight_ram.wdata.eq(word),
+                                 weight_ram.wen.eq(1 << lane)]
+                    m.d.sync += [total.eq(total + word), lane.eq(lane + 1), high.eq(0)]
+                    with m.If(lane == space.lanes - 1):
+                        m.d.sync += [lane.eq(0), addr.eq(addr + 1)]
+                        with m.If(addr == space.depth - 1):
+                            m.next = "CHECKSUM"
+        with m.State("CHECKSUM"):
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += [high.eq(~high), low.eq(beat[:8])]
+                with m.If(word_done):
+                    m.d.sync += [ack_ok.eq(word == total), high.eq(0)]
+                    m.next = "ACK"
+        with m.State("ACK"):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.value.eq(ack_ok), self.o.payload.last.eq(1)]
+            with m.If(self.o.ready):
+                m.d.sync += loaded.eq(ack_ok)
+                m.next = "COMMAND"
+        with m.State("SKIP"):  # an image before any weights loaded: its codes are dropped, no reply
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += skipped.eq(skipped + 1)
+                with m.If(skipped == in_words - 1):
+                    m.next = "COMMAND"
+        return loaded
 
     @staticmethod
     def _asq_wiring(m, asq, d, operand_rd):
