@@ -168,8 +168,9 @@ def _manifest(bundle_or_path):
     return read_manifest(bundle_or_path) if manifest is None else manifest
 
 
-def build_engine(bundle, *, pe=DEFAULT_PE):
-    """The :class:`hw.rtl.engine.core.GraphEngine` of a graph bundle (a ``GraphBundle`` or its folder).
+def build_engine(bundle, *, pe=DEFAULT_PE, weight_store="rom"):
+    """The :class:`hw.rtl.engine.core.GraphEngine` of a graph bundle (a ``GraphBundle`` or its folder),
+    its weights in ``weight_store`` (:data:`hw.rtl.engine.core.WEIGHT_STORES`).
 
     A graph the engine does not run is refused with one line (:class:`UserError` naming the node).
     """
@@ -181,7 +182,7 @@ def build_engine(bundle, *, pe=DEFAULT_PE):
         bundle = read_bundle(bundle, vectors=False)
     plan = plan_graph(bundle.graph, bundle.weights, pe=pe)
     try:
-        return GraphEngine(plan)
+        return GraphEngine(plan, weight_store=weight_store)
     except (TypeError, ValueError) as err:
         raise UserError(f"engine: {err}") from None
 

@@ -128,8 +128,8 @@ class GraphEngine(wiring.Component):
             "pe_hw_out": _uint(max(self.pe * s.h_out * s.w_out for s in steps)),
             "groups": _uint(max(s.groups for s in steps)),
             "items": _uint(max(s.items for s in steps)),
-            "weight_base": _uint(self.weight_space.depth if self.loaded
-                                 else max(len(rom) for rom in plan.weight_roms)),
+            "weight_base": _uint(max([self.weight_space.depth if self.loaded else 0]
+                                     + [len(rom) for rom in plan.weight_roms])),
             "const_base": _uint(len(consts)),
             "shift": _uint(max(s.shift for s in steps)),
             "lo": signed(self.word_width), "hi": signed(self.word_width),
@@ -174,7 +174,7 @@ class GraphEngine(wiring.Component):
                 "kernel": s.kernel, "stride": s.stride, "pad": s.pad, "stride_w": s.stride * s.w_in,
                 "pad_w": s.pad * s.w_in, "c_out": s.c_out, "w_out": s.w_out, "hw_out": s.h_out * s.w_out,
                 "pe_hw_out": self.pe * s.h_out * s.w_out, "groups": s.groups, "items": s.items,
-                "weight_base": s.weight_base + (self.weight_space.bases[s.array] if self.loaded else 0),
+                "weight_base": s.weight_base + (self.weight_space.bases[s.array] or 0 if self.loaded else 0),
                 "const_base": s.const_base, "shift": s.shift,
                 "lo": bound(s.lo), "hi": bound(s.hi),
             })
@@ -221,22 +221,22 @@ class GraphEngine(wiring.Component):
                 m.d.comb += skip_rd.data.eq(rd1.data)
         weight_rds = []
         weight_ram = None
+        space = self.weight_space
         if self.loaded:
-            # One run-time-loaded store for every array: one read at a time (the step's array),
-            # each array's word in the low bits of an address.
-            space = self.weight_space
+            # One run-time-loaded store for the arrays it holds: one read at a time (the step's
+            # array), each array's word in the low bits of an address.
             m.submodules.weight_ram = weight_ram = WeightRam(
                 space.depth, space.lanes, cells="spram" if self.weight_store == "spram" else "memory")
-            for spec in plan.arrays:
-                view = _Port(unsigned(len(weight_ram.addr)), data.ArrayLayout(unsigned(spec.w_bits), pe))
+        for k, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
+            w_layout = data.ArrayLayout(unsigned(spec.w_bits), pe)
+            if self.loaded and space.stored(k):
+                view = _Port(unsigned(len(weight_ram.addr)), w_layout)
                 m.d.comb += view.data.eq(weight_ram.rdata[:pe * spec.w_bits])
                 weight_rds.append(view)
-        else:
-            for k, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
-                w_layout = data.ArrayLayout(unsigned(spec.w_bits), pe)
-                m.submodules[f"weight_rom{k}"] = weight_rom = memory.Memory(shape=w_layout, depth=max(len(rom), 1),
-                                                                            init=rom or [[0] * pe])
-                weight_rds.append(weight_rom.read_port())
+                continue
+            m.submodules[f"weight_rom{k}"] = weight_rom = memory.Memory(shape=w_layout, depth=max(len(rom), 1),
+                                                                        init=rom or [[0] * pe])
+            weight_rds.append(weight_rom.read_port())
         c_layout = data.StructLayout({"M": signed(self.m_width), "A": signed(self.a_width), "B": signed(self.b_width)})
         m.submodules.const_rom = const_rom = memory.Memory(
             shape=c_layout, depth=len(plan.constants),
@@ -323,7 +323,7 @@ class GraphEngine(wiring.Component):
             if spec.kind == "max":
                 m.d.comb += mac.inside.eq(mac_inside)
                 continue
-            if weight_ram is not None:
+            if self.loaded and space.stored(k):
                 with m.If(d.array == k):
                     m.d.comb += weight_ram.addr.eq(d.weight_base + gofs_w + witem)
             else:

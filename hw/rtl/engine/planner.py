@@ -612,26 +612,34 @@ WEIGHT_WORD_BITS = 16
 
 @dataclass(frozen=True)
 class WeightSpace:
-    """The layout of every MAC array's weights in one run-time-loaded memory.
+    """The layout of the MAC arrays' weights in one run-time-loaded memory.
 
-    One address holds one weight word of any array (the PE codes of one input position, element 0
+    One address holds one weight word of an array (the PE codes of one input position, element 0
     in the low bits as in the ROMs), split into ``lanes`` 16-bit words side by side (lane 0 the
-    low bits), so a read gives a whole word in one cycle; the arrays' words follow each other,
-    array ``k``'s from ``bases[k]`` on (an array without weights, a max pool's, takes none).
+    low bits), so a read gives a whole word in one cycle. ``lanes`` is set by the array holding
+    the most weight bits (``PE * w_bits`` over 16, rounded up: 3-bit POST codes at PE 4 take one
+    16-bit lane, not the two an 8-bit int layer's would); the arrays whose words fit those lanes
+    are stored, their words following each other (array ``k``'s from ``bases[k]`` on); a wider
+    array (the small int layers at the network's edges, beside a narrow POST array) keeps its ROM
+    (``bases[k]`` None), as does an array without weights (a max pool's).
 
     Attributes
     ----------
     lanes : int
-        16-bit words per address: the widest array's word (``PE * w_bits``) over 16, rounded up.
+        16-bit words per address.
     depth : int
-        Addresses: every array's words.
-    bases : tuple of int
-        Per MAC array the address of its first word.
+        Addresses: the stored arrays' words (at least 1).
+    bases : tuple of int or None
+        Per MAC array the address of its first word, None for an array kept in its ROM.
     """
 
     lanes: int
     depth: int
     bases: tuple
+
+    def stored(self, array: int) -> bool:
+        """Whether MAC array ``array``'s weights are in this store (not in a ROM)."""
+        return self.bases[array] is not None
 
     @property
     def word_bits(self) -> int:
@@ -646,12 +654,16 @@ class WeightSpace:
 
 def weight_space(plan: EnginePlan) -> WeightSpace:
     """The one weight space of ``plan``'s arrays (see :class:`WeightSpace`)."""
-    widths = [plan.pe * a.w_bits for a, rom in zip(plan.arrays, plan.weight_roms, strict=True) if rom]
-    lanes = max(-(-max(widths, default=1) // WEIGHT_WORD_BITS), 1)
+    roms = list(zip(plan.arrays, plan.weight_roms, strict=True))
+    weighted = [(plan.pe * a.w_bits * len(rom), plan.pe * a.w_bits) for a, rom in roms if rom]
+    lanes = -(-max(weighted)[1] // WEIGHT_WORD_BITS) if weighted else 1
     bases, depth = [], 0
-    for rom in plan.weight_roms:
-        bases.append(depth)
-        depth += len(rom)
+    for a, rom in roms:
+        if rom and plan.pe * a.w_bits <= lanes * WEIGHT_WORD_BITS:
+            bases.append(depth)
+            depth += len(rom)
+        else:
+            bases.append(None)
     return WeightSpace(lanes=lanes, depth=max(depth, 1), bases=tuple(bases))
 
 
@@ -660,7 +672,9 @@ def weight_words(plan: EnginePlan) -> list:
     address's lanes from lane 0 (the low 16 bits) up; an unused address (an empty plan) is zeros."""
     space = weight_space(plan)
     words = []
-    for spec, rom in zip(plan.arrays, plan.weight_roms, strict=True):
+    for k, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
+        if not space.stored(k):
+            continue
         mask = (1 << spec.w_bits) - 1
         for codes in rom:
             packed = 0
