@@ -272,3 +272,78 @@ def test_the_digits_graph_engine_places_and_routes_on_the_ulx3s_with_its_memory_
     assert images_per_s == pytest.approx(25e6 / engine["cycles_per_inference"], rel=1e-2)
     link = report["link"]
     assert link["bytes_in_per_image"] == 64 and link["bytes_out_per_image"] == 10 * link["bytes_out_per_beat"]
+
+
+# ------------------------------------------------------------------------------ weights in SPRAM
+
+
+def test_the_memory_fit_counts_the_loaded_weight_store_in_spram():
+    from hw.eda.synth import engine_weight_store
+
+    ice, ulx3s = get_board("icebreaker"), get_board("ulx3s")
+    # PE 5: 3-bit POST words of 15 bits, one 16-bit lane, 56256 deep: the four SB_SPRAM256KA
+    engine, fit = engine_weight_store(RESNET20_B3, ice, 5, None)
+    assert engine.weight_store == "spram" and engine.weight_space.lanes == 1
+    memories = {m["name"]: m for m in fit["memories"]}
+    store = memories["weight store (SPRAM, loaded)"]
+    assert (store["words"], store["word_bits"], store["blocks"], store["spram"]) == (56256, 16, 0, 4)
+    assert "weight ROM 0 (int)" in memories and "weight ROM 1 (post)" not in memories  # the int edges keep ROMs
+    assert fit["spram_used"] == fit["spram_available"] == 4 and fit["kbit"]["spram"] == 879.0
+    # the weights fit; the activations do not: two read ports over a 26-bit bank
+    assert not fit["fits"] and fit["blocks_data"] > 400
+    line = memory_refusal(fit, ice, "the engine")
+    assert "\n" not in line and "the weights fit the SPRAM: 4 of 4 SB_SPRAM256KA" in line
+    assert "the activations alone take 1920 kbit in 480 blocks" in line and "2 copies" in line
+    assert "the widest bank 26 bits" in line and "single-ported they would take 960 kbit" in line
+    # PE 4: 12-bit words in 16-bit lanes need 67456 words, five cells
+    _, fit4 = engine_weight_store(RESNET20_B3, ice, 4, "spram")
+    assert fit4["spram_used"] == 5 and "the weights do not fit the SPRAM: 5 of 4" in memory_refusal(fit4, ice, "x")
+    # a board without SPRAM: ROMs by default, SPRAM refused by name
+    engine, fit = engine_weight_store(RESNET20_B3, ulx3s, 4, None)
+    assert engine.weight_store == "rom" and fit["fits"] and fit["spram_used"] == 0
+    with pytest.raises(UserError, match=r"--weights spram: the ulx3s \(LFE5U-85F\) has no SPRAM"):
+        engine_weight_store(RESNET20_B3, ulx3s, 4, "spram")
+
+
+def test_synth_weights_spram_is_refused_where_it_makes_no_sense(tmp_path, capsys, no_synthesis):
+    out = tmp_path / "o"
+    assert main(["synth", "--board", "ulx3s", "--model", str(RESNET20_B3), "--weights", "spram",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--weights spram: the ulx3s (LFE5U-85F) has no SPRAM" in err and err.count("\n") == 1
+    assert main(["synth", "--board", "icebreaker", "--bits", "3", "--weights", "spram", "--out", str(out)]) == 2
+    assert "the chain accelerator keeps its weights in ROMs" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_synth_on_the_icebreaker_says_resnet20_weights_are_in_spram_and_what_still_does_not_fit(
+        tmp_path, capsys, no_synthesis):
+    out = tmp_path / "ice"
+    assert main(["synth", "--board", "icebreaker", "--model", str(RESNET20_B3), "--pe", "5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "weights in SPRAM" in err and "the weights fit the SPRAM: 4 of 4" in err and "activations" in err
+    assert not out.exists()
+
+
+def test_synthesize_engine_reports_what_the_host_loads(monkeypatch, tmp_path):
+    import hw.eda.synth
+    from hw.link.weights import load_bytes
+    from hw.rtl.engine.planner import weight_checksum, weight_words
+
+    seen = {}
+
+    def capture(top, board, out_dir, **kwargs):
+        seen.update(kwargs, top=top, board=board)
+        return {}
+
+    monkeypatch.setattr(hw.eda.synth, "synthesize_top", capture)
+    # ResNet-20's activations do not fit the iCEBreaker: the memory check is passed over to see what the flow gets
+    monkeypatch.setattr(hw.eda.synth, "block_memory_fit", lambda memories, board: {"fits": True, "memories": memories})
+    hw.eda.synth.synthesize_engine(RESNET20_B3, "icebreaker", tmp_path / "o", pe=5, progress=False, weights="spram")
+    engine = seen["top"]
+    weights = seen["extra"]["engine"]["weights"]
+    words = weight_words(engine.plan)
+    assert engine.weight_store == "spram" and seen["design"]["weights"] == "spram"
+    assert weights == {"store": "spram", "lanes": 1, "depth": 56256, "words16": 56256,
+                       "checksum": weight_checksum(words), "beat_bytes": 1, "load_bytes": len(load_bytes(words, 1))}
+    assert weights["load_bytes"] == 1 + 2 * 56256 + 2
