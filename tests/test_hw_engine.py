@@ -403,3 +403,36 @@ def test_a_loaded_engine_adds_the_loader_and_keeps_the_rom_design_unchanged():
     assert text.count("SB_SPRAM256KA") == 1 and "SB_SPRAM256KA" not in verilog_text(ram, name="graph_engine")
     with pytest.raises(ValueError, match="weight store 'flash'"):
         GraphEngine(plan_graph(graph, weights, pe=4), weight_store="flash")
+
+
+def test_the_host_loads_the_weights_over_the_simulated_link_then_images_run_bit_exact():
+    from hw.link.host import SimulatedBoard
+    from hw.link.weights import LOAD_BAD, bundle_weight_words, image_command, load_bytes, send_weights
+    from hw.rtl.engine.planner import weight_checksum, weight_words
+    from hw.rtl.uart import MIN_DIVISOR, StreamLink
+
+    rng = np.random.default_rng(1)
+    graph, weights = mini_resnet(rng)
+    engine = GraphEngine(plan_graph(graph, weights, pe=4), weight_store="ram")
+    images = rng.integers(-128, 128, (1, 1, 8, 8))
+    board = SimulatedBoard(StreamLink(engine, MIN_DIVISOR), max_cycles=200_000)
+    words = weight_words(engine.plan)
+    out_bytes = -(-(engine.word_width + 1) // 8)
+    # a load whose checksum is wrong is acknowledged 0: the host says so in one line
+    board.write(load_bytes(words, 1, checksum=weight_checksum(words) ^ 1))
+    assert int.from_bytes(board.read(out_bytes), "little") == LOAD_BAD | 1 << engine.word_width
+    send_weights(board, words, beat_bytes=1, value_bits=engine.word_width)
+    board.write(image_command(1) + bytes(int(c) & 0xFF for c in images[0].ravel()))
+    expected = _expected(graph, weights, images)[0]
+    got = []
+    for _ in range(len(expected)):
+        beat = int.from_bytes(board.read(out_bytes), "little")
+        value = beat & ((1 << engine.word_width) - 1)
+        got.append(value - ((value >> (engine.word_width - 1)) << engine.word_width))
+    assert got == list(expected)
+    # the design's expectation is checked against the bundle before anything is sent
+    bundle = type("B", (), {"graph": graph, "weights": weights})
+    expected_block = {"words16": len(words), "checksum": weight_checksum(words)}
+    assert bundle_weight_words(bundle, expected_block, 4) == words
+    with pytest.raises(UserError, match="the bitstream was built from another bundle or PE"):
+        bundle_weight_words(bundle, expected_block, 2)

@@ -345,5 +345,32 @@ def test_synthesize_engine_reports_what_the_host_loads(monkeypatch, tmp_path):
     words = weight_words(engine.plan)
     assert engine.weight_store == "spram" and seen["design"]["weights"] == "spram"
     assert weights == {"store": "spram", "lanes": 1, "depth": 56256, "words16": 56256,
-                       "checksum": weight_checksum(words), "beat_bytes": 1, "load_bytes": len(load_bytes(words, 1))}
+                       "checksum": weight_checksum(words), "beat_bytes": 1, "load_bytes": len(load_bytes(words, 1)),
+                       "ack_value_bits": engine.word_width}
     assert weights["load_bytes"] == 1 + 2 * 56256 + 2
+
+
+def test_the_host_reads_from_the_report_whether_and_what_to_load(tmp_path):
+    import json
+
+    from hw.link.weights import prepare_board
+
+    class Port:
+        written = b""
+
+        def write(self, data):
+            self.written += data
+
+        def read(self, n):
+            return bytes([1]) + bytes(n - 2) + bytes([1 << 2])  # value 1, last at bit 18 (18-bit values)
+
+    rom = tmp_path / "rom.json"
+    rom.write_text(json.dumps({"design": {"pe": 4}, "engine": {"weights": {"store": "rom"}}}))
+    port = Port()
+    assert prepare_board(port, RESNET20_B3, rom) == b"" and port.written == b""
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"design": {"pe": 5}, "engine": {"weights": {
+        "store": "spram", "words16": 56256, "checksum": 1, "beat_bytes": 1, "ack_value_bits": 18}}}))
+    with pytest.raises(UserError, match="expects 56256 words with checksum 1: the bitstream was built from another"):
+        prepare_board(port, RESNET20_B3, other)
+    assert port.written == b""  # nothing sent on a mismatch

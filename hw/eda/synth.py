@@ -851,7 +851,8 @@ def engine_weights_block(engine) -> dict:
         words = weight_words(engine.plan)
         beat_bytes = engine.beat_width // 8
         block.update(lanes=space.lanes, depth=space.depth, words16=len(words), checksum=weight_checksum(words),
-                     beat_bytes=beat_bytes, load_bytes=len(load_bytes(words, beat_bytes)))
+                     beat_bytes=beat_bytes, load_bytes=len(load_bytes(words, beat_bytes)),
+                     ack_value_bits=engine.word_width)
     return block
 
 

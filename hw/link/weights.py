@@ -56,3 +56,74 @@ def check_ack(value: int) -> None:
         raise UserError(f"the board answered the weight load with {value}, not {LOAD_OK}: its checksum did not "
                         "match the weights sent (a line error, or a design built from another bundle or PE); "
                         "no weights are loaded")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading a board
+
+
+def design_weights(report: dict) -> dict | None:
+    """What a ``report.json`` of ``asqhw synth`` says its design loads (its ``engine.weights`` block,
+    :func:`hw.eda.synth.engine_weights_block`), or None for weights in ROMs (nothing to load)."""
+    block = (report.get("engine") or {}).get("weights") or {"store": "rom"}
+    return None if block["store"] == "rom" else block
+
+
+def bundle_weight_words(bundle, expected: dict, pe: int) -> list:
+    """The 16-bit words of ``bundle``'s weights for an engine at ``pe``; UserError, in one line, when
+    they are not the ones the design expects (``expected``: :func:`design_weights`)."""
+    from hw.rtl.engine.planner import plan_graph, weight_words
+
+    words = weight_words(plan_graph(bundle.graph, bundle.weights, pe=pe))
+    got = (len(words), weight_checksum(words))
+    want = (expected["words16"], expected["checksum"])
+    if got != want:
+        raise UserError(f"the bundle's weights at PE {pe} are {got[0]} words with checksum {got[1]}, the design "
+                        f"expects {want[0]} words with checksum {want[1]}: the bitstream was built from another "
+                        "bundle or PE (pass the --model it was built from, or rebuild it with `asqhw synth`)")
+    return words
+
+
+def send_weights(port, words, *, beat_bytes: int, value_bits: int) -> None:
+    """Load ``words`` into the board on ``port`` (``write(bytes)``/``read(n)``) and check its
+    acknowledgement (one output beat: ``value_bits`` signed bits then ``last``); UserError when the
+    board answers nothing or anything but a loaded store."""
+    port.write(load_bytes(words, beat_bytes))
+    out_bytes = -(-(value_bits + 1) // 8)
+    raw = port.read(out_bytes)
+    if len(raw) < out_bytes:
+        raise UserError(f"the board answered {len(raw)} of the {out_bytes} bytes acknowledging the weight load "
+                        "before the timeout; check the port, the baud rate, and that the bitstream loads its "
+                        "weights (report.json engine.weights)")
+    beat = int.from_bytes(raw, "little")
+    value = beat & ((1 << value_bits) - 1)
+    value -= (value >> (value_bits - 1)) << value_bits
+    if not beat >> value_bits & 1:
+        raise UserError(f"the board answered the weight load with a beat without 'last' ({raw.hex()}): it does not "
+                        "speak the loader protocol")
+    check_ack(value)
+
+
+def prepare_board(port, bundle_path, report_path) -> bytes:
+    """Before the first image: load ``bundle_path``'s weights into the board on ``port`` when the
+    design of ``report_path`` (its ``asqhw synth`` report.json) loads them; returns the bytes that go
+    before each image (the image command, or nothing for weights in ROMs)."""
+    import json
+    from pathlib import Path
+
+    from golden.bundle import read_bundle
+
+    try:
+        report = json.loads(Path(report_path).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"--report {report_path}: not a readable report.json ({err})") from None
+    expected = design_weights(report)
+    if expected is None:
+        return b""
+    bundle = read_bundle(bundle_path, vectors=False)
+    if not hasattr(bundle, "graph"):
+        raise UserError(f"--report {report_path}: its design loads the weights of a graph bundle; {bundle_path} "
+                        "is not one")
+    words = bundle_weight_words(bundle, expected, report["design"]["pe"])
+    send_weights(port, words, beat_bytes=expected["beat_bytes"], value_bits=expected["ack_value_bits"])
+    return image_command(expected["beat_bytes"])

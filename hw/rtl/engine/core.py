@@ -55,7 +55,6 @@ from hw.rtl.engine.planner import STEP_KINDS, EnginePlan, weight_space
 from hw.rtl.engine.weightram import WeightRam
 from hw.rtl.mac import MacArray
 
-
 #: Where the engine keeps its weights: ``rom`` (block RAM set by the bitstream), ``ram`` (a RAM loaded
 #: at run time over the input stream, an Amaranth ``Memory``), ``spram`` (the same, built of the
 #: UP5K's ``SB_SPRAM256KA``).
