@@ -347,7 +347,7 @@ def _register_host(subparsers):
     p.add_argument("--window", type=int, default=1, help="images in flight (default 1: each image after the "
                    "previous reply); more needs a bitstream with an input buffer of (window - 1) images")
     p.add_argument("--count", type=int, help="images to send, at least 1 (default: all 360; 2 with --simulate)")
-    p.add_argument("--report", type=Path, help="the report.json of the bitstream's `asqhw synth`: a design with its "
+    p.add_argument("--synth-report", type=Path, help="the report.json of the bitstream's `asqhw synth`: a design with its "
                    "weights in SPRAM gets the bundle's weights first (checked against the report)")
     add_json(p)
     p.set_defaults(handler=run_host)
@@ -392,10 +392,10 @@ def run_host(args) -> int:
     else:
         port = SerialPort(args.port, baud=baud)
     prefix = b""
-    if args.report is not None:
+    if args.synth_report is not None:
         from hw.link.weights import prepare_board
 
-        prefix = prepare_board(port, path, args.report)  # the weights first, where the design loads them
+        prefix = prepare_board(port, path, args.synth_report)  # the weights first, where the design loads them
     started = time.perf_counter()
     with tqdm(total=count, desc="images", unit="img") as bar:
         results = run_images(port, codes, classes=golden_logits.shape[1], progress=bar, reply=args.reply,

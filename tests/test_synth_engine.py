@@ -294,7 +294,7 @@ def test_the_memory_fit_counts_the_loaded_weight_store_in_spram():
     line = memory_refusal(fit, ice, "the engine")
     assert "\n" not in line and "the weights fit the SPRAM: 4 of 4 SB_SPRAM256KA" in line
     assert "the activations alone take 1920 kbit in 480 blocks" in line and "2 copies" in line
-    assert "the widest bank 26 bits" in line and "single-ported they would take 960 kbit" in line
+    assert "the widest bank 26 bits" in line and "single-ported they would take 960.0 kbit" in line
     # PE 4: 12-bit words in 16-bit lanes need 67456 words, five cells
     _, fit4 = engine_weight_store(RESNET20_B3, ice, 4, "spram")
     assert fit4["spram_used"] == 5 and "the weights do not fit the SPRAM: 5 of 4" in memory_refusal(fit4, ice, "x")

@@ -715,7 +715,7 @@ def memory_refusal(fit: dict, board: Board, what: str) -> str:
         need = in_spram[0]
         verdict = "fit" if fit["spram_used"] <= fit["spram_available"] else "do not fit"
         spram = (f"; the weights {verdict} the SPRAM: {fit['spram_used']} of {fit['spram_available']} "
-                 f"SB_SPRAM256KA ({need['word_bits'] // 16} lanes of 16 bits x {need['words']} words)")
+                 f"SB_SPRAM256KA ({need['word_bits'] // 16} x 16 bits x {need['words']} words)")
     elif fit["spram_kbit_available"]:
         spram = (f"; its {fit['spram_kbit_available']} kbit of SPRAM is unused (the bitstream cannot set it: "
                  "weights there are loaded at run time, --weights spram)")
@@ -732,8 +732,9 @@ def memory_refusal(fit: dict, board: Board, what: str) -> str:
                + (f", built once per read port (the operand and the skip branch, {act[0]['copies']} copies)"
                   if act[0]["copies"] > 1 else "")
                + f", the widest bank {widest['word_bits']} bits (accumulators, y, sums, logits)"
-               + f"; single-ported they would take {single / 1024:g} kbit, and storing {narrow}-bit codes only "
-               + f"about {codes / 1024:g} kbit ({-(-codes // bram_bits)} blocks), against "
+               + f"; single-ported they would take {single / 1024:.1f} kbit, and single-ported with every value "
+               + f"stored as a {narrow}-bit code (the skip branch too) about {codes / 1024:.1f} kbit "
+               + f"({-(-codes // bram_bits)} blocks), against "
                + f"{fit['bram_kbit_available']} kbit")
     return (f"{what} needs at least {fit['blocks_data']} {fit['block_cell']} block RAMs and {board.name} "
             f"({board.device}) has {fit['blocks_available']} ({fit['bram_kbit_available']} kbit): "

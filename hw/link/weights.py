@@ -116,13 +116,13 @@ def prepare_board(port, bundle_path, report_path) -> bytes:
     try:
         report = json.loads(Path(report_path).read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"--report {report_path}: not a readable report.json ({err})") from None
+        raise UserError(f"--synth-report {report_path}: not a readable report.json ({err})") from None
     expected = design_weights(report)
     if expected is None:
         return b""
     bundle = read_bundle(bundle_path, vectors=False)
     if not hasattr(bundle, "graph"):
-        raise UserError(f"--report {report_path}: its design loads the weights of a graph bundle; {bundle_path} "
+        raise UserError(f"--synth-report {report_path}: its design loads the weights of a graph bundle; {bundle_path} "
                         "is not one")
     words = bundle_weight_words(bundle, expected, report["design"]["pe"])
     send_weights(port, words, beat_bytes=expected["beat_bytes"], value_bits=expected["ack_value_bits"])
