@@ -347,8 +347,8 @@ def _register_host(subparsers):
     p.add_argument("--window", type=int, default=1, help="images in flight (default 1: each image after the "
                    "previous reply); more needs a bitstream with an input buffer of (window - 1) images")
     p.add_argument("--count", type=int, help="images to send, at least 1 (default: all 360; 2 with --simulate)")
-    p.add_argument("--synth-report", type=Path, help="the report.json of the bitstream's `asqhw synth`: a design with its "
-                   "weights in SPRAM gets the bundle's weights first (checked against the report)")
+    p.add_argument("--synth-report", type=Path, help="the report.json of the bitstream's `asqhw synth`: a design "
+                   "with its weights in SPRAM gets the bundle's weights first (checked against the report)")
     add_json(p)
     p.set_defaults(handler=run_host)
 
