@@ -142,15 +142,17 @@ def post_table(act_bits: int, frac_bits: int = DEFAULT_POST_FRAC_BITS) -> np.nda
 def post_product(a, wcode, bits: int, frac_bits: int = DEFAULT_POST_FRAC_BITS):
     """Signed POST product ``a * w`` in units of ``alpha_c * 2**(-K/2) * 2**(-F)``.
 
-    Magnitude for exponent ``e = m - 1``: even ``e``: ``(a << (e//2)) << F``; odd ``e``:
-    ``T[a] << ((e-1)//2)`` with ``T`` from :func:`post_table`; ``m = 0``: 0. Then the sign bit
-    negates. Exact real value: ``a * 2**(e/2) * 2**F``; the error is that of ``T[a]`` (at most 1/2)
-    times ``2**((e-1)//2)``.
+    Magnitude for exponent ``e = m - 1``, on ``|a|``: even ``e``: ``(|a| << (e//2)) << F``; odd ``e``:
+    ``T[|a|] << ((e-1)//2)`` with ``T`` from :func:`post_table`; ``m = 0``: 0. Then negated when
+    exactly one of the weight's sign bit and ``a < 0`` holds. Exact real value: ``a * 2**(e/2) * 2**F``;
+    the error is that of ``T[|a|]`` (at most 1/2) times ``2**((e-1)//2)``. Since ``a sqrt2 2^F`` is
+    never a tie, ``T[|a|]`` negated is ``round(a sqrt2 2^F)`` for a negative ``a`` too: signed codes
+    follow the same rounding rule.
 
     Parameters
     ----------
     a : int or integer array
-        Unsigned activation codes (``>= 0``).
+        Activation codes, unsigned or two's complement (a linear bottleneck's signed codes).
     wcode : int or integer array
         b-bit sign-magnitude POST codes (broadcast against ``a``).
     bits : int
@@ -159,17 +161,16 @@ def post_product(a, wcode, bits: int, frac_bits: int = DEFAULT_POST_FRAC_BITS):
         F, fractional bits of the table.
     """
     check_weight_format(POST, bits)
-    a = _as_int(a)
-    if np.any(np.asarray(a) < 0):
-        raise ValueError("post_product: activation codes must be unsigned")
+    a = np.asarray(_as_int(a), dtype=np.int64)
     neg, m = decode_signmag(wcode, bits)
-    a_arr, neg, m = np.broadcast_arrays(np.asarray(a, dtype=np.int64), np.asarray(neg), np.asarray(m))
+    a_arr, neg, m = np.broadcast_arrays(a, np.asarray(neg), np.asarray(m))
+    mag_a = np.abs(a_arr)
     e = np.maximum(m - 1, 0)
-    table = _table_for(a_arr, frac_bits)
-    even = (a_arr << (e >> 1)) << frac_bits
-    odd = table[a_arr] << ((e - 1).clip(min=0) >> 1)
+    table = _table_for(mag_a, frac_bits)
+    even = (mag_a << (e >> 1)) << frac_bits
+    odd = table[mag_a] << ((e - 1).clip(min=0) >> 1)
     mag = np.where(m == 0, 0, np.where(e & 1, odd, even))
-    out = np.where(neg == 1, -mag, mag).astype(np.int64)
+    out = np.where((neg == 1) != (a_arr < 0), -mag, mag).astype(np.int64)
     return int(out) if out.ndim == 0 else out
 
 
@@ -179,7 +180,8 @@ def _table_for(a: np.ndarray, frac_bits: int) -> np.ndarray:
 
 
 def pot_product(a, wcode, bits: int):
-    """Signed POT product ``a * w`` in units of ``alpha_c * 2**(-K)``: ``+-(a << e)``, 0 for m=0."""
+    """Signed POT product ``a * w`` in units of ``alpha_c * 2**(-K)``: ``+-(a << e)``, 0 for m=0
+    (``a`` unsigned or two's complement: the shift is exact either way)."""
     check_weight_format(POT, bits)
     a = np.asarray(_as_int(a), dtype=np.int64)
     neg, m = decode_signmag(wcode, bits)
@@ -227,15 +229,14 @@ def product_range(act_lo: int, act_hi: int, kind: str, bits: int,
                   frac_bits: int = DEFAULT_POST_FRAC_BITS) -> tuple[int, int]:
     """Exact ``(min, max)`` of one product over every activation code and every weight code.
 
-    Computed exhaustively (at most 256 x 256 pairs), so it is the true range, not a bound.
+    Computed exhaustively (at most 256 x 256 pairs), so it is the true range, not a bound. Signed
+    activation ranges are allowed for every kind (POT/POST: the sign of ``a`` times the magnitude's).
     """
     acts = np.arange(act_lo, act_hi + 1, dtype=np.int64)
     if kind == INT:
         ws = np.arange(-(1 << (bits - 1)), 1 << (bits - 1), dtype=np.int64)
     else:
         ws = np.arange(0, 1 << bits, dtype=np.int64)
-    if kind != INT and act_lo < 0:
-        raise ValueError(f"{kind} products need unsigned activations, got act_lo={act_lo}")
     p = product(acts[:, None], ws[None, :], kind, bits, frac_bits)
     return int(p.min()), int(p.max())
 

@@ -735,8 +735,6 @@ def _infer_conv(node: ConvNode, x: NodeInfo, post_frac_bits: int, at: str) -> No
             raise UserError(f"{at}.act_in: codes of {src!r} span {x.lo}..{x.hi}, outside the "
                             f"{'signed' if act.signed else 'unsigned'} {act.bits}-bit range {act_lo}..{act_hi}")
         beta = None
-    if weight.kind != formats.INT and act_lo < 0:
-        raise UserError(f"{at}: {weight.kind} weights need unsigned input codes (act_in.signed is true)")
     pmin, pmax = arith.product_range(act_lo, act_hi, weight.kind, weight.bits, post_frac_bits)
     acc_width = _fits(arith.acc_width(fan_in, pmin, pmax), at, "the accumulator")
     a_lo, a_hi = fan_in * min(pmin, 0), fan_in * max(pmax, 0)

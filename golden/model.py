@@ -101,11 +101,15 @@ def accumulate_codes(codes_in: np.ndarray, weights: np.ndarray, kind: str, bits:
     ``(N, C_out, Ho*Wo)``). ``act_bits`` sizes the POST table.
     """
     cols = _columns(codes_in, kernel, stride, pad)
-    table = arith.post_table(act_bits, frac_bits) if kind == formats.POST else None
+    table = None
+    if kind == formats.POST:
+        # T of |a|, negated for a negative code (arith.post_product); |a| <= 2^(act_bits-1) for signed codes
+        table = arith.post_table(act_bits, frac_bits)
+        table = np.sign(cols) * table[np.abs(cols)]
     acc = np.zeros((cols.shape[0], weights.shape[0], cols.shape[2]), dtype=np.int64)
     for coeff, uses_table in weight_terms(weights.reshape(weights.shape[0], -1), kind, bits, frac_bits):
         # einsum: the same integer sums as matmul, 3-4x faster on int64 (which has no BLAS)
-        acc += np.einsum("of,nfp->nop", coeff.astype(np.int64), table[cols] if uses_table else cols)
+        acc += np.einsum("of,nfp->nop", coeff.astype(np.int64), table if uses_table else cols)
     return acc
 
 

@@ -106,10 +106,17 @@ def check_payload(payload, path) -> dict:
     return payload
 
 
-def build_for(meta: dict) -> nn.Module:
-    """A model with the architecture and quantizers ``meta`` describes (untrained state)."""
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    model = build_model(check_model_name(meta["model"]), meta.get("num_classes"), data=config.get("data"))
+def build_for(meta: dict, architecture=None) -> nn.Module:
+    """A model with the architecture and quantizers ``meta`` describes (untrained state).
+
+    ``architecture``: a callable returning the float ``nn.Module`` of a user's own network (its class,
+    see :func:`quant.export.networks.load_architecture`); None builds the shipped model ``meta`` names.
+    """
+    if architecture is None:
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        model = build_model(check_model_name(meta["model"]), meta.get("num_classes"), data=config.get("data"))
+    else:
+        model = architecture()
     return quantize_model(model, check_scheme(meta["scheme"]), meta["bits"])
 
 
@@ -128,11 +135,12 @@ def load_checkpoint(path) -> tuple[nn.Module, dict]:
     return model_of(read_checkpoint(path), path)
 
 
-def model_of(payload: dict, path) -> tuple[nn.Module, dict]:
-    """:func:`load_checkpoint` of an already read checkpoint ``payload`` (``path`` names it in errors)."""
+def model_of(payload: dict, path, architecture=None) -> tuple[nn.Module, dict]:
+    """:func:`load_checkpoint` of an already read checkpoint ``payload`` (``path`` names it in errors);
+    ``architecture`` as in :func:`build_for`."""
     _check_finite(payload.get("state_dict"), path)
     try:
-        model = build_for(payload)
+        model = build_for(payload, architecture)
     except UserError as err:
         raise UserError(f"checkpoint {path}: {err}") from None
     try:

@@ -4,7 +4,10 @@
 ``QConv2d`` / ``QLinear`` whose quantizers come from ``SCHEMES``. The first and last layers are always
 8-bit LSQ (signed input for the first, unsigned for the last; never ASQ, never POT/POST), as in the
 paper; every other layer gets BITS-bit activations of the scheme's kind (unsigned, being after a
-ReLU, unless the model lists the layer in ``signed_input_layers``) and BITS-bit weights.
+ReLU, unless the model lists the layer in ``signed_input_layers``) and BITS-bit weights. A signed
+input (MobileNet-V2's linear bottlenecks) gets a signed LSQ quantizer under the ASQ schemes too: the
+hardware's ASQ unit adapts the step of non-negative activations only (its adapter reads the mean of
+a post-ReLU map), so the network stays exportable; ASQ goes where the input is post-ReLU.
 
 The 8-bit edge layers' weights are calibrated to use their range: their steps are ``max|w_c| / 127``,
 following the weights (:class:`quant.quantizers.MaxScaleWeight`; LSQ's learned step from
@@ -49,7 +52,7 @@ def check_scheme(scheme: str) -> str:
 
 
 def _make_activation_quantizer(kind: str, bits: int, signed: bool, channels: int) -> nn.Module:
-    if kind == "asq":
+    if kind == "asq" and not signed:
         return ASQActivation(bits, channels, signed=signed)
     return LSQActivation(bits, signed=signed)
 

@@ -69,6 +69,16 @@ def test_the_example_exports_its_graph_and_writes_the_engine(example, tmp_path, 
     assert "refused: fx node 'act' (call_module act): op SiLU is not supported" in out
     assert (tmp_path / "my-resnet.pt").is_file()
 
+    # The command line exports the same checkpoint given the class: the Python route's bundle, byte for byte.
+    from asqhw.cli import main as asqhw
+
+    assert asqhw(["export", str(tmp_path / "my-resnet.pt"), str(tmp_path / "cli"), "--quiet",
+                  "--network", f"{EXAMPLE}:MyResNet"]) == 0
+    written = sorted(p.name for p in (tmp_path / "bundle").iterdir())
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == written
+    for name in written:
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "bundle" / name).read_bytes(), name
+
 
 @pytest.mark.sim
 @pytest.mark.slow
@@ -104,3 +114,75 @@ def test_the_pages_figures_are_the_recorded_runs():
                    "(160250 without reuse)", "61056 bits", "12.3 s for 360 images (build 7 s)", "done in 28 s",
                    "F = 2", "360 images of build/byon-graph/bundle", "12 checks, every bound holds"):
         assert figure in text, figure
+
+
+# ----------------------------------------------------------------------------- asqhw export --network
+
+
+@pytest.fixture
+def untrained_checkpoint(example, tmp_path):
+    """A checkpoint of an untrained quantized ``MyResNet`` (what the refusals need: they stop before export)."""
+    from quant.checkpoint import save_checkpoint
+
+    def write(config):
+        path = tmp_path / "my-resnet.pt"
+        model = example.quantized(example.MyResNet(), "asq+post", 3)
+        save_checkpoint(path, model, {"model": "my-resnet", "scheme": "asq+post", "bits": 3, "epoch": 0,
+                                      "config": config})
+        return path
+
+    return write
+
+
+def _export(checkpoint, out, network):
+    from asqhw.cli import main as asqhw
+
+    return asqhw(["export", str(checkpoint), str(out), "--quiet", "--network", network])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("MyResNet", "give FILE.py:NAME or MODULE:NAME"),
+    ("{missing}:MyResNet", "does not exist"),
+    ("{example}:NoSuchClass", "defines no class or function 'NoSuchClass'"),
+    ("{bad}:Needs", "Needs() failed (TypeError: "),
+    ("{bad}:NotAModule", "NotAModule() returned a int, not a torch.nn.Module"),
+    ("{broken}:Net", "importing "),
+    ("no_such_module_xyz:Net", "failed (ModuleNotFoundError: No module named 'no_such_module_xyz')"),
+])
+def test_a_bad_network_spec_is_refused_in_one_line_and_writes_nothing(untrained_checkpoint, tmp_path, capsys,
+                                                                       spec, message):
+    checkpoint = untrained_checkpoint({"data": "digits"})
+    (tmp_path / "bad.py").write_text("class Needs:\n    def __init__(self, width):\n        pass\n\n"
+                                     "def NotAModule():\n    return 3\n")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('no torch here')\n")
+    spec = spec.format(missing=tmp_path / "missing.py", example=EXAMPLE, bad=tmp_path / "bad.py",
+                       broken=tmp_path / "broken.py")
+    assert _export(checkpoint, tmp_path / "out", spec) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and f"--network {spec!r}" in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_users_checkpoint_without_its_data_set_is_refused(untrained_checkpoint, tmp_path, capsys):
+    checkpoint = untrained_checkpoint({})
+    assert _export(checkpoint, tmp_path / "out", f"{EXAMPLE}:MyResNet") != 0
+    assert "the checkpoint records no data set (meta['config']['data'] is None)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_class_that_does_not_match_the_checkpoint_is_refused(untrained_checkpoint, tmp_path, capsys):
+    checkpoint = untrained_checkpoint({"data": "digits"})
+    (tmp_path / "other.py").write_text(f"import importlib.util\nspec = importlib.util.spec_from_file_location("
+                                       f"'ex', {str(EXAMPLE)!r})\nex = importlib.util.module_from_spec(spec)\n"
+                                       "spec.loader.exec_module(ex)\n\ndef Wider():\n    return ex.MyResNet(width=8)\n")
+    assert _export(checkpoint, tmp_path / "out", f"{tmp_path / 'other.py'}:Wider") != 0
+    assert "does not match model 'my-resnet': " in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_network_the_users_checkpoint_is_refused_with_the_way_out(untrained_checkpoint, tmp_path, capsys):
+    from asqhw.cli import main as asqhw
+
+    assert asqhw(["export", str(untrained_checkpoint({"data": "digits"})), str(tmp_path / "out")]) != 0
+    assert ("field 'model' is 'my-resnet'; export supports the models digits, resnet20 only (for your own "
+            "network pass its class: --network FILE.py:CLASS)") in capsys.readouterr().err

@@ -112,8 +112,9 @@ def test_resnet18_max_pool_is_applied_to_codes_and_to_the_skip_y():
     assert _within_bounds(graph_teacher_forced(ex, model, x[:2]))
 
 
-def test_mobilenet_v2_exports_as_a_graph():
-    model, x = _calibrated("mobilenet_v2", "lsq", 4, n=4)
+@pytest.mark.parametrize("scheme", ["lsq", "asq+post"])
+def test_mobilenet_v2_exports_as_a_graph(scheme):
+    model, x = _calibrated("mobilenet_v2", scheme, 4, n=4)
     ex = export_graph(model, x)
     g = ex.graph
     assert sum(n.op == "conv" and n.groups > 1 and n.groups == n.weight.shape[0] for n in g.nodes) == 17
@@ -122,6 +123,14 @@ def test_mobilenet_v2_exports_as_a_graph():
     assert gap.requant is not None and gap.requant.output == "codes"  # 1/(H W) folded into its multiplier
     result = run_graph(g, ex.weights, model.features[0][0].act_quant.codes(x[:1]).numpy())
     assert result[g.output].shape == (1, 10)
+    if scheme == "asq+post":
+        # the paper's configuration: linear-bottleneck (signed) codes meet POST weights in the 16
+        # expansion convs after the first block and in features.18; ASQ adapts the post-ReLU6 inputs
+        convs = [n for n in g.nodes if n.op == "conv" and n.weight.kind == "post"]
+        signed = [n.name for n in convs if n.act_in.signed]
+        assert len(signed) == 17 and "features_2_conv_0_0" in signed
+        assert sum(n.act_in.asq is not None for n in convs) == len(convs) - len(signed)
+        assert _within_bounds(graph_teacher_forced(ex, model, x[:2]))
 
 
 class _Small(nn.Module):

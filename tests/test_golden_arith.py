@@ -76,6 +76,42 @@ def test_post_product_exhaustive(bits, frac_bits):
                     assert got[a, c] == exact
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4, 5])
+@pytest.mark.parametrize("act_bits", [3, 4, 8])
+def test_post_product_of_signed_codes_is_exhaustively_within_the_table_bound(bits, act_bits):
+    """Every two's complement code (a linear bottleneck's) times every POST code: within the table's
+    bound of the exact real product, exact for even exponents, and odd in ``a`` (the same rounding
+    rule as for unsigned codes, ``a sqrt2 2^F`` never being a tie)."""
+    frac_bits = 2
+    acts = np.arange(-(1 << (act_bits - 1)), 1 << (act_bits - 1))
+    codes = np.arange(1 << bits)
+    got = arith.post_product(acts[:, None], codes[None, :], bits, frac_bits)
+    for i, a in enumerate(acts.tolist()):
+        for c in codes.tolist():
+            exact, bound = _exact_post(a, c, bits, frac_bits)
+            assert abs(got[i, c] - exact) <= bound + 1e-9, (a, c)
+            if bound == 0.0:
+                assert got[i, c] == exact, (a, c)
+            if -a in acts:
+                assert got[i, c] == -arith.post_product(-a, c, bits, frac_bits), (a, c)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_pot_product_of_signed_codes(bits):
+    acts = np.arange(-128, 128)
+    for code in range(1 << bits):
+        neg, m = code >> (bits - 1), code & ((1 << (bits - 1)) - 1)
+        expect = 0 if m == 0 else (-1) ** neg * acts * 2 ** (m - 1)
+        assert np.array_equal(arith.pot_product(acts, code, bits), np.broadcast_to(expect, acts.shape))
+
+
+def test_product_range_of_signed_codes_is_the_exhaustive_one():
+    # 3-bit signed codes -4..3 with 3-bit POST at F = 2: T[4] = 23, the largest magnitude is
+    # |-4| * 2^(1/2) rounded: e = 1 (m = 2) -> T[4] << 0 = 23; e = 2 (m = 3) -> (4 << 1) << 2 = 32.
+    assert arith.product_range(-4, 3, "post", 3, 2) == (-32, 32)
+    assert arith.product_range(-4, 3, "pot", 3) == (-16, 16)
+
+
 def test_post_product_shift_structure():
     # 4-bit POST, code m=5 -> e=4 (even): (a << 2) << F; m=4 -> e=3 (odd): T[a] << 1.
     t = arith.post_table(4, 6)

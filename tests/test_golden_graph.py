@@ -208,6 +208,34 @@ def test_depthwise_conv_by_hand_and_against_loops():
     assert np.array_equal(run_graph(g, {"dw": w}, x)["dw.acc"], ref)
 
 
+def test_signed_codes_meet_post_weights_as_sign_times_the_unsigned_product():
+    """A linear bottleneck's signed codes into a POST conv: every accumulator equals the sum of
+    products taken one at a time, each the exact ``a 2^(e/2) 2^F`` rounded (T of |a|, signed)."""
+    import math
+
+    rng = np.random.default_rng(7)
+    g = graph([inp((4, 5, 5), signed=True), conv("pw", "x", (6, 4, 3, 3), kernel=3, stride=2, pad=1, signed=True,
+                                                  kind="post", wbits=3, requant=req([1] * 6, lo=None, hi=None,
+                                                                                    output="logits"))])
+    assert g.info("pw").product_range == (-32, 32)  # |-4| at e = 2: (4 << 1) << 2
+    w, x = rng.integers(0, 8, (6, 4, 3, 3)), rng.integers(-4, 4, (3, 4, 5, 5))
+
+    def product(a, code):  # 3-bit sign-magnitude POST at F = 2, from the definition
+        neg, m = code >> 2, code & 3
+        if m == 0:
+            return 0
+        e = m - 1
+        mag = abs(a) << (e // 2) << 2 if e % 2 == 0 else math.floor(abs(a) * math.sqrt(2) * 4 + 0.5) << (e // 2)
+        return -mag if neg != (a < 0) else mag
+
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((3, 6, 3, 3), dtype=np.int64)
+    for b, o, i, j in np.ndindex(ref.shape):
+        ref[b, o, i, j] = sum(product(int(xp[b, c, 2 * i + ky, 2 * j + kx]), int(w[o, c, ky, kx]))
+                              for c in range(4) for ky in range(3) for kx in range(3))
+    assert np.array_equal(run_graph(g, {"pw": w}, x)["pw.acc"], ref)
+
+
 def _post_conv_ref(x, w, stride=2, pad=1):
     """POST conv by plain loops over golden.arith.post_product (one product at a time)."""
     n, c, h, wd = x.shape
@@ -393,8 +421,6 @@ def test_other_refusals_name_the_node():
     _refused([inp((1, 2, 2)), conv("c", "x", (1, 1, 1, 1), requant=req([1, 2]))], r"node 'c'.requant: M has 2")
     _refused([inp((1, 2, 2)), conv("c", "x", (1, 1, 1, 1), requant=req([1], G=10))],
              r"node 'c'.requant: G 10 disagrees with the input's beta format")
-    _refused([inp((1, 2, 2), signed=True), conv("c", "x", (1, 1, 1, 1), signed=True, kind="post", wbits=3)],
-             r"node 'c': post weights need unsigned input codes")
     big = [inp((1, 2, 2), bits=8), conv("c", "x", (1, 1, 1, 1), act_bits=8, wbits=8,
                                          requant=req([1], B=[1 << 61], lo=None, hi=None, output="logits"))]
     _refused(big, r"node 'c'.requant: t needs 63 bits, more than the 62")

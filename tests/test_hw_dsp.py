@@ -3,7 +3,9 @@
 import random
 
 import pytest
-from amaranth import signed, unsigned
+from amaranth import Module, Mux, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from hw.eda.synth import synth_cells, untimed_dsp_cells
@@ -51,6 +53,79 @@ def test_product_is_exact_after_its_latency(a_shape, b_shape):
     sim.add_testbench(bench)
     sim.run()
     assert got == [a * b for a, b in items]
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [SHAPES[0], SHAPES[1], SHAPES[3], (signed(9), signed(8))])
+def test_product_with_its_input_stage_is_exact_one_cycle_later(a_shape, b_shape):
+    rng = random.Random(a_shape.width * 7 + b_shape.width)
+    items = list(zip(_extremes_and_random(a_shape, rng), _extremes_and_random(b_shape, rng)[::-1], strict=True))
+    dut = PipelinedProduct(a_shape, b_shape, input_stage=True)
+    assert dut.latency == PipelinedProduct.LATENCY + 1
+    got = []
+
+    async def bench(ctx):
+        for k in range(len(items) + dut.latency):
+            valid = k < len(items)
+            ctx.set(dut.valid, valid)
+            if valid:
+                ctx.set(dut.a, items[k][0])
+                ctx.set(dut.b, items[k][1])
+            if k >= dut.latency:
+                got.append(ctx.get(dut.p))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [a * b for a, b in items]
+
+
+class _OperandOrOne(wiring.Component):
+    """``x * (use ? g : 1)``: an operand that is a multiplexer with a constant arm, as the engine's
+    beta code (``g`` where the step carries a beta, else 1)."""
+
+    def __init__(self, input_stage):
+        self.input_stage = input_stage
+        super().__init__({"x": In(signed(23)), "g": In(unsigned(14)), "use": In(1), "valid": In(1),
+                          "p": Out(signed(37))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.product = product = PipelinedProduct(signed(23), unsigned(14), input_stage=self.input_stage)
+        m.d.comb += [product.a.eq(self.x), product.b.eq(Mux(self.use, self.g, 1)), product.valid.eq(self.valid),
+                     self.p.eq(product.p)]
+        return m
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("input_stage", [False, True])
+def test_an_operand_with_a_constant_arm_needs_the_input_stage_on_ice40(tmp_path, input_stage):
+    """Yosys makes the operand register of ``use ? g : 1`` a flip-flop with a synchronous set, which
+    stays in logic: the blocks are untimed. The input stage gives them a plain register to take."""
+    path = write_verilog(_OperandOrOne(input_stage), tmp_path / "product.v", name="product")
+    synth_cells(path, "product", "icebreaker", tmp_path, netlist="netlist.json")
+    untimed = untimed_dsp_cells(tmp_path / "netlist.json")
+    assert (untimed == {}) == input_stage, untimed
+
+
+@pytest.mark.synth
+def test_the_graph_engine_uses_no_combinational_dsp_block_on_ice40(tmp_path):
+    """A small engine with every kind of product the engine has: the uniform (int8) MAC array, the
+    requantizer's ``acc * g`` (an asq input's beta), ``* M`` and ``skip * A`` (a residual add), and
+    the ASQ unit's. Every SB_MAC16 Yosys places must be clocked and registered at both ends."""
+    import numpy as np
+
+    from hw.rtl.engine.core import GraphEngine
+    from hw.rtl.engine.planner import plan_graph
+    from tests.engine_graphs import asq_block
+
+    engine = GraphEngine(plan_graph(*asq_block(np.random.default_rng(2)), pe=1))
+    assert [a.kind for a in engine.plan.arrays] == ["post", "int"] and engine.asq_unit.beta_width > 1
+    path = write_verilog(engine, tmp_path / "engine.v", name="graph_engine")
+    cells = synth_cells(path, "graph_engine", "icebreaker", tmp_path, netlist="netlist.json")
+    assert cells.get("SB_MAC16", 0) >= 5
+    assert untimed_dsp_cells(tmp_path / "netlist.json") == {}
 
 
 @pytest.mark.synth

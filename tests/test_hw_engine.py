@@ -249,6 +249,17 @@ def test_a_beta_on_the_skip_branch_is_stored_times_the_beta():
     assert plan.tensors["c2"].width > arith.signed_width(graph.info("c2").lo, graph.info("c2").hi)
 
 
+@pytest.mark.parametrize("kind", ["post", "pot"])
+def test_signed_codes_into_power_weights_are_refused_by_name(kind):
+    # golden computes them (a linear bottleneck's codes, MobileNet-V2); the engine's lanes take |a| unsigned
+    from tests.engine_graphs import conv, inp, req
+
+    graph = Graph.from_dict({"nodes": [inp((2, 4, 4), bits=3), conv("c", "x", 2, 2, 1, 1, req([1, 1], [0, 0], 0, 0, 7),
+                                                                   signed=True, kind=kind)], "output": "c"}, 2)
+    with pytest.raises(UserError, match=f"engine: node 'c' \\(conv\\): signed input codes into {kind} weights"):
+        plan_graph(graph, {"c": np.zeros((2, 2, 1, 1), dtype=np.int64)}, pe=4)
+
+
 def test_a_beta_accumulator_read_other_than_as_a_skip_is_refused_by_name():
     graph, weights = asq_block_add_inputs(np.random.default_rng(2), lambda names: [names[0], names[0]])
     with pytest.raises(UserError, match="node 'c2'.*raw accumulator carrying a beta"):

@@ -37,7 +37,7 @@ def _run_groups(array, groups, gap_every=0):
                     if ctx.get(array.done):
                         results.append([ctx.get(array.acc[p]) for p in range(array.pe)])
         ctx.set(array.valid, 0)
-        for _ in range(4):
+        for _ in range(array.latency + 2):
             await ctx.tick()
             if ctx.get(array.done):
                 results.append([ctx.get(array.acc[p]) for p in range(array.pe)])
@@ -111,8 +111,32 @@ def test_mac_array_extremes_fill_the_proved_width(kind, bits, act_signed):
     assert max(abs(fan_in * pmin), fan_in * pmax + 1) > (1 << (width - 2))
 
 
+@pytest.mark.parametrize("bits,act_signed,pe,simd", [(8, True, 1, 1), (8, True, 4, 1), (3, False, 4, 4),
+                                                   (8, False, 2, 2)])
+def test_registered_dsp_products_sum_alike_with_their_latency(bits, act_signed, pe, simd):
+    """Uniform products on registered DSP blocks: the same sums as the lanes', ``done`` later."""
+    rng = np.random.default_rng(bits * 13 + pe * 5 + simd)
+    lo, hi = _act_bounds(bits, act_signed)
+    groups = [[(rng.integers(lo, hi + 1, simd), rng.integers(0, 1 << bits, (pe, simd)))
+               for _ in range(int(rng.integers(1, 7)))] for _ in range(6)]
+    groups.append([(np.full(simd, lo), np.full((pe, simd), 1 << (bits - 1)))] * 3)  # the largest product
+    pmin, pmax = arith.product_range(lo, hi, "int", bits, 6)
+    array = MacArray("int", bits, bits, act_signed, pe=pe, simd=simd,
+                     acc_width=arith.acc_width(6 * simd, pmin, pmax), registered_dsp=True)
+    assert array.latency == MacArray.latency_for("int", registered_dsp=True) == 6
+    assert _run_groups(array, groups, gap_every=3) == _expected("int", bits, groups, 6)
+
+
+def test_registered_dsp_leaves_shift_lanes_alone():
+    """POST and POT lanes are shift logic (no DSP block): the option changes nothing for them."""
+    assert MacArray("post", 3, 3, registered_dsp=True).latency == MacArray.LATENCY == 2
+    assert not MacArray("pot", 3, 3, registered_dsp=True).registered_dsp
+
+
 def test_mac_array_refuses_bad_parameters():
     with pytest.raises(ValueError, match="pe=0"):
         MacArray("int", 4, 4, pe=0)
     with pytest.raises(ValueError, match="acc_width=3"):
         MacArray("int", 4, 4, acc_width=3)
+    with pytest.raises(ValueError, match="exclude each other"):
+        MacArray("int", 8, 8, in_logic=True, registered_dsp=True)

@@ -156,6 +156,11 @@ def test_mobilenet_linear_bottleneck_inputs_are_signed():
     assert not layers["features.2.conv.1.0"].act_quant.signed  # input: after ReLU6
     assert layers["features.18.0"].act_quant.signed
     assert not layers["classifier.1"].act_quant.signed and layers["classifier.1"].act_quant.bits == 8
+    # ASQ adapts non-negative (post-ReLU) inputs; a signed bottleneck input gets signed LSQ
+    from quant.quantizers import ASQActivation, LSQActivation
+
+    assert type(layers["features.2.conv.0.0"].act_quant) is LSQActivation
+    assert type(layers["features.2.conv.1.0"].act_quant) is ASQActivation
 
 
 def _one_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -210,5 +215,9 @@ def test_edge_layers_are_8_bit_in_every_model(name, first, last):
         assert type(layer.act_quant) is LSQActivation and layer.act_quant.bits == 8
         assert type(layer.weight_quant) is MaxScaleWeight and layer.weight_quant.bits == 8
     middle = layers[1:-1]
-    assert all(m.act_quant.bits == 2 and type(m.act_quant) is ASQActivation for _, m in middle)
+    # ASQ on every post-ReLU input; signed LSQ on a signed one (MobileNet-V2's bottlenecks)
+    assert all(m.act_quant.bits == 2 and type(m.act_quant) is (LSQActivation if m.act_quant.signed else ASQActivation)
+               for _, m in middle)
+    # MobileNet-V2: 16 expansion convs and features.18 read a linear bottleneck
+    assert sum(m.act_quant.signed for _, m in middle) == (17 if name == "mobilenet_v2" else 0)
     assert all(type(m.weight_quant) is PowerWeight and m.weight_quant.bits == 2 for _, m in middle)

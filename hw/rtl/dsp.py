@@ -21,6 +21,12 @@ unsigned) and ``U << (w-1)`` subtracted after the pieces. Each piece is a 16 x 1
 
 On ECP5 (no register packing for MULT18X18D) the same registers stay in logic, and nextpnr times
 the combinational multipliers with their delays: every path is timed there too.
+
+An operand register whose input is a multiplexer with a constant arm (a zero for padding, "beta or
+1") becomes, after Yosys' ``opt_dff``, a flip-flop with a synchronous set or reset, which the
+ice40_dsp pass does not move into the block: the block's input is then a logic register and the
+block itself untimed. ``input_stage=True`` puts one plain register in logic in front of each operand
+(one cycle more), so that the block's operand registers always sample a register.
 """
 
 from amaranth.hdl import Module, Signal, signed, unsigned
@@ -67,11 +73,18 @@ class PipelinedProduct(wiring.Component):
         Qualifies ``a`` and ``b``; it enables the blocks' output registers (see the module notes:
         it must not be a constant).
     p : Out(signed or unsigned)
-        The product of the operands of ``LATENCY`` cycles before.
+        The product of the operands of :attr:`latency` cycles before.
+
+    input_stage : bool
+        A plain register in logic in front of each operand (see the module notes): the operands
+        may come from anything, at :attr:`latency` ``LATENCY + 1``.
     """
 
-    def __init__(self, a_shape, b_shape):
+    def __init__(self, a_shape, b_shape, *, input_stage=False):
         self.a_shape, self.b_shape = a_shape, b_shape
+        self.input_stage = input_stage
+        #: Cycles from the operands (and ``valid``) to their product on ``p``.
+        self.latency = self.LATENCY + (1 if input_stage else 0)
         self.signed = a_shape.signed or b_shape.signed
         self.p_width = a_shape.width + b_shape.width
         super().__init__({
@@ -120,10 +133,16 @@ class PipelinedProduct(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        a_pieces = self._operand(m, self.a, self.a_shape, "a")
-        b_pieces = self._operand(m, self.b, self.b_shape, "b")
+        a_value, b_value, valid = self.a, self.b, self.valid
+        if self.input_stage:
+            a_value = Signal(self.a_shape, name="a_in", reset_less=True)
+            b_value = Signal(self.b_shape, name="b_in", reset_less=True)
+            valid = Signal(name="valid_in")
+            m.d.sync += [a_value.eq(self.a), b_value.eq(self.b), valid.eq(self.valid)]
+        a_pieces = self._operand(m, a_value, self.a_shape, "a")
+        b_pieces = self._operand(m, b_value, self.b_shape, "b")
         v1, v2 = Signal(), Signal()
-        m.d.sync += [v1.eq(self.valid), v2.eq(v1)]
+        m.d.sync += [v1.eq(valid), v2.eq(v1)]
         outputs = []
         for ao, a in a_pieces:
             for bo, b in b_pieces:
@@ -138,9 +157,9 @@ class PipelinedProduct(wiring.Component):
         if self.a_shape.signed != self.b_shape.signed:
             # X_u * U = X * U + U << (w-1): take the unsigned operand's correction off.
             if self.a_shape.signed:
-                x_shape, u_shape, u_value = self.a_shape, self.b_shape, self.b
+                x_shape, u_shape, u_value = self.a_shape, self.b_shape, b_value
             else:
-                x_shape, u_shape, u_value = self.b_shape, self.a_shape, self.a
+                x_shape, u_shape, u_value = self.b_shape, self.a_shape, a_value
             # U travels beside the pieces to the sum (operand, product and output stages).
             u_delayed = u_value
             for k in range(1, self.LATENCY):

@@ -14,6 +14,13 @@ Timing (``valid``/``first``/``last`` qualify the inputs of the same cycle):
 Throughput one input set (PE x SIMD MACs) per cycle, latency 2. The accumulator width comes from
 the caller (the bundle's ``acc_width``, proved in docs/arithmetic.md); the array checks only that
 it is at least as wide as one product.
+
+``registered_dsp=True`` (uniform weights only): each product on a registered DSP block
+(:class:`hw.rtl.dsp.PipelinedProduct` with its input stage, so that any operand source, a zero for
+padding included, leaves the block's registers packable), instead of a lane's combinational
+``a * w`` that Yosys puts on a DSP block with its clock tied off (an untimed path on the iCE40).
+The products then reach the accumulators ``PipelinedProduct(...).latency`` cycles after their
+inputs: latency :meth:`latency_for` (6 instead of 2), throughput unchanged.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -21,6 +28,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.formats import DEFAULT_POST_FRAC_BITS
+from hw.rtl.dsp import PipelinedProduct
 from hw.rtl.mul import MulLane
 
 
@@ -43,6 +51,9 @@ class MacArray(wiring.Component):
         POST table fractional bits.
     in_logic : bool
         Uniform multipliers as shift-and-add logic, kept out of DSP blocks (see ``MulLane``).
+    registered_dsp : bool
+        Uniform multipliers on registered DSP blocks (see the module notes); POST and POT lanes
+        are shift logic and take no DSP block, so it leaves them as they are.
 
     Ports
     -----
@@ -55,20 +66,36 @@ class MacArray(wiring.Component):
     acc : Out(ArrayLayout(signed(acc_width), pe))
         Accumulators.
     done : Out(1)
-        One cycle pulse: ``acc`` holds finished sums (2 cycles after the ``last`` input).
+        One cycle pulse: ``acc`` holds finished sums (:attr:`latency` cycles after the ``last`` input).
     """
 
-    #: Cycles from an input set to its products in the accumulators (``done`` after a ``last`` set).
+    #: Cycles from an input set to its products in the accumulators (``done`` after a ``last`` set)
+    #: with combinational lanes; :attr:`latency` is the array's own.
     LATENCY = 2
 
+    @classmethod
+    def latency_for(cls, kind: str, *, registered_dsp: bool = False) -> int:
+        """:attr:`latency` of an array of ``kind`` built with ``registered_dsp``."""
+        if registered_dsp and kind == "int":
+            return PipelinedProduct.LATENCY + 1 + 1  # input stage + the block's stages + sum, accumulate
+        return cls.LATENCY
+
     def __init__(self, kind, w_bits, act_bits, act_signed=False, *, pe=1, simd=1, acc_width=32,
-                 frac_bits=DEFAULT_POST_FRAC_BITS, in_logic=False):
+                 frac_bits=DEFAULT_POST_FRAC_BITS, in_logic=False, registered_dsp=False):
         for name, value in (("pe", pe), ("simd", simd)):
             if value < 1:
                 raise ValueError(f"MacArray {name}={value} must be >= 1")
+        if in_logic and registered_dsp:
+            raise ValueError("MacArray: in_logic (no DSP block) and registered_dsp exclude each other")
         self.lanes = [MulLane(kind, w_bits, act_bits, act_signed, pe, frac_bits, in_logic)
                       for _ in range(simd)]
         self.prod_shape = self.lanes[0].prod_shape
+        #: Products on :class:`PipelinedProduct` s instead of the lanes (uniform weights only).
+        self.registered_dsp = registered_dsp and kind == "int"
+        self.latency = self.latency_for(kind, registered_dsp=registered_dsp)
+        if self.registered_dsp:
+            for lane in self.lanes:  # checked and sized the lane; the products are built instead
+                lane._MustUse__silence = True
         if acc_width < self.prod_shape.width:
             raise ValueError(
                 f"MacArray acc_width={acc_width} narrower than one product ({self.prod_shape.width})"
@@ -88,16 +115,19 @@ class MacArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        prod = [[Signal(self.prod_shape, name=f"prod_{p}_{s}") for s in range(self.simd)]
-                for p in range(self.pe)]
-        for s, lane in enumerate(self.lanes):
-            m.submodules[f"lane{s}"] = lane
-            m.d.comb += lane.a.eq(self.a[s])
-            for p in range(self.pe):
-                m.d.comb += lane.w[p].eq(self.w[p][s])
-                m.d.sync += prod[p][s].eq(lane.p[p])
-        valid1, first1, last1 = Signal(), Signal(), Signal()
-        m.d.sync += [valid1.eq(self.valid), first1.eq(self.first), last1.eq(self.last)]
+        if self.registered_dsp:
+            prod, (valid1, first1, last1) = self._registered_products(m)
+        else:
+            prod = [[Signal(self.prod_shape, name=f"prod_{p}_{s}") for s in range(self.simd)]
+                    for p in range(self.pe)]
+            for s, lane in enumerate(self.lanes):
+                m.submodules[f"lane{s}"] = lane
+                m.d.comb += lane.a.eq(self.a[s])
+                for p in range(self.pe):
+                    m.d.comb += lane.w[p].eq(self.w[p][s])
+                    m.d.sync += prod[p][s].eq(lane.p[p])
+            valid1, first1, last1 = Signal(), Signal(), Signal()
+            m.d.sync += [valid1.eq(self.valid), first1.eq(self.first), last1.eq(self.last)]
         m.d.sync += self.done.eq(valid1 & last1)
         with m.If(valid1):
             for p in range(self.pe):
@@ -105,3 +135,22 @@ class MacArray(wiring.Component):
                 base = Mux(first1, 0, self.acc[p])  # a new group starts from 0
                 m.d.sync += self.acc[p].eq(base + total)
         return m
+
+    def _registered_products(self, m):
+        """``a[s] * w[p][s]`` on registered DSP blocks; the products and ``valid``, ``first``,
+        ``last`` delayed alike (the block's latency)."""
+        prod = []
+        for p in range(self.pe):
+            row = []
+            for s in range(self.simd):
+                unit = PipelinedProduct(self.lanes[s].act_shape, signed(self.w_bits), input_stage=True)
+                m.submodules[f"product_{p}_{s}"] = unit
+                m.d.comb += [unit.a.eq(self.a[s]), unit.b.eq(self.w[p][s].as_signed()), unit.valid.eq(self.valid)]
+                row.append(unit.p)
+            prod.append(row)
+        flags = [self.valid, self.first, self.last]
+        for k in range(self.latency - 1):
+            delayed = [Signal(name=f"{n}_d{k}") for n in ("valid", "first", "last")]
+            m.d.sync += [d.eq(f) for d, f in zip(delayed, flags, strict=True)]
+            flags = delayed
+        return prod, flags

@@ -31,7 +31,7 @@ from golden.bundle import MANIFEST, Bundle, parse_manifest, write_bundle
 from golden.model import pixels_to_codes, run, vector_arrays
 from quant.export.fidelity import free_running_table, teacher_forced
 from quant.export.fold import manifest_dict
-from quant.export.networks import network_for
+from quant.export.networks import load_architecture, network_for, user_network_for
 from quant.export.trace import float_trace, single_thread
 from quant.schemes import FLOAT_SCHEME
 
@@ -189,19 +189,21 @@ def _write_export(model, meta: dict, outdir, progress: bool, post_frac_bits: int
 
 
 def export_checkpoint(checkpoint, outdir, progress: bool = True,
-                      post_frac_bits: int | None = None, update_shipped: bool = False):
-    """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F] [--update-shipped]``: load a checkpoint,
-    export its bundle, format 2 (a graph, :func:`build_graph_bundle`) for every network.
+                      post_frac_bits: int | None = None, update_shipped: bool = False, network: str | None = None):
+    """``asqhw export CHECKPOINT OUTDIR [--post-frac-bits F] [--update-shipped] [--network FILE.py:CLASS]``:
+    load a checkpoint, export its bundle, format 2 (a graph, :func:`build_graph_bundle`) for every network.
 
     ``post_frac_bits`` is F of the POST table; None: the smallest F from
     ``formats.default_post_frac_bits(bits)`` up whose bound E is below one code (:func:`build_bundle`).
     ``update_shipped`` allows an ``outdir`` inside the repository's ``models/`` (:func:`check_shipped`).
+    ``network`` names a user's own float network (:func:`quant.export.networks.load_architecture`),
+    for a checkpoint of a model the project does not ship; its data set is the run's ``config["data"]``.
     """
     from quant.checkpoint import model_of, read_checkpoint
 
     check_target(outdir, update_shipped)
     meta = read_checkpoint(checkpoint)  # checks the fields before building anything
-    network_for(meta, str(checkpoint))
+    net = network_for(meta, str(checkpoint)) if network is None else user_network_for(meta, str(checkpoint))
     bits = meta.get("bits")
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in formats.INT_BITS:
         raise formats.WidthError(f"{checkpoint}: field 'bits' is {bits!r}; BITS must be "
@@ -210,13 +212,11 @@ def export_checkpoint(checkpoint, outdir, progress: bool = True,
     if meta.get("scheme") in (None, FLOAT_SCHEME):
         raise UserError(f"{checkpoint}: field 'scheme' is {meta.get('scheme')!r}; export needs a "
                         "quantized checkpoint (train with --scheme asq, asq+post, ...)")
-    model, meta = model_of(meta, checkpoint)
-    net = network_for(meta, str(checkpoint))
+    architecture = None if network is None else load_architecture(network)
+    model, meta = model_of(meta, checkpoint, architecture)
     bundle = build_graph_bundle(model, dict(meta), net, progress=progress, post_frac_bits=post_frac_bits)
     write_bundle(bundle, outdir)
     return bundle
-
-
 
 
 # ----------------------------------------------------------------------------- format 2 (graphs)

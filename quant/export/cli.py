@@ -39,6 +39,11 @@ def register(subparsers) -> None:
     export.add_argument("--update-shipped", action="store_true",
                         help="allow an OUTDIR inside the repository's models/ folder, replacing a shipped "
                         "bundle (make export passes it); without it such an OUTDIR is refused")
+    export.add_argument("--network", metavar="FILE.py:CLASS",
+                        help="your own network: the class (or function) that builds its float nn.Module with no "
+                        "arguments, in a Python file or importable module (e.g. examples/byon_graph.py:MyResNet). "
+                        "The checkpoint holds its state, its config the data set it was trained on (digits, "
+                        "digits-vary or digits32); the bundle is a graph (docs/byon.md)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=run_export)
 
@@ -47,9 +52,13 @@ def run_export(args) -> int:
     from quant.export.build import export_checkpoint
 
     if args.format in ("qonnx", "onnx"):
+        if args.network is not None:
+            raise UserError("--network exports your own network as a hardware bundle; the QONNX/ONNX export "
+                            "covers the shipped models: drop --network or use --format bundle")
         return run_qonnx_export(args)
     bundle = export_checkpoint(args.checkpoint, args.outdir, progress=not args.quiet,
-                               post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped)
+                               post_frac_bits=args.post_frac_bits, update_shipped=args.update_shipped,
+                               network=args.network)
     man = bundle.manifest
     acc = man.accuracy
     print(f"{args.outdir}: {man.scheme} bits={man.bits} "

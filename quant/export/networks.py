@@ -10,8 +10,12 @@ fields.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,7 +139,8 @@ def supported_text() -> str:
 
 def _unsupported(model, where: str) -> UserError:
     prefix = f"{where}: " if where else ""
-    return UserError(f"{prefix}field 'model' is {model!r}; export supports {supported_text()} only")
+    return UserError(f"{prefix}field 'model' is {model!r}; export supports {supported_text()} only (for "
+                     "your own network pass its class: --network FILE.py:CLASS)")
 
 
 def network_of(name: str, where: str = "") -> Network:
@@ -159,6 +164,80 @@ def user_network(name: str, data: str = "digits") -> Network:
         raise UserError(f"data {data!r}: a user's network is trained on one of "
                         f"{', '.join(sorted({net.data for net in NETWORKS.values()}))}")
     return replace(base, name=name, model=name, bn_of={}, in_shapes={}, out_shapes={})
+
+
+def user_network_for(meta: dict, where: str = "") -> Network:
+    """:func:`user_network` of a checkpoint's ``meta`` of a user's own model: its ``model`` name and the
+    data set its run recorded (``config["data"]``)."""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    data = config.get("data")
+    if not isinstance(data, str):
+        prefix = f"{where}: " if where else ""
+        raise UserError(f"{prefix}the checkpoint records no data set (meta['config']['data'] is {data!r}); "
+                        "save your run's checkpoint with config {'data': 'digits'} (or digits-vary, digits32), "
+                        "the data set it was trained on")
+    try:
+        return user_network(meta.get("model"), data)
+    except UserError as err:
+        prefix = f"{where}: " if where else ""
+        raise UserError(f"{prefix}{err}") from None
+
+
+def load_architecture(spec: str) -> Callable:
+    """The builder of a user's float network named by ``spec``: ``FILE.py:NAME`` or ``MODULE:NAME``.
+
+    ``NAME`` is a class (or function) of that file or importable module that builds the float
+    ``nn.Module`` with no arguments (``MyResNet()``): the checkpoint holds the state, this its
+    architecture. Importing the file runs it, as ``python FILE.py`` would up to its ``__main__``
+    guard. Returns a callable that builds a fresh model; every failure is a :class:`UserError` naming
+    ``spec``.
+    """
+    where, sep, name = str(spec).rpartition(":")
+    if not sep or not where or not name.isidentifier():
+        raise UserError(f"--network {spec!r}: give FILE.py:NAME or MODULE:NAME, the class that builds your "
+                        "network (e.g. examples/byon_graph.py:MyResNet)")
+    module = _import_user_module(where, spec)
+    builder = getattr(module, name, None)
+    if builder is None or not callable(builder):
+        raise UserError(f"--network {spec!r}: {where} defines no class or function {name!r}")
+
+    def build():
+        try:
+            model = builder()
+        except Exception as err:  # the user's constructor: any error is theirs to see in one line
+            raise UserError(f"--network {spec!r}: {name}() failed ({type(err).__name__}: {err}); it must "
+                            "build the network with no arguments (give its parameters defaults)") from None
+        if not isinstance(model, torch.nn.Module):
+            raise UserError(f"--network {spec!r}: {name}() returned a {type(model).__name__}, not a "
+                            "torch.nn.Module")
+        return model
+
+    return build
+
+
+def _import_user_module(where: str, spec: str):
+    """The module of ``FILE.py`` (run from its path) or of an importable ``MODULE`` name."""
+    try:
+        if not where.endswith(".py"):
+            return importlib.import_module(where)
+        path = Path(where)
+        if not path.is_file():
+            raise UserError(f"--network {spec!r}: {path} does not exist")
+        # A name of its own, registered while it runs: dataclasses and pickling look modules up by name.
+        module_name = f"asqhw_user_network_{abs(hash(str(path.resolve())))}"
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        return module
+    except UserError:
+        raise
+    except (Exception, SystemExit) as err:  # a user's file may fail in any way while it is imported
+        raise UserError(f"--network {spec!r}: importing {where} failed ({type(err).__name__}: {err})") from None
 
 
 def network_for(meta: dict, where: str = "") -> Network:

@@ -33,12 +33,13 @@ cycles : Out(32)
 
 Schedule (per step, in descriptor order): for each group of PE output channels (within one
 convolution group), for each output pixel, conv steps issue the ``c_in / groups * k k`` input
-positions, one per cycle (activation and weight reads: 1 cycle; the array:
-:attr:`MacArray.LATENCY`), then PE cycles feed the accumulators to the requantizer (the skip value
-and the constants read on the way); pointwise steps feed PE stored values per pixel. After each
-group the engine waits for the requantizer to empty (:attr:`TwoTermRequantizer.latency`) and
-writes the group's GAP sums. So a conv step takes about
-``groups * H_out W_out * (c_in / conv_groups * k k + PE + 5) + groups * 12`` cycles. An asq step
+positions, one per cycle (activation and weight reads: 1 cycle; the array: ``L``, 2 for POST, POT and
+max, 6 for the uniform array's registered DSP products, :meth:`MacArray.latency_for`), then PE
+cycles feed the accumulators to the requantizer (the skip value and the constants read on the way);
+pointwise steps feed PE stored values per pixel. After each group the engine waits for the
+requantizer to empty (:attr:`TwoTermRequantizer.latency`) and writes the group's GAP sums. So a conv
+step takes about ``groups * H_out W_out * (c_in / conv_groups * k k + PE + 3 + L) + groups * 12``
+cycles. An asq step
 reads its ``y`` map twice, one value per cycle (into the unit's GAP, then through its quantizer),
 with the adapter's :meth:`AsqUnit.beta_cycles` between.
 """
@@ -183,13 +184,15 @@ class GraphEngine(wiring.Component):
         """Cycles of one image by the schedule in the module notes (load and output included)."""
         lat = TwoTermRequantizer.LATENCY + 3
         total = self.plan.tensors[self.plan.input].words + 2 * self.plan.tensors[self.plan.output].words
-        beta_lat = 4 if self.asq_configs else 0
+        beta_lat = TwoTermRequantizer.BETA_LATENCY if self.asq_configs else 0
+        mac_lat = [MaxArray.LATENCY if a.kind == "max" else MacArray.latency_for(a.kind, registered_dsp=True)
+                   for a in self.plan.arrays]
         for s in self.plan.steps:
             if s.kind == "asq":
                 unit = self.asq_unit
                 total += 2 * s.c_out * s.h_out * s.w_out + unit.beta_cycles(s.asq) + unit.CODE_LATENCY + 12
                 continue
-            per_pixel = (s.items + MacArray.LATENCY + 3 + self.pe) if s.kind == "conv" else self.pe
+            per_pixel = (s.items + mac_lat[s.array] + 3 + self.pe) if s.kind == "conv" else self.pe
             total += 2 + s.groups * (s.h_out * s.w_out * per_pixel + lat + beta_lat + (self.pe if s.gap else 0))
         return total
 
@@ -249,7 +252,7 @@ class GraphEngine(wiring.Component):
                 mac = MaxArray(spec.act_bits, pe=pe)
             else:
                 mac = MacArray(spec.kind, spec.w_bits, spec.act_bits, spec.act_signed, pe=pe, simd=1,
-                               acc_width=spec.acc_width, frac_bits=self.post_frac_bits)
+                               acc_width=spec.acc_width, frac_bits=self.post_frac_bits, registered_dsp=True)
             m.submodules[f"mac{k}"] = mac
             arrays.append(mac)
         acc_width = plan.acc_width

@@ -53,12 +53,18 @@ class TwoTermRequantizer(wiring.Component):
     has_lo, has_hi : In(1)
         The clamp; these five are sampled at the output stage (hold them while values are in flight).
     o : Out(stream.Signature({value, tag}, always_ready=True))
-        Latency :attr:`latency` cycles (:attr:`LATENCY`, plus :attr:`PipelinedProduct.LATENCY` for
-        the ``acc * g`` stage when ``g_width > 1``); throughput one value per cycle.
+        Latency :attr:`latency` cycles (:attr:`LATENCY`, plus :attr:`BETA_LATENCY` for the
+        ``acc * g`` stage when ``g_width > 1``); throughput one value per cycle.
+
+    Every product is on registered DSP blocks (:class:`hw.rtl.dsp.PipelinedProduct`). ``acc * g``
+    takes its input stage: ``g`` is a multiplexer with a constant arm in the engine (the beta code
+    or 1), which would otherwise leave its blocks' operand registers in logic and the blocks untimed.
     """
 
     #: The two products (registered DSP pieces), the sum, the shift and clamp.
     LATENCY = PipelinedProduct.LATENCY + 2
+    #: The ``acc * g`` stage: a product with its input stage.
+    BETA_LATENCY = PipelinedProduct.LATENCY + 1
 
     def __init__(self, *, acc_width, skip_width, m_width, a_width, b_width, out_width, max_shift, tag_width=1,
                  g_width=1):
@@ -72,7 +78,7 @@ class TwoTermRequantizer(wiring.Component):
         self.acc_width, self.skip_width = acc_width, skip_width
         self.m_width, self.a_width, self.b_width = m_width, a_width, b_width
         self.out_width, self.max_shift, self.g_width = out_width, max_shift, g_width
-        self.latency = self.LATENCY + (PipelinedProduct.LATENCY if g_width > 1 else 0)
+        self.latency = self.LATENCY + (self.BETA_LATENCY if g_width > 1 else 0)
         self.t_width = max(acc_width + g_width + 1 + m_width, skip_width + a_width, b_width) + 2
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
@@ -96,10 +102,11 @@ class TwoTermRequantizer(wiring.Component):
         bias, tag = p.B, p.tag
         if self.g_width > 1:
             # acc * g first (the beta needs no delay line); M, the bias and the skip term wait.
-            m.submodules.times_g = times_g = PipelinedProduct(signed(self.acc_width), unsigned(self.g_width))
+            m.submodules.times_g = times_g = PipelinedProduct(signed(self.acc_width), unsigned(self.g_width),
+                                                              input_stage=True)
             m.d.comb += [times_g.a.eq(p.acc), times_g.b.eq(self.g), times_g.valid.eq(self.i.valid)]
             acc = times_g.p
-            for k in range(PipelinedProduct.LATENCY):
+            for k in range(times_g.latency):
                 regs = [Signal.like(v, name=f"{n}_g{k}", reset_less=n != "valid")
                         for n, v in (("M", m_const), ("skip_term", skip_term), ("bias", bias), ("tag", tag),
                                      ("valid", valid_in))]

@@ -364,6 +364,9 @@ def plan_graph(graph: Graph, weights: dict, pe: int = 4) -> EnginePlan:
 
     def conv_step(node, name, nodes, consts, skip=None):
         info = graph.info(node.name)
+        if isinstance(node, ConvNode) and node.weight.kind != formats.INT and node.act_in.signed:
+            _refuse(node, f"signed input codes into {node.weight.kind} weights (its {node.weight.kind} lanes "
+                    "take unsigned codes)")
         beta = isinstance(node, ConvNode) and node.act_in.asq is not None
         src = tensors[asq_step(node) if beta else stored(node.inputs[0])]
         c_in, h_in, w_in = src.shape
