@@ -8,8 +8,9 @@ Built from an :class:`hw.rtl.engine.planner.EnginePlan`. What it holds, and what
   sums and logits), each of the planner's depth (the live tensors at the busiest step, not the sum
   of all layers), one write port and two read ports (the MAC operand or a pointwise source, and
   the skip branch), the descriptor naming each tensor's bank;
-- a weight ROM per MAC array (PE codes of the array's width per word) and one constant table
-  (``M``, ``A``, ``B'`` per channel);
+- a weight ROM per MAC array (PE codes of the array's width per word), or with ``weight_store``
+  ``ram``/``spram`` one store loaded at run time (below), and one constant table (``M``, ``A``,
+  ``B'`` per channel);
 - one MAC array per weight format of the graph (:class:`hw.rtl.mac.MacArray` of
   :class:`hw.rtl.mul.MulLane` s: POST, POT, int; average pools: int with weights 1), PE output
   channels by one input per cycle, its accumulator as wide as the widest layer's, and a
@@ -20,11 +21,22 @@ Built from an :class:`hw.rtl.engine.planner.EnginePlan`. What it holds, and what
 Nothing is unrolled per layer: the counters and address adders are as wide as the largest layer
 needs, and the layer count only sets the depth of the ROMs.
 
+Weights loaded at run time (``weight_store`` ``ram`` or ``spram``): the arrays' weights live in one
+:class:`hw.rtl.engine.weightram.WeightRam` of 16-bit lanes (:func:`hw.rtl.engine.planner.weight_space`;
+an array wider than its lanes keeps its ROM), which the bitstream does not set. The input stream
+then carries commands, one beat each (the command in the low byte): ``LOAD_WEIGHTS_COMMAND``
+followed by the store's 16-bit words (two beats each, low byte first, when a beat is a byte) and
+their sum modulo 2^16, answered by one ``o`` beat with ``last`` set, value 1 when the sum matched
+(weights loaded) and 0 when not; ``IMAGE_COMMAND`` followed by an image's codes, run as usual once
+weights are loaded and otherwise taken and dropped without a reply; any other byte is dropped. The
+host side is :mod:`hw.link.weights`.
+
 Ports
 -----
-i : In(stream.Signature(signed(input width)))
-    The input tensor's codes, ``C*H*W`` beats in (C, H, W) order. Ready while the engine waits for
-    an image.
+i : In(stream.Signature(signed(beat width)))
+    The input tensor's codes, ``C*H*W`` beats in (C, H, W) order (with loaded weights: whole bytes
+    a beat, the codes in the low bits, after the image command). Ready while the engine waits for
+    an image or a command.
 o : Out(stream.Signature({value: signed(word), last: 1}))
     The output tensor's values in (C, H, W) order (the logits), ``last`` on the final one.
 cycles : Out(32)
@@ -174,11 +186,16 @@ class GraphEngine(wiring.Component):
                 "kernel": s.kernel, "stride": s.stride, "pad": s.pad, "stride_w": s.stride * s.w_in,
                 "pad_w": s.pad * s.w_in, "c_out": s.c_out, "w_out": s.w_out, "hw_out": s.h_out * s.w_out,
                 "pe_hw_out": self.pe * s.h_out * s.w_out, "groups": s.groups, "items": s.items,
-                "weight_base": s.weight_base + (self.weight_space.bases[s.array] or 0 if self.loaded else 0),
+                "weight_base": s.weight_base + self._store_base(s.array),
                 "const_base": s.const_base, "shift": s.shift,
                 "lo": bound(s.lo), "hi": bound(s.hi),
             })
         return words
+
+    def _store_base(self, array: int) -> int:
+        """Where MAC array ``array``'s words start in the loaded store (0: its own ROM)."""
+        base = self.weight_space.bases[array] if self.loaded else None
+        return 0 if base is None else base
 
     def estimate_cycles(self) -> int:
         """Cycles of one image by the schedule in the module notes (load and output included)."""
