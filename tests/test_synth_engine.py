@@ -47,17 +47,18 @@ def test_blocks_for_takes_the_cheapest_shape_of_each_family():
 def test_resnet20_block_memory_on_each_board():
     engine = _engine(RESNET20_B3)
     memories = {m["name"]: m for m in engine_memories(engine)}
-    # residual adds read the skip branch through a second port: every activation bank is built twice
-    assert memories["activation bank 1"]["copies"] == 2
+    # the residual adds are fused into their convs, which read the skip branch through the operand
+    # port: every activation bank is built once
+    assert memories["activation bank 1"]["copies"] == 1
     assert (memories["activation bank 1"]["words"], memories["activation bank 1"]["word_bits"]) == (32768, 26)
     assert memories["weight ROM 1 (post)"]["kbit"] == pytest.approx(67456 * 12 / 1024, abs=0.1)
     ulx3s = block_memory_fit(engine_memories(engine), get_board("ulx3s"))
-    assert ulx3s["fits"] and ulx3s["blocks_data"] == 16 + 96 + 1 + 51
+    assert ulx3s["fits"] and ulx3s["blocks_data"] == 8 + 48 + 1 + 51
     assert ulx3s["blocks_data"] <= ulx3s["blocks"] <= ulx3s["blocks_available"] == 208
     # a short, wide ROM is cheaper in logic (Yosys' memory_libmap: 1/16 per ROM bit against a block)
     assert {m["name"]: m["in_logic"] for m in ulx3s["memories"]}["descriptor ROM"]
     ice = block_memory_fit(engine_memories(engine), get_board("icebreaker"))
-    assert not ice["fits"] and ice["blocks_data"] > 600 and ice["bram_kbit_available"] == 120
+    assert not ice["fits"] and ice["blocks_data"] > 400 and ice["bram_kbit_available"] == 120
     assert ice["spram_kbit_available"] == 1024 and ulx3s["spram_kbit_available"] == 0
     line = memory_refusal(ice, get_board("icebreaker"), "the engine")
     assert "\n" not in line and "SB_RAM40_4K" in line and "120 kbit" in line and "1024 kbit of SPRAM" in line
@@ -67,7 +68,7 @@ def test_resnet20_block_memory_on_each_board():
 def test_without_a_skip_branch_each_bank_is_built_once_and_small_roms_go_to_logic():
     from types import SimpleNamespace as NS
 
-    plan = NS(banks=[(4, 1024), (21, 1088)], steps=[NS(skip=None)] * 6, pe=4,
+    plan = NS(banks=[(4, 1024), (21, 1088)], steps=[NS(skip=None, kind="conv")] * 6, pe=4,
               arrays=[NS(kind="int", w_bits=8), NS(kind="post", w_bits=3)], weight_roms=[[0] * 420, [0] * 1728],
               constants=[0] * 74)
     engine = NS(plan=plan, m_width=17, a_width=1, b_width=33, desc_layout=NS(size=230), asq_unit=None)
@@ -81,8 +82,11 @@ def test_without_a_skip_branch_each_bank_is_built_once_and_small_roms_go_to_logi
                       "weight ROM 0 (int)": (4, False), "weight ROM 1 (post)": (6, False),
                       "constant table": (0, True), "descriptor ROM": (0, True)}
     assert fit["fits"] and fit["blocks"] == fit["blocks_data"] == 20
-    plan.steps = [NS(skip=None)] * 5 + [NS(skip="a")]
+    plan.steps = [NS(skip=None, kind="conv")] * 5 + [NS(skip="a", kind="pointwise")]
     assert [m["copies"] for m in engine_memories(engine) if m["kind"] == "ram"] == [2, 2]
+    # a conv step (an add fused into it) reads its skip branch through the operand port
+    plan.steps = [NS(skip=None, kind="conv")] * 5 + [NS(skip="a", kind="conv")]
+    assert [m["copies"] for m in engine_memories(engine) if m["kind"] == "ram"] == [1, 1]
 
 
 def test_synth_refuses_resnet20_on_the_icebreaker_before_anything_is_written(tmp_path, capsys, no_synthesis):
@@ -289,12 +293,12 @@ def test_the_memory_fit_counts_the_loaded_weight_store_in_spram():
     assert (store["words"], store["word_bits"], store["blocks"], store["spram"]) == (56256, 16, 0, 4)
     assert "weight ROM 0 (int)" in memories and "weight ROM 1 (post)" not in memories  # the int edges keep ROMs
     assert fit["spram_used"] == fit["spram_available"] == 4 and fit["kbit"]["spram"] == 879.0
-    # the weights fit; the activations do not: two read ports over a 26-bit bank
-    assert not fit["fits"] and fit["blocks_data"] > 400
+    # the weights fit; the activations do not: a 26-bit bank of 32768 words
+    assert not fit["fits"] and fit["blocks_data"] > 240
     line = memory_refusal(fit, ice, "the engine")
     assert "\n" not in line and "the weights fit the SPRAM: 4 of 4 SB_SPRAM256KA" in line
-    assert "the activations alone take 1920 kbit in 480 blocks" in line and "2 copies" in line
-    assert "the widest bank 26 bits" in line and "single-ported they would take 960.0 kbit" in line
+    assert "the activations alone take 960 kbit in 240 blocks" in line and "copies" not in line
+    assert "the widest bank 26 bits" in line and "stored as a 8-bit code (the skip branch too) about 384.0 kbit" in line
     # PE 4: 12-bit words in 16-bit lanes need 67456 words, five cells
     _, fit4 = engine_weight_store(RESNET20_B3, ice, 4, "spram")
     assert fit4["spram_used"] == 5 and "the weights do not fit the SPRAM: 5 of 4" in memory_refusal(fit4, ice, "x")

@@ -622,12 +622,14 @@ def blocks_for(words: int, bits: int, family: str) -> int:
 
 def engine_memories(engine) -> list[dict]:
     """The engine's memories: name, kind (``ram`` written at run time, ``rom`` set by the
-    bitstream), words, bits per word, copies (an activation bank has a write port, the operand
-    read port and, when some step adds a skip branch, a second read port; a block RAM has one read
-    and one write port, so Yosys builds one copy per read port) and ``data``: the activation banks
+    bitstream, ``spram`` the UP5K's SPRAM loaded at run time), words, bits per word, copies (an
+    activation bank has a write port, the operand read port and, when a pointwise step adds a skip
+    branch, a second read port; a block RAM has one read and one write port, so Yosys builds one
+    copy per read port) and ``data``: the activation banks
     and weight ROMs, whose every bit holds a value (Yosys may trim constant bits off the others)."""
     plan = engine.plan
-    reads = 2 if any(s.skip for s in plan.steps) else 1
+    # a conv step reads its skip branch through the operand port (GraphEngine.skip_port)
+    reads = 2 if any(s.skip is not None and s.kind != "conv" for s in plan.steps) else 1
     out = [{"name": f"activation bank {b}", "kind": "ram", "words": words, "word_bits": bits, "copies": reads,
             "data": True} for b, (bits, words) in enumerate(plan.banks)]
     loaded = getattr(engine, "loaded", False)
@@ -732,9 +734,9 @@ def memory_refusal(fit: dict, board: Board, what: str) -> str:
                + (f", built once per read port (the operand and the skip branch, {act[0]['copies']} copies)"
                   if act[0]["copies"] > 1 else "")
                + f", the widest bank {widest['word_bits']} bits (accumulators, y, sums, logits)"
-               + f"; single-ported they would take {single / 1024:.1f} kbit, and single-ported with every value "
-               + f"stored as a {narrow}-bit code (the skip branch too) about {codes / 1024:.1f} kbit "
-               + f"({-(-codes // bram_bits)} blocks), against "
+               + (f"; single-ported they would take {single / 1024:.1f} kbit" if act[0]["copies"] > 1 else "")
+               + f"; with every value stored as a {narrow}-bit code (the skip branch too) about "
+               + f"{codes / 1024:.1f} kbit ({-(-codes // bram_bits)} blocks), against "
                + f"{fit['bram_kbit_available']} kbit")
     return (f"{what} needs at least {fit['blocks_data']} {fit['block_cell']} block RAMs and {board.name} "
             f"({board.device}) has {fit['blocks_available']} ({fit['bram_kbit_available']} kbit): "

@@ -7,7 +7,8 @@ Built from an :class:`hw.rtl.engine.planner.EnginePlan`. What it holds, and what
 - one activation memory in one or two banks by width (narrow codes; wide accumulators, ``y``,
   sums and logits), each of the planner's depth (the live tensors at the busiest step, not the sum
   of all layers), one write port and two read ports (the MAC operand or a pointwise source, and
-  the skip branch), the descriptor naming each tensor's bank;
+  the skip branch, built only when a pointwise step adds one: a conv step reads its skip branch
+  through the operand port while it drains), the descriptor naming each tensor's bank;
 - a weight ROM per MAC array (PE codes of the array's width per word), or with ``weight_store``
   ``ram``/``spram`` one store loaded at run time (below), and one constant table (``M``, ``A``,
   ``B'`` per channel);
@@ -147,6 +148,9 @@ class GraphEngine(wiring.Component):
             "lo": signed(self.word_width), "hi": signed(self.word_width),
         })
         self.in_width = plan.tensors[plan.input].width
+        #: Whether the activation banks have a second read port: only for a pointwise step adding a
+        #: skip branch (a conv step reads its skip branch through the operand port while it drains).
+        self.skip_port = any(s.skip is not None and s.kind != "conv" for s in steps)
         #: Bits of an ``i`` beat: the input codes' width, or with the loader whole bytes (a beat
         #: carries a command or weight byte too; the link sends ``ceil(in_width / 8)`` bytes a beat).
         self.beat_width = 8 * -(-self.in_width // 8) if self.loaded else self.in_width
@@ -229,15 +233,23 @@ class GraphEngine(wiring.Component):
         operand_bank, skip_bank, write_bank = Signal(), Signal(), Signal()
         operand_bank_q, skip_bank_q = Signal(), Signal()
         m.d.sync += [operand_bank_q.eq(operand_bank), skip_bank_q.eq(skip_bank)]
+        # A conv step reads its skip branch while it drains, when the operand port is idle: through
+        # that port. Only a pointwise step adding a skip (an add not fused into its conv) reads two
+        # values at once, and only then do the banks get a second read port (a block RAM has one:
+        # each read port costs a copy of the bank).
+        skip_port = self.skip_port
         for b, (bits, words) in enumerate(plan.banks):
             m.submodules[f"act_bank{b}"] = bank = memory.Memory(shape=signed(bits), depth=words, init=[])
-            rd0, rd1, wr = bank.read_port(), bank.read_port(), bank.write_port()
-            m.d.comb += [rd0.addr.eq(operand_rd.addr), rd1.addr.eq(skip_rd.addr),
+            rd0, wr = bank.read_port(), bank.write_port()
+            m.d.comb += [rd0.addr.eq(operand_rd.addr),
                          wr.addr.eq(act_wr.addr), wr.data.eq(act_wr.data), wr.en.eq(act_wr.en & (write_bank == b))]
             with m.If(operand_bank_q == b):
                 m.d.comb += operand_rd.data.eq(rd0.data)
-            with m.If(skip_bank_q == b):
-                m.d.comb += skip_rd.data.eq(rd1.data)
+            if skip_port:
+                rd1 = bank.read_port()
+                m.d.comb += rd1.addr.eq(skip_rd.addr)
+                with m.If(skip_bank_q == b):
+                    m.d.comb += skip_rd.data.eq(rd1.data)
         weight_rds = []
         weight_ram = None
         space = self.weight_space
@@ -368,7 +380,8 @@ class GraphEngine(wiring.Component):
         m.d.comb += [
             rq.i.valid.eq(feed_valid),
             rq.i.payload.acc.eq(Mux(feed_pointwise, operand_rd.data, feed_acc)),
-            rq.i.payload.skip.eq(skip_rd.data),
+            rq.i.payload.skip.eq(Mux(feed_pointwise, skip_rd.data, operand_rd.data) if skip_port
+                                 else operand_rd.data),
             rq.i.payload.M.eq(const_rd.data.M), rq.i.payload.A.eq(const_rd.data.A), rq.i.payload.B.eq(const_rd.data.B),
             rq.i.payload.tag.eq(feed_tag),
             rq.g.eq(Mux(d.beta, beta_reg, 1)), rq.shift.eq(d.shift),
@@ -456,6 +469,8 @@ class GraphEngine(wiring.Component):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += [drain.eq(1), operand_rd.addr.eq(d.src + out_ofs)]
+                with m.If(d.kind == 0):  # a conv's operand port is idle here: it reads the skip branch
+                    m.d.comb += [operand_rd.addr.eq(d.skip + out_ofs), operand_bank.eq(d.skip_bank)]
                 m.d.sync += [lane.eq(lane + 1), lane_hw.eq(lane_hw + d.hw_out)]
                 with m.If(lane == pe - 1):
                     m.d.sync += [lane.eq(0), lane_hw.eq(0), *start_items()]
