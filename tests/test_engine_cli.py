@@ -75,3 +75,14 @@ def test_sim_on_a_graph_bundle_refuses_what_the_engine_testbench_cannot_do(optio
     assert main(["sim", "--model", str(RESNET20_B3), "--count", "1", *option]) != 0
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_verilog_weights_spram_writes_the_cells_and_what_the_host_loads(tmp_path, capsys):
+    out = tmp_path / "v"
+    assert main(["verilog", "--model", str(RESNET20_B3), "--weights", "spram", "--out", str(out)]) == 0
+    text = (out / "graph_engine.v").read_text()
+    # PE 4: 67456 words of one 16-bit lane, five rows of cells (one more than the UP5K has: synth refuses it)
+    assert text.count("SB_SPRAM256KA") == 5
+    weights = json.loads((out / "manifest.json").read_text())["generator"]["weights"]
+    assert weights["store"] == "spram" and weights["words16"] == 67456 and weights["lanes"] == 1
+    assert "weights in SPRAM, loaded at run time" in capsys.readouterr().out

@@ -352,3 +352,98 @@ def test_engine_on_many_random_graphs_bit_exact(seed):
     graph, weights, images, plan, rng = _random_case(seed)
     got, _ = run_engine(GraphEngine(plan), images, rng)
     assert np.array_equal(got, _expected(graph, weights, images))
+
+
+# ----------------------------------------------------------------------------- the loaded weight store
+
+
+def test_weight_space_takes_the_lanes_of_the_array_with_most_weight_bits():
+    from hw.rtl.engine.planner import weight_checksum, weight_space, weight_words
+
+    rng = np.random.default_rng(1)
+    graph, weights = mini_resnet(rng)
+    plan = plan_graph(graph, weights, pe=4)
+    assert [(a.kind, a.w_bits) for a in plan.arrays] == [("int", 8), ("post", 3)]
+    space = weight_space(plan)
+    # 3-bit POST codes at PE 4 (12 bits) hold the most weight bits: one 16-bit lane; the int
+    # stem's 32-bit words keep their ROM
+    assert (space.lanes, space.bases, space.depth) == (1, (None, 0), len(plan.weight_roms[1]))
+    assert not space.stored(0) and space.stored(1)
+    words = weight_words(plan)
+    assert len(words) == space.load_words == space.depth
+    for word, codes in zip(words, plan.weight_roms[1], strict=True):
+        assert word == sum(c << (3 * p) for p, c in enumerate(codes))
+        assert [(word >> (3 * p)) & 7 for p in range(4)] == codes
+    assert weight_checksum(words) == sum(words) % 65536
+
+
+def test_weight_words_split_a_wide_word_into_lanes_low_first():
+    from hw.rtl.engine.planner import weight_space, weight_words
+
+    rng = np.random.default_rng(11)
+    graph, weights, _ = random_graph(rng)
+    plan = plan_graph(graph, weights, pe=3)
+    space = weight_space(plan)
+    # two int arrays (8 and 2 bits) share the 24-bit words of two lanes; the second follows the first
+    assert [(a.kind, a.w_bits) for a in plan.arrays] == [("int", 8), ("int", 2)]
+    assert space.lanes == 2 and space.bases == (0, len(plan.weight_roms[0]))
+    words = weight_words(plan)
+    assert len(words) == 2 * space.depth and all(0 <= w < 65536 for w in words)
+    for a, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
+        for n, codes in enumerate(rom):
+            at = 2 * (space.bases[a] + n)
+            packed = words[at] | words[at + 1] << 16
+            assert packed == sum((c & ((1 << spec.w_bits) - 1)) << (spec.w_bits * p) for p, c in enumerate(codes))
+
+
+def test_a_loaded_engine_adds_the_loader_and_keeps_the_rom_design_unchanged():
+    from hw.eda.verilog import verilog_text
+    from hw.rtl.engine.core import WEIGHT_STORES
+
+    rng = np.random.default_rng(1)
+    graph, weights = mini_resnet(rng)
+    rom = GraphEngine(plan_graph(graph, weights, pe=4))
+    ram = GraphEngine(plan_graph(graph, weights, pe=4), weight_store="ram")
+    spram = GraphEngine(plan_graph(graph, weights, pe=4), weight_store="spram")
+    assert WEIGHT_STORES == ("rom", "ram", "spram") and not rom.loaded and ram.loaded
+    # an 8-bit input: a beat is a byte either way; the loaded store's base is in the descriptors
+    assert rom.beat_width == ram.beat_width == 8
+    post_step = next(s for s in plan_graph(graph, weights, pe=4).steps if s.kind == "conv" and s.array == 1)
+    assert [d["weight_base"] for d in ram.descriptors()][post_step.index] == post_step.weight_base
+    text = verilog_text(spram, name="graph_engine")
+    assert text.count("SB_SPRAM256KA") == 1 and "SB_SPRAM256KA" not in verilog_text(ram, name="graph_engine")
+    with pytest.raises(ValueError, match="weight store 'flash'"):
+        GraphEngine(plan_graph(graph, weights, pe=4), weight_store="flash")
+
+
+def test_the_host_loads_the_weights_over_the_simulated_link_then_images_run_bit_exact():
+    from hw.link.host import SimulatedBoard
+    from hw.link.weights import LOAD_BAD, bundle_weight_words, image_command, load_bytes, send_weights
+    from hw.rtl.engine.planner import weight_checksum, weight_words
+    from hw.rtl.uart import MIN_DIVISOR, StreamLink
+
+    rng = np.random.default_rng(1)
+    graph, weights = mini_resnet(rng)
+    engine = GraphEngine(plan_graph(graph, weights, pe=4), weight_store="ram")
+    images = rng.integers(-128, 128, (1, 1, 8, 8))
+    board = SimulatedBoard(StreamLink(engine, MIN_DIVISOR), max_cycles=200_000)
+    words = weight_words(engine.plan)
+    out_bytes = -(-(engine.word_width + 1) // 8)
+    # a load whose checksum is wrong is acknowledged 0: the host says so in one line
+    board.write(load_bytes(words, 1, checksum=weight_checksum(words) ^ 1))
+    assert int.from_bytes(board.read(out_bytes), "little") == LOAD_BAD | 1 << engine.word_width
+    send_weights(board, words, beat_bytes=1, value_bits=engine.word_width)
+    board.write(image_command(1) + bytes(int(c) & 0xFF for c in images[0].ravel()))
+    expected = _expected(graph, weights, images)[0]
+    got = []
+    for _ in range(len(expected)):
+        beat = int.from_bytes(board.read(out_bytes), "little")
+        value = beat & ((1 << engine.word_width) - 1)
+        got.append(value - ((value >> (engine.word_width - 1)) << engine.word_width))
+    assert got == list(expected)
+    # the design's expectation is checked against the bundle before anything is sent
+    bundle = type("B", (), {"graph": graph, "weights": weights})
+    expected_block = {"words16": len(words), "checksum": weight_checksum(words)}
+    assert bundle_weight_words(bundle, expected_block, 4) == words
+    with pytest.raises(UserError, match="the bitstream was built from another bundle or PE"):
+        bundle_weight_words(bundle, expected_block, 2)

@@ -47,17 +47,18 @@ def test_blocks_for_takes_the_cheapest_shape_of_each_family():
 def test_resnet20_block_memory_on_each_board():
     engine = _engine(RESNET20_B3)
     memories = {m["name"]: m for m in engine_memories(engine)}
-    # residual adds read the skip branch through a second port: every activation bank is built twice
-    assert memories["activation bank 1"]["copies"] == 2
+    # the residual adds are fused into their convs, which read the skip branch through the operand
+    # port: every activation bank is built once
+    assert memories["activation bank 1"]["copies"] == 1
     assert (memories["activation bank 1"]["words"], memories["activation bank 1"]["word_bits"]) == (32768, 26)
     assert memories["weight ROM 1 (post)"]["kbit"] == pytest.approx(67456 * 12 / 1024, abs=0.1)
     ulx3s = block_memory_fit(engine_memories(engine), get_board("ulx3s"))
-    assert ulx3s["fits"] and ulx3s["blocks_data"] == 16 + 96 + 1 + 51
+    assert ulx3s["fits"] and ulx3s["blocks_data"] == 8 + 48 + 1 + 51
     assert ulx3s["blocks_data"] <= ulx3s["blocks"] <= ulx3s["blocks_available"] == 208
     # a short, wide ROM is cheaper in logic (Yosys' memory_libmap: 1/16 per ROM bit against a block)
     assert {m["name"]: m["in_logic"] for m in ulx3s["memories"]}["descriptor ROM"]
     ice = block_memory_fit(engine_memories(engine), get_board("icebreaker"))
-    assert not ice["fits"] and ice["blocks_data"] > 600 and ice["bram_kbit_available"] == 120
+    assert not ice["fits"] and ice["blocks_data"] > 400 and ice["bram_kbit_available"] == 120
     assert ice["spram_kbit_available"] == 1024 and ulx3s["spram_kbit_available"] == 0
     line = memory_refusal(ice, get_board("icebreaker"), "the engine")
     assert "\n" not in line and "SB_RAM40_4K" in line and "120 kbit" in line and "1024 kbit of SPRAM" in line
@@ -67,7 +68,7 @@ def test_resnet20_block_memory_on_each_board():
 def test_without_a_skip_branch_each_bank_is_built_once_and_small_roms_go_to_logic():
     from types import SimpleNamespace as NS
 
-    plan = NS(banks=[(4, 1024), (21, 1088)], steps=[NS(skip=None)] * 6, pe=4,
+    plan = NS(banks=[(4, 1024), (21, 1088)], steps=[NS(skip=None, kind="conv")] * 6, pe=4,
               arrays=[NS(kind="int", w_bits=8), NS(kind="post", w_bits=3)], weight_roms=[[0] * 420, [0] * 1728],
               constants=[0] * 74)
     engine = NS(plan=plan, m_width=17, a_width=1, b_width=33, desc_layout=NS(size=230), asq_unit=None)
@@ -81,8 +82,11 @@ def test_without_a_skip_branch_each_bank_is_built_once_and_small_roms_go_to_logi
                       "weight ROM 0 (int)": (4, False), "weight ROM 1 (post)": (6, False),
                       "constant table": (0, True), "descriptor ROM": (0, True)}
     assert fit["fits"] and fit["blocks"] == fit["blocks_data"] == 20
-    plan.steps = [NS(skip=None)] * 5 + [NS(skip="a")]
+    plan.steps = [NS(skip=None, kind="conv")] * 5 + [NS(skip="a", kind="pointwise")]
     assert [m["copies"] for m in engine_memories(engine) if m["kind"] == "ram"] == [2, 2]
+    # a conv step (an add fused into it) reads its skip branch through the operand port
+    plan.steps = [NS(skip=None, kind="conv")] * 5 + [NS(skip="a", kind="conv")]
+    assert [m["copies"] for m in engine_memories(engine) if m["kind"] == "ram"] == [1, 1]
 
 
 def test_synth_refuses_resnet20_on_the_icebreaker_before_anything_is_written(tmp_path, capsys, no_synthesis):
@@ -271,3 +275,117 @@ def test_the_digits_graph_engine_places_and_routes_on_the_ulx3s_with_its_memory_
     assert images_per_s == pytest.approx(25e6 / engine["cycles_per_inference"], rel=1e-2)
     link = report["link"]
     assert link["bytes_in_per_image"] == 64 and link["bytes_out_per_image"] == 10 * link["bytes_out_per_beat"]
+
+
+# ------------------------------------------------------------------------------ weights in SPRAM
+
+
+def test_the_memory_fit_counts_the_loaded_weight_store_in_spram():
+    from hw.eda.synth import engine_weight_store
+
+    ice, ulx3s = get_board("icebreaker"), get_board("ulx3s")
+    # PE 5: 3-bit POST words of 15 bits, one 16-bit lane, 56256 deep: the four SB_SPRAM256KA
+    engine, fit = engine_weight_store(RESNET20_B3, ice, 5, None)
+    assert engine.weight_store == "spram" and engine.weight_space.lanes == 1
+    memories = {m["name"]: m for m in fit["memories"]}
+    store = memories["weight store (SPRAM, loaded)"]
+    assert (store["words"], store["word_bits"], store["blocks"], store["spram"]) == (56256, 16, 0, 4)
+    assert "weight ROM 0 (int)" in memories and "weight ROM 1 (post)" not in memories  # the int edges keep ROMs
+    assert fit["spram_used"] == fit["spram_available"] == 4 and fit["kbit"]["spram"] == 879.0
+    # the weights fit; the activations do not: a 26-bit bank of 32768 words
+    assert not fit["fits"] and fit["blocks_data"] > 240
+    line = memory_refusal(fit, ice, "the engine")
+    assert "\n" not in line and "the weights fit the SPRAM: 4 of 4 SB_SPRAM256KA" in line
+    assert "the activations alone take 960 kbit in 240 blocks" in line and "copies" not in line
+    assert "the widest bank 26 bits" in line and "stored as a 8-bit code (the skip branch too) about 384.0 kbit" in line
+    # PE 4: 12-bit words in 16-bit lanes need 67456 words, five cells
+    _, fit4 = engine_weight_store(RESNET20_B3, ice, 4, "spram")
+    assert fit4["spram_used"] == 5 and "the weights do not fit the SPRAM: 5 of 4" in memory_refusal(fit4, ice, "x")
+    # a board without SPRAM: ROMs by default, SPRAM refused by name
+    engine, fit = engine_weight_store(RESNET20_B3, ulx3s, 4, None)
+    assert engine.weight_store == "rom" and fit["fits"] and fit["spram_used"] == 0
+    with pytest.raises(UserError, match=r"--weights spram: the ulx3s \(LFE5U-85F\) has no SPRAM"):
+        engine_weight_store(RESNET20_B3, ulx3s, 4, "spram")
+
+
+def test_synth_weights_spram_is_refused_where_it_makes_no_sense(tmp_path, capsys, no_synthesis):
+    out = tmp_path / "o"
+    assert main(["synth", "--board", "ulx3s", "--model", str(RESNET20_B3), "--weights", "spram",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--weights spram: the ulx3s (LFE5U-85F) has no SPRAM" in err and err.count("\n") == 1
+    assert main(["synth", "--board", "icebreaker", "--bits", "3", "--weights", "spram", "--out", str(out)]) == 2
+    assert "the chain accelerator keeps its weights in ROMs" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_synth_on_the_icebreaker_says_resnet20_weights_are_in_spram_and_what_still_does_not_fit(
+        tmp_path, capsys, no_synthesis):
+    out = tmp_path / "ice"
+    assert main(["synth", "--board", "icebreaker", "--model", str(RESNET20_B3), "--pe", "5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "weights in SPRAM" in err and "the weights fit the SPRAM: 4 of 4" in err and "activations" in err
+    assert not out.exists()
+
+
+def test_synthesize_engine_reports_what_the_host_loads(monkeypatch, tmp_path):
+    import hw.eda.synth
+    from hw.link.weights import load_bytes
+    from hw.rtl.engine.planner import weight_checksum, weight_words
+
+    seen = {}
+
+    def capture(top, board, out_dir, **kwargs):
+        seen.update(kwargs, top=top, board=board)
+        return {}
+
+    monkeypatch.setattr(hw.eda.synth, "synthesize_top", capture)
+    # ResNet-20's activations do not fit the iCEBreaker: the memory check is passed over to see what the flow gets
+    monkeypatch.setattr(hw.eda.synth, "block_memory_fit", lambda memories, board: {"fits": True, "memories": memories})
+    hw.eda.synth.synthesize_engine(RESNET20_B3, "icebreaker", tmp_path / "o", pe=5, progress=False, weights="spram")
+    engine = seen["top"]
+    weights = seen["extra"]["engine"]["weights"]
+    words = weight_words(engine.plan)
+    assert engine.weight_store == "spram" and seen["design"]["weights"] == "spram"
+    assert weights == {"store": "spram", "lanes": 1, "depth": 56256, "words16": 56256,
+                       "checksum": weight_checksum(words), "beat_bytes": 1, "load_bytes": len(load_bytes(words, 1)),
+                       "ack_value_bits": engine.word_width}
+    assert weights["load_bytes"] == 1 + 2 * 56256 + 2
+
+
+def test_the_class_only_reply_is_refused_on_an_engine_that_loads_its_weights(monkeypatch, tmp_path):
+    import hw.eda.synth
+
+    monkeypatch.setattr(hw.eda.synth, "synthesize_top", lambda *a, **k: pytest.fail("synthesis started"))
+    monkeypatch.setattr(hw.eda.synth, "block_memory_fit", lambda memories, board: {"fits": True, "memories": memories})
+    with pytest.raises(UserError, match=r"--reply class with the weights in SPRAM: a loaded engine answers the "
+                                        r"weight load with one beat"):
+        hw.eda.synth.synthesize_engine(RESNET20_B3, "icebreaker", tmp_path / "o", pe=5, progress=False,
+                                       weights="spram", reply="class")
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_host_reads_from_the_report_whether_and_what_to_load(tmp_path):
+    import json
+
+    from hw.link.weights import prepare_board
+
+    class Port:
+        written = b""
+
+        def write(self, data):
+            self.written += data
+
+        def read(self, n):
+            return bytes([1]) + bytes(n - 2) + bytes([1 << 2])  # value 1, last at bit 18 (18-bit values)
+
+    rom = tmp_path / "rom.json"
+    rom.write_text(json.dumps({"design": {"pe": 4}, "engine": {"weights": {"store": "rom"}}}))
+    port = Port()
+    assert prepare_board(port, RESNET20_B3, rom) == b"" and port.written == b""
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"design": {"pe": 5}, "engine": {"weights": {
+        "store": "spram", "words16": 56256, "checksum": 1, "beat_bytes": 1, "ack_value_bits": 18}}}))
+    with pytest.raises(UserError, match="expects 56256 words with checksum 1: the bitstream was built from another"):
+        prepare_board(port, RESNET20_B3, other)
+    assert port.written == b""  # nothing sent on a mismatch

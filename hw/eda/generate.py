@@ -168,8 +168,9 @@ def _manifest(bundle_or_path):
     return read_manifest(bundle_or_path) if manifest is None else manifest
 
 
-def build_engine(bundle, *, pe=DEFAULT_PE):
-    """The :class:`hw.rtl.engine.core.GraphEngine` of a graph bundle (a ``GraphBundle`` or its folder).
+def build_engine(bundle, *, pe=DEFAULT_PE, weight_store="rom"):
+    """The :class:`hw.rtl.engine.core.GraphEngine` of a graph bundle (a ``GraphBundle`` or its folder),
+    its weights in ``weight_store`` (:data:`hw.rtl.engine.core.WEIGHT_STORES`).
 
     A graph the engine does not run is refused with one line (:class:`UserError` naming the node).
     """
@@ -181,7 +182,7 @@ def build_engine(bundle, *, pe=DEFAULT_PE):
         bundle = read_bundle(bundle, vectors=False)
     plan = plan_graph(bundle.graph, bundle.weights, pe=pe)
     try:
-        return GraphEngine(plan)
+        return GraphEngine(plan, weight_store=weight_store)
     except (TypeError, ValueError) as err:
         raise UserError(f"engine: {err}") from None
 
@@ -224,7 +225,7 @@ def memory_summary(memory_map: dict) -> str:
             f"{memory_map['descriptors']['count']} descriptors")
 
 
-def generate_engine_verilog(bundle, *, pe=DEFAULT_PE, out_dir, check=None) -> dict:
+def generate_engine_verilog(bundle, *, pe=DEFAULT_PE, out_dir, check=None, weight_store="rom") -> dict:
     """Write ``graph_engine.v`` and ``manifest.json`` for a graph (format-2) bundle.
 
     The manifest is the bundle's plus a ``generator`` section: the parameters, the cycles per image
@@ -232,6 +233,8 @@ def generate_engine_verilog(bundle, *, pe=DEFAULT_PE, out_dir, check=None) -> di
     (:meth:`hw.rtl.engine.planner.EnginePlan.memory_map`) and the ports. As :func:`generate_verilog`:
     everything is checked before anything is written, ``out_dir`` appears complete or not at all,
     and ``check`` (the Verilator lint) runs on the Verilog before the folder is moved into place.
+    ``weight_store``: where the weights are (:data:`hw.rtl.engine.core.WEIGHT_STORES`); the
+    manifest's ``weights`` says what a loaded store takes (:func:`hw.eda.synth.engine_weights_block`).
 
     Returns
     -------
@@ -243,7 +246,9 @@ def generate_engine_verilog(bundle, *, pe=DEFAULT_PE, out_dir, check=None) -> di
 
     if not hasattr(bundle, "graph"):
         bundle = read_bundle(bundle, vectors=False)
-    engine = build_engine(bundle, pe=pe)
+    from hw.eda.synth import engine_weights_block
+
+    engine = build_engine(bundle, pe=pe, weight_store=weight_store)
     plan = engine.plan
     figures = engine_figures(engine)
     memory_map = plan.memory_map()
@@ -253,8 +258,8 @@ def generate_engine_verilog(bundle, *, pe=DEFAULT_PE, out_dir, check=None) -> di
     manifest["generator"] = {
         **params, **figures, "cycles_estimated": True,
         "source_bundle": str(bundle.path) if bundle.path else None,
-        "memory_map": memory_map,
-        "ports": {"i__payload": engine.in_width, "o__payload": engine.word_width + 1, "cycles": 32,
+        "memory_map": memory_map, "weights": engine_weights_block(engine),
+        "ports": {"i__payload": engine.beat_width, "o__payload": engine.word_width + 1, "cycles": 32,
                   "o__payload.value": [0, engine.word_width], "o__payload.last": engine.word_width},
     }
     return {"paths": _write_design(engine, ENGINE_TOP_NAME, manifest, out_dir, check), "params": params,

@@ -622,17 +622,27 @@ def blocks_for(words: int, bits: int, family: str) -> int:
 
 def engine_memories(engine) -> list[dict]:
     """The engine's memories: name, kind (``ram`` written at run time, ``rom`` set by the
-    bitstream), words, bits per word, copies (an activation bank has a write port, the operand
-    read port and, when some step adds a skip branch, a second read port; a block RAM has one read
-    and one write port, so Yosys builds one copy per read port) and ``data``: the activation banks
+    bitstream, ``spram`` the UP5K's SPRAM loaded at run time), words, bits per word, copies (an
+    activation bank has a write port, the operand read port and, when a pointwise step adds a skip
+    branch, a second read port; a block RAM has one read and one write port, so Yosys builds one
+    copy per read port) and ``data``: the activation banks
     and weight ROMs, whose every bit holds a value (Yosys may trim constant bits off the others)."""
     plan = engine.plan
-    reads = 2 if any(s.skip for s in plan.steps) else 1
+    # a conv step reads its skip branch through the operand port (GraphEngine.skip_port)
+    reads = 2 if any(s.skip is not None and s.kind != "conv" for s in plan.steps) else 1
     out = [{"name": f"activation bank {b}", "kind": "ram", "words": words, "word_bits": bits, "copies": reads,
             "data": True} for b, (bits, words) in enumerate(plan.banks)]
+    loaded = getattr(engine, "loaded", False)
+    if loaded:
+        # One store loaded at run time: SPRAM cells (``spram``) or a block RAM with a write port.
+        space = engine.weight_space
+        out.append({"name": f"weight store ({'SPRAM' if engine.weight_store == 'spram' else 'RAM'}, loaded)",
+                    "kind": "spram" if engine.weight_store == "spram" else "ram", "words": space.depth,
+                    "word_bits": space.word_bits, "copies": 1, "data": True})
     out += [{"name": f"weight ROM {k} ({a.kind})", "kind": "rom", "words": max(len(rom), 1),
              "word_bits": plan.pe * a.w_bits, "copies": 1, "data": True}
-            for k, (a, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True))]
+            for k, (a, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True))
+            if not (loaded and engine.weight_space.stored(k))]
     out.append({"name": "constant table", "kind": "rom", "words": len(plan.constants),
                 "word_bits": engine.m_width + engine.a_width + engine.b_width, "copies": 1})
     out.append({"name": "descriptor ROM", "kind": "rom", "words": len(plan.steps),
@@ -654,15 +664,24 @@ def block_memory_fit(memories: list[dict], board: Board) -> dict:
     """What ``memories`` (:func:`engine_memories`) take of ``board``'s block RAM (and its SPRAM).
 
     Each memory gets ``blocks`` (the fewest that hold it, times its copies) and ``in_logic`` (a
-    ROM that Yosys builds of logic instead, being cheaper so: :data:`LOGIC_COST_ROM`). Returns them
-    with ``blocks`` in all (an estimate: Yosys may trim constant bits off the small ROMs),
-    ``blocks_data`` (the activation banks and weight ROMs alone: a floor) against
-    ``blocks_available``, the kbit needed by kind against the block RAM's and the SPRAM's kbit, and
-    ``fits``: the floor fits (a design refused by it cannot fit; one that passes may still not).
+    ROM that Yosys builds of logic instead, being cheaper so: :data:`LOGIC_COST_ROM`); a memory of
+    kind ``spram`` (the loaded weight store on the UP5K) takes no block RAM but ``spram`` cells
+    (16-bit lanes side by side, 16384 words deep each). Returns them with ``blocks`` in all (an
+    estimate: Yosys may trim constant bits off the small ROMs), ``blocks_data`` (the activation
+    banks and weights alone: a floor) against ``blocks_available``, ``spram_used`` against
+    ``spram_available``, the kbit needed by kind against the block RAM's and the SPRAM's kbit, and
+    ``fits``: the floor and the SPRAM fit (a design refused by it cannot fit; one that passes may
+    still not).
     """
+    from hw.rtl.engine.weightram import SPRAM_BITS, spram_cells
+
     bram = BLOCK_SHAPES[board.family]
     out = []
     for m in memories:
+        if m["kind"] == "spram":
+            out.append({**m, "blocks": 0, "in_logic": False,
+                        "spram": spram_cells(m["words"], -(-m["word_bits"] // SPRAM_BITS)) * m["copies"]})
+            continue
         blocks = m["copies"] * blocks_for(m["words"], m["word_bits"], board.family)
         in_logic = (m["kind"] == "rom"
                     and m["words"] * m["word_bits"] * LOGIC_COST_ROM < blocks * bram["cost"])
@@ -670,37 +689,103 @@ def block_memory_fit(memories: list[dict], board: Board) -> dict:
     spram = SPRAM.get(board.device)
     blocks = sum(m["blocks"] for m in out)
     data_blocks = sum(m["blocks"] for m in out if m.get("data"))
+    spram_used = sum(m.get("spram", 0) for m in out)
+    spram_available = spram["count"] if spram else 0
     return {
         "memories": out, "block_cell": bram["cell"], "blocks": blocks, "blocks_data": data_blocks,
         "blocks_available": board.capacity["bram"],
-        "kbit": {kind: round(sum(m["kbit"] for m in out if m["kind"] == kind), 1) for kind in ("rom", "ram")},
+        "kbit": {kind: round(sum(m["kbit"] for m in out if m["kind"] == kind), 1) for kind in ("rom", "ram", "spram")},
         "bram_kbit_available": board.capacity["bram"] * bram["bits"] // 1024,
         "spram_kbit_available": spram["count"] * spram["words"] * spram["bits"] // 1024 if spram else 0,
-        "spram_used": 0,
-        "fits": data_blocks <= board.capacity["bram"],
+        "spram_used": spram_used, "spram_available": spram_available,
+        "fits": data_blocks <= board.capacity["bram"] and spram_used <= spram_available,
     }
 
 
 def memory_refusal(fit: dict, board: Board, what: str) -> str:
-    """One line: why ``what`` does not fit ``board``'s block memory, with the kbit per memory."""
+    """One line: why ``what`` does not fit ``board``'s block memory (and SPRAM), with the kbit per
+    memory; where the activation banks alone overflow the block RAM, why (their read ports, their
+    widest bank) and what they would take single-ported and storing narrow codes only."""
     parts = ", ".join(f"{m['name']} {m['words']} x {m['word_bits']}"
                       + (f" x{m['copies']} read ports" if m["copies"] > 1 else "") + f" = {m['kbit']:g} kbit"
-                      + (" in logic" if m["in_logic"] else f" in {m['blocks']}")
+                      + (" in logic" if m["in_logic"] else
+                         f" in {m['spram']} SPRAM" if "spram" in m else f" in {m['blocks']}")
                       for m in fit["memories"])
+    in_spram = [m for m in fit["memories"] if "spram" in m]
     spram = ""
-    if fit["spram_kbit_available"]:
-        spram = (f"; its {fit['spram_kbit_available']} kbit of SPRAM cannot hold the ROMs (the bitstream does not "
-                 "initialise SPRAM: weights there need loading at run time) and the engine's activation banks "
-                 "(two read ports and a write port) do not map onto single-port SPRAM")
+    if in_spram:
+        need = in_spram[0]
+        verdict = "fit" if fit["spram_used"] <= fit["spram_available"] else "do not fit"
+        spram = (f"; the weights {verdict} the SPRAM: {fit['spram_used']} of {fit['spram_available']} "
+                 f"SB_SPRAM256KA ({need['word_bits'] // 16} x 16 bits x {need['words']} words)")
+    elif fit["spram_kbit_available"]:
+        spram = (f"; its {fit['spram_kbit_available']} kbit of SPRAM is unused (the bitstream cannot set it: "
+                 "weights there are loaded at run time, --weights spram)")
+    act = [m for m in fit["memories"] if m["name"].startswith("activation bank")]
+    act_blocks = sum(m["blocks"] for m in act)
+    why = ""
+    if act and act_blocks > fit["blocks_available"]:
+        bram_bits = BLOCK_SHAPES_BITS.get(fit["block_cell"], 4096)
+        single = sum(m["words"] * m["word_bits"] for m in act)
+        narrow = min(m["word_bits"] for m in act)
+        codes = sum(m["words"] for m in act) * narrow
+        widest = max(act, key=lambda m: m["word_bits"])
+        why = (f"; the activations alone take {sum(m['kbit'] for m in act):g} kbit in {act_blocks} blocks"
+               + (f", built once per read port (the operand and the skip branch, {act[0]['copies']} copies)"
+                  if act[0]["copies"] > 1 else "")
+               + f", the widest bank {widest['word_bits']} bits (accumulators, y, sums, logits)"
+               + (f"; single-ported they would take {single / 1024:.1f} kbit" if act[0]["copies"] > 1 else "")
+               + f"; with every value stored as a {narrow}-bit code (the skip branch too) about "
+               + f"{codes / 1024:.1f} kbit ({-(-codes // bram_bits)} blocks), against "
+               + f"{fit['bram_kbit_available']} kbit")
     return (f"{what} needs at least {fit['blocks_data']} {fit['block_cell']} block RAMs and {board.name} "
             f"({board.device}) has {fit['blocks_available']} ({fit['bram_kbit_available']} kbit): "
-            f"ROM {fit['kbit']['rom']:g} kbit + RAM {fit['kbit']['ram']:g} kbit ({parts}){spram}. "
-            "Fix: a board with more block RAM (ulx3s) or a smaller network")
+            f"ROM {fit['kbit']['rom']:g} kbit + RAM {fit['kbit']['ram']:g} kbit"
+            + (f" + SPRAM {fit['kbit']['spram']:g} kbit" if fit["kbit"].get("spram") else "")
+            + f" ({parts}){spram}{why}. Fix: a board with more block RAM (ulx3s) or a smaller network")
+
+
+#: Bits of one block RAM by its cell name (for :func:`memory_refusal`).
+BLOCK_SHAPES_BITS = {spec["cell"]: spec["bits"] for spec in BLOCK_SHAPES.values()}
+
+
+#: The engine's weight stores ``asqhw synth/verilog --weights`` offers: block RAM ROMs set by the
+#: bitstream, or the UP5K's SPRAM loaded at run time over the link.
+WEIGHT_OPTIONS = ("rom", "spram")
+
+
+def engine_weight_store(bundle, board: Board, pe: int, weights: str | None):
+    """The engine of ``bundle`` with its weights where ``weights`` says, and its memory fit.
+
+    ``weights`` None: ROMs, or on a board with SPRAM, when the ROM design's memories do not fit its
+    block RAM, the SPRAM store loaded at run time. ``"spram"`` on a board without SPRAM: UserError.
+    Returns ``(engine, fit)`` (``fit`` None on a board that is not an FPGA).
+    """
+    from hw.eda.generate import build_engine
+
+    if weights not in (None, *WEIGHT_OPTIONS):
+        raise UserError(f"--weights {weights}: one of {', '.join(WEIGHT_OPTIONS)}")
+    has_spram = board.device in SPRAM
+    if weights == "spram" and not has_spram:
+        raise UserError(f"--weights spram: the {board.name} ({board.device}) has no SPRAM; its weights stay in "
+                        "block RAM ROMs set by the bitstream (drop --weights)")
+    engine = build_engine(bundle, pe=pe, weight_store="spram" if weights == "spram" else "rom")
+    if not board.is_fpga:
+        return engine, None
+    fit = block_memory_fit(engine_memories(engine), board)
+    if weights is None and not fit["fits"] and has_spram:
+        spram_engine = build_engine(bundle, pe=pe, weight_store="spram")
+        spram_fit = block_memory_fit(engine_memories(spram_engine), board)
+        for unit in (engine, engine.asq_unit):  # built for its memories only, never elaborated
+            if unit is not None:
+                unit._MustUse__silence = True
+        engine, fit = spram_engine, spram_fit
+    return engine, fit
 
 
 def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, baud: int | None = None,
                       window: int = 1, progress: bool = True, clock="auto", on_plan=None,
-                      reply: str = "logits") -> dict:
+                      reply: str = "logits", weights: str | None = None) -> dict:
     """Build the descriptor-driven engine of a graph (format-2) bundle on ``board``; write ``out_dir``.
 
     The engine's memories are checked against the board's block RAM first
@@ -713,9 +798,13 @@ def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, b
     and images/s at the clock met. ``on_plan`` is called with that block before synthesis starts.
     ``reply``: ``"logits"`` (every output value) or ``"class"`` (the class alone, one byte; the engine
     then goes behind the link with its class beat, :mod:`hw.link.engine_board`).
+
+    ``weights`` (:func:`engine_weight_store`): ``"rom"``, ``"spram"`` or None (ROMs, or on the
+    UP5K the SPRAM when the ROMs do not fit). With SPRAM, ``engine["weights"]`` gives what the host
+    loads first (:mod:`hw.link.weights`): 16-bit words, their checksum, the bytes on the line.
     """
     from golden.bundle import read_bundle
-    from hw.eda.generate import ENGINE_TOP_NAME, build_engine, engine_figures
+    from hw.eda.generate import ENGINE_TOP_NAME, engine_figures
     from hw.link.board import MAX_FIFO_BYTES
     from hw.link.engine_board import engine_link_options, engine_link_top, reply_beats
     from hw.rtl.plan import DEFAULT_PE
@@ -723,16 +812,17 @@ def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, b
     spec = get_board(board)
     if not hasattr(bundle, "graph"):
         bundle = read_bundle(bundle, vectors=False)
-    engine = build_engine(bundle, pe=pe or DEFAULT_PE)
+    engine, fit = engine_weight_store(bundle, spec, pe or DEFAULT_PE, weights)
     plan = engine.plan
     figures = engine_figures(engine)
     model = bundle.manifest.model
-    info = {**figures, "cycles_estimated": True, "memory_map": plan.memory_map()}
-    if spec.is_fpga:
-        fit = block_memory_fit(engine_memories(engine), spec)
+    info = {**figures, "cycles_estimated": True, "memory_map": plan.memory_map(),
+            "weights": engine_weights_block(engine)}
+    if fit is not None:
         info["block_memory"] = fit
         if not fit["fits"]:
-            raise UserError(memory_refusal(fit, spec, f"the {model} engine (PE {plan.pe})"))
+            raise UserError(memory_refusal(fit, spec, f"the {model} engine (PE {plan.pe}, weights in "
+                                                      f"{engine.weight_store.upper()})"))
     input_beats = plan.tensors[plan.input].words
     in_bytes = -(-engine.in_width // 8)
     fifo = (window - 1) * input_beats * in_bytes
@@ -740,6 +830,11 @@ def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, b
         raise UserError(f"--window {window}: {window} images in flight need a {fifo}-byte input buffer; at most "
                         f"{MAX_FIFO_BYTES} bytes ({MAX_FIFO_BYTES // (input_beats * in_bytes) + 1} images of "
                         f"{input_beats * in_bytes} bytes) are offered")
+    if reply != "logits" and engine.weight_store != "rom":
+        # the class wrapper would read the loader's acknowledgement beat as an output value
+        raise UserError(f"--reply {reply} with the weights in {engine.weight_store.upper()}: a loaded engine "
+                        "answers the weight load with one beat that the class-only reply cannot pass; use "
+                        "--reply logits (the host takes the class from the logits) or --weights rom")
     try:
         reply_options = engine_link_options(engine, reply=reply, window=window)
     except ValueError as err:
@@ -747,6 +842,7 @@ def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, b
     if on_plan is not None:
         on_plan(info)
     design = {"top": ENGINE_TOP_NAME, "engine": True, "model": model, "bits": bundle.manifest.bits, "pe": plan.pe,
+              "weights": engine.weight_store,
               "simd": 1, "scheme": bundle.manifest.scheme, "bundle": str(getattr(bundle, "path", "") or ""),
               "n_out": plan.tensors[plan.output].words}
     report = synthesize_top(engine_link_top(engine, reply), spec.name, out_dir, design=design,
@@ -755,6 +851,24 @@ def synthesize_engine(bundle, board: str, out_dir, *, pe=None, seeds: int = 3, b
                             reply=reply, window=window, out_beats=reply_beats(engine, reply),
                             extra={"engine": info})
     return report
+
+
+def engine_weights_block(engine) -> dict:
+    """``report["engine"]["weights"]``: where the weights are; loaded ones: what the host sends
+    (:mod:`hw.link.weights`): the store's lanes and depth, the 16-bit words, their checksum, the
+    bytes on the line (command, words, checksum) and the beat size."""
+    from hw.link.weights import load_bytes
+    from hw.rtl.engine.planner import weight_checksum, weight_words
+
+    block = {"store": engine.weight_store}
+    if engine.loaded:
+        space = engine.weight_space
+        words = weight_words(engine.plan)
+        beat_bytes = engine.beat_width // 8
+        block.update(lanes=space.lanes, depth=space.depth, words16=len(words), checksum=weight_checksum(words),
+                     beat_bytes=beat_bytes, load_bytes=len(load_bytes(words, beat_bytes)),
+                     ack_value_bits=engine.word_width)
+    return block
 
 
 def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: int, cycles: int,

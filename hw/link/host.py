@@ -177,12 +177,14 @@ def _read_engine_logits(port, engine: EngineBeats, *, classes: int | None, max_b
 
 
 def run_images(port, images, *, classes: int | None = None, progress=None, reply: str = "logits",
-               window: int = 1, engine: EngineBeats | None = None) -> list[Result]:
+               window: int = 1, engine: EngineBeats | None = None, image_prefix: bytes = b"") -> list[Result]:
     """Send every image in ``images`` (N x codes) and read the replies, ``window`` images in flight.
 
     ``window = 1`` sends each image after the previous reply; more keeps the link busy while the
     board computes, and needs a board that buffers ``window - 1`` images. ``progress``: a tqdm bar or None.
-    ``engine``: the board runs the graph engine (:func:`read_reply`).
+    ``engine``: the board runs the graph engine (:func:`read_reply`). ``image_prefix``: bytes sent
+    before each image (an engine loading its weights: the image command,
+    :func:`hw.link.weights.prepare_board`).
     """
     if window < 1:
         raise ValueError(f"window {window} must be at least 1 image")
@@ -190,7 +192,7 @@ def run_images(port, images, *, classes: int | None = None, progress=None, reply
     results, sent = [], 0
     while len(results) < len(images):
         while sent < len(images) and sent - len(results) < window:
-            port.write(encode_codes(images[sent]))
+            port.write(image_prefix + encode_codes(images[sent]))
             sent += 1
         try:
             results.append(read_reply(port, classes=classes, reply=reply, engine=engine))

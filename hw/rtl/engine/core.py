@@ -7,9 +7,11 @@ Built from an :class:`hw.rtl.engine.planner.EnginePlan`. What it holds, and what
 - one activation memory in one or two banks by width (narrow codes; wide accumulators, ``y``,
   sums and logits), each of the planner's depth (the live tensors at the busiest step, not the sum
   of all layers), one write port and two read ports (the MAC operand or a pointwise source, and
-  the skip branch), the descriptor naming each tensor's bank;
-- a weight ROM per MAC array (PE codes of the array's width per word) and one constant table
-  (``M``, ``A``, ``B'`` per channel);
+  the skip branch, built only when a pointwise step adds one: a conv step reads its skip branch
+  through the operand port while it drains), the descriptor naming each tensor's bank;
+- a weight ROM per MAC array (PE codes of the array's width per word), or with ``weight_store``
+  ``ram``/``spram`` one store loaded at run time (below), and one constant table (``M``, ``A``,
+  ``B'`` per channel);
 - one MAC array per weight format of the graph (:class:`hw.rtl.mac.MacArray` of
   :class:`hw.rtl.mul.MulLane` s: POST, POT, int; average pools: int with weights 1), PE output
   channels by one input per cycle, its accumulator as wide as the widest layer's, and a
@@ -20,11 +22,22 @@ Built from an :class:`hw.rtl.engine.planner.EnginePlan`. What it holds, and what
 Nothing is unrolled per layer: the counters and address adders are as wide as the largest layer
 needs, and the layer count only sets the depth of the ROMs.
 
+Weights loaded at run time (``weight_store`` ``ram`` or ``spram``): the arrays' weights live in one
+:class:`hw.rtl.engine.weightram.WeightRam` of 16-bit lanes (:func:`hw.rtl.engine.planner.weight_space`;
+an array wider than its lanes keeps its ROM), which the bitstream does not set. The input stream
+then carries commands, one beat each (the command in the low byte): ``LOAD_WEIGHTS_COMMAND``
+followed by the store's 16-bit words (two beats each, low byte first, when a beat is a byte) and
+their sum modulo 2^16, answered by one ``o`` beat with ``last`` set, value 1 when the sum matched
+(weights loaded) and 0 when not; ``IMAGE_COMMAND`` followed by an image's codes, run as usual once
+weights are loaded and otherwise taken and dropped without a reply; any other byte is dropped. The
+host side is :mod:`hw.link.weights`.
+
 Ports
 -----
-i : In(stream.Signature(signed(input width)))
-    The input tensor's codes, ``C*H*W`` beats in (C, H, W) order. Ready while the engine waits for
-    an image.
+i : In(stream.Signature(signed(beat width)))
+    The input tensor's codes, ``C*H*W`` beats in (C, H, W) order (with loaded weights: whole bytes
+    a beat, the codes in the low bits, after the image command). Ready while the engine waits for
+    an image or a command.
 o : Out(stream.Signature({value: signed(word), last: 1}))
     The output tensor's values in (C, H, W) order (the logits), ``last`` on the final one.
 cycles : Out(32)
@@ -44,7 +57,7 @@ reads its ``y`` map twice, one value per cycle (into the unit's GAP, then throug
 with the adapter's :meth:`AsqUnit.beta_cycles` between.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,8 +65,16 @@ from golden import arith
 from hw.rtl.asq import AsqConfig, AsqUnit
 from hw.rtl.engine.epilogue import TwoTermRequantizer
 from hw.rtl.engine.maxarray import MaxArray
-from hw.rtl.engine.planner import STEP_KINDS, EnginePlan
+from hw.rtl.engine.planner import STEP_KINDS, EnginePlan, weight_space
+from hw.rtl.engine.weightram import WeightRam
 from hw.rtl.mac import MacArray
+
+#: Where the engine keeps its weights: ``rom`` (block RAM set by the bitstream), ``ram`` (a RAM loaded
+#: at run time over the input stream, an Amaranth ``Memory``), ``spram`` (the same, built of the
+#: UP5K's ``SB_SPRAM256KA``).
+WEIGHT_STORES = ("rom", "ram", "spram")
+#: The loader protocol's command bytes (the low byte of a command beat, see the module notes).
+LOAD_WEIGHTS_COMMAND, IMAGE_COMMAND = 0x57, 0x49
 
 
 def _uint(top: int):
@@ -67,17 +88,26 @@ class GraphEngine(wiring.Component):
     Parameters
     ----------
     plan : hw.rtl.engine.planner.EnginePlan
+    weight_store : str
+        One of :data:`WEIGHT_STORES` (see the module notes: ``ram``/``spram`` add the loader).
 
     Latency: one image takes :meth:`estimate_cycles` cycles (about); throughput: one image at a
     time (the next image's input is taken after the last output beat).
     """
 
-    def __init__(self, plan: EnginePlan):
+    def __init__(self, plan: EnginePlan, weight_store: str = "rom"):
+        if weight_store not in WEIGHT_STORES:
+            raise ValueError(f"GraphEngine: weight store {weight_store!r} is not one of {WEIGHT_STORES}")
         if not isinstance(plan, EnginePlan):
             raise TypeError("GraphEngine needs an EnginePlan (hw.rtl.engine.planner.plan_graph)")
         if not plan.steps:
             raise ValueError("GraphEngine: the plan has no steps")
         self.plan, self.post_frac_bits = plan, plan.post_frac_bits
+        self.weight_store = weight_store
+        #: Whether the weights are loaded at run time (the input stream's loader protocol).
+        self.loaded = weight_store != "rom"
+        #: The loaded weight store's layout (:func:`hw.rtl.engine.planner.weight_space`).
+        self.weight_space = weight_space(plan)
         steps = plan.steps
         self.pe = plan.pe
         self.word_width = plan.act_width
@@ -111,18 +141,25 @@ class GraphEngine(wiring.Component):
             "pe_hw_out": _uint(max(self.pe * s.h_out * s.w_out for s in steps)),
             "groups": _uint(max(s.groups for s in steps)),
             "items": _uint(max(s.items for s in steps)),
-            "weight_base": _uint(max(len(rom) for rom in plan.weight_roms)),
+            "weight_base": _uint(max([self.weight_space.depth if self.loaded else 0]
+                                     + [len(rom) for rom in plan.weight_roms])),
             "const_base": _uint(len(consts)),
             "shift": _uint(max(s.shift for s in steps)),
             "lo": signed(self.word_width), "hi": signed(self.word_width),
         })
         self.in_width = plan.tensors[plan.input].width
+        #: Whether the activation banks have a second read port: only for a pointwise step adding a
+        #: skip branch (a conv step reads its skip branch through the operand port while it drains).
+        self.skip_port = any(s.skip is not None and s.kind != "conv" for s in steps)
+        #: Bits of an ``i`` beat: the input codes' width, or with the loader whole bytes (a beat
+        #: carries a command or weight byte too; the link sends ``ceil(in_width / 8)`` bytes a beat).
+        self.beat_width = 8 * -(-self.in_width // 8) if self.loaded else self.in_width
         self.asq_configs = [AsqConfig(k, c, pixels, y_max) for k, c, pixels, y_max in plan.asq_configs]
         #: The one ASQ unit serving every asq step (None without ASQ inputs).
         self.asq_unit = (AsqUnit(self.asq_configs, tag_width=self.addr_shape.width) if self.asq_configs
                          else None)
         super().__init__({
-            "i": In(stream.Signature(signed(self.in_width))),
+            "i": In(stream.Signature(signed(self.beat_width))),
             "o": Out(stream.Signature(data.StructLayout({"value": signed(self.word_width), "last": 1}))),
             "cycles": Out(32),
         })
@@ -153,10 +190,16 @@ class GraphEngine(wiring.Component):
                 "kernel": s.kernel, "stride": s.stride, "pad": s.pad, "stride_w": s.stride * s.w_in,
                 "pad_w": s.pad * s.w_in, "c_out": s.c_out, "w_out": s.w_out, "hw_out": s.h_out * s.w_out,
                 "pe_hw_out": self.pe * s.h_out * s.w_out, "groups": s.groups, "items": s.items,
-                "weight_base": s.weight_base, "const_base": s.const_base, "shift": s.shift,
+                "weight_base": s.weight_base + self._store_base(s.array),
+                "const_base": s.const_base, "shift": s.shift,
                 "lo": bound(s.lo), "hi": bound(s.hi),
             })
         return words
+
+    def _store_base(self, array: int) -> int:
+        """Where MAC array ``array``'s words start in the loaded store (0: its own ROM)."""
+        base = self.weight_space.bases[array] if self.loaded else None
+        return 0 if base is None else base
 
     def estimate_cycles(self) -> int:
         """Cycles of one image by the schedule in the module notes (load and output included)."""
@@ -190,18 +233,38 @@ class GraphEngine(wiring.Component):
         operand_bank, skip_bank, write_bank = Signal(), Signal(), Signal()
         operand_bank_q, skip_bank_q = Signal(), Signal()
         m.d.sync += [operand_bank_q.eq(operand_bank), skip_bank_q.eq(skip_bank)]
+        # A conv step reads its skip branch while it drains, when the operand port is idle: through
+        # that port. Only a pointwise step adding a skip (an add not fused into its conv) reads two
+        # values at once, and only then do the banks get a second read port (a block RAM has one:
+        # each read port costs a copy of the bank).
+        skip_port = self.skip_port
         for b, (bits, words) in enumerate(plan.banks):
             m.submodules[f"act_bank{b}"] = bank = memory.Memory(shape=signed(bits), depth=words, init=[])
-            rd0, rd1, wr = bank.read_port(), bank.read_port(), bank.write_port()
-            m.d.comb += [rd0.addr.eq(operand_rd.addr), rd1.addr.eq(skip_rd.addr),
+            rd0, wr = bank.read_port(), bank.write_port()
+            m.d.comb += [rd0.addr.eq(operand_rd.addr),
                          wr.addr.eq(act_wr.addr), wr.data.eq(act_wr.data), wr.en.eq(act_wr.en & (write_bank == b))]
             with m.If(operand_bank_q == b):
                 m.d.comb += operand_rd.data.eq(rd0.data)
-            with m.If(skip_bank_q == b):
-                m.d.comb += skip_rd.data.eq(rd1.data)
+            if skip_port:
+                rd1 = bank.read_port()
+                m.d.comb += rd1.addr.eq(skip_rd.addr)
+                with m.If(skip_bank_q == b):
+                    m.d.comb += skip_rd.data.eq(rd1.data)
         weight_rds = []
+        weight_ram = None
+        space = self.weight_space
+        if self.loaded:
+            # One run-time-loaded store for the arrays it holds: one read at a time (the step's
+            # array), each array's word in the low bits of an address.
+            m.submodules.weight_ram = weight_ram = WeightRam(
+                space.depth, space.lanes, cells="spram" if self.weight_store == "spram" else "memory")
         for k, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
             w_layout = data.ArrayLayout(unsigned(spec.w_bits), pe)
+            if self.loaded and space.stored(k):
+                view = _Port(unsigned(len(weight_ram.addr)), w_layout)
+                m.d.comb += view.data.eq(weight_ram.rdata[:pe * spec.w_bits])
+                weight_rds.append(view)
+                continue
             m.submodules[f"weight_rom{k}"] = weight_rom = memory.Memory(shape=w_layout, depth=max(len(rom), 1),
                                                                         init=rom or [[0] * pe])
             weight_rds.append(weight_rom.read_port())
@@ -291,7 +354,11 @@ class GraphEngine(wiring.Component):
             if spec.kind == "max":
                 m.d.comb += mac.inside.eq(mac_inside)
                 continue
-            m.d.comb += weight_rds[k].addr.eq(d.weight_base + gofs_w + witem)
+            if self.loaded and space.stored(k):
+                with m.If(d.array == k):
+                    m.d.comb += weight_ram.addr.eq(d.weight_base + gofs_w + witem)
+            else:
+                m.d.comb += weight_rds[k].addr.eq(d.weight_base + gofs_w + witem)
             for p in range(pe):
                 m.d.comb += mac.w[p][0].eq(weight_rds[k].data[p])
         mac_done = Signal()
@@ -313,7 +380,8 @@ class GraphEngine(wiring.Component):
         m.d.comb += [
             rq.i.valid.eq(feed_valid),
             rq.i.payload.acc.eq(Mux(feed_pointwise, operand_rd.data, feed_acc)),
-            rq.i.payload.skip.eq(skip_rd.data),
+            rq.i.payload.skip.eq(Mux(feed_pointwise, skip_rd.data, operand_rd.data) if skip_port
+                                 else operand_rd.data),
             rq.i.payload.M.eq(const_rd.data.M), rq.i.payload.A.eq(const_rd.data.A), rq.i.payload.B.eq(const_rd.data.B),
             rq.i.payload.tag.eq(feed_tag),
             rq.g.eq(Mux(d.beta, beta_reg, 1)), rq.shift.eq(d.shift),
@@ -337,7 +405,8 @@ class GraphEngine(wiring.Component):
         load = Signal()
         m.d.comb += [operand_bank.eq(d.src_bank), skip_bank.eq(d.skip_bank), write_bank.eq(d.dst_bank)]
         with m.If(load):
-            m.d.comb += [act_wr.addr.eq(in_base + count), act_wr.data.eq(self.i.payload), act_wr.en.eq(self.i.valid),
+            code = self.i.payload[:self.in_width].as_signed() if self.loaded else self.i.payload
+            m.d.comb += [act_wr.addr.eq(in_base + count), act_wr.data.eq(code), act_wr.en.eq(self.i.valid),
                          write_bank.eq(plan.tensors[plan.input].bank)]
         with m.Elif(flush):
             m.d.comb += [act_wr.addr.eq(d.gap + gchan + lane), act_wr.data.eq(flush_value), act_wr.en.eq(chan_ok),
@@ -359,6 +428,8 @@ class GraphEngine(wiring.Component):
         asq_regs = self._asq_wiring(m, asq, d, operand_rd) if asq is not None else None
 
         with m.FSM():
+            if self.loaded:  # the first state: the loader's command
+                self._loader_states(m, weight_ram, in_words)
             with m.State("LOAD"):
                 m.d.comb += [load.eq(1), self.i.ready.eq(1)]
                 with m.If(self.i.valid):
@@ -398,6 +469,8 @@ class GraphEngine(wiring.Component):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += [drain.eq(1), operand_rd.addr.eq(d.src + out_ofs)]
+                with m.If(d.kind == 0):  # a conv's operand port is idle here: it reads the skip branch
+                    m.d.comb += [operand_rd.addr.eq(d.skip + out_ofs), operand_bank.eq(d.skip_bank)]
                 m.d.sync += [lane.eq(lane + 1), lane_hw.eq(lane_hw + d.hw_out)]
                 with m.If(lane == pe - 1):
                     m.d.sync += [lane.eq(0), lane_hw.eq(0), *start_items()]
@@ -457,9 +530,75 @@ class GraphEngine(wiring.Component):
                     m.next = "OUT_ADDR"
                     with m.If(count == out_words - 1):
                         m.d.sync += [count.eq(0), running.eq(0)]
-                        m.next = "LOAD"
+                        m.next = "COMMAND" if self.loaded else "LOAD"
         return m
 
+
+    def _loader_states(self, m, weight_ram, in_words):
+        """The loader protocol (module notes): commands, the weight words and their checksum, the
+        acknowledgement beat, and images dropped while no weights are loaded."""
+        space = self.weight_space
+        beats_per_word = 2 if self.beat_width == 8 else 1
+        loaded = Signal()                       # a load's checksum matched
+        addr = Signal(range(space.depth + 1))
+        lane = Signal(range(space.lanes + 1))
+        low = Signal(8)                         # a word's first byte (byte beats)
+        high = Signal()                         # the next beat is a word's second byte
+        word = Signal(16)
+        total = Signal(16)
+        ack_ok = Signal()
+        skipped = Signal(range(in_words + 1))
+        beat = self.i.payload.as_unsigned()
+        if beats_per_word == 2:
+            m.d.comb += word.eq(beat[:8] << 8 | low)
+            word_done = high
+        else:
+            m.d.comb += word.eq(beat[:16])
+            word_done = Const(1)
+        with m.State("COMMAND"):
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += [addr.eq(0), lane.eq(0), high.eq(0), total.eq(0), skipped.eq(0)]
+                with m.If(beat[:8] == LOAD_WEIGHTS_COMMAND):
+                    m.d.sync += loaded.eq(0)
+                    m.next = "WEIGHTS"
+                with m.Elif(beat[:8] == IMAGE_COMMAND):
+                    with m.If(loaded):
+                        m.next = "LOAD"
+                    with m.Else():
+                        m.next = "SKIP"
+                # any other byte is dropped
+        with m.State("WEIGHTS"):
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += [high.eq(~high), low.eq(beat[:8])]
+                with m.If(word_done):
+                    m.d.comb += [weight_ram.addr.eq(addr), weight_ram.wdata.eq(word),
+                                 weight_ram.wen.eq(1 << lane)]
+                    m.d.sync += [total.eq(total + word), lane.eq(lane + 1), high.eq(0)]
+                    with m.If(lane == space.lanes - 1):
+                        m.d.sync += [lane.eq(0), addr.eq(addr + 1)]
+                        with m.If(addr == space.depth - 1):
+                            m.next = "CHECKSUM"
+        with m.State("CHECKSUM"):
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += [high.eq(~high), low.eq(beat[:8])]
+                with m.If(word_done):
+                    m.d.sync += [ack_ok.eq(word == total), high.eq(0)]
+                    m.next = "ACK"
+        with m.State("ACK"):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.value.eq(ack_ok), self.o.payload.last.eq(1)]
+            with m.If(self.o.ready):
+                m.d.sync += loaded.eq(ack_ok)
+                m.next = "COMMAND"
+        with m.State("SKIP"):  # an image before any weights loaded: its codes are dropped, no reply
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += skipped.eq(skipped + 1)
+                with m.If(skipped == in_words - 1):
+                    m.next = "COMMAND"
+        return loaded
 
     @staticmethod
     def _asq_wiring(m, asq, d, operand_rd):

@@ -604,3 +604,90 @@ def _weights(graph, steps, conv_nodes, weights, pe):
                                           for c in range(j * pe, (j + 1) * pe)])
         step.weight_words = len(words) - step.weight_base
     return arrays, roms
+
+
+# ----------------------------------------------------------------------------------------------
+# The run-time-loaded weight store: every MAC array's weights in one space of 16-bit words
+
+#: Bits of one word of the run-time-loaded weight store (the UP5K's SPRAM word, the loader's unit).
+WEIGHT_WORD_BITS = 16
+
+
+@dataclass(frozen=True)
+class WeightSpace:
+    """The layout of the MAC arrays' weights in one run-time-loaded memory.
+
+    One address holds one weight word of an array (the PE codes of one input position, element 0
+    in the low bits as in the ROMs), split into ``lanes`` 16-bit words side by side (lane 0 the
+    low bits), so a read gives a whole word in one cycle. ``lanes`` is set by the array holding
+    the most weight bits (``PE * w_bits`` over 16, rounded up: 3-bit POST codes at PE 4 take one
+    16-bit lane, not the two an 8-bit int layer's would); the arrays whose words fit those lanes
+    are stored, their words following each other (array ``k``'s from ``bases[k]`` on); a wider
+    array (the small int layers at the network's edges, beside a narrow POST array) keeps its ROM
+    (``bases[k]`` None), as does an array without weights (a max pool's).
+
+    Attributes
+    ----------
+    lanes : int
+        16-bit words per address.
+    depth : int
+        Addresses: the stored arrays' words (at least 1).
+    bases : tuple of int or None
+        Per MAC array the address of its first word, None for an array kept in its ROM.
+    """
+
+    lanes: int
+    depth: int
+    bases: tuple
+
+    def stored(self, array: int) -> bool:
+        """Whether MAC array ``array``'s weights are in this store (not in a ROM)."""
+        return self.bases[array] is not None
+
+    @property
+    def word_bits(self) -> int:
+        """Bits of one address (all lanes)."""
+        return self.lanes * WEIGHT_WORD_BITS
+
+    @property
+    def load_words(self) -> int:
+        """16-bit words the loader sends: ``depth * lanes``."""
+        return self.depth * self.lanes
+
+
+def weight_space(plan: EnginePlan) -> WeightSpace:
+    """The one weight space of ``plan``'s arrays (see :class:`WeightSpace`)."""
+    roms = list(zip(plan.arrays, plan.weight_roms, strict=True))
+    weighted = [(plan.pe * a.w_bits * len(rom), plan.pe * a.w_bits) for a, rom in roms if rom]
+    lanes = -(-max(weighted)[1] // WEIGHT_WORD_BITS) if weighted else 1
+    bases, depth = [], 0
+    for a, rom in roms:
+        if rom and plan.pe * a.w_bits <= lanes * WEIGHT_WORD_BITS:
+            bases.append(depth)
+            depth += len(rom)
+        else:
+            bases.append(None)
+    return WeightSpace(lanes=lanes, depth=max(depth, 1), bases=tuple(bases))
+
+
+def weight_words(plan: EnginePlan) -> list:
+    """The 16-bit words the loader sends for ``plan``, in load order: address by address, each
+    address's lanes from lane 0 (the low 16 bits) up; an unused address (an empty plan) is zeros."""
+    space = weight_space(plan)
+    words = []
+    for k, (spec, rom) in enumerate(zip(plan.arrays, plan.weight_roms, strict=True)):
+        if not space.stored(k):
+            continue
+        mask = (1 << spec.w_bits) - 1
+        for codes in rom:
+            packed = 0
+            for p, code in enumerate(codes):
+                packed |= (int(code) & mask) << (p * spec.w_bits)
+            words += [(packed >> (WEIGHT_WORD_BITS * lane)) & 0xFFFF for lane in range(space.lanes)]
+    words += [0] * (space.load_words - len(words))
+    return words
+
+
+def weight_checksum(words) -> int:
+    """The loader's checksum of ``words``: their sum modulo 2^16."""
+    return sum(int(w) for w in words) & 0xFFFF
