@@ -140,3 +140,34 @@ def test_mac_array_refuses_bad_parameters():
         MacArray("int", 4, 4, acc_width=3)
     with pytest.raises(ValueError, match="exclude each other"):
         MacArray("int", 8, 8, in_logic=True, registered_dsp=True)
+
+
+@pytest.mark.parametrize("kind,bits,act_signed,pe,simd,product_latency,sum_stage", [
+    ("int", 8, True, 4, 1, 2, False), ("int", 8, True, 2, 1, 3, False), ("int", 8, False, 2, 2, 2, True),
+    ("post", 3, False, 4, 4, 1, True), ("pot", 4, False, 2, 3, 1, True),
+])
+def test_deeper_pipelines_sum_alike_with_their_latency(kind, bits, act_signed, pe, simd, product_latency,
+                                                       sum_stage):
+    """Pipelined logic products and a registered per-PE sum: the same sums, ``done`` later."""
+    rng = np.random.default_rng(bits * 17 + pe * 3 + simd + product_latency)
+    lo, hi = _act_bounds(bits, act_signed)
+    groups = [[(rng.integers(lo, hi + 1, simd), rng.integers(0, 1 << bits, (pe, simd)))
+               for _ in range(int(rng.integers(1, 7)))] for _ in range(6)]
+    if kind == "int":  # the largest product
+        groups.append([(np.full(simd, lo), np.full((pe, simd), 1 << (bits - 1)))] * 3)
+    pmin, pmax = arith.product_range(lo, hi, kind, bits, 6)
+    array = MacArray(kind, bits, bits, act_signed, pe=pe, simd=simd, acc_width=arith.acc_width(6 * simd, pmin, pmax),
+                     frac_bits=6, in_logic=kind == "int", product_latency=product_latency, sum_stage=sum_stage)
+    assert array.latency == MacArray.LATENCY + product_latency - 1 + sum_stage
+    assert array.latency == MacArray.latency_for(kind, product_latency=product_latency, sum_stage=sum_stage)
+    assert _run_groups(array, groups, gap_every=3) == _expected(kind, bits, groups, 6)
+    assert _run_groups(array, groups) == _expected(kind, bits, groups, 6)  # back to back
+
+
+def test_pipelined_products_need_uniform_lanes_in_logic():
+    with pytest.raises(ValueError, match="in_logic"):
+        MacArray("post", 3, 3, product_latency=2)
+    with pytest.raises(ValueError, match="in_logic"):
+        MacArray("int", 8, 8, product_latency=2)
+    with pytest.raises(ValueError, match="latency 9"):
+        MacArray("int", 8, 8, in_logic=True, product_latency=9)

@@ -21,6 +21,13 @@ padding included, leaves the block's registers packable), instead of a lane's co
 ``a * w`` that Yosys puts on a DSP block with its clock tied off (an untimed path on the iCE40).
 The products then reach the accumulators ``PipelinedProduct(...).latency`` cycles after their
 inputs: latency :meth:`latency_for` (6 instead of 2), throughput unchanged.
+
+Deeper pipelines, both off by default (throughput unchanged, each stage one cycle of latency):
+
+- ``product_latency`` > 1 (uniform lanes in logic only): each product's adder tree is cut by
+  registers (:func:`hw.rtl.mul.pipelined_logic_product`), so that the clock is not bounded by a
+  wide shift-and-add multiplier;
+- ``sum_stage``: each PE's sum of its SIMD products is registered before the accumulator.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -29,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.formats import DEFAULT_POST_FRAC_BITS
 from hw.rtl.dsp import PipelinedProduct
-from hw.rtl.mul import MulLane
+from hw.rtl.mul import MulLane, pipelined_logic_product, pipelined_logic_product_latency
 
 
 class MacArray(wiring.Component):
@@ -54,6 +61,12 @@ class MacArray(wiring.Component):
     registered_dsp : bool
         Uniform multipliers on registered DSP blocks (see the module notes); POST and POT lanes
         are shift logic and take no DSP block, so it leaves them as they are.
+    product_latency : int
+        Cycles from the inputs to the registered products: 1 (default) is the lanes'
+        combinational products registered once; more (``in_logic`` uniform lanes only) cuts each
+        product's adder tree with registers.
+    sum_stage : bool
+        Register each PE's sum of products before its accumulator (one more cycle of latency).
 
     Ports
     -----
@@ -74,26 +87,39 @@ class MacArray(wiring.Component):
     LATENCY = 2
 
     @classmethod
-    def latency_for(cls, kind: str, *, registered_dsp: bool = False) -> int:
-        """:attr:`latency` of an array of ``kind`` built with ``registered_dsp``."""
+    def latency_for(cls, kind: str, *, registered_dsp: bool = False, product_latency: int = 1,
+                    sum_stage: bool = False) -> int:
+        """:attr:`latency` of an array of ``kind`` built with these options."""
         if registered_dsp and kind == "int":
             return PipelinedProduct.LATENCY + 1 + 1  # the product with its input stage, then the accumulator
-        return cls.LATENCY
+        return cls.LATENCY + (product_latency - 1) + int(sum_stage)
 
     def __init__(self, kind, w_bits, act_bits, act_signed=False, *, pe=1, simd=1, acc_width=32,
-                 frac_bits=DEFAULT_POST_FRAC_BITS, in_logic=False, registered_dsp=False):
+                 frac_bits=DEFAULT_POST_FRAC_BITS, in_logic=False, registered_dsp=False,
+                 product_latency=1, sum_stage=False):
         for name, value in (("pe", pe), ("simd", simd)):
             if value < 1:
                 raise ValueError(f"MacArray {name}={value} must be >= 1")
         if in_logic and registered_dsp:
             raise ValueError("MacArray: in_logic (no DSP block) and registered_dsp exclude each other")
+        if product_latency != 1 and not (in_logic and kind == "int"):
+            raise ValueError("MacArray: product_latency other than 1 needs uniform lanes in logic (in_logic)")
+        #: Adder levels between the pipelined products' registers (None: combinational lanes).
+        self.levels_per_stage = None
+        if product_latency != 1:
+            fits = [k for k in range(1, w_bits + 1) if pipelined_logic_product_latency(w_bits, k) == product_latency]
+            if not fits:
+                raise ValueError(f"MacArray: no pipelined {w_bits}-bit product has latency {product_latency}")
+            self.levels_per_stage = max(fits)
+        self.product_latency, self.sum_stage = product_latency, sum_stage
         self.lanes = [MulLane(kind, w_bits, act_bits, act_signed, pe, frac_bits, in_logic)
                       for _ in range(simd)]
         self.prod_shape = self.lanes[0].prod_shape
         #: Products on :class:`PipelinedProduct` s instead of the lanes (uniform weights only).
         self.registered_dsp = registered_dsp and kind == "int"
-        self.latency = self.latency_for(kind, registered_dsp=registered_dsp)
-        if self.registered_dsp:
+        self.latency = self.latency_for(kind, registered_dsp=registered_dsp, product_latency=product_latency,
+                                        sum_stage=sum_stage)
+        if self.registered_dsp or self.levels_per_stage is not None:
             for lane in self.lanes:  # checked and sized the lane; the products are built instead
                 lane._MustUse__silence = True
         if acc_width < self.prod_shape.width:
@@ -117,6 +143,8 @@ class MacArray(wiring.Component):
         m = Module()
         if self.registered_dsp:
             prod, (valid1, first1, last1) = self._registered_products(m)
+        elif self.levels_per_stage is not None:
+            prod, (valid1, first1, last1) = self._pipelined_products(m)
         else:
             prod = [[Signal(self.prod_shape, name=f"prod_{p}_{s}") for s in range(self.simd)]
                     for p in range(self.pe)]
@@ -128,13 +156,41 @@ class MacArray(wiring.Component):
                     m.d.sync += prod[p][s].eq(lane.p[p])
             valid1, first1, last1 = Signal(), Signal(), Signal()
             m.d.sync += [valid1.eq(self.valid), first1.eq(self.first), last1.eq(self.last)]
+        totals = [sum(prod[p][1:], prod[p][0]) for p in range(self.pe)]
+        if self.sum_stage:
+            sums = [Signal(signed(self.prod_shape.width + (self.simd - 1).bit_length()), name=f"sum_{p}")
+                    for p in range(self.pe)]
+            m.d.sync += [s.eq(t) for s, t in zip(sums, totals, strict=True)]
+            totals = sums
+            flags = [Signal(name=f"{n}_sum") for n in ("valid", "first", "last")]
+            m.d.sync += [f.eq(v) for f, v in zip(flags, (valid1, first1, last1), strict=True)]
+            valid1, first1, last1 = flags
         m.d.sync += self.done.eq(valid1 & last1)
         with m.If(valid1):
             for p in range(self.pe):
-                total = sum(prod[p][1:], prod[p][0])
                 base = Mux(first1, 0, self.acc[p])  # a new group starts from 0
-                m.d.sync += self.acc[p].eq(base + total)
+                m.d.sync += self.acc[p].eq(base + totals[p])
         return m
+
+    def _pipelined_products(self, m):
+        """``a[s] * w[p][s]`` as shift-and-add trees cut by registers; ``valid``, ``first``,
+        ``last`` delayed alike (``product_latency`` cycles)."""
+        prod = []
+        for p in range(self.pe):
+            row = []
+            for s in range(self.simd):
+                value, latency = pipelined_logic_product(m, self.a[s], self.w[p][s].as_signed(),
+                                                         levels_per_stage=self.levels_per_stage,
+                                                         name=f"prod_{p}_{s}")
+                assert latency == self.product_latency
+                row.append(value)
+            prod.append(row)
+        flags = [self.valid, self.first, self.last]
+        for k in range(self.product_latency):
+            delayed = [Signal(name=f"{n}_d{k}") for n in ("valid", "first", "last")]
+            m.d.sync += [d.eq(f) for d, f in zip(delayed, flags, strict=True)]
+            flags = delayed
+        return prod, flags
 
     def _registered_products(self, m):
         """``a[s] * w[p][s]`` on registered DSP blocks; the products and ``valid``, ``first``,

@@ -39,9 +39,9 @@ class AddressGenerator(wiring.Component):
     A group's last set waits while the serializer may still be busy with the previous group (only
     when a group is shorter than PE sets): ``PE`` cycles must separate two group ends.
 
-    Latency :attr:`LATENCY`: the addresses and the issue record of a set come from registers, one
-    cycle after the loop counters reach it (so no path chains the counters' index arithmetic into
-    the memories' address inputs); throughput one set per cycle but for those waits
+    Latency :attr:`LATENCY`: the addresses and the issue record of a set come from registers, two
+    cycles after the loop counters reach it (the index arithmetic in two registered stages, so
+    that no path chains it from the counters into the memories' address inputs); throughput one set per cycle but for those waits
     (:meth:`issue_cycles` counts them).
 
     Parameters
@@ -69,13 +69,13 @@ class AddressGenerator(wiring.Component):
     rom_addr : Out(unsigned)
         Read address of the weight ROM of ``layer``'s engine.
     done : Out(1)
-        Registered: the layer's final set was issued by the counters in the previous cycle (it is
-        on ``issue`` now); the counters issue nothing in this cycle, so the layer's RUN phase
-        ends with it (:data:`DONE_CYCLES`) and the next layer's sets may follow at once.
+        Registered: the layer's final set was issued by the counters in the previous cycle (it
+        reaches ``issue`` in the next cycle); the counters issue nothing in this cycle, so the
+        layer's RUN phase ends with it (:data:`DONE_CYCLES`) and the next layer's sets may follow at once.
     """
 
     #: Cycles from the counters reaching a set to its record on ``issue`` and its addresses.
-    LATENCY = 1
+    LATENCY = 2
     #: The cycle after a layer's final set in which ``done`` is high and nothing is issued (so the
     #: sequencer's reaction to the end of a layer starts from a register, not from the counters'
     #: bound comparisons).
@@ -131,11 +131,24 @@ class AddressGenerator(wiring.Component):
         # end's test is a flip-flop).
         since = Signal(range(self.pe + 1), init=self.pe)
         free = Signal(init=1)
-        # The set the counters are at; registered onto the outputs.
+        # The set the counters are at, registered twice onto the outputs: the first stage holds
+        # the index arithmetic's pieces (the input row's address, the column, the padding test),
+        # the second adds them, so that no path runs from the counters through a chain of adders
+        # and the padding test into the memories' addresses.
         issue = Signal.like(self.issue, name="issue_next")
-        act_addr = Signal.like(self.act_addr, name="act_addr_next")
-        rom_addr = Signal.like(self.rom_addr, name="rom_addr_next")
-        m.d.sync += [self.issue.eq(issue), self.act_addr.eq(act_addr), self.rom_addr.eq(rom_addr)]
+        issue1 = Signal.like(self.issue, name="issue_stage1")
+        row_width = max((la.c_in // la.simd) * la.in_pixels + la.in_pixels for la in layers).bit_length() + 1
+        row = Signal(signed(row_width), name="row_addr_next")  # chunk + input row part of the address
+        col = Signal(signed(row_width), name="col_next")  # input column (negative: padding)
+        inb = Signal(name="inb_next")
+        row1, col1 = Signal.like(row, name="row_addr_stage1"), Signal.like(col, name="col_stage1")
+        rom_hi = Signal.like(self.rom_addr, name="rom_hi_next")  # the base and the group/kernel-row part
+        rom_lo = Signal.like(self.rom_addr, name="rom_lo_next")  # the kernel-column/chunk part
+        rom_hi1, rom_lo1 = Signal.like(rom_hi, name="rom_hi_stage1"), Signal.like(rom_lo, name="rom_lo_stage1")
+        m.d.sync += [issue1.eq(issue), row1.eq(row), col1.eq(col), rom_hi1.eq(rom_hi), rom_lo1.eq(rom_lo),
+                     self.issue.eq(issue1), self.rom_addr.eq(rom_hi1 + rom_lo1),
+                     self.act_addr.eq(Mux(issue1.inb, (row1 + col1).as_unsigned(), 0))]
+        m.d.comb += issue.inb.eq(inb)
         m.d.comb += [issue.grp.eq(grp), issue.layer.eq(self.layer)]
 
         # Loop counters, innermost first, each with its per-layer bound.
@@ -190,12 +203,10 @@ class AddressGenerator(wiring.Component):
                     iy = Signal(signed(width), name=f"iy_{la.name}")
                     ix = Signal(signed(width), name=f"ix_{la.name}")
                     m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
-                    inb = in_bounds(la, iy, ix)
-                    addr = ck * la.in_pixels + iy.as_unsigned() * la.w_in + ix.as_unsigned()
                     m.d.comb += [
-                        act_addr.eq(Mux(inb, addr, 0)),
-                        rom_addr.eq(self.rom_bases[la.index]
-                                         + ((grp * la.kernel + ky) * la.kernel + kx) * la.chunks + ck),
-                        issue.inb.eq(inb), issue.pix.eq(oy * la.w_out + ox),
+                        row.eq(ck * la.in_pixels + iy * la.w_in), col.eq(ix), inb.eq(in_bounds(la, iy, ix)),
+                        rom_hi.eq(self.rom_bases[la.index] + (grp * la.kernel + ky) * la.kernel * la.chunks),
+                        rom_lo.eq(kx * la.chunks + ck),
+                        issue.pix.eq(oy * la.w_out + ox),
                     ]
         return m

@@ -19,8 +19,9 @@ reads and writes), and an ASQ input waits for the last ``y`` of the layer before
 needs every GAP sum, and its MLP takes the GAP memory's read port).
 
 Times below are clock cycles. A set issued by the address generator at (counter) cycle ``t`` of its
-layer's RUN presents its buffer address at ``t + 1``, so it sees every write made at or before
-``t``; a write is the cycle its write enable is high.
+layer's RUN presents its buffer address at ``t + AddressGenerator.LATENCY``, so it sees every write
+made at or before ``t + AddressGenerator.LATENCY - 1``; a write is the cycle its write enable is
+high.
 """
 
 from dataclasses import dataclass
@@ -36,7 +37,10 @@ from hw.rtl.requant import Requantizer
 #: register (the layer's activation lanes selected and registered, so that no path chains the
 #: selection into an engine's multipliers), then the array.
 OPERAND_LATENCY = 1
-MAC_LATENCY = READ_LATENCY + OPERAND_LATENCY + MacArray.LATENCY
+#: Both engines' arrays take one stage more than the plain array: the wide 8-bit multipliers (in
+#: logic) cut in two, the main array's per-PE sums registered, so that the two stay in step.
+ENGINE_LATENCY = MacArray.LATENCY + 1
+MAC_LATENCY = READ_LATENCY + OPERAND_LATENCY + ENGINE_LATENCY
 #: The serializer sends a group's first sum the cycle after ``done``.
 SERIALIZER_LATENCY = 1
 #: From the counter cycle of a group's last set to the write of its first value (channel ``k`` of
@@ -120,7 +124,7 @@ def earliest_start(reads, word_writes: dict) -> int:
     start = None
     for s in reads:
         if s.word is not None:
-            need = word_writes[s.word] - s.t
+            need = word_writes[s.word] - s.t - (AddressGenerator.LATENCY - 1)
             start = need if start is None or need > start else start
     return 0 if start is None else start
 

@@ -45,7 +45,7 @@ from amaranth.lib.wiring import In, Out
 from hw.rtl.accel.address import AddressGenerator
 from hw.rtl.accel.argmax import ArgmaxOutput, output_layout
 from hw.rtl.accel.buffers import ActivationBuffer, weight_rom
-from hw.rtl.accel.schedule import MAC_LATENCY, Schedule, schedule
+from hw.rtl.accel.schedule import ENGINE_LATENCY, MAC_LATENCY, Schedule, schedule
 from hw.rtl.accel.sequencer import Sequencer
 from hw.rtl.accel.serializer import Serializer
 from hw.rtl.asq import AsqConfig, AsqUnit
@@ -100,11 +100,16 @@ class AsqAccel(wiring.Component):
         self.main = self.wide = None
         if main:
             self.main = MacArray(plan.mul, plan.bits, plan.bits, False, pe=plan.pe, simd=plan.simd,
-                                 acc_width=max(la.acc_width for la in main), frac_bits=plan.frac_bits)
+                                 acc_width=max(la.acc_width for la in main), frac_bits=plan.frac_bits,
+                                 sum_stage=True)
         if wide:
             # In logic: the UP5K's 8 DSPs go to the wider requantizer and ASQ products.
+            # Its products cut by a register (a plain 9 x 8-bit shift-and-add tree bounds the clock).
             self.wide = MacArray("int", WIDE_W_BITS, WIDE_ACT_BITS, True, pe=plan.pe, simd=1,
-                                 acc_width=max(la.acc_width for la in wide), in_logic=True)
+                                 acc_width=max(la.acc_width for la in wide), in_logic=True, product_latency=2)
+        for mac in (self.main, self.wide):
+            if mac is not None and mac.latency != ENGINE_LATENCY:  # pragma: no cover - kept in step above
+                raise AssertionError(f"engine latency {mac.latency}, the schedule assumes {ENGINE_LATENCY}")
         self.acc_width = max(la.acc_width for la in plan.layers)
         self.max_pixels = max(la.out_pixels for la in plan.layers)
         self.requant = Requantizer([la.requant for la in plan.layers], acc_width=self.acc_width,
@@ -213,8 +218,8 @@ class AsqAccel(wiring.Component):
         plan = self.plan
         for buf in buffers:
             m.d.comb += buf.read_addr.eq(loops.act_addr)
-        # The set being read (stage 1), its operands registered (stage 2), then its engine's two
-        # stages (3, 4: the sums are done).
+        # The set being read (stage 1), its operands registered (stage 2), then its engine's
+        # stages (3 .. MAC_LATENCY: the sums are done).
         read_stage = Signal(loops.issue.shape())
         operand_stage = Signal(loops.issue.shape())
         late = data.StructLayout({"valid": 1, "pix": loops.issue.pix.shape(), "grp": loops.issue.grp.shape(),
