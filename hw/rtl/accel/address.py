@@ -41,8 +41,8 @@ class AddressGenerator(wiring.Component):
 
     Latency :attr:`LATENCY`: the addresses and the issue record of a set come from registers, two
     cycles after the loop counters reach it (the index arithmetic in two registered stages, so
-    that no path chains it from the counters into the memories' address inputs); throughput one set per cycle but for those waits
-    (:meth:`issue_cycles` counts them).
+    that no path chains it from the counters into the memories' address inputs); throughput one set
+    per cycle but for those waits (:meth:`issue_cycles` counts them).
 
     Parameters
     ----------
