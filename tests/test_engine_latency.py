@@ -19,8 +19,8 @@ class _CombinationalMacArray(MacArray):
         super().__init__(*args, **kwargs)
 
     @classmethod
-    def latency_for(cls, kind, *, registered_dsp=False):
-        return MacArray.LATENCY
+    def latency_for(cls, kind, *, registered_dsp=False, **options):
+        return MacArray.latency_for(kind, **options)
 
 
 def test_the_estimate_counts_the_uniform_arrays_registered_products(monkeypatch):
