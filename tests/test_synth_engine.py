@@ -126,9 +126,11 @@ def test_make_synth_passes_a_bundles_own_bits():
         "--reply", "class", "--window", "3"]
 
 
-def test_synthesize_engine_hands_the_engine_and_its_figures_to_the_board_flow(monkeypatch, tmp_path):
+@pytest.fixture
+def board_flow(monkeypatch):
+    """What ``synthesize_engine`` hands to ``synthesize_top`` (which runs no tool here): its keyword
+    arguments, the top as ``top`` and the board as ``board``."""
     import hw.eda.synth
-    from hw.rtl.engine.core import GraphEngine
 
     seen = {}
 
@@ -137,6 +139,14 @@ def test_synthesize_engine_hands_the_engine_and_its_figures_to_the_board_flow(mo
         return {}
 
     monkeypatch.setattr(hw.eda.synth, "synthesize_top", capture)
+    return seen
+
+
+def test_synthesize_engine_hands_the_engine_and_its_figures_to_the_board_flow(board_flow, tmp_path):
+    import hw.eda.synth
+    from hw.rtl.engine.core import GraphEngine
+
+    seen = board_flow
     hw.eda.synth.synthesize_engine(RESNET20_B3, "ulx3s", tmp_path / "o", pe=2, seeds=3, clock="auto", progress=False)
     assert isinstance(seen["top"], GraphEngine) and seen["top"].pe == 2 and seen["board"] == "ulx3s"
     engine = seen["extra"]["engine"]
@@ -328,18 +338,12 @@ def test_synth_on_the_icebreaker_says_resnet20_weights_are_in_spram_and_what_sti
     assert not out.exists()
 
 
-def test_synthesize_engine_reports_what_the_host_loads(monkeypatch, tmp_path):
+def test_synthesize_engine_reports_what_the_host_loads(board_flow, monkeypatch, tmp_path):
     import hw.eda.synth
     from hw.link.weights import load_bytes
     from hw.rtl.engine.planner import weight_checksum, weight_words
 
-    seen = {}
-
-    def capture(top, board, out_dir, **kwargs):
-        seen.update(kwargs, top=top, board=board)
-        return {}
-
-    monkeypatch.setattr(hw.eda.synth, "synthesize_top", capture)
+    seen = board_flow
     # ResNet-20's activations do not fit the iCEBreaker: the memory check is passed over to see what the flow gets
     monkeypatch.setattr(hw.eda.synth, "block_memory_fit", lambda memories, board: {"fits": True, "memories": memories})
     hw.eda.synth.synthesize_engine(RESNET20_B3, "icebreaker", tmp_path / "o", pe=5, progress=False, weights="spram")
