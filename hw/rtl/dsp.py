@@ -168,3 +168,46 @@ class PipelinedProduct(wiring.Component):
             total = total - (u_delayed << (x_shape.width - 1))
         m.d.sync += self.p.eq(total)
         return m
+
+
+#: Cycles of :func:`block_product`: operand registers, then the block's output register.
+BLOCK_PRODUCT_LATENCY = 2
+
+
+def block_product(m, a, b, enable, *, name="block"):
+    """``a * b`` on one DSP block, registered at both ends, latency :data:`BLOCK_PRODUCT_LATENCY`.
+
+    For operands that fit one block (each at most :data:`DSP_WIDTH` bits, of one signedness): a
+    plain register per operand (the block's input registers) and a register with an enable after
+    the multiplier (its output register, the hold input driven by ``~enable``), so every port of
+    the block is a register port and nextpnr times every path into and out of it. Without the
+    block's internal pipeline register the product is ready one cycle earlier than in
+    :class:`PipelinedProduct` (the multiplier sits between the block's own registers).
+
+    Parameters
+    ----------
+    m : Module
+    a, b : Value
+        Operands; they should come from registers or memories (a multiplexer with a constant arm
+        in front of an operand register keeps it out of the block, see the module notes).
+    enable : Value
+        Loads the product register: high in the cycle after the operands were valid. Not a constant.
+
+    Returns
+    -------
+    Signal
+        The product of the operands of 2 cycles before (held while ``enable`` is low).
+    """
+    if a.shape().signed != b.shape().signed:
+        raise ValueError("block_product: operands of one signedness (a constant extension bit "
+                         "would keep the operand registers out of the block)")
+    if max(len(a), len(b)) > DSP_WIDTH:
+        raise ValueError(f"block_product: operands of at most {DSP_WIDTH} bits, got {len(a)} and {len(b)}")
+    a_reg = Signal(a.shape(), name=f"{name}_a", reset_less=True)
+    b_reg = Signal(b.shape(), name=f"{name}_b", reset_less=True)
+    width = len(a) + len(b)
+    product = Signal(signed(width) if a.shape().signed else unsigned(width), name=f"{name}_p", reset_less=True)
+    m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
+    with m.If(enable):
+        m.d.sync += product.eq(a_reg * b_reg)
+    return product

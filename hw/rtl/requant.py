@@ -187,6 +187,12 @@ class Requantizer(wiring.Component):
             "o_layer": Out(range(max(len(specs), 2))),
         })
 
+    @property
+    def dsp_blocks(self) -> int:
+        """DSP blocks its two products take (16 x 16 pieces)."""
+        acc_g = PipelinedProduct(signed(self.acc_width), unsigned(self.g_width))
+        return acc_g.pieces + PipelinedProduct(acc_g.p.shape(), signed(self.m_width)).pieces
+
     def _rom(self, m, name, field, width):
         bases, words = [], []
         for spec in self.specs:
