@@ -107,7 +107,8 @@ class AsqAccel(wiring.Component):
         self.max_pixels = max(la.out_pixels for la in plan.layers)
         self.requant = Requantizer([la.requant for la in plan.layers], acc_width=self.acc_width,
                                    channels=max(la.groups * la.pe for la in plan.layers),
-                                   tag_width=max(self.max_pixels - 1, 1).bit_length(), side_ram=True)
+                                   tag_width=max(self.max_pixels - 1, 1).bit_length(), side_ram=True,
+                                   g_acc_width=max((la.acc_width for la in plan.layers if la.requant.G), default=0))
         self.asq_layers = [la for la in plan.layers if la.asq_in is not None]
         self.asq = None
         if self.asq_layers:
