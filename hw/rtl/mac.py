@@ -73,8 +73,8 @@ class MacArray(wiring.Component):
     sum_stage : bool
         Register each PE's sum of products before its accumulator (one more cycle of latency).
     block_pes : int
-        With ``product_latency`` 2: how many PEs (the first ones) multiply on DSP blocks (one per
-        product) instead of logic.
+        With ``product_latency`` 2 and signed activations: how many PEs (the first ones) multiply
+        on DSP blocks (one per product) instead of logic.
 
     Ports
     -----
@@ -120,9 +120,9 @@ class MacArray(wiring.Component):
                 raise ValueError(f"MacArray: no pipelined {w_bits}-bit product has latency {product_latency}")
             self.levels_per_stage = max(fits)
         self.product_latency, self.sum_stage = product_latency, sum_stage
-        if block_pes and (product_latency != BLOCK_PRODUCT_LATENCY or not 0 <= block_pes <= pe):
-            raise ValueError(f"MacArray: block_pes={block_pes} needs product_latency {BLOCK_PRODUCT_LATENCY} "
-                             f"and at most pe={pe}")
+        if block_pes and (product_latency != BLOCK_PRODUCT_LATENCY or not 0 <= block_pes <= pe or not act_signed):
+            raise ValueError(f"MacArray: block_pes={block_pes} needs product_latency {BLOCK_PRODUCT_LATENCY}, "
+                             f"at most pe={pe} and signed activations (the weights' signedness)")
         self.block_pes = block_pes
         self.lanes = [MulLane(kind, w_bits, act_bits, act_signed, pe, frac_bits, in_logic)
                       for _ in range(simd)]
