@@ -170,7 +170,7 @@ class Requantizer(wiring.Component):
             raise ValueError(f"Requantizer channels={channels} smaller than a layer's "
                              f"{max(len(s.M) for s in specs)} channels")
         self.specs, self.acc_width, self.channels = specs, acc_width, channels
-        self.side_ram = side_ram
+        self.side_ram, self.g_acc_width = side_ram, g_acc_width
         self.g_width = max(max(s.g_max for s in specs).bit_length(), 1)
         #: ``acc * g`` on one block: the accumulators of the layers with a beta fit one signed digit.
         self.split_acc = g_acc_width is not None and g_acc_width <= DSP_WIDTH
