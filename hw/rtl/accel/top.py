@@ -49,8 +49,8 @@ from hw.rtl.accel.schedule import ENGINE_LATENCY, MAC_LATENCY, Schedule, schedul
 from hw.rtl.accel.sequencer import Sequencer
 from hw.rtl.accel.serializer import Serializer
 from hw.rtl.asq import AsqConfig, AsqUnit
-from hw.rtl.mac import MacArray
 from hw.rtl.dsp import PipelinedProduct
+from hw.rtl.mac import MacArray
 from hw.rtl.plan import DSP_BLOCKS, WIDE_ACT_BITS, WIDE_W_BITS, NetPlan
 from hw.rtl.requant import Requantizer
 
