@@ -208,23 +208,32 @@ class ProductHarness(wiring.Component):
       otherwise;
     - the recombination: when ``valid`` was 1 at ``t``, ``p`` equals, modulo ``2^W`` (``W`` its
       width), ``sum A_i B_j 2^(o_i + o_j) - corr`` of the pieces of ``t``, ``corr`` being the
-      unsigned operand shifted by the signed one's width - 1 (mixed signs) or 0.
+      unsigned operand shifted by the signed one's width - 1 (mixed signs) or 0, plus the addend
+      ``c`` of ``t`` shifted by ``addend_shift`` for a unit built with one.
 
     The products ``A_i B_j`` are the very ``*`` the unit writes (the same cells on the same
     registers), so the SAT problem holds no second multiplier to compare; the rest is adders.
     """
 
-    def __init__(self, a_shape, b_shape):
+    def __init__(self, a_shape, b_shape, addend_shape=None, addend_shift=0):
         self.a_shape, self.b_shape = a_shape, b_shape
-        super().__init__({"a": In(a_shape), "b": In(b_shape), "valid": In(1), "ok": Out(1)})
+        self.addend_shape, self.addend_shift = addend_shape, addend_shift
+        ports = {"a": In(a_shape), "b": In(b_shape), "valid": In(1), "ok": Out(1)}
+        if addend_shape is not None:
+            ports["c"] = In(addend_shape)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
-        dut = _ObservedProduct(self.a_shape, self.b_shape)
+        extra = {} if self.addend_shape is None else {"addend_shape": self.addend_shape,
+                                                      "addend_shift": self.addend_shift}
+        dut = _ObservedProduct(self.a_shape, self.b_shape, **extra)
         dut.pieces_of = {}
         dut._MustUse__silence = True  # elaborated here, so that its registers can be observed
         m.submodules.dut = dut.elaborate(platform)
         m.d.comb += [dut.a.eq(self.a), dut.b.eq(self.b), dut.valid.eq(self.valid)]
+        if self.addend_shape is not None:
+            m.d.comb += dut.c.eq(self.c)
         a_pieces, b_pieces = dut.pieces_of["a"], dut.pieces_of["b"]
         mixed = self.a_shape.signed != self.b_shape.signed
 
@@ -240,6 +249,8 @@ class ProductHarness(wiring.Component):
                                             else (self.b_shape, a1))
             corr = unsigned_value << (signed_shape.width - 1)
         recombined = sum((ra * rb) << (oa + ob) for oa, ra in a_pieces for ob, rb in b_pieces) - corr
+        if self.addend_shape is not None:  # the addend of the operands' cycle, added at the end
+            recombined = recombined + (_delayed(m, self.c, 1, "c") << self.addend_shift)
         reference = Signal(dut.p.shape(), name="reference")  # modulo 2^W, read as p is
         m.d.comb += reference.eq(recombined)
         reference_p = _delayed(m, reference, PipelinedProduct.LATENCY - 1, "reference")
@@ -248,8 +259,10 @@ class ProductHarness(wiring.Component):
         return m
 
 
-def prove_product(a_shape, b_shape, workdir: Path = Path("build/formal")) -> Proof:
-    """Prove ``hw.rtl.dsp.PipelinedProduct(a_shape, b_shape)`` splits and recombines ``a * b`` exactly.
+def prove_product(a_shape, b_shape, workdir: Path = Path("build/formal"), addend_shape=None,
+                  addend_shift: int = 0) -> Proof:
+    """Prove ``hw.rtl.dsp.PipelinedProduct(a_shape, b_shape)`` splits and recombines ``a * b`` exactly
+    (``+ (c << addend_shift)`` with an ``addend_shape``).
 
     See :class:`ProductHarness` for the two facts proved for every input, and docs/arithmetic.md
     (section 3.1) for why they give ``p = a * b``.
@@ -257,8 +270,11 @@ def prove_product(a_shape, b_shape, workdir: Path = Path("build/formal")) -> Pro
     def name(shape):
         return f"{'s' if shape.signed else 'u'}{shape.width}"
 
-    return _prove_sequential(f"product {name(a_shape)}x{name(b_shape)}",
-                             ProductHarness(a_shape, b_shape), PipelinedProduct.LATENCY + 1, workdir)
+    what = f"product {name(a_shape)}x{name(b_shape)}"
+    if addend_shape is not None:
+        what += f"+{name(addend_shape)}<<{addend_shift}"
+    return _prove_sequential(what, ProductHarness(a_shape, b_shape, addend_shape, addend_shift),
+                             PipelinedProduct.LATENCY + 1, workdir)
 
 
 # ----------------------------------------------------------------------------- requantizer
@@ -276,12 +292,12 @@ class _ShellRequantizer(Requantizer):
     (listed in ``products`` as its ``elaborate`` asks for them)."""
 
     def __init__(self, rq):
-        super().__init__(rq.specs, rq.acc_width, rq.channels, len(rq.i.payload.tag))
+        super().__init__(rq.specs, rq.acc_width, rq.channels, len(rq.i.payload.tag), g_acc_width=rq.g_acc_width)
         self.products = []
         self._MustUse__silence = True  # elaborated by the proof itself, to reach its product units
 
-    def product_unit(self, a_shape, b_shape):
-        unit = _FreeProduct(a_shape, b_shape)
+    def product_unit(self, a_shape, b_shape, **extra):
+        unit = _FreeProduct(a_shape, b_shape, **extra)
         unit._MustUse__silence = True  # the harness elaborates the requantizer itself
         self.products.append(unit)
         return unit
@@ -323,7 +339,9 @@ class RequantHarness(wiring.Component):
     two products' outputs ``p1``, ``p2`` (free: any value, every cycle). An item entering at ``t``
     with ``valid``, a layer of the list and a channel of that layer is checked three times:
 
-    - R1, at ``t``: the first product unit is offered ``(acc, g_eff)``, ``g_eff`` = ``g`` for a layer
+    - R1, at ``t``: the first product unit is offered ``(acc, g_eff)`` (a requantizer whose beta
+      layers' accumulators fit one 16-bit digit, ``split_acc``: ``(acc[:16] ^ 2^15, g_eff)`` and the
+      addend ``2 ((acc + 2^15) >> 16) - g_eff``), ``g_eff`` = ``g`` for a layer
       with ``G > 0`` and 1 otherwise, with its ``valid`` set;
     - R2, at ``t + 4``: the second unit is offered ``(p1, M_c)``, the first unit's output of that
       cycle and the layer's ``M`` of the channel (from the bundle's list, not the ROM), ``valid`` set;
@@ -338,12 +356,14 @@ class RequantHarness(wiring.Component):
         self.specs = list(rq.specs if reference_specs is None else reference_specs)
         self.acc_width, self.rounding = rq.acc_width, rounding
         acc_width = rq.acc_width
-        p1_width = acc_width + self.rq.g_width
+        a_shape, b_shape, extra = self.rq._acc_g_shapes()
+        p1_shape = PipelinedProduct(a_shape, b_shape, **extra).p.shape()
+        p2_width = (self.rq.x_width if self.rq.split_acc else p1_shape.width) + self.rq.m_width
         super().__init__({
             "layer": In(self.rq.layer.shape()), "g": In(self.rq.g.shape()),
             "acc": In(signed(acc_width)), "chan": In(self.rq.i.payload.chan.shape()),
             "tag": In(self.rq.i.payload.tag.shape()), "valid": In(1),
-            "p1": In(signed(p1_width)), "p2": In(signed(p1_width + self.rq.m_width)),
+            "p1": In(p1_shape), "p2": In(signed(p2_width)),
             "ok": Out(1),
         })
 
@@ -373,7 +393,16 @@ class RequantHarness(wiring.Component):
         # R1, item of now.
         g_eff = Signal.like(self.g, name="g_eff")
         _switch(m, self.layer, [self.g if s.G else 1 for s in specs], g_eff)
-        r1 = (acc_g.a == self.acc) & (acc_g.b == g_eff) & acc_g.valid
+        if rq.split_acc:
+            # acc = d + h 2^16 (d: the low 16 bits read signed): the unit is offered d + 2^15 (those
+            # bits, the top one flipped), g_eff and the addend 2h - g_eff (at 2^15).
+            low = self.acc.as_unsigned()[:16] ^ (1 << 15)
+            h = (self.acc + (1 << 15)) >> 16
+            r1 = (acc_g.a == low) & (acc_g.b == g_eff) & (acc_g.c == (h << 1) - g_eff) & acc_g.valid
+            p1_used = acc_g.p[:rq.x_width].as_signed()
+        else:
+            r1 = (acc_g.a == self.acc) & (acc_g.b == g_eff) & acc_g.valid
+            p1_used = acc_g.p
         ok1 = ~checked(self.layer, self.chan, self.valid) | r1
 
         # R2, item of now - 4.
@@ -381,7 +410,7 @@ class RequantHarness(wiring.Component):
         layer4, chan4 = _delayed(m, self.layer, lat, "layer"), _delayed(m, self.chan, lat, "chan")
         valid4 = _delayed(m, self.valid, lat, "valid")
         m_c = per_channel(layer4, chan4, "M", "m_spec")
-        r2 = (times_m.a == acc_g.p) & (times_m.b == m_c) & times_m.valid
+        r2 = (times_m.a == p1_used) & (times_m.b == m_c) & times_m.valid
         ok2 = ~checked(layer4, chan4, valid4) | r2
 
         # R3, item of now - 10 (6 cycles after R2's).
@@ -415,7 +444,8 @@ def product_shapes(rq) -> list[tuple]:
     as its ``elaborate`` asks for them."""
     shell = _ShellRequantizer(rq)
     shell.elaborate(None)
-    return [(unit.a_shape, unit.b_shape) for unit in shell.products]
+    return [(unit.a_shape, unit.b_shape) if unit.addend_shape is None
+            else (unit.a_shape, unit.b_shape, unit.addend_shape, unit.addend_shift) for unit in shell.products]
 
 
 def prove_requantizer_datapath(rq, what: str = "requantizer", workdir: Path = Path("build/formal"),

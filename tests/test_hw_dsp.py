@@ -168,3 +168,16 @@ def test_pipelined_logic_product_is_exact_after_its_latency(a_shape, b_width):
     sim.run()
     assert top.latency == latency
     assert got == [a * b for a, b in items]
+
+
+@pytest.mark.synth
+def test_block_products_are_registered_dsp_blocks_on_ice40(tmp_path):
+    """The wide engine's products on DSP blocks: one block per product, each registered at both
+    ends, although every PE's block takes the same activation."""
+    from hw.rtl.mac import MacArray
+
+    dut = MacArray("int", 8, 9, True, pe=4, simd=1, acc_width=23, in_logic=True, product_latency=2, block_pes=3)
+    path = write_verilog(dut, tmp_path / "mac.v", name="mac")
+    cells = synth_cells(path, "mac", "icebreaker", tmp_path, netlist="netlist.json")
+    assert cells.get("SB_MAC16") == 3
+    assert untimed_dsp_cells(tmp_path / "netlist.json") == {}

@@ -171,3 +171,31 @@ def test_pipelined_products_need_uniform_lanes_in_logic():
         MacArray("int", 8, 8, product_latency=2)
     with pytest.raises(ValueError, match="latency 9"):
         MacArray("int", 8, 8, in_logic=True, product_latency=9)
+
+
+@pytest.mark.parametrize("act_signed,pe,simd,block_pes", [(True, 4, 1, 1), (True, 4, 1, 3), (True, 4, 1, 4),
+                                                          (True, 2, 2, 1)])
+def test_block_products_sum_alike_with_the_logic_latency(act_signed, pe, simd, block_pes):
+    """The first PEs' products on DSP blocks (operand and output registers), the others in logic:
+    the same sums with the same latency."""
+    bits = 8
+    rng = np.random.default_rng(pe * 7 + simd + block_pes)
+    lo, hi = _act_bounds(bits, act_signed)
+    groups = [[(rng.integers(lo, hi + 1, simd), rng.integers(0, 1 << bits, (pe, simd)))
+               for _ in range(int(rng.integers(1, 7)))] for _ in range(6)]
+    groups.append([(np.full(simd, lo), np.full((pe, simd), 1 << (bits - 1)))] * 3)  # the largest product
+    pmin, pmax = arith.product_range(lo, hi, "int", bits, 6)
+    array = MacArray("int", bits, bits, act_signed, pe=pe, simd=simd, acc_width=arith.acc_width(6 * simd, pmin, pmax),
+                     in_logic=True, product_latency=2, block_pes=block_pes)
+    assert array.latency == MacArray.latency_for("int", product_latency=2)
+    assert _run_groups(array, groups, gap_every=3) == _expected("int", bits, groups, 6)
+    assert _run_groups(array, groups) == _expected("int", bits, groups, 6)  # back to back
+
+
+def test_block_products_need_the_two_cycle_product():
+    with pytest.raises(ValueError, match="block_pes"):
+        MacArray("int", 8, 8, in_logic=True, product_latency=3, pe=2, block_pes=1)
+    with pytest.raises(ValueError, match="block_pes"):
+        MacArray("int", 8, 8, True, in_logic=True, product_latency=2, pe=2, block_pes=3)
+    with pytest.raises(ValueError, match="block_pes"):
+        MacArray("int", 8, 8, False, in_logic=True, product_latency=2, pe=2, block_pes=1)

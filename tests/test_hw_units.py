@@ -46,8 +46,10 @@ def _random_spec(rng, n, *, G, lo, hi, S):
     return RequantSpec(M=M, B=B, S=S, G=G, lo=lo, hi=hi, g_max=(1 << 14) - 1 if G else 1)
 
 
-@pytest.mark.parametrize("side_ram", [False, True])
-def test_requantizer_random_and_extreme_against_golden(side_ram):
+@pytest.mark.parametrize("side_ram, g_acc_width", [(False, None), (True, None), (False, 16), (True, 15)])
+def test_requantizer_random_and_extreme_against_golden(side_ram, g_acc_width):
+    """``g_acc_width``: the accumulators of the beta layer are that narrow, so ``acc * g`` takes
+    one DSP block (the others keep their 22 bits)."""
     rng = np.random.default_rng(5)
     acc_width = 22
     specs = [
@@ -55,11 +57,13 @@ def test_requantizer_random_and_extreme_against_golden(side_ram):
         _random_spec(rng, 16, G=10, lo=0, hi=(1 << 16) - 1, S=14),  # y for an ASQ unit, ASQ input
         _random_spec(rng, 10, G=0, lo=None, hi=None, S=12),        # logits
     ]
-    rq = Requantizer(specs, acc_width=acc_width, channels=16, tag_width=6, side_ram=side_ram)
-    amax = 1 << (acc_width - 1)
+    rq = Requantizer(specs, acc_width=acc_width, channels=16, tag_width=6, side_ram=side_ram,
+                     g_acc_width=g_acc_width)
+    assert rq.dsp_blocks == (3 if g_acc_width else 5)
     items = []
     for layer, spec in enumerate(specs):
         n = len(spec.M)
+        amax = 1 << ((g_acc_width if spec.G and g_acc_width else acc_width) - 1)
         for k in range(40):
             c = int(rng.integers(0, n))
             acc = int(rng.integers(-amax, amax)) if k % 4 else [-amax, amax - 1, 0, 1][k // 4 % 4]
@@ -195,19 +199,21 @@ from hypothesis import strategies as st  # noqa: E402
 @given(
     S=st.integers(0, 30), G=st.sampled_from([0, 4, 10]), lo_hi=st.sampled_from(["codes", "y", "logits"]),
     M=st.lists(st.integers(-(1 << 15) + 1, (1 << 15) - 1), min_size=1, max_size=4),
-    data=st.data(),
+    data=st.data(), acc_width=st.sampled_from([20, 12]), split=st.booleans(),
 )
-def test_requantizer_property(S, G, lo_hi, M, data):
-    """Any layer constants, any accumulators and betas: the requantizer equals golden."""
+def test_requantizer_property(S, G, lo_hi, M, data, acc_width, split):
+    """Any layer constants, any accumulators and betas: the requantizer equals golden (``split``:
+    ``acc * g`` on one block, the beta layer's accumulators at most 16 bits)."""
     n = len(M)
     B = data.draw(st.lists(st.integers(-(1 << 24), 1 << 24), min_size=n, max_size=n))
     lo, hi = {"codes": (0, 15), "y": (0, (1 << 16) - 1), "logits": (None, None)}[lo_hi]
     spec = RequantSpec(M=tuple(M), B=tuple(B), S=S, G=G, lo=lo, hi=hi, g_max=(1 << 14) - 1 if G else 1)
-    acc_width = 20
-    rq = Requantizer([spec], acc_width=acc_width, channels=n, tag_width=4)
+    g_acc_width = min(acc_width, 16) if G else 0
+    rq = Requantizer([spec], acc_width=acc_width, channels=n, tag_width=4, g_acc_width=g_acc_width if split else None)
     items = []
     for k in range(6):
-        acc = data.draw(st.integers(-(1 << (acc_width - 1)), (1 << (acc_width - 1)) - 1))
+        width = g_acc_width if split and G else acc_width
+        acc = data.draw(st.integers(-(1 << (width - 1)), (1 << (width - 1)) - 1))
         g = data.draw(st.integers(1, (1 << 14) - 1)) if G else 1
         items.append((0, g, acc, k % n, k))
     want = [(int(arith.requantize(acc, M[c], B[c], S, g=g, G=G, lo=lo, hi=hi)), c, tag)

@@ -67,11 +67,16 @@ class PipelinedProduct(wiring.Component):
     input_stage : bool
         A plain register in logic in front of each operand (see the module notes): the operands
         may come from anything, at :attr:`latency` ``LATENCY + 1``.
+    addend_shape : Shape or None
+        With a shape: ``p = a * b + (c << addend_shift)``, ``c`` taken with the operands and added
+        in the stage that sums the pieces (no extra cycle, one adder there).
 
     Ports
     -----
     a, b : In
         Operands, sampled every cycle.
+    c : In(addend_shape)
+        Only with ``addend_shape``: the addend, sampled with the operands.
     valid : In(1)
         Qualifies ``a`` and ``b``; it enables the blocks' output registers (see the module notes:
         it must not be a constant).
@@ -79,17 +84,20 @@ class PipelinedProduct(wiring.Component):
         The product of the operands of :attr:`latency` cycles before.
     """
 
-    def __init__(self, a_shape, b_shape, *, input_stage=False):
+    def __init__(self, a_shape, b_shape, *, input_stage=False, addend_shape=None, addend_shift=0):
         self.a_shape, self.b_shape = a_shape, b_shape
         self.input_stage = input_stage
+        self.addend_shape, self.addend_shift = addend_shape, addend_shift
         #: Cycles from the operands (and ``valid``) to their product on ``p``.
         self.latency = self.LATENCY + (1 if input_stage else 0)
-        self.signed = a_shape.signed or b_shape.signed
+        self.signed = a_shape.signed or b_shape.signed or (addend_shape is not None and addend_shape.signed)
         self.p_width = a_shape.width + b_shape.width
-        super().__init__({
-            "a": In(a_shape), "b": In(b_shape), "valid": In(1),
-            "p": Out(signed(self.p_width) if self.signed else unsigned(self.p_width)),
-        })
+        ports = {"a": In(a_shape), "b": In(b_shape), "valid": In(1)}
+        if addend_shape is not None:
+            self.p_width = max(self.p_width, addend_shape.width + addend_shift) + 1
+            ports["c"] = In(addend_shape)
+        ports["p"] = Out(signed(self.p_width) if self.signed else unsigned(self.p_width))
+        super().__init__(ports)
         self.pieces = len(self._split(a_shape)) * len(self._split(b_shape))
 
     #: Operand registers, product (pipeline) register, output register, sum of the pieces.
@@ -138,6 +146,12 @@ class PipelinedProduct(wiring.Component):
             b_value = Signal(self.b_shape, name="b_in", reset_less=True)
             valid = Signal(name="valid_in")
             m.d.sync += [a_value.eq(self.a), b_value.eq(self.b), valid.eq(self.valid)]
+        c_value = None
+        if self.addend_shape is not None:
+            c_value = self.c
+            if self.input_stage:
+                c_value = Signal(self.addend_shape, name="c_in", reset_less=True)
+                m.d.sync += c_value.eq(self.c)
         a_pieces = self._operand(m, a_value, self.a_shape, "a")
         b_pieces = self._operand(m, b_value, self.b_shape, "b")
         v1, v2 = Signal(), Signal()
@@ -166,5 +180,55 @@ class PipelinedProduct(wiring.Component):
                 m.d.sync += u_k.eq(u_delayed)
                 u_delayed = u_k
             total = total - (u_delayed << (x_shape.width - 1))
+        if c_value is not None:
+            # c travels beside the pieces to the sum (operand, product and output stages).
+            for k in range(1, self.LATENCY):
+                c_k = Signal(self.addend_shape, name=f"c{k}", reset_less=True)
+                m.d.sync += c_k.eq(c_value)
+                c_value = c_k
+            total = total + (c_value << self.addend_shift)
         m.d.sync += self.p.eq(total)
         return m
+
+
+#: Cycles of :func:`block_product`: operand registers, then the block's output register.
+BLOCK_PRODUCT_LATENCY = 2
+
+
+def block_product(m, a, b, enable, *, name="block"):
+    """``a * b`` on one DSP block, registered at both ends, latency :data:`BLOCK_PRODUCT_LATENCY`.
+
+    For operands that fit one block (each at most :data:`DSP_WIDTH` bits, of one signedness): a
+    plain register per operand (the block's input registers) and a register with an enable after
+    the multiplier (its output register, the hold input driven by ``~enable``), so every port of
+    the block is a register port and nextpnr times every path into and out of it. Without the
+    block's internal pipeline register the product is ready one cycle earlier than in
+    :class:`PipelinedProduct` (the multiplier sits between the block's own registers).
+
+    Parameters
+    ----------
+    m : Module
+    a, b : Value
+        Operands; they should come from registers or memories (a multiplexer with a constant arm
+        in front of an operand register keeps it out of the block, see the module notes).
+    enable : Value
+        Loads the product register: high in the cycle after the operands were valid. Not a constant.
+
+    Returns
+    -------
+    Signal
+        The product of the operands of 2 cycles before (held while ``enable`` is low).
+    """
+    if a.shape().signed != b.shape().signed:
+        raise ValueError("block_product: operands of one signedness (a constant extension bit "
+                         "would keep the operand registers out of the block)")
+    if max(len(a), len(b)) > DSP_WIDTH:
+        raise ValueError(f"block_product: operands of at most {DSP_WIDTH} bits, got {len(a)} and {len(b)}")
+    a_reg = Signal(a.shape(), name=f"{name}_a", reset_less=True)
+    b_reg = Signal(b.shape(), name=f"{name}_b", reset_less=True)
+    width = len(a) + len(b)
+    product = Signal(signed(width) if a.shape().signed else unsigned(width), name=f"{name}_p", reset_less=True)
+    m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
+    with m.If(enable):
+        m.d.sync += product.eq(a_reg * b_reg)
+    return product

@@ -28,6 +28,11 @@ Deeper pipelines, both off by default (throughput unchanged, each stage one cycl
   registers (:func:`hw.rtl.mul.pipelined_logic_product`), so that the clock is not bounded by a
   wide shift-and-add multiplier;
 - ``sum_stage``: each PE's sum of its SIMD products is registered before the accumulator.
+
+``block_pes`` (with ``product_latency`` 2, uniform lanes in logic): the products of the first
+``block_pes`` PEs on DSP blocks instead (:func:`hw.rtl.dsp.block_product`: the block's operand and
+output registers, the same 2 cycles as the pipelined logic product), the others in logic; so an
+engine may take as many DSP blocks as the device has left.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -35,7 +40,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.formats import DEFAULT_POST_FRAC_BITS
-from hw.rtl.dsp import PipelinedProduct
+from hw.rtl.dsp import BLOCK_PRODUCT_LATENCY, PipelinedProduct, block_product
 from hw.rtl.mul import MulLane, pipelined_logic_product, pipelined_logic_product_latency
 
 
@@ -67,6 +72,9 @@ class MacArray(wiring.Component):
         product's adder tree with registers.
     sum_stage : bool
         Register each PE's sum of products before its accumulator (one more cycle of latency).
+    block_pes : int
+        With ``product_latency`` 2 and signed activations: how many PEs (the first ones) multiply
+        on DSP blocks (one per product) instead of logic.
 
     Ports
     -----
@@ -96,7 +104,7 @@ class MacArray(wiring.Component):
 
     def __init__(self, kind, w_bits, act_bits, act_signed=False, *, pe=1, simd=1, acc_width=32,
                  frac_bits=DEFAULT_POST_FRAC_BITS, in_logic=False, registered_dsp=False,
-                 product_latency=1, sum_stage=False):
+                 product_latency=1, sum_stage=False, block_pes=0):
         for name, value in (("pe", pe), ("simd", simd)):
             if value < 1:
                 raise ValueError(f"MacArray {name}={value} must be >= 1")
@@ -112,6 +120,10 @@ class MacArray(wiring.Component):
                 raise ValueError(f"MacArray: no pipelined {w_bits}-bit product has latency {product_latency}")
             self.levels_per_stage = max(fits)
         self.product_latency, self.sum_stage = product_latency, sum_stage
+        if block_pes and (product_latency != BLOCK_PRODUCT_LATENCY or not 0 <= block_pes <= pe or not act_signed):
+            raise ValueError(f"MacArray: block_pes={block_pes} needs product_latency {BLOCK_PRODUCT_LATENCY}, "
+                             f"at most pe={pe} and signed activations (the weights' signedness)")
+        self.block_pes = block_pes
         self.lanes = [MulLane(kind, w_bits, act_bits, act_signed, pe, frac_bits, in_logic)
                       for _ in range(simd)]
         self.prod_shape = self.lanes[0].prod_shape
@@ -175,21 +187,26 @@ class MacArray(wiring.Component):
     def _pipelined_products(self, m):
         """``a[s] * w[p][s]`` as shift-and-add trees cut by registers; ``valid``, ``first``,
         ``last`` delayed alike (``product_latency`` cycles)."""
+        flags, stages = [self.valid, self.first, self.last], []
+        for k in range(self.product_latency):
+            delayed = [Signal(name=f"{n}_d{k}") for n in ("valid", "first", "last")]
+            m.d.sync += [d.eq(f) for d, f in zip(delayed, flags, strict=True)]
+            flags = delayed
+            stages.append(delayed)
         prod = []
         for p in range(self.pe):
             row = []
             for s in range(self.simd):
+                if p < self.block_pes:  # the block's output register loads with the operands' valid
+                    row.append(block_product(m, self.a[s], self.w[p][s].as_signed(), stages[0][0],
+                                             name=f"prod_{p}_{s}"))
+                    continue
                 value, latency = pipelined_logic_product(m, self.a[s], self.w[p][s].as_signed(),
                                                          levels_per_stage=self.levels_per_stage,
                                                          name=f"prod_{p}_{s}")
                 assert latency == self.product_latency
                 row.append(value)
             prod.append(row)
-        flags = [self.valid, self.first, self.last]
-        for k in range(self.product_latency):
-            delayed = [Signal(name=f"{n}_d{k}") for n in ("valid", "first", "last")]
-            m.d.sync += [d.eq(f) for d, f in zip(delayed, flags, strict=True)]
-            flags = delayed
         return prod, flags
 
     def _registered_products(self, m):

@@ -32,6 +32,9 @@ DEFAULT_PE = 4
 DEFAULT_SIMD = 4
 WIDE_ACT_BITS = 9  # signed: holds int8 (-128..127) and uint8 (0..255) codes
 WIDE_W_BITS = 8
+#: DSP blocks of the smallest device the accelerator is built for (the iCE40 UP5K's 8 SB_MAC16):
+#: the wide engine takes the ones the requantizer and the ASQ unit leave.
+DSP_BLOCKS = 8
 
 
 @dataclass

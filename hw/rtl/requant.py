@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.arith import signed_width
 from hw.rtl.delay import memory_delay
-from hw.rtl.dsp import PipelinedProduct
+from hw.rtl.dsp import DSP_WIDTH, PipelinedProduct
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,11 @@ class Requantizer(wiring.Component):
         Largest channel count of a layer (including PE padding); sizes ``chan``.
     tag_width : int
         Width of an opaque tag carried alongside (the output pixel index).
+    g_acc_width : int or None
+        Widest accumulator of a layer with a beta (``G > 0``; 0 if none). When it is at most 16
+        bits, ``acc * g_eff`` takes one DSP block instead of one per 16 bits of ``acc`` (see
+        :meth:`elaborate`); the accumulators of those layers must fit it. None: not known, the
+        product of the whole accumulator.
     side_ram : bool
         Carry the tag, and the channel after its last ROM read, through the pipeline in a block RAM
         (:func:`hw.rtl.delay.memory_delay`) instead of flip-flops: the same values, fewer logic cells.
@@ -157,7 +162,7 @@ class Requantizer(wiring.Component):
     #: Builds the two product units from their operand shapes (a proof replaces them by free outputs).
     product_unit = PipelinedProduct
 
-    def __init__(self, specs, acc_width, channels, tag_width=1, side_ram=False):
+    def __init__(self, specs, acc_width, channels, tag_width=1, side_ram=False, g_acc_width=None):
         specs = list(specs)
         if not specs:
             raise ValueError("Requantizer needs at least one RequantSpec")
@@ -165,8 +170,14 @@ class Requantizer(wiring.Component):
             raise ValueError(f"Requantizer channels={channels} smaller than a layer's "
                              f"{max(len(s.M) for s in specs)} channels")
         self.specs, self.acc_width, self.channels = specs, acc_width, channels
-        self.side_ram = side_ram
+        self.side_ram, self.g_acc_width = side_ram, g_acc_width
         self.g_width = max(max(s.g_max for s in specs).bit_length(), 1)
+        #: ``acc * g`` on one block: the accumulators of the layers with a beta fit one signed digit.
+        self.split_acc = g_acc_width is not None and g_acc_width <= DSP_WIDTH
+        #: Width of ``acc * g_eff`` (signed) over every layer.
+        self.x_width = acc_width + self.g_width
+        if self.split_acc:
+            self.x_width = max(acc_width, g_acc_width + self.g_width if g_acc_width else 0)
         self.m_width = max(signed_width(min(s.M), max(s.M)) for s in specs)
         self.b_width = max(signed_width(min(s.rounded_bias + (0,)), max(s.rounded_bias + (0,)))
                            for s in specs)
@@ -186,6 +197,22 @@ class Requantizer(wiring.Component):
             }), always_ready=True)),
             "o_layer": Out(range(max(len(specs), 2))),
         })
+
+    def _acc_g_shapes(self):
+        """Operand shapes (and addend) of the ``acc * g_eff`` unit."""
+        if self.split_acc:
+            hi_width = max(self.acc_width, DSP_WIDTH + 1) - DSP_WIDTH + 1
+            corr = signed(max(hi_width + 1, self.g_width + 1) + 1)
+            return unsigned(DSP_WIDTH), unsigned(self.g_width), {"addend_shape": corr, "addend_shift": DSP_WIDTH - 1}
+        return signed(self.acc_width), unsigned(self.g_width), {}
+
+    @property
+    def dsp_blocks(self) -> int:
+        """DSP blocks its two products take (16 x 16 pieces)."""
+        a_shape, b_shape, extra = self._acc_g_shapes()
+        x_shape = signed(self.x_width) if self.split_acc else PipelinedProduct(a_shape, b_shape).p.shape()
+        return (PipelinedProduct(a_shape, b_shape, **extra).pieces
+                + PipelinedProduct(x_shape, signed(self.m_width)).pieces)
 
     def _rom(self, m, name, field, width):
         bases, words = [], []
@@ -232,13 +259,31 @@ class Requantizer(wiring.Component):
             for k, spec in enumerate(self.specs):
                 with m.Case(k):
                     m.d.comb += g_eff.eq(self.g if spec.G else 1)
-        m.submodules.acc_g = acc_g = self.product_unit(signed(self.acc_width), unsigned(self.g_width))
-        m.d.comb += [acc_g.a.eq(self.i.payload.acc), acc_g.b.eq(g_eff), acc_g.valid.eq(self.i.valid)]
+        if self.split_acc:
+            # acc = d + h 2^16 with the signed digit d = acc[:16] read signed and h = (acc + 2^15) >> 16;
+            # the block multiplies d + 2^15 = acc[:16] with its top bit flipped (unsigned), so
+            #   acc * g_eff = (d + 2^15) g_eff + (2 h - g_eff) 2^15    when h g_eff = h,
+            # which holds for every layer: g_eff = 1 without a beta, and h = 0 with one (its
+            # accumulators fit the digit). The addend goes in with the operands, added where the
+            # unit registers its sum: one block, no extra cycle.
+            a_shape, b_shape, extra = self._acc_g_shapes()
+            acc = Signal(signed(max(self.acc_width, DSP_WIDTH + 1)), name="acc_ext")
+            corr = Signal(extra["addend_shape"], name="acc_g_addend")
+            m.d.comb += [acc.eq(self.i.payload.acc),
+                         corr.eq(((acc[DSP_WIDTH:].as_signed() + acc[DSP_WIDTH - 1]) << 1) - g_eff)]
+            m.submodules.acc_g = acc_g = self.product_unit(a_shape, b_shape, **extra)
+            m.d.comb += [acc_g.a.eq(acc[:DSP_WIDTH] ^ (1 << (DSP_WIDTH - 1))), acc_g.b.eq(g_eff), acc_g.c.eq(corr),
+                         acc_g.valid.eq(self.i.valid)]
+            acc_g_p = acc_g.p[:self.x_width].as_signed()  # |acc g_eff| < 2^(x_width - 1)
+        else:
+            m.submodules.acc_g = acc_g = self.product_unit(signed(self.acc_width), unsigned(self.g_width))
+            m.d.comb += [acc_g.a.eq(self.i.payload.acc), acc_g.b.eq(g_eff), acc_g.valid.eq(self.i.valid)]
+            acc_g_p = acc_g.p
         # Stages 4 -> 8: * M_c, M_c read in stage 3 so that it arrives with the product.
         m_stage = PipelinedProduct.LATENCY
         m.d.comb += m_port.addr.eq(rom_addr(layer[m_stage - 1], chan[m_stage - 1]))
-        m.submodules.times_m = times_m = self.product_unit(acc_g.p.shape(), signed(self.m_width))
-        m.d.comb += [times_m.a.eq(acc_g.p), times_m.b.eq(m_port.data), times_m.valid.eq(v[m_stage])]
+        m.submodules.times_m = times_m = self.product_unit(acc_g_p.shape(), signed(self.m_width))
+        m.d.comb += [times_m.a.eq(acc_g_p), times_m.b.eq(m_port.data), times_m.valid.eq(v[m_stage])]
         # Stage 8 -> 9: + (B'_c << G), B'_c read in stage 7.
         t_stage = m_stage + PipelinedProduct.LATENCY
         m.d.comb += b_port.addr.eq(rom_addr(layer[t_stage - 1], chan[t_stage - 1]))

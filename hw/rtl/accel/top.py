@@ -49,8 +49,9 @@ from hw.rtl.accel.schedule import ENGINE_LATENCY, MAC_LATENCY, Schedule, schedul
 from hw.rtl.accel.sequencer import Sequencer
 from hw.rtl.accel.serializer import Serializer
 from hw.rtl.asq import AsqConfig, AsqUnit
+from hw.rtl.dsp import PipelinedProduct
 from hw.rtl.mac import MacArray
-from hw.rtl.plan import WIDE_ACT_BITS, WIDE_W_BITS, NetPlan
+from hw.rtl.plan import DSP_BLOCKS, WIDE_ACT_BITS, WIDE_W_BITS, NetPlan
 from hw.rtl.requant import Requantizer
 
 
@@ -102,19 +103,12 @@ class AsqAccel(wiring.Component):
             self.main = MacArray(plan.mul, plan.bits, plan.bits, False, pe=plan.pe, simd=plan.simd,
                                  acc_width=max(la.acc_width for la in main), frac_bits=plan.frac_bits,
                                  sum_stage=True)
-        if wide:
-            # In logic: the UP5K's 8 DSPs go to the wider requantizer and ASQ products.
-            # Its products cut by a register (a plain 9 x 8-bit shift-and-add tree bounds the clock).
-            self.wide = MacArray("int", WIDE_W_BITS, WIDE_ACT_BITS, True, pe=plan.pe, simd=1,
-                                 acc_width=max(la.acc_width for la in wide), in_logic=True, product_latency=2)
-        for mac in (self.main, self.wide):
-            if mac is not None and mac.latency != ENGINE_LATENCY:  # pragma: no cover - kept in step above
-                raise AssertionError(f"engine latency {mac.latency}, the schedule assumes {ENGINE_LATENCY}")
         self.acc_width = max(la.acc_width for la in plan.layers)
         self.max_pixels = max(la.out_pixels for la in plan.layers)
         self.requant = Requantizer([la.requant for la in plan.layers], acc_width=self.acc_width,
                                    channels=max(la.groups * la.pe for la in plan.layers),
-                                   tag_width=max(self.max_pixels - 1, 1).bit_length(), side_ram=True)
+                                   tag_width=max(self.max_pixels - 1, 1).bit_length(), side_ram=True,
+                                   g_acc_width=max((la.acc_width for la in plan.layers if la.requant.G), default=0))
         self.asq_layers = [la for la in plan.layers if la.asq_in is not None]
         self.asq = None
         if self.asq_layers:
@@ -123,6 +117,17 @@ class AsqAccel(wiring.Component):
             self.pix_bits = max(max(la.in_pixels - 1 for la in self.asq_layers), 1).bit_length()
             chan_bits = max(max(la.c_in - 1 for la in self.asq_layers), 1).bit_length()
             self.asq = AsqUnit(configs, tag_width=chan_bits + self.pix_bits, side_ram=True)
+        if wide:
+            # Its products on the DSP blocks the requantizer and the ASQ unit leave (one per PE),
+            # the rest in logic cut by a register (a plain 9 x 8-bit shift-and-add tree bounds the
+            # clock); both take 2 cycles.
+            self.wide_block_pes = max(0, min(plan.pe, DSP_BLOCKS - self.dsp_blocks_outside_wide()))
+            self.wide = MacArray("int", WIDE_W_BITS, WIDE_ACT_BITS, True, pe=plan.pe, simd=1,
+                                 acc_width=max(la.acc_width for la in wide), in_logic=True, product_latency=2,
+                                 block_pes=self.wide_block_pes)
+        for mac in (self.main, self.wide):
+            if mac is not None and mac.latency != ENGINE_LATENCY:  # pragma: no cover - kept in step above
+                raise AssertionError(f"engine latency {mac.latency}, the schedule assumes {ENGINE_LATENCY}")
         # Built here so that its parameter checks (the logits' width) run before elaboration.
         self.output = ArgmaxOutput(plan.n_logits, value_width=self.requant.out_width,
                                    chan_shape=self.requant.o.payload.chan.shape())
@@ -133,6 +138,13 @@ class AsqAccel(wiring.Component):
             "o": Out(stream.Signature(output_layout())),
             "cycles": Out(unsigned(32)),
         })
+
+    def dsp_blocks_outside_wide(self) -> int:
+        """DSP blocks of the requantizer's products and the ASQ unit's ``y * r``."""
+        blocks = self.requant.dsp_blocks
+        if self.asq is not None:
+            blocks += PipelinedProduct(unsigned(self.asq.y_width), unsigned(self.asq.r_width)).pieces
+        return blocks
 
     # ------------------------------------------------------------------ cycle model
 
