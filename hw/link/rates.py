@@ -3,8 +3,10 @@
 The iCEBreaker's USB bridge (an FT2232H, channel B, wired to the FPGA's UART pins with no
 flow-control lines) makes the baud rates ``12 MHz / n`` for ``n`` = 1, 1.5 and 2, 2.125, 2.25, ...
 (eighths from 2 on): 12, 8, 6, 5.647, ... Mbaud. The FPGA side makes ``clock / divisor`` with at least
-:data:`hw.rtl.uart.MIN_DIVISOR` clock cycles per bit. A link works when both ends make the same rate
-within :data:`BAUD_TOLERANCE`; :func:`check_baud` says so, or why not and what would. (The check is the
+:data:`hw.rtl.uart.MIN_DIVISOR` (3) clock cycles per bit. A link works when both ends make the same
+rate within :func:`hw.rtl.uart.baud_tolerance` (2 %; 0.5 % at 3 cycles per bit); :func:`check_baud`
+says so, or why not and what would. 12 Mbaud, 1.2 MB/s each way, takes a 36 MHz clock (3 cycles per
+bit, exact) or 48 MHz (4). (The check is the
 iCEBreaker's: the ULX3S's FT231X has other rates and stops at 3 Mbaud.)
 
 :func:`link_budget` gives the bytes per image each way and the images per second the line allows, for
@@ -80,7 +82,9 @@ def check_baud(baud: int, clock_hz: float | None = None) -> int | None:
         best = fastest_baud(clock_hz)
         hint = (f"the fastest FT2232H rate it makes is {best} baud" if best else
                 f"it makes no FT2232H rate of 1 Mbaud or more (at least {MIN_DIVISOR} cycles per bit)")
-        fix = (f"12000000 baud needs a {MIN_DIVISOR * 12} MHz clock (divisor {MIN_DIVISOR})")
+        low = max(MIN_DIVISOR, int(clock_hz // baud))
+        fix = (f"{baud} baud needs a clock of {baud * low / 1e6:g} MHz (divisor {low}) or "
+               f"{baud * (low + 1) / 1e6:g} MHz (divisor {low + 1})")
         raise UserError(f"{err}; {hint}; {fix}") from None
 
 
