@@ -251,6 +251,13 @@ def format_report(report: dict) -> str:
         lines.append(f"  link: {link['baud']} baud, {link['reply']} reply, window {link['window']}: "
                      f"{link['bytes_in_per_image']} bytes in, {link['bytes_out_per_image']} out per image; "
                      f"{link['images_per_s_over_link']:g} images/s over the link")
+        replies = link.get("replies")
+        if replies:
+            lines.append("  the same line, per reply: " + "; ".join(
+                f"{reply} {v['bytes_out_per_image']} bytes back: {v['images_per_s_line']:g} images/s (line), "
+                f"{v['images_per_s_one_at_a_time']:g} one at a time, {v['images_per_s_in_flight']:g} in flight"
+                for reply, v in replies.items() if isinstance(v, dict))
+                + f" (compute {replies['compute_images_per_s']:g} images/s)")
     for key, v in report.get("estimate_vs_synthesis", {}).items():
         err = "n/a" if v["error"] is None else f"{100 * v['error']:+.1f} %"
         lines.append(f"  estimate {key}: {v['estimate']} vs {v['synthesis']} ({err})")

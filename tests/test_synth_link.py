@@ -606,3 +606,32 @@ def test_accel_link_for_a_board_and_its_report(shipped_bundle):
     assert (default.link.divisor, default.link.fifo_depth, default.link.out_bytes) == (104, 0, 5)
     with pytest.raises(UserError, match="a 12 MHz clock cannot make 12000000 baud"):
         accel_link(top, clock_hz=12e6, baud=12_000_000)
+
+
+def test_report_link_replies_give_each_replys_images_per_s_over_the_line():
+    """report.json's link.replies at 36 MHz and 12 Mbaud for the default design's 6675 cycles."""
+    from hw.eda.synth import _reply_rates
+
+    link = {"bytes_in_per_image": 64, "bytes_per_s": 1_200_000.0}
+    replies = _reply_rates(link, {"logits": 55, "class": 1}, cycles=6675, mhz=36.0)
+    compute = 36e6 / 6675
+    assert replies["compute_images_per_s"] == pytest.approx(compute, abs=0.1)
+    logits, cls = replies["logits"], replies["class"]
+    assert logits["images_per_s_line"] == cls["images_per_s_line"] == 18_750  # the 64 bytes in set it
+    assert logits["images_per_s_one_at_a_time"] == pytest.approx(1 / (64 / 1.2e6 + 1 / compute + 55 / 1.2e6), abs=0.1)
+    assert cls["images_per_s_one_at_a_time"] == pytest.approx(1 / (65 / 1.2e6 + 1 / compute), abs=0.1)
+    assert logits["images_per_s_in_flight"] == cls["images_per_s_in_flight"] == pytest.approx(compute, abs=0.1)
+    slow = _reply_rates({"bytes_in_per_image": 64, "bytes_per_s": 11_520.0}, {"logits": 55}, cycles=6675, mhz=36.0)
+    assert slow["logits"]["images_per_s_in_flight"] == 180.0  # at 115200 baud the line, not compute, sets it
+
+
+def test_synthesize_accelerator_hands_on_both_replies_bytes(monkeypatch, shipped_bundle):
+    import hw.eda.synth
+    from golden.model import load_bundle
+
+    seen = {}
+    monkeypatch.setattr(hw.eda.synth, "synthesize_top", lambda *args, **kwargs: seen.update(kwargs) or {})
+    hw.eda.synth.synthesize_accelerator(load_bundle(shipped_bundle(3), vectors=False), "icebreaker", "/nonexistent",
+                                        baud=12_000_000, reply="class", progress=False)
+    assert seen["reply_bytes"] == {"logits": 55, "class": 1} and seen["baud"] == 12_000_000
+    assert seen["out_beats"] == 1 and seen["reply"] == "class"
