@@ -410,6 +410,13 @@ def test_check_baud_gives_the_divisor_or_says_which_end_cannot():
         check_baud(6_000_000, 40e6)
     with pytest.raises(UserError, match="FT2232H cannot make 10000000 baud"):
         check_baud(10_000_000, 40e6)
+    # 5.6 Mbaud: the FT2232H makes 5647059 (12 MHz / 2.125, 0.8 % off, within its 2 %); a clock exact for
+    # 5.6 Mbaud at 3 cycles per bit is 0.8 % from that, more than the 0.5 % the receiver allows there
+    assert ftdi_makes(5_600_000) and divisor_for(16.8e6, 5_600_000) == 3
+    with pytest.raises(UserError, match="the FT2232H makes 5647059 baud and a 16.8 MHz clock 5600000 at divisor 3, "
+                                        "0.83 % apart; at 3 cycles per bit they must agree within 0.5 %"):
+        check_baud(5_600_000, 16.8e6)
+    assert check_baud(5_647_059, 16.941177e6) == 3
 
 
 def test_link_budget_bytes_per_image_and_images_per_s():
