@@ -642,3 +642,21 @@ def test_synthesize_accelerator_hands_on_both_replies_bytes(monkeypatch, shipped
                                         baud=12_000_000, reply="class", progress=False)
     assert seen["reply_bytes"] == {"logits": 55, "class": 1} and seen["baud"] == 12_000_000
     assert seen["out_beats"] == 1 and seen["reply"] == "class"
+
+
+def test_synth_refuses_12_mbaud_at_a_fixed_clock_that_cannot_make_it_naming_the_ones_that_can(
+        tmp_path, capsys, monkeypatch):
+    import hw.eda.synth
+    from asqhw.cli import main
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("synthesis started: the refusal did not happen")
+
+    monkeypatch.setattr(hw.eda.synth, "synthesize_top", refuse)
+    out = tmp_path / "fast"
+    assert main(["synth", "--board", "icebreaker", "--bits", "3", "--clock", "35.25", "--baud", "12000000",
+                 "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("asqhw: error: a 35.25 MHz clock cannot make 12000000 baud")
+    assert "needs a clock of 36 MHz (divisor 3) or 48 MHz (divisor 4)" in err[0]
+    assert not out.exists()
