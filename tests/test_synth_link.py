@@ -15,8 +15,17 @@ from asqhw.errors import UserError
 from hw.link.host import SerialPort, SimulatedBoard, classify, decode_beat, encode_codes, run_images
 from hw.link.rates import check_baud, fastest_baud, ft2232h_baud, ftdi_makes, link_budget, link_budget_at_clock
 from hw.rtl.accel.argmax import reply_filter
-from hw.rtl.uart import (BAUD_TOLERANCE, FEWEST_CYCLES_TOLERANCE, MIN_DIVISOR, StreamLink, UartRx, UartTx,
-                          baud_tolerance, divisor_for, sampling_margins)
+from hw.rtl.uart import (
+    BAUD_TOLERANCE,
+    FEWEST_CYCLES_TOLERANCE,
+    MIN_DIVISOR,
+    StreamLink,
+    UartRx,
+    UartTx,
+    baud_tolerance,
+    divisor_for,
+    sampling_margins,
+)
 
 DIV = 5
 

@@ -569,8 +569,8 @@ def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, m
     (:func:`hw.link.board.link_options`): the line rate, every logit or the class alone, and the
     images the input buffer lets the host keep in flight.
     """
-    from hw.eda.estimate import estimate_accelerator
     from golden.formats import OUT_BEAT_BYTES
+    from hw.eda.estimate import estimate_accelerator
     from hw.eda.generate import TOP_NAME, build_top
     from hw.link.board import link_options
     from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD
