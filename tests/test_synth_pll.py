@@ -294,3 +294,14 @@ def test_auto_clock_looks_only_a_little_above_the_estimate_for_the_links_clock()
     choose_clock(_router(lambda mhz: [30.0], calls), get_board("icebreaker"), "auto", estimate={"fmax_mhz": 24.0},
                  usable=_makes_12_mbaud)
     assert calls == [12.0]
+
+
+def test_auto_clock_below_the_pll_floor_still_takes_the_oscillator_when_it_makes_the_baud():
+    from hw.eda.boards import get_board
+    from hw.eda.synth import _makes_baud, choose_clock
+
+    board = get_board("icebreaker")
+    calls = []
+    _, _, _, info = choose_clock(_router(lambda mhz: [14.0, 15.0], calls), board, "auto", estimate={"fmax_mhz": 14.0},
+                                 usable=lambda mhz: _makes_baud(board, 115_200, mhz))
+    assert calls == [12.0] and info["source"] == "oscillator"  # not 16 MHz: the 12 MHz oscillator makes 115200

@@ -1112,9 +1112,10 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None, us
     no setting :data:`PLL_MIN_GAIN` faster lies under its Fmax; a design slower than the PLL's slowest
     output falls back to the oscillator. A failed routing raises :class:`_RouteFailed`.
     ``usable(MHz) -> bool`` (default: every clock): the search passes over PLL settings it rejects
-    (a clock that cannot make the link's baud rate); when none lies at or under the start it starts
-    at the slowest one up to :data:`LINK_CLOCK_REACH` above it (12 Mbaud takes 36 MHz or more), and it
-    does not fall back to an oscillator it rejects (the last routing's figures stand).
+    (a clock that cannot make the link's baud rate); when neither a setting at or under the start nor
+    the oscillator is usable it starts at the slowest usable one up to :data:`LINK_CLOCK_REACH` above
+    it (12 Mbaud takes 36 MHz or more), and it does not fall back to an oscillator it rejects (the last
+    routing's figures stand).
     """
     from hw.eda.pll import fastest_at_most, slowest_at_least
 
@@ -1167,8 +1168,9 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None, us
         return reports, note, link, info
     start = (estimate or {}).get("fmax_mhz") or board.pll_start_mhz
     setting = fastest(start)
-    if setting is None and usable is not None:
-        # the estimate is rough: the slowest clock the link can use a little above it may still be met
+    if setting is None and usable is not None and not usable(board.clock_mhz):
+        # neither a PLL setting under the estimate nor the oscillator makes the link's rate; the
+        # estimate is rough: the slowest clock the link can use a little above it may still be met
         setting = slowest_at_least(board.family, board.clock_mhz, start)
         while setting is not None and not usable(setting.f_out):
             setting = slowest_at_least(board.family, board.clock_mhz, setting.f_out * (1 + 1e-9))
