@@ -57,7 +57,7 @@ def _register_synth(subparsers):
                    "fastest setting at or under MHZ")
     p.add_argument("--baud", type=int, help="UART rate of the link `asqhw host` talks to (default 115200); "
                    "iCEBreaker: a rate its FT2232H makes (12 MHz / n, up to 12000000), checked against the "
-                   "design clock (at least 4 clocks per bit)")
+                   "design clock (at least 3 clocks per bit, within 0.5 %% at 3; 12000000 takes 36 or 48 MHz)")
     p.add_argument("--reply", choices=("logits", "class"), default="logits",
                    help="what the board sends back per image: every logit then the class (default; the graph "
                    "engine: its output values, the host takes the class), or the class alone in one byte")
