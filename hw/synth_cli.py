@@ -57,7 +57,7 @@ def _register_synth(subparsers):
                    "fastest setting at or under MHZ")
     p.add_argument("--baud", type=int, help="UART rate of the link `asqhw host` talks to (default 115200); "
                    "iCEBreaker: a rate its FT2232H makes (12 MHz / n, up to 12000000), checked against the "
-                   "design clock (at least 4 clocks per bit)")
+                   "design clock (at least 3 clocks per bit, within 0.5 %% at 3; 12000000 takes 36 or 48 MHz)")
     p.add_argument("--reply", choices=("logits", "class"), default="logits",
                    help="what the board sends back per image: every logit then the class (default; the graph "
                    "engine: its output values, the host takes the class), or the class alone in one byte")
@@ -251,6 +251,13 @@ def format_report(report: dict) -> str:
         lines.append(f"  link: {link['baud']} baud, {link['reply']} reply, window {link['window']}: "
                      f"{link['bytes_in_per_image']} bytes in, {link['bytes_out_per_image']} out per image; "
                      f"{link['images_per_s_over_link']:g} images/s over the link")
+        replies = link.get("replies")
+        if replies:
+            lines.append("  the same line, per reply: " + "; ".join(
+                f"{reply} {v['bytes_out_per_image']} bytes back: {v['images_per_s_line']:g} images/s (line), "
+                f"{v['images_per_s_one_at_a_time']:g} one at a time, {v['images_per_s_in_flight']:g} in flight"
+                for reply, v in replies.items() if isinstance(v, dict))
+                + f" (compute {replies['compute_images_per_s']:g} images/s)")
     for key, v in report.get("estimate_vs_synthesis", {}).items():
         err = "n/a" if v["error"] is None else f"{100 * v['error']:+.1f} %"
         lines.append(f"  estimate {key}: {v['estimate']} vs {v['synthesis']} ({err})")

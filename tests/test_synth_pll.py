@@ -241,3 +241,67 @@ def test_auto_clock_does_not_retry_at_or_above_a_setting_that_missed():
                                  "auto", estimate={"fmax_mhz": 21.9})
     assert calls == [21.75, 21.0]
     assert info["mhz"] == 21.0 and info["passes"][-1]["met_all_seeds"]
+
+
+def _makes_12_mbaud(mhz):
+    from hw.eda.boards import get_board
+    from hw.eda.synth import _makes_baud
+
+    return _makes_baud(get_board("icebreaker"), 12_000_000, mhz)
+
+
+def test_slowest_setting_at_least_a_frequency():
+    from hw.eda.pll import slowest_at_least
+
+    assert slowest_at_least("ice40", 12.0, 36.0).f_out == pytest.approx(36.0)  # exactly reachable: taken
+    s = slowest_at_least("ice40", 12.0, 35.9)
+    assert 35.9 <= s.f_out <= 36.0
+    assert slowest_at_least("ice40", 12.0, 300.0) is None
+
+
+def test_auto_clock_for_12_mbaud_tries_36_mhz_above_an_estimate_under_it():
+    """The default design's estimate (35 MHz) is under the slowest clock that makes 12 Mbaud: the
+    search tries 36 MHz (3 cycles per bit) and keeps it when every seed meets it."""
+    from hw.eda.boards import get_board
+    from hw.eda.synth import choose_clock
+
+    calls = []
+    _, _, _, info = choose_clock(_router(lambda mhz: [36.9, 36.6, 37.4], calls), get_board("icebreaker"), "auto",
+                                 estimate={"fmax_mhz": 35.0}, usable=_makes_12_mbaud)
+    assert calls == [36.0] and info["mhz"] == 36.0 and info["passes"][-1]["met_all_seeds"]
+    assert not _makes_12_mbaud(35.25) and not _makes_12_mbaud(12.0) and _makes_12_mbaud(48.0)
+
+
+def test_auto_clock_for_12_mbaud_missed_at_36_mhz_ends_there_without_the_oscillator():
+    from hw.eda.boards import get_board
+    from hw.eda.synth import choose_clock
+
+    calls = []
+    _, _, _, info = choose_clock(_router(lambda mhz: [36.2, 35.4], calls), get_board("icebreaker"), "auto",
+                                 estimate={"fmax_mhz": 35.0}, usable=_makes_12_mbaud)
+    # no clock under 35.4 MHz makes 12 Mbaud, and the 12 MHz oscillator cannot: the miss at 36 stands
+    assert calls == [36.0] and not info["passes"][-1]["met_all_seeds"]
+
+
+def test_auto_clock_looks_only_a_little_above_the_estimate_for_the_links_clock():
+    from hw.eda.boards import get_board
+    from hw.eda.synth import LINK_CLOCK_REACH, choose_clock
+
+    calls = []
+    # 36 MHz is more than LINK_CLOCK_REACH above a 24 MHz estimate: the search starts at the oscillator
+    # (which cannot make 12 Mbaud, and the route says so)
+    assert 36.0 > 24.0 * LINK_CLOCK_REACH
+    choose_clock(_router(lambda mhz: [30.0], calls), get_board("icebreaker"), "auto", estimate={"fmax_mhz": 24.0},
+                 usable=_makes_12_mbaud)
+    assert calls == [12.0]
+
+
+def test_auto_clock_below_the_pll_floor_still_takes_the_oscillator_when_it_makes_the_baud():
+    from hw.eda.boards import get_board
+    from hw.eda.synth import _makes_baud, choose_clock
+
+    board = get_board("icebreaker")
+    calls = []
+    _, _, _, info = choose_clock(_router(lambda mhz: [14.0, 15.0], calls), board, "auto", estimate={"fmax_mhz": 14.0},
+                                 usable=lambda mhz: _makes_baud(board, 115_200, mhz))
+    assert calls == [12.0] and info["source"] == "oscillator"  # not 16 MHz: the 12 MHz oscillator makes 115200

@@ -132,3 +132,17 @@ def fastest_at_most(family: str, f_in: float, f_max: float) -> PllSetting | None
         if top is None or out > top or (out == top and _better(cand, best, f_max)):
             best = cand
     return best
+
+
+def slowest_at_least(family: str, f_in: float, f_min: float) -> PllSetting | None:
+    """The setting with the lowest output not below ``f_min`` MHz (None when even the fastest output
+    the PLL makes is below it); among equal outputs, the one :func:`nearest` would pick."""
+    lo, hi = _out_range(family)
+    best = None
+    for cand in _settings(family, f_in):
+        if not max(lo, f_min) <= cand.f_out <= hi:
+            continue
+        out, low = round(cand.f_out, 9), None if best is None else round(best.f_out, 9)
+        if low is None or out < low or (out == low and _better(cand, best, f_min)):
+            best = cand
+    return best

@@ -569,6 +569,7 @@ def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, m
     (:func:`hw.link.board.link_options`): the line rate, every logit or the class alone, and the
     images the input buffer lets the host keep in flight.
     """
+    from golden.formats import OUT_BEAT_BYTES
     from hw.eda.estimate import estimate_accelerator
     from hw.eda.generate import TOP_NAME, build_top
     from hw.link.board import link_options
@@ -591,7 +592,8 @@ def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, m
                           cycles=top.cycles_per_inference(), input_bytes=plan.input_codes,
                           estimate=estimate, seeds=seeds, baud=baud, progress=progress, clock=clock,
                           link_options=options, reply=reply, window=window,
-                          out_beats=1 if reply == "class" else plan.n_logits + 1)
+                          out_beats=1 if reply == "class" else plan.n_logits + 1,
+                          reply_bytes={"logits": (plan.n_logits + 1) * OUT_BEAT_BYTES, "class": 1})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -874,7 +876,8 @@ def engine_weights_block(engine) -> dict:
 def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: int, cycles: int,
                    input_bytes: int, estimate: dict | None = None, seeds: int = 3, baud: int | None = None,
                    progress: bool = True, clock=None, link_options: dict | None = None, reply: str = "logits",
-                   window: int = 1, out_beats: int | None = None, extra: dict | None = None) -> dict:
+                   window: int = 1, out_beats: int | None = None, reply_bytes: dict | None = None,
+                   extra: dict | None = None) -> dict:
     """Synthesize a stream component (``i``/``o`` streams) for ``board``; write ``out_dir/report.json``.
 
     FPGA boards: ``top`` behind the UART link (:class:`hw.rtl.uart.LinkOnBoard`) through
@@ -896,7 +899,9 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
     fastest rate it makes); ``link_options``: :class:`hw.rtl.uart.StreamLink`'s keyword arguments (the
     reply filter, the input buffer); ``reply``, ``window`` and ``out_beats`` (beats sent back per
     image, default one) describe it in ``report["link"]``, with the images/s the line allows and
-    what the board keeps up over it. ``extra``: more top-level report entries.
+    what the board keeps up over it; ``reply_bytes`` (``{reply: bytes back per image}``, e.g. every
+    logit and the class alone) adds ``report["link"]["replies"]``: each reply's images/s over the
+    same line (:func:`_reply_rates`). ``extra``: more top-level report entries.
     """
     from tqdm import tqdm
 
@@ -947,6 +952,8 @@ def synthesize_top(top, board: str, out_dir, *, design: dict, macs_per_cycle: in
                 clock_info["slack_ns"] = _slack(reports, clock_info["mhz"])
             if link is not None:
                 link.update(_link_rates(link, cycles, clock_info["mhz"]))
+                if reply_bytes:
+                    link["replies"] = _reply_rates(link, reply_bytes, cycles, clock_info["mhz"])
             if failure is None and not report["ok"]:
                 failure = UserError("timing not met")
         if estimate is not None:
@@ -970,6 +977,9 @@ PLL_PASSES = 3
 #: A met setting is kept unless a faster one under its slowest seed's Fmax gains at least this much
 #: (seed-to-seed Fmax varies by a few per cent; chasing less costs passes for noise).
 PLL_MIN_GAIN = 0.02
+#: How far above the start (the estimated Fmax) the auto clock looks for a clock the link can use
+#: when none lies under it.
+LINK_CLOCK_REACH = 1.25
 #: How far the clock nextpnr constrains may lie from the PLL output (it rounds the period to ps).
 CONSTRAINT_TOLERANCE = 0.002
 
@@ -1059,6 +1069,25 @@ def _link_rates(link: dict, cycles: int, mhz: float) -> dict:
                           ("line" if link["window"] > 1 else "line and compute in turn")}
 
 
+def _reply_rates(link: dict, reply_bytes: dict, cycles: int, mhz: float) -> dict:
+    """Per reply (``{reply: bytes back per image}``): what the same line carries at ``mhz``.
+
+    ``bytes_out_per_image``; ``images_per_s_line``: the line alone with images in flight (the busier
+    direction sets it); ``images_per_s_one_at_a_time``: line in, compute, line out in turn;
+    ``images_per_s_in_flight``: the slower of line and compute (a board built with an input buffer,
+    ``--window`` 2 or more); ``compute_images_per_s`` beside them. USB latency is not counted.
+    """
+    compute_s = cycles / (mhz * 1e6)
+    in_s = link["bytes_in_per_image"] / link["bytes_per_s"]
+    out = {"compute_images_per_s": round(1 / compute_s, 1)}
+    for reply, bytes_out in reply_bytes.items():
+        out_s = bytes_out / link["bytes_per_s"]
+        out[reply] = {"bytes_out_per_image": bytes_out, "images_per_s_line": round(1 / max(in_s, out_s), 1),
+                      "images_per_s_one_at_a_time": round(1 / (in_s + compute_s + out_s), 1),
+                      "images_per_s_in_flight": round(1 / max(in_s, compute_s, out_s), 1)}
+    return out
+
+
 def _inner_link(board_top):
     """The :class:`hw.rtl.uart.StreamLink` inside a board top made by :func:`_board_top`."""
     inner = getattr(board_top, "inner", board_top)
@@ -1083,9 +1112,12 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None, us
     no setting :data:`PLL_MIN_GAIN` faster lies under its Fmax; a design slower than the PLL's slowest
     output falls back to the oscillator. A failed routing raises :class:`_RouteFailed`.
     ``usable(MHz) -> bool`` (default: every clock): the search passes over PLL settings it rejects
-    (a clock that cannot make the link's baud rate).
+    (a clock that cannot make the link's baud rate); when neither a setting at or under the start nor
+    the oscillator is usable it starts at the slowest usable one up to :data:`LINK_CLOCK_REACH` above
+    it (12 Mbaud takes 36 MHz or more), and it does not fall back to an oscillator it rejects (the last
+    routing's figures stand).
     """
-    from hw.eda.pll import fastest_at_most
+    from hw.eda.pll import fastest_at_most, slowest_at_least
 
     def fastest(ceiling):
         """The fastest setting at or under ``ceiling`` that ``usable`` takes (None: none)."""
@@ -1136,6 +1168,14 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None, us
         return reports, note, link, info
     start = (estimate or {}).get("fmax_mhz") or board.pll_start_mhz
     setting = fastest(start)
+    if setting is None and usable is not None and not usable(board.clock_mhz):
+        # neither a PLL setting under the estimate nor the oscillator makes the link's rate; the
+        # estimate is rough: the slowest clock the link can use a little above it may still be met
+        setting = slowest_at_least(board.family, board.clock_mhz, start)
+        while setting is not None and not usable(setting.f_out):
+            setting = slowest_at_least(board.family, board.clock_mhz, setting.f_out * (1 + 1e-9))
+        if setting is not None and setting.f_out > start * LINK_CLOCK_REACH:
+            setting = None
     met_any, best_met, tried = False, None, set()
     slowest_missed = float("inf")
     result = None
@@ -1153,7 +1193,7 @@ def choose_clock(route, board: Board, clock, *, estimate: dict | None = None, us
         ceiling = min(f_min, slowest_missed * (1 - 1e-9))
         faster = fastest(ceiling)
         if faster is None:  # slower than the PLL's slowest output: the oscillator, if not tried
-            if setting is None:
+            if setting is None or (usable is not None and not usable(board.clock_mhz)):
                 break
             setting = None
         elif met and faster.f_out < mhz_of(setting) * (1 + PLL_MIN_GAIN):

@@ -3,8 +3,10 @@
 The iCEBreaker's USB bridge (an FT2232H, channel B, wired to the FPGA's UART pins with no
 flow-control lines) makes the baud rates ``12 MHz / n`` for ``n`` = 1, 1.5 and 2, 2.125, 2.25, ...
 (eighths from 2 on): 12, 8, 6, 5.647, ... Mbaud. The FPGA side makes ``clock / divisor`` with at least
-:data:`hw.rtl.uart.MIN_DIVISOR` clock cycles per bit. A link works when both ends make the same rate
-within :data:`BAUD_TOLERANCE`; :func:`check_baud` says so, or why not and what would. (The check is the
+:data:`hw.rtl.uart.MIN_DIVISOR` (3) clock cycles per bit. A link works when both ends make the same
+rate within :func:`hw.rtl.uart.baud_tolerance` (2 %; 0.5 % at 3 cycles per bit); :func:`check_baud`
+says so, or why not and what would. 12 Mbaud, 1.2 MB/s each way, takes a 36 MHz clock (3 cycles per
+bit, exact) or 48 MHz (4). (The check is the
 iCEBreaker's: the ULX3S's FT231X has other rates and stops at 3 Mbaud.)
 
 :func:`link_budget` gives the bytes per image each way and the images per second the line allows, for
@@ -13,7 +15,7 @@ other code (benchmarks, reports) to call.
 
 from asqhw.errors import UserError
 from hw.rtl.accel.argmax import REPLIES
-from hw.rtl.uart import BAUD_TOLERANCE, DEFAULT_BAUD, MIN_DIVISOR, divisor_for
+from hw.rtl.uart import BAUD_TOLERANCE, DEFAULT_BAUD, MIN_DIVISOR, baud_tolerance, divisor_for
 
 __all__ = ["DEFAULT_BAUD", "REPLIES", "check_baud", "fastest_baud", "ft2232h_baud", "ftdi_makes", "link_budget",
            "link_budget_at_clock"]
@@ -63,7 +65,9 @@ def check_baud(baud: int, clock_hz: float | None = None) -> int | None:
     """Check that the FT2232H (and, with ``clock_hz``, the design clock) make ``baud``; the divisor.
 
     Returns the UART divisor for ``clock_hz`` (None without a clock). Raises :class:`UserError` that
-    says which end cannot make the rate and which rates it can.
+    says which end cannot make the rate and which rates it can. At 3 cycles per bit the clock's rate
+    must also lie within :func:`hw.rtl.uart.baud_tolerance` of the rate the FT2232H really makes (the
+    two ends' errors together must stay inside the receiver's one-cycle margin).
     """
     if baud <= 0:
         raise UserError(f"--baud {baud} must be positive")
@@ -75,13 +79,22 @@ def check_baud(baud: int, clock_hz: float | None = None) -> int | None:
     if clock_hz is None:
         return None
     try:
-        return divisor_for(clock_hz, baud)
+        divisor = divisor_for(clock_hz, baud)
     except ValueError as err:
         best = fastest_baud(clock_hz)
         hint = (f"the fastest FT2232H rate it makes is {best} baud" if best else
                 f"it makes no FT2232H rate of 1 Mbaud or more (at least {MIN_DIVISOR} cycles per bit)")
-        fix = (f"12000000 baud needs a {MIN_DIVISOR * 12} MHz clock (divisor {MIN_DIVISOR})")
+        low = max(MIN_DIVISOR, int(clock_hz // baud))
+        fix = (f"{baud} baud needs a clock of {baud * low / 1e6:g} MHz (divisor {low}) or "
+               f"{baud * (low + 1) / 1e6:g} MHz (divisor {low + 1})")
         raise UserError(f"{err}; {hint}; {fix}") from None
+    made, theirs = clock_hz / divisor, ft2232h_baud(baud)
+    if divisor <= MIN_DIVISOR and abs(made - theirs) > baud_tolerance(divisor) * theirs:
+        # at 3 cycles per bit the margin is too small for both ends' errors: the clock against the FT2232H's rate
+        raise UserError(f"--baud {baud}: the FT2232H makes {theirs:.0f} baud and a {clock_hz / 1e6:g} MHz clock "
+                        f"{made:.0f} at divisor {divisor}, {100 * abs(made - theirs) / theirs:.2f} % apart; at "
+                        f"{divisor} cycles per bit they must agree within {100 * baud_tolerance(divisor):g} %")
+    return divisor
 
 
 def link_budget(*, input_bytes: int, n_logits: int, baud: float, reply: str = "logits",

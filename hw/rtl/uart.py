@@ -17,14 +17,49 @@ from amaranth.lib.wiring import In, Out
 
 #: The baud rate the boards use by default (both boards' FTDI bridges carry it; the host defaults to it).
 DEFAULT_BAUD = 115_200
-#: Fewest clock cycles per bit: the receiver samples each bit once, 1.5 bit times after it sees the
-#: start edge through its two-flip-flop synchronizer, so a bit must last a few cycles to be sampled
-#: inside it.
-MIN_DIVISOR = 4
-#: How far ``clock / divisor`` may miss the baud rate (the FT2232H's own rates are exact): with 4
-#: cycles per bit the receiver samples 1/4 to 1/2 bit before each bit's end, and the stop bit 9.5
-#: bits after the start edge, so a 1/4-bit margin allows 0.25 / 9.5 = 2.6 % of drift.
+#: Fewest clock cycles per bit the receiver takes (see :class:`UartRx` for its sampling margins): 3
+#: leaves one clock cycle between each sample and either edge of its bit; 2 would leave none.
+MIN_DIVISOR = 3
+#: How far ``clock / divisor`` may miss the baud rate at 4 or more cycles per bit (the FT2232H's own
+#: rates are exact): at 4 cycles per bit the receiver samples the stop bit more than one cycle before
+#: its end, which a sender 2.5 % fast reaches (:func:`sampling_margins`); 2 % leaves a fifth of a cycle.
 BAUD_TOLERANCE = 0.02
+#: How far ``clock / divisor`` may miss the baud rate at :data:`MIN_DIVISOR` (3) cycles per bit: 0.5 %
+#: moves the stop bit's sample by 0.15 of a cycle, of the one cycle it has on either side (a sender
+#: up to 3.3 % fast or 3.7 % slow is still read, :func:`sampling_margins`), leaving 0.85 of a cycle
+#: (24 ns at 36 MHz, 12 Mbaud) for the line's edge distortion and the input flip-flop's aperture. The
+#: clocks that use it make their rate exactly (36 MHz for the FT2232H's 12 Mbaud, 24 MHz for 8 Mbaud).
+FEWEST_CYCLES_TOLERANCE = 0.005
+
+
+def baud_tolerance(divisor: int) -> float:
+    """How far ``clock / divisor`` may miss the baud rate at ``divisor`` cycles per bit."""
+    return FEWEST_CYCLES_TOLERANCE if divisor <= MIN_DIVISOR else BAUD_TOLERANCE
+
+
+def sampling_margins(divisor: int) -> dict:
+    """Where :class:`UartRx` samples a bit at ``divisor`` cycles per bit, and the rate errors it survives.
+
+    The receiver sees the start edge at the first clock edge after it (the synchronizer's flip-flops
+    delay every sample alike, so they do not count), then samples the first data bit
+    ``K = 3 * divisor // 2`` cycles later and each following bit ``divisor`` cycles after the last.
+    The start edge falls anywhere within the clock cycle before the edge that sees it, so each sample
+    lands between ``K - divisor`` and ``K - divisor + 1`` cycles after its bit's start edge:
+
+    - ``early_cycles = K - divisor``: the least time from a bit's start edge to its sample;
+    - ``late_cycles = 2 * divisor - K - 1``: the least time from a sample to its bit's end.
+
+    A sender whose bits last ``1 + e`` times the receiver's moves the stop bit (bit 9 after the start)
+    by ``9 * divisor * e`` cycles at its start and ``10 * divisor * e`` at its end, so it is read while
+    ``e < early / (9 * divisor)`` (slow) and ``-e < late / (10 * divisor)`` (fast): ``slowest`` and
+    ``fastest``. At 3 cycles per bit: 1 cycle each side, a sender 3.7 % slow or 3.3 % fast; at 4: 2
+    and 1 cycles, 5.6 % and 2.5 %. These hold for clean edges; the tolerances
+    (:func:`baud_tolerance`) keep the rest of the margin for the line.
+    """
+    first = 3 * divisor // 2
+    early, late = first - divisor, 2 * divisor - first - 1
+    return {"first_sample": first, "early_cycles": early, "late_cycles": late,
+            "slowest": early / (9 * divisor), "fastest": late / (10 * divisor)}
 
 
 def divisor_for(clock_hz: float, baud: int) -> int:
@@ -32,7 +67,7 @@ def divisor_for(clock_hz: float, baud: int) -> int:
 
     Raises ValueError, saying why and the fastest rate the clock makes, when the divisor would be
     under :data:`MIN_DIVISOR` or ``clock_hz / divisor`` would miss ``baud`` by more than
-    :data:`BAUD_TOLERANCE`.
+    :func:`baud_tolerance` (:data:`BAUD_TOLERANCE`; :data:`FEWEST_CYCLES_TOLERANCE` at 3 cycles per bit).
     """
     mhz = clock_hz / 1e6
     divisor = round(clock_hz / baud)
@@ -40,8 +75,10 @@ def divisor_for(clock_hz: float, baud: int) -> int:
         raise ValueError(f"a {mhz:g} MHz clock cannot make {baud} baud: the UART needs at least {MIN_DIVISOR} "
                          f"clock cycles per bit, so at most {clock_hz / MIN_DIVISOR:.0f} baud")
     error = (clock_hz / divisor - baud) / baud
-    if abs(error) > BAUD_TOLERANCE:
-        raise ValueError(f"a {mhz:g} MHz clock cannot make {baud} baud within {100 * BAUD_TOLERANCE:g} %: divisor "
+    tolerance = baud_tolerance(divisor)
+    if abs(error) > tolerance:
+        at = f" at {divisor} cycles per bit" if divisor <= MIN_DIVISOR else ""
+        raise ValueError(f"a {mhz:g} MHz clock cannot make {baud} baud within {100 * tolerance:g} %{at}: divisor "
                          f"{divisor} gives {clock_hz / divisor:.0f} baud ({100 * error:+.1f} %)")
     return divisor
 
@@ -57,7 +94,7 @@ class UartRx(wiring.Component):
     Parameters
     ----------
     divisor : int
-        Clock cycles per bit (>= 4).
+        Clock cycles per bit (>= :data:`MIN_DIVISOR`, 3).
 
     Ports
     -----
@@ -72,6 +109,12 @@ class UartRx(wiring.Component):
 
     Latency: a byte is offered 2 + 9.5 bit times after its start edge. Throughput: one byte per
     10 bit times.
+
+    Sampling: one sample per bit, ``3 * divisor // 2`` cycles after the start edge is seen, then every
+    ``divisor`` cycles; at 3 cycles per bit each sample falls 1 to 2 cycles after its bit's start edge,
+    one cycle clear of either edge (:func:`sampling_margins` derives it and the rate errors it allows).
+    Back looking for a start edge the cycle after the stop bit's sample, it sees the next frame's start
+    edge at the first clock edge after it whenever that stop bit was read high.
     """
 
     def __init__(self, divisor: int):
@@ -121,7 +164,7 @@ class UartTx(wiring.Component):
     Parameters
     ----------
     divisor : int
-        Clock cycles per bit (>= 4).
+        Clock cycles per bit (>= :data:`MIN_DIVISOR`, 3; any divisor makes whole-cycle bits).
 
     Ports
     -----
