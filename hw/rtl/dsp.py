@@ -200,11 +200,11 @@ def block_product(m, a, b, enable, *, name="block"):
 
     For operands that fit one block (each at most :data:`DSP_WIDTH` bits, of one signedness): the
     registers of :class:`PipelinedProduct`'s blocks, without its sum stage. A plain register per
-    operand (the block's input registers), a plain register of the product (the block's internal
-    pipeline register, so that the multiplier lies between two registers nextpnr sees as one
-    register port each and no path goes through it untimed), and a register with an enable
-    after it (the block's output register, its hold input driven by ``~enable``: see the module
-    notes for why it needs the enable).
+    operand (the block's input registers), a plain register of the product (the multiplier's
+    internal pipeline register) and a register with an enable after it (the block's output
+    register, its hold input driven by ``~enable``: see the module notes for why it needs the
+    enable). nextpnr times the block only at its ports: without the pipeline register the whole
+    multiply would lie, untimed, between the operand and output registers.
 
     Parameters
     ----------
