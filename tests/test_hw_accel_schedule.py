@@ -17,8 +17,8 @@ from hw.rtl.accel.argmax import ArgmaxOutput
 #   LOAD                        64   (1 x 8 x 8 codes)
 #   conv1 RUN              2304 + 1  (8 x 8 pixels x 4 groups x 9 sets; + the cycle of the address
 #                                    generator's registered done)
-#   conv1 drain                 20   (the last value is written PE 4 + address 2 + engine 5 +
-#                                    requantizer 10 = 21 cycles after the last set: every y in the GAP)
+#   conv1 drain                 21   (the last value is written PE 4 + address 2 + engine 6 +
+#                                    requantizer 10 = 22 cycles after the last set: every y in the GAP)
 #   ASQ(conv2)                 104   (start 1 + 68 MLP steps + 1 idle step (the last hidden value's
 #                                    write) + 39 - 17 divider steps + 6 + 2 x 3 multiplier: operand
 #                                    register + 2 stages)
@@ -27,18 +27,18 @@ from hw.rtl.accel.argmax import ArgmaxOutput
 #                                    9 x 16 + 15 + 6 (y read 1, quantizer 5) = 165, and the set's
 #                                    address comes 2 cycles after its counters: 165 - 35 - 1
 #   conv2 RUN              2304 + 1  (4 x 4 pixels x 4 groups x 36 sets), the pass's rest under it
-#   conv2 drain                 20
+#   conv2 drain                 21
 #   ASQ(conv3)                 104
 #   QPASS(conv3) before RUN     65   conv3's set 35 reads pixel 5 of channels 12..15: written at
 #                                    5 x 16 + 15 + 6 = 101: 101 - 35 - 1
 #   conv3 RUN              1152 + 1  (2 x 2 pixels x 8 groups x 36 sets)
 #   conv3 drain                  0   fc's reads of conv3's last values come > 100 cycles later
 #   fc RUN                  384 + 1  (3 groups, 10 -> 12 at PE 4, x 128 sets)
-#   fc drain                     9   logits 8, 9 written 18, 19 cycles after fc's last set (383):
-#                                    logit c is read at OUT + c, so OUT = 402 + 1 - 9 = 394 = 385 + 9
+#   fc drain                    10   logits 8, 9 written 19, 20 cycles after fc's last set (383):
+#                                    logit c is read at OUT + c, so OUT = 403 + 1 - 9 = 395 = 385 + 10
 #   OUT                         12   (first read 1 + 10 beats + class 1)
-DIGITS_PE4_SIMD4_CYCLES = 6675
-DIGITS_PE4_SIMD4_DRAINS = [20, 20, 0, 9]
+DIGITS_PE4_SIMD4_CYCLES = 6678
+DIGITS_PE4_SIMD4_DRAINS = [21, 21, 0, 10]
 DIGITS_PE4_SIMD4_QPASS_RUN = [None, 129, 65, None]
 
 

@@ -170,14 +170,63 @@ def test_pipelined_logic_product_is_exact_after_its_latency(a_shape, b_width):
     assert got == [a * b for a, b in items]
 
 
+#: SB_MAC16 parameters that place registers: the operand registers (A, B), the multiplier's
+#: internal pipeline registers (the 8 x 8 products and the 16 x 16 sum of them) and the output select.
+_REGISTER_PARAMETERS = ("A_REG", "B_REG", "TOP_8x8_MULT_REG", "BOT_8x8_MULT_REG", "PIPELINE_16x16_MULT_REG1",
+                        "PIPELINE_16x16_MULT_REG2", "TOPOUTPUT_SELECT", "BOTOUTPUT_SELECT")
+
+
+def _block_registers(netlist_path) -> list:
+    """The register parameters of every SB_MAC16 of a Yosys JSON netlist."""
+    import json
+
+    from hw.eda.synth import _param
+
+    netlist = json.loads(netlist_path.read_text())
+    return [{k: _param(cell, k) for k in _REGISTER_PARAMETERS}
+            for module in netlist["modules"].values() for cell in module["cells"].values()
+            if cell["type"] == "SB_MAC16"]
+
+
+class _BlockProduct(wiring.Component):
+    """One :func:`hw.rtl.dsp.block_product` of the wide engine's shape (9-bit activation x int8)."""
+
+    def __init__(self):
+        super().__init__({"a": In(signed(9)), "b": In(signed(8)), "enable": In(1), "p": Out(signed(17))})
+
+    def elaborate(self, platform):
+        from hw.rtl.dsp import block_product
+
+        m = Module()
+        m.d.comb += self.p.eq(block_product(m, self.a, self.b, self.enable))
+        return m
+
+
 @pytest.mark.synth
 def test_block_products_are_registered_dsp_blocks_on_ice40(tmp_path):
-    """The wide engine's products on DSP blocks: one block per product, each registered at both
-    ends, although every PE's block takes the same activation."""
+    """The wide engine's products on DSP blocks: one block per product, each registered before, inside
+    and after its multiplier like :class:`PipelinedProduct`'s blocks (nextpnr-ice40 sees only the
+    block's ports: without the pipeline register the multiplier between its operand and output
+    registers would never be timed), although every PE's block takes the same activation."""
+    from hw.rtl.dsp import BLOCK_PRODUCT_LATENCY
     from hw.rtl.mac import MacArray
 
-    dut = MacArray("int", 8, 9, True, pe=4, simd=1, acc_width=23, in_logic=True, product_latency=2, block_pes=3)
-    path = write_verilog(dut, tmp_path / "mac.v", name="mac")
-    cells = synth_cells(path, "mac", "icebreaker", tmp_path, netlist="netlist.json")
+    reference = PipelinedProduct(signed(9), signed(8))
+    path = write_verilog(reference, tmp_path / "ref" / "product.v", name="product")
+    synth_cells(path, "product", "icebreaker", tmp_path / "ref", netlist="netlist.json")
+    (pipelined,) = _block_registers(tmp_path / "ref" / "netlist.json")
+    assert pipelined["A_REG"] == pipelined["B_REG"] == 1
+    assert pipelined["PIPELINE_16x16_MULT_REG1"] == pipelined["TOP_8x8_MULT_REG"] == pipelined["BOT_8x8_MULT_REG"] == 1
+
+    path = write_verilog(_BlockProduct(), tmp_path / "one" / "block.v", name="block")
+    assert synth_cells(path, "block", "icebreaker", tmp_path / "one", netlist="netlist.json").get("SB_MAC16") == 1
+    assert _block_registers(tmp_path / "one" / "netlist.json") == [pipelined]
+    assert untimed_dsp_cells(tmp_path / "one" / "netlist.json") == {}
+
+    dut = MacArray("int", 8, 9, True, pe=4, simd=1, acc_width=23, in_logic=True,
+                   product_latency=BLOCK_PRODUCT_LATENCY, block_pes=3)
+    path = write_verilog(dut, tmp_path / "mac" / "mac.v", name="mac")
+    cells = synth_cells(path, "mac", "icebreaker", tmp_path / "mac", netlist="netlist.json")
     assert cells.get("SB_MAC16") == 3
-    assert untimed_dsp_cells(tmp_path / "netlist.json") == {}
+    assert _block_registers(tmp_path / "mac" / "netlist.json") == [pipelined] * 3
+    assert untimed_dsp_cells(tmp_path / "mac" / "netlist.json") == {}

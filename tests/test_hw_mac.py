@@ -145,10 +145,14 @@ def test_mac_array_refuses_bad_parameters():
 @pytest.mark.parametrize("kind,bits,act_signed,pe,simd,product_latency,sum_stage", [
     ("int", 8, True, 4, 1, 2, False), ("int", 8, True, 2, 1, 3, False), ("int", 8, False, 2, 2, 2, True),
     ("post", 3, False, 4, 4, 1, True), ("pot", 4, False, 2, 3, 1, True),
+    # two registered sum stages: one per level of a 4-input tree (the main engine's), two runs of a
+    # 3-level tree, a 2-input tree's one level and a delay, a delay alone (SIMD 1)
+    ("post", 3, False, 4, 4, 1, 2), ("pot", 4, False, 2, 8, 1, 2), ("post", 3, False, 2, 2, 1, 2),
+    ("int", 8, True, 2, 1, 3, 2), ("pot", 3, False, 2, 4, 1, 3),
 ])
 def test_deeper_pipelines_sum_alike_with_their_latency(kind, bits, act_signed, pe, simd, product_latency,
                                                        sum_stage):
-    """Pipelined logic products and a registered per-PE sum: the same sums, ``done`` later."""
+    """Pipelined logic products and registered per-PE sums: the same sums, ``done`` later."""
     rng = np.random.default_rng(bits * 17 + pe * 3 + simd + product_latency)
     lo, hi = _act_bounds(bits, act_signed)
     groups = [[(rng.integers(lo, hi + 1, simd), rng.integers(0, 1 << bits, (pe, simd)))
@@ -176,8 +180,8 @@ def test_pipelined_products_need_uniform_lanes_in_logic():
 @pytest.mark.parametrize("act_signed,pe,simd,block_pes", [(True, 4, 1, 1), (True, 4, 1, 3), (True, 4, 1, 4),
                                                           (True, 2, 2, 1)])
 def test_block_products_sum_alike_with_the_logic_latency(act_signed, pe, simd, block_pes):
-    """The first PEs' products on DSP blocks (operand and output registers), the others in logic:
-    the same sums with the same latency."""
+    """The first PEs' products on DSP blocks (operand, pipeline and output registers), the others
+    in logic: the same sums with the same latency."""
     bits = 8
     rng = np.random.default_rng(pe * 7 + simd + block_pes)
     lo, hi = _act_bounds(bits, act_signed)
@@ -186,16 +190,18 @@ def test_block_products_sum_alike_with_the_logic_latency(act_signed, pe, simd, b
     groups.append([(np.full(simd, lo), np.full((pe, simd), 1 << (bits - 1)))] * 3)  # the largest product
     pmin, pmax = arith.product_range(lo, hi, "int", bits, 6)
     array = MacArray("int", bits, bits, act_signed, pe=pe, simd=simd, acc_width=arith.acc_width(6 * simd, pmin, pmax),
-                     in_logic=True, product_latency=2, block_pes=block_pes)
-    assert array.latency == MacArray.latency_for("int", product_latency=2)
+                     in_logic=True, product_latency=3, block_pes=block_pes)
+    assert array.latency == MacArray.latency_for("int", product_latency=3)
     assert _run_groups(array, groups, gap_every=3) == _expected("int", bits, groups, 6)
     assert _run_groups(array, groups) == _expected("int", bits, groups, 6)  # back to back
 
 
-def test_block_products_need_the_two_cycle_product():
+def test_block_products_need_the_three_cycle_product():
     with pytest.raises(ValueError, match="block_pes"):
-        MacArray("int", 8, 8, in_logic=True, product_latency=3, pe=2, block_pes=1)
+        MacArray("int", 8, 8, True, in_logic=True, product_latency=2, pe=2, block_pes=1)
     with pytest.raises(ValueError, match="block_pes"):
-        MacArray("int", 8, 8, True, in_logic=True, product_latency=2, pe=2, block_pes=3)
+        MacArray("int", 8, 8, True, in_logic=True, product_latency=3, pe=2, block_pes=3)
     with pytest.raises(ValueError, match="block_pes"):
-        MacArray("int", 8, 8, False, in_logic=True, product_latency=2, pe=2, block_pes=1)
+        MacArray("int", 8, 8, False, in_logic=True, product_latency=3, pe=2, block_pes=1)
+    with pytest.raises(ValueError, match="sum_stage"):
+        MacArray("post", 3, 3, sum_stage=-1)

@@ -191,19 +191,20 @@ class PipelinedProduct(wiring.Component):
         return m
 
 
-#: Cycles of :func:`block_product`: operand registers, then the block's output register.
-BLOCK_PRODUCT_LATENCY = 2
+#: Cycles of :func:`block_product`: operand registers, the block's pipeline register, its output register.
+BLOCK_PRODUCT_LATENCY = 3
 
 
 def block_product(m, a, b, enable, *, name="block"):
-    """``a * b`` on one DSP block, registered at both ends, latency :data:`BLOCK_PRODUCT_LATENCY`.
+    """``a * b`` on one DSP block, registered before, inside and after it, latency :data:`BLOCK_PRODUCT_LATENCY`.
 
-    For operands that fit one block (each at most :data:`DSP_WIDTH` bits, of one signedness): a
-    plain register per operand (the block's input registers) and a register with an enable after
-    the multiplier (its output register, the hold input driven by ``~enable``), so every port of
-    the block is a register port and nextpnr times every path into and out of it. Without the
-    block's internal pipeline register the product is ready one cycle earlier than in
-    :class:`PipelinedProduct` (the multiplier sits between the block's own registers).
+    For operands that fit one block (each at most :data:`DSP_WIDTH` bits, of one signedness): the
+    registers of :class:`PipelinedProduct`'s blocks, without its sum stage. A plain register per
+    operand (the block's input registers), a plain register of the product (the multiplier's
+    internal pipeline register) and a register with an enable after it (the block's output
+    register, its hold input driven by ``~enable``: see the module notes for why it needs the
+    enable). nextpnr times the block only at its ports: without the pipeline register the whole
+    multiply would lie, untimed, between the operand and output registers.
 
     Parameters
     ----------
@@ -212,12 +213,13 @@ def block_product(m, a, b, enable, *, name="block"):
         Operands; they should come from registers or memories (a multiplexer with a constant arm
         in front of an operand register keeps it out of the block, see the module notes).
     enable : Value
-        Loads the product register: high in the cycle after the operands were valid. Not a constant.
+        Loads the output register: high two cycles after the operands were valid (when the
+        pipeline register holds their product). Not a constant.
 
     Returns
     -------
     Signal
-        The product of the operands of 2 cycles before (held while ``enable`` is low).
+        The product of the operands of 3 cycles before (held while ``enable`` is low).
     """
     if a.shape().signed != b.shape().signed:
         raise ValueError("block_product: operands of one signedness (a constant extension bit "
@@ -227,8 +229,10 @@ def block_product(m, a, b, enable, *, name="block"):
     a_reg = Signal(a.shape(), name=f"{name}_a", reset_less=True)
     b_reg = Signal(b.shape(), name=f"{name}_b", reset_less=True)
     width = len(a) + len(b)
-    product = Signal(signed(width) if a.shape().signed else unsigned(width), name=f"{name}_p", reset_less=True)
-    m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
-    with m.If(enable):
-        m.d.sync += product.eq(a_reg * b_reg)
-    return product
+    shape = signed(width) if a.shape().signed else unsigned(width)
+    product = Signal(shape, name=f"{name}_pp", reset_less=True)
+    out = Signal(shape, name=f"{name}_p", reset_less=True)
+    m.d.sync += [a_reg.eq(a), b_reg.eq(b), product.eq(a_reg * b_reg)]
+    with m.If(enable):  # the enable keeps this on the block's output register
+        m.d.sync += out.eq(product)
+    return out

@@ -27,12 +27,15 @@ Deeper pipelines, both off by default (throughput unchanged, each stage one cycl
 - ``product_latency`` > 1 (uniform lanes in logic only): each product's adder tree is cut by
   registers (:func:`hw.rtl.mul.pipelined_logic_product`), so that the clock is not bounded by a
   wide shift-and-add multiplier;
-- ``sum_stage``: each PE's sum of its SIMD products is registered before the accumulator.
+- ``sum_stage`` (a count; ``True`` is 1): each PE's sum of its SIMD products, a balanced adder
+  tree, is registered that many times before the accumulator, the registers spread over the
+  tree's levels (after its last level with one; after each of the two levels of a 4-input tree
+  with two), any beyond one per level delaying the sum.
 
-``block_pes`` (with ``product_latency`` 2, uniform lanes in logic): the products of the first
-``block_pes`` PEs on DSP blocks instead (:func:`hw.rtl.dsp.block_product`: the block's operand and
-output registers, the same 2 cycles as the pipelined logic product), the others in logic; so an
-engine may take as many DSP blocks as the device has left.
+``block_pes`` (with ``product_latency`` 3, uniform lanes in logic): the products of the first
+``block_pes`` PEs on DSP blocks instead (:func:`hw.rtl.dsp.block_product`: the block's operand,
+pipeline and output registers, the same 3 cycles as the logic product cut after every adder
+level), the others in logic; so an engine may take as many DSP blocks as the device has left.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -70,11 +73,12 @@ class MacArray(wiring.Component):
         Cycles from the inputs to the registered products: 1 (default) is the lanes'
         combinational products registered once; more (``in_logic`` uniform lanes only) cuts each
         product's adder tree with registers.
-    sum_stage : bool
-        Register each PE's sum of products before its accumulator (one more cycle of latency).
+    sum_stage : bool or int
+        Registered stages of each PE's sum of products before its accumulator (one cycle of
+        latency each; ``True`` is one).
     block_pes : int
-        With ``product_latency`` 2 and signed activations: how many PEs (the first ones) multiply
-        on DSP blocks (one per product) instead of logic.
+        With ``product_latency`` :data:`hw.rtl.dsp.BLOCK_PRODUCT_LATENCY` and signed activations:
+        how many PEs (the first ones) multiply on DSP blocks (one per product) instead of logic.
 
     Ports
     -----
@@ -96,7 +100,7 @@ class MacArray(wiring.Component):
 
     @classmethod
     def latency_for(cls, kind: str, *, registered_dsp: bool = False, product_latency: int = 1,
-                    sum_stage: bool = False) -> int:
+                    sum_stage: bool | int = False) -> int:
         """:attr:`latency` of an array of ``kind`` built with these options."""
         if registered_dsp and kind == "int":
             return PipelinedProduct.LATENCY + 1 + 1  # the product with its input stage, then the accumulator
@@ -119,7 +123,9 @@ class MacArray(wiring.Component):
             if not fits:
                 raise ValueError(f"MacArray: no pipelined {w_bits}-bit product has latency {product_latency}")
             self.levels_per_stage = max(fits)
-        self.product_latency, self.sum_stage = product_latency, sum_stage
+        if sum_stage < 0:
+            raise ValueError(f"MacArray: sum_stage={sum_stage} must be >= 0")
+        self.product_latency, self.sum_stage = product_latency, int(sum_stage)
         if block_pes and (product_latency != BLOCK_PRODUCT_LATENCY or not 0 <= block_pes <= pe or not act_signed):
             raise ValueError(f"MacArray: block_pes={block_pes} needs product_latency {BLOCK_PRODUCT_LATENCY}, "
                              f"at most pe={pe} and signed activations (the weights' signedness)")
@@ -168,21 +174,42 @@ class MacArray(wiring.Component):
                     m.d.sync += prod[p][s].eq(lane.p[p])
             valid1, first1, last1 = Signal(), Signal(), Signal()
             m.d.sync += [valid1.eq(self.valid), first1.eq(self.first), last1.eq(self.last)]
-        totals = [sum(prod[p][1:], prod[p][0]) for p in range(self.pe)]
         if self.sum_stage:
-            sums = [Signal(signed(self.prod_shape.width + (self.simd - 1).bit_length()), name=f"sum_{p}")
-                    for p in range(self.pe)]
-            m.d.sync += [s.eq(t) for s, t in zip(sums, totals, strict=True)]
-            totals = sums
-            flags = [Signal(name=f"{n}_sum") for n in ("valid", "first", "last")]
-            m.d.sync += [f.eq(v) for f, v in zip(flags, (valid1, first1, last1), strict=True)]
-            valid1, first1, last1 = flags
+            totals = [self._registered_sum(m, prod[p], name=f"sum_{p}") for p in range(self.pe)]
+            for k in range(self.sum_stage):
+                flags = [Signal(name=f"{n}_sum{k}") for n in ("valid", "first", "last")]
+                m.d.sync += [f.eq(v) for f, v in zip(flags, (valid1, first1, last1), strict=True)]
+                valid1, first1, last1 = flags
+        else:
+            totals = [sum(prod[p][1:], prod[p][0]) for p in range(self.pe)]
         m.d.sync += self.done.eq(valid1 & last1)
         with m.If(valid1):
             for p in range(self.pe):
                 base = Mux(first1, 0, self.acc[p])  # a new group starts from 0
                 m.d.sync += self.acc[p].eq(base + totals[p])
         return m
+
+    def _registered_sum(self, m, terms, *, name):
+        """``sum(terms)`` as a balanced adder tree registered :attr:`sum_stage` times: the registers
+        cut the tree's levels into as even runs as they allow (one per level at most), the rest
+        delay its sum."""
+        levels = (len(terms) - 1).bit_length()
+        cuts = min(self.sum_stage, levels)
+        # The level after which each register goes: the ends of `cuts` even runs of levels.
+        after = {levels * (k + 1) // cuts for k in range(cuts)} if cuts else set()
+        level, stage = list(terms), 0
+        for depth in range(1, levels + 1):
+            level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
+            if depth in after:
+                regs = [Signal(v.shape(), name=f"{name}_s{stage}_{k}") for k, v in enumerate(level)]
+                m.d.sync += [r.eq(v) for r, v in zip(regs, level, strict=True)]
+                level, stage = regs, stage + 1
+        (value,) = level
+        while stage < self.sum_stage:
+            reg = Signal(value.shape(), name=f"{name}_s{stage}")
+            m.d.sync += reg.eq(value)
+            value, stage = reg, stage + 1
+        return value
 
     def _pipelined_products(self, m):
         """``a[s] * w[p][s]`` as shift-and-add trees cut by registers; ``valid``, ``first``,
@@ -197,9 +224,9 @@ class MacArray(wiring.Component):
         for p in range(self.pe):
             row = []
             for s in range(self.simd):
-                if p < self.block_pes:  # the block's output register loads with the operands' valid
-                    row.append(block_product(m, self.a[s], self.w[p][s].as_signed(), stages[0][0],
-                                             name=f"prod_{p}_{s}"))
+                if p < self.block_pes:  # the block's output register loads with its product's valid
+                    row.append(block_product(m, self.a[s], self.w[p][s].as_signed(),
+                                             stages[BLOCK_PRODUCT_LATENCY - 2][0], name=f"prod_{p}_{s}"))
                     continue
                 value, latency = pipelined_logic_product(m, self.a[s], self.w[p][s].as_signed(),
                                                          levels_per_stage=self.levels_per_stage,

@@ -37,9 +37,10 @@ from hw.rtl.requant import Requantizer
 #: register (the layer's activation lanes selected and registered, so that no path chains the
 #: selection into an engine's multipliers), then the array.
 OPERAND_LATENCY = 1
-#: Both engines' arrays take one stage more than the plain array: the wide 8-bit multipliers (in
-#: logic) cut in two, the main array's per-PE sums registered, so that the two stay in step.
-ENGINE_LATENCY = MacArray.LATENCY + 1
+#: Both engines' arrays take two stages more than the plain array: the wide 8-bit products in three
+#: (a DSP block's operand, pipeline and output registers, or logic cut after every adder level), the
+#: main array's per-PE sums in two registered stages, so that the two stay in step.
+ENGINE_LATENCY = MacArray.LATENCY + 2
 MAC_LATENCY = READ_LATENCY + OPERAND_LATENCY + ENGINE_LATENCY
 #: The serializer sends a group's first sum the cycle after ``done``.
 SERIALIZER_LATENCY = 1

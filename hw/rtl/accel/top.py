@@ -102,7 +102,7 @@ class AsqAccel(wiring.Component):
         if main:
             self.main = MacArray(plan.mul, plan.bits, plan.bits, False, pe=plan.pe, simd=plan.simd,
                                  acc_width=max(la.acc_width for la in main), frac_bits=plan.frac_bits,
-                                 sum_stage=True)
+                                 sum_stage=2)
         self.acc_width = max(la.acc_width for la in plan.layers)
         self.max_pixels = max(la.out_pixels for la in plan.layers)
         self.requant = Requantizer([la.requant for la in plan.layers], acc_width=self.acc_width,
@@ -118,12 +118,14 @@ class AsqAccel(wiring.Component):
             chan_bits = max(max(la.c_in - 1 for la in self.asq_layers), 1).bit_length()
             self.asq = AsqUnit(configs, tag_width=chan_bits + self.pix_bits, side_ram=True)
         if wide:
-            # Its products on the DSP blocks the requantizer and the ASQ unit leave (one per PE),
-            # the rest in logic cut by a register (a plain 9 x 8-bit shift-and-add tree bounds the
-            # clock); both take 2 cycles.
+            # Its products on the DSP blocks the requantizer and the ASQ unit leave (one per PE,
+            # with the block's pipeline register, so the multiplier is timed), the rest in logic
+            # cut by a register after every adder level; both take 3 cycles. The main engine's
+            # per-PE sums take two registered stages (its adder tree cut once more), so that the
+            # engines stay in step.
             self.wide_block_pes = max(0, min(plan.pe, DSP_BLOCKS - self.dsp_blocks_outside_wide()))
             self.wide = MacArray("int", WIDE_W_BITS, WIDE_ACT_BITS, True, pe=plan.pe, simd=1,
-                                 acc_width=max(la.acc_width for la in wide), in_logic=True, product_latency=2,
+                                 acc_width=max(la.acc_width for la in wide), in_logic=True, product_latency=3,
                                  block_pes=self.wide_block_pes)
         for mac in (self.main, self.wide):
             if mac is not None and mac.latency != ENGINE_LATENCY:  # pragma: no cover - kept in step above
