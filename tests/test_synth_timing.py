@@ -19,10 +19,13 @@ def _netlist(tmp_path, cells, ports=None):
     return path
 
 
-def _mac16(clk, a_reg, out_select, *, reg2=0):
+def _mac16(clk, a_reg, out_select, *, reg2=0, mult_pipeline="1", lower="0"):
     return {"type": "SB_MAC16",
             "parameters": {"A_REG": a_reg, "B_REG": "1", "TOPOUTPUT_SELECT": out_select,
-                           "BOTOUTPUT_SELECT": out_select, "PIPELINE_16x16_MULT_REG2": reg2},
+                           "BOTOUTPUT_SELECT": out_select, "PIPELINE_16x16_MULT_REG2": reg2,
+                           "PIPELINE_16x16_MULT_REG1": mult_pipeline, "TOP_8x8_MULT_REG": mult_pipeline,
+                           "BOT_8x8_MULT_REG": mult_pipeline, "TOPADDSUB_LOWERINPUT": lower,
+                           "BOTADDSUB_LOWERINPUT": lower},
             "port_directions": {"O": "output"},
             "connections": {"CLK": clk, "CE": ["1"], "A": [2, 3], "B": [4, 5], "C": ["0"], "D": ["0"],
                             "O": list(range(10, 42))}}
@@ -42,6 +45,24 @@ def test_dsp_cells_are_untimed_unless_clocked_and_registered_at_both_ends(tmp_pa
     assert "clock tied off" in found["comb"] and "A not registered" in found["comb"]
     # only the top half (O[16:32], bit 30 is read) matters
     assert found["input_only"] == ["top output not registered (TOPOUTPUT_SELECT=3)"]
+
+
+def test_a_16x16_product_between_the_block_registers_needs_the_multiplier_pipeline(tmp_path):
+    """Operand and output registers alone leave the multiply inside the block untimed (nextpnr-ice40
+    sees only the ports): the 16 x 16 product, read directly (select 3) or through the accumulator
+    register (select 1, adder input 2), needs the multiplier's pipeline registers."""
+    reader = {"type": "SB_LUT4", "port_directions": {"I0": "input"}, "connections": {"I0": [30]}}
+    path = _netlist(tmp_path, {
+        "direct": _mac16([1], "1", "11", reg2="1", mult_pipeline="0"),
+        "through_acc": _mac16([1], "1", "01", mult_pipeline="0", lower="10"),
+        "pipelined": _mac16([1], "1", "01", lower="10"),
+        "adds_only": _mac16([1], "1", "01", mult_pipeline="0"),
+        "reader": reader,
+    })
+    found = untimed_dsp_cells(path)
+    assert sorted(found) == ["direct", "through_acc"]
+    assert found["through_acc"] == ["top output: 16 x 16 multiplier not pipelined (TOP_8x8_MULT_REG=0, "
+                                    "BOT_8x8_MULT_REG=0, PIPELINE_16x16_MULT_REG1=0)"]
 
 
 def test_ecp5_multipliers_are_timed_when_combinational_or_fully_registered(tmp_path):

@@ -219,7 +219,23 @@ def _sb_mac16_problems(cell: dict, used: set) -> list[str]:
                       or (mode == 3 and _param(cell, "PIPELINE_16x16_MULT_REG2")))
         if not (clocked and registered):
             why.append(f"{half} output not registered ({select}={mode})")
+        elif _through_16x16(cell, half, mode) and not all(_param(cell, r) for r in _MULT16_PIPELINE):
+            # nextpnr sees only the block's ports: without the multiplier's own pipeline registers the
+            # 16 x 16 multiply between the operand and output registers is a path it never times
+            off = ", ".join(f"{r}=0" for r in _MULT16_PIPELINE if not _param(cell, r))
+            why.append(f"{half} output: 16 x 16 multiplier not pipelined ({off})")
     return why
+
+
+#: The 16 x 16 multiplier's internal pipeline registers: the four 8 x 8 partial products'.
+_MULT16_PIPELINE = ("TOP_8x8_MULT_REG", "BOT_8x8_MULT_REG", "PIPELINE_16x16_MULT_REG1")
+
+
+def _through_16x16(cell: dict, half: str, mode: int) -> bool:
+    """Whether a half's output is the 16 x 16 product: selected directly (3), or through the
+    accumulator's register (1) with the product as the adder's lower input (2)."""
+    lower = _param(cell, f"{half.upper()[:3]}ADDSUB_LOWERINPUT")
+    return mode == 3 or (mode == 1 and lower == 2)
 
 
 def _mult18_problems(cell: dict) -> list[str]:
@@ -240,7 +256,9 @@ def untimed_dsp_cells(netlist_path) -> dict:
     iCE40: nextpnr-ice40 times every SB_MAC16 port as a register port, so a block is timed only when
     its clock runs, every non-constant data input (A, B, C, D) goes into the block's input register
     and every used output half comes from a register (the accumulator register, or the product's
-    last pipeline register). ECP5: see :func:`_mult18_problems`.
+    last pipeline register), with the multiplier's own pipeline registers on where that half is the
+    16 x 16 product (else the multiply between the block's registers is never timed). ECP5: see
+    :func:`_mult18_problems`.
     """
     netlist = json.loads(Path(netlist_path).read_text())
     out = {}
