@@ -153,6 +153,8 @@ class AsqUnit(wiring.Component):
     CODE_LATENCY = PipelinedProduct.LATENCY + 1
     #: The adapter multiplier's operand registers.
     MUL_OPERAND_LATENCY = 1
+    #: Adder levels of the adapter multiplier's tree between two of its registers.
+    MUL_LEVELS_PER_STAGE = 1
 
     def __init__(self, configs, tag_width=1, side_ram=False):
         configs = list(configs)
@@ -185,7 +187,8 @@ class AsqUnit(wiring.Component):
         #: Cycles of the adapter multiplier: its operands registered (so that no path runs from
         #: the GAP memory's data through the operand select into the partial products), then
         #: shift-and-add logic registered every two adder levels.
-        self.mul_latency = self.MUL_OPERAND_LATENCY + pipelined_logic_product_latency(self.mul_b_width)
+        self.mul_latency = self.MUL_OPERAND_LATENCY + pipelined_logic_product_latency(
+            self.mul_b_width, self.MUL_LEVELS_PER_STAGE)
         chan_shape = unsigned(max(self.channels - 1, 1).bit_length())
         super().__init__({
             "sel": In(range(max(len(configs), 2))),
@@ -345,7 +348,8 @@ class AsqUnit(wiring.Component):
         product = Signal(signed(max(self.z_width, self.h_width, self.beta_width) + 1 + self.mul_b_width))
         # Shift-and-add logic: this small product stays out of the DSP blocks (docs/hardware.md);
         # registered every two adder levels, the step's flags travel beside it.
-        product_out, latency = pipelined_logic_product(m, operand, weight, name="mlp_product")
+        product_out, latency = pipelined_logic_product(
+            m, operand, weight, levels_per_stage=self.MUL_LEVELS_PER_STAGE, name="mlp_product")
         latency += self.MUL_OPERAND_LATENCY
         assert latency == self.mul_latency
         m.d.comb += product.eq(product_out)
@@ -397,7 +401,7 @@ class AsqUnit(wiring.Component):
         self._per_config(m, one_r, [1 << c.k.R for c in self.configs])
 
         q = Signal(unsigned(self.q_width))
-        rem = Signal(unsigned(self.q_width + 1))
+        rem = Signal(signed(self.q_width + 1))  # non-restoring: -q <= rem < q
         num = Signal(unsigned(self.num_width))
         quo = Signal(unsigned(self.num_width))
         bit = Signal(range(self.num_width + 1))
@@ -460,19 +464,30 @@ class AsqUnit(wiring.Component):
             with m.State("DIVIDE"):
                 with m.If(bit == 1):
                     m.next = "IDLE"
-        # Restoring division, most significant numerator bit first, while ``dividing`` (a register
-        # beside the FSM, so that the divider's subtraction is not merged with the FSM's other
-        # adders behind a state-decoded operand select). One subtraction gives both the trial's
-        # sign and the new remainder.
+        # Non-restoring division, most significant numerator bit first, while ``dividing`` (a
+        # register beside the FSM, so that the divider's adder is not merged with the FSM's other
+        # adders behind a state-decoded operand select): the partial remainder may go negative, and
+        # then the next step adds ``q`` instead of subtracting it, so the remainder is the adder's
+        # output itself (no restoring select after the carry chain) and the add/subtract choice is
+        # the remainder's sign, a flip-flop. Each quotient bit (the new remainder is not negative)
+        # is the restoring division's.
         with m.If(dividing):
-            trial = Signal(unsigned(self.q_width + 2))
+            width = self.q_width + 2  # 2 rem + bit and rem -+ q: within +-2q
+            trial = Signal(signed(width))
             m.d.comb += trial.eq((rem << 1) | num[-1])
-            diff = Signal(signed(self.q_width + 3), name="trial_diff")
-            m.d.comb += diff.eq(trial - q)
+            q_wide = Signal(signed(width))
+            m.d.comb += q_wide.eq(q)
+            subtract = ~rem[-1]
+            # trial - q = trial + ~q + 1: the + 1 rides in on an extra low bit of both operands
+            # (1 + 1 carries into bit 1), so one carry chain adds or subtracts.
+            both = Signal(signed(width + 1))
+            m.d.comb += both.eq(((trial << 1) | 1) + ((Mux(subtract, ~q_wide, q_wide) << 1) | subtract))
+            diff = Signal(signed(width), name="trial_diff")
+            m.d.comb += diff.eq(both[1:])
             fits = ~diff[-1]
             quo_next = Signal.like(quo, name="quo_next")
             m.d.comb += quo_next.eq((quo << 1) | fits)
-            m.d.sync += [num.eq(num << 1), rem.eq(Mux(fits, diff, trial)), quo.eq(quo_next), bit.eq(bit - 1)]
+            m.d.sync += [num.eq(num << 1), rem.eq(diff), quo.eq(quo_next), bit.eq(bit - 1)]
             with m.If(bit == 1):  # the last quotient bit: the result
                 m.d.sync += [r.eq(quo_next), self.busy.eq(0), dividing.eq(0)]
         return r
