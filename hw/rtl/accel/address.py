@@ -142,11 +142,14 @@ class AddressGenerator(wiring.Component):
         col = Signal(signed(row_width), name="col_next")  # input column (negative: padding)
         inb = Signal(name="inb_next")
         row1, col1 = Signal.like(row, name="row_addr_stage1"), Signal.like(col, name="col_stage1")
-        rom_hi = Signal.like(self.rom_addr, name="rom_hi_next")  # the base and the group/kernel-row part
-        rom_lo = Signal.like(self.rom_addr, name="rom_lo_next")  # the kernel-column/chunk part
-        rom_hi1, rom_lo1 = Signal.like(rom_hi, name="rom_hi_stage1"), Signal.like(rom_lo, name="rom_lo_stage1")
-        m.d.sync += [issue1.eq(issue), row1.eq(row), col1.eq(col), rom_hi1.eq(rom_hi), rom_lo1.eq(rom_lo),
-                     self.issue.eq(issue1), self.rom_addr.eq(rom_hi1 + rom_lo1),
+        # The weight ROM holds a layer's words in the order of its inner loops (group, kernel row,
+        # kernel column, chunk), so the set's word is a counter: one step per set, back to the
+        # layer's base when the group loop wraps (a new output pixel), no index arithmetic.
+        bases = [self.rom_bases[la.index] for la in layers]
+        rom = Signal.like(self.rom_addr, name="rom_addr_next", init=bases[0])
+        rom1 = Signal.like(self.rom_addr, name="rom_addr_stage1")
+        m.d.sync += [issue1.eq(issue), row1.eq(row), col1.eq(col), rom1.eq(rom),
+                     self.issue.eq(issue1), self.rom_addr.eq(rom1),
                      self.act_addr.eq(Mux(issue1.inb, (row1 + col1).as_unsigned(), 0))]
         m.d.comb += issue.inb.eq(inb)
         m.d.comb += [issue.grp.eq(grp), issue.layer.eq(self.layer)]
@@ -184,12 +187,23 @@ class AddressGenerator(wiring.Component):
         # Each counter steps when every inner one is at its bound: the AND of their flags, each
         # formed from the flags themselves (not chained through the outer counters' carries).
         inner = 1
-        for (_, counter, _), (flag, flag_next, next_bound_one) in zip(loops, at_end, strict=True):
+        for (name, counter, _), (flag, flag_next, next_bound_one) in zip(loops, at_end, strict=True):
             with m.If(fire & inner):
                 m.d.sync += [counter.eq(Mux(flag, 0, counter + 1)), flag.eq(flag_next)]
             with m.Elif(self.done):
                 m.d.sync += flag.eq(next_bound_one)
             inner = inner & flag
+            if name == "grp":  # every loop up to the group's wraps: the next output pixel's first word
+                base, next_base = Signal.like(rom, name="rom_base"), Signal.like(rom, name="rom_next_base")
+                with m.Switch(self.layer):
+                    for la in layers:
+                        with m.Case(la.index):
+                            m.d.comb += [base.eq(self.rom_bases[la.index]),
+                                         next_base.eq(self.rom_bases[nxt[la.index].index])]
+                with m.If(fire):
+                    m.d.sync += rom.eq(Mux(inner, base, rom + 1))
+                with m.Elif(self.done):
+                    m.d.sync += rom.eq(next_base)
         # ``fire & inner`` is now: every counter wraps, the layer's final set fires.
         m.d.sync += self.done.eq(fire & inner)  # one cycle, after the final set
         m.d.comb += [issue.valid.eq(fire), issue.first.eq(self.run & (ky == 0) & (kx == 0) & (ck == 0)),
@@ -205,8 +219,6 @@ class AddressGenerator(wiring.Component):
                     m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
                     m.d.comb += [
                         row.eq(ck * la.in_pixels + iy * la.w_in), col.eq(ix), inb.eq(in_bounds(la, iy, ix)),
-                        rom_hi.eq(self.rom_bases[la.index] + (grp * la.kernel + ky) * la.kernel * la.chunks),
-                        rom_lo.eq(kx * la.chunks + ck),
                         issue.pix.eq(oy * la.w_out + ox),
                     ]
         return m
