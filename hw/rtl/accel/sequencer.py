@@ -1,5 +1,7 @@
 """The sequencer: the phases of one inference, one FSM state per phase per layer."""
 
+from contextlib import contextmanager
+
 from amaranth.hdl import Module, ResetSignal, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -105,6 +107,30 @@ class Sequencer(wiring.Component):
             "cycles": Out(unsigned(32)),
         })
 
+    # One-hot state: one flip-flop per phase, so that a state's test is a flip-flop and each
+    # state's next value ORs only the transitions into it (the binary encoding's decodes and its
+    # next-state logic over every transition were the critical path).
+    @contextmanager
+    def _fsm(self, m, reset):
+        self._states, self._reset_state, self._current = {}, reset, None
+        yield
+
+    def _state_bit(self, name):
+        if name not in self._states:
+            self._states[name] = Signal(name=f"state_{name}", init=name == self._reset_state)
+        return self._states[name]
+
+    @contextmanager
+    def _state(self, m, name):
+        with m.If(self._state_bit(name)):
+            self._current = name
+            yield
+            self._current = None
+
+    def _goto(self, m, name):
+        if name != self._current:
+            m.d.sync += [self._state_bit(self._current).eq(0), self._state_bit(name).eq(1)]
+
     def _phase_lengths(self):
         """Every counted phase's length in cycles (DRAIN<L>, QPASS<L>, QWAIT<L>)."""
         lengths = [d for d in self.drains.values() if d]
@@ -146,8 +172,8 @@ class Sequencer(wiring.Component):
         run = Signal(name="run_reg")
         m.d.comb += self.run.eq(run)
 
-        with m.FSM(name="seq"):
-            with m.State("LOAD"):
+        with self._fsm(m, "LOAD"):
+            with self._state(m, "LOAD"):
                 m.d.comb += [self.in_ready.eq(~ResetSignal()), self.load.eq(self.in_valid & self.in_ready)]
                 with m.If(self.load):
                     with m.If(load_n == 0):
@@ -160,13 +186,13 @@ class Sequencer(wiring.Component):
                     with m.If(load_last):
                         m.d.sync += [load_n.eq(0), load_last.eq(n_in == 1), self.load_chan.eq(0),
                                      self.load_pix.eq(0), self.layer.eq(first.index), run.eq(1)]
-                        m.next = f"RUN{first.index}"
+                        self._goto(m, f"RUN{first.index}")
             for la in layers:
-                with m.State(f"RUN{la.index}"):
+                with self._state(m, f"RUN{la.index}"):
                     with m.If(self.run_done):
                         if self.drains[la.index]:
                             m.d.sync += [run.eq(0), phase_left.eq(self.drains[la.index] - 2)]
-                            m.next = f"DRAIN{la.index}"
+                            self._goto(m, f"DRAIN{la.index}")
                         else:
                             self._after_drain(m, la, run)
                 if self.drains[la.index]:
@@ -174,7 +200,7 @@ class Sequencer(wiring.Component):
                 nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
                 if nxt is not None and nxt.asq_in is not None:
                     self._asq_states(m, nxt, betas, qpass_chan, qpass_pix, run)
-            with m.State("OUT"):
+            with self._state(m, "OUT"):
                 # The class beat's transfer stops the cycle counter at once, but the state follows
                 # it registered, a cycle later, so that it does not follow the output's handshake
                 # (the link's ready) in the cycle it happens.
@@ -184,7 +210,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += counting.eq(0)
                 with m.If(out_done):
                     m.d.sync += self.out_active.eq(0)
-                    m.next = "LOAD"
+                    self._goto(m, "LOAD")
         return m
 
     def _after_drain(self, m, la, run):
@@ -195,17 +221,17 @@ class Sequencer(wiring.Component):
             # ``out_active`` is a register, set and cleared with the state changes into and out of
             # OUT, not a decode of the state: the output's handshake starts from it.
             m.d.sync += [run.eq(0), self.out_active.eq(1)]
-            m.next = "OUT"
+            self._goto(m, "OUT")
         elif nxt.asq_in is not None:
             # A register, not the FSM state: ``sel`` steers the ASQ unit's constants.
             m.d.sync += [self.asq_sel.eq(self.asq_layers.index(nxt)), run.eq(0)]
-            m.next = f"ASQ{nxt.index}"
+            self._goto(m, f"ASQ{nxt.index}")
         else:
             m.d.sync += [self.layer.eq(nxt.index), run.eq(1)]
-            m.next = f"RUN{nxt.index}"
+            self._goto(m, f"RUN{nxt.index}")
 
     def _drain_state(self, m, la, run):
-        with m.State(f"DRAIN{la.index}"):
+        with self._state(m, f"DRAIN{la.index}"):
             with m.If(self._phase_left[-1]):
                 self._after_drain(m, la, run)
 
@@ -214,15 +240,15 @@ class Sequencer(wiring.Component):
         phase_left = self._phase_left
         n = nxt.c_in * nxt.in_pixels
         start = self.qpass_run[nxt.index]
-        with m.State(f"ASQ{nxt.index}"):
+        with self._state(m, f"ASQ{nxt.index}"):
             m.d.comb += self.asq_start.eq(1)
             m.d.sync += self.layer.eq(nxt.index)
-            m.next = f"ASQWAIT{nxt.index}"
-        with m.State(f"ASQWAIT{nxt.index}"):
+            self._goto(m, f"ASQWAIT{nxt.index}")
+        with self._state(m, f"ASQWAIT{nxt.index}"):
             with m.If(~self.asq_busy):
                 m.d.sync += [betas[nxt.index].eq(self.asq_beta), phase_left.eq(n - 2)]
-                m.next = f"QPASS{nxt.index}"
-        with m.State(f"QPASS{nxt.index}"):
+                self._goto(m, f"QPASS{nxt.index}")
+        with self._state(m, f"QPASS{nxt.index}"):
             # Pixel-major (the y buffer's order): every channel of a pixel, then the next pixel, so
             # that the layer's loops find the pixels they read early in the pass.
             # ``y_addr`` (= pix * c_in + chan) is a register counting the pass's cycles, not a
@@ -243,13 +269,13 @@ class Sequencer(wiring.Component):
             with m.If(phase_left[-1]):  # the pass's last cycle
                 m.d.sync += [pix.eq(0), run.eq(start <= n), self.y_addr.eq(0)]
                 if start <= n:
-                    m.next = f"RUN{nxt.index}"
+                    self._goto(m, f"RUN{nxt.index}")
                 else:
                     m.d.sync += phase_left.eq(start - n - 2)
-                    m.next = f"QWAIT{nxt.index}"
+                    self._goto(m, f"QWAIT{nxt.index}")
         if start > n:
             # The loops' first reads need codes the pass writes in its last cycles: wait for them.
-            with m.State(f"QWAIT{nxt.index}"):
+            with self._state(m, f"QWAIT{nxt.index}"):
                 with m.If(phase_left[-1]):
                     m.d.sync += run.eq(1)
-                    m.next = f"RUN{nxt.index}"
+                    self._goto(m, f"RUN{nxt.index}")
