@@ -470,23 +470,24 @@ class AsqUnit(wiring.Component):
         # then the next step adds ``q`` instead of subtracting it, so the remainder is the adder's
         # output itself (no restoring select after the carry chain) and the add/subtract choice is
         # the remainder's sign, a flip-flop. Each quotient bit (the new remainder is not negative)
-        # is the restoring division's.
+        # is the restoring division's. The step's arithmetic is not under ``dividing`` (only its
+        # registers' updates are), so that the flag is no input of the adder.
+        width = self.q_width + 2  # 2 rem + bit and rem -+ q: within +-2q
+        trial = Signal(signed(width))
+        m.d.comb += trial.eq((rem << 1) | num[-1])
+        q_wide = Signal(signed(width))
+        m.d.comb += q_wide.eq(q)
+        subtract = ~rem[-1]
+        # trial - q = trial + ~q + 1: the + 1 rides in on an extra low bit of both operands
+        # (1 + 1 carries into bit 1), so one carry chain adds or subtracts.
+        both = Signal(signed(width + 1))
+        m.d.comb += both.eq(((trial << 1) | 1) + ((Mux(subtract, ~q_wide, q_wide) << 1) | subtract))
+        diff = Signal(signed(width), name="trial_diff")
+        m.d.comb += diff.eq(both[1:])
+        fits = ~diff[-1]
+        quo_next = Signal.like(quo, name="quo_next")
+        m.d.comb += quo_next.eq((quo << 1) | fits)
         with m.If(dividing):
-            width = self.q_width + 2  # 2 rem + bit and rem -+ q: within +-2q
-            trial = Signal(signed(width))
-            m.d.comb += trial.eq((rem << 1) | num[-1])
-            q_wide = Signal(signed(width))
-            m.d.comb += q_wide.eq(q)
-            subtract = ~rem[-1]
-            # trial - q = trial + ~q + 1: the + 1 rides in on an extra low bit of both operands
-            # (1 + 1 carries into bit 1), so one carry chain adds or subtracts.
-            both = Signal(signed(width + 1))
-            m.d.comb += both.eq(((trial << 1) | 1) + ((Mux(subtract, ~q_wide, q_wide) << 1) | subtract))
-            diff = Signal(signed(width), name="trial_diff")
-            m.d.comb += diff.eq(both[1:])
-            fits = ~diff[-1]
-            quo_next = Signal.like(quo, name="quo_next")
-            m.d.comb += quo_next.eq((quo << 1) | fits)
             m.d.sync += [num.eq(num << 1), rem.eq(diff), quo.eq(quo_next), bit.eq(bit - 1)]
             with m.If(bit == 1):  # the last quotient bit: the result
                 m.d.sync += [r.eq(quo_next), self.busy.eq(0), dividing.eq(0)]

@@ -186,9 +186,13 @@ class AddressGenerator(wiring.Component):
             m.d.sync += [since.eq(since + 1), free.eq(since + 1 >= self.pe)]
         # Each counter steps when every inner one is at its bound: the AND of their flags, each
         # formed from the flags themselves (not chained through the outer counters' carries).
+        # Past the innermost three loops (``last``), ``~last | free`` is ``free``: those steps are
+        # written as one flat AND of registers, not chained through ``fire``.
+        go = self.run & ~self.done
         inner = 1
-        for (name, counter, _), (flag, flag_next, next_bound_one) in zip(loops, at_end, strict=True):
-            with m.If(fire & inner):
+        for k, ((name, counter, _), (flag, flag_next, next_bound_one)) in enumerate(zip(loops, at_end, strict=True)):
+            step = fire & inner if k <= 3 else go & free & inner
+            with m.If(step):
                 m.d.sync += [counter.eq(Mux(flag, 0, counter + 1)), flag.eq(flag_next)]
             with m.Elif(self.done):
                 m.d.sync += flag.eq(next_bound_one)
@@ -205,7 +209,7 @@ class AddressGenerator(wiring.Component):
                 with m.Elif(self.done):
                     m.d.sync += rom.eq(next_base)
         # ``fire & inner`` is now: every counter wraps, the layer's final set fires.
-        m.d.sync += self.done.eq(fire & inner)  # one cycle, after the final set
+        m.d.sync += self.done.eq(go & free & inner)  # one cycle, after the final set
         m.d.comb += [issue.valid.eq(fire), issue.first.eq(self.run & (ky == 0) & (kx == 0) & (ck == 0)),
                      issue.last.eq(self.run & last)]
         # The addresses and the set's other fields are not gated by ``run`` (``valid`` is), so
