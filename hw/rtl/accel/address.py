@@ -190,12 +190,33 @@ class AddressGenerator(wiring.Component):
         # written as one flat AND of registers, not chained through ``fire``.
         go = self.run & ~self.done
         inner = 1
+        # The row part of the activation address, ``ck * in_pixels + (oy * stride + ky - pad) * w_in``,
+        # kept as three registers stepped with their counters (``ck * in_pixels``, ``ky * w_in``,
+        # ``(oy * stride - pad) * w_in``), so that it is one sum of flip-flops, not a chain of
+        # index arithmetic behind the counters.
+        pad_row = {la.index: -la.pad * la.w_in for la in layers}
+        row_regs = {name: Signal(signed(row_width), name=f"{name}_row",
+                                 init=pad_row[layers[0].index] if name == "oy" else 0)
+                    for name in ("ck", "ky", "oy")}
+        row_step = {name: Signal(signed(row_width), name=f"{name}_row_step") for name in row_regs}
+        oy_first, oy_next_first = Signal(signed(row_width)), Signal(signed(row_width))
+        with m.Switch(self.layer):
+            for la in layers:
+                with m.Case(la.index):
+                    m.d.comb += [row_step["ck"].eq(la.in_pixels), row_step["ky"].eq(la.w_in),
+                                 row_step["oy"].eq(la.stride * la.w_in), oy_first.eq(pad_row[la.index]),
+                                 oy_next_first.eq(pad_row[nxt[la.index].index])]
         for k, ((name, counter, _), (flag, flag_next, next_bound_one)) in enumerate(zip(loops, at_end, strict=True)):
             step = fire & inner if k <= 3 else go & free & inner
             with m.If(step):
                 m.d.sync += [counter.eq(Mux(flag, 0, counter + 1)), flag.eq(flag_next)]
+                if name in row_regs:
+                    reg = row_regs[name]
+                    m.d.sync += reg.eq(Mux(flag, oy_first if name == "oy" else 0, reg + row_step[name]))
             with m.Elif(self.done):
                 m.d.sync += flag.eq(next_bound_one)
+                if name == "oy":
+                    m.d.sync += row_regs["oy"].eq(oy_next_first)
             inner = inner & flag
             if name == "grp":  # every loop up to the group's wraps: the next output pixel's first word
                 base, next_base = Signal.like(rom, name="rom_base"), Signal.like(rom, name="rom_next_base")
@@ -208,6 +229,7 @@ class AddressGenerator(wiring.Component):
                     m.d.sync += rom.eq(Mux(inner, base, rom + 1))
                 with m.Elif(self.done):
                     m.d.sync += rom.eq(next_base)
+        m.d.comb += row.eq(row_regs["ck"] + row_regs["ky"] + row_regs["oy"])
         # ``fire & inner`` is now: every counter wraps, the layer's final set fires.
         m.d.sync += self.done.eq(go & free & inner)  # one cycle, after the final set
         m.d.comb += [issue.valid.eq(fire), issue.first.eq(self.run & (ky == 0) & (kx == 0) & (ck == 0)),
@@ -222,7 +244,7 @@ class AddressGenerator(wiring.Component):
                     ix = Signal(signed(width), name=f"ix_{la.name}")
                     m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
                     m.d.comb += [
-                        row.eq(ck * la.in_pixels + iy * la.w_in), col.eq(ix), inb.eq(in_bounds(la, iy, ix)),
+                        col.eq(ix), inb.eq(in_bounds(la, iy, ix)),
                         issue.pix.eq(oy * la.w_out + ox),
                     ]
         return m
