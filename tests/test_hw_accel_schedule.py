@@ -13,22 +13,22 @@ from hw.eda.generate import build_top
 from hw.rtl.accel.argmax import ArgmaxOutput
 
 # Digits at PE 4 x SIMD 4, the same for BITS 3 and 4 (the same shapes, and both bundles' ASQ
-# constants give the adapter 103 cycles). Cycles from the first input beat:
+# constants give the adapter 109 cycles). Cycles from the first input beat:
 #   LOAD                        64   (1 x 8 x 8 codes)
 #   conv1 RUN              2304 + 1  (8 x 8 pixels x 4 groups x 9 sets; + the cycle of the address
 #                                    generator's registered done)
 #   conv1 drain                 21   (the last value is written PE 4 + address 2 + engine 6 +
 #                                    requantizer 10 = 22 cycles after the last set: every y in the GAP)
-#   ASQ(conv2)                 104   (start 1 + 68 MLP steps + 1 idle step (the last hidden value's
-#                                    write) + 39 - 17 divider steps + 6 + 2 x 3 multiplier: operand
-#                                    register + 2 stages)
+#   ASQ(conv2)                 110   (start 1 + 68 MLP steps + 3 idle steps (the last hidden value's
+#                                    write) + 39 - 17 divider steps + 6 + 2 x 5 multiplier: operand
+#                                    register + 4 stages, one per adder level)
 #   QPASS(conv2) before RUN    129   conv2's set 35 (ky 2, kx 2, chunk 3) reads input pixel 9 of
 #                                    channels 12..15; the pixel-major pass writes (15, 9) at
 #                                    9 x 16 + 15 + 6 (y read 1, quantizer 5) = 165, and the set's
 #                                    address comes 2 cycles after its counters: 165 - 35 - 1
 #   conv2 RUN              2304 + 1  (4 x 4 pixels x 4 groups x 36 sets), the pass's rest under it
 #   conv2 drain                 21
-#   ASQ(conv3)                 104
+#   ASQ(conv3)                 110
 #   QPASS(conv3) before RUN     65   conv3's set 35 reads pixel 5 of channels 12..15: written at
 #                                    5 x 16 + 15 + 6 = 101: 101 - 35 - 1
 #   conv3 RUN              1152 + 1  (2 x 2 pixels x 8 groups x 36 sets)
@@ -36,8 +36,8 @@ from hw.rtl.accel.argmax import ArgmaxOutput
 #   fc RUN                  384 + 1  (3 groups, 10 -> 12 at PE 4, x 128 sets)
 #   fc drain                    10   logits 8, 9 written 19, 20 cycles after fc's last set (383):
 #                                    logit c is read at OUT + c, so OUT = 403 + 1 - 9 = 395 = 385 + 10
-#   OUT                         12   (first read 1 + 10 beats + class 1)
-DIGITS_PE4_SIMD4_CYCLES = 6678
+#   OUT                         13   (first read 1 + 10 beats + the last logit's comparison 1 + class 1)
+DIGITS_PE4_SIMD4_CYCLES = 6691
 DIGITS_PE4_SIMD4_DRAINS = [21, 21, 0, 10]
 DIGITS_PE4_SIMD4_QPASS_RUN = [None, 129, 65, None]
 
@@ -49,7 +49,7 @@ def test_digits_cycles_per_image_follow_the_schedule_by_hand(bits, shipped_bundl
     assert [t.drain for t in sched.layers] == DIGITS_PE4_SIMD4_DRAINS
     assert [t.qpass_run for t in sched.layers] == DIGITS_PE4_SIMD4_QPASS_RUN
     assert [t.issue for t in sched.layers] == [2304, 2304, 1152, 384]
-    assert sched.out == DIGITS_PE4_SIMD4_CYCLES - 12
+    assert sched.out == DIGITS_PE4_SIMD4_CYCLES - 13
     assert top.cycles_per_inference() == DIGITS_PE4_SIMD4_CYCLES
 
 
@@ -113,7 +113,7 @@ def test_logits_without_back_pressure_take_the_model_cycles():
             _, _, valid, done = await ctx.tick().sample(dut.o.valid, dut.done)
             seen.append(valid)
             if done:
-                assert cycle == ArgmaxOutput.cycles(n) == n + 2
+                assert cycle == ArgmaxOutput.cycles(n) == n + 3
                 return
         raise AssertionError("no class beat")
 
@@ -121,7 +121,7 @@ def test_logits_without_back_pressure_take_the_model_cycles():
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == [0] + [1] * (n + 1)
+    assert seen == [0] + [1] * n + [0, 1]
 
 
 def test_layers_whose_first_reads_wait_past_the_pass_end_wait_in_qwait(monkeypatch, shipped_bundle):

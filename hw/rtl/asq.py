@@ -21,8 +21,8 @@ Hardware, one unit shared by every ASQ layer input of the network (``sel`` picks
   ``q = s_code * beta``, then a restoring divider forms ``r`` one quotient bit per cycle
   (``R + 1`` cycles less the leading numerator bits below ``s_code * beta_min``, whose quotient
   bits are known to be 0). The MLP's rounding shifts need no adder: each neuron's sum starts from
-  its bias plus the rounding half of its shift (a constant, loaded into a register one neuron
-  ahead), so ``rshift_round`` is the shift alone. The per-configuration constants (shifts, biases,
+  its bias plus the rounding half of its shift (a constant the accumulator is loaded with when
+  the previous neuron ends), so ``rshift_round`` is the shift alone. The per-configuration constants (shifts, biases,
   bounds, ``s_code``, ``2^R``) are selected by ``sel``, the arithmetic is not duplicated. ``busy``
   is high until ``beta`` and ``r`` are valid; :meth:`AsqUnit.beta_cycles` gives the exact count.
 - ``q`` stream: the buffered ``y`` map, one value per cycle, comes back as codes on ``c`` after
@@ -153,6 +153,8 @@ class AsqUnit(wiring.Component):
     CODE_LATENCY = PipelinedProduct.LATENCY + 1
     #: The adapter multiplier's operand registers.
     MUL_OPERAND_LATENCY = 1
+    #: Adder levels of the adapter multiplier's tree between two of its registers.
+    MUL_LEVELS_PER_STAGE = 1
 
     def __init__(self, configs, tag_width=1, side_ram=False):
         configs = list(configs)
@@ -185,7 +187,8 @@ class AsqUnit(wiring.Component):
         #: Cycles of the adapter multiplier: its operands registered (so that no path runs from
         #: the GAP memory's data through the operand select into the partial products), then
         #: shift-and-add logic registered every two adder levels.
-        self.mul_latency = self.MUL_OPERAND_LATENCY + pipelined_logic_product_latency(self.mul_b_width)
+        self.mul_latency = self.MUL_OPERAND_LATENCY + pipelined_logic_product_latency(
+            self.mul_b_width, self.MUL_LEVELS_PER_STAGE)
         chan_shape = unsigned(max(self.channels - 1, 1).bit_length())
         super().__init__({
             "sel": In(range(max(len(configs), 2))),
@@ -280,13 +283,13 @@ class AsqUnit(wiring.Component):
         return out
 
     def _step_rom(self, m):
-        """ROM of MLP steps: (memory address of the input, weight, has bias, neuron end kind).
+        """ROM of MLP steps: (memory address of the input, weight, neuron end kind).
 
         The biases (one per neuron, wide) are not in it: a small per-neuron table holds them.
         """
         layout = data.StructLayout({
             "index": unsigned(max(self.channels + self.hidden_max - 1, 1).bit_length()),
-            "weight": signed(self.w_width), "has_bias": 1, "end": 1, "end_beta": 1,
+            "weight": signed(self.w_width), "end": 1, "end_beta": 1,
         })
         words, bases = [], []
         for cfg in self.configs:
@@ -294,7 +297,7 @@ class AsqUnit(wiring.Component):
             for s in self.rom_steps(cfg):
                 # h[j] is read from the GAP memory at address C + j.
                 words.append({"index": s.index + (self.channels if s.source == "h" else 0),
-                              "weight": s.weight, "has_bias": s.bias is not None, "end": s.end is not None,
+                              "weight": s.weight, "end": s.end is not None,
                               "end_beta": s.end is not None and s.end[0] == "beta"})
         rom = memory.Memory(shape=layout, depth=len(words), init=words)
         m.submodules.mlp_rom = rom
@@ -345,7 +348,8 @@ class AsqUnit(wiring.Component):
         product = Signal(signed(max(self.z_width, self.h_width, self.beta_width) + 1 + self.mul_b_width))
         # Shift-and-add logic: this small product stays out of the DSP blocks (docs/hardware.md);
         # registered every two adder levels, the step's flags travel beside it.
-        product_out, latency = pipelined_logic_product(m, operand, weight, name="mlp_product")
+        product_out, latency = pipelined_logic_product(
+            m, operand, weight, levels_per_stage=self.MUL_LEVELS_PER_STAGE, name="mlp_product")
         latency += self.MUL_OPERAND_LATENCY
         assert latency == self.mul_latency
         m.d.comb += product.eq(product_out)
@@ -357,12 +361,12 @@ class AsqUnit(wiring.Component):
                               (Signal(port.data.shape(), name=f"step_p{k}"), Signal(name=f"step_p{k}_valid")))
             m.d.sync += [nxt.eq(flags), nxt_valid.eq(flags_valid & in_mlp)]
             flags, flags_valid = nxt, nxt_valid
-        # Neuron number (counts processed neuron ends). The bias of the current neuron is a
-        # register, loaded from a constant table indexed by the neuron number a cycle ahead (the
-        # next neuron's bias at each neuron end, neuron 0's at ``start``), so that no path runs
-        # from the table's select through the accumulator's adder.
+        # Neuron number (counts processed neuron ends). A neuron's sum starts from its bias: the
+        # accumulator itself is loaded with it (neuron 0's at ``start``, the next neuron's at each
+        # neuron end, from a constant table indexed by the neuron number), so the adder always adds
+        # the product to ``total`` and no select sits in front of its carry chain; the load's
+        # select is after the adder, beside its carries.
         neuron = Signal(range(max(len(self._biases(c)) for c in self.configs) + 1))
-        bias = Signal(signed(self.b_width), reset_less=True)
         bias_first = Signal(signed(self.b_width))
         bias_next = Signal(signed(self.b_width))
         with m.Switch(self.sel):
@@ -374,9 +378,8 @@ class AsqUnit(wiring.Component):
                         for n, b in enumerate(biases[1:]):
                             with m.Case(n):
                                 m.d.comb += bias_next.eq(b)
-        base = Mux(done.has_bias, bias, total)
         new_total = Signal(signed(self.sum_width))
-        m.d.comb += new_total.eq(base + product)
+        m.d.comb += new_total.eq(total + product)
         # A hidden neuron's sum is registered, then rounded, rectified and written a cycle later.
         h_sum = Signal(signed(self.sum_width), reset_less=True)
         h_addr = Signal.like(z_wr.addr, reset_less=True)
@@ -398,7 +401,7 @@ class AsqUnit(wiring.Component):
         self._per_config(m, one_r, [1 << c.k.R for c in self.configs])
 
         q = Signal(unsigned(self.q_width))
-        rem = Signal(unsigned(self.q_width + 1))
+        rem = Signal(signed(self.q_width + 1))  # non-restoring: -q <= rem < q
         num = Signal(unsigned(self.num_width))
         quo = Signal(unsigned(self.num_width))
         bit = Signal(range(self.num_width + 1))
@@ -409,7 +412,7 @@ class AsqUnit(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [pc.eq(pc_base), bias.eq(bias_first)]
+                    m.d.sync += [pc.eq(pc_base), total.eq(bias_first)]
                     m.d.sync += self.busy.eq(1)
                     m.next = "MLP"
             with m.State("MLP"):
@@ -424,9 +427,10 @@ class AsqUnit(wiring.Component):
                 with m.If(done_valid):
                     m.d.sync += total.eq(new_total)
                     with m.If(done.end):
-                        m.d.sync += [neuron.eq(neuron + 1), bias.eq(bias_next)]
+                        m.d.sync += neuron.eq(neuron + 1)
                     with m.If(done.end & ~done.end_beta):
-                        m.d.sync += [h_sum.eq(new_total), h_addr.eq(self.channels + neuron), h_pending.eq(1)]
+                        m.d.sync += [total.eq(bias_next), h_sum.eq(new_total),
+                                     h_addr.eq(self.channels + neuron), h_pending.eq(1)]
                     with m.If(done.end & done.end_beta):
                         m.d.sync += [issued_all.eq(0), step_valid.eq(0), a_valid.eq(0), neuron.eq(0)]
                         m.next = "BETA"
@@ -460,19 +464,31 @@ class AsqUnit(wiring.Component):
             with m.State("DIVIDE"):
                 with m.If(bit == 1):
                     m.next = "IDLE"
-        # Restoring division, most significant numerator bit first, while ``dividing`` (a register
-        # beside the FSM, so that the divider's subtraction is not merged with the FSM's other
-        # adders behind a state-decoded operand select). One subtraction gives both the trial's
-        # sign and the new remainder.
+        # Non-restoring division, most significant numerator bit first, while ``dividing`` (a
+        # register beside the FSM, so that the divider's adder is not merged with the FSM's other
+        # adders behind a state-decoded operand select): the partial remainder may go negative, and
+        # then the next step adds ``q`` instead of subtracting it, so the remainder is the adder's
+        # output itself (no restoring select after the carry chain) and the add/subtract choice is
+        # the remainder's sign, a flip-flop. Each quotient bit (the new remainder is not negative)
+        # is the restoring division's. The step's arithmetic is not under ``dividing`` (only its
+        # registers' updates are), so that the flag is no input of the adder.
+        width = self.q_width + 2  # 2 rem + bit and rem -+ q: within +-2q
+        trial = Signal(signed(width))
+        m.d.comb += trial.eq((rem << 1) | num[-1])
+        q_wide = Signal(signed(width))
+        m.d.comb += q_wide.eq(q)
+        subtract = ~rem[-1]
+        # trial - q = trial + ~q + 1: the + 1 rides in on an extra low bit of both operands
+        # (1 + 1 carries into bit 1), so one carry chain adds or subtracts.
+        both = Signal(signed(width + 1))
+        m.d.comb += both.eq(((trial << 1) | 1) + ((Mux(subtract, ~q_wide, q_wide) << 1) | subtract))
+        diff = Signal(signed(width), name="trial_diff")
+        m.d.comb += diff.eq(both[1:])
+        fits = ~diff[-1]
+        quo_next = Signal.like(quo, name="quo_next")
+        m.d.comb += quo_next.eq((quo << 1) | fits)
         with m.If(dividing):
-            trial = Signal(unsigned(self.q_width + 2))
-            m.d.comb += trial.eq((rem << 1) | num[-1])
-            diff = Signal(signed(self.q_width + 3), name="trial_diff")
-            m.d.comb += diff.eq(trial - q)
-            fits = ~diff[-1]
-            quo_next = Signal.like(quo, name="quo_next")
-            m.d.comb += quo_next.eq((quo << 1) | fits)
-            m.d.sync += [num.eq(num << 1), rem.eq(Mux(fits, diff, trial)), quo.eq(quo_next), bit.eq(bit - 1)]
+            m.d.sync += [num.eq(num << 1), rem.eq(diff), quo.eq(quo_next), bit.eq(bit - 1)]
             with m.If(bit == 1):  # the last quotient bit: the result
                 m.d.sync += [r.eq(quo_next), self.busy.eq(0), dividing.eq(0)]
         return r

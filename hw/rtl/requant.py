@@ -284,14 +284,15 @@ class Requantizer(wiring.Component):
         m.d.comb += m_port.addr.eq(rom_addr(layer[m_stage - 1], chan[m_stage - 1]))
         m.submodules.times_m = times_m = self.product_unit(acc_g_p.shape(), signed(self.m_width))
         m.d.comb += [times_m.a.eq(acc_g_p), times_m.b.eq(m_port.data), times_m.valid.eq(v[m_stage])]
-        # Stage 8 -> 9: + (B'_c << G), B'_c read in stage 7.
+        # Stage 8 -> 9: + (B'_c << G), B'_c read in stage 6 and registered, shifted, in stage 7,
+        # so that the adder's carry chain starts from flip-flops.
         t_stage = m_stage + PipelinedProduct.LATENCY
-        m.d.comb += b_port.addr.eq(rom_addr(layer[t_stage - 1], chan[t_stage - 1]))
-        bias = Signal(signed(self.b_width + max(s.G for s in self.specs) + 1))
-        with m.Switch(layer[t_stage]):
+        m.d.comb += b_port.addr.eq(rom_addr(layer[t_stage - 2], chan[t_stage - 2]))
+        bias = Signal(signed(self.b_width + max(s.G for s in self.specs) + 1), reset_less=True)
+        with m.Switch(layer[t_stage - 1]):
             for k, spec in enumerate(self.specs):
                 with m.Case(k):
-                    m.d.comb += bias.eq((b_port.data << spec.G) + _extra_half(spec))
+                    m.d.sync += bias.eq((b_port.data << spec.G) + _extra_half(spec))
         t = Signal(signed(self.t_width), reset_less=True)
         m.d.sync += t.eq(times_m.p + bias)
         # Stage 9 -> 10: shift (a slice per layer, the rounding is in B'), clamp.

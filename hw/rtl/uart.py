@@ -185,16 +185,18 @@ class UartTx(wiring.Component):
         m = Module()
         frame = Signal(10, init=0x3FF)  # stop bit, 8 data bits, start bit; shifted out LSB first
         bits_left = Signal(range(11))
-        timer = Signal(range(self.divisor))
+        # Counts divisor - 2 down to -1: a bit ends when the sign bit is set, a flip-flop, so the
+        # decision is no compare that synthesis could fold into the decrement's carry chain.
+        timer = Signal(range(-1, self.divisor - 1))
         m.d.comb += [self.tx.eq(frame[0]), self.i.ready.eq(bits_left == 0)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [frame.eq((1 << 9) | (self.i.payload << 1)), bits_left.eq(10),
-                         timer.eq(self.divisor - 1)]
+                         timer.eq(self.divisor - 2)]
         with m.Elif(bits_left != 0):
             m.d.sync += timer.eq(timer - 1)
-            with m.If(timer == 0):
+            with m.If(timer[-1]):
                 m.d.sync += [frame.eq((frame >> 1) | (1 << 9)), bits_left.eq(bits_left - 1),
-                             timer.eq(self.divisor - 1)]
+                             timer.eq(self.divisor - 2)]
         return m
 
 

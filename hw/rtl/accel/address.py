@@ -142,11 +142,14 @@ class AddressGenerator(wiring.Component):
         col = Signal(signed(row_width), name="col_next")  # input column (negative: padding)
         inb = Signal(name="inb_next")
         row1, col1 = Signal.like(row, name="row_addr_stage1"), Signal.like(col, name="col_stage1")
-        rom_hi = Signal.like(self.rom_addr, name="rom_hi_next")  # the base and the group/kernel-row part
-        rom_lo = Signal.like(self.rom_addr, name="rom_lo_next")  # the kernel-column/chunk part
-        rom_hi1, rom_lo1 = Signal.like(rom_hi, name="rom_hi_stage1"), Signal.like(rom_lo, name="rom_lo_stage1")
-        m.d.sync += [issue1.eq(issue), row1.eq(row), col1.eq(col), rom_hi1.eq(rom_hi), rom_lo1.eq(rom_lo),
-                     self.issue.eq(issue1), self.rom_addr.eq(rom_hi1 + rom_lo1),
+        # The weight ROM holds a layer's words in the order of its inner loops (group, kernel row,
+        # kernel column, chunk), so the set's word is a counter: one step per set, back to the
+        # layer's base when the group loop wraps (a new output pixel), no index arithmetic.
+        bases = [self.rom_bases[la.index] for la in layers]
+        rom = Signal.like(self.rom_addr, name="rom_addr_next", init=bases[0])
+        rom1 = Signal.like(self.rom_addr, name="rom_addr_stage1")
+        m.d.sync += [issue1.eq(issue), row1.eq(row), col1.eq(col), rom1.eq(rom),
+                     self.issue.eq(issue1), self.rom_addr.eq(rom1),
                      self.act_addr.eq(Mux(issue1.inb, (row1 + col1).as_unsigned(), 0))]
         m.d.comb += issue.inb.eq(inb)
         m.d.comb += [issue.grp.eq(grp), issue.layer.eq(self.layer)]
@@ -183,15 +186,52 @@ class AddressGenerator(wiring.Component):
             m.d.sync += [since.eq(since + 1), free.eq(since + 1 >= self.pe)]
         # Each counter steps when every inner one is at its bound: the AND of their flags, each
         # formed from the flags themselves (not chained through the outer counters' carries).
+        # Past the innermost three loops (``last``), ``~last | free`` is ``free``: those steps are
+        # written as one flat AND of registers, not chained through ``fire``.
+        go = self.run & ~self.done
         inner = 1
-        for (_, counter, _), (flag, flag_next, next_bound_one) in zip(loops, at_end, strict=True):
-            with m.If(fire & inner):
+        # The row part of the activation address, ``ck * in_pixels + (oy * stride + ky - pad) * w_in``,
+        # kept as three registers stepped with their counters (``ck * in_pixels``, ``ky * w_in``,
+        # ``(oy * stride - pad) * w_in``), so that it is one sum of flip-flops, not a chain of
+        # index arithmetic behind the counters.
+        pad_row = {la.index: -la.pad * la.w_in for la in layers}
+        row_regs = {name: Signal(signed(row_width), name=f"{name}_row",
+                                 init=pad_row[layers[0].index] if name == "oy" else 0)
+                    for name in ("ck", "ky", "oy")}
+        row_step = {name: Signal(signed(row_width), name=f"{name}_row_step") for name in row_regs}
+        oy_first, oy_next_first = Signal(signed(row_width)), Signal(signed(row_width))
+        with m.Switch(self.layer):
+            for la in layers:
+                with m.Case(la.index):
+                    m.d.comb += [row_step["ck"].eq(la.in_pixels), row_step["ky"].eq(la.w_in),
+                                 row_step["oy"].eq(la.stride * la.w_in), oy_first.eq(pad_row[la.index]),
+                                 oy_next_first.eq(pad_row[nxt[la.index].index])]
+        for k, ((name, counter, _), (flag, flag_next, next_bound_one)) in enumerate(zip(loops, at_end, strict=True)):
+            step = fire & inner if k <= 3 else go & free & inner
+            with m.If(step):
                 m.d.sync += [counter.eq(Mux(flag, 0, counter + 1)), flag.eq(flag_next)]
+                if name in row_regs:
+                    reg = row_regs[name]
+                    m.d.sync += reg.eq(Mux(flag, oy_first if name == "oy" else 0, reg + row_step[name]))
             with m.Elif(self.done):
                 m.d.sync += flag.eq(next_bound_one)
+                if name == "oy":
+                    m.d.sync += row_regs["oy"].eq(oy_next_first)
             inner = inner & flag
+            if name == "grp":  # every loop up to the group's wraps: the next output pixel's first word
+                base, next_base = Signal.like(rom, name="rom_base"), Signal.like(rom, name="rom_next_base")
+                with m.Switch(self.layer):
+                    for la in layers:
+                        with m.Case(la.index):
+                            m.d.comb += [base.eq(self.rom_bases[la.index]),
+                                         next_base.eq(self.rom_bases[nxt[la.index].index])]
+                with m.If(fire):
+                    m.d.sync += rom.eq(Mux(inner, base, rom + 1))
+                with m.Elif(self.done):
+                    m.d.sync += rom.eq(next_base)
+        m.d.comb += row.eq(row_regs["ck"] + row_regs["ky"] + row_regs["oy"])
         # ``fire & inner`` is now: every counter wraps, the layer's final set fires.
-        m.d.sync += self.done.eq(fire & inner)  # one cycle, after the final set
+        m.d.sync += self.done.eq(go & free & inner)  # one cycle, after the final set
         m.d.comb += [issue.valid.eq(fire), issue.first.eq(self.run & (ky == 0) & (kx == 0) & (ck == 0)),
                      issue.last.eq(self.run & last)]
         # The addresses and the set's other fields are not gated by ``run`` (``valid`` is), so
@@ -204,9 +244,7 @@ class AddressGenerator(wiring.Component):
                     ix = Signal(signed(width), name=f"ix_{la.name}")
                     m.d.comb += [iy.eq(oy * la.stride + ky - la.pad), ix.eq(ox * la.stride + kx - la.pad)]
                     m.d.comb += [
-                        row.eq(ck * la.in_pixels + iy * la.w_in), col.eq(ix), inb.eq(in_bounds(la, iy, ix)),
-                        rom_hi.eq(self.rom_bases[la.index] + (grp * la.kernel + ky) * la.kernel * la.chunks),
-                        rom_lo.eq(kx * la.chunks + ck),
+                        col.eq(ix), inb.eq(in_bounds(la, iy, ix)),
                         issue.pix.eq(oy * la.w_out + ox),
                     ]
         return m

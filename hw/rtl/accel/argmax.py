@@ -39,8 +39,9 @@ class ArgmaxOutput(wiring.Component):
     The logits live in a small memory (no register file and read multiplexers). While ``active``:
     the first logit's read (:data:`FIRST_READ_CYCLES`), then one beat per cycle without
     back-pressure (the next logit is read in the cycle its predecessor's beat is taken), the class
-    last (:data:`CLASS_BEAT_CYCLES`); the running maximum is updated as each logit beat is taken, so
-    the class is the first index of the largest logit. Logit ``c``'s address is presented ``c``
+    last (:data:`CLASS_BEAT_CYCLES`: the last logit's comparison, then the beat); each logit beat
+    taken is registered and compared with the running maximum in the next cycle (the memory's
+    data go out, not into the comparator), so the class is the first index of the largest logit. Logit ``c``'s address is presented ``c``
     cycles after ``active`` rises (later under back-pressure), so a write up to the cycle before
     is seen: the logits may still be arriving while the first ones go out.
 
@@ -69,8 +70,8 @@ class ArgmaxOutput(wiring.Component):
     FIRST_READ_CYCLES = 1
     #: One beat per logit.
     CYCLES_PER_LOGIT = 1
-    #: The class beat (the maximum is already known).
-    CLASS_BEAT_CYCLES = 1
+    #: The last logit's comparison with the running maximum, then the class beat.
+    CLASS_BEAT_CYCLES = 2
 
     def __init__(self, n_logits: int, *, value_width: int, chan_shape):
         if n_logits < 1:
@@ -102,22 +103,45 @@ class ArgmaxOutput(wiring.Component):
 
         index = Signal(range(self.n_logits + 1))
         fresh = Signal()  # the memory's data is the logit at ``index`` (read from the 2nd active cycle)
+        class_ready = Signal()  # the last logit's comparison is done: the class beat may go
         best_val = Signal(self.value_shape)
         best_idx = Signal(range(self.n_logits + 1))
+        # The logit beat taken in the previous cycle, compared with the running maximum in this one.
+        taken_val = Signal(self.value_shape, reset_less=True)
+        taken_idx = Signal(range(self.n_logits + 1), reset_less=True)
+        taken_any = Signal()
+        m.d.sync += taken_any.eq(0)
+        # taken > best as the sign of best - taken: one carry chain, which synthesis keeps as one.
+        below = Signal(signed(len(best_val) + 1), name="best_minus_taken")
+        m.d.comb += below.eq(best_val - taken_val)
+        with m.If(taken_any & ((taken_idx == 0) | below[-1])):
+            m.d.sync += [best_val.eq(taken_val), best_idx.eq(taken_idx)]
+        # ``index`` is at the class (past the last logit): a register, so that ``o`` and ``done``
+        # (which the sequencer's state follows) decode no comparison.
+        is_class = Signal()
+        # The read address is a register a step ahead of ``index`` (0 in the first active cycle,
+        # then ``index + 1``), read when a beat is taken (the port's enable; its data hold
+        # otherwise), so that the next logit comes in the cycle after its predecessor's beat
+        # without the link's ``ready`` reaching the memory's address.
+        read_addr = Signal(range(self.n_logits + 2))
+        m.d.comb += rp.addr.eq(read_addr)
         with m.If(self.active):
-            is_class = index == self.n_logits
             logit = rp.data
             taken = self.o.valid & self.o.ready
-            # The next logit's address as soon as this one's beat is taken, so beats go back to back.
-            m.d.comb += [rp.addr.eq(Mux(taken, index + 1, index)), self.o.payload.last.eq(is_class),
-                         self.o.valid.eq(is_class | fresh),
+            m.d.comb += rp.en.eq(~fresh | taken)
+            with m.If(~fresh | taken):
+                m.d.sync += read_addr.eq(read_addr + 1)
+            m.d.comb += [self.o.payload.last.eq(is_class),
+                         self.o.valid.eq(Mux(is_class, class_ready, fresh)),
                          self.o.payload.value.eq(Mux(is_class, best_idx, logit))]
-            m.d.sync += fresh.eq(1)
+            m.d.sync += [fresh.eq(1), class_ready.eq(is_class)]
             with m.If(taken):
-                m.d.sync += index.eq(index + 1)
-                with m.If(~is_class & ((index == 0) | (logit > best_val))):
-                    m.d.sync += [best_val.eq(logit), best_idx.eq(index)]
+                m.d.sync += [index.eq(index + 1), is_class.eq(index == self.n_logits - 1)]
+                with m.If(~is_class):
+                    m.d.sync += [taken_val.eq(logit), taken_idx.eq(index), taken_any.eq(1)]
                 with m.If(is_class):
-                    m.d.sync += [index.eq(0), fresh.eq(0)]
+                    m.d.sync += [index.eq(0), fresh.eq(0), class_ready.eq(0), is_class.eq(0), read_addr.eq(0)]
                     m.d.comb += self.done.eq(1)
+        with m.Else():  # ``active`` may last past the class beat: start the next image afresh
+            m.d.sync += [fresh.eq(0), read_addr.eq(0)]
         return m

@@ -1,5 +1,7 @@
 """The sequencer: the phases of one inference, one FSM state per phase per layer."""
 
+from contextlib import contextmanager
+
 from amaranth.hdl import Module, ResetSignal, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -14,7 +16,7 @@ class Sequencer(wiring.Component):
     beta and the reciprocal are ready), QPASS<L> (the buffered ``y`` map, one address per cycle,
     through the unit's quantizer, pixel-major; ``L``'s loops start at its ``qpass_run[L]``-th cycle
     and go on in RUN<L>, or, when that is at or after the pass's end, QWAIT<L> waits for it); then OUT
-    until the class beat. The cycle counts come from
+    until the cycle after the class beat (:data:`OUT_DONE_CYCLES`). The cycle counts come from
     :func:`hw.rtl.accel.schedule.schedule`, which places each phase after the writes it reads.
 
     Latency and throughput: one inference at a time; :meth:`hw.rtl.accel.AsqAccel.cycles_per_inference`
@@ -69,6 +71,11 @@ class Sequencer(wiring.Component):
         Cycles of the current / last inference.
     """
 
+    #: Cycles of OUT after the class beat's transfer (the sequencer registers it): the next image's
+    #: first code is taken this many cycles after the class beat at the earliest (not counted in
+    #: ``cycles``, which stops at the class beat).
+    OUT_DONE_CYCLES = 1
+
     def __init__(self, layers, *, drains: dict, qpass_run: dict, g_shape, asq_tag_shape=1, asq_sel_shape=1,
                  asq_beta_width: int = 1, asq_pix_bits: int = 1):
         layers = list(layers)
@@ -100,14 +107,54 @@ class Sequencer(wiring.Component):
             "cycles": Out(unsigned(32)),
         })
 
+    # One-hot state: one flip-flop per phase, so that a state's test is a flip-flop and each
+    # state's next value ORs only the transitions into it (the binary encoding's decodes and its
+    # next-state logic over every transition were the critical path).
+    @contextmanager
+    def _fsm(self, m, reset):
+        self._states, self._reset_state, self._current = {}, reset, None
+        yield
+
+    def _state_bit(self, name):
+        if name not in self._states:
+            self._states[name] = Signal(name=f"state_{name}", init=name == self._reset_state)
+        return self._states[name]
+
+    @contextmanager
+    def _state(self, m, name):
+        with m.If(self._state_bit(name)):
+            self._current = name
+            yield
+            self._current = None
+
+    def _goto(self, m, name):
+        if name != self._current:
+            m.d.sync += [self._state_bit(self._current).eq(0), self._state_bit(name).eq(1)]
+
+    def _phase_lengths(self):
+        """Every counted phase's length in cycles (DRAIN<L>, QPASS<L>, QWAIT<L>)."""
+        lengths = [d for d in self.drains.values() if d]
+        for la in self.asq_layers:
+            n = la.c_in * la.in_pixels
+            lengths.append(n)
+            if self.qpass_run[la.index] > n:
+                lengths.append(self.qpass_run[la.index] - n)
+        return lengths or [1]
+
     def elaborate(self, platform):
         m = Module()
         layers = self.layers
         first = layers[0]
         n_in = first.c_in * first.in_pixels
         load_n = Signal(range(n_in + 1))
+        load_last = Signal(init=n_in == 1)  # the next code is the image's last (a register)
         counting = Signal()
-        drain = Signal(range(max(self.drains.values()) + 1))
+        # The counted phases (DRAIN, QPASS, QWAIT) share one down-counter, loaded with the phase's
+        # length - 2 as it is entered: the phase ends in the cycle the counter's sign bit is set, so
+        # that the state's next-state logic tests a flip-flop, not a comparison.
+        phase_left = Signal(range(-1, max(self._phase_lengths()) - 1), name="phase_left")
+        m.d.sync += phase_left.eq(phase_left - 1)
+        self._phase_left = phase_left
         betas = {la.index: Signal(unsigned(self.asq_beta_width), name=f"beta_{la.name}") for la in self.asq_layers}
         with m.Switch(self.g_layer):
             for la in layers:
@@ -125,39 +172,45 @@ class Sequencer(wiring.Component):
         run = Signal(name="run_reg")
         m.d.comb += self.run.eq(run)
 
-        with m.FSM(name="seq"):
-            with m.State("LOAD"):
+        with self._fsm(m, "LOAD"):
+            with self._state(m, "LOAD"):
                 m.d.comb += [self.in_ready.eq(~ResetSignal()), self.load.eq(self.in_valid & self.in_ready)]
                 with m.If(self.load):
                     with m.If(load_n == 0):
                         m.d.sync += [self.cycles.eq(1), counting.eq(1)]
-                    m.d.sync += load_n.eq(load_n + 1)
+                    m.d.sync += [load_n.eq(load_n + 1), load_last.eq(load_n == n_in - 2)]
                     with m.If(self.load_pix == first.in_pixels - 1):
                         m.d.sync += [self.load_pix.eq(0), self.load_chan.eq(self.load_chan + 1)]
                     with m.Else():
                         m.d.sync += self.load_pix.eq(self.load_pix + 1)
-                    with m.If(load_n == n_in - 1):
-                        m.d.sync += [load_n.eq(0), self.load_chan.eq(0), self.load_pix.eq(0),
-                                     self.layer.eq(first.index), run.eq(1)]
-                        m.next = f"RUN{first.index}"
+                    with m.If(load_last):
+                        m.d.sync += [load_n.eq(0), load_last.eq(n_in == 1), self.load_chan.eq(0),
+                                     self.load_pix.eq(0), self.layer.eq(first.index), run.eq(1)]
+                        self._goto(m, f"RUN{first.index}")
             for la in layers:
-                with m.State(f"RUN{la.index}"):
+                with self._state(m, f"RUN{la.index}"):
                     with m.If(self.run_done):
                         if self.drains[la.index]:
-                            m.d.sync += run.eq(0)
-                            m.next = f"DRAIN{la.index}"
+                            m.d.sync += [run.eq(0), phase_left.eq(self.drains[la.index] - 2)]
+                            self._goto(m, f"DRAIN{la.index}")
                         else:
                             self._after_drain(m, la, run)
                 if self.drains[la.index]:
-                    self._drain_state(m, la, drain, run)
+                    self._drain_state(m, la, run)
                 nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
                 if nxt is not None and nxt.asq_in is not None:
                     self._asq_states(m, nxt, betas, qpass_chan, qpass_pix, run)
-            with m.State("OUT"):
-                m.d.comb += self.out_active.eq(1)
+            with self._state(m, "OUT"):
+                # The class beat's transfer stops the cycle counter at once, but the state follows
+                # it registered, a cycle later, so that it does not follow the output's handshake
+                # (the link's ready) in the cycle it happens.
+                out_done = Signal(name="out_done_reg")
+                m.d.sync += out_done.eq(self.out_done)
                 with m.If(self.out_done):
                     m.d.sync += counting.eq(0)
-                    m.next = "LOAD"
+                with m.If(out_done):
+                    m.d.sync += self.out_active.eq(0)
+                    self._goto(m, "LOAD")
         return m
 
     def _after_drain(self, m, la, run):
@@ -165,60 +218,64 @@ class Sequencer(wiring.Component):
         layers = self.layers
         nxt = layers[la.index + 1] if la.index + 1 < len(layers) else None
         if nxt is None:
-            m.d.sync += run.eq(0)
-            m.next = "OUT"
+            # ``out_active`` is a register, set and cleared with the state changes into and out of
+            # OUT, not a decode of the state: the output's handshake starts from it.
+            m.d.sync += [run.eq(0), self.out_active.eq(1)]
+            self._goto(m, "OUT")
         elif nxt.asq_in is not None:
             # A register, not the FSM state: ``sel`` steers the ASQ unit's constants.
             m.d.sync += [self.asq_sel.eq(self.asq_layers.index(nxt)), run.eq(0)]
-            m.next = f"ASQ{nxt.index}"
+            self._goto(m, f"ASQ{nxt.index}")
         else:
             m.d.sync += [self.layer.eq(nxt.index), run.eq(1)]
-            m.next = f"RUN{nxt.index}"
+            self._goto(m, f"RUN{nxt.index}")
 
-    def _drain_state(self, m, la, drain, run):
-        with m.State(f"DRAIN{la.index}"):
-            with m.If(drain == self.drains[la.index] - 1):
-                m.d.sync += drain.eq(0)
+    def _drain_state(self, m, la, run):
+        with self._state(m, f"DRAIN{la.index}"):
+            with m.If(self._phase_left[-1]):
                 self._after_drain(m, la, run)
-            with m.Else():
-                m.d.sync += drain.eq(drain + 1)
 
     def _asq_states(self, m, nxt, betas, chan, pix, run):
         """ASQ<L>: beta and reciprocal; QPASS<L>: quantize the buffered y into L's input buffer."""
-        with m.State(f"ASQ{nxt.index}"):
+        phase_left = self._phase_left
+        n = nxt.c_in * nxt.in_pixels
+        start = self.qpass_run[nxt.index]
+        with self._state(m, f"ASQ{nxt.index}"):
             m.d.comb += self.asq_start.eq(1)
             m.d.sync += self.layer.eq(nxt.index)
-            m.next = f"ASQWAIT{nxt.index}"
-        with m.State(f"ASQWAIT{nxt.index}"):
+            self._goto(m, f"ASQWAIT{nxt.index}")
+        with self._state(m, f"ASQWAIT{nxt.index}"):
             with m.If(~self.asq_busy):
-                m.d.sync += betas[nxt.index].eq(self.asq_beta)
-                m.next = f"QPASS{nxt.index}"
-        with m.State(f"QPASS{nxt.index}"):
+                m.d.sync += [betas[nxt.index].eq(self.asq_beta), phase_left.eq(n - 2)]
+                self._goto(m, f"QPASS{nxt.index}")
+        with self._state(m, f"QPASS{nxt.index}"):
             # Pixel-major (the y buffer's order): every channel of a pixel, then the next pixel, so
             # that the layer's loops find the pixels they read early in the pass.
-            m.d.comb += self.y_addr.eq(pix * nxt.c_in + chan)
+            # ``y_addr`` (= pix * c_in + chan) is a register counting the pass's cycles, not a
+            # decode of the state: the y buffer compares it with its write address (a read and a
+            # write of one address in a cycle read the old value).
+            m.d.sync += self.y_addr.eq(self.y_addr + 1)
             m.d.sync += [self.q_valid.eq(1), self.q_tag.eq(chan << self.asq_pix_bits | pix)]
             # The layer's loops start at pass cycle ``qpass_run`` (a register set the cycle before,
             # at index qpass_run - 1) and run on into RUN<L> (the schedule keeps every read after
             # its code's write).
-            n = nxt.c_in * nxt.in_pixels
-            start = self.qpass_run[nxt.index]
             if start < n:
-                before = start - 1
-                with m.If((pix == before // nxt.c_in) & (chan == before % nxt.c_in)):
+                with m.If(self.y_addr == start - 1):
                     m.d.sync += run.eq(1)
             with m.If(chan == nxt.c_in - 1):
                 m.d.sync += [chan.eq(0), pix.eq(pix + 1)]
-                with m.If(pix == nxt.in_pixels - 1):
-                    m.d.sync += [pix.eq(0), run.eq(start <= n)]
-                    m.next = f"RUN{nxt.index}" if start <= n else f"QWAIT{nxt.index}"
             with m.Else():
                 m.d.sync += chan.eq(chan + 1)
+            with m.If(phase_left[-1]):  # the pass's last cycle
+                m.d.sync += [pix.eq(0), run.eq(start <= n), self.y_addr.eq(0)]
+                if start <= n:
+                    self._goto(m, f"RUN{nxt.index}")
+                else:
+                    m.d.sync += phase_left.eq(start - n - 2)
+                    self._goto(m, f"QWAIT{nxt.index}")
         if start > n:
             # The loops' first reads need codes the pass writes in its last cycles: wait for them.
-            with m.State(f"QWAIT{nxt.index}"):
-                wait = Signal(range(start - n), name=f"qwait_{nxt.name}")
-                m.d.sync += wait.eq(wait + 1)
-                with m.If(wait == start - n - 1):
-                    m.d.sync += [wait.eq(0), run.eq(1)]
-                    m.next = f"RUN{nxt.index}"
+            with self._state(m, f"QWAIT{nxt.index}"):
+                with m.If(phase_left[-1]):
+                    m.d.sync += run.eq(1)
+                    self._goto(m, f"RUN{nxt.index}")
