@@ -98,16 +98,26 @@ class PipelinedProduct(wiring.Component):
             ports["c"] = In(addend_shape)
         ports["p"] = Out(signed(self.p_width) if self.signed else unsigned(self.p_width))
         super().__init__(ports)
-        self.pieces = len(self._split(a_shape)) * len(self._split(b_shape))
+        self.pieces = self.pieces_for(a_shape, b_shape)
 
     #: Operand registers, product (pipeline) register, output register, sum of the pieces.
     LATENCY = 4
 
-    def _split(self, shape):
-        """``(offset, width)`` of the operand's pieces in the chosen representation."""
-        if self.a_shape.signed and self.b_shape.signed:
+    @staticmethod
+    def _split_for(a_shape, b_shape, shape):
+        """``(offset, width)`` of ``shape``'s pieces in the representation the operands choose."""
+        if a_shape.signed and b_shape.signed:
             return _signed_digits(shape.width)
         return _unsigned_chunks(shape.width)
+
+    @classmethod
+    def pieces_for(cls, a_shape, b_shape) -> int:
+        """DSP blocks of ``a * b`` (what :attr:`pieces` would be), without building the component."""
+        return len(cls._split_for(a_shape, b_shape, a_shape)) * len(cls._split_for(a_shape, b_shape, b_shape))
+
+    def _split(self, shape):
+        """``(offset, width)`` of the operand's pieces in the chosen representation."""
+        return self._split_for(self.a_shape, self.b_shape, shape)
 
     def _operand(self, m, value, shape, name):
         """The operand's pieces, each registered: ``(offset, register)`` with ``value = sum reg << offset``

@@ -209,10 +209,13 @@ class Requantizer(wiring.Component):
     @property
     def dsp_blocks(self) -> int:
         """DSP blocks its two products take (16 x 16 pieces)."""
-        a_shape, b_shape, extra = self._acc_g_shapes()
-        x_shape = signed(self.x_width) if self.split_acc else PipelinedProduct(a_shape, b_shape).p.shape()
-        return (PipelinedProduct(a_shape, b_shape, **extra).pieces
-                + PipelinedProduct(x_shape, signed(self.m_width)).pieces)
+        a_shape, b_shape, _ = self._acc_g_shapes()
+        # the product's shape, as PipelinedProduct makes it (signed when either operand is)
+        product = a_shape.width + b_shape.width
+        x_shape = signed(self.x_width) if self.split_acc else \
+            (signed(product) if a_shape.signed or b_shape.signed else unsigned(product))
+        return (PipelinedProduct.pieces_for(a_shape, b_shape)
+                + PipelinedProduct.pieces_for(x_shape, signed(self.m_width)))
 
     def _rom(self, m, name, field, width):
         bases, words = [], []

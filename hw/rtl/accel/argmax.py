@@ -42,8 +42,9 @@ class ArgmaxOutput(wiring.Component):
     last (:data:`CLASS_BEAT_CYCLES`: the last logit's comparison, then the beat); each logit beat
     taken is registered and compared with the running maximum in the next cycle (the memory's
     data go out, not into the comparator), so the class is the first index of the largest logit.
-    Logit ``c``'s address is presented ``c`` cycles after ``active`` rises (later under back-pressure), so a write up to the cycle before
-    is seen: the logits may still be arriving while the first ones go out.
+    Logit ``c``'s address is presented ``c`` cycles after ``active`` rises (later under back-pressure),
+    so a write up to the cycle before is seen: the logits may still be arriving while the first ones go
+    out.
 
     Parameters
     ----------

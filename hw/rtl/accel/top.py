@@ -145,7 +145,7 @@ class AsqAccel(wiring.Component):
         """DSP blocks of the requantizer's products and the ASQ unit's ``y * r``."""
         blocks = self.requant.dsp_blocks
         if self.asq is not None:
-            blocks += PipelinedProduct(unsigned(self.asq.y_width), unsigned(self.asq.r_width)).pieces
+            blocks += PipelinedProduct.pieces_for(unsigned(self.asq.y_width), unsigned(self.asq.r_width))
         return blocks
 
     # ------------------------------------------------------------------ cycle model
