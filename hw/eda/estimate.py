@@ -62,41 +62,42 @@ from hw.eda.verilog import top_ports
 #: counted 4 times) and of the 12 MAC arrays of ``asqhw compare`` per family (4 x 4, BITS 3 and 4).
 #: Known miss: the arrays' estimates stay within about 25 % (iCE40) and 35 % (ECP5, DSP arrays low).
 LUT_WEIGHTS = {
-    "ice40": {"arith": 0.685, "compare": 0.685, "logic": 0.467, "multiply": 1.783, "mux": 0.467, "rom": 0.467,
-              "shift": 0.467},
-    "ecp5": {"arith": 1.046, "compare": 1.046, "logic": 0.388, "multiply": 1.888, "mux": 0.388, "rom": 0.388,
-             "shift": 0.388},
+    "ice40": {"arith": 0.63, "compare": 0.63, "logic": 0.418, "multiply": 1.85, "mux": 0.418, "rom": 0.418,
+              "shift": 0.418},
+    "ecp5": {"arith": 1.446, "compare": 1.446, "logic": 0.131, "multiply": 1.927, "mux": 0.131, "rom": 0.131,
+             "shift": 0.131},
 }
 KINDS = ("arith", "compare", "logic", "multiply", "mux", "rom", "shift")
 #: Logic cells = ``lut4`` x estimated LUT4 + ``ff`` x estimated flip-flops, per family (see the module
 #: docstring), fitted (:func:`calibrate_logic_cells`) to nextpnr's packed ``ICESTORM_LC`` /
 #: ``TRELLIS_COMB`` counts of the accelerator (with its link) at the calibration design points.
 LC_WEIGHTS = {
-    "ice40": {"lut4": 0.535, "ff": 1.033},
-    "ecp5": {"lut4": 0.835, "ff": 0.437},
+    "ice40": {"lut4": 0.349, "ff": 0.982},
+    "ecp5": {"lut4": 1.039, "ff": 0.042},
 }
 #: Estimated period (ns) = ``base_ns`` + ``per_use_ns`` x logic-cell use (0..1), per family
 #: (:func:`calibrate_fmax`), fitted to nextpnr's Fmax (one seed, on the PLL) of the calibration
-#: design points that place. On both boards a fuller device was not slower on those points, so the
-#: model is a constant period: it knows nothing of the critical paths, and moves only when the
-#: calibration is run again on changed RTL.
+#: design points that place. It knows nothing of the critical paths and moves only when the
+#: calibration is run again on changed RTL: at 4911719's RTL the iCE40 points are a little slower as
+#: the device fills (3.3 ns from empty to full), the ECP5 ones not (a constant period).
 FMAX_MODEL = {
-    "ice40": {"base_ns": 28.55, "per_use_ns": 0.0},
-    "ecp5": {"base_ns": 17.46, "per_use_ns": 0.0},
+    "ice40": {"base_ns": 22.31, "per_use_ns": 3.33},
+    "ecp5": {"base_ns": 12.33, "per_use_ns": 0.0},
 }
 #: The estimate's largest relative error (|estimate - measured| / measured) on the calibration designs
 #: (``benchmarks/calibrate_lc.py``; ``benchmarks/results/estimate_calibration_<board>.json`` holds every
 #: design's error with these weights), per family and figure: logic cells against nextpnr's packed
 #: count, LUT4 against Yosys', Fmax against nextpnr's (one seed). ``asqhw fit`` places a design only
 #: when its estimate fits the device even if it is this much low; the estimate lines state it.
-#: Measured at the RTL of commit 25b5265 (largest: iCE40 1.0 % logic cells, 9.3 % LUT4 at 3x8x4, 5.5 %
-#: Fmax at 2x2x2; ECP5 1.2 %, 9.7 %, 7.7 %), rounded up to whole per cent. These are errors on the
-#: designs the weights were fitted to; a change of the RTL can move the estimate further until the
-#: calibration is run again (the weights fitted at bbe525c's RTL put 25b5265's default design 4.7 %
-#: high in logic cells and 15 % low in Fmax on the iCEBreaker, 19 % low in Fmax on the ULX3S).
+#: Measured at the RTL of commit 4911719 (largest: iCE40 2.03 % logic cells at 2x4x4, 10.5 % LUT4 at
+#: 3x8x4, 3.5 % Fmax at 3x2x2; ECP5 1.3 % at 4x4x4, 6.8 % at 3x8x8, 15.4 % Fmax at 2x4x4, the one
+#: BITS-2 point, 70 MHz against 84-90 MHz for BITS 3), rounded up to whole per cent. These are errors
+#: on the designs the weights were fitted to; a change of the RTL can move the estimate further until
+#: the calibration is run again (the weights fitted at 25b5265's RTL put 4911719's default design
+#: 22.6 % high in logic cells and 12.6 % low in Fmax on the iCEBreaker, 37 % low in Fmax on the ULX3S).
 ESTIMATE_ERROR = {
-    "ice40": {"logic_cells": 0.02, "lut4": 0.10, "fmax_mhz": 0.06},
-    "ecp5": {"logic_cells": 0.02, "lut4": 0.10, "fmax_mhz": 0.08},
+    "ice40": {"logic_cells": 0.03, "lut4": 0.11, "fmax_mhz": 0.04},
+    "ecp5": {"logic_cells": 0.02, "lut4": 0.07, "fmax_mhz": 0.16},
 }
 #: How Yosys' ``memory_libmap`` chooses between block RAM and logic for a synchronous-read memory: the
 #: cheaper of ``block`` per block RAM and, per bit in logic, ``ram_bit`` (a memory with a write port:
