@@ -244,10 +244,9 @@ class AsqAccel(wiring.Component):
             m.d.sync += [stage.valid.eq(prev.valid), stage.pix.eq(prev.pix), stage.grp.eq(prev.grp),
                          stage.layer.eq(prev.layer)]
         done_stage = mac_stages[-1]
-        # The weight ROMs are read a cycle late, so that their words come with the registered
-        # activations.
-        rom_addr = Signal.like(loops.rom_addr, name="rom_addr_late")
-        m.d.sync += rom_addr.eq(loops.rom_addr)
+        # The weight ROMs are read with the activations and their words registered beside the
+        # activations' operand register, so that no block RAM's read data goes straight into a
+        # product (the ECP5's critical path without it).
 
         m.submodules.serializer = ser = Serializer(
             pe=plan.pe, acc_width=self.acc_width, payload=self.requant.i.payload.shape(),
@@ -260,8 +259,10 @@ class AsqAccel(wiring.Component):
             mac = engine.mac
             mac_valid = Signal(name=f"{engine.name}_valid")
             mac_a = Signal.like(mac.a, name=f"{engine.name}_a", reset_less=True)
-            m.d.comb += [engine.rom.addr.eq(rom_addr), mac.valid.eq(mac_valid), mac.first.eq(operand_stage.first),
-                         mac.last.eq(operand_stage.last), mac.w.eq(engine.rom.data), mac.a.eq(mac_a)]
+            mac_w = Signal.like(mac.w, name=f"{engine.name}_w", reset_less=True)
+            m.d.sync += mac_w.eq(engine.rom.data)
+            m.d.comb += [engine.rom.addr.eq(loops.rom_addr), mac.valid.eq(mac_valid), mac.first.eq(operand_stage.first),
+                         mac.last.eq(operand_stage.last), mac.w.eq(mac_w), mac.a.eq(mac_a)]
             m.d.sync += mac_valid.eq(0)
             with m.Switch(read_stage.layer):
                 for la in engine.layers:
