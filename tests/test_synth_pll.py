@@ -121,7 +121,7 @@ def test_auto_clock_climbs_while_faster_settings_fit():
     from hw.eda.boards import get_board
     from hw.eda.synth import choose_clock
 
-    # met easily at the start; at 30 MHz one seed misses (29.9); 29.625 is met, and nothing 2 % faster
+    # met easily at the start; at 30 MHz one seed misses (29.9); 29.625 is met, and nothing 1 % faster
     # lies under its slowest seed (29.7)
     table = {24.0: [31.0, 30.2], 30.0: [30.2, 29.9], 29.625: [29.7, 29.8]}
     calls = []
@@ -199,7 +199,7 @@ def test_pll_clocked_board_top_is_timed_at_the_chosen_setting_on_every_seed(tmp_
     p = clock["pll"]["params"]
     assert clock["mhz"] == pytest.approx(12.0 / (p["DIVR"] + 1) * (p["DIVF"] + 1) / 2 ** p["DIVQ"])
     assert report["link"]["divisor"] == round(report["clock_mhz"] * 1e6 / 115200)
-    # the search ends on a met setting with no setting worth trying (2 % faster, under the slowest
+    # the search ends on a met setting with no setting worth trying (1 % faster, under the slowest
     # seed's Fmax and below every setting that missed) left, or rebuilds the best met one
     from hw.eda.pll import fastest_at_most
     from hw.eda.synth import PLL_MIN_GAIN, PLL_PASSES
@@ -234,13 +234,30 @@ def test_auto_clock_does_not_retry_at_or_above_a_setting_that_missed():
 
     # what nextpnr did on the default accelerator: 21.75 MHz missed on a seed (21.08); at a 21 MHz
     # target every seed reached over 22.4 MHz. 22.125 (12 x 59 / 32) is under that but above the miss:
-    # not tried; 21.375, the only setting between, gains under 2 %
-    table = {21.75: [22.12, 21.08, 21.23], 21.0: [22.48, 22.43, 23.33]}
+    # not tried; 21.375, the only setting between, gains 1.8 %: tried, met, and the search ends there
+    # (the next setting under its slowest seed is 21.75 again)
+    table = {21.75: [22.12, 21.08, 21.23], 21.0: [22.48, 22.43, 23.33], 21.375: [22.3, 21.9, 22.0]}
     calls = []
     _, _, _, info = choose_clock(_router(lambda mhz: table[round(mhz, 4)], calls), get_board("icebreaker"),
                                  "auto", estimate={"fmax_mhz": 21.9})
-    assert calls == [21.75, 21.0]
-    assert info["mhz"] == 21.0 and info["passes"][-1]["met_all_seeds"]
+    assert calls == [21.75, 21.0, 21.375]
+    assert info["mhz"] == 21.375 and info["passes"][-1]["met_all_seeds"]
+
+
+def test_auto_clock_takes_the_next_setting_one_step_up_near_40_mhz():
+    from hw.eda.boards import get_board
+    from hw.eda.synth import choose_clock
+
+    # the default design on the iCEBreaker: 39.75 MHz met with 40.74 MHz on the slowest seed; 40.5
+    # (12 x 54 / 16), 1.9 % faster, is worth a pass; met at 41.33, and 41.25 (1.9 %) is tried too and
+    # missed, so 40.5 is built again and kept
+    table = {39.75: [42.23, 40.74, 42.0], 40.5: [42.01, 41.33, 42.5], 41.25: [41.9, 40.8, 41.4]}
+    calls = []
+    _, _, _, info = choose_clock(_router(lambda mhz: table[round(mhz, 4)], calls), get_board("icebreaker"),
+                                 "auto", estimate={"fmax_mhz": 40.0})
+    assert calls == [39.75, 40.5, 41.25, 40.5]
+    assert info["mhz"] == 40.5 and info["passes"][-1]["met_all_seeds"]
+    assert [p["met_all_seeds"] for p in info["passes"]] == [True, True, False, True]
 
 
 def _makes_12_mbaud(mhz):
