@@ -5,7 +5,10 @@ accelerator (generator defaults) twice in this one run, one after the other:
 
 - ``baseline``: the tree of commit :data:`BASELINE_COMMIT` (``git archive`` into a temporary folder),
   its own ``asqhw synth`` with its own shipped bundle;
-- ``current``: this tree's ``asqhw synth``.
+- ``current``: this tree's ``asqhw synth``;
+- ``fast_link`` (boards in :data:`FAST_LINK`): this tree's design again behind the board's fastest
+  host link (the iCEBreaker: 12 Mbaud, class-only replies, 9 images in flight), so that the row's
+  images/s over the link are what the link, not the default 115200-baud UART, carries.
 
 Both are clocked by the board's PLL at the fastest setting that meets timing on every seed
 (``--clock auto``; a baseline tree older than the PLL search runs at the board oscillator), so the
@@ -24,7 +27,7 @@ stopped (its rows are marked ``resumed``: each baseline/current pair still comes
 Writes ``benchmarks/results/hw.json`` (atomically) with every row and, per board and BITS, the two
 sides next to each other (``side_by_side``; the end of the run prints it as a Markdown table). Long:
 each synthesis places and routes ``--seeds`` times (the PLL search two or three times that): the
-default run (both boards, BITS 3 and 4, 3 seeds, 8 syntheses) takes about 45 minutes on 2 idle cores
+default run (both boards, BITS 3 and 4, 3 seeds, 10 syntheses) takes about 50 minutes on 2 idle cores
 (a side: iCEBreaker BITS 3 about 3 minutes, BITS 4 2 minutes as it does not place, ULX3S about 9
 minutes), several times that on busy ones.
 
@@ -59,6 +62,12 @@ OUT = Path(__file__).resolve().parent / "results" / "hw.json"
 #: the ``baseline`` of the hw.json of commit bd03699; the 7799-cycle design (c2b08a6) the ``current``
 #: rows of the hw.json of commit f25f7a2.
 BASELINE_COMMIT = "555cf22"
+#: ``asqhw synth`` options of the ``fast_link`` row per board: the link at its fastest rate
+#: (``docs/link.md``). The ULX3S's FT231X makes 3 Mbaud at most; its link is not benched.
+FAST_LINK = {"icebreaker": ("--baud", "12000000", "--reply", "class", "--window", "9")}
+#: The rows per board and BITS, in the order they run and are printed.
+SIDES = ("baseline", "current", "fast_link")
+
 #: UART framing when :mod:`hw.link` offers no budget function: 8N1, 10 line bits per byte.
 LINE_BITS_PER_BYTE = 10
 
@@ -187,7 +196,7 @@ def side_by_side(rows: list) -> list:
     out = []
     for board, bits in dict.fromkeys((r["board"], r["bits"]) for r in rows):
         pair = {"board": board, "bits": bits}
-        for side in ("baseline", "current"):
+        for side in SIDES:
             row = next((r for r in rows if (r["board"], r["bits"], r["side"]) == (board, bits, side)), None)
             if row is None:
                 continue
@@ -211,7 +220,7 @@ def table(pairs: list) -> str:
             "cycles", "MAC use", "img/s compute", "img/s link")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in pairs:
-        for side in ("baseline", "current"):
+        for side in SIDES:
             f = p.get(side)
             if f is None:
                 continue
@@ -276,14 +285,16 @@ def main(argv=None) -> dict:
     done_keys = {(r["side"], r["board"], r["bits"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="asqhw-baseline-") as tmp:
         base = _baseline_tree(args.baseline, Path(tmp))
-        sides = (("baseline", base, args.baseline, _clock_options(base)),
-                 ("current", ROOT, current, ("--clock", "auto")))
         for board in boards:
+            sides = [("baseline", base, args.baseline, _clock_options(base)),
+                     ("current", ROOT, current, ("--clock", "auto"))]
+            if board in FAST_LINK:
+                sides.append(("fast_link", ROOT, current, ("--clock", "auto", *FAST_LINK[board])))
             for bits in bits_list:
                 for side, tree, rev, extra in sides:
                     if (side, board, bits) in done_keys:
                         continue
-                    if side == "current":  # the tree as this synthesis reads it
+                    if tree == ROOT:  # the tree as this synthesis reads it
                         rev = current = _describe()
                     out = args.build / f"{side}-{board}-b{bits}"
                     print(f"== {side} ({rev}) {board} BITS={bits}", flush=True)

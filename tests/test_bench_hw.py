@@ -53,3 +53,18 @@ def test_side_by_side_pairs_the_baseline_and_the_current_design_per_board_and_bi
     assert pairs[1]["current"]["ok"] is False and pairs[1]["current"]["problems"]
     table = bench.table(pairs)
     assert table.count("\n") == 1 + 4 and "| icebreaker | 4 | current abc1234 | False |" in table
+
+
+def test_the_fast_link_row_sits_beside_the_two_designs_and_counts_the_links_images():
+    bench = _bench()
+    fast = _report(mhz=36.0)
+    fast["link"] = {"kind": "uart", "baud": 12_000_000, "reply": "class", "window": 9, "bytes_in_per_image": 64,
+                    "bytes_out_per_image": 1, "bytes_per_s": 1.2e6, "images_per_s_pipelined": 18750.0,
+                    "images_per_s_one_at_a_time": 18461.5}
+    rows = [{"side": side, "commit": "abc1234", "board": "icebreaker", "bits": 3, **bench.summarize(report)}
+            for side, report in (("baseline", _report()), ("current", _report()), ("fast_link", fast))]
+    (pair,) = bench.side_by_side(rows)
+    # 9 images in flight: the line carries 18,750 images/s, more than the 36 MHz clock computes
+    assert pair["fast_link"]["images_per_s_over_link"] == round(36e6 / 6671, 1)
+    assert "images_per_s_over_link" not in pair["current"] or pair["current"]["images_per_s_over_link"] is None
+    assert bench.table([pair]).splitlines()[-1].startswith("| icebreaker | 3 | fast_link abc1234 | True | 36 (pll)")
