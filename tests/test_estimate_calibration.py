@@ -60,6 +60,25 @@ def test_default_design_logic_cells_and_lut4_within_10_percent_of_place_and_rout
     assert abs(errors["lut4"]) <= DEFAULT_DESIGN_TOLERANCE, errors
 
 
+def test_the_link_input_buffer_counts_in_the_block_ram_estimate():
+    """9 images in flight at 12 Mbaud (docs/data/synth-icebreaker-b3-12mbaud-class-window9-3seeds.json): the
+    link's 512-byte FIFO took a 30th block RAM beside the accelerator's 29; the estimate counts it."""
+    from hw.eda.estimate import estimate_accelerator, memory_blocks
+    from hw.eda.synth import load_bundle_for
+    from hw.rtl.plan import make_plan
+
+    record = ROOT / "docs" / "data" / "synth-icebreaker-b3-12mbaud-class-window9-3seeds.json"
+    report = json.loads(record.read_text())["report"]
+    assert report["link"]["window"] == 9 and report["link"]["fifo_bytes"] == 512
+    design = report["design"]
+    plan = make_plan(load_bundle_for(None, design["bits"]), pe=design["pe"], simd=design["simd"])
+    est = estimate_accelerator(plan, "icebreaker", link_fifo_bytes=report["link"]["fifo_bytes"])
+    assert est["bram"] == report["resources"]["block_ram"]["used"] == 30
+    assert estimate_accelerator(plan, "icebreaker")["bram"] == 29
+    # 511 bytes: one 512 x 8 block on the iCE40, none on a generic target
+    assert memory_blocks(8, 511, "ice40", written=True) == 1 and memory_blocks(8, 511, "generic", written=True) == 0
+
+
 def test_default_design_estimate_against_its_recorded_three_seed_synthesis():
     """The estimate of today's RTL against docs/data/hardware-icebreaker-b3.json (the default design placed
     and routed over 3 seeds at its PLL clock): logic cells and LUT4 within 10 %, Fmax within the stated error."""

@@ -223,6 +223,16 @@ def _bram_count(width: int, depth: int, family: str) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in BRAM_SHAPES[family])
 
 
+def memory_blocks(width: int, depth: int, family: str, *, written: bool) -> int:
+    """Block RAMs of a ``width`` x ``depth`` memory read synchronously: 0 when its bits cost less in
+    logic than in blocks (:data:`MEMORY_COST`), as Yosys' ``memory_libmap`` decides."""
+    cost = MEMORY_COST.get(family)
+    if cost is None:
+        return 0
+    blocks = _bram_count(width, depth, family)
+    return blocks if width * depth * cost["ram_bit" if written else "rom_bit"] > cost["block"] * blocks else 0
+
+
 #: RTLIL cell type -> the priced kind of Amaranth's operators (docs above).
 _CARRY_CELLS = {"$add", "$sub", "$neg", "$lt", "$le", "$gt", "$ge"}
 _LOGIC_CELLS = {"$and", "$or", "$xor", "$not", "$reduce_or", "$reduce_and", "$reduce_xor"}
@@ -308,12 +318,10 @@ class _Pricer:
     def _memory(self, init, sync, written):
         width, depth = int(init.params["WIDTH"]), int(init.params["WORDS"])
         bits = width * depth
-        cost = MEMORY_COST.get(self.family)
-        if sync and cost is not None:
-            blocks = _bram_count(width, depth, self.family)
-            if bits * cost["ram_bit" if written else "rom_bit"] > cost["block"] * blocks:
-                self.bram += blocks
-                return
+        blocks = memory_blocks(width, depth, self.family, written=written) if sync else 0
+        if blocks:
+            self.bram += blocks
+            return
         if self.family == "ecp5" or "1" in init.ports["DATA"]:  # LUT ROM, or ECP5 distributed RAM
             self.lut["rom"] += math.ceil(bits / 16)
         else:  # a small iCE40 RAM: one flip-flop per bit
@@ -397,12 +405,19 @@ def estimate_fmax(cells: int, capacity: int, family: str) -> float | None:
     return round(1e3 / (model["base_ns"] + model["per_use_ns"] * use), 1)
 
 
-def estimate_accelerator(plan, board: str) -> dict:
-    """The estimate of ``asq_accel`` for ``plan`` (a :class:`hw.rtl.plan.NetPlan`) on ``board``."""
+def estimate_accelerator(plan, board: str, *, link_fifo_bytes: int = 0) -> dict:
+    """The estimate of ``asq_accel`` for ``plan`` (a :class:`hw.rtl.plan.NetPlan`) on ``board``.
+
+    ``link_fifo_bytes``: the board link's input buffer (``--window``: images in flight), a byte FIFO
+    beside ``asq_accel`` whose memory holds one byte less (Amaranth's ``SyncFIFOBuffered`` keeps the
+    last in its output register); its block RAMs are counted in ``bram``.
+    """
     from hw.rtl.accel import AsqAccel
 
     top = AsqAccel(plan)
     out = estimate_design(top, board)
+    if link_fifo_bytes > 1:
+        out["bram"] += memory_blocks(8, link_fifo_bytes - 1, get_board(board).family, written=True)
     out["cycles_per_inference"] = top.cycles_per_inference()
     out["cycles_mac_bound"] = sum(la.items for la in plan.layers)
     out["macs_per_cycle"] = plan.pe * plan.simd

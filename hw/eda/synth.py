@@ -603,7 +603,7 @@ def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, m
     design = {"top": TOP_NAME, "bits": plan.bits, "mul": plan.mul, "pe": plan.pe, "simd": plan.simd,
               "scheme": bundle.manifest.scheme, "bundle": str(getattr(bundle, "path", "") or ""),
               "n_logits": plan.n_logits}
-    estimate = estimate_accelerator(plan, spec.name)
+    estimate = estimate_accelerator(plan, spec.name, link_fifo_bytes=options["fifo_depth"])
     if on_estimate is not None:
         on_estimate(estimate)
     return synthesize_top(top, spec.name, out_dir, design=design, macs_per_cycle=plan.pe * plan.simd,
