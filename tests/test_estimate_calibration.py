@@ -2,8 +2,9 @@
 
 No tool runs here: the recorded figures are ``benchmarks/results/estimate_calibration_<board>.json``
 (``benchmarks/calibrate_lc.py``: Yosys, nextpnr's packed logic cells and one seed's Fmax at several
-design points) and ``docs/data/hardware-icebreaker-b3.json`` (a 3-seed ``asqhw synth`` of the default
-design). The synth-marked test in ``tests/test_synth.py`` packs the default design afresh.
+design points), ``docs/data/hardware-icebreaker-b3.json`` and ``docs/data/synth-ulx3s-b3-100mhz.json``
+(3-seed ``asqhw synth`` runs of the default design). The synth-marked test in ``tests/test_synth.py``
+packs the default design afresh.
 """
 
 import json
@@ -96,6 +97,25 @@ def test_default_design_estimate_against_its_recorded_three_seed_synthesis():
         assert abs(est[key] - used[key]) <= DEFAULT_DESIGN_TOLERANCE * used[key], (key, est[key], used[key])
     fmax = recorded["fmax_mhz"]["min"]
     assert abs(est["fmax_mhz"] - fmax) <= estimate.ESTIMATE_ERROR["ice40"]["fmax_mhz"] * fmax, (est["fmax_mhz"], fmax)
+
+
+def test_ulx3s_default_design_estimate_against_its_recorded_three_seed_synthesis():
+    """The ULX3S estimate of today's RTL against docs/data/synth-ulx3s-b3-100mhz.json (the default design
+    placed and routed over 3 seeds at a 100 MHz PLL clock): logic cells and LUT4 within 10 %, Fmax
+    within the stated error of the slowest seed."""
+    from hw.eda.estimate import estimate_accelerator
+    from hw.eda.synth import load_bundle_for
+    from hw.rtl.plan import DEFAULT_PE, DEFAULT_SIMD, make_plan
+
+    recorded = json.loads((ROOT / "docs" / "data" / "synth-ulx3s-b3-100mhz.json").read_text())["report"]
+    design = recorded["design"]
+    assert (design["bits"], design["pe"], design["simd"]) == (3, DEFAULT_PE, DEFAULT_SIMD)
+    est = estimate_accelerator(make_plan(load_bundle_for(None, 3), pe=DEFAULT_PE, simd=DEFAULT_SIMD), "ulx3s")
+    for key in ("logic_cells", "lut4"):
+        used = recorded["resources"][key]["used"]
+        assert abs(est[key] - used) <= DEFAULT_DESIGN_TOLERANCE * used, (key, est[key], used)
+    fmax = recorded["fmax_mhz"]["min"]
+    assert abs(est["fmax_mhz"] - fmax) <= estimate.ESTIMATE_ERROR["ecp5"]["fmax_mhz"] * fmax, (est["fmax_mhz"], fmax)
 
 
 def test_the_estimate_line_states_the_measured_error():
