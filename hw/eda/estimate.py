@@ -224,7 +224,8 @@ def _const_value(bits, signed: bool, width: int) -> int:
     return sum(1 << i for i, bit in enumerate(bits) if bit == "1")
 
 
-def _bram_count(width: int, depth: int, family: str) -> int:
+def bram_count(width: int, depth: int, family: str) -> int:
+    """The fewest block RAMs of ``family`` a ``width`` x ``depth`` memory takes (one shape throughout)."""
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in BRAM_SHAPES[family])
 
 
@@ -234,7 +235,7 @@ def memory_blocks(width: int, depth: int, family: str, *, written: bool) -> int:
     cost = MEMORY_COST.get(family)
     if cost is None:
         return 0
-    blocks = _bram_count(width, depth, family)
+    blocks = bram_count(width, depth, family)
     return blocks if width * depth * cost["ram_bit" if written else "rom_bit"] > cost["block"] * blocks else 0
 
 

@@ -617,27 +617,23 @@ def synthesize_accelerator(bundle, board: str, out_dir, *, pe=None, simd=None, m
 # ----------------------------------------------------------------------------------------------
 # The graph engine on a board: its block memories, checked before synthesis
 
-#: Block-memory shapes (words, bits per word) each family's block RAM offers, and what Yosys'
-#: ``memory_libmap`` counts one block as (``cost`` in its ``brams*.txt``). A memory takes, per shape,
-#: ceil(bits / shape bits) x ceil(words / shape words) blocks, and Yosys maps it to the cheapest.
-#: iCE40 ``SB_RAM40_4K`` (4 kbit); ECP5 ``DP16KD`` (18 kbit; 36 bits wide as a simple dual-port RAM).
-BLOCK_SHAPES = {
-    "ice40": {"cell": "SB_RAM40_4K", "bits": 4096, "cost": 64,
-              "shapes": ((256, 16), (512, 8), (1024, 4), (2048, 2))},
-    "ecp5": {"cell": "DP16KD", "bits": 18432, "cost": 128,
-             "shapes": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))},
+#: Each family's block RAM cell and its bits: iCE40 ``SB_RAM40_4K`` (4 kbit); ECP5 ``DP16KD`` (18 kbit;
+#: 36 bits wide as a simple dual-port RAM). Its shapes and what Yosys' ``memory_libmap`` counts a block
+#: and a ROM bit in logic as are the estimator's (:data:`hw.eda.estimate.BRAM_SHAPES`,
+#: :data:`hw.eda.estimate.MEMORY_COST`).
+BLOCK_RAM = {
+    "ice40": {"cell": "SB_RAM40_4K", "bits": 4096},
+    "ecp5": {"cell": "DP16KD", "bits": 18432},
 }
-#: What ``memory_libmap`` counts a ROM bit built of logic as (its default ``-logic-cost-rom``): a
-#: ROM goes into logic when that is cheaper than its blocks (e.g. a short, wide descriptor ROM).
-LOGIC_COST_ROM = 1 / 16
 #: Single-port RAMs that the bitstream cannot initialise: the UP5K's four 16384 x 16 SB_SPRAM256KA.
 SPRAM = {"iCE40UP5K": {"cell": "SB_SPRAM256KA", "count": 4, "words": 16384, "bits": 16}}
 
 
 def blocks_for(words: int, bits: int, family: str) -> int:
     """The fewest block RAMs of ``family`` a ``words`` x ``bits`` memory takes (one shape throughout)."""
-    shapes = BLOCK_SHAPES[family]["shapes"]
-    return min(-(-bits // sb) * -(-words // sw) for sw, sb in shapes)
+    from hw.eda.estimate import bram_count
+
+    return bram_count(bits, words, family)
 
 
 def engine_memories(engine) -> list[dict]:
@@ -684,7 +680,8 @@ def block_memory_fit(memories: list[dict], board: Board) -> dict:
     """What ``memories`` (:func:`engine_memories`) take of ``board``'s block RAM (and its SPRAM).
 
     Each memory gets ``blocks`` (the fewest that hold it, times its copies) and ``in_logic`` (a
-    ROM that Yosys builds of logic instead, being cheaper so: :data:`LOGIC_COST_ROM`); a memory of
+    ROM that Yosys builds of logic instead, being cheaper so: :data:`hw.eda.estimate.MEMORY_COST`,
+    e.g. a short, wide descriptor ROM); a memory of
     kind ``spram`` (the loaded weight store on the UP5K) takes no block RAM but ``spram`` cells
     (16-bit lanes side by side, 16384 words deep each). Returns them with ``blocks`` in all (an
     estimate: Yosys may trim constant bits off the small ROMs), ``blocks_data`` (the activation
@@ -693,9 +690,10 @@ def block_memory_fit(memories: list[dict], board: Board) -> dict:
     ``fits``: the floor and the SPRAM fit (a design refused by it cannot fit; one that passes may
     still not).
     """
+    from hw.eda.estimate import MEMORY_COST
     from hw.rtl.engine.weightram import SPRAM_BITS, spram_cells
 
-    bram = BLOCK_SHAPES[board.family]
+    bram, cost = BLOCK_RAM[board.family], MEMORY_COST[board.family]
     out = []
     for m in memories:
         if m["kind"] == "spram":
@@ -704,7 +702,7 @@ def block_memory_fit(memories: list[dict], board: Board) -> dict:
             continue
         blocks = m["copies"] * blocks_for(m["words"], m["word_bits"], board.family)
         in_logic = (m["kind"] == "rom"
-                    and m["words"] * m["word_bits"] * LOGIC_COST_ROM < blocks * bram["cost"])
+                    and m["words"] * m["word_bits"] * cost["rom_bit"] < blocks * cost["block"])
         out.append({**m, "blocks": 0 if in_logic else blocks, "in_logic": in_logic})
     spram = SPRAM.get(board.device)
     blocks = sum(m["blocks"] for m in out)
@@ -766,7 +764,7 @@ def memory_refusal(fit: dict, board: Board, what: str) -> str:
 
 
 #: Bits of one block RAM by its cell name (for :func:`memory_refusal`).
-BLOCK_SHAPES_BITS = {spec["cell"]: spec["bits"] for spec in BLOCK_SHAPES.values()}
+BLOCK_SHAPES_BITS = {spec["cell"]: spec["bits"] for spec in BLOCK_RAM.values()}
 
 
 #: The engine's weight stores ``asqhw synth/verilog --weights`` offers: block RAM ROMs set by the
