@@ -90,13 +90,12 @@ class PipelinedProduct(wiring.Component):
         self.addend_shape, self.addend_shift = addend_shape, addend_shift
         #: Cycles from the operands (and ``valid``) to their product on ``p``.
         self.latency = self.LATENCY + (1 if input_stage else 0)
-        self.signed = a_shape.signed or b_shape.signed or (addend_shape is not None and addend_shape.signed)
-        self.p_width = a_shape.width + b_shape.width
+        p_shape = self.product_shape(a_shape, b_shape, addend_shape=addend_shape, addend_shift=addend_shift)
+        self.signed, self.p_width = p_shape.signed, p_shape.width
         ports = {"a": In(a_shape), "b": In(b_shape), "valid": In(1)}
         if addend_shape is not None:
-            self.p_width = max(self.p_width, addend_shape.width + addend_shift) + 1
             ports["c"] = In(addend_shape)
-        ports["p"] = Out(signed(self.p_width) if self.signed else unsigned(self.p_width))
+        ports["p"] = Out(p_shape)
         super().__init__(ports)
         self.pieces = self.pieces_for(a_shape, b_shape)
 
@@ -109,6 +108,15 @@ class PipelinedProduct(wiring.Component):
         if a_shape.signed and b_shape.signed:
             return _signed_digits(shape.width)
         return _unsigned_chunks(shape.width)
+
+    @staticmethod
+    def product_shape(a_shape, b_shape, *, addend_shape=None, addend_shift=0):
+        """The shape of ``p`` (what the component's port would be), without building the component."""
+        is_signed = a_shape.signed or b_shape.signed or (addend_shape is not None and addend_shape.signed)
+        width = a_shape.width + b_shape.width
+        if addend_shape is not None:
+            width = max(width, addend_shape.width + addend_shift) + 1
+        return signed(width) if is_signed else unsigned(width)
 
     @classmethod
     def pieces_for(cls, a_shape, b_shape) -> int:

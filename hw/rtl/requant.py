@@ -210,10 +210,7 @@ class Requantizer(wiring.Component):
     def dsp_blocks(self) -> int:
         """DSP blocks its two products take (16 x 16 pieces)."""
         a_shape, b_shape, _ = self._acc_g_shapes()
-        # the product's shape, as PipelinedProduct makes it (signed when either operand is)
-        product = a_shape.width + b_shape.width
-        x_shape = signed(self.x_width) if self.split_acc else \
-            (signed(product) if a_shape.signed or b_shape.signed else unsigned(product))
+        x_shape = signed(self.x_width) if self.split_acc else PipelinedProduct.product_shape(a_shape, b_shape)
         return (PipelinedProduct.pieces_for(a_shape, b_shape)
                 + PipelinedProduct.pieces_for(x_shape, signed(self.m_width)))
 
